@@ -1,0 +1,3 @@
+from cctf.cli import main
+
+raise SystemExit(main())
