@@ -30,7 +30,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="Cross-Cloud Trust Fabric: quorum-verified DNS trust over NATS.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for name, module_name in _COMMANDS.items():
+    for module_name in _COMMANDS.values():
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:

@@ -1,0 +1,35 @@
+"""Every hard size cap of the wire contract, in one place.
+
+Decoders check these *before* doing work proportional to the input, so an oversized or hostile message
+costs at most one length comparison.
+"""
+
+from __future__ import annotations
+
+from typing import Final
+
+#: Largest envelope accepted from the bus, in bytes (the NATS server's max_payload is 1 MiB).
+MAX_ENVELOPE_BYTES: Final = 512 * 1024
+#: Largest payload carried inside one envelope.
+MAX_PAYLOAD_BYTES: Final = MAX_ENVELOPE_BYTES - 16 * 1024
+#: Largest NATS subject we build or accept.
+MAX_SUBJECT_BYTES: Final = 1024
+#: Votes in one ballot (names × resolvers of one agent in one round).
+MAX_VOTES_PER_BALLOT: Final = 4096
+#: Entries in one canonical answer, and the length of each entry.
+MAX_ANSWER_ENTRIES: Final = 64
+MAX_ANSWER_ENTRY_CHARS: Final = 512
+#: Extended DNS Error codes kept per vote.
+MAX_EDE_CODES: Final = 8
+#: Voters listed in one verdict, and vote digests.
+MAX_VOTERS: Final = 64
+#: Identifiers (agent, coordinator, resolver, region, key id).
+MAX_ID_CHARS: Final = 64
+#: DNS presentation-format name length (253 plus a trailing dot).
+MAX_QNAME_CHARS: Final = 254
+#: Nonce length in bytes.
+NONCE_BYTES: Final = 16
+#: Signatures per authenticator (one per suite component).
+MAX_SIGNATURES: Final = 4
+#: Largest single signature (ML-DSA-65 is 3309 bytes).
+MAX_SIGNATURE_BYTES: Final = 8192

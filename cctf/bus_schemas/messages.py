@@ -1,0 +1,177 @@
+"""Message types carried inside signed envelopes (MessagePack, strict typed decoding).
+
+Every struct is encoded as a MessagePack *array* in field order (``array_like``), so the byte layout is
+fixed by this file and documented field by field in ``docs/wire-protocol.md``. Decoding is strict: wrong
+types, missing fields, unknown enum values and oversized collections are rejected.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from enum import StrEnum
+from typing import Annotated, Final
+
+import msgspec
+
+from cctf.bus_schemas import limits as L
+
+Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+VoterId = Annotated[str, msgspec.Meta(max_length=2 * L.MAX_ID_CHARS + 1)]
+QName = Annotated[str, msgspec.Meta(min_length=1, max_length=L.MAX_QNAME_CHARS)]
+QType = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{0,9}$")]
+Digest = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+OptDigest = Annotated[bytes, msgspec.Meta(max_length=32)]  # empty when there is none
+AnswerEntry = Annotated[str, msgspec.Meta(max_length=L.MAX_ANSWER_ENTRY_CHARS)]
+Answer = Annotated[list[AnswerEntry], msgspec.Meta(max_length=L.MAX_ANSWER_ENTRIES)]
+Uint = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
+Rcode = Annotated[int, msgspec.Meta(ge=0, le=4095)]
+Ttl = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
+
+
+class MessageType(StrEnum):
+    BALLOT = "ballot"
+    VERDICT = "verdict"
+
+
+class Transport(StrEnum):
+    UDP = "udp"
+    TCP = "tcp"
+    DOT = "dot"
+    DOH = "doh"
+    DOQ = "doq"
+
+
+class VoteStatus(StrEnum):
+    """What one resolver said. Only ``answer`` carries an answer digest."""
+
+    ANSWER = "answer"  # NOERROR or NXDOMAIN: a definite answer
+    TIMEOUT = "timeout"
+    SERVFAIL = "servfail"
+    ERROR = "error"  # REFUSED, FORMERR, malformed response, transport failure
+
+
+class Outcome(StrEnum):
+    TRUSTED = "trusted"
+    DISPUTED = "disputed"
+    UNAVAILABLE = "unavailable"
+
+
+class VoterState(StrEnum):
+    AGREE = "agree"
+    DISAGREE = "disagree"
+    UNAVAILABLE = "unavailable"
+
+
+class ResolverVote(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """One resolver's answer for one (name, type) in one round, as observed by one agent."""
+
+    agent: Id
+    region: Id
+    round: Uint
+    qname: QName
+    qtype: QType
+    resolver_id: Id
+    transport: Transport
+    status: VoteStatus
+    rcode: Rcode
+    answer: Answer  # canonical, sorted, de-duplicated (see cctf.agents.canonical)
+    answer_digest: OptDigest  # answer_digest(rcode, answer) when status == answer, else b""
+    ttl: Ttl
+    ad: bool
+    ede: Annotated[
+        list[Annotated[int, msgspec.Meta(ge=0, le=65535)]], msgspec.Meta(max_length=L.MAX_EDE_CODES)
+    ]
+    observed_ms: Uint
+
+    @property
+    def voter(self) -> str:
+        return voter_id(self.agent, self.resolver_id)
+
+
+class Ballot(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """All of one agent's votes for one round: one signature covers them all."""
+
+    agent: Id
+    region: Id
+    round: Uint
+    issued_ms: Uint
+    votes: Annotated[list[ResolverVote], msgspec.Meta(max_length=L.MAX_VOTES_PER_BALLOT)]
+
+
+class VoterRecord(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    voter: VoterId
+    state: VoterState
+    answer_digest: OptDigest
+
+
+class Verdict(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """A coordinator's signed decision for one (name, type, round)."""
+
+    qname: QName
+    qtype: QType
+    round: Uint
+    outcome: Outcome
+    rcode: Rcode  # rcode of the winning answer (TRUSTED), else 0
+    answer: Answer  # winning canonical answer (TRUSTED), else []
+    answer_digest: OptDigest
+    voters: Annotated[list[VoterRecord], msgspec.Meta(max_length=L.MAX_VOTERS)]
+    k: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTERS)]
+    n: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTERS)]
+    vote_digests: Annotated[list[Digest], msgspec.Meta(max_length=L.MAX_VOTERS)]
+    decided_early: bool
+    issued_ms: Uint
+    expires_ms: Uint
+    coordinator: Id
+    seq: Uint
+
+
+PAYLOAD_TYPES: Final[dict[MessageType, type[msgspec.Struct]]] = {
+    MessageType.BALLOT: Ballot,
+    MessageType.VERDICT: Verdict,
+}
+
+_ENCODER: Final = msgspec.msgpack.Encoder()
+_BALLOT_DECODER: Final = msgspec.msgpack.Decoder(Ballot)
+_VERDICT_DECODER: Final = msgspec.msgpack.Decoder(Verdict)
+_VOTE_DOMAIN: Final = b"CCTF-vote-v1\x00"
+
+
+class PayloadError(ValueError):
+    """A payload failed strict decoding."""
+
+
+def encode(msg: msgspec.Struct) -> bytes:
+    return _ENCODER.encode(msg)
+
+
+def decode_ballot(data: bytes) -> Ballot:
+    if len(data) > L.MAX_PAYLOAD_BYTES:
+        raise PayloadError("ballot payload too large")
+    try:
+        return _BALLOT_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PayloadError(f"malformed ballot: {exc}") from None
+
+
+def decode_verdict(data: bytes) -> Verdict:
+    if len(data) > L.MAX_PAYLOAD_BYTES:
+        raise PayloadError("verdict payload too large")
+    try:
+        return _VERDICT_DECODER.decode(data)
+    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+        raise PayloadError(f"malformed verdict: {exc}") from None
+
+
+def voter_id(agent: str, resolver_id: str) -> str:
+    """A voter is one (agent, resolver) path: ``<agent>/<resolver_id>``."""
+    return f"{agent}/{resolver_id}"
+
+
+def answer_digest(rcode: int, answer: list[str] | tuple[str, ...]) -> bytes:
+    """SHA-256 of the MessagePack array ``[rcode, [entry, ...]]`` (entries already canonical)."""
+    return hashlib.sha256(_ENCODER.encode([rcode, list(answer)])).digest()
+
+
+def vote_digest(vote: ResolverVote) -> bytes:
+    """SHA-256 of ``"CCTF-vote-v1\\0"`` followed by the vote's MessagePack encoding."""
+    return hashlib.sha256(_VOTE_DOMAIN + _ENCODER.encode(vote)).digest()

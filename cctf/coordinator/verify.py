@@ -1,0 +1,112 @@
+"""Ballot verification: the coordinator's numbered checks (pure, no I/O).
+
+Steps 1–8 are :func:`cctf.bus_schemas.envelope.verify_envelope` (size, decode, version, type, suite
+policy, key, signature, time window). Then:
+
+9.  subject: ``cctf.v1.vote.<region>.<agent>``
+10. replay: the (key id, nonce) pair was not seen before
+11. payload: strict ballot decoding
+12. regional pinning: subject region = key region = ballot region (and every vote's), and subject
+    agent = key principal = ballot agent (and every vote's)
+13. round freshness: ``current - max_round_lag ≤ round ≤ current + 1``, every vote in the ballot round
+14. every vote's answer digest matches its answer (for ``answer`` votes) or is empty
+
+Each failure raises :class:`~cctf.bus_schemas.envelope.Rejected` with its reason.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, verify_envelope
+from cctf.bus_schemas.messages import (
+    Ballot,
+    MessageType,
+    PayloadError,
+    VoteStatus,
+    answer_digest,
+    decode_ballot,
+)
+from cctf.bus_schemas.subjects import Kind, SubjectError, parse_subject
+from cctf.clock import Clock
+from cctf.coordinator.replay import ReplayCache, ReplayCacheFull
+from cctf.crypto.policy import SuitePolicy
+from cctf.crypto.trust import Role, TrustConfig
+
+
+@dataclass(frozen=True)
+class RoundPolicy:
+    round_ms: int = 1_000
+    max_round_lag: int = 2  # rounds in the past still accepted
+
+    def current(self, now_ms: int) -> int:
+        return now_ms // self.round_ms
+
+
+@dataclass
+class BallotVerifier:
+    trust: TrustConfig
+    clock: Clock
+    policy: SuitePolicy = field(default_factory=SuitePolicy)
+    rounds: RoundPolicy = field(default_factory=RoundPolicy)
+    times: TimePolicy = field(default_factory=TimePolicy)
+    replay: ReplayCache = field(default_factory=ReplayCache)
+
+    def verify(self, data: bytes, subject: str) -> Ballot:
+        now = self.clock.now_ms()
+        checked = verify_envelope(
+            data,
+            subject,
+            expected_type=MessageType.BALLOT,
+            role=Role.AGENT,
+            trust=self.trust,
+            policy=self.policy,
+            now_ms=now,
+            time_policy=self.times,
+        )
+        env, signer = checked.envelope, checked.signer
+        try:  # 9
+            parsed = parse_subject(subject)
+        except SubjectError as exc:
+            raise Rejected(Reason.SUBJECT, str(exc)) from None
+        if parsed.kind is not Kind.VOTE or parsed.agent is None:
+            raise Rejected(Reason.SUBJECT, f"{subject!r} is not a vote subject")
+        try:  # 10
+            fresh = self.replay.check_and_add(env.kid.encode() + env.nonce, env.exp, now)
+        except ReplayCacheFull as exc:
+            raise Rejected(Reason.REPLAY, str(exc)) from None
+        if not fresh:
+            raise Rejected(Reason.REPLAY, "nonce already seen")
+        try:  # 11
+            ballot = decode_ballot(env.payload)
+        except PayloadError as exc:
+            raise Rejected(Reason.MALFORMED, str(exc)) from None
+        # 12
+        if not (parsed.region == signer.region == ballot.region):
+            raise Rejected(
+                Reason.REGION,
+                f"subject region {parsed.region}, key region {signer.region}, "
+                f"ballot region {ballot.region} differ",
+            )
+        if not (parsed.agent == signer.principal == ballot.agent):
+            raise Rejected(
+                Reason.PRINCIPAL,
+                f"subject agent {parsed.agent}, key principal {signer.principal}, "
+                f"ballot agent {ballot.agent} differ",
+            )
+        current = self.rounds.current(now)  # 13
+        if not (current - self.rounds.max_round_lag <= ballot.round <= current + 1):
+            raise Rejected(Reason.ROUND, f"round {ballot.round} is outside the window at {current}")
+        for vote in ballot.votes:
+            if vote.region != ballot.region:
+                raise Rejected(Reason.REGION, f"vote region {vote.region} is not {ballot.region}")
+            if vote.agent != ballot.agent:
+                raise Rejected(Reason.PRINCIPAL, f"vote agent {vote.agent} is not {ballot.agent}")
+            if vote.round != ballot.round:
+                raise Rejected(Reason.ROUND, f"vote round {vote.round} is not {ballot.round}")
+            expected = (
+                answer_digest(vote.rcode, vote.answer) if vote.status is VoteStatus.ANSWER else b""
+            )
+            if vote.answer_digest != expected:  # 14
+                raise Rejected(Reason.MALFORMED, f"vote for {vote.qname} has a wrong answer digest")
+        return ballot

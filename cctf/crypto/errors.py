@@ -1,0 +1,23 @@
+"""Crypto errors. Verification raises one of these; it never returns a bool."""
+
+from __future__ import annotations
+
+
+class CryptoError(Exception):
+    """Base class for every crypto failure."""
+
+
+class SignatureError(CryptoError):
+    """A signature did not verify, or the authenticator has the wrong shape for its suite."""
+
+
+class SuiteError(CryptoError):
+    """Unknown suite, or a suite the policy forbids (downgrade)."""
+
+
+class KeyError_(CryptoError):
+    """A key is unknown, malformed, or used outside its role or region."""
+
+
+class KeyFileError(CryptoError):
+    """A key or trust file could not be read or is malformed."""
