@@ -1,0 +1,454 @@
+"""Quorum tally for one ``(name, qtype, round)`` and a bounded book of many tallies (pure).
+
+The rule is the one in ``docs/architecture.md``, section *Outcomes*. With the counted votes grouped by
+answer digest, ``best`` the size of the largest group, ``unavail`` the number of voters that reported
+no answer and ``pending`` the number of electorate voters not heard yet:
+
+* **TRUSTED** is settled as soon as a group reaches ``k``; the decision carries that digest.
+* A non-TRUSTED outcome is settled when no group can still reach ``k`` (``best + pending < k``). It is
+  **DISPUTED** when ``best + unavail + pending < k`` and **UNAVAILABLE** when every completion of the
+  pending votes leaves ``best + unavail >= k``.
+* Otherwise the tally waits; at the deadline (:meth:`RoundTally.finalize`) pending voters count as
+  unavailable, and the plain definition applies.
+
+Choices made here, beyond the architecture page:
+
+* **Early UNAVAILABLE uses the exact completion bound.** The architecture page settles UNAVAILABLE when
+  ``best + unavail >= k``. The smallest value ``best + unavail`` can take over every completion is
+  ``max(best, 1) + unavail`` when ``pending > 0`` (a pending voter either answers, which makes
+  ``best >= 1``, or is unavailable, which adds to ``unavail``), so UNAVAILABLE is settled when that
+  bound reaches ``k``. This differs from the page only when nobody has answered yet (``best == 0``) and
+  exactly ``k - 1`` voters are unavailable, for example 3-of-4 with two unavailable and two pending:
+  every completion is UNAVAILABLE, so the tally decides instead of waiting. (It cannot happen with
+  3-of-5.) With this, :meth:`RoundTally.decision` is non-``None`` exactly when every completion of the
+  pending votes gives the same outcome and answer, which is the principle stated in the page.
+* **Voter states in a decision.** Every electorate voter appears once, sorted by voter id. For TRUSTED,
+  ``AGREE`` means the voter's counted vote carries the winning digest, ``DISAGREE`` that it carries
+  another digest. For DISPUTED and UNAVAILABLE there is no winning answer, so every voter whose counted
+  vote carries a digest is ``DISAGREE`` (nobody is ``AGREE``). ``UNAVAILABLE`` means the counted vote
+  carries no digest, or the voter had not been counted when the tally closed (it never voted, or its
+  vote arrived after an early decision).
+* **Votes after a decision.** Once decided, a tally is closed and its :class:`Decision` never changes.
+  A later vote from a voter not counted returns ``CLOSED``; an identical repeat of a counted vote still
+  returns ``DUPLICATE``; a conflicting vote from a counted voter still returns ``EQUIVOCATION`` and is
+  recorded in :attr:`RoundTally.equivocations`, but not in the already issued decision (whose
+  ``equivocations`` lists those seen before it closed). Unknown voters always get ``UNKNOWN_VOTER``.
+* **Identity of a repeat.** Two votes from the same voter are identical when their answer digests are
+  equal (``None`` equals ``None``); ``vote_digest`` is not compared. The first vote's ``vote_digest``
+  is the one listed in the decision.
+* **Book bounds.** :class:`TallyBook` holds the tallies of rounds not yet expired ("live", open or
+  already decided) up to ``max_open``; a vote that would open a tally beyond that returns
+  ``OVERLOADED``. :meth:`TallyBook.expire` finalizes live tallies up to a round and moves them to a
+  retention area kept for ``retain_rounds`` rounds (so late repeats and equivocations are still
+  classified), then forgets them. Votes for any round at or below the highest expired round never
+  open a tally: without a retained tally they return ``CLOSED``. So a key is decided, and its decision
+  emitted, at most once, and the book holds at most ``(retain_rounds + 1) * max_open`` tallies.
+
+Cost: :meth:`RoundTally.add` is O(1) (per-digest counts and a running maximum; counts only grow, so
+the maximum never has to be recomputed); building a decision is O(n log n) and happens once.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import NamedTuple
+
+__all__ = [
+    "AddResult",
+    "Decision",
+    "Outcome",
+    "QuorumRule",
+    "RoundTally",
+    "TallyBook",
+    "TallyKey",
+    "VoteInput",
+    "VoterState",
+    "plain_outcome",
+]
+
+
+class Outcome(enum.StrEnum):
+    TRUSTED = "trusted"
+    DISPUTED = "disputed"
+    UNAVAILABLE = "unavailable"
+
+
+class VoterState(enum.StrEnum):
+    AGREE = "agree"
+    DISAGREE = "disagree"
+    UNAVAILABLE = "unavailable"
+
+
+class AddResult(enum.StrEnum):
+    COUNTED = "counted"
+    """The vote is the voter's first and was counted."""
+    DUPLICATE = "duplicate"
+    """Same answer digest as the voter's counted vote; ignored."""
+    EQUIVOCATION = "equivocation"
+    """Different answer digest from the voter's counted vote; recorded, ignored."""
+    UNKNOWN_VOTER = "unknown_voter"
+    """The voter is not in the electorate; ignored."""
+    CLOSED = "closed"
+    """The tally (or its round) is already decided or expired and this voter was not counted."""
+    OVERLOADED = "overloaded"
+    """(TallyBook only) the vote would open a tally beyond ``max_open``; ignored."""
+
+
+def _is_int(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+@dataclass(frozen=True, slots=True)
+class QuorumRule:
+    """``k``-of-``n``: an answer is trusted when ``k`` of the ``n`` electorate voters report it."""
+
+    k: int = 3
+    n: int = 5
+
+    def __post_init__(self) -> None:
+        if not _is_int(self.k) or not _is_int(self.n):
+            raise ValueError(f"quorum k and n must be integers, got k={self.k!r} n={self.n!r}")
+        if not 1 <= self.k <= self.n:
+            raise ValueError(f"quorum needs 1 <= k <= n, got k={self.k} n={self.n}")
+        if 2 * self.k <= self.n:
+            raise ValueError(
+                f"quorum needs 2*k > n so two answers cannot both reach it, got k={self.k} n={self.n}"
+            )
+
+    @classmethod
+    def default(cls) -> QuorumRule:
+        """The deployment default, 3-of-5."""
+        return cls(3, 5)
+
+
+@dataclass(frozen=True, slots=True)
+class VoteInput:
+    """One voter's vote as the tally sees it."""
+
+    voter: str
+    """Voter id ``"<agent>/<resolver_id>"``."""
+    digest: bytes | None
+    """Answer digest when the resolver answered; ``None`` when it was unavailable."""
+    vote_digest: bytes
+    """Digest of the whole signed vote (listed in the decision when counted)."""
+
+
+@dataclass(frozen=True, slots=True)
+class Decision:
+    outcome: Outcome
+    answer_digest: bytes | None
+    """The winning digest for TRUSTED, else ``None``."""
+    voters: tuple[tuple[str, VoterState], ...]
+    """Every electorate voter with its state, sorted by voter id (see the module docstring)."""
+    vote_digests: tuple[bytes, ...]
+    """``vote_digest`` of every counted vote, sorted."""
+    decided_early: bool
+    """``True`` when settled by a vote before the deadline, ``False`` when settled by finalize()."""
+    equivocations: tuple[str, ...]
+    """Voters that had equivocated when the decision was made, sorted."""
+
+
+def plain_outcome(rule: QuorumRule, best: int, unavail: int) -> Outcome:
+    """The outcome of a complete vote vector (no voter pending) from its two counts.
+
+    ``best`` is the size of the largest answer group, ``unavail`` the number of voters without an
+    answer (including, at the deadline, voters that never voted).
+    """
+    if best >= rule.k:
+        return Outcome.TRUSTED
+    if best + unavail >= rule.k:
+        return Outcome.UNAVAILABLE
+    return Outcome.DISPUTED
+
+
+class _Electorate:
+    __slots__ = ("members", "ordered")
+
+    def __init__(self, rule: QuorumRule, electorate: Iterable[str]) -> None:
+        voters = list(electorate)
+        for voter in voters:
+            if not isinstance(voter, str) or not voter:
+                raise ValueError(f"voter ids must be non-empty strings, got {voter!r}")
+        members = frozenset(voters)
+        if len(members) != len(voters):
+            raise ValueError("electorate voter ids must be unique")
+        if len(members) != rule.n:
+            raise ValueError(
+                f"electorate has {len(members)} voters but the quorum rule has n={rule.n}"
+            )
+        self.members = members
+        self.ordered: tuple[str, ...] = tuple(sorted(members))
+
+
+class RoundTally:
+    """The tally of one ``(name, qtype, round)``; see the module docstring for the rule."""
+
+    __slots__ = (
+        "_best",
+        "_best_digest",
+        "_decision",
+        "_digests",
+        "_electorate",
+        "_equivocators",
+        "_groups",
+        "_rule",
+        "_unavail",
+        "_vote_digests",
+    )
+
+    def __init__(self, rule: QuorumRule, electorate: Iterable[str]) -> None:
+        self._setup(rule, _Electorate(rule, electorate))
+
+    @classmethod
+    def _with(cls, rule: QuorumRule, electorate: _Electorate) -> RoundTally:
+        tally = cls.__new__(cls)
+        tally._setup(rule, electorate)
+        return tally
+
+    def _setup(self, rule: QuorumRule, electorate: _Electorate) -> None:
+        self._rule = rule
+        self._electorate = electorate
+        self._digests: dict[str, bytes | None] = {}
+        self._vote_digests: list[bytes] = []
+        self._groups: dict[bytes, int] = {}
+        self._best = 0
+        self._best_digest: bytes | None = None
+        self._unavail = 0
+        self._equivocators: set[str] = set()
+        self._decision: Decision | None = None
+
+    # --- queries -------------------------------------------------------------------------------
+
+    @property
+    def rule(self) -> QuorumRule:
+        return self._rule
+
+    @property
+    def electorate(self) -> tuple[str, ...]:
+        """The electorate voter ids, sorted."""
+        return self._electorate.ordered
+
+    @property
+    def counted(self) -> int:
+        """Number of voters whose vote is counted."""
+        return len(self._digests)
+
+    @property
+    def pending(self) -> int:
+        """Number of electorate voters not counted yet."""
+        return self._rule.n - len(self._digests)
+
+    @property
+    def unavailable(self) -> int:
+        """Number of counted votes without an answer digest."""
+        return self._unavail
+
+    @property
+    def best(self) -> int:
+        """Size of the largest answer group among the counted votes."""
+        return self._best
+
+    @property
+    def closed(self) -> bool:
+        """``True`` once decided (early or by :meth:`finalize`)."""
+        return self._decision is not None
+
+    @property
+    def equivocations(self) -> tuple[str, ...]:
+        """Every voter seen equivocating, including after the decision, sorted."""
+        return tuple(sorted(self._equivocators))
+
+    def decision(self) -> Decision | None:
+        """The settled decision, or ``None`` while the pending votes could still change it."""
+        return self._decision
+
+    # --- updates -------------------------------------------------------------------------------
+
+    def add(self, vote: VoteInput) -> AddResult:
+        voter = vote.voter
+        if voter not in self._electorate.members:
+            return AddResult.UNKNOWN_VOTER
+        digests = self._digests
+        if voter in digests:
+            if digests[voter] == vote.digest:
+                return AddResult.DUPLICATE
+            self._equivocators.add(voter)
+            return AddResult.EQUIVOCATION
+        if self._decision is not None:
+            return AddResult.CLOSED
+        digest = vote.digest
+        digests[voter] = digest
+        self._vote_digests.append(vote.vote_digest)
+        if digest is None:
+            self._unavail += 1
+        else:
+            size = self._groups.get(digest, 0) + 1
+            self._groups[digest] = size
+            if size > self._best:
+                self._best = size
+                self._best_digest = digest
+        self._settle()
+        return AddResult.COUNTED
+
+    def _settle(self) -> None:
+        k = self._rule.k
+        best = self._best
+        if best >= k:
+            self._decide(Outcome.TRUSTED, self._best_digest, early=True)
+            return
+        pending = self._rule.n - len(self._digests)
+        if best + pending >= k:
+            return  # some group could still reach k
+        unavail = self._unavail
+        if best + unavail + pending < k:
+            self._decide(Outcome.DISPUTED, None, early=True)
+        elif max(best, 1 if pending else 0) + unavail >= k:
+            self._decide(Outcome.UNAVAILABLE, None, early=True)
+
+    def finalize(self) -> Decision:
+        """Decide at the deadline: pending voters count as unavailable. Idempotent."""
+        if self._decision is not None:
+            return self._decision
+        unavail = self._unavail + self.pending
+        outcome = plain_outcome(self._rule, self._best, unavail)
+        answer = self._best_digest if outcome is Outcome.TRUSTED else None
+        return self._decide(outcome, answer, early=False)
+
+    def _decide(self, outcome: Outcome, answer: bytes | None, *, early: bool) -> Decision:
+        digests = self._digests
+        states: list[tuple[str, VoterState]] = []
+        for voter in self._electorate.ordered:
+            if voter not in digests or digests[voter] is None:
+                state = VoterState.UNAVAILABLE
+            elif outcome is Outcome.TRUSTED and digests[voter] == answer:
+                state = VoterState.AGREE
+            else:
+                state = VoterState.DISAGREE
+            states.append((voter, state))
+        decision = Decision(
+            outcome=outcome,
+            answer_digest=answer,
+            voters=tuple(states),
+            vote_digests=tuple(sorted(self._vote_digests)),
+            decided_early=early,
+            equivocations=tuple(sorted(self._equivocators)),
+        )
+        self._decision = decision
+        return decision
+
+
+class TallyKey(NamedTuple):
+    qname: str
+    qtype: str
+    round: int
+
+
+class TallyBook:
+    """Tallies keyed by ``(qname, qtype, round)``, bounded; see the module docstring."""
+
+    __slots__ = (
+        "_electorate",
+        "_expired_through",
+        "_live",
+        "_live_rounds",
+        "_max_open",
+        "_retain_rounds",
+        "_retained_rounds",
+        "_rule",
+        "_tallies",
+    )
+
+    def __init__(
+        self,
+        rule: QuorumRule,
+        electorate: Iterable[str],
+        max_open: int = 100_000,
+        retain_rounds: int = 2,
+    ) -> None:
+        if not _is_int(max_open) or max_open < 1:
+            raise ValueError(f"max_open must be a positive integer, got {max_open!r}")
+        if not _is_int(retain_rounds) or retain_rounds < 0:
+            raise ValueError(f"retain_rounds must be a non-negative integer, got {retain_rounds!r}")
+        self._rule = rule
+        self._electorate = _Electorate(rule, electorate)
+        self._max_open = max_open
+        self._retain_rounds = retain_rounds
+        self._tallies: dict[tuple[str, str, int], RoundTally] = {}
+        self._live_rounds: dict[int, list[TallyKey]] = {}
+        self._retained_rounds: dict[int, list[TallyKey]] = {}
+        self._live = 0
+        self._expired_through = -1
+
+    @property
+    def live(self) -> int:
+        """Tallies of rounds not yet expired (open or decided); at most ``max_open``."""
+        return self._live
+
+    @property
+    def held(self) -> int:
+        """All tallies in memory: live plus retained after expiry."""
+        return len(self._tallies)
+
+    @property
+    def expired_through(self) -> int:
+        """The highest round passed to :meth:`expire` (``-1`` before the first call)."""
+        return self._expired_through
+
+    def get(self, qname: str, qtype: str, round_: int) -> RoundTally | None:
+        """The tally for a key, while held."""
+        return self._tallies.get((qname, qtype, round_))
+
+    def add(
+        self, qname: str, qtype: str, round_: int, vote: VoteInput
+    ) -> tuple[AddResult, Decision | None]:
+        """Add a vote. The decision is returned exactly once, with the vote that settles it."""
+        tally = self._tallies.get((qname, qtype, round_))
+        if tally is None:
+            if not _is_int(round_) or round_ < 0:
+                raise ValueError(f"round must be a non-negative integer, got {round_!r}")
+            if round_ <= self._expired_through:
+                return AddResult.CLOSED, None
+            if vote.voter not in self._electorate.members:
+                return AddResult.UNKNOWN_VOTER, None
+            if self._live >= self._max_open:
+                return AddResult.OVERLOADED, None
+            key = TallyKey(qname, qtype, round_)
+            tally = RoundTally._with(self._rule, self._electorate)
+            self._tallies[key] = tally
+            self._live_rounds.setdefault(round_, []).append(key)
+            self._live += 1
+        result = tally.add(vote)
+        if result is AddResult.COUNTED:
+            # COUNTED only happens while open, and a tally closes once: this emits exactly once.
+            return result, tally.decision()
+        return result, None
+
+    def expire(self, up_to_round: int) -> list[tuple[TallyKey, Decision]]:
+        """Finalize every live tally with ``round <= up_to_round``.
+
+        Returns the decisions not returned by :meth:`add` before (tallies that had not settled
+        early), in round order and then in the order their keys were first seen. Expired tallies are
+        retained for ``retain_rounds`` rounds (rounds ``> up_to_round - retain_rounds``), then
+        forgotten; votes for expired rounds never open a new tally.
+        """
+        if not _is_int(up_to_round):
+            raise ValueError(f"up_to_round must be an integer, got {up_to_round!r}")
+        out: list[tuple[TallyKey, Decision]] = []
+        if up_to_round > self._expired_through:
+            rounds = sorted(r for r in self._live_rounds if r <= up_to_round)
+            for r in rounds:
+                keys = self._live_rounds.pop(r)
+                for key in keys:
+                    tally = self._tallies[key]
+                    if not tally.closed:
+                        out.append((key, tally.finalize()))
+                self._live -= len(keys)
+                self._retained_rounds[r] = keys
+            self._expired_through = up_to_round
+        horizon = self._expired_through - self._retain_rounds
+        for r in [r for r in self._retained_rounds if r <= horizon]:
+            for key in self._retained_rounds.pop(r):
+                del self._tallies[key]
+        return out
