@@ -21,16 +21,19 @@ _COMMANDS: dict[str, str] = {
     "agent": "cctf.agents.cli",
     "coordinator": "cctf.coordinator.cli",
     "watch": "cctf.client.cli",
+    "check": "cctf.client.cli",
 }
 
 
-def build_parser() -> argparse.ArgumentParser:
+def build_parser(only: str | None = None) -> argparse.ArgumentParser:
+    """Build the parser; with ``only``, import just that sub-command's module (fast start-up)."""
     parser = argparse.ArgumentParser(
         prog="cctf",
         description="Cross-Cloud Trust Fabric: quorum-verified DNS trust over NATS.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
-    for module_name in _COMMANDS.values():
+    modules = [_COMMANDS[only]] if only in _COMMANDS else list(dict.fromkeys(_COMMANDS.values()))
+    for module_name in modules:
         try:
             module = importlib.import_module(module_name)
         except ModuleNotFoundError as exc:
@@ -45,7 +48,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = build_parser()
+    argv = list(sys.argv[1:] if argv is None else argv)
+    first = next((a for a in argv if not a.startswith("-")), None)
+    parser = build_parser(first)
     args = parser.parse_args(argv)
     func: Callable[[argparse.Namespace], int] | None = getattr(args, "func", None)
     if func is None:
