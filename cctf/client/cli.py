@@ -1,0 +1,223 @@
+"""``cctf watch`` and ``cctf check``: the subscriber SDK on the command line.
+
+Both read a credentials file (``{"urls": [...], "users": {name: {"user", "password"}}}``, written by
+:meth:`cctf.fabric.nats.NatsFabric.write_credentials`) and a trust config, connect as ``--user``
+(``client`` by default) and print verified verdicts only. Logs (JSON lines, including every rejected
+verdict and its reason) go to stderr; verdicts go to stdout.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from cctf.client.sdk import (
+    FetchError,
+    NoVerdict,
+    TrustClient,
+    VerdictRejected,
+    verdict_line,
+    verdict_to_json,
+)
+
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_NOT_TRUSTED = 3
+
+_EXIT_CODES_WATCH = """\
+exit codes:
+  0    --count verdicts were printed
+  1    error: unreadable credentials or trust file, connection failure, stream ended
+  2    usage error
+  130  interrupted
+"""
+_EXIT_CODES_CHECK = """\
+exit codes:
+  0    the latest verified verdict is TRUSTED
+  3    the latest verified verdict is DISPUTED or UNAVAILABLE
+  1    no verdict, the verdict was rejected (bad signature, unknown key, expired,
+       rollback, ...: fail closed), or an error (files, connection, timeout)
+  2    usage error
+  130  interrupted
+"""
+
+
+def _common(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--credentials", type=Path, required=True, help="NATS credentials file (JSON)")
+    p.add_argument("--trust", type=Path, required=True, help="trust config (coordinator keys)")
+    p.add_argument("--region", required=True, help="region whose verdicts to read")
+    p.add_argument("--user", default="client", help="user in the credentials file (default client)")
+    p.add_argument(
+        "--min-suite",
+        default="hybrid-ed25519-ml-dsa-65",
+        help="weakest signature suite accepted (default hybrid-ed25519-ml-dsa-65)",
+    )
+    p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument(
+        "--log-level",
+        default="warning",
+        choices=("debug", "info", "warning", "error"),
+        help="stderr log level (default warning)",
+    )
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    watch = subparsers.add_parser(
+        "watch",
+        help="stream verified verdicts of a region",
+        description="Stream verified verdicts of a region, one per line: "
+        "'<name> <qtype> round=<r> <OUTCOME> <answer…> agree=<a>/<n>' (or JSON with --json). "
+        "Verdicts that fail verification are skipped and logged on stderr.",
+        epilog=_EXIT_CODES_WATCH,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    _common(watch)
+    watch.add_argument("--count", type=int, default=None, help="exit 0 after N verdicts")
+    watch.add_argument(
+        "--deliver",
+        choices=("new", "last_per_subject", "all"),
+        default="new",
+        help="where to start: new verdicts only (default), the latest stored per subject, or all",
+    )
+    watch.set_defaults(func=run_watch)
+
+    check = subparsers.add_parser(
+        "check",
+        help="print the latest verified verdict for a name",
+        description="Fetch, verify and print the latest verdict for NAME in a region.",
+        epilog=_EXIT_CODES_CHECK,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+    )
+    check.add_argument("name", metavar="NAME", help="DNS name")
+    check.add_argument("--qtype", default="A", type=str.upper, help="query type (default A)")
+    _common(check)
+    check.add_argument(
+        "--timeout", type=float, default=5.0, help="seconds to wait for the bus (default 5)"
+    )
+    check.set_defaults(func=run_check)
+
+
+@dataclass
+class _Setup:
+    urls: list[str]
+    user: str
+    password: str
+    client_kwargs: dict[str, Any]
+
+
+def _setup(args: argparse.Namespace) -> _Setup:
+    """Configure logging and read the files; raises ``ValueError`` with a message on bad input."""
+    from cctf.crypto.errors import CryptoError
+    from cctf.crypto.policy import SuitePolicy
+    from cctf.crypto.trust import TrustConfig
+    from cctf.fabric.nats import load_credentials
+    from cctf.telemetry import configure_logging
+
+    configure_logging(level=args.log_level)
+    try:
+        creds = load_credentials(args.credentials)
+    except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
+        raise ValueError(f"cannot read credentials {args.credentials}: {exc!r}") from None
+    if args.user not in creds.users:
+        raise ValueError(f"user {args.user!r} is not in {args.credentials}")
+    try:
+        trust = TrustConfig.load(args.trust)
+        policy = SuitePolicy.parse(args.min_suite)
+    except CryptoError as exc:
+        raise ValueError(str(exc)) from None
+    user = creds.users[args.user]
+    return _Setup(
+        creds.urls,
+        user.name,
+        user.password,
+        {"trust": trust, "policy": policy, "region": args.region},
+    )
+
+
+def _emit(args: argparse.Namespace, verdict: Any) -> None:
+    if args.json:
+        print(json.dumps(verdict_to_json(verdict), separators=(",", ":")), flush=True)
+    else:
+        print(verdict_line(verdict), flush=True)
+
+
+def _fail(message: str) -> int:
+    print(f"cctf: {message}", file=sys.stderr)
+    return EXIT_FAILURE
+
+
+def run_watch(args: argparse.Namespace) -> int:
+    if args.count is not None and args.count < 1:
+        return _fail("--count must be at least 1")
+    try:
+        setup = _setup(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    return asyncio.run(_watch(args, setup))
+
+
+async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
+    try:
+        client = await TrustClient.connect(
+            setup.urls, setup.user, setup.password, **setup.client_kwargs
+        )
+    except Exception as exc:
+        return _fail(f"cannot connect to {', '.join(setup.urls)}: {exc!r}")
+    # Connected: from now on ride out server restarts instead of giving up after a few attempts.
+    client.nc.options["max_reconnect_attempts"] = -1
+    async with client:
+        seen = 0
+        try:
+            async for verdict in client.verdicts(deliver=args.deliver):
+                _emit(args, verdict)
+                seen += 1
+                if args.count is not None and seen >= args.count:
+                    return EXIT_OK
+        except Exception as exc:
+            return _fail(f"verdict stream failed: {exc!r}")
+    return _fail("verdict stream ended (connection closed)")
+
+
+def run_check(args: argparse.Namespace) -> int:
+    try:
+        setup = _setup(args)
+    except ValueError as exc:
+        return _fail(str(exc))
+    return asyncio.run(_check(args, setup))
+
+
+async def _check(args: argparse.Namespace, setup: _Setup) -> int:
+    from cctf.bus_schemas.messages import Outcome
+    from cctf.bus_schemas.subjects import SubjectError, verdict_subject
+
+    try:
+        verdict_subject(args.region, args.name, args.qtype)
+    except SubjectError as exc:
+        return _fail(str(exc))
+    try:
+        client = await TrustClient.connect(
+            setup.urls,
+            setup.user,
+            setup.password,
+            request_timeout=args.timeout,
+            connect_timeout=args.timeout,
+            **setup.client_kwargs,
+        )
+    except Exception as exc:
+        return _fail(f"cannot connect to {', '.join(setup.urls)}: {exc!r}")
+    async with client:
+        try:
+            verdict = await client.check(args.name, args.qtype)
+        except NoVerdict as exc:
+            return _fail(str(exc))
+        except VerdictRejected as exc:
+            return _fail(f"rejected ({exc.reason.value}): {exc.detail}")
+        except FetchError as exc:
+            return _fail(str(exc))
+    _emit(args, verdict)
+    return EXIT_OK if verdict.outcome is Outcome.TRUSTED else EXIT_NOT_TRUSTED

@@ -1,0 +1,468 @@
+"""``TrustClient``: the subscriber SDK (a thin NATS adapter over :class:`VerdictVerifier`).
+
+Reading verdicts
+    :meth:`TrustClient.check` fetches the latest verdict stored for ``(name, qtype)`` in the region's
+    verdict stream by JetStream *direct get* (last message by subject), verifies it and returns it.
+    :meth:`TrustClient.verdicts` streams verified verdicts through an ephemeral ordered push consumer
+    on ``cctf.v1.verdict.<region>.>``.
+
+Failing closed
+    Nothing unverified is ever returned. ``check`` raises :class:`NoVerdict` when the stream holds no
+    verdict for the subject, :class:`VerdictRejected` (with the :class:`Reason`) when the stored
+    verdict fails verification — an expired verdict is a rejection, never a stale answer — and
+    :class:`FetchError` when the bus cannot be asked. ``verdicts`` never raises for a bad message: it
+    skips it, counts it in :attr:`TrustClient.rejected` by reason, logs it and goes on.
+
+Rollback
+    One :class:`VerdictVerifier` per region is shared by ``check`` and every ``verdicts`` iterator of
+    the client, so the client as a whole never accepts a verdict older than one it has accepted. An
+    exact duplicate of the latest accepted message is accepted again (see :mod:`cctf.client.verify`):
+    ``check`` returns it, and ``verdicts`` yields it (each stream message is delivered once per
+    iterator, so a duplicate there means the same signed message is stored twice).
+
+Cache
+    The latest verified verdict per ``(region, qname, qtype)`` — from ``check`` and from every
+    ``verdicts`` iterator — is kept in a bounded LRU (``cache_size`` keys). ``check(...,
+    cached=True)`` answers from it without a round-trip while the cached verdict is still valid (the
+    earlier of its envelope expiry and ``expires_ms``); by default ``check`` always asks the bus. When
+    the bus answers with a verdict *older* than the cached one (a replica that lags behind, or a
+    replay), that is a rollback: ``check`` returns the newer cached verdict if it is still valid, and
+    otherwise raises :class:`VerdictRejected` (``rollback``).
+
+Streams
+    Each iterator owns one ephemeral ordered push consumer (memory storage, no acks, flow control,
+    heartbeats) and a bounded client-side buffer (``PENDING_MSGS_LIMIT`` / ``PENDING_BYTES_LIMIT``;
+    an overrun is a gap the ordered consumer repairs by re-creating itself). Closing, cancelling or
+    garbage-collecting the iterator unsubscribes and deletes the consumer. Caveat of nats-py: when an
+    ordered consumer is re-created before its first message, it restarts at stream sequence 1, so a
+    ``new`` iterator can then also see older stored verdicts; each one still passes the full
+    verification (expiry, rollback) before it is yielded.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter, OrderedDict
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from types import TracebackType
+from typing import Any, Final, Literal, Self
+
+import nats
+import nats.errors
+import nats.js.errors
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import DeliverPolicy
+from nats.js.client import JetStreamContext
+
+from cctf.bus_schemas.envelope import Reason, Rejected
+from cctf.bus_schemas.messages import Outcome, Verdict, VoterState
+from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name, verdict_subject
+from cctf.client.verify import DEFAULT_CAPACITY, CheckedVerdict, VerdictVerifier
+from cctf.clock import SYSTEM_CLOCK, Clock
+from cctf.crypto.policy import SuitePolicy
+from cctf.crypto.trust import TrustConfig
+from cctf.fabric.streams import verdict_stream_name, verdict_subjects
+from cctf.telemetry import get_logger, meter
+
+__all__ = [
+    "Deliver",
+    "FetchError",
+    "NoVerdict",
+    "TrustClient",
+    "TrustClientError",
+    "VerdictRejected",
+    "VerdictStream",
+    "verdict_line",
+    "verdict_to_json",
+]
+
+Deliver = Literal["new", "last_per_subject", "all"]
+
+_DELIVER: Final[dict[str, DeliverPolicy]] = {
+    "new": DeliverPolicy.NEW,
+    "last_per_subject": DeliverPolicy.LAST_PER_SUBJECT,
+    "all": DeliverPolicy.ALL,
+}
+#: Bounds of one iterator's client-side buffer (flow control slows the server down before these).
+PENDING_MSGS_LIMIT: Final = 1024
+PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
+#: ``rejected`` counter key for an unexpected exception while handling a message (a bug, not input).
+INTERNAL_ERROR: Final = "internal_error"
+
+_log = get_logger("cctf.client")
+
+
+class TrustClientError(Exception):
+    """Base class of the errors :meth:`TrustClient.check` raises."""
+
+
+class NoVerdict(TrustClientError, LookupError):
+    """The region's verdict stream holds no verdict for this (name, qtype)."""
+
+    def __init__(self, subject: str) -> None:
+        super().__init__(f"no verdict on {subject}")
+        self.subject = subject
+
+
+class VerdictRejected(TrustClientError):
+    """The stored verdict failed verification (fail closed). ``reason`` is the stable reason."""
+
+    def __init__(self, subject: str, rejected: Rejected) -> None:
+        super().__init__(f"verdict on {subject} rejected: {rejected}")
+        self.subject = subject
+        self.reason: Reason = rejected.reason
+        self.detail = rejected.detail
+
+
+class FetchError(TrustClientError):
+    """The bus could not be asked (timeout, no responders, connection closed)."""
+
+
+_CacheKey = tuple[str, str, str]  # (region, normalized qname, qtype)
+
+
+class TrustClient:
+    """Verified access to a region's verdicts. See the module docstring for the guarantees."""
+
+    def __init__(
+        self,
+        nc: Client,
+        trust: TrustConfig,
+        region: str,
+        clock: Clock = SYSTEM_CLOCK,
+        policy: SuitePolicy = SuitePolicy(),  # noqa: B008 - frozen, immutable
+        *,
+        cache_size: int = DEFAULT_CAPACITY,
+        rollback_capacity: int = DEFAULT_CAPACITY,
+        request_timeout: float = 2.0,
+        owns_connection: bool = False,
+    ) -> None:
+        if cache_size < 1:
+            raise ValueError("cache_size must be positive")
+        self.nc = nc
+        self.trust = trust
+        self.region = check_id(region, "region")
+        self.clock = clock
+        self.policy = policy
+        #: Messages that failed verification, by :class:`Reason` value (and ``internal_error``).
+        self.rejected: Counter[str] = Counter()
+        #: Messages that passed verification (``check`` and ``verdicts``).
+        self.accepted = 0
+        self._js = nc.jetstream(timeout=request_timeout)
+        self._rollback_capacity = rollback_capacity
+        self._verifiers: dict[str, VerdictVerifier] = {}
+        self._cache: OrderedDict[_CacheKey, CheckedVerdict] = OrderedDict()
+        self._cache_size = cache_size
+        self._streams: set[VerdictStream] = set()
+        self._owns_connection = owns_connection
+        self._closed = False
+        m = meter("cctf.client")
+        self._m_rejected = m.create_counter(
+            "cctf_client_verdicts_rejected", description="verdicts that failed verification"
+        )
+        self._m_accepted = m.create_counter(
+            "cctf_client_verdicts_accepted", description="verdicts that passed verification"
+        )
+
+    # ---- construction and shutdown
+
+    @classmethod
+    async def connect(
+        cls,
+        urls: str | Sequence[str],
+        user: str,
+        password: str,
+        trust: TrustConfig,
+        region: str,
+        *,
+        clock: Clock = SYSTEM_CLOCK,
+        policy: SuitePolicy = SuitePolicy(),  # noqa: B008 - frozen, immutable
+        request_timeout: float = 2.0,
+        **connect_options: Any,
+    ) -> TrustClient:
+        """Connect to NATS as ``user`` and return a client that closes the connection on
+        :meth:`close`. ``connect_options`` go to ``nats.connect`` (defaults: 3 attempts per server,
+        0.5 s apart, 2 s connect timeout); errors are logged, never the password."""
+
+        region = check_id(region, "region")  # before connecting: nothing to clean up
+
+        async def error_cb(exc: Exception) -> None:
+            _log.warning("nats_error", user=user, error=str(exc) or type(exc).__name__)
+
+        options: dict[str, Any] = {
+            "servers": [urls] if isinstance(urls, str) else list(urls),
+            "user": user,
+            "password": password,
+            "name": f"cctf-client-{region}",
+            "error_cb": error_cb,
+            "max_reconnect_attempts": 3,
+            "reconnect_time_wait": 0.5,
+            "connect_timeout": 2,
+        }
+        options.update(connect_options)
+        nc: Client = await nats.connect(**options)
+        return cls(
+            nc, trust, region, clock, policy, request_timeout=request_timeout, owns_connection=True
+        )
+
+    async def close(self) -> None:
+        """Stop every open verdict stream; close the connection if :meth:`connect` opened it."""
+        self._closed = True
+        for stream in list(self._streams):
+            await stream.aclose()
+        if self._owns_connection and not self.nc.is_closed:
+            with contextlib.suppress(Exception):
+                await self.nc.drain()
+            if not self.nc.is_closed:
+                await self.nc.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.close()
+
+    # ---- verification state
+
+    def verifier(self, region: str | None = None) -> VerdictVerifier:
+        """The (shared) verifier of ``region`` (default: the client's region)."""
+        region = self.region if region is None else check_id(region, "region")
+        v = self._verifiers.get(region)
+        if v is None:
+            v = VerdictVerifier(
+                self.trust, self.clock, self.policy, region, capacity=self._rollback_capacity
+            )
+            self._verifiers[region] = v
+        return v
+
+    def _verify(self, region: str, data: bytes, subject: str) -> CheckedVerdict:
+        """Verify, count, log and cache; raises :class:`Rejected`."""
+        try:
+            checked = self.verifier(region).check(data, subject)
+        except Rejected as exc:
+            self._count_rejected(exc.reason.value, region, subject, exc.detail)
+            raise
+        self.accepted += 1
+        self._m_accepted.add(1, {"region": region})
+        v = checked.verdict
+        key = (region, checked.key[1], v.qtype)
+        self._cache[key] = checked
+        self._cache.move_to_end(key)
+        while len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return checked
+
+    def _count_rejected(self, reason: str, region: str, subject: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        self._m_rejected.add(1, {"region": region, "reason": reason})
+        _log.warning(
+            "verdict_rejected", reason=reason, region=region, subject=subject, detail=detail
+        )
+
+    def cached(self, name: str, qtype: str = "A", region: str | None = None) -> Verdict | None:
+        """The latest verified verdict known for ``(name, qtype)``, if still valid (no I/O)."""
+        region = self.region if region is None else check_id(region, "region")
+        checked = self._cache.get((region, normalize_name(name), check_qtype(qtype)))
+        if checked is None or self.clock.now_ms() >= checked.valid_until_ms:
+            return None
+        return checked.verdict
+
+    # ---- point look-ups
+
+    async def check(self, name: str, qtype: str = "A", *, cached: bool = False) -> Verdict:
+        """The latest verified verdict for ``(name, qtype)`` in the client's region.
+
+        Raises :class:`NoVerdict`, :class:`VerdictRejected` or :class:`FetchError`; a malformed
+        ``name`` or ``qtype`` raises :class:`~cctf.bus_schemas.subjects.SubjectError`.
+        """
+        subject = verdict_subject(self.region, name, qtype)
+        if cached and (hit := self.cached(name, qtype)) is not None:
+            return hit
+        try:
+            raw = await self._js.get_last_msg(
+                verdict_stream_name(self.region), subject, direct=True
+            )
+        except nats.js.errors.NotFoundError:
+            raise NoVerdict(subject) from None
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise FetchError(
+                f"cannot fetch {subject}: {type(exc).__name__} {exc}".rstrip()
+            ) from exc
+        try:
+            # Verified against the subject we asked for: the signature binds it, so a message
+            # stored under another subject cannot be passed off as this one.
+            return self._verify(self.region, raw.data or b"", subject).verdict
+        except Rejected as exc:
+            if exc.reason is Reason.ROLLBACK and (newer := self.cached(name, qtype)) is not None:
+                return newer
+            raise VerdictRejected(subject, exc) from exc
+
+    # ---- streams
+
+    async def stream(self, region: str | None = None, *, deliver: Deliver = "new") -> VerdictStream:
+        """Open a verdict stream (the consumer exists when this returns). Close it with
+        :meth:`VerdictStream.aclose` or ``async with``."""
+        if self._closed:
+            raise RuntimeError("TrustClient is closed")
+        region = self.region if region is None else check_id(region, "region")
+        try:
+            policy = _DELIVER[deliver]
+        except KeyError:
+            raise ValueError(
+                f"deliver must be one of {sorted(_DELIVER)}, not {deliver!r}"
+            ) from None
+        psub = await self._js.subscribe(
+            verdict_subjects(region),
+            stream=verdict_stream_name(region),
+            ordered_consumer=True,
+            deliver_policy=policy,
+            pending_msgs_limit=PENDING_MSGS_LIMIT,
+            pending_bytes_limit=PENDING_BYTES_LIMIT,
+        )
+        vs = VerdictStream(self, region, psub)
+        self._streams.add(vs)
+        return vs
+
+    async def verdicts(
+        self, region: str | None = None, *, deliver: Deliver = "new"
+    ) -> AsyncGenerator[Verdict, None]:
+        """Verified verdicts of ``region`` (default: the client's), in stream order.
+
+        ``deliver``: ``new`` (published from now on), ``last_per_subject`` (the latest stored
+        verdict of every subject, then new ones) or ``all`` (everything stored, then new ones).
+        Messages that fail verification are skipped, counted in :attr:`rejected` and logged.
+        The subscription is removed when the iterator is closed, cancelled or garbage-collected.
+        """
+        async with await self.stream(region, deliver=deliver) as vs:
+            async for verdict in vs:
+                yield verdict
+
+
+class VerdictStream:
+    """An open subscription yielding verified verdicts (an async iterator and context manager)."""
+
+    def __init__(
+        self, client: TrustClient, region: str, psub: JetStreamContext.PushSubscription
+    ) -> None:
+        self.client = client
+        self.region = region
+        self._psub = psub
+        self._messages: AsyncIterator[Msg] = psub.messages
+        self._closed = False
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Verdict:
+        """The next message that verifies; ends when the stream or the connection is closed."""
+        while not self._closed:
+            try:
+                msg = await anext(self._messages)
+            except StopAsyncIteration:
+                await self.aclose()
+                break
+            try:
+                return self.client._verify(self.region, msg.data, msg.subject).verdict
+            except Rejected:
+                continue  # counted and logged by _verify
+            except Exception as exc:  # never let one message end the stream
+                self.client._count_rejected(INTERNAL_ERROR, self.region, msg.subject, repr(exc))
+                continue
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Unsubscribe and delete the ephemeral consumer (best effort). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.client._streams.discard(self)
+        psub = self._psub
+        # nats-py cancels the heartbeat task on unsubscribe but not the ordered consumer's
+        # flow-control task, which would otherwise poll until the connection closes.
+        jsi = getattr(getattr(psub, "_sub", None), "_jsi", None)
+        fctask = getattr(jsi, "_fctask", None)
+        if isinstance(fctask, asyncio.Task):
+            fctask.cancel()
+        conn: Client = self.client.nc
+        if conn.is_closed:
+            return
+        with contextlib.suppress(Exception):
+            await psub.unsubscribe()
+        consumer = psub._consumer
+        if isinstance(consumer, str):
+            with contextlib.suppress(Exception):
+                await self.client._js.delete_consumer(verdict_stream_name(self.region), consumer)
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
+
+
+# ---- presentation
+
+
+def _voters(v: Verdict, state: VoterState) -> list[str]:
+    return [r.voter for r in v.voters if r.state is state]
+
+
+def verdict_to_json(v: Verdict) -> dict[str, Any]:
+    """A JSON-ready dict of a verdict (used by ``cctf watch --json`` and ``cctf check --json``).
+
+    Keys: ``name``, ``qtype``, ``round``, ``outcome``, ``rcode``, ``answer``, ``agree``,
+    ``disagree``, ``unavailable`` (voter ids), ``seq``, ``coordinator``, ``issued_ms``,
+    ``expires_ms``, ``k``, ``n``.
+    """
+    return {
+        "name": v.qname,
+        "qtype": v.qtype,
+        "round": v.round,
+        "outcome": v.outcome.value,
+        "rcode": v.rcode,
+        "answer": list(v.answer),
+        "agree": _voters(v, VoterState.AGREE),
+        "disagree": _voters(v, VoterState.DISAGREE),
+        "unavailable": _voters(v, VoterState.UNAVAILABLE),
+        "seq": v.seq,
+        "coordinator": v.coordinator,
+        "issued_ms": v.issued_ms,
+        "expires_ms": v.expires_ms,
+        "k": v.k,
+        "n": v.n,
+    }
+
+
+_RCODES: Final = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+}
+
+
+def verdict_line(v: Verdict) -> str:
+    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n>``.
+
+    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN).
+    """
+    parts = [v.qname, v.qtype, f"round={v.round}", v.outcome.value.upper()]
+    if v.outcome is Outcome.TRUSTED and v.rcode != 0:
+        parts.append(f"rcode={_RCODES.get(v.rcode, str(v.rcode))}")
+    parts.extend(v.answer)
+    parts.append(f"agree={len(_voters(v, VoterState.AGREE))}/{v.n}")
+    return " ".join(parts)
