@@ -56,6 +56,8 @@ MAX_DETAIL_CHARS: Final = 160
 NO_RCODE: Final = 0
 #: Records examined before giving up on a response (bounds work on a hostile 64 KiB message).
 _MAX_RAW_RECORDS: Final = 1024
+#: Names an alias chain (CNAME/DNAME) may reach before the answer is refused (DNAME loops).
+_MAX_CHAIN_NAMES: Final = 2 * L.MAX_ANSWER_ENTRIES
 #: RFC 2181 section 8: a TTL with the most significant bit set is treated as zero.
 _MAX_TTL: Final = 2**31 - 1
 _NOT_QUERYABLE: Final = frozenset(
@@ -107,30 +109,26 @@ def _check_related(
     """Every non-RRSIG record must belong to the alias chain that starts at *qname*."""
     chain = {qname}
     changed = True
-    while changed:  # fixpoint; at most one pass per alias record
+    while changed:  # fixpoint: each pass follows every alias record once
         changed = False
         for rrset in rrsets:
             for rd in rrset:
+                reached: list[dns.name.Name] = []
                 if rrset.rdtype == dns.rdatatype.CNAME and rrset.name in chain:
-                    target: dns.name.Name = rd.target
+                    reached.append(rd.target)
                 elif rrset.rdtype == dns.rdatatype.DNAME:
-                    below = [n for n in chain if n.is_subdomain(rrset.name) and n != rrset.name]
-                    synthesized = []
-                    for n in below:
-                        try:
-                            synthesized.append(n.relativize(rrset.name).derelativize(rd.target))
-                        except dns.name.NameTooLong:
-                            continue
-                    new = [n for n in synthesized if n not in chain]
-                    if new:
-                        chain.update(new)
-                        changed = True
-                    continue
-                else:
-                    continue
-                if target not in chain:
-                    chain.add(target)
+                    for n in list(chain):
+                        if n.is_subdomain(rrset.name) and n != rrset.name:
+                            try:
+                                reached.append(n.relativize(rrset.name).derelativize(rd.target))
+                            except dns.name.NameTooLong:
+                                continue
+                new = [n for n in reached if n not in chain]
+                if new:
+                    chain.update(new)
                     changed = True
+                    if len(chain) > _MAX_CHAIN_NAMES:
+                        raise CanonicalError("alias chain too long")
     for rrset in rrsets:
         if rrset.rdclass != dns.rdataclass.IN:
             raise CanonicalError("answer record of class other than IN")

@@ -184,13 +184,17 @@ def decode_envelope(data: bytes) -> Envelope:
     if len(data) > L.MAX_ENVELOPE_BYTES:
         raise Rejected(Reason.OVERSIZE, f"{len(data)} bytes exceeds {L.MAX_ENVELOPE_BYTES}")
     try:
-        return _DECODER.decode(data)
+        env = _DECODER.decode(data)
     except msgspec.ValidationError as exc:
         if "`$[8][0]`" in str(exc):
             raise Rejected(Reason.AUTH_KIND, f"unsupported authenticator: {exc}") from None
         raise Rejected(Reason.MALFORMED, f"invalid envelope: {exc}") from None
-    except msgspec.DecodeError as exc:
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 in a str field
         raise Rejected(Reason.MALFORMED, f"undecodable envelope: {exc}") from None
+    # One envelope, one encoding: e.g. an int re-tagged uint64 -> int64 decodes to the same value.
+    if _ENCODER.encode(env) != data:
+        raise Rejected(Reason.MALFORMED, "envelope is not in canonical encoding")
+    return env
 
 
 @dataclass(frozen=True)

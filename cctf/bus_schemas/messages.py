@@ -15,10 +15,11 @@ import msgspec
 
 from cctf.bus_schemas import limits as L
 
-Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}$")]
+# ``\Z``, not ``$``: msgspec matches with ``re.search`` and ``$`` also matches before a final "\n".
+Id = Annotated[str, msgspec.Meta(pattern=r"^[a-z0-9][a-z0-9-]{0,31}\Z")]
 VoterId = Annotated[str, msgspec.Meta(max_length=2 * L.MAX_ID_CHARS + 1)]
 QName = Annotated[str, msgspec.Meta(min_length=1, max_length=L.MAX_QNAME_CHARS)]
-QType = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{0,9}$")]
+QType = Annotated[str, msgspec.Meta(pattern=r"^[A-Z][A-Z0-9]{0,9}\Z")]
 Digest = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 OptDigest = Annotated[bytes, msgspec.Meta(max_length=32)]  # empty when there is none
 AnswerEntry = Annotated[str, msgspec.Meta(max_length=L.MAX_ANSWER_ENTRY_CHARS)]
@@ -149,7 +150,7 @@ def decode_ballot(data: bytes) -> Ballot:
         raise PayloadError("ballot payload too large")
     try:
         return _BALLOT_DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PayloadError(f"malformed ballot: {exc}") from None
 
 
@@ -158,7 +159,7 @@ def decode_verdict(data: bytes) -> Verdict:
         raise PayloadError("verdict payload too large")
     try:
         return _VERDICT_DECODER.decode(data)
-    except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PayloadError(f"malformed verdict: {exc}") from None
 
 

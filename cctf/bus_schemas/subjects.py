@@ -68,6 +68,10 @@ def normalize_name(name: str) -> str:
         raise SubjectError(f"DNS name longer than {MAX_QNAME_CHARS} characters")
     if n != "." and (".." in n or n.startswith(".")):
         raise SubjectError(f"DNS name {name!r} has an empty label")
+    try:
+        n.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SubjectError(f"DNS name {name!r} is not encodable as UTF-8") from None
     return n
 
 
@@ -121,7 +125,12 @@ def evidence_subject(region: str, agent: str) -> str:
 
 
 def verdict_subject(region: str, qname: str, qtype: str) -> str:
-    return f"{PREFIX}.verdict.{check_id(region, 'region')}.{name_token(qname)}.{check_qtype(qtype)}"
+    subject = (
+        f"{PREFIX}.verdict.{check_id(region, 'region')}.{name_token(qname)}.{check_qtype(qtype)}"
+    )
+    if len(subject) > MAX_SUBJECT_BYTES:  # all ASCII; a long non-ASCII name can exceed the cap
+        raise SubjectError(f"verdict subject for {qname!r} exceeds {MAX_SUBJECT_BYTES} bytes")
+    return subject
 
 
 def vote_filter(region: str | None = None) -> str:

@@ -20,7 +20,7 @@ from typing import Any
 
 from cryptography.hazmat.primitives.asymmetric import ed25519, mldsa
 
-from cctf.crypto.errors import KeyFileError, SignatureError
+from cctf.crypto.errors import KeyFileError, SignatureError, SuiteError
 from cctf.crypto.suites import (
     COMPONENTS,
     PUBLIC_KEY_BYTES,
@@ -47,6 +47,14 @@ def _unb64(value: object, what: str) -> bytes:
         return base64.b64decode(value, validate=True)
     except ValueError:
         raise KeyFileError(f"{what} is not valid base64") from None
+
+
+def _file_suite(value: object) -> SuiteId:
+    """The suite named in a key or trust file; an unknown suite is a :class:`KeyFileError`."""
+    try:
+        return parse_suite(str(value))
+    except SuiteError as exc:
+        raise KeyFileError(str(exc)) from None
 
 
 def _load_public(component: Component, raw: bytes) -> PublicKey:
@@ -100,7 +108,7 @@ class PublicKeySet:
 
     @classmethod
     def from_json(cls, obj: dict[str, Any]) -> PublicKeySet:
-        suite = parse_suite(str(obj.get("suite")))
+        suite = _file_suite(obj.get("suite"))
         raw = tuple(_unb64(obj.get(c.value), f"{c.value} public key") for c in COMPONENTS[suite])
         pks = cls(suite, raw)
         if "kid" in obj and obj["kid"] != pks.kid:
@@ -156,7 +164,7 @@ class SigningKey:
     def from_private_json(cls, obj: dict[str, Any]) -> SigningKey:
         if obj.get("kind") != "cctf-signing-key":
             raise KeyFileError("not a cctf signing key file")
-        suite = parse_suite(str(obj.get("suite")))
+        suite = _file_suite(obj.get("suite"))
         seeds = tuple(
             _unb64(obj.get(f"{c.value}-seed"), f"{c.value} seed") for c in COMPONENTS[suite]
         )
