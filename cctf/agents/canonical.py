@@ -175,7 +175,8 @@ def canonical_answer(
     Raises :class:`CanonicalError` when the answer is not acceptable: more than 64 entries, an entry
     longer than 512 characters, a record of class other than IN, or a record unrelated to the question
     (an owner outside the alias chain from *qname*, or a type other than *qtype*, CNAME, DNAME and
-    RRSIG). Such a response is voted as ``error``.
+    RRSIG), or an alias chain reaching more than 128 names (DNAME loops). Such a response is voted as
+    ``error``.
     """
     name = parse_qname(qname)
     rdtype = parse_qtype(qtype)
