@@ -1,0 +1,100 @@
+"""The coordinator's OpenTelemetry instruments (exported in Prometheus format by cctf.telemetry).
+
+=====================================================  =========  ============================
+Prometheus name                                        kind       labels
+=====================================================  =========  ============================
+``cctf_ballots_accepted_total``                        counter
+``cctf_votes_accepted_total``                          counter    (votes counted by the tally)
+``cctf_votes_ignored_total``                           counter    ``result`` (duplicate, closed,
+                                                                  unknown_voter, overloaded,
+                                                                  bad_qname)
+``cctf_messages_rejected_total``                       counter    ``reason`` (envelope Reason)
+``cctf_equivocations_total``                           counter
+``cctf_verdicts_total``                                counter    ``outcome``
+``cctf_verdict_publish_retries_total``                 counter
+``cctf_verdicts_dropped_total``                        counter    (expired before publication)
+``cctf_decision_latency_milliseconds``                 histogram  (last counted vote → publish)
+=====================================================  =========  ============================
+
+Instruments are process-wide and created once; several coordinators in one process (tests) share
+them, so tests read per-instance numbers from ``Coordinator.stats()``.
+"""
+
+from __future__ import annotations
+
+import threading
+from dataclasses import dataclass
+from typing import Final
+
+from opentelemetry.metrics import Counter, Histogram
+
+from cctf import telemetry
+
+__all__ = ["LATENCY_BUCKETS_MS", "CoordinatorMetrics", "instruments"]
+
+LATENCY_BUCKETS_MS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
+
+
+@dataclass(frozen=True)
+class CoordinatorMetrics:
+    ballots_accepted: Counter
+    votes_accepted: Counter
+    votes_ignored: Counter
+    messages_rejected: Counter
+    equivocations: Counter
+    verdicts: Counter
+    publish_retries: Counter
+    verdicts_dropped: Counter
+    decision_latency: Histogram
+
+    def rejected(self, reason: str, count: int = 1) -> None:
+        self.messages_rejected.add(count, {"reason": reason})
+
+
+_lock = threading.Lock()
+_instruments: CoordinatorMetrics | None = None
+
+
+def instruments() -> CoordinatorMetrics:
+    """The coordinator instruments (created on first use)."""
+    global _instruments
+    with _lock:
+        if _instruments is None:
+            m = telemetry.meter("cctf.coordinator")
+            _instruments = CoordinatorMetrics(
+                ballots_accepted=m.create_counter(
+                    "cctf_ballots_accepted", description="Ballots that passed verification"
+                ),
+                votes_accepted=m.create_counter(
+                    "cctf_votes_accepted", description="Votes counted by the tally"
+                ),
+                votes_ignored=m.create_counter(
+                    "cctf_votes_ignored",
+                    description="Votes of verified ballots not counted, by tally result",
+                ),
+                messages_rejected=m.create_counter(
+                    "cctf_messages_rejected",
+                    description="Messages rejected by verification, by reason",
+                ),
+                equivocations=m.create_counter(
+                    "cctf_equivocations",
+                    description="Second, different votes of a voter for one name, type and round",
+                ),
+                verdicts=m.create_counter(
+                    "cctf_verdicts", description="Verdicts published (all regions), by outcome"
+                ),
+                publish_retries=m.create_counter(
+                    "cctf_verdict_publish_retries", description="Failed verdict publish attempts"
+                ),
+                verdicts_dropped=m.create_counter(
+                    "cctf_verdicts_dropped",
+                    description="Verdicts that expired before they could be published",
+                ),
+                decision_latency=m.create_histogram(
+                    "cctf_decision_latency",
+                    unit="ms",
+                    description="From the arrival of the last counted vote to the verdict publish",
+                    explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_MS),
+                ),
+            )
+        return _instruments
