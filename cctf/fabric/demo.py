@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
 
+from cctf import telemetry
 from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.resolver import BallotReport, ResolverAgent
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict
@@ -78,6 +79,7 @@ class DemoOptions:
     fabric_file: Path = field(default_factory=lambda: Path(".cctf") / "fabric.json")
     keep_workdir: bool = False
     timeout_s: float | None = None  # overall cap when --rounds is given
+    metrics_port: int | None = None
 
     def validate(self) -> None:
         n = len(DEFAULT_REGIONS)
@@ -218,6 +220,9 @@ async def _run(
     )
     await coordinator.start()
     stack.push_async_callback(coordinator.stop)
+    if opts.metrics_port is not None:
+        telemetry.start_prometheus(opts.metrics_port)
+        printer.progress(f"metrics: http://127.0.0.1:{opts.metrics_port}/metrics")
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
     stack.push_async_callback(client_nc.close)
     client = TrustClient(client_nc, trust, VERDICT_REGION)

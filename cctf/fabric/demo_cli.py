@@ -41,6 +41,12 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         help="where to write DNS control endpoints for `cctf chaos` (default .cctf/fabric.json)",
     )
     p.add_argument("--log-level", default="error", help="component log level (default error)")
+    p.add_argument(
+        "--metrics-port",
+        type=int,
+        default=None,
+        help="serve the coordinator's Prometheus metrics on 127.0.0.1:PORT/metrics",
+    )
     p.set_defaults(func=_run)
 
 
@@ -61,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         workdir=args.dir,
         keep_workdir=args.dir is not None,
         fabric_file=args.fabric_file,
+        metrics_port=args.metrics_port,
     )
     try:
         opts.validate()
