@@ -853,6 +853,8 @@ class VerdictSubscriber:
             qname = normalise_name(v.qname)
         except ValueError as exc:
             raise Reject("malformed", "qname") from exc
+        if qname != v.qname:
+            raise Reject("malformed", "qname not normalised")
         if (qname, v.qtype) != (s_qname, s_qtype):
             raise Reject("subject")
         if v.coordinator != key.principal:  # 12
@@ -887,5 +889,5 @@ def _check_verdict_structure(v: Verdict) -> None:
         agree = [r for r in v.voters if r.state == "agree"]
         if any(r.answer_digest not in (b"", v.answer_digest) for r in agree) or len(agree) < v.k:
             raise bad("agreeing voters")
-    elif v.answer or v.rcode != 0:
+    elif v.answer or v.rcode != 0 or v.answer_digest:
         raise bad("answer in a verdict that is not trusted")

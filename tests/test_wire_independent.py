@@ -871,7 +871,11 @@ VERDICT_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         "subject",
     ),
     "qtype-mismatch": (lambda: _vsealed(_verdict(qtype="AAAA")), VSUBJECT, "subject"),
-    "qname-not-normalised": (lambda: _vsealed(_verdict(qname="WWW.demo.test")), VSUBJECT, OK),
+    "qname-not-normalised": (
+        lambda: _vsealed(_verdict(qname="WWW.demo.test")),
+        VSUBJECT,
+        "malformed",
+    ),
     "qname-empty-label": (lambda: _vsealed(_verdict(qname="www..test.")), VSUBJECT, "malformed"),
     "coordinator": (
         lambda: _vsealed(_verdict(coordinator="coord-b")),
@@ -937,13 +941,13 @@ VERDICT_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         VSUBJECT,
         "malformed",
     ),
-    # not checked by receivers: the digest of a verdict that is not trusted
+    # a verdict that is not trusted carries no digest
     "disputed-with-digest": (
         lambda: _vsealed(
             msgspec.structs.replace(_verdict(outcome=Outcome.DISPUTED), answer_digest=_D)
         ),
         VSUBJECT,
-        OK,
+        "malformed",
     ),
     "verdict-expired": (
         lambda: _vsealed(_verdict(issued_ms=NOW - 1_000, expires_ms=NOW)),
@@ -969,9 +973,9 @@ def test_rollback_and_duplicates_agree() -> None:
     same_seq = _vsealed(_verdict(seq=10), nonce=b"\x02" * 16)
     assert pair.check(same_seq, VSUBJECT) == "rollback"
     assert pair.check(_vsealed(_verdict(seq=9), nonce=b"\x03" * 16), VSUBJECT) == "rollback"
-    # the rollback key uses the normalised qname
+    # a qname that is not in normalised form is refused outright
     upper = _vsealed(_verdict(qname="WWW.DEMO.TEST", seq=9), nonce=b"\x04" * 16)
-    assert pair.check(upper, VSUBJECT) == "rollback"
+    assert pair.check(upper, VSUBJECT) == "malformed"
     newer = _vsealed(_verdict(seq=11), nonce=b"\x05" * 16)
     assert pair.check(newer, VSUBJECT) == OK
     assert pair.check(first, VSUBJECT) == "rollback"  # no longer the last accepted

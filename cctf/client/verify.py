@@ -154,6 +154,8 @@ class VerdictVerifier:
             qname = normalize_name(verdict.qname)
         except SubjectError as exc:
             raise Rejected(Reason.MALFORMED, f"verdict qname: {exc}") from None
+        if qname != verdict.qname:
+            raise Rejected(Reason.MALFORMED, f"verdict qname {verdict.qname!r} is not normalised")
         if qname != parsed.qname or verdict.qtype != parsed.qtype:
             raise Rejected(
                 Reason.SUBJECT,
@@ -212,5 +214,5 @@ def _check_structure(v: Verdict) -> None:
             raise bad("an agreeing voter carries another answer digest")
         if (agree := len(agreeing)) < v.k:
             raise bad(f"TRUSTED with only {agree} agreeing voters, k={v.k}")
-    elif v.answer or v.rcode != 0:
+    elif v.answer or v.rcode != 0 or v.answer_digest:
         raise bad(f"{v.outcome.value} verdict carries an answer")
