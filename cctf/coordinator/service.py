@@ -63,6 +63,7 @@ VOTES_SUBJECTS: Final = "cctf.v1.vote.>"
 INTERNAL_REASON: Final = "internal"
 _MAX_DETAIL: Final = 300
 _LOGS_PER_SECOND: Final = 20
+_PUBLISH_CHUNK = 32  # verdicts signed before the first of them is published
 
 _log = telemetry.get_logger("cctf.coordinator")
 
@@ -734,14 +735,19 @@ class Coordinator:
                     await self._release(state)
                     continue
                 jobs.append(_Job(key, decision, state, verdict, encode(verdict)))
-            if not jobs:
-                return
-            if not await self._sign(jobs):
-                return  # stopping
-            results = await asyncio.gather(*(self._publish_job(job) for job in jobs))
-            for job, ok in zip(jobs, results, strict=True):
-                if ok is not None:  # None: stopping, leave the ballots for redelivery
-                    await self._release(job.state)
+            # Sign and publish in chunks, so the first verdicts of a large batch go out while the
+            # rest are still being signed (signing dominates: ~0.8 ms per hybrid signature).
+            publishing: list[tuple[list[_Job], asyncio.Future[list[bool | None]]]] = []
+            for start in range(0, len(jobs), _PUBLISH_CHUNK):
+                part = jobs[start : start + _PUBLISH_CHUNK]
+                if not await self._sign(part):
+                    break  # stopping
+                publishing.append((part, asyncio.gather(*(self._publish_job(job) for job in part))))
+            for part, pending in publishing:
+                results = await pending
+                for job, ok in zip(part, results, strict=True):
+                    if ok is not None:  # None: stopping, leave the ballots for redelivery
+                        await self._release(job.state)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: keep serving
