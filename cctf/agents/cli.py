@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
     # imported here: the NATS client is only needed when an agent actually runs
     from cctf.agents.resolver import ResolverAgent
-    from cctf.fabric.nats import NatsUser, connect
+    from cctf.fabric.nats import connect
 
     log = get_logger("cctf.agent.cli")
     loop = asyncio.get_running_loop()
@@ -102,7 +102,7 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
         try:
             nc = await connect(
                 list(config.nats.urls),
-                NatsUser(config.nats.user, config.nats.password),
+                config.nats.nats_user(),
                 name=f"cctf-agent-{config.agent}",
             )
         except asyncio.CancelledError:

@@ -32,7 +32,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -43,6 +43,7 @@ from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name
 from cctf.crypto.errors import CryptoError
 from cctf.crypto.keys import SigningKey, read_json
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.fabric.settings import NatsSettings, NatsSettingsError
 
 __all__ = [
     "DEFAULT_BALLOT_LIFETIME_MS",
@@ -84,8 +85,6 @@ _TOP_KEYS: Final = frozenset(
         "publish_timeout_ms",
     }
 )
-_NATS_KEYS: Final = frozenset({"credentials", "urls", "user", "password"})
-_URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
 
 
 class ConfigError(ValueError):
@@ -95,15 +94,6 @@ class ConfigError(ValueError):
 def expected_nats_user(region: str) -> str:
     """The only NATS user an agent of ``region`` may use: ``agent-<region>``."""
     return f"agent-{check_id(region, 'region')}"
-
-
-@dataclass(frozen=True)
-class NatsSettings:
-    """Where and as whom the agent connects. The password stays out of ``repr``."""
-
-    urls: tuple[str, ...]
-    user: str
-    password: str = field(repr=False)
 
 
 @dataclass(frozen=True)
@@ -244,76 +234,21 @@ def _path(value: str, base: Path) -> Path:
 
 
 def _parse_nats(obj: Any, region: str, base: Path) -> NatsSettings:
-    if not isinstance(obj, Mapping):
-        raise ConfigError(
-            'nats: required, an object {"credentials", "user"} or {"urls", "user", "password"}'
-        )
-    unknown = sorted(str(k) for k in obj if k not in _NATS_KEYS)
-    if unknown:
-        raise ConfigError(f"nats: unknown key(s) {', '.join(unknown)}")
-    user = _str(obj, "user", "nats.")
-    want = expected_nats_user(region)
-    if user != want:
-        raise ConfigError(
-            f"nats.user: {user!r} does not match region {region!r}; an agent of this region "
-            f"must connect as {want!r} (the only user allowed to publish its votes)"
-        )
-    urls: list[str] | None = None
-    if "urls" in obj:
-        raw_urls = obj["urls"]
-        if isinstance(raw_urls, str):
-            raw_urls = [raw_urls]
-        if (
-            not isinstance(raw_urls, list)
-            or not raw_urls
-            or not all(isinstance(u, str) and u for u in raw_urls)
-        ):
-            raise ConfigError("nats.urls: must be a non-empty list of URLs")
-        urls = list(raw_urls)
-    if "credentials" in obj:
-        if "password" in obj:
-            raise ConfigError("nats: give either credentials or password, not both")
-        cred_path = _path(_str(obj, "credentials", "nats."), base)
-        creds = _read_credentials(cred_path)
-        entry = creds.get("users", {}).get(user)
-        if not isinstance(entry, Mapping) or not isinstance(entry.get("password"), str):
-            raise ConfigError(f"nats.credentials: {cred_path} has no password for user {user!r}")
-        if entry.get("user", user) != user:
-            raise ConfigError(f"nats.credentials: {cred_path} maps {user!r} to another user name")
-        password: str = entry["password"]
-        if urls is None:
-            file_urls = creds.get("urls")
-            if not isinstance(file_urls, list) or not all(isinstance(u, str) for u in file_urls):
-                raise ConfigError(f"nats.credentials: {cred_path} has no 'urls' list")
-            urls = list(file_urls)
-    else:
-        if "password" not in obj or not isinstance(obj["password"], str) or not obj["password"]:
-            raise ConfigError("nats.password: required (or use nats.credentials)")
-        password = obj["password"]
-        if urls is None:
-            raise ConfigError("nats.urls: required (or use nats.credentials)")
-    if not urls:
-        raise ConfigError("nats.urls: no server URL")
-    for url in urls:
-        if not url.startswith(_URL_SCHEMES) or any(c.isspace() for c in url):
-            raise ConfigError(
-                f"nats.urls: {url!r} is not a server URL ({', '.join(_URL_SCHEMES)}host:port)"
-            )
-        if "@" in url:
-            raise ConfigError("nats.urls: put the user and password in nats.user/nats.password")
-    return NatsSettings(urls=tuple(urls), user=user, password=password)
-
-
-def _read_credentials(path: Path) -> dict[str, Any]:
+    """The shared ``nats`` block, resolved now, and only as this region's agent user."""
     try:
-        obj = json.loads(path.read_text())
-    except OSError as exc:
-        raise ConfigError(f"nats.credentials: cannot read {path}: {exc.strerror or exc}") from None
-    except ValueError:
-        raise ConfigError(f"nats.credentials: {path} is not valid JSON") from None
-    if not isinstance(obj, dict) or not isinstance(obj.get("users"), dict):
-        raise ConfigError(f"nats.credentials: {path} is not a credentials file")
-    return obj
+        settings = NatsSettings.from_json(obj, base)
+    except NatsSettingsError as exc:
+        raise ConfigError(str(exc)) from None
+    want = expected_nats_user(region)
+    if settings.user != want:
+        raise ConfigError(
+            f"nats.user: {settings.user!r} does not match region {region!r}; an agent of this "
+            f"region must connect as {want!r} (the only user allowed to publish its votes)"
+        )
+    try:
+        return settings.resolved()
+    except NatsSettingsError as exc:
+        raise ConfigError(str(exc)) from None
 
 
 def _parse_resolvers(raw: Any, base: Path) -> tuple[ResolverSpec, ...]:

@@ -14,6 +14,7 @@ from cctf import telemetry
 from cctf.coordinator.config import ConfigError, CoordinatorConfig
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.trust import TrustConfig
+from cctf.fabric.settings import NatsSettingsError
 
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -48,7 +49,7 @@ def _run(args: argparse.Namespace) -> int:
         key = config.load_key()
         trust = config.load_trust()
         urls, user, password = config.nats.resolve()
-    except ConfigError as exc:
+    except (ConfigError, NatsSettingsError) as exc:
         log.error("config_invalid", error=str(exc))
         print(f"cctf coordinator: {exc}", file=sys.stderr)
         return 2

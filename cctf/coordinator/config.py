@@ -33,7 +33,7 @@ from __future__ import annotations
 
 import json
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
@@ -46,6 +46,7 @@ from cctf.crypto.keys import SigningKey, load_signing_key
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import TrustConfig
+from cctf.fabric.settings import NatsSettings, NatsSettingsError
 
 __all__ = ["ConfigError", "CoordinatorConfig", "NatsSettings"]
 
@@ -125,62 +126,6 @@ def check_voter(voter: object) -> str:
 
 
 @dataclass(frozen=True)
-class NatsSettings:
-    """How to reach NATS: a credentials file (see ``NatsFabric.write_credentials``) or inline."""
-
-    user: str
-    urls: tuple[str, ...] = ()
-    password: str | None = field(default=None, repr=False)
-    credentials: Path | None = None
-
-    @classmethod
-    def from_json(cls, obj: Any, base: Path | None = None) -> NatsSettings:
-        if not isinstance(obj, dict):
-            raise ConfigError("nats must be an object")
-        unknown = set(obj) - {"user", "urls", "password", "credentials"}
-        if unknown:
-            raise ConfigError(f"nats has unknown keys {sorted(unknown)}")
-        user = _str(obj, "user", "nats.user")
-        if "credentials" in obj:
-            if "urls" in obj or "password" in obj:
-                raise ConfigError("nats: give either credentials or urls+password, not both")
-            creds = _path(_str(obj, "credentials", "nats.credentials"), base)
-            return cls(user=user, credentials=creds)
-        urls = obj.get("urls")
-        if (
-            not isinstance(urls, list)
-            or not urls
-            or not all(isinstance(u, str) and u for u in urls)
-        ):
-            raise ConfigError("nats.urls must be a non-empty list of URLs (or give credentials)")
-        password = obj.get("password")
-        if not isinstance(password, str) or not password:
-            raise ConfigError("nats.password must be a non-empty string when urls are given")
-        return cls(user=user, urls=tuple(urls), password=password)
-
-    def resolve(self) -> tuple[list[str], str, str]:
-        """``(urls, user, password)``; reads the credentials file when one is configured."""
-        if self.credentials is None:
-            assert self.password is not None
-            return list(self.urls), self.user, self.password
-        try:
-            raw = json.loads(self.credentials.read_text())
-            urls = [str(u) for u in raw["urls"]]
-            entry = raw["users"][self.user]
-            return urls, str(entry["user"]), str(entry["password"])
-        except OSError as exc:
-            raise ConfigError(
-                f"cannot read NATS credentials {self.credentials}: {exc.strerror}"
-            ) from None
-        except ValueError:
-            raise ConfigError(f"NATS credentials {self.credentials} are not valid JSON") from None
-        except (KeyError, TypeError):
-            raise ConfigError(
-                f"NATS credentials {self.credentials} have no urls or no user {self.user!r}"
-            ) from None
-
-
-@dataclass(frozen=True)
 class CoordinatorConfig:
     coordinator: str
     region: str
@@ -238,7 +183,10 @@ class CoordinatorConfig:
         region = _id(obj, "region")
         key_file = _path(_str(obj, "key_file"), base)
         trust_file = _path(_str(obj, "trust_file"), base)
-        nats = NatsSettings.from_json(obj["nats"], base)
+        try:
+            nats = NatsSettings.from_json(obj["nats"], base)
+        except NatsSettingsError as exc:
+            raise ConfigError(str(exc)) from None
 
         rule_obj = obj["rule"]
         if not isinstance(rule_obj, dict) or set(rule_obj) != {"k", "n"}:
