@@ -55,6 +55,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
+from cctf.bus_schemas.messages import Outcome, VoterState  # the wire enums, re-exported
+
 __all__ = [
     "AddResult",
     "Decision",
@@ -67,18 +69,6 @@ __all__ = [
     "VoterState",
     "plain_outcome",
 ]
-
-
-class Outcome(enum.StrEnum):
-    TRUSTED = "trusted"
-    DISPUTED = "disputed"
-    UNAVAILABLE = "unavailable"
-
-
-class VoterState(enum.StrEnum):
-    AGREE = "agree"
-    DISAGREE = "disagree"
-    UNAVAILABLE = "unavailable"
 
 
 class AddResult(enum.StrEnum):

@@ -9,7 +9,6 @@ values; they are mapped explicitly here.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Final
 
 from cctf.bus_schemas import messages as wire
 from cctf.bus_schemas.envelope import seal
@@ -20,24 +19,11 @@ from cctf.coordinator import tally
 from cctf.crypto.keys import SigningKey
 
 __all__ = [
-    "OUTCOME_TO_WIRE",
-    "VOTER_STATE_TO_WIRE",
     "SequenceClock",
     "VerdictError",
     "build_verdict",
     "seal_verdict",
 ]
-
-OUTCOME_TO_WIRE: Final[dict[tally.Outcome, wire.Outcome]] = {
-    tally.Outcome.TRUSTED: wire.Outcome.TRUSTED,
-    tally.Outcome.DISPUTED: wire.Outcome.DISPUTED,
-    tally.Outcome.UNAVAILABLE: wire.Outcome.UNAVAILABLE,
-}
-VOTER_STATE_TO_WIRE: Final[dict[tally.VoterState, wire.VoterState]] = {
-    tally.VoterState.AGREE: wire.VoterState.AGREE,
-    tally.VoterState.DISAGREE: wire.VoterState.DISAGREE,
-    tally.VoterState.UNAVAILABLE: wire.VoterState.UNAVAILABLE,
-}
 
 
 class VerdictError(ValueError):
@@ -88,7 +74,7 @@ def build_verdict(
         records.append(
             VoterRecord(
                 voter=voter,
-                state=VOTER_STATE_TO_WIRE[state],
+                state=state,
                 answer_digest=vote.answer_digest if vote is not None else b"",
             )
         )
@@ -96,7 +82,7 @@ def build_verdict(
         qname=qname,
         qtype=qtype,
         round=round_,
-        outcome=OUTCOME_TO_WIRE[decision.outcome],
+        outcome=decision.outcome,
         rcode=rcode,
         answer=answer,
         answer_digest=digest,
