@@ -143,7 +143,23 @@ def outcome(fn: Callable[[], Any]) -> tuple[str, Any]:
         return exc.reason, None
 
 
-class BallotPair:
+class _Pair:
+    """A reference verifier and the independent one, which must agree on every message."""
+
+    real: Any
+    indep: Any
+    clock: FakeClock
+
+    def check(self, data: bytes, subject: str) -> str:
+        real, r = outcome(lambda: self.real.verify(data, subject))
+        indep, i = outcome(lambda: self.indep.verify(data, subject, self.clock.now_ms()))
+        assert real == indep, f"reference says {real}, independent verifier says {indep}"
+        if real == OK:
+            assert plain(r) == plain(i)
+        return real
+
+
+class BallotPair(_Pair):
     """The real coordinator verifier and the independent one, over the same trust and clock."""
 
     def __init__(
@@ -162,16 +178,8 @@ class BallotPair:
             min_suite=min_suite.value,
         )
 
-    def check(self, data: bytes, subject: str) -> str:
-        real, r = outcome(lambda: self.real.verify(data, subject))
-        indep, i = outcome(lambda: self.indep.verify(data, subject, self.clock.now_ms()))
-        assert real == indep, f"reference says {real}, independent verifier says {indep}"
-        if real == OK:
-            assert plain(r) == plain(i)
-        return real
 
-
-class VerdictPair:
+class VerdictPair(_Pair):
     """The real subscriber verifier and the independent one."""
 
     def __init__(
@@ -190,14 +198,6 @@ class VerdictPair:
             region=region,
             min_suite=min_suite.value,
         )
-
-    def check(self, data: bytes, subject: str) -> str:
-        real, r = outcome(lambda: self.real.verify(data, subject))
-        indep, i = outcome(lambda: self.indep.verify(data, subject, self.clock.now_ms()))
-        assert real == indep, f"reference says {real}, independent verifier says {indep}"
-        if real == OK:
-            assert plain(r) == plain(i)
-        return real
 
 
 AGENT = {s: make_identity("agent-a", "us-east", suite=s) for s in SuiteId}
