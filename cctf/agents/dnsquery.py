@@ -66,6 +66,7 @@ from cctf.agents.canonical import (
     parse_qtype,
 )
 from cctf.bus_schemas import limits as L
+from cctf.bus_schemas.subjects import check_id
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -102,7 +103,6 @@ _INNER_MARGIN_S: Final = 0.1
 #: query_all does not start a query with less time than this left.
 _MIN_START_S: Final = 0.01
 _DEFAULT_URL_PATH: Final = "/dns-query"
-_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
 _LABEL_RE: Final = re.compile(r"[a-z0-9_]([a-z0-9-]{0,61}[a-z0-9])?")
 _URL_PATH_RE: Final = re.compile(r"/[A-Za-z0-9._~!$&'()*+,;=:@%/-]{0,254}")
 _SPEC_KEYS: Final = frozenset(
@@ -146,8 +146,7 @@ class ResolverSpec:
 
     def __post_init__(self) -> None:
         ident = self.id
-        if not isinstance(ident, str) or not _ID_RE.fullmatch(ident):
-            raise ValueError(f"resolver id {ident!r} must match [a-z0-9][a-z0-9-]{{0,31}}")
+        check_id(ident, "resolver id")
         where = f"resolver {ident!r}"
         try:
             transport = Transport(self.transport)

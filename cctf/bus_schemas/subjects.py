@@ -45,7 +45,7 @@ class Kind(StrEnum):
 def check_id(value: str, what: str = "identifier") -> str:
     """Validate a region, agent, resolver or coordinator id: ``[a-z0-9][a-z0-9-]{0,31}``."""
     if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
-        raise SubjectError(f"invalid {what} {value!r}: expected [a-z0-9][a-z0-9-]{{0,31}}")
+        raise SubjectError(f"invalid {what} {value!r}: must match [a-z0-9][a-z0-9-]{{0,31}}")
     return value
 
 

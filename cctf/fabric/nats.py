@@ -37,6 +37,8 @@ from typing import IO, Any, Self
 import nats
 from nats.aio.client import Client
 
+from cctf.bus_schemas.subjects import check_id
+
 __all__ = [
     "ACCOUNT_NAME",
     "ADMIN_USER",
@@ -88,7 +90,6 @@ AGENT_PREFIX = "agent-"
 DEFAULT_MAX_MEMORY_STORE = 64 * 1024 * 1024
 DEFAULT_MAX_FILE_STORE = 2 * 1024 * 1024 * 1024
 
-_REGION_RE = re.compile(r"^[a-z0-9][a-z0-9-]{0,31}$")
 # Characters allowed in a password: enough for token_urlsafe and common generators, and nothing
 # that could break out of a quoted string in the nats-server config.
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9._~+/=!@%^*,:-]{1,256}$")
@@ -183,9 +184,7 @@ class UserPermissions:
 
 def validate_region(region: str) -> str:
     """Return ``region`` if it is a valid region token (``[a-z0-9][a-z0-9-]{0,31}``)."""
-    if not _REGION_RE.fullmatch(region):
-        raise ValueError(f"invalid region token {region!r}: must match {_REGION_RE.pattern}")
-    return region
+    return check_id(region, "region")
 
 
 def agent_user_name(region: str) -> str:
