@@ -63,6 +63,8 @@ import dns.zone
 from nats.aio.msg import Msg
 
 from cctf import telemetry
+from cctf.bus.accounts import DEFAULT_REGIONS
+from cctf.bus.streams import VOTES_STREAM, ensure_streams
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import (
     Ballot,
@@ -80,8 +82,7 @@ from cctf.client.sdk import TrustClient, VerdictStream
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
-from cctf.fabric.nats import DEFAULT_REGIONS, NatsFabric
-from cctf.fabric.streams import VOTES_STREAM, ensure_streams
+from cctf.devfabric.nats import NatsFabric
 
 REGIONS: tuple[str, ...] = DEFAULT_REGIONS
 K = 3

@@ -15,9 +15,9 @@ from collections.abc import Callable, Sequence
 # sub-command name -> module exposing ``register(subparsers)``
 _COMMANDS: dict[str, str] = {
     "keys": "cctf.crypto.cli",
-    "demo": "cctf.fabric.demo_cli",
+    "demo": "cctf.devfabric.demo_cli",
     "chaos": "cctf.chaos.cli",
-    "nats": "cctf.fabric.nats_cli",
+    "nats": "cctf.devfabric.nats_cli",
     "agent": "cctf.agents.cli",
     "coordinator": "cctf.coordinator.cli",
     "watch": "cctf.client.cli",

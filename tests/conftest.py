@@ -26,7 +26,9 @@ import pytest_asyncio
 from hypothesis import settings
 from nats.aio.client import Client
 
-from cctf.fabric.nats import DEFAULT_REGIONS, NatsFabric, connect, live_servers
+from cctf.bus.accounts import DEFAULT_REGIONS
+from cctf.bus.connect import connect
+from cctf.devfabric.nats import NatsFabric, live_servers
 
 settings.register_profile("ci", deadline=None, print_blob=True)
 settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "ci"))

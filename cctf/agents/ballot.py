@@ -32,7 +32,8 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     encode,
 )
-from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name
+from cctf.bus_schemas.subjects import normalize_name
+from cctf.ids import check_id, check_qtype
 
 __all__ = [
     "BALLOT_MSG_ID_PREFIX",

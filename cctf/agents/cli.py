@@ -75,7 +75,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
 async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
     # imported here: the NATS client is only needed when an agent actually runs
     from cctf.agents.resolver import ResolverAgent
-    from cctf.fabric.nats import connect
+    from cctf.bus.connect import connect
 
     log = get_logger("cctf.agent.cli")
     loop = asyncio.get_running_loop()

@@ -38,12 +38,13 @@ from typing import Any, Final
 
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.dnsquery import ResolverSpec, prepare
+from cctf.bus.settings import NatsSettings, NatsSettingsError
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name
+from cctf.bus_schemas.subjects import normalize_name
 from cctf.crypto.errors import CryptoError
 from cctf.crypto.keys import SigningKey, read_json
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
-from cctf.fabric.settings import NatsSettings, NatsSettingsError
+from cctf.ids import check_id, check_qtype
 
 __all__ = [
     "DEFAULT_BALLOT_LIFETIME_MS",

@@ -66,7 +66,7 @@ from cctf.agents.canonical import (
     parse_qtype,
 )
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.subjects import check_id
+from cctf.ids import check_id
 
 __all__ = [
     "DEFAULT_PORTS",

@@ -32,13 +32,14 @@ from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballot
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
+from cctf.bus.streams import VOTES_STREAM
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
-from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name, vote_subject
+from cctf.bus_schemas.subjects import normalize_name, vote_subject
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.keys import SigningKey
-from cctf.fabric.streams import VOTES_STREAM
+from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger
 
 __all__ = [

@@ -24,37 +24,21 @@ from enum import StrEnum
 from typing import Final
 
 from cctf.bus_schemas.limits import MAX_QNAME_CHARS, MAX_SUBJECT_BYTES
+from cctf.ids import IdError, check_id, check_qtype
 
 PREFIX: Final = "cctf.v1"
-_ID_RE: Final = re.compile(r"[a-z0-9][a-z0-9-]{0,31}")
-_QTYPE_RE: Final = re.compile(r"[A-Z][A-Z0-9]{0,9}")
 _TOKEN_RE: Final = re.compile(r"(?:[a-z0-9-]|_|~[0-9a-f]{2})+")
 _PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
-class SubjectError(ValueError):
-    """A subject, or a token meant for one, is malformed."""
+#: Subject and token errors are id errors (one class: ``check_id`` raises it too).
+SubjectError = IdError
 
 
 class Kind(StrEnum):
     VOTE = "vote"
     EVIDENCE = "evidence"
     VERDICT = "verdict"
-
-
-def check_id(value: str, what: str = "identifier") -> str:
-    """Validate a region, agent, resolver or coordinator id: ``[a-z0-9][a-z0-9-]{0,31}``."""
-    if not isinstance(value, str) or _ID_RE.fullmatch(value) is None:
-        raise SubjectError(f"invalid {what} {value!r}: must match [a-z0-9][a-z0-9-]{{0,31}}")
-    return value
-
-
-def check_qtype(value: str) -> str:
-    if not isinstance(value, str) or _QTYPE_RE.fullmatch(value) is None:
-        raise SubjectError(
-            f"invalid qtype {value!r}: expected an upper-case mnemonic like A or AAAA"
-        )
-    return value
 
 
 def normalize_name(name: str) -> str:

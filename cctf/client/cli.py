@@ -1,7 +1,7 @@
 """``cctf watch`` and ``cctf check``: the subscriber SDK on the command line.
 
 Both read a credentials file (``{"urls": [...], "users": {name: {"user", "password"}}}``, written by
-:meth:`cctf.fabric.nats.NatsFabric.write_credentials`) and a trust config, connect as ``--user``
+:meth:`cctf.devfabric.nats.NatsFabric.write_credentials`) and a trust config, connect as ``--user``
 (``client`` by default) and print verified verdicts only. Logs (JSON lines, including every rejected
 verdict and its reason) go to stderr; verdicts go to stdout.
 """
@@ -112,10 +112,10 @@ class _Setup:
 
 def _setup(args: argparse.Namespace) -> _Setup:
     """Configure logging and read the files; raises ``ValueError`` with a message on bad input."""
+    from cctf.bus.credentials import load_credentials
     from cctf.crypto.errors import CryptoError
     from cctf.crypto.policy import SuitePolicy
     from cctf.crypto.trust import TrustConfig
-    from cctf.fabric.nats import load_credentials
     from cctf.telemetry import configure_logging
 
     configure_logging(level=args.log_level)

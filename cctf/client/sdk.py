@@ -56,14 +56,15 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 
+from cctf.bus.streams import verdict_stream_name, verdict_subjects
 from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.messages import Outcome, Verdict, VoterState
-from cctf.bus_schemas.subjects import check_id, check_qtype, normalize_name, verdict_subject
+from cctf.bus_schemas.subjects import normalize_name, verdict_subject
 from cctf.client.verify import DEFAULT_CAPACITY, CheckedVerdict, VerdictVerifier
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
-from cctf.fabric.streams import verdict_stream_name, verdict_subjects
+from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger, meter
 
 __all__ = [

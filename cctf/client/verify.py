@@ -55,10 +55,11 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_verdict,
 )
-from cctf.bus_schemas.subjects import Kind, SubjectError, check_id, normalize_name, parse_subject
+from cctf.bus_schemas.subjects import Kind, SubjectError, normalize_name, parse_subject
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
+from cctf.ids import check_id
 
 #: Default number of (coordinator, qname, qtype) keys whose last sequence number is remembered.
 DEFAULT_CAPACITY = 100_000

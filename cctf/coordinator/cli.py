@@ -11,10 +11,10 @@ import sys
 from pathlib import Path
 
 from cctf import telemetry
+from cctf.bus.settings import NatsSettingsError
 from cctf.coordinator.config import ConfigError, CoordinatorConfig
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.trust import TrustConfig
-from cctf.fabric.settings import NatsSettingsError
 
 _LEVELS = ("debug", "info", "warning", "error")
 
@@ -68,8 +68,9 @@ async def _serve(
     password: str,
 ) -> int:
     # imported here so that ``cctf --help`` does not load nats
+    from cctf.bus.accounts import NatsUser
+    from cctf.bus.connect import connect
     from cctf.coordinator.service import Coordinator, CoordinatorError
-    from cctf.fabric.nats import NatsUser, connect
 
     log = telemetry.get_logger("cctf.coordinator.cli")
     stop = asyncio.Event()

@@ -37,16 +37,17 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Final
 
+from cctf.bus.settings import NatsSettings, NatsSettingsError
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import TimePolicy
-from cctf.bus_schemas.subjects import SubjectError, check_id
+from cctf.bus_schemas.subjects import SubjectError
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.errors import CryptoError, SuiteError
 from cctf.crypto.keys import SigningKey, load_signing_key
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import TrustConfig
-from cctf.fabric.settings import NatsSettings, NatsSettingsError
+from cctf.ids import check_id
 
 __all__ = ["ConfigError", "CoordinatorConfig", "NatsSettings"]
 

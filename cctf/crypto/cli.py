@@ -26,11 +26,12 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
-from cctf.bus_schemas.subjects import SubjectError, check_id
 from cctf.crypto.errors import KeyFileError
 from cctf.crypto.keys import SigningKey, load_signing_key, read_json, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.ids import IdError as SubjectError
+from cctf.ids import check_id
 
 KEY_SUFFIX = ".key.json"
 PUB_SUFFIX = ".pub.json"

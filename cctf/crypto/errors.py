@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+from cctf.errors import CctfError
 
-class CryptoError(Exception):
+
+class CryptoError(CctfError):
     """Base class for every crypto failure."""
 
 

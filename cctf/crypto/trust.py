@@ -15,9 +15,10 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
-from cctf.bus_schemas.subjects import SubjectError, check_id
 from cctf.crypto.errors import KeyError_, KeyFileError
 from cctf.crypto.keys import PublicKeySet, read_json, write_secret_json
+from cctf.ids import IdError as SubjectError
+from cctf.ids import check_id
 
 
 class Role(StrEnum):

@@ -2,7 +2,7 @@
 
 It deliberately imports nothing from ``cctf`` and does not use msgspec: it carries its own minimal
 MessagePack codec (arrays, str, bin, uint, bool: the only types the protocol uses) and uses only
-``cryptography`` and ``hashlib``. ``tests/test_wire_independent.py`` checks that it agrees with the
+``cryptography`` and ``hashlib``. ``tests/unit/test_wire_independent.py`` checks that it agrees with the
 reference implementation byte for byte and reason for reason, which is the evidence that the document
 is sufficient to write an independent implementation.
 

@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
 
 def _run(args: argparse.Namespace) -> int:
     from cctf.crypto.suites import SuiteId
-    from cctf.fabric.demo import DemoOptions, main_sync
+    from cctf.devfabric.demo import DemoOptions, main_sync
 
     telemetry.configure_logging(json=True, level=args.log_level)
     opts = DemoOptions(

@@ -1,4 +1,4 @@
-"""The agents' DNS adapter against real servers on loopback (tests/dnstestservers.py), and the pure
+"""The agents' DNS adapter against real servers on loopback (tests/support/dnstestservers.py), and the pure
 canonical form (with hypothesis)."""
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The wire protocol document is sufficient: a clean-room verifier agrees with the reference code.
 
-``tests/independent_verifier.py`` was written from ``docs/wire-protocol.md`` alone (no ``cctf``
+``tests/support/independent_verifier.py`` was written from ``docs/wire-protocol.md`` alone (no ``cctf``
 imports, no msgspec). These tests generate messages with the real code and check that both
 implementations
 
@@ -12,7 +12,7 @@ implementations
 They also check the stored test vectors in ``docs/test-vectors/`` with both implementations, so a
 wire change that breaks compatibility fails here. Regenerate the vectors with::
 
-    CCTF_REGEN_VECTORS=1 .venv/bin/pytest -q tests/test_wire_independent.py -k regenerate
+    CCTF_REGEN_VECTORS=1 .venv/bin/pytest -q tests/unit/test_wire_independent.py -k regenerate
 """
 
 from __future__ import annotations
@@ -89,7 +89,7 @@ from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import COMPONENTS, SuiteId
 from cctf.crypto.trust import Role, TrustEntry
 
-VECTORS = Path(__file__).resolve().parent.parent / "docs" / "test-vectors"
+VECTORS = Path(__file__).resolve().parents[2] / "docs" / "test-vectors"
 NOW = START_MS
 OK = "ok"
 

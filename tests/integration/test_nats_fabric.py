@@ -25,33 +25,35 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.client import JetStreamContext
 
-from cctf.fabric.nats import (
+from cctf.bus.accounts import (
     DEFAULT_REGIONS,
-    ENV_NATS_SERVER,
-    NatsFabric,
-    NatsServer,
-    NatsServerNotFoundError,
     NatsUser,
-    PortInUseError,
     build_users,
-    connect,
-    find_nats_server,
-    load_credentials,
     permissions_for,
-    render_server_config,
     validate_region,
 )
-from cctf.fabric.streams import (
+from cctf.bus.connect import connect
+from cctf.bus.credentials import load_credentials
+from cctf.bus.streams import (
     VOTES_STREAM,
     StreamSetupError,
     ensure_streams,
     verdict_stream_name,
 )
+from cctf.devfabric.nats import (
+    ENV_NATS_SERVER,
+    NatsFabric,
+    NatsServer,
+    NatsServerNotFoundError,
+    PortInUseError,
+    find_nats_server,
+    render_server_config,
+)
 
 if TYPE_CHECKING:
     from conftest import NatsConnect
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 DEPLOY = REPO / "deploy" / "nats"
 
 
@@ -728,7 +730,7 @@ def test_cli_up_runs_until_sigterm_and_stops_every_server(tmp_path: Path) -> Non
     creds_path = tmp_path / "secret" / "creds.json"
     proc = subprocess.Popen(
         [
-            *(sys.executable, "-m", "cctf.fabric.nats_cli", "up", "--nodes", "1"),
+            *(sys.executable, "-m", "cctf.devfabric.nats_cli", "up", "--nodes", "1"),
             *("--dir", str(workdir), "--regions", "us-east,eu-west"),
             *("--credentials", str(creds_path)),
         ],

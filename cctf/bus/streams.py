@@ -18,7 +18,7 @@ from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfi
 from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
-from cctf.fabric.nats import MAX_PAYLOAD_BYTES, validate_region
+from cctf.bus.accounts import MAX_PAYLOAD_BYTES, validate_region
 
 __all__ = [
     "VERDICT_STREAM_PREFIX",

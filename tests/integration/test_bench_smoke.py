@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[1] / "benchmarks" / "e2e.py"
+BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "e2e.py"
 
 
 def _positive(value: object) -> bool:

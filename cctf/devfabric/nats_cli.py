@@ -19,14 +19,9 @@ from pathlib import Path
 from types import FrameType
 from typing import Any
 
-from cctf.fabric.nats import (
-    ADMIN_USER,
-    DEFAULT_REGIONS,
-    NatsFabric,
-    NatsFabricError,
-    validate_region,
-)
-from cctf.fabric.streams import StreamSetupError, ensure_streams
+from cctf.bus.accounts import ADMIN_USER, DEFAULT_REGIONS, validate_region
+from cctf.bus.streams import StreamSetupError, ensure_streams
+from cctf.devfabric.nats import NatsFabric, NatsFabricError
 
 _log = logging.getLogger(__name__)
 
@@ -167,7 +162,7 @@ def _cmd_up(args: argparse.Namespace) -> int:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    """Run ``cctf nats ...`` on its own (``python -m cctf.fabric.nats_cli up``)."""
+    """Run ``cctf nats ...`` on its own (``python -m cctf.devfabric.nats_cli up``)."""
     parser = argparse.ArgumentParser(prog="cctf")
     register(parser.add_subparsers(dest="command"))
     args = parser.parse_args(["nats", *(sys.argv[1:] if argv is None else argv)])

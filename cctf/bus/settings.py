@@ -6,7 +6,7 @@ Two forms::
     {"urls": ["nats://host:4222"], "user": "...", "password": "..."}
 
 With ``credentials``, ``urls`` may still be given to override the file's. The credentials file is read
-by :func:`cctf.fabric.nats.load_credentials` only when :meth:`NatsSettings.resolved` is called, so a
+by :func:`cctf.devfabric.nats.load_credentials` only when :meth:`NatsSettings.resolved` is called, so a
 config can be validated before the fabric exists. Passwords stay out of ``repr`` and are never logged.
 """
 
@@ -17,7 +17,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
-from cctf.fabric.nats import NatsUser, load_credentials
+from cctf.bus.accounts import NatsUser
+from cctf.bus.credentials import load_credentials
 
 _KEYS: Final = frozenset({"credentials", "urls", "user", "password"})
 _URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")

@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from cctf.fabric.settings import NatsSettings, NatsSettingsError
+from cctf.bus.settings import NatsSettings, NatsSettingsError
 
 
 def write_creds(path: Path) -> Path:

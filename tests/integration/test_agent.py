@@ -26,6 +26,7 @@ from cctf.agents.canonical import Observation, Transport, VoteStatus
 from cctf.agents.config import AgentConfig, ConfigError, load_agent_config
 from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.resolver import MSG_ID_HEADER, BallotReport, ResolverAgent
+from cctf.bus.streams import VOTES_STREAM, ensure_streams
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import MessageType, Reason, Rejected, decode_envelope, seal
 from cctf.bus_schemas.messages import Ballot, answer_digest, decode_ballot, encode
@@ -37,8 +38,7 @@ from cctf.clock import FakeClock
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import save_signing_key
 from cctf.crypto.trust import TrustConfig
-from cctf.fabric.nats import NatsFabric
-from cctf.fabric.streams import VOTES_STREAM, ensure_streams
+from cctf.devfabric.nats import NatsFabric
 
 HOST = "127.0.0.1"
 REGION = "us-east"
@@ -569,7 +569,7 @@ async def _cli_config(tmp_path: Path, fabric: NatsFabric, servers: list[FaultyDn
 
 
 async def _spawn(*args: str) -> asyncio.subprocess.Process:
-    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[2])}
     return await asyncio.create_subprocess_exec(
         sys.executable,
         "-m",

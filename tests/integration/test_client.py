@@ -30,6 +30,7 @@ from wirefactories import (
     seal_verdict,
 )
 
+from cctf.bus.streams import ensure_streams, verdict_stream_name
 from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.messages import Outcome, Verdict, VoterRecord, VoterState, encode
 from cctf.bus_schemas.subjects import verdict_subject
@@ -45,8 +46,7 @@ from cctf.client.verify import VerdictVerifier
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role
-from cctf.fabric.nats import NatsFabric
-from cctf.fabric.streams import ensure_streams, verdict_stream_name
+from cctf.devfabric.nats import NatsFabric
 
 REGION = "us-east"
 NAME = "example.com."

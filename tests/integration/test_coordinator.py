@@ -41,6 +41,7 @@ from wirefactories import (
 )
 
 from cctf import telemetry
+from cctf.bus.streams import ensure_streams, verdict_stream_name
 from cctf.bus_schemas.envelope import verify_envelope
 from cctf.bus_schemas.messages import (
     Ballot,
@@ -65,8 +66,7 @@ from cctf.crypto.keys import save_signing_key
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role
-from cctf.fabric.nats import NatsFabric
-from cctf.fabric.streams import ensure_streams, verdict_stream_name
+from cctf.devfabric.nats import NatsFabric
 
 HONEST = ("93.184.216.34",)
 POISON = (("6.6.6.6",), ("6.6.6.7",), ("6.6.6.8",))
@@ -762,7 +762,7 @@ def test_cli_runs_serves_metrics_and_stops_on_sigterm(
     nats_single.write_credentials(tmp_path / "creds.json")
 
     async def setup() -> None:
-        from cctf.fabric.nats import connect
+        from cctf.bus.connect import connect
 
         nc = await connect(
             nats_single.urls, nats_single.users["admin"], name="setup", for_tests=True
@@ -799,7 +799,7 @@ def test_cli_runs_serves_metrics_and_stops_on_sigterm(
     try:
 
         async def drive() -> Verdict:
-            from cctf.fabric.nats import connect
+            from cctf.bus.connect import connect
 
             got: list[Verdict] = []
             admin = await connect(

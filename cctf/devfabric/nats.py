@@ -28,92 +28,49 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from collections.abc import Awaitable, Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import IO, Any, Self
 
-import nats
-from nats.aio.client import Client
-
-from cctf.bus_schemas.subjects import check_id
+from cctf.bus.accounts import (
+    ACCOUNT_NAME,
+    CLUSTER_NAME,
+    DEFAULT_REGIONS,
+    MAX_PAYLOAD_BYTES,
+    ROUTE_USER,
+    SYSTEM_ACCOUNT_NAME,
+    SYSTEM_USER,
+    NatsUser,
+    agent_user_name,
+    build_users,
+    check_password,
+    permissions_for,
+    validate_region,
+)
+from cctf.bus.connect import Connection, connect
+from cctf.util.files import write_secret_file
 
 __all__ = [
-    "ACCOUNT_NAME",
-    "ADMIN_USER",
-    "CLIENT_USER",
-    "CLUSTER_NAME",
-    "COORDINATOR_USER",
-    "DEFAULT_REGIONS",
     "ENV_NATS_SERVER",
-    "MAX_PAYLOAD_BYTES",
-    "SYSTEM_ACCOUNT_NAME",
-    "SYSTEM_USER",
-    "Credentials",
-    "ErrorCallback",
     "NatsFabric",
     "NatsFabricError",
     "NatsServer",
     "NatsServerNotFoundError",
-    "NatsUser",
     "PortInUseError",
-    "UserPermissions",
-    "agent_user_name",
-    "build_users",
-    "connect",
     "find_nats_server",
     "live_servers",
-    "load_credentials",
-    "permissions_for",
     "render_server_config",
-    "validate_region",
-    "write_secret_file",
 ]
 
 _log = logging.getLogger(__name__)
 
-ENV_NATS_SERVER = "CCTF_NATS_SERVER"
-DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
-MAX_PAYLOAD_BYTES = 1 << 20
-ACCOUNT_NAME = "CCTF"
-SYSTEM_ACCOUNT_NAME = "SYS"
-CLUSTER_NAME = "cctf"
+_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
 
-ADMIN_USER = "admin"
-COORDINATOR_USER = "coordinator"
-CLIENT_USER = "client"
-SYSTEM_USER = "sys"
-ROUTE_USER = "route"
-AGENT_PREFIX = "agent-"
+ENV_NATS_SERVER = "CCTF_NATS_SERVER"
 
 DEFAULT_MAX_MEMORY_STORE = 64 * 1024 * 1024
 DEFAULT_MAX_FILE_STORE = 2 * 1024 * 1024 * 1024
-
-# Characters allowed in a password: enough for token_urlsafe and common generators, and nothing
-# that could break out of a quoted string in the nats-server config.
-_PASSWORD_RE = re.compile(r"^[A-Za-z0-9._~+/=!@%^*,:-]{1,256}$")
-_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
-# JetStream API calls that change or destroy streams (or the account). Denied to the roles that
-# only need consumers and reads. A user allowed ``$JS.API.STREAM.CREATE`` could, for example,
-# create a stream that republishes into ``cctf.v1.verdict.>`` and so bypass its publish pins.
-_JS_STREAM_ADMIN = (
-    "$JS.API.STREAM.CREATE.>",
-    "$JS.API.STREAM.UPDATE.>",
-)
-_JS_DESTRUCTIVE = (
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
-    "$JS.API.STREAM.MSG.DELETE.>",
-    "$JS.API.STREAM.SNAPSHOT.>",
-    "$JS.API.STREAM.RESTORE.>",
-    "$JS.API.STREAM.PEER.>",
-    "$JS.API.STREAM.LEADER.>",
-    "$JS.API.META.>",
-    "$JS.API.SERVER.>",
-    "$JS.API.ACCOUNT.>",
-)
 
 
 class NatsFabricError(RuntimeError):
@@ -163,103 +120,6 @@ def find_nats_server() -> Path:
 # --------------------------------------------------------------------------------------------
 # users and permissions
 
-
-@dataclass(frozen=True)
-class NatsUser:
-    """A username and password. The password is kept out of ``repr``."""
-
-    name: str
-    password: str = field(repr=False)
-
-
-@dataclass(frozen=True)
-class UserPermissions:
-    """Subject permissions of one user (``None`` from ``permissions_for`` means unrestricted)."""
-
-    publish_allow: tuple[str, ...]
-    subscribe_allow: tuple[str, ...]
-    publish_deny: tuple[str, ...] = ()
-    subscribe_deny: tuple[str, ...] = ()
-
-
-def validate_region(region: str) -> str:
-    """Return ``region`` if it is a valid region token (``[a-z0-9][a-z0-9-]{0,31}``)."""
-    return check_id(region, "region")
-
-
-def agent_user_name(region: str) -> str:
-    """The NATS user name of a region's agents: ``agent-<region>``."""
-    return AGENT_PREFIX + validate_region(region)
-
-
-def permissions_for(user_name: str) -> UserPermissions | None:
-    """Permissions of a fabric user; ``None`` for ``admin`` and ``sys`` (unrestricted)."""
-    if user_name in (ADMIN_USER, SYSTEM_USER):
-        return None
-    if user_name == COORDINATOR_USER:
-        return UserPermissions(
-            publish_allow=(
-                "cctf.v1.verdict.>",
-                "$JS.API.>",
-                "$JS.ACK.>",
-                "$JS.FC.>",
-                "_INBOX.>",
-            ),
-            publish_deny=_JS_DESTRUCTIVE,
-            subscribe_allow=("cctf.v1.>", "_INBOX.>", "$JS.>"),
-        )
-    if user_name == CLIENT_USER:
-        return UserPermissions(
-            publish_allow=("$JS.API.>", "$JS.ACK.>", "$JS.FC.>"),
-            publish_deny=("cctf.v1.>", *_JS_STREAM_ADMIN, *_JS_DESTRUCTIVE),
-            subscribe_allow=("cctf.v1.verdict.>", "_INBOX.>"),
-        )
-    if user_name.startswith(AGENT_PREFIX):
-        region = validate_region(user_name[len(AGENT_PREFIX) :])
-        return UserPermissions(
-            publish_allow=(f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>"),
-            subscribe_allow=("_INBOX.>",),
-        )
-    raise ValueError(f"unknown CCTF user {user_name!r}")
-
-
-def _check_password(user: NatsUser) -> None:
-    if not _PASSWORD_RE.fullmatch(user.password):
-        # never include the password itself in the message
-        raise ValueError(
-            f"password of user {user.name!r} has unsupported characters or length "
-            "(allowed: A-Z a-z 0-9 and ._~+/=!@%^*,:- ; 1..256 characters)"
-        )
-
-
-def build_users(
-    regions: Sequence[str] = DEFAULT_REGIONS,
-    passwords: Mapping[str, str] | None = None,
-    *,
-    system_user: bool = True,
-) -> dict[str, NatsUser]:
-    """Users of one fabric: admin, coordinator, client, ``agent-<region>`` (+ ``sys``).
-
-    Passwords come from ``passwords`` (user name -> password) or are random (``token_urlsafe``).
-    """
-    given = dict(passwords or {})
-    names = [ADMIN_USER, COORDINATOR_USER, CLIENT_USER]
-    names += [agent_user_name(r) for r in regions]
-    if system_user:
-        names.append(SYSTEM_USER)
-    if len(set(names)) != len(names):
-        raise ValueError("duplicate region")
-    unknown = set(given) - set(names)
-    if unknown:
-        raise ValueError(f"passwords given for unknown users: {sorted(unknown)}")
-    users: dict[str, NatsUser] = {}
-    for name in names:
-        user = NatsUser(name, given.get(name) or secrets.token_urlsafe(24))
-        _check_password(user)
-        users[name] = user
-    return users
-
-
 # --------------------------------------------------------------------------------------------
 # config rendering
 
@@ -276,7 +136,7 @@ def _qlist(values: Sequence[str]) -> str:
 
 
 def _render_user(user: NatsUser, indent: str) -> str:
-    _check_password(user)
+    check_password(user)
     lines = [
         f"{indent}{{",
         f"{indent}  user: {_q(user.name)}",
@@ -326,7 +186,7 @@ def render_server_config(
     if max_payload > 64 * 1024 * 1024 or max_payload <= 0:
         raise ValueError("max_payload must be in (0, 64 MiB]")
     out: list[str] = [
-        "# Generated by cctf.fabric.nats. Holds passwords: keep it mode 0600.",
+        "# Generated by cctf.devfabric.nats. Holds passwords: keep it mode 0600.",
         f"server_name: {_q(server_name)}",
         f"listen: {_q(f'{host}:{port}')}",
         f"http: {_q(f'{host}:{http_port}')}",
@@ -358,7 +218,7 @@ def render_server_config(
             f"  listen: {_q(f'{host}:{cluster_port}')}",
         ]
         if route_user is not None:
-            _check_password(route_user)
+            check_password(route_user)
             out += [
                 "  authorization {",
                 f"    user: {_q(route_user.name)}",
@@ -390,51 +250,6 @@ def render_server_config(
 
 # --------------------------------------------------------------------------------------------
 # files holding secrets
-
-
-def write_secret_file(path: Path, data: str | bytes) -> Path:
-    """Atomically write ``data`` to ``path`` with mode 0600 (the file is never wider than 0600)."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    payload = data.encode() if isinstance(data, str) else data
-    tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
-            fh.write(payload)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            tmp.unlink()
-        raise
-    return path
-
-
-@dataclass(frozen=True)
-class Credentials:
-    """What ``load_credentials`` returns: client URLs and users (name -> NatsUser)."""
-
-    urls: list[str]
-    users: dict[str, NatsUser]
-
-
-def load_credentials(path: Path) -> Credentials:
-    """Read a credentials file written by ``NatsFabric.write_credentials``."""
-    path = Path(path)
-    mode = path.stat().st_mode & 0o777
-    if mode & 0o077:
-        _log.warning("credentials file %s is accessible by others (mode %o)", path, mode)
-    raw = json.loads(path.read_text())
-    urls = [str(u) for u in raw["urls"]]
-    users = {
-        str(name): NatsUser(str(entry["user"]), str(entry["password"]))
-        for name, entry in raw["users"].items()
-    }
-    return Credentials(urls=urls, users=users)
-
 
 # --------------------------------------------------------------------------------------------
 # ports and the live-process registry
@@ -954,7 +769,7 @@ class NatsFabric:
 
     async def connect(
         self, user: str, *, name: str | None = None, for_tests: bool = False, **kwargs: Any
-    ) -> Client:
+    ) -> Connection:
         """Connect to all nodes as ``user`` (a key of ``users``)."""
         return await connect(
             self.urls, self.users[user], name=name or user, for_tests=for_tests, **kwargs
@@ -998,60 +813,3 @@ class NatsFabric:
 
 
 # --------------------------------------------------------------------------------------------
-# clients
-
-ErrorCallback = Callable[[Exception], Awaitable[None]]
-
-
-async def connect(
-    urls: str | Sequence[str],
-    user: NatsUser,
-    *,
-    name: str,
-    for_tests: bool = False,
-    error_cb: ErrorCallback | None = None,
-    **kw: Any,
-) -> Client:
-    """Connect to NATS as ``user``.
-
-    Production defaults reconnect forever (2 s between attempts per server); ``for_tests`` gives
-    up quickly (2 attempts per server, 50 ms apart, 1 s connect timeout). Any nats-py ``connect``
-    option in ``kw`` overrides these. Errors always go to the log (never the password), then to
-    ``error_cb`` if given.
-    """
-    servers = [urls] if isinstance(urls, str) else list(urls)
-
-    async def _error_cb(exc: Exception) -> None:
-        _log.warning("nats client %s (user %s): %s", name, user.name, exc)
-        if error_cb is not None:
-            await error_cb(exc)
-
-    async def _disconnected_cb() -> None:
-        _log.info("nats client %s disconnected", name)
-
-    async def _reconnected_cb() -> None:
-        _log.info("nats client %s reconnected", name)
-
-    options: dict[str, Any] = {
-        "servers": servers,
-        "name": name,
-        "user": user.name,
-        "password": user.password,
-        "error_cb": _error_cb,
-        "disconnected_cb": _disconnected_cb,
-        "reconnected_cb": _reconnected_cb,
-        "allow_reconnect": True,
-    }
-    if for_tests:
-        options.update(max_reconnect_attempts=2, reconnect_time_wait=0.05, connect_timeout=1)
-    else:
-        options.update(
-            max_reconnect_attempts=-1,
-            reconnect_time_wait=2,
-            connect_timeout=5,
-            ping_interval=20,
-            max_outstanding_pings=3,
-        )
-    options.update(kw)
-    nc: Client = await nats.connect(**options)
-    return nc

@@ -33,6 +33,8 @@ from typing import TextIO
 from cctf import telemetry
 from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.resolver import BallotReport, ResolverAgent
+from cctf.bus.accounts import DEFAULT_REGIONS
+from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict
 from cctf.chaos.control import HostPort, ResolverEndpoint, write_fabric_resolvers
 from cctf.chaos.dnsserver import FaultyDnsServer
@@ -44,8 +46,7 @@ from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
-from cctf.fabric.nats import DEFAULT_REGIONS, NatsFabric
-from cctf.fabric.streams import ensure_streams
+from cctf.devfabric.nats import NatsFabric
 
 COORDINATOR_ID = "coord-1"
 VERDICT_REGION = DEFAULT_REGIONS[0]

@@ -62,8 +62,6 @@ from cctf.bus_schemas.subjects import (
     Kind,
     ParsedSubject,
     SubjectError,
-    check_id,
-    check_qtype,
     evidence_subject,
     name_from_token,
     name_token,
@@ -77,6 +75,7 @@ from cctf.bus_schemas.subjects import (
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role
+from cctf.ids import check_id, check_qtype
 
 # ------------------------------------------------------------------------------------------ subjects
 
