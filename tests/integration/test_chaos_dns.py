@@ -38,8 +38,9 @@ from cctf.chaos.control import (
     write_fabric_resolvers,
     write_token_file,
 )
-from cctf.chaos.dnsserver import FaultyDnsServer, ZoneResponder
+from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import FaultError, Faults
+from cctf.chaos.responder import ZoneResponder
 from cctf.chaos.zone import DEMO_NAMES, demo_zone, load_zone_file
 from cctf.cli import main as cli_main
 
