@@ -25,8 +25,14 @@ MAX_EDE_CODES: Final = 8
 MAX_VOTERS: Final = 64
 #: Identifiers (agent, coordinator, resolver, region, key id).
 MAX_ID_CHARS: Final = 64
-#: DNS presentation-format name length (253 plus a trailing dot).
+#: DNS presentation-format name length (253 plus a trailing dot), the bound of a ``qname`` field.
 MAX_QNAME_CHARS: Final = 254
+#: RFC 1035 bounds that every normalised name meets: UTF-8 octets of the name without its trailing
+#: dot (a 255-octet wire form), and octets of one label.
+MAX_NAME_OCTETS: Final = 253
+MAX_LABEL_OCTETS: Final = 63
+#: Longest name token in a subject; a name whose escaped token would be longer uses the digest form.
+MAX_NAME_TOKEN_CHARS: Final = 253
 #: Nonce length in bytes.
 NONCE_BYTES: Final = 16
 #: Signatures per authenticator (one per suite component).

@@ -10,24 +10,43 @@ Subjects (``v1`` is the protocol version)::
     cctf.v1.evidence.<region>.<agent>                   identity evidence (reserved)
     cctf.v1.verdict.<region>.<name-token>.<qtype>       signed verdicts
 
-Name tokens: the DNS name is lower-cased and made absolute-less (no trailing dot); each character in
-``[a-z0-9-]`` stands for itself, ``.`` becomes ``_``, and every other byte of its UTF-8 form becomes
-``~`` followed by two lower-case hex digits (``_`` itself is ``~5f``, ``~`` is ``~7e``). The root name
-is the token ``~2e``. The mapping is injective and reversible (:func:`name_from_token`).
+Names (:func:`normalize_name`, the one normaliser): lower-cased, absolute (trailing dot), RFC 1035
+bounded (at most 253 UTF-8 octets without the trailing dot, 1..63 octets per label).
+
+Name tokens (:func:`name_token`): the *escaped* form maps each character of the name without its
+trailing dot: ``[a-z0-9-]`` stands for itself, ``.`` becomes ``_``, and every other byte of its UTF-8
+form becomes ``~`` followed by two lower-case hex digits (``_`` itself is ``~5f``, ``~`` is ``~7e``).
+The root name is the token ``~2e``. When the escaped form would be longer than
+:data:`~cctf.bus_schemas.limits.MAX_NAME_TOKEN_CHARS` characters, the token is the *digest* form
+``=`` followed by the lower-case, unpadded RFC 4648 base32 of SHA-256 of the normalised name's UTF-8
+bytes (53 characters). No escaped token starts with ``=``, so the mapping is injective (the digest form
+as far as SHA-256 is collision-resistant), every token is at most 253 characters and every verdict
+subject at most 313 bytes. Escaped tokens are reversible (:func:`name_from_token`); digest tokens are
+matched by re-encoding the claimed name (:func:`token_matches`).
 """
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import re
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
-from cctf.bus_schemas.limits import MAX_QNAME_CHARS, MAX_SUBJECT_BYTES
+from cctf.bus_schemas.limits import (
+    MAX_LABEL_OCTETS,
+    MAX_NAME_OCTETS,
+    MAX_NAME_TOKEN_CHARS,
+    MAX_SUBJECT_BYTES,
+)
 from cctf.ids import IdError, check_id, check_qtype
 
 PREFIX: Final = "cctf.v1"
 _TOKEN_RE: Final = re.compile(r"(?:[a-z0-9-]|_|~[0-9a-f]{2})+")
+#: ``=`` then base32 (RFC 4648, lower case, no padding) of 32 bytes: 52 characters.
+_DIGEST_RE: Final = re.compile(r"=[a-z2-7]{52}")
+DIGEST_PREFIX: Final = "="
 _PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
@@ -42,28 +61,41 @@ class Kind(StrEnum):
 
 
 def normalize_name(name: str) -> str:
-    """Lower-case, absolute (trailing dot) presentation form of a DNS name."""
+    """Lower-case, absolute (trailing dot) presentation form of a DNS name, RFC 1035 bounded.
+
+    Raises :class:`SubjectError` for an empty name, an empty label, a label over 63 octets or a name
+    over 253 octets (UTF-8, without the trailing dot), or text that is not encodable as UTF-8.
+    """
     if not isinstance(name, str) or not name:
         raise SubjectError("empty DNS name")
+    if len(name) > 4 * MAX_NAME_OCTETS:  # bound the work before lower-casing a hostile string
+        raise SubjectError(f"DNS name longer than {MAX_NAME_OCTETS} octets")
     n = name.lower()
-    if not n.endswith("."):
-        n += "."
-    if len(n) > MAX_QNAME_CHARS:
-        raise SubjectError(f"DNS name longer than {MAX_QNAME_CHARS} characters")
-    if n != "." and (".." in n or n.startswith(".")):
-        raise SubjectError(f"DNS name {name!r} has an empty label")
-    try:
-        n.encode("utf-8")
-    except UnicodeEncodeError:
-        raise SubjectError(f"DNS name {name!r} is not encodable as UTF-8") from None
-    return n
-
-
-def name_token(name: str) -> str:
-    """Encode a DNS name as a single, wildcard-free subject token."""
-    n = normalize_name(name)
     if n == ".":
-        return "~2e"
+        return n
+    body = n[:-1] if n.endswith(".") else n
+    try:
+        raw = body.encode("utf-8")
+    except UnicodeEncodeError:
+        raise SubjectError(f"DNS name {_show(name)} is not encodable as UTF-8") from None
+    if len(raw) > MAX_NAME_OCTETS:
+        raise SubjectError(f"DNS name {_show(name)} is longer than {MAX_NAME_OCTETS} octets")
+    for label in raw.split(b"."):
+        if not label:
+            raise SubjectError(f"DNS name {_show(name)} has an empty label")
+        if len(label) > MAX_LABEL_OCTETS:
+            raise SubjectError(
+                f"DNS name {_show(name)} has a label longer than {MAX_LABEL_OCTETS} octets"
+            )
+    return body + "."
+
+
+def _show(name: str) -> str:
+    """A name for an error message: repr, cut to a readable length."""
+    return repr(name) if len(name) <= 80 else repr(name[:60]) + f"... ({len(name)} chars)"
+
+
+def _escaped(n: str) -> str:
     out: list[str] = []
     for ch in n[:-1]:
         if ch in _PLAIN:
@@ -75,12 +107,40 @@ def name_token(name: str) -> str:
     return "".join(out)
 
 
+def _digest(n: str) -> str:
+    b32 = base64.b32encode(hashlib.sha256(n.encode("utf-8")).digest()).decode("ascii")
+    return DIGEST_PREFIX + b32.rstrip("=").lower()
+
+
+def name_token(name: str) -> str:
+    """Encode a DNS name as a single, wildcard-free subject token of at most 253 characters."""
+    n = normalize_name(name)
+    if n == ".":
+        return "~2e"
+    token = _escaped(n)
+    return token if len(token) <= MAX_NAME_TOKEN_CHARS else _digest(n)
+
+
+def is_digest_token(token: str) -> bool:
+    """Whether ``token`` is a well-formed digest-form name token (it names no recoverable name)."""
+    if not isinstance(token, str) or _DIGEST_RE.fullmatch(token) is None:
+        return False
+    raw = base64.b32decode(token[1:].upper() + "====")  # 52 chars + padding = 32 bytes
+    # canonical: the unused low bits of the last character are zero
+    return DIGEST_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=").lower() == token
+
+
 def name_from_token(token: str) -> str:
-    """Inverse of :func:`name_token`; returns the absolute name."""
+    """Inverse of :func:`name_token` for escaped tokens; returns the absolute name.
+
+    A digest token names no recoverable name: it raises :class:`SubjectError` (use
+    :func:`token_matches` to check a claimed name against any token)."""
     if token == "~2e":
         return "."
-    if _TOKEN_RE.fullmatch(token) is None:
-        raise SubjectError(f"invalid name token {token!r}")
+    if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
+        raise SubjectError(
+            f"invalid name token {_show(token) if isinstance(token, str) else token}"
+        )
     raw = bytearray()
     i = 0
     while i < len(token):
@@ -94,10 +154,30 @@ def name_from_token(token: str) -> str:
     try:
         name = raw.decode("utf-8") + "."
     except UnicodeDecodeError as exc:
-        raise SubjectError(f"name token {token!r} is not valid UTF-8") from exc
-    if name_token(name) != token:  # reject non-canonical spellings (e.g. ~61 for "a")
-        raise SubjectError(f"name token {token!r} is not in canonical form")
+        raise SubjectError(f"name token {_show(token)} is not valid UTF-8") from exc
+    try:
+        canonical = name_token(name)
+    except SubjectError as exc:
+        raise SubjectError(f"name token {_show(token)} encodes an invalid name: {exc}") from None
+    if canonical != token:  # non-canonical spellings (~61 for "a"), or too long for escaped form
+        raise SubjectError(f"name token {_show(token)} is not in canonical form")
     return name
+
+
+def check_token(token: str) -> str:
+    """Validate a name token of either form; returns it."""
+    if token == "~2e" or is_digest_token(token):
+        return token
+    name_from_token(token)
+    return token
+
+
+def token_matches(token: str, name: str) -> bool:
+    """Whether ``name`` (any spelling) is the name that ``token`` stands for."""
+    try:
+        return name_token(name) == token
+    except SubjectError:
+        return False
 
 
 def vote_subject(region: str, agent: str) -> str:
@@ -112,7 +192,7 @@ def verdict_subject(region: str, qname: str, qtype: str) -> str:
     subject = (
         f"{PREFIX}.verdict.{check_id(region, 'region')}.{name_token(qname)}.{check_qtype(qtype)}"
     )
-    if len(subject) > MAX_SUBJECT_BYTES:  # all ASCII; a long non-ASCII name can exceed the cap
+    if len(subject) > MAX_SUBJECT_BYTES:  # cannot happen (at most 313 bytes); kept as a guard
         raise SubjectError(f"verdict subject for {qname!r} exceeds {MAX_SUBJECT_BYTES} bytes")
     return subject
 
@@ -130,8 +210,9 @@ class ParsedSubject:
     kind: Kind
     region: str
     agent: str | None = None
-    qname: str | None = None
+    qname: str | None = None  # None for a digest token (the name is not recoverable from it)
     qtype: str | None = None
+    token: str | None = None  # the name token of a verdict subject
 
 
 def parse_subject(subject: str) -> ParsedSubject:
@@ -152,4 +233,6 @@ def parse_subject(subject: str) -> ParsedSubject:
         return ParsedSubject(kind, region, agent=check_id(parts[4], "agent id"))
     if len(parts) != 6:
         raise SubjectError(f"verdict subject must have 6 tokens: {subject!r}")
-    return ParsedSubject(kind, region, qname=name_from_token(parts[4]), qtype=check_qtype(parts[5]))
+    token = check_token(parts[4])
+    qname = None if is_digest_token(token) else name_from_token(token)
+    return ParsedSubject(kind, region, qname=qname, qtype=check_qtype(parts[5]), token=token)

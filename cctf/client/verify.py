@@ -55,7 +55,7 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_verdict,
 )
-from cctf.bus_schemas.subjects import Kind, SubjectError, normalize_name, parse_subject
+from cctf.bus_schemas.subjects import Kind, SubjectError, name_token, normalize_name, parse_subject
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
@@ -141,7 +141,7 @@ class VerdictVerifier:
             parsed = parse_subject(subject)
         except SubjectError as exc:
             raise Rejected(Reason.SUBJECT, str(exc)) from None
-        if parsed.kind is not Kind.VERDICT or parsed.qname is None or parsed.qtype is None:
+        if parsed.kind is not Kind.VERDICT or parsed.token is None or parsed.qtype is None:
             raise Rejected(Reason.SUBJECT, f"{subject!r} is not a verdict subject")
         if self.region is not None and parsed.region != self.region:
             raise Rejected(
@@ -157,11 +157,11 @@ class VerdictVerifier:
             raise Rejected(Reason.MALFORMED, f"verdict qname: {exc}") from None
         if qname != verdict.qname:
             raise Rejected(Reason.MALFORMED, f"verdict qname {verdict.qname!r} is not normalised")
-        if qname != parsed.qname or verdict.qtype != parsed.qtype:
+        if name_token(qname) != parsed.token or verdict.qtype != parsed.qtype:
             raise Rejected(
                 Reason.SUBJECT,
                 f"verdict for {verdict.qname} {verdict.qtype} on the subject of "
-                f"{parsed.qname} {parsed.qtype}",
+                f"{parsed.qname or parsed.token} {parsed.qtype}",
             )
         if verdict.coordinator != signer.principal:  # 12
             raise Rejected(

@@ -11,6 +11,7 @@ Section numbers (§) refer to docs/wire-protocol.md.
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import re
 import struct
@@ -35,11 +36,13 @@ __all__ = [
     "VoteVerifier",
     "VoterRecord",
     "answer_digest",
+    "check_name_token",
     "decode_ballot",
     "decode_envelope",
     "decode_name_token",
     "decode_verdict",
     "encode_name_token",
+    "is_digest_token",
     "key_id",
     "mp_decode",
     "mp_encode",
@@ -310,24 +313,23 @@ _TOKEN_PLAIN = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
 
 
 def normalise_name(name: str) -> str:
-    """§2: non-empty; lower-case; add the trailing dot; at most 254 chars; no empty labels."""
+    """§2: non-empty; lower-case; the root is "."; otherwise the body (without one trailing dot) is
+    UTF-8, at most 253 octets, in labels of 1-63 octets; the result is the body plus "."."""
     if not name:
         raise ValueError("empty name")
     n = name.lower()
-    if not n.endswith("."):
-        n += "."
-    if len(n) > 254:
-        raise ValueError("name longer than 254 chars")
-    if n != "." and "" in n[:-1].split("."):
-        raise ValueError("empty label")
-    n.encode("utf-8")  # UnicodeEncodeError (a ValueError) for lone surrogates
-    return n
-
-
-def encode_name_token(name: str) -> str:
-    n = normalise_name(name)
     if n == ".":
-        return "~2e"
+        return n
+    body = n[:-1] if n.endswith(".") else n
+    raw = body.encode("utf-8")  # UnicodeEncodeError (a ValueError) for lone surrogates
+    if len(raw) > 253:
+        raise ValueError("name longer than 253 octets")
+    if any(not 1 <= len(label) <= 63 for label in raw.split(b".")):
+        raise ValueError("empty label or label longer than 63 octets")
+    return body + "."
+
+
+def _escaped_token(n: str) -> str:
     out = []
     for ch in n[:-1]:
         if ch in _TOKEN_PLAIN:
@@ -339,8 +341,33 @@ def encode_name_token(name: str) -> str:
     return "".join(out)
 
 
+def encode_name_token(name: str) -> str:
+    """§2: the escaped form if it has at most 253 characters, else "=" + base32(H(name))."""
+    n = normalise_name(name)
+    if n == ".":
+        return "~2e"
+    escaped = _escaped_token(n)
+    if len(escaped) <= 253:
+        return escaped
+    return "=" + base64.b32encode(hashlib.sha256(n.encode("utf-8")).digest()).decode().lower()[:52]
+
+
+_DIGEST_TOKEN = re.compile(r"=[a-z2-7]{52}")
+
+
+def is_digest_token(token: str) -> bool:
+    """§2: "=" then 52 base32 characters, the last one "a" or "q" (unused bits zero)."""
+    return bool(_DIGEST_TOKEN.fullmatch(token)) and token[-1] in "aq"
+
+
+def check_name_token(token: str) -> None:
+    """Raise ValueError unless ``token`` is a valid token of either form."""
+    if not is_digest_token(token):
+        decode_name_token(token)
+
+
 def decode_name_token(token: str) -> str:
-    """Inverse of :func:`encode_name_token`; rejects (ValueError) any non-canonical token."""
+    """Inverse of the escaped form; rejects (ValueError) any non-canonical or digest token."""
     if token == "~2e":
         return "."
     raw = bytearray()
@@ -361,6 +388,8 @@ def decode_name_token(token: str) -> str:
             i += 3
         else:
             raise ValueError(f"character {ch!r} not allowed in a name token")
+    if not raw:
+        raise ValueError("empty token")
     try:
         name = raw.decode("utf-8") + "."
     except UnicodeDecodeError as exc:
@@ -396,7 +425,7 @@ def parse_vote_subject(s: str) -> tuple[str, str] | None:
 
 
 def parse_verdict_subject(s: str) -> tuple[str, str, str] | None:
-    """Return (region, qname, qtype), or None if ``s`` is not a valid verdict subject."""
+    """Return (region, name token, qtype), or None if ``s`` is not a valid verdict subject."""
     parts = s.split(".")
     if len(s.encode()) > MAX_SUBJECT or len(parts) != 6 or parts[:3] != ["cctf", "v1", "verdict"]:
         return None
@@ -404,10 +433,10 @@ def parse_verdict_subject(s: str) -> tuple[str, str, str] | None:
     if not (_IDENT.fullmatch(region) and _QTYPE.fullmatch(qtype)):
         return None
     try:
-        qname = decode_name_token(token)
+        check_name_token(token)
     except ValueError:
         return None
-    return region, qname, qtype
+    return region, token, qtype
 
 
 # --------------------------------------------------------------------------------------------------
@@ -845,7 +874,7 @@ class VerdictSubscriber:
         parsed = parse_verdict_subject(subject)  # 9
         if parsed is None:
             raise Reject("subject")
-        s_region, s_qname, s_qtype = parsed
+        s_region, s_token, s_qtype = parsed
         if self.region is not None and s_region != self.region:
             raise Reject("region_mismatch")
         v = decode_verdict(env.payload)  # 10
@@ -855,7 +884,7 @@ class VerdictSubscriber:
             raise Reject("malformed", "qname") from exc
         if qname != v.qname:
             raise Reject("malformed", "qname not normalised")
-        if (qname, v.qtype) != (s_qname, s_qtype):
+        if (encode_name_token(qname), v.qtype) != (s_token, s_qtype):
             raise Reject("subject")
         if v.coordinator != key.principal:  # 12
             raise Reject("principal_mismatch")

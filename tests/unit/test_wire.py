@@ -63,10 +63,12 @@ from cctf.bus_schemas.subjects import (
     ParsedSubject,
     SubjectError,
     evidence_subject,
+    is_digest_token,
     name_from_token,
     name_token,
     normalize_name,
     parse_subject,
+    token_matches,
     verdict_filter,
     verdict_subject,
     vote_filter,
@@ -109,12 +111,18 @@ def _normalized_or_reject(name: str) -> str:
 def test_name_token_round_trips_and_is_subject_safe(name: str) -> None:
     normal = _normalized_or_reject(name)
     token = name_token(name)
-    assert TOKEN_RE.fullmatch(token)
     assert not FORBIDDEN & set(token)
     assert not any(ch.isspace() for ch in token)
+    if is_digest_token(token):  # a long escaped form (multi-byte characters): not reversible
+        assert parse_subject(f"cctf.v1.verdict.r1.{token}.A").qname is None
+        assert token_matches(token, normal)
+        return
+    assert TOKEN_RE.fullmatch(token)
     assert name_from_token(token) == normal
     assert name_token(normal) == token
-    assert len(parse_subject(f"cctf.v1.verdict.r1.{token}.A").qname or "") == len(normal)
+    parsed = parse_subject(f"cctf.v1.verdict.r1.{token}.A")
+    assert parsed.qname == normal
+    assert parsed.token == token
 
 
 @settings(max_examples=400)
@@ -149,9 +157,25 @@ def test_name_token_examples(name: str, token: str) -> None:
 
 
 @pytest.mark.parametrize(
-    "name", ["", "..", "a..b", ".a", "a" * 255, "\ud800.example", "x." * 126 + "ab"]
+    "name",
+    [
+        "",
+        "..",
+        "a..b",
+        ".a",
+        "a.b..",
+        "a" * 64,  # one label over 63 octets
+        "é" * 32,  # 32 characters, 64 octets
+        "a" * 255,
+        "\ud800.example",
+        "x." * 126 + "ab",  # 254 octets without the trailing dot
+        "x." * 126 + "a" + "é",  # 253 characters, 254 octets
+        "a" * 5000,
+    ],
 )
 def test_invalid_names_are_rejected(name: str) -> None:
+    with pytest.raises(SubjectError):
+        normalize_name(name)
     with pytest.raises(SubjectError):
         name_token(name)
 
@@ -210,23 +234,30 @@ def test_parse_subject_round_trips_every_builder(
         Kind.EVIDENCE, region, agent
     )
     normal = _normalized_or_reject(name)
-    try:
-        subject = verdict_subject(region, name, qtype)
-    except SubjectError:
-        assert len(f"cctf.v1.verdict.{region}.{name_token(name)}.{qtype}") > L.MAX_SUBJECT_BYTES
-        return
+    subject = verdict_subject(region, name, qtype)
     assert len(subject) <= L.MAX_SUBJECT_BYTES
-    assert parse_subject(subject) == ParsedSubject(Kind.VERDICT, region, qname=normal, qtype=qtype)
+    token = name_token(name)
+    qname = None if is_digest_token(token) else normal
+    assert parse_subject(subject) == ParsedSubject(
+        Kind.VERDICT, region, qname=qname, qtype=qtype, token=token
+    )
     assert len(subject.split(".")) == 6
 
 
-def test_longest_names_still_fit_or_are_refused() -> None:
+def test_longest_names_fit() -> None:
     longest_ascii = ".".join(["a" * 63] * 3 + ["a" * 61]) + "."
     assert len(longest_ascii) == L.MAX_QNAME_CHARS
     subject = verdict_subject("us-east", longest_ascii, "AAAA")
     assert parse_subject(subject).qname == longest_ascii
-    with pytest.raises(SubjectError, match="exceeds"):
-        verdict_subject("us-east", "é" * 200, "A")
+    # the longest non-ASCII name takes the digest form, and its subject is short
+    longest_utf8 = ".".join(["\u00e9" * 31 + "a"] * 3 + ["\u00e9" * 30 + "a"])
+    assert len(longest_utf8.encode()) == L.MAX_NAME_OCTETS
+    subject = verdict_subject("a" * 32, longest_utf8, "A" * 10)
+    parsed = parse_subject(subject)
+    assert parsed.qname is None and parsed.token == name_token(longest_utf8)
+    assert is_digest_token(parsed.token) and len(parsed.token) == 53
+    assert token_matches(parsed.token, longest_utf8.upper())
+    assert not token_matches(parsed.token, longest_utf8[:-1] + "b")
 
 
 MALICIOUS_IDS = [

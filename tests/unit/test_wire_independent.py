@@ -75,6 +75,8 @@ from cctf.bus_schemas.messages import (
 from cctf.bus_schemas.subjects import (
     Kind,
     SubjectError,
+    check_token,
+    is_digest_token,
     name_from_token,
     name_token,
     normalize_name,
@@ -225,9 +227,20 @@ dns_like = st.lists(
 ).map(".".join)
 
 
+long_labels = st.lists(
+    st.text(alphabet="ab_~.\u00e9\u4e2d\U0001f600", min_size=1, max_size=64),
+    min_size=1,
+    max_size=8,
+).map(".".join)
+
+
 @settings(max_examples=400)
-@given(st.one_of(st.text(max_size=20), dns_like, st.text(min_size=250, max_size=260)))
+@given(st.one_of(st.text(max_size=20), dns_like, long_labels, st.text(min_size=250, max_size=260)))
 @example("www.demo.test.")
+@example("_" * 63 + "." + "_" * 63)  # digest form
+@example("a" * 64)  # label too long
+@example("\u00e9" * 31 + "a." + "a" * 63)
+@example("x." * 126 + "a\u00e9")  # 253 chars, 254 octets
 @example("")
 @example(".")
 @example("..")
@@ -237,13 +250,30 @@ def test_name_tokens_agree(name: str) -> None:
     real, indep = same_error(lambda: name_token(name), lambda: iv.encode_name_token(name))
     assert real == indep
     same_error(lambda: normalize_name(name), lambda: iv.normalise_name(name))
-    if real is not ValueError:
+    if real is ValueError:
+        return
+    assert iv.is_digest_token(indep) == is_digest_token(real)
+    if is_digest_token(real):
+        same_error(lambda: name_from_token(real), lambda: iv.decode_name_token(indep))
+        iv.check_name_token(indep)
+        assert check_token(real) == real
+    else:
         assert iv.decode_name_token(indep) == name_from_token(real) == normalize_name(name)
 
 
 @settings(max_examples=400)
-@given(st.text(alphabet="ab09-_~2e5fc3A.", max_size=12))
+@given(
+    st.one_of(
+        st.text(alphabet="ab09-_~2e5fc3A.", max_size=12),
+        st.text(alphabet="=aqb27Z", min_size=50, max_size=54),
+        st.text(alphabet="ab_", min_size=60, max_size=260),
+    )
+)
 @example("~2E")
+@example("=" + "a" * 52)
+@example("=" + "a" * 51 + "b")
+@example("a" * 254)
+@example("a" * 64)
 @example("~61")
 @example("a__b")
 @example("_a")
@@ -254,6 +284,17 @@ def test_name_tokens_agree(name: str) -> None:
 def test_name_token_decoding_agrees(token: str) -> None:
     real, indep = same_error(lambda: name_from_token(token), lambda: iv.decode_name_token(token))
     assert real == indep
+    real, indep = same_error(lambda: check_token(token), lambda: iv.check_name_token(token))
+    assert (real is ValueError) == (indep is ValueError)
+    assert is_digest_token(token) == iv.is_digest_token(token)
+
+
+def name_token_or(name: str) -> str:
+    """The name's token, or the name itself when it is not a valid name."""
+    try:
+        return name_token(name)
+    except SubjectError:
+        return name
 
 
 def _parse_real(subject: str) -> Any:
@@ -264,7 +305,7 @@ def _parse_real(subject: str) -> Any:
     if p.kind is Kind.VOTE:
         return ("vote", p.region, p.agent)
     if p.kind is Kind.VERDICT:
-        return ("verdict", p.region, p.qname, p.qtype)
+        return ("verdict", p.region, p.token, p.qtype)
     return ("evidence",)
 
 
@@ -291,6 +332,9 @@ subject_parts = st.lists(
     st.one_of(
         subject_parts.map(".".join),
         st.tuples(ids, dns_like, qtypes).map(lambda t: f"cctf.v1.verdict.{t[0]}.{t[1]}.{t[2]}"),
+        st.tuples(ids, long_labels, qtypes).map(
+            lambda t: f"cctf.v1.verdict.{t[0]}.{name_token_or(t[1])}.{t[2]}"
+        ),
         st.tuples(ids, ids).map(lambda t: f"cctf.v1.vote.{t[0]}.{t[1]}"),
     )
 )
@@ -304,7 +348,7 @@ def test_subject_parsing_agrees(subject: str) -> None:
 
 
 @settings(max_examples=200)
-@given(ids, st.one_of(dns_like, st.text(max_size=300)), qtypes)
+@given(ids, st.one_of(dns_like, long_labels, st.text(max_size=300)), qtypes)
 def test_subject_builders_agree(region: str, qname: str, qtype: str) -> None:
     real, indep = same_error(
         lambda: verdict_subject(region, qname, qtype),
@@ -1148,9 +1192,39 @@ NAME_EXAMPLES = [
     "bücher.example.",
     "xn--bcher-kva.example.",
     "tab\there.example.",
+    ".".join(["a" * 63] * 3 + ["a" * 61]) + ".",  # 253 octets: the longest escaped token
+    "_" * 63 + "." + "_" * 63,  # escaped form 379 characters: digest form
+    ".".join(["\u00e9" * 31 + "a"] * 3 + ["\u00e9" * 30 + "a"]),  # 253 octets of UTF-8: digest
+    "=" + "a" * 52,  # "=" is escaped (~3d): never a digest token
 ]
-INVALID_NAMES = ["", "a..b.", ".a.", "a" * 254]
-INVALID_TOKENS = ["", "~2E", "~61", "A", "a__b", "_a", "a_", "~c3", "a.b", "a*b", "~5", "~2e~2e"]
+INVALID_NAMES = [
+    "",
+    "a..b.",
+    ".a.",
+    "a" * 254,
+    "a" * 64 + ".example.",  # label over 63 octets
+    "\u00e9" * 32 + ".example.",  # 32 characters, 64 octets
+    "x." * 126 + "a\u00e9",  # 253 characters, 254 octets
+]
+INVALID_TOKENS = [
+    "",
+    "~2E",
+    "~61",
+    "A",
+    "a__b",
+    "_a",
+    "a_",
+    "~c3",
+    "a.b",
+    "a*b",
+    "~5",
+    "~2e~2e",
+    "a" * 64,  # a label over 63 octets
+    "a" * 254,  # escaped form over 253 characters
+    "=" + "a" * 51 + "b",  # digest form with unused bits set
+    "=" + "a" * 51,
+    "=" + "A" * 52,
+]
 
 
 def build_vectors() -> dict[str, Any]:
@@ -1192,6 +1266,7 @@ def build_vectors() -> dict[str, Any]:
             {
                 "name": n,
                 "normalised": normalize_name(n),
+                "form": "digest" if is_digest_token(name_token(n)) else "escaped",
                 "token": name_token(n),
                 "verdict_subject_A": verdict_subject("us-east", n, "A"),
             }
@@ -1311,8 +1386,16 @@ def test_name_token_vectors() -> None:
         name = ex["name"]
         assert normalize_name(name) == iv.normalise_name(name) == ex["normalised"]
         assert name_token(name) == iv.encode_name_token(name) == ex["token"]
-        assert name_from_token(ex["token"]) == iv.decode_name_token(ex["token"]) == ex["normalised"]
+        if ex["form"] == "digest":
+            assert is_digest_token(ex["token"]) and iv.is_digest_token(ex["token"])
+            digest = hashlib.sha256(ex["normalised"].encode()).digest()
+            assert ex["token"] == "=" + base64.b32encode(digest).decode().rstrip("=").lower()
+        else:
+            assert ex["form"] == "escaped"
+            assert name_from_token(ex["token"]) == ex["normalised"]
+            assert iv.decode_name_token(ex["token"]) == ex["normalised"]
         assert verdict_subject("us-east", name, "A") == ex["verdict_subject_A"]
+        assert iv.verdict_subject("us-east", name, "A") == ex["verdict_subject_A"]
     for name in vec["invalid_names"]:
         with pytest.raises(ValueError):
             name_token(name)
@@ -1320,9 +1403,9 @@ def test_name_token_vectors() -> None:
             iv.encode_name_token(name)
     for token in vec["invalid_tokens"]:
         with pytest.raises(ValueError):
-            name_from_token(token)
+            check_token(token)
         with pytest.raises(ValueError):
-            iv.decode_name_token(token)
+            iv.check_name_token(token)
 
 
 def test_vectors_are_what_the_code_would_write() -> None:
