@@ -32,7 +32,6 @@ from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballot
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
-from cctf.bus.streams import VOTES_STREAM
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
@@ -121,7 +120,7 @@ class ResolverAgent:
         ballot_lifetime_ms: int = 30_000,
         publish_timeout_ms: int | None = None,
         max_start_lag_ms: int | None = None,
-        stream: str | None = VOTES_STREAM,
+        stream: str | None = None,
         on_ballot: Callable[[BallotReport], None] | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -170,7 +169,7 @@ class ResolverAgent:
         )
         self._nc = nc
         self._js = nc.jetstream()
-        self._stream = stream
+        self._stream = stream  # None: any stream (CCTF_VOTES or CCTF_VOTES_<REGION>)
         self._clock = clock
         self._sleep = sleep
         self.on_ballot = on_ballot

@@ -1,9 +1,31 @@
 """JetStream stream definitions of CCTF and an idempotent, cluster-tolerant ``ensure_streams``.
 
-* ``CCTF_VOTES`` holds ``cctf.v1.vote.>`` (ballots from every region's agents). Publishers set
-  ``Nats-Msg-Id``; the duplicate window makes a retried publish land once.
+* ``CCTF_VOTES_<REGION>`` (one per region) holds ``cctf.v1.vote.<region>.>``: the ballots of that
+  region's agents, one subject per agent. The engine bounds it so that one region (or one agent)
+  cannot crowd out the others:
+
+  - **interest retention**: a ballot is kept until every consumer (the coordinators' durables) has
+    acknowledged it, then removed. With *no* consumer a publish is still acknowledged (``PubAck``) but
+    nothing is stored: ballots published before a coordinator created its durable are gone, which is
+    what a coordinator starting with ``DeliverPolicy.NEW`` would skip anyway.
+  - ``max_msgs_per_subject`` with ``discard_new_per_subject``: one agent subject holds at most
+    :data:`VOTES_MAX_MSGS_PER_SUBJECT` unacknowledged ballots; further publishes on that subject are
+    refused by the engine (``PubAck`` error 503 / err_code 10077 "maximum messages per subject
+    exceeded"); the other agents' subjects are unaffected.
+  - ``max_msgs``/``max_bytes`` with ``discard new``: a flooding region fills only its own stream
+    (refused with err_code 10077 "maximum messages exceeded" / "maximum bytes exceeded"); other
+    regions' streams keep accepting.
+  - ``max_msg_size``: one ballot envelope plus headers; ``max_age`` drops what nobody consumed;
+    ``deny_delete``/``deny_purge``: nobody removes ballots behind the coordinator's back.
+  - duplicate window: publishers set ``Nats-Msg-Id``; a retried publish lands once.
+
 * ``CCTF_VERDICTS_<REGION>`` holds ``cctf.v1.verdict.<region>.>``; direct get is enabled so
   clients can read the latest verdict of a subject without a consumer.
+
+``<REGION>`` is the region upper-cased with ``-`` replaced by ``_``.
+
+TRANSITION: until the coordinator consumes one durable per region, ``ensure_streams`` makes the old
+single ``CCTF_VOTES`` unless called with ``votes_per_region=True``; then the default flips.
 """
 
 from __future__ import annotations
@@ -12,38 +34,63 @@ import asyncio
 import logging
 import time
 from collections.abc import Sequence
+from typing import Final
 
 import nats.errors
-from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamInfo
+from nats.js.api import (
+    DiscardPolicy,
+    RetentionPolicy,
+    StorageType,
+    StreamConfig,
+    StreamInfo,
+)
 from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
 from cctf.bus.accounts import MAX_PAYLOAD_BYTES, validate_region
+from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
 
 __all__ = [
+    "PUBACK_LIMIT_ERR_CODE",
     "VERDICT_STREAM_PREFIX",
     "VOTES_STREAM",
-    "VOTES_SUBJECTS",
+    "VOTES_STREAM_PREFIX",
     "StreamSetupError",
     "ensure_streams",
+    "stream_token",
     "verdict_stream_config",
     "verdict_stream_name",
     "verdict_subjects",
     "votes_stream_config",
+    "votes_stream_name",
+    "votes_subjects",
 ]
 
 _log = logging.getLogger(__name__)
 
-VOTES_STREAM = "CCTF_VOTES"
-VOTES_SUBJECTS = "cctf.v1.vote.>"
-VERDICT_STREAM_PREFIX = "CCTF_VERDICTS_"
+VOTES_STREAM_PREFIX: Final = "CCTF_VOTES_"
+VERDICT_STREAM_PREFIX: Final = "CCTF_VERDICTS_"
 
-VOTES_MAX_AGE_S = 3600.0
-VOTES_MAX_BYTES = 256 * 1024 * 1024
-VERDICTS_MAX_AGE_S = 24 * 3600.0
-VERDICTS_MAX_BYTES = 64 * 1024 * 1024
-VERDICTS_MAX_MSGS_PER_SUBJECT = 64
-DUPLICATE_WINDOW_S = 120.0
+#: TRANSITION ONLY, do not use in new code: the old single vote stream (``cctf.v1.vote.>``), made by
+#: ``ensure_streams(..., votes_per_region=False)`` until the coordinator consumes the per-region
+#: streams; then that default flips and this name goes.
+VOTES_STREAM: Final = "CCTF_VOTES"
+_TRANSITION_VOTES_SUBJECTS: Final = "cctf.v1.vote.>"
+
+VOTES_MAX_AGE_S: Final = 300.0
+VOTES_MAX_MSGS: Final = 16_384
+VOTES_MAX_BYTES: Final = 64 * 1024 * 1024
+VOTES_MAX_MSGS_PER_SUBJECT: Final = 256
+#: One ballot envelope plus room for its headers.
+VOTES_MAX_MSG_SIZE: Final = MAX_ENVELOPE_BYTES + 4096
+VERDICTS_MAX_AGE_S: Final = 24 * 3600.0
+VERDICTS_MAX_BYTES: Final = 64 * 1024 * 1024
+VERDICTS_MAX_MSGS_PER_SUBJECT: Final = 64
+DUPLICATE_WINDOW_S: Final = 120.0
+
+#: ``PubAck`` error code of a publish refused by a stream limit with discard new (max messages, max
+#: bytes, max messages per subject).
+PUBACK_LIMIT_ERR_CODE: Final = 10077
 
 # JetStream error codes that mean "the cluster is not ready yet" (retry) ...
 _TRANSIENT_ERR_CODES = frozenset(
@@ -73,31 +120,68 @@ class StreamSetupError(RuntimeError):
     """Streams could not be created or updated."""
 
 
-def votes_stream_config(replicas: int = 1) -> StreamConfig:
-    """``CCTF_VOTES``: all regions' ballots, file storage, deduplicated by ``Nats-Msg-Id``."""
+def stream_token(region: str) -> str:
+    """The stream-name form of a region: upper-cased, ``-`` replaced by ``_`` (``eu-west`` ->
+    ``EU_WEST``). Injective on valid regions (which hold no ``_``)."""
+    return validate_region(region).upper().replace("-", "_")
+
+
+def votes_stream_name(region: str) -> str:
+    """``CCTF_VOTES_<REGION>``."""
+    return VOTES_STREAM_PREFIX + stream_token(region)
+
+
+def votes_subjects(region: str) -> str:
+    """The subject filter of a region's vote stream: ``cctf.v1.vote.<region>.>``."""
+    return f"cctf.v1.vote.{validate_region(region)}.>"
+
+
+def votes_stream_config(region: str, replicas: int = 1) -> StreamConfig:
+    """``CCTF_VOTES_<REGION>``: one region's ballots, bounded by the engine (see module doc)."""
     return StreamConfig(
-        name=VOTES_STREAM,
-        description="CCTF ballots from resolver agents (cctf.v1.vote.<region>.<agent>)",
-        subjects=[VOTES_SUBJECTS],
-        retention=RetentionPolicy.LIMITS,
+        name=votes_stream_name(region),
+        description=f"CCTF ballots of region {region} (cctf.v1.vote.{region}.<agent>)",
+        subjects=[votes_subjects(region)],
+        retention=RetentionPolicy.INTEREST,
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,
-        max_msg_size=MAX_PAYLOAD_BYTES,
+        max_msg_size=VOTES_MAX_MSG_SIZE,
         max_age=VOTES_MAX_AGE_S,
+        max_msgs=VOTES_MAX_MSGS,
         max_bytes=VOTES_MAX_BYTES,
-        discard=DiscardPolicy.OLD,
+        max_msgs_per_subject=VOTES_MAX_MSGS_PER_SUBJECT,
+        discard=DiscardPolicy.NEW,
+        discard_new_per_subject=True,
+        deny_delete=True,
+        deny_purge=True,
     )
 
 
 def verdict_stream_name(region: str) -> str:
     """``CCTF_VERDICTS_<REGION>``: region upper-cased, ``-`` replaced by ``_``."""
-    return VERDICT_STREAM_PREFIX + validate_region(region).upper().replace("-", "_")
+    return VERDICT_STREAM_PREFIX + stream_token(region)
 
 
 def verdict_subjects(region: str) -> str:
     """The subject filter of a region's verdict stream: ``cctf.v1.verdict.<region>.>``."""
     return f"cctf.v1.verdict.{validate_region(region)}.>"
+
+
+def _transition_votes_config(replicas: int) -> StreamConfig:
+    return StreamConfig(
+        name=VOTES_STREAM,
+        description="TRANSITION: every region's ballots in one stream (use CCTF_VOTES_<REGION>)",
+        subjects=[_TRANSITION_VOTES_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_msg_size=MAX_PAYLOAD_BYTES,
+        max_age=3600.0,
+        max_bytes=256 * 1024 * 1024,
+        discard=DiscardPolicy.OLD,
+    )
 
 
 def verdict_stream_config(region: str, replicas: int = 1) -> StreamConfig:
@@ -154,17 +238,29 @@ async def ensure_streams(
     replicas: int,
     *,
     timeout_s: float = 30.0,
+    votes_per_region: bool = False,
 ) -> dict[str, StreamInfo]:
-    """Create (or update to the current definition) ``CCTF_VOTES`` and every verdict stream.
+    """Create (or update to the current definition) the vote and verdict stream of every region.
 
     ``js`` is a JetStream context or manager of a user allowed to create streams (``admin``).
     Errors meaning "cluster not ready" (no suitable peers, insufficient resources, 503, request
     timeouts) are retried until ``timeout_s``; then, or on any other error, ``StreamSetupError``.
+    ``votes_per_region=False`` (TRANSITION default, until the coordinator consumes the per-region
+    streams) creates the old single ``CCTF_VOTES`` instead of the ``CCTF_VOTES_<REGION>`` streams
+    (their subjects overlap, so it is one or the other).
     Returns stream name -> ``StreamInfo``.
     """
     if replicas < 1:
         raise ValueError("replicas must be >= 1")
-    configs = [votes_stream_config(replicas)]
+    regions = [validate_region(r) for r in regions]
+    if not regions:
+        raise ValueError("at least one region is needed")
+    if len(set(regions)) != len(regions):
+        raise ValueError("duplicate region")
+    if votes_per_region:
+        configs = [votes_stream_config(r, replicas) for r in regions]
+    else:
+        configs = [_transition_votes_config(replicas)]
     configs += [verdict_stream_config(r, replicas) for r in regions]
     deadline = time.monotonic() + timeout_s
     result: dict[str, StreamInfo] = {}

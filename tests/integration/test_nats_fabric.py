@@ -35,10 +35,10 @@ from cctf.bus.accounts import (
 from cctf.bus.connect import connect
 from cctf.bus.credentials import load_credentials
 from cctf.bus.streams import (
-    VOTES_STREAM,
     StreamSetupError,
     ensure_streams,
     verdict_stream_name,
+    votes_stream_name,
 )
 from cctf.devfabric.nats import (
     ENV_NATS_SERVER,
@@ -82,9 +82,22 @@ class ErrorLog:
                 await asyncio.wait_for(self._changed.wait(), timeout=remaining)
 
 
-async def _vote_count(js: JetStreamContext) -> int:
-    info = await js.stream_info(VOTES_STREAM)
+async def _vote_count(js: JetStreamContext, region: str) -> int:
+    info = await js.stream_info(votes_stream_name(region))
     return int(info.state.messages)
+
+
+async def _keep_votes(js: JetStreamContext, region: str) -> None:
+    """A durable on the region's vote stream: with interest retention, nothing is stored without one."""
+    await js.add_consumer(
+        votes_stream_name(region),
+        durable_name="keep",
+        ack_policy=nats.js.api.AckPolicy.EXPLICIT,
+    )
+
+
+async def _setup(js: JetStreamContext, regions: tuple[str, ...], replicas: int = 1) -> None:
+    await ensure_streams(js, regions, replicas=replicas, timeout_s=30, votes_per_region=True)
 
 
 async def _nothing_stored(js: JetStreamContext, stream: str, subject: str) -> bool:
@@ -236,21 +249,29 @@ async def test_single_node_serves_jetstream(
     js = nc.jetstream()
     account = await js.account_info()
     assert account.limits is not None
-    infos = await ensure_streams(js, fabric.regions, replicas=1, timeout_s=10)
-    assert set(infos) == {VOTES_STREAM, *(verdict_stream_name(r) for r in DEFAULT_REGIONS)}
-    votes = await js.stream_info(VOTES_STREAM)
-    assert votes.config.subjects == ["cctf.v1.vote.>"]
+    infos = await ensure_streams(
+        js, fabric.regions, replicas=1, timeout_s=10, votes_per_region=True
+    )
+    assert set(infos) == {
+        *(votes_stream_name(r) for r in DEFAULT_REGIONS),
+        *(verdict_stream_name(r) for r in DEFAULT_REGIONS),
+    }
+    votes = await js.stream_info("CCTF_VOTES_US_EAST")
+    assert votes.config.subjects == ["cctf.v1.vote.us-east.>"]
     assert votes.config.duplicate_window == 120.0
-    assert votes.config.max_msg_size == 1 << 20
+    assert votes.config.retention == nats.js.api.RetentionPolicy.INTEREST
+    assert votes.config.discard == nats.js.api.DiscardPolicy.NEW
+    assert votes.config.discard_new_per_subject is True
     verdicts = await js.stream_info("CCTF_VERDICTS_EU_WEST")
     assert verdicts.config.subjects == ["cctf.v1.verdict.eu-west.>"]
     assert verdicts.config.allow_direct is True
     assert verdicts.config.max_msgs_per_subject == 64
     # idempotent
-    await ensure_streams(js, fabric.regions, replicas=1, timeout_s=10)
+    await _setup(js, fabric.regions)
 
+    await _keep_votes(js, "us-east")
     ack = await js.publish("cctf.v1.vote.us-east.a1", b"persisted")
-    assert ack.stream == VOTES_STREAM
+    assert ack.stream == "CCTF_VOTES_US_EAST"
 
     # credentials file: 0600, round-trips
     path = fabric.write_credentials(tmp_path / "sub" / "creds.json")
@@ -265,7 +286,7 @@ async def test_single_node_serves_jetstream(
     server.restart()
     assert server.pid != old_pid and server.running
     nc2 = await nats_connect(fabric, "admin")
-    msg = await nc2.jetstream().get_last_msg(VOTES_STREAM, "cctf.v1.vote.us-east.a1")
+    msg = await nc2.jetstream().get_last_msg("CCTF_VOTES_US_EAST", "cctf.v1.vote.us-east.a1")
     assert msg.data == b"persisted"
 
 
@@ -288,7 +309,8 @@ async def test_same_msg_id_is_stored_once(
     nats_single: NatsFabric, nats_connect: NatsConnect
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
-    await ensure_streams(admin.jetstream(), nats_single.regions, replicas=1, timeout_s=10)
+    await _setup(admin.jetstream(), nats_single.regions)
+    await _keep_votes(admin.jetstream(), "us-east")
     agent = await nats_connect(nats_single, "agent-us-east")
     js = agent.jetstream()
     headers = {"Nats-Msg-Id": "round-42-agent-a1"}
@@ -301,7 +323,7 @@ async def test_same_msg_id_is_stored_once(
         "cctf.v1.vote.us-east.a1", b"ballot", headers={"Nats-Msg-Id": "round-43-agent-a1"}
     )
     assert not other.duplicate
-    assert await _vote_count(admin.jetstream()) == 2
+    assert await _vote_count(admin.jetstream(), "us-east") == 2
 
 
 async def test_regional_pinning_is_enforced_by_the_server(
@@ -309,7 +331,9 @@ async def test_regional_pinning_is_enforced_by_the_server(
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
     ajs = admin.jetstream()
-    await ensure_streams(ajs, nats_single.regions, replicas=1, timeout_s=10)
+    await _setup(ajs, nats_single.regions)
+    for region in ("us-east", "eu-west"):
+        await _keep_votes(ajs, region)
     evidence: list[Msg] = []
 
     async def _on_evidence(msg: Msg) -> None:
@@ -333,10 +357,12 @@ async def test_regional_pinning_is_enforced_by_the_server(
 
     # its own region's subject lands
     ack = await js.publish("cctf.v1.vote.us-east.a1", b"genuine")
-    assert ack.stream == VOTES_STREAM
-    assert await _vote_count(ajs) == 1
-    assert await _nothing_stored(ajs, VOTES_STREAM, "cctf.v1.vote.eu-west.a1")
-    assert (await ajs.get_last_msg(VOTES_STREAM, "cctf.v1.vote.us-east.a1")).data == b"genuine"
+    assert ack.stream == "CCTF_VOTES_US_EAST"
+    assert await _vote_count(ajs, "us-east") == 1
+    assert await _vote_count(ajs, "eu-west") == 0
+    assert await _nothing_stored(ajs, "CCTF_VOTES_EU_WEST", "cctf.v1.vote.eu-west.a1")
+    last = await ajs.get_last_msg("CCTF_VOTES_US_EAST", "cctf.v1.vote.us-east.a1")
+    assert last.data == b"genuine"
 
     # evidence: own region only
     await agent.publish("cctf.v1.evidence.eu-west.a1", b"forged")
@@ -356,7 +382,7 @@ async def test_regional_pinning_is_enforced_by_the_server(
     await errors.wait_for('publish to "cctf.v1.verdict.us-east.x.A"')
     await errors.wait_for('subscription to "cctf.v1.vote.>"')
     assert await _nothing_stored(ajs, "CCTF_VERDICTS_US_EAST", "cctf.v1.verdict.us-east.x.A")
-    assert await _vote_count(ajs) == 1
+    assert await _vote_count(ajs, "us-east") == 1
 
 
 async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
@@ -364,7 +390,8 @@ async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
     ajs = admin.jetstream()
-    await ensure_streams(ajs, nats_single.regions, replicas=1, timeout_s=10)
+    await _setup(ajs, nats_single.regions)
+    await _keep_votes(ajs, "us-east")
     coordinator = await nats_connect(nats_single, "coordinator")
     cjs = coordinator.jetstream()
     subject = "cctf.v1.verdict.us-east.example.A"
@@ -399,7 +426,7 @@ async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
     info = await ajs.stream_info("CCTF_VERDICTS_US_EAST")
     assert info.state.messages == 1
     assert (await ajs.get_last_msg("CCTF_VERDICTS_US_EAST", subject)).data == b"signed-verdict"
-    assert await _vote_count(ajs) == 0
+    assert await _vote_count(ajs, "us-east") == 0
 
 
 async def test_coordinator_consumes_votes_but_cannot_vote_or_delete(
@@ -407,14 +434,15 @@ async def test_coordinator_consumes_votes_but_cannot_vote_or_delete(
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
     ajs = admin.jetstream()
-    await ensure_streams(ajs, nats_single.regions, replicas=1, timeout_s=10)
-    agent = await nats_connect(nats_single, "agent-eu-west")
-    await agent.jetstream().publish("cctf.v1.vote.eu-west.a7", b"ballot")
-
+    await _setup(ajs, nats_single.regions)
     errors = ErrorLog()
     coordinator = await nats_connect(nats_single, "coordinator", error_cb=errors)
     js = coordinator.jetstream(timeout=1.0)
-    psub = await js.pull_subscribe("cctf.v1.vote.>", durable="coordinator", stream=VOTES_STREAM)
+    stream = votes_stream_name("eu-west")
+    psub = await js.pull_subscribe("cctf.v1.vote.eu-west.>", durable="coordinator", stream=stream)
+    await _keep_votes(ajs, "eu-west")
+    agent = await nats_connect(nats_single, "agent-eu-west")
+    await agent.jetstream().publish("cctf.v1.vote.eu-west.a7", b"ballot")
     msgs = await psub.fetch(1, timeout=3)
     assert [m.data for m in msgs] == [b"ballot"]
     await msgs[0].ack()
@@ -423,8 +451,8 @@ async def test_coordinator_consumes_votes_but_cannot_vote_or_delete(
     await coordinator.flush()
     await errors.wait_for('publish to "cctf.v1.vote.eu-west.a7"')
     with pytest.raises(nats.errors.TimeoutError):
-        await js.purge_stream(VOTES_STREAM)
-    assert await _vote_count(ajs) == 1
+        await js.purge_stream(stream)
+    assert await _vote_count(ajs, "eu-west") == 1  # still held for the "keep" durable
 
 
 # ----------------------------------------------------------------------------------------------
@@ -440,19 +468,23 @@ async def test_cluster_creates_replicated_streams(
     assert fabric.meta_leader() in {s.name for s in fabric.servers}
     admin = await nats_connect(fabric, "admin", max_reconnect_attempts=5)
     js = admin.jetstream()
-    infos = await ensure_streams(js, fabric.regions, replicas=3, timeout_s=30)
+    infos = await ensure_streams(
+        js, fabric.regions, replicas=3, timeout_s=30, votes_per_region=True
+    )
+    assert len(infos) == 2 * len(fabric.regions)
     for name in infos:
         info = await js.stream_info(name)
         assert info.config.num_replicas == 3
         assert info.cluster is not None and info.cluster.leader
         assert len(info.cluster.replicas or []) == 2
 
+    await _keep_votes(js, "ap-south")
     agent = await nats_connect(fabric, "agent-ap-south", max_reconnect_attempts=5)
     headers = {"Nats-Msg-Id": "dup-1"}
     first = await agent.jetstream().publish("cctf.v1.vote.ap-south.a1", b"x", headers=headers)
     again = await agent.jetstream().publish("cctf.v1.vote.ap-south.a1", b"x", headers=dict(headers))
     assert again.duplicate is True and again.seq == first.seq
-    assert await _vote_count(js) == 1
+    assert await _vote_count(js, "ap-south") == 1
 
     # no password (users' or the route password) ever reaches a log
     secrets_in_configs = set()
@@ -509,11 +541,12 @@ async def test_failover_when_a_node_is_killed(
     failover = {"max_reconnect_attempts": 30, "reconnect_time_wait": 0.1}
     admin = await nats_connect(fabric, "admin", **failover)
     ajs = admin.jetstream()
-    await ensure_streams(ajs, fabric.regions, replicas=3, timeout_s=30)
+    await _setup(ajs, fabric.regions, replicas=3)
+    stream = votes_stream_name("us-east")
 
     # the victim is the stream leader, and both clients sit on it first: the stream needs a new
     # leader and both connections must move to the surviving nodes
-    leader = (await ajs.stream_info(VOTES_STREAM)).cluster
+    leader = (await ajs.stream_info(stream)).cluster
     assert leader is not None and leader.leader
     victim = fabric.server(leader.leader)
     urls = [victim.client_url] + [s.client_url for s in fabric.servers if s is not victim]
@@ -527,7 +560,7 @@ async def test_failover_when_a_node_is_killed(
     assert publisher.connected_url.port == victim.port
     pjs = publisher.jetstream()
     psub = await consumer.jetstream().pull_subscribe(
-        "cctf.v1.vote.>", durable="failover", stream=VOTES_STREAM
+        "cctf.v1.vote.us-east.>", durable="failover", stream=stream
     )
 
     deadline = time.monotonic() + 30
@@ -548,10 +581,10 @@ async def test_failover_when_a_node_is_killed(
 
     assert publisher.connected_url is not None and publisher.connected_url.port != victim.port
     assert consumer.connected_url is not None and consumer.connected_url.port != victim.port
-    info = await ajs.stream_info(VOTES_STREAM)
+    info = await ajs.stream_info(stream)
     assert info.cluster is not None and info.cluster.leader != victim.name
     # retried publishes were deduplicated: exactly 40 messages
-    assert info.state.messages == 40
+    assert info.state.last_seq == 40
     assert recovery_s < 40
 
     # the killed node comes back on the same ports and catches up (its /healthz turns ok only
@@ -559,7 +592,7 @@ async def test_failover_when_a_node_is_killed(
     victim.start(timeout_s=30)
     deadline = time.monotonic() + 20
     while True:
-        info = await ajs.stream_info(VOTES_STREAM)
+        info = await ajs.stream_info(stream)
         assert info.cluster is not None
         peers = {r.name: r.current for r in info.cluster.replicas or []}
         if peers.get(victim.name) is True or info.cluster.leader == victim.name:
