@@ -15,7 +15,7 @@ install: $(STAMP)
 # dependency the lock lacks (then: make lock).
 $(STAMP): pyproject.toml $(LOCK)
 	@$(PYTHON) -c 'import sys; sys.exit(0 if sys.version_info >= (3, 11) else "CCTF needs Python >= 3.11")'
-	@echo "installing $(LOCK) into $(VENV)"
+	@echo "installing $(LOCK) into $(VENV)" >&2
 	@$(PYTHON) -m venv --clear $(VENV)
 	@$(PY) -m pip install -qq --disable-pip-version-check --require-hashes --no-deps -r $(LOCK)
 	@$(PY) -m pip install -qq --disable-pip-version-check --no-deps -e .
