@@ -32,6 +32,7 @@ from cctf.chaos.control import (
     write_token_file,
 )
 from cctf.chaos.faults import MAX_DELAY_MS, MAX_TTL, FaultError, Faults
+from cctf.errors import CctfError
 
 if TYPE_CHECKING:
     from cctf.chaos.dnsserver import FaultyDnsServer
@@ -41,8 +42,8 @@ EXIT_FAILED = 1
 EXIT_USAGE = 2
 
 
-class _UsageError(Exception):
-    pass
+class _UsageError(CctfError):
+    """Bad usage: printed as one line, exit 2."""
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:

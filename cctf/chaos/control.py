@@ -26,7 +26,6 @@ import json
 import logging
 import os
 import secrets
-import tempfile
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -34,6 +33,8 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from cctf.chaos.faults import FaultError, Faults, ServerStats
+from cctf.errors import CctfError, ConfigError
+from cctf.util.files import parse_document, read_bounded, write_secret_file, write_secret_json
 
 __all__ = [
     "DEFAULT_FABRIC_PATH",
@@ -56,7 +57,6 @@ log = logging.getLogger(__name__)
 DEFAULT_FABRIC_PATH = Path(".cctf") / "fabric.json"
 MAX_LINE_BYTES = 8192  # longest request line the server reads
 MAX_RESPONSE_BYTES = 1024 * 1024  # longest response line the client reads
-MAX_FABRIC_FILE_BYTES = 1024 * 1024
 MAX_TOKEN_FILE_BYTES = 4096
 MAX_TOKEN_CHARS = 512
 MAX_ERROR_CHARS = 300
@@ -258,7 +258,7 @@ class ControlServer:
             await writer.drain()
 
 
-class ChaosControlError(Exception):
+class ChaosControlError(CctfError):
     """A control request failed (connection problem or ``{"ok": false}``)."""
 
 
@@ -380,8 +380,8 @@ class ResolverEndpoint:
         return {"dns": str(self.dns), "control": str(self.control), "token": self.token}
 
 
-class FabricFileError(ValueError):
-    """The fabric state file is missing or malformed."""
+class FabricFileError(ConfigError):
+    """The fabric state file is missing or malformed (a ``ValueError`` too)."""
 
 
 def _check_resolver_id(resolver_id: object) -> str:
@@ -401,16 +401,11 @@ def load_fabric_resolvers(
     """Read the ``resolvers`` section of a fabric state file (other sections are ignored)."""
     where = os.fspath(path)
     try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_FABRIC_FILE_BYTES + 1)
-    except OSError as exc:
-        raise FabricFileError(f"cannot read fabric file {where!r}: {exc.strerror}") from None
-    if len(raw) > MAX_FABRIC_FILE_BYTES:
-        raise FabricFileError(f"fabric file {where!r} is larger than {MAX_FABRIC_FILE_BYTES} bytes")
-    try:
-        data = json.loads(raw)
-    except (ValueError, RecursionError) as exc:
-        raise FabricFileError(f"fabric file {where!r} is not valid JSON: {exc}") from None
+        data = parse_document(
+            read_bounded(path, "fabric file"), f"fabric file {where!r}", yaml_ok=False
+        )
+    except ConfigError as exc:
+        raise FabricFileError(str(exc)) from None
     resolvers = data.get("resolvers") if isinstance(data, dict) else None
     if not isinstance(resolvers, dict):
         raise FabricFileError(f'fabric file {where!r} has no "resolvers" object')
@@ -437,24 +432,6 @@ def load_fabric_resolvers(
     return out
 
 
-def _write_private(path: str | os.PathLike[str], data: bytes) -> None:
-    """Atomically write ``data`` to ``path`` with mode 0600 (parent created with 0700)."""
-    target = Path(path)
-    target.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", dir=target.parent)
-    try:
-        os.fchmod(fd, 0o600)
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, target)
-    except BaseException:
-        with contextlib.suppress(OSError):
-            os.unlink(tmp)
-        raise
-
-
 def write_fabric_resolvers(
     path: str | os.PathLike[str], mapping: Mapping[str, ResolverEndpoint]
 ) -> None:
@@ -464,9 +441,10 @@ def write_fabric_resolvers(
     document: dict[str, Any] = {}
     if os.path.exists(path):
         try:
-            with open(path, "rb") as fh:
-                existing = json.loads(fh.read(MAX_FABRIC_FILE_BYTES + 1))
-        except (OSError, ValueError, RecursionError) as exc:
+            existing = parse_document(
+                read_bounded(path, "fabric file"), "fabric file", yaml_ok=False
+            )
+        except ConfigError as exc:
             raise FabricFileError(
                 f"refusing to overwrite unreadable fabric file {os.fspath(path)!r}: {exc}"
             ) from None
@@ -480,24 +458,20 @@ def write_fabric_resolvers(
         _check_resolver_id(resolver_id)
         resolvers[resolver_id] = endpoint.to_dict()
     document["resolvers"] = resolvers
-    _write_private(path, (json.dumps(document, indent=2, sort_keys=True) + "\n").encode())
+    write_secret_json(path, document)
 
 
 def write_token_file(path: str | os.PathLike[str], token: str) -> None:
     """Store a control token in a file only its owner can read (mode 0600)."""
-    _write_private(path, (_check_token(token) + "\n").encode("ascii"))
+    write_secret_file(path, (_check_token(token) + "\n").encode("ascii"))
 
 
 def read_token_file(path: str | os.PathLike[str]) -> str:
+    """The control token stored in ``path``; :class:`ConfigError` (a ``ValueError``) if unreadable,
+    too large or not a valid token."""
     where = os.fspath(path)
-    try:
-        with open(path, "rb") as fh:
-            raw = fh.read(MAX_TOKEN_FILE_BYTES + 1)
-    except OSError as exc:
-        raise ValueError(f"cannot read token file {where!r}: {exc.strerror}") from None
-    if len(raw) > MAX_TOKEN_FILE_BYTES:
-        raise ValueError(f"token file {where!r} is too large")
+    raw = read_bounded(path, "token file", MAX_TOKEN_FILE_BYTES)
     try:
         return _check_token(raw.decode("ascii").strip())
     except (UnicodeDecodeError, ValueError) as exc:
-        raise ValueError(f"token file {where!r}: {exc}") from None
+        raise ConfigError(f"token file {where!r}: {exc}") from None

@@ -11,6 +11,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
+from cctf.errors import CctfError
+
 MAX_TTL = 2**31 - 1
 MAX_DELAY_MS = 60_000
 
@@ -18,7 +20,7 @@ MAX_DELAY_MS = 60_000
 _EXCLUSIVE = ("blackhole", "servfail", "refused", "poison")
 
 
-class FaultError(ValueError):
+class FaultError(CctfError, ValueError):
     """An invalid fault setting."""
 
 

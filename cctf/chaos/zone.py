@@ -8,6 +8,9 @@ import dns.exception
 import dns.name
 import dns.zone
 
+from cctf.errors import ConfigError
+from cctf.util.files import read_bounded
+
 DEMO_ORIGIN = "demo.test."
 
 # label -> IPv4 (documentation ranges, RFC 5737)
@@ -76,33 +79,26 @@ def demo_zone(origin: str = DEMO_ORIGIN) -> dns.zone.Zone:
 
 
 def load_zone_file(path: str | os.PathLike[str], origin: str) -> dns.zone.Zone:
-    """Load a master-format zone file. Raises ``ValueError`` with a readable message on any
-    problem (missing file, too large, syntax error, no SOA/NS at the origin)."""
+    """Load a master-format zone file. Raises :class:`ConfigError` (a ``ValueError``) with a
+    readable message on any problem (missing file, too large, syntax error, no SOA/NS at the
+    origin)."""
     origin = _absolute_origin(origin)
+    data = read_bounded(path, "zone file", MAX_ZONE_FILE_BYTES)
     try:
-        size = os.path.getsize(path)
-    except OSError as exc:
-        raise ValueError(f"cannot read zone file {os.fspath(path)!r}: {exc.strerror}") from None
-    if size > MAX_ZONE_FILE_BYTES:
-        raise ValueError(
-            f"zone file {os.fspath(path)!r} is {size} bytes; the limit is {MAX_ZONE_FILE_BYTES}"
-        )
-    try:
-        with open(path, encoding="utf-8") as fh:
-            text = fh.read(MAX_ZONE_FILE_BYTES + 1)
-    except (OSError, UnicodeDecodeError) as exc:
-        raise ValueError(f"cannot read zone file {os.fspath(path)!r}: {exc}") from None
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise ConfigError(f"cannot read zone file {os.fspath(path)!r}: {exc}") from None
     try:
         return dns.zone.from_text(text, origin=origin, relativize=False, filename=os.fspath(path))
     except (dns.exception.DNSException, ValueError) as exc:
-        raise ValueError(f"invalid zone file {os.fspath(path)!r}: {exc}") from None
+        raise ConfigError(f"invalid zone file {os.fspath(path)!r}: {exc}") from None
 
 
 def _absolute_origin(origin: str) -> str:
     try:
         name = dns.name.from_text(origin)
     except dns.exception.DNSException as exc:
-        raise ValueError(f"invalid zone origin {origin!r}: {exc}") from None
+        raise ConfigError(f"invalid zone origin {origin!r}: {exc}") from None
     if name == dns.name.root:
-        raise ValueError("the zone origin cannot be the root")
+        raise ConfigError("the zone origin cannot be the root")
     return name.to_text()

@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -30,14 +29,16 @@ from cctf.crypto.errors import KeyFileError
 from cctf.crypto.keys import SigningKey, load_signing_key, read_json, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.errors import CctfError
 from cctf.ids import IdError as SubjectError
 from cctf.ids import check_id
+from cctf.util.files import write_file_atomic
 
 KEY_SUFFIX = ".key.json"
 PUB_SUFFIX = ".pub.json"
 
 
-class CliError(Exception):
+class CliError(CctfError):
     """A user-facing failure: the message is printed and the command exits with ``code``."""
 
     def __init__(self, message: str, code: int = 1) -> None:
@@ -131,11 +132,9 @@ def _guarded(func: Command) -> Command:
 
 
 def _write_public_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write a public (world-readable) JSON file atomically."""
-    tmp = path.with_name(path.name + ".tmp")
+    """Write a public (world-readable, 0644) JSON file atomically."""
     try:
-        tmp.write_text(json.dumps(obj, indent=2) + "\n")
-        os.replace(tmp, path)
+        write_file_atomic(path, json.dumps(obj, indent=2) + "\n", mode=0o644)
     except OSError as exc:
         raise CliError(f"cannot write {path}: {exc.strerror}") from None
 

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from cctf.errors import CctfError
+from cctf.errors import CctfError, ConfigError
 
 
 class CryptoError(CctfError):
@@ -21,5 +21,5 @@ class KeyError_(CryptoError):
     """A key is unknown, malformed, or used outside its role or region."""
 
 
-class KeyFileError(CryptoError):
-    """A key or trust file could not be read or is malformed."""
+class KeyFileError(CryptoError, ConfigError):
+    """A key or trust file could not be read or is malformed (also a :class:`ConfigError`)."""

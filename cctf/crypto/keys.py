@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -32,6 +31,8 @@ from cctf.crypto.suites import (
     sign_component,
     verify_component,
 )
+from cctf.errors import ConfigError
+from cctf.util.files import read_document, write_secret_json
 
 _KID_DOMAIN = b"CCTF-kid-v1\x00"
 
@@ -175,24 +176,14 @@ def _public_raw(key: PrivateKey) -> bytes:
     return key.public_key().public_bytes_raw()
 
 
-def write_secret_json(path: Path, obj: dict[str, Any]) -> None:
-    """Write JSON readable by the owner only (0600), created atomically."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as fh:
-        json.dump(obj, fh, indent=2)
-        fh.write("\n")
-    os.replace(tmp, path)
-
-
 def read_json(path: Path, what: str) -> dict[str, Any]:
+    """A key or trust file as a JSON object, read through the one bounded reader
+    (:func:`cctf.util.files.read_document`, same size cap as every file); any failure is one
+    :class:`KeyFileError` line."""
     try:
-        obj = json.loads(Path(path).read_text())
-    except OSError as exc:
-        raise KeyFileError(f"cannot read {what} {path}: {exc.strerror}") from None
-    except ValueError as exc:
-        raise KeyFileError(f"{what} {path} is not valid JSON: {exc}") from None
+        obj = read_document(path, what)
+    except ConfigError as exc:
+        raise KeyFileError(str(exc)) from None
     if not isinstance(obj, dict):
         raise KeyFileError(f"{what} {path} must hold a JSON object")
     return obj

@@ -16,9 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from cctf.crypto.errors import KeyError_, KeyFileError
-from cctf.crypto.keys import PublicKeySet, read_json, write_secret_json
+from cctf.crypto.keys import PublicKeySet, read_json
 from cctf.ids import IdError as SubjectError
 from cctf.ids import check_id
+from cctf.util.files import write_secret_json
 
 
 class Role(StrEnum):

@@ -3,7 +3,8 @@
 Every file CCTF reads (configs, keys, trust, credentials) goes through :func:`read_bounded`, so one size
 cap applies everywhere and an oversized or unreadable file gives one clear line, never a traceback.
 Every file holding a secret is written by :func:`write_secret_file`: a fresh random temporary name in
-the same directory, mode 0600 from creation, ``fsync``, then an atomic ``rename``.
+the same directory, mode 0600 from creation, ``fsync``, then an atomic ``rename``
+(:func:`write_file_atomic` is the same for files that may be wider, such as public keys).
 """
 
 from __future__ import annotations
@@ -22,15 +23,18 @@ __all__ = [
     "parse_document",
     "read_bounded",
     "read_document",
+    "write_file_atomic",
     "write_secret_file",
     "write_secret_json",
 ]
+
+StrPath = str | os.PathLike[str]
 
 #: The one size cap for configuration, key, trust and credentials files.
 MAX_FILE_BYTES: Final = 1 << 20
 
 
-def read_bounded(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
+def read_bounded(path: StrPath, what: str, max_bytes: int = MAX_FILE_BYTES) -> bytes:
     """The bytes of ``path``; :class:`ConfigError` if unreadable or larger than ``max_bytes``."""
     p = Path(path)
     try:
@@ -50,16 +54,16 @@ def parse_document(data: bytes, what: str, *, yaml_ok: bool) -> Any:
 
         try:
             return yaml.safe_load(data.decode("utf-8"))
-        except (UnicodeDecodeError, yaml.YAMLError) as exc:
+        except (UnicodeDecodeError, yaml.YAMLError, RecursionError) as exc:
             line = " ".join(str(exc).split())
             raise ConfigError(f"{what} is not valid YAML: {line}") from None
     try:
         return json.loads(data)
-    except ValueError as exc:
+    except (ValueError, RecursionError) as exc:  # RecursionError: absurdly deep nesting
         raise ConfigError(f"{what} is not valid JSON: {exc}") from None
 
 
-def read_document(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYTES) -> Any:
+def read_document(path: StrPath, what: str, max_bytes: int = MAX_FILE_BYTES) -> Any:
     """Read and parse a bounded JSON file, or a YAML file when its name ends in ``.yaml``/``.yml``."""
     p = Path(path)
     data = read_bounded(p, what, max_bytes)
@@ -67,16 +71,19 @@ def read_document(path: str | Path, what: str, max_bytes: int = MAX_FILE_BYTES) 
     return parse_document(data, f"{what} {p}", yaml_ok=yaml_ok)
 
 
-def write_secret_file(path: str | Path, data: str | bytes) -> Path:
-    """Atomically write ``data`` to ``path`` with mode 0600 (the file is never wider than 0600)."""
+def write_file_atomic(path: StrPath, data: str | bytes, *, mode: int) -> Path:
+    """Atomically replace ``path`` with ``data``: a fresh random temporary name in the same
+    directory created with ``mode`` (never wider), ``fsync``, ``rename``, then ``fsync`` of the
+    directory. Missing parent directories are created with mode 0700. Readers see the old file or
+    the new one, never a torn one; on any error the temporary file is removed."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    path.parent.mkdir(mode=0o700, parents=True, exist_ok=True)
     payload = data.encode() if isinstance(data, str) else data
     tmp = path.with_name(f".{path.name}.{secrets.token_hex(4)}.tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_EXCL, mode)
     try:
         with os.fdopen(fd, "wb") as fh:
-            os.fchmod(fh.fileno(), 0o600)
+            os.fchmod(fh.fileno(), mode)
             fh.write(payload)
             fh.flush()
             os.fsync(fh.fileno())
@@ -94,6 +101,11 @@ def write_secret_file(path: str | Path, data: str | bytes) -> Path:
     return path
 
 
-def write_secret_json(path: str | Path, obj: Any) -> Path:
+def write_secret_file(path: StrPath, data: str | bytes) -> Path:
+    """Atomically write ``data`` to ``path`` with mode 0600 (the file is never wider than 0600)."""
+    return write_file_atomic(path, data, mode=0o600)
+
+
+def write_secret_json(path: StrPath, obj: Any) -> Path:
     """:func:`write_secret_file` of ``obj`` as indented JSON."""
     return write_secret_file(path, json.dumps(obj, indent=2, sort_keys=True) + "\n")

@@ -43,6 +43,8 @@ from cctf.chaos.faults import FaultError, Faults
 from cctf.chaos.responder import ZoneResponder
 from cctf.chaos.zone import DEMO_NAMES, demo_zone, load_zone_file
 from cctf.cli import main as cli_main
+from cctf.errors import CctfError, ConfigError
+from cctf.util.files import MAX_FILE_BYTES
 
 HOST = "127.0.0.1"
 FORGED = "203.0.113.66"
@@ -689,6 +691,8 @@ def test_fabric_file_round_trip(tmp_path: Path) -> None:
             "HOST:PORT",
         ),
         ('{"resolvers": {"r1": {"dns": "127.0.0.1:53", "control": "1.2.3.4:1"}}}', "token"),
+        (" " * (MAX_FILE_BYTES + 1), f"larger than {MAX_FILE_BYTES} bytes"),  # the one size cap
+        ("[" * 200_000, "not valid JSON"),
     ],
 )
 def test_fabric_file_errors(tmp_path: Path, content: str, message: str) -> None:
@@ -709,8 +713,18 @@ def test_token_file(tmp_path: Path) -> None:
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
     assert read_token_file(path) == "abc-DEF_123"
     path.write_text("has space\n")
-    with pytest.raises(ValueError, match="token file"):
+    with pytest.raises(ConfigError, match="token file"):
         read_token_file(path)
+    path.write_text("t" * 5000)
+    with pytest.raises(ConfigError, match="larger than 4096 bytes"):
+        read_token_file(path)
+    # the writers replace atomically through fresh temp names, never a fixed one
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["t.token"]
+
+
+def test_every_error_the_chaos_cli_catches_is_a_cctf_error() -> None:
+    for error in (FabricFileError, ChaosControlError, FaultError):
+        assert issubclass(error, CctfError)
 
 
 # -- CLI --------------------------------------------------------------------------------------

@@ -40,6 +40,8 @@ from cctf.crypto.suites import (
     verify_component,
 )
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.errors import CctfError, ConfigError
+from cctf.util.files import MAX_FILE_BYTES
 
 TBS = b"CCTF test message \x00\xff"
 KEYS = {suite: make_key(suite, "test-crypto") for suite in SuiteId}
@@ -334,6 +336,54 @@ def test_unreadable_key_files_raise_key_file_error(tmp_path: Path) -> None:
     binary.write_bytes(b"\xff\xfe\x00garbage")
     with pytest.raises(KeyFileError, match="not valid JSON"):
         load_signing_key(binary)
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b" " * (MAX_FILE_BYTES + 1), f"larger than {MAX_FILE_BYTES} bytes"),  # the one size cap
+        (b"[" * 200_000, "not valid JSON"),  # absurd nesting: one line, not a RecursionError
+    ],
+)
+def test_oversized_or_absurd_key_and_trust_files_are_one_line_errors(
+    tmp_path: Path, content: bytes, message: str
+) -> None:
+    path = tmp_path / "big.json"
+    path.write_bytes(content)
+    for load in (load_signing_key, TrustConfig.load):
+        with pytest.raises(KeyFileError, match=re.escape(message)) as info:
+            load(path)
+        assert "\n" not in str(info.value)
+        assert isinstance(info.value, CctfError) and isinstance(info.value, ConfigError)
+
+
+def test_key_writes_use_fresh_temp_names_and_never_leave_them(tmp_path: Path) -> None:
+    """A stale ``<name>.tmp`` (the old fixed temp name), even a symlink elsewhere, is not used."""
+    path = tmp_path / "agent.key.json"
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.write_text("untouched")
+    (tmp_path / "agent.key.json.tmp").symlink_to(elsewhere)
+    save_signing_key(path, KEYS[SuiteId.ED25519])
+    assert elsewhere.read_text() == "untouched"
+    assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert sorted(p.name for p in tmp_path.iterdir()) == [
+        "agent.key.json",
+        "agent.key.json.tmp",
+        "elsewhere",
+    ]
+
+
+def test_public_key_file_is_world_readable_and_private_key_is_not(tmp_path: Path) -> None:
+    old_umask = os.umask(0)
+    try:
+        args = "keys generate --role agent --principal agent-x --region r1 --suite ed25519"
+        rc = main([*args.split(), "--out", str(tmp_path)])
+    finally:
+        os.umask(old_umask)
+    assert rc == 0
+    assert stat.S_IMODE((tmp_path / "agent-x.key.json").stat().st_mode) == 0o600
+    assert stat.S_IMODE((tmp_path / "agent-x.pub.json").stat().st_mode) == 0o644
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["agent-x.key.json", "agent-x.pub.json"]
 
 
 # --------------------------------------------------------------------------------------- trust files
