@@ -22,7 +22,9 @@ another subject fails verification::
     tbs = msgpack(["CCTF-ENVELOPE-v1", v, type, subject, suite, kid, iat, exp, nonce, payload])
 
 :func:`verify_envelope` performs the checks common to every message type, in numbered steps; each
-failure raises :class:`Rejected` with a machine-readable :class:`Reason`.
+failure raises :class:`Rejected` with a machine-readable :class:`Reason`. :func:`open_signed` is the one
+"open a signed message" step both verifiers (coordinator: ballots; subscriber: verdicts) start with:
+steps 1–8, then step 9, the subject is of the kind the message type travels on.
 """
 
 from __future__ import annotations
@@ -36,6 +38,7 @@ import msgspec
 
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import MessageType
+from cctf.bus_schemas.subjects import Kind, ParsedSubject, SubjectError, parse_subject
 from cctf.crypto.errors import KeyError_, SignatureError, SuiteError
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.policy import SuitePolicy
@@ -66,6 +69,8 @@ class Reason(StrEnum):
     ROUND = "round"
     VOTER = "unknown_voter"
     ROLLBACK = "rollback"
+    SEQUENCE = "sequence"
+    STALE = "stale"
 
 
 class Rejected(Exception):
@@ -257,3 +262,62 @@ def verify_envelope(
     if env.exp - env.iat > time_policy.max_lifetime_ms or env.exp < env.iat:
         raise Rejected(Reason.LIFETIME, f"lifetime {env.exp - env.iat} ms is out of bounds")
     return VerifiedEnvelope(env, signer)
+
+
+#: The subject kind each message type travels on (step 9).
+SUBJECT_KIND: Final[dict[MessageType, Kind]] = {
+    MessageType.BALLOT: Kind.VOTE,
+    MessageType.VERDICT: Kind.VERDICT,
+}
+
+
+@dataclass(frozen=True)
+class OpenedMessage:
+    """A message that passed :func:`open_signed`: its envelope, signer and parsed subject."""
+
+    envelope: Envelope
+    signer: TrustEntry
+    subject: ParsedSubject
+
+
+def open_signed(
+    data: bytes,
+    subject: str,
+    *,
+    expected_type: MessageType,
+    role: Role,
+    trust: TrustConfig,
+    policy: SuitePolicy,
+    now_ms: int,
+    time_policy: TimePolicy = TimePolicy(),
+) -> OpenedMessage:
+    """Open a signed message received on ``subject``: steps 1–8 (:func:`verify_envelope`), then
+
+    9. ``subject`` parses (§2) and is of the kind ``expected_type`` travels on (votes carry an
+       agent, verdicts a name token and a qtype) [``subject``].
+
+    The payload is not decoded: that and every type-specific step is the caller's.
+    """
+    checked = verify_envelope(  # 1-8
+        data,
+        subject,
+        expected_type=expected_type,
+        role=role,
+        trust=trust,
+        policy=policy,
+        now_ms=now_ms,
+        time_policy=time_policy,
+    )
+    try:  # 9
+        parsed = parse_subject(subject)
+    except SubjectError as exc:
+        raise Rejected(Reason.SUBJECT, str(exc)) from None
+    kind = SUBJECT_KIND[expected_type]
+    complete = (
+        parsed.agent is not None
+        if kind is Kind.VOTE
+        else parsed.token is not None and parsed.qtype is not None
+    )
+    if parsed.kind is not kind or not complete:
+        raise Rejected(Reason.SUBJECT, f"{subject!r} is not a {kind.value} subject")
+    return OpenedMessage(checked.envelope, checked.signer, parsed)

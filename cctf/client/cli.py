@@ -3,47 +3,54 @@
 Both read a credentials file (``{"urls": [...], "users": {name: {"user", "password"}}}``, written by
 :meth:`cctf.devfabric.nats.NatsFabric.write_credentials`) and a trust config, connect as ``--user``
 (``client`` by default) and print verified verdicts only. Logs (JSON lines, including every rejected
-verdict and its reason) go to stderr; verdicts go to stdout.
+verdict and its reason) go to stderr; verdicts go to stdout. ``--round-ms`` must be the deployment's
+round length (every verdict's round is checked against its issue time). Both commands stop within a
+few seconds of SIGTERM or SIGINT in every state (connecting, running, reconnecting).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import logging
+import signal
 import sys
+from collections.abc import Coroutine
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from cctf.client.sdk import (
-    FetchError,
-    NoVerdict,
-    TrustClient,
-    VerdictRejected,
-    verdict_line,
-    verdict_to_json,
-)
+from cctf.client.present import verdict_line, verdict_to_json
+from cctf.client.sdk import FetchError, NoVerdict, TrustClient, VerdictRejected
+from cctf.client.verify import DEFAULT_ROUND_MS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_NOT_TRUSTED = 3
+EXIT_INTERRUPTED = 130  # SIGINT
+EXIT_TERMINATED = 143  # SIGTERM
 
 _EXIT_CODES_WATCH = """\
 exit codes:
   0    --count verdicts were printed
   1    error: unreadable credentials or trust file, connection failure, stream ended
   2    usage error
-  130  interrupted
+  130  interrupted (SIGINT, Ctrl-C)
+  143  terminated (SIGTERM); both within a few seconds, whether connecting,
+       streaming or waiting for NATS to come back
 """
 _EXIT_CODES_CHECK = """\
 exit codes:
   0    the latest verified verdict is TRUSTED
   3    the latest verified verdict is DISPUTED or UNAVAILABLE
   1    no verdict, the verdict was rejected (bad signature, unknown key, expired,
-       rollback, ...: fail closed), or an error (files, connection, timeout)
+       stale: older than --max-age-ms, ...: fail closed), or an error (files,
+       connection, timeout)
   2    usage error
-  130  interrupted
+  130  interrupted (SIGINT, Ctrl-C)
+  143  terminated (SIGTERM)
 """
 
 
@@ -58,6 +65,12 @@ def _common(p: argparse.ArgumentParser) -> None:
         help="weakest signature suite accepted (default hybrid-ed25519-ml-dsa-65)",
     )
     p.add_argument("--json", action="store_true", help="print JSON lines instead of text")
+    p.add_argument(
+        "--round-ms",
+        type=int,
+        default=DEFAULT_ROUND_MS,
+        help=f"the deployment's round length in ms (default {DEFAULT_ROUND_MS})",
+    )
     p.add_argument(
         "--log-level",
         default="warning",
@@ -99,6 +112,12 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     check.add_argument(
         "--timeout", type=float, default=5.0, help="seconds to wait for the bus (default 5)"
     )
+    check.add_argument(
+        "--max-age-ms",
+        type=int,
+        default=None,
+        help="refuse a verdict issued longer ago than this (default: two rounds)",
+    )
     check.set_defaults(func=run_check)
 
 
@@ -130,12 +149,14 @@ def _setup(args: argparse.Namespace) -> _Setup:
         policy = SuitePolicy.parse(args.min_suite)
     except CryptoError as exc:
         raise ValueError(str(exc)) from None
+    if args.round_ms < 1:
+        raise ValueError("--round-ms must be positive")
     user = creds.users[args.user]
     return _Setup(
         creds.urls,
         user.name,
         user.password,
-        {"trust": trust, "policy": policy, "region": args.region},
+        {"trust": trust, "policy": policy, "region": args.region, "round_ms": args.round_ms},
     )
 
 
@@ -151,6 +172,42 @@ def _fail(message: str) -> int:
     return EXIT_FAILURE
 
 
+def _connect_error(setup: _Setup, exc: BaseException) -> int:
+    detail = str(exc) or type(exc).__name__
+    return _fail(f"cannot connect to {', '.join(setup.urls)}: {detail}")
+
+
+def _run(main: Coroutine[Any, Any, int]) -> int:
+    """Run ``main``; SIGTERM or SIGINT cancels it (its clean-up still runs) and gives 143 or 130."""
+
+    async def guarded() -> int:
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+        stopped_by: list[int] = []
+
+        def stop(code: int) -> None:
+            if not stopped_by:
+                stopped_by.append(code)
+                task.cancel()
+
+        signals = {signal.SIGTERM: EXIT_TERMINATED, signal.SIGINT: EXIT_INTERRUPTED}
+        for sig, code in signals.items():
+            loop.add_signal_handler(sig, stop, code)
+        try:
+            return await main
+        except asyncio.CancelledError:
+            if not stopped_by:
+                raise
+            return stopped_by[0]
+        finally:
+            for sig in signals:
+                with contextlib.suppress(Exception):
+                    loop.remove_signal_handler(sig)
+
+    return asyncio.run(guarded())
+
+
 def run_watch(args: argparse.Namespace) -> int:
     if args.count is not None and args.count < 1:
         return _fail("--count must be at least 1")
@@ -158,7 +215,7 @@ def run_watch(args: argparse.Namespace) -> int:
         setup = _setup(args)
     except ValueError as exc:
         return _fail(str(exc))
-    return asyncio.run(_watch(args, setup))
+    return _run(_watch(args, setup))
 
 
 async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
@@ -167,7 +224,7 @@ async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
             setup.urls, setup.user, setup.password, **setup.client_kwargs
         )
     except Exception as exc:
-        return _fail(f"cannot connect to {', '.join(setup.urls)}: {exc!r}")
+        return _connect_error(setup, exc)
     # Connected: from now on ride out server restarts instead of giving up after a few attempts.
     client.nc.options["max_reconnect_attempts"] = -1
     async with client:
@@ -188,7 +245,9 @@ def run_check(args: argparse.Namespace) -> int:
         setup = _setup(args)
     except ValueError as exc:
         return _fail(str(exc))
-    return asyncio.run(_check(args, setup))
+    if args.max_age_ms is not None and args.max_age_ms < 0:
+        return _fail("--max-age-ms must not be negative")
+    return _run(_check(args, setup))
 
 
 async def _check(args: argparse.Namespace, setup: _Setup) -> int:
@@ -199,6 +258,8 @@ async def _check(args: argparse.Namespace, setup: _Setup) -> int:
         verdict_subject(args.region, args.name, args.qtype)
     except SubjectError as exc:
         return _fail(str(exc))
+    # One answer, one line: connection errors are the one-line failure below, not log lines.
+    logging.getLogger("cctf.bus").setLevel(logging.CRITICAL)
     try:
         client = await TrustClient.connect(
             setup.urls,
@@ -206,10 +267,14 @@ async def _check(args: argparse.Namespace, setup: _Setup) -> int:
             setup.password,
             request_timeout=args.timeout,
             connect_timeout=args.timeout,
+            max_reconnect_attempts=1,
+            reconnect_time_wait=0.1,
+            log_errors=False,
+            max_age_ms=args.max_age_ms,
             **setup.client_kwargs,
         )
     except Exception as exc:
-        return _fail(f"cannot connect to {', '.join(setup.urls)}: {exc!r}")
+        return _connect_error(setup, exc)
     async with client:
         try:
             verdict = await client.check(args.name, args.qtype)

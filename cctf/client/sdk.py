@@ -4,7 +4,15 @@ Reading verdicts
     :meth:`TrustClient.check` fetches the latest verdict stored for ``(name, qtype)`` in the region's
     verdict stream by JetStream *direct get* (last message by subject), verifies it and returns it.
     :meth:`TrustClient.verdicts` streams verified verdicts through an ephemeral ordered push consumer
-    on ``cctf.v1.verdict.<region>.>``.
+    on ``cctf.v1.verdict.<region>.>``. The bus calls are :mod:`cctf.bus.reader`'s (this module does
+    not import nats-py); they fit the ``client`` user's least-privilege permissions.
+
+Current answers
+    ``check`` and :meth:`TrustClient.cached` (the one-shot calls) refuse a verdict issued more than
+    ``max_age_ms`` ago (default two rounds of ``round_ms``) as the current answer
+    (:attr:`Reason.STALE`), so a replayed older verdict is not the current answer beyond that window.
+    ``round_ms`` must be the deployment's: the verifier checks every verdict's round against its
+    issue time (:func:`cctf.client.verify.check_times`).
 
 Failing closed
     Nothing unverified is ever returned. ``check`` raises :class:`NoVerdict` when the stream holds no
@@ -30,13 +38,14 @@ Cache
     otherwise raises :class:`VerdictRejected` (``rollback``).
 
 Streams
-    Each iterator owns one ephemeral ordered push consumer (memory storage, no acks, flow control,
-    heartbeats) and a bounded client-side buffer (``PENDING_MSGS_LIMIT`` / ``PENDING_BYTES_LIMIT``;
-    an overrun is a gap the ordered consumer repairs by re-creating itself). Closing, cancelling or
-    garbage-collecting the iterator unsubscribes and deletes the consumer. Caveat of nats-py: when an
-    ordered consumer is re-created before its first message, it restarts at stream sequence 1, so a
-    ``new`` iterator can then also see older stored verdicts; each one still passes the full
-    verification (expiry, rollback) before it is yielded.
+    Each iterator owns one :class:`cctf.bus.reader.OrderedFeed` (an ephemeral ordered push consumer,
+    memory storage, no acks, flow control, heartbeats, bounded client-side buffer:
+    ``PENDING_MSGS_LIMIT`` / ``PENDING_BYTES_LIMIT``; an overrun is a gap the ordered consumer
+    repairs by re-creating itself). Closing, cancelling or garbage-collecting the iterator
+    unsubscribes; the server then removes the consumer (a client may not delete consumers). Caveat of
+    nats-py: when an ordered consumer is re-created before its first message, it restarts at stream
+    sequence 1, so a ``new`` iterator can then also see older stored verdicts; each one still passes
+    the full verification (expiry, rollback) before it is yielded.
 """
 
 from __future__ import annotations
@@ -44,23 +53,33 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
-from typing import Any, Final, Literal, Self
+from typing import Any, Final, Self
 
-import nats
-import nats.errors
-import nats.js.errors
-from nats.aio.client import Client
-from nats.aio.msg import Msg
-from nats.js.api import DeliverPolicy
-from nats.js.client import JetStreamContext
-
+from cctf.bus.accounts import NatsUser
+from cctf.bus.connect import Connection, connect
+from cctf.bus.reader import (
+    DEFAULT_INACTIVE_THRESHOLD_S,
+    DELIVER_POLICIES,
+    Deliver,
+    OrderedFeed,
+    ReadError,
+    last_message,
+    open_ordered_feed,
+)
 from cctf.bus.streams import verdict_stream_name, verdict_subjects
 from cctf.bus_schemas.envelope import Reason, Rejected
-from cctf.bus_schemas.messages import Outcome, Verdict, VoterState
+from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
-from cctf.client.verify import DEFAULT_CAPACITY, CheckedVerdict, VerdictVerifier
+from cctf.client.present import verdict_line, verdict_to_json
+from cctf.client.verify import (
+    DEFAULT_CAPACITY,
+    DEFAULT_ROUND_MS,
+    CheckedVerdict,
+    VerdictTimes,
+    VerdictVerifier,
+)
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
@@ -79,18 +98,13 @@ __all__ = [
     "verdict_to_json",
 ]
 
-Deliver = Literal["new", "last_per_subject", "all"]
-
-_DELIVER: Final[dict[str, DeliverPolicy]] = {
-    "new": DeliverPolicy.NEW,
-    "last_per_subject": DeliverPolicy.LAST_PER_SUBJECT,
-    "all": DeliverPolicy.ALL,
-}
 #: Bounds of one iterator's client-side buffer (flow control slows the server down before these).
 PENDING_MSGS_LIMIT: Final = 1024
 PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
 #: ``rejected`` counter key for an unexpected exception while handling a message (a bug, not input).
 INTERNAL_ERROR: Final = "internal_error"
+#: Seconds :meth:`TrustClient.close` waits for a drain before closing the connection outright.
+CLOSE_DRAIN_S: Final = 1.0
 
 _log = get_logger("cctf.client")
 
@@ -129,7 +143,7 @@ class TrustClient:
 
     def __init__(
         self,
-        nc: Client,
+        nc: Connection,
         trust: TrustConfig,
         region: str,
         clock: Clock = SYSTEM_CLOCK,
@@ -139,9 +153,19 @@ class TrustClient:
         rollback_capacity: int = DEFAULT_CAPACITY,
         request_timeout: float = 2.0,
         owns_connection: bool = False,
+        round_ms: int = DEFAULT_ROUND_MS,
+        max_age_ms: int | None = None,
+        feed_inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
     ) -> None:
+        """``round_ms``: the deployment's round length. ``max_age_ms``: the oldest verdict (by
+        issue time) ``check`` and ``cached`` return as the current answer (default two rounds).
+        ``feed_inactive_threshold_s``: how long the server keeps a closed stream's consumer."""
         if cache_size < 1:
             raise ValueError("cache_size must be positive")
+        self.times = VerdictTimes(round_ms=round_ms)
+        self.max_age_ms = self.times.default_max_age_ms() if max_age_ms is None else max_age_ms
+        if self.max_age_ms < 0:
+            raise ValueError("max_age_ms must not be negative")
         self.nc = nc
         self.trust = trust
         self.region = check_id(region, "region")
@@ -151,7 +175,8 @@ class TrustClient:
         self.rejected: Counter[str] = Counter()
         #: Messages that passed verification (``check`` and ``verdicts``).
         self.accepted = 0
-        self._js = nc.jetstream(timeout=request_timeout)
+        self._timeout = request_timeout
+        self._inactive_s = feed_inactive_threshold_s
         self._rollback_capacity = rollback_capacity
         self._verifiers: dict[str, VerdictVerifier] = {}
         self._cache: OrderedDict[_CacheKey, CheckedVerdict] = OrderedDict()
@@ -181,31 +206,46 @@ class TrustClient:
         clock: Clock = SYSTEM_CLOCK,
         policy: SuitePolicy = SuitePolicy(),  # noqa: B008 - frozen, immutable
         request_timeout: float = 2.0,
+        round_ms: int = DEFAULT_ROUND_MS,
+        max_age_ms: int | None = None,
+        log_errors: bool = True,
         **connect_options: Any,
     ) -> TrustClient:
-        """Connect to NATS as ``user`` and return a client that closes the connection on
-        :meth:`close`. ``connect_options`` go to ``nats.connect`` (defaults: 3 attempts per server,
-        0.5 s apart, 2 s connect timeout); errors are logged, never the password."""
+        """Connect to NATS as ``user`` (:func:`cctf.bus.connect.connect`, which sets the user's
+        inbox prefix) and return a client that closes the connection on :meth:`close`.
+        ``connect_options`` go to nats-py's ``connect`` (defaults: 3 attempts per server, 0.5 s
+        apart, 2 s connect timeout). With ``log_errors`` the SDK logs connection errors (never the
+        password); without, a failed connect is only the exception this raises."""
 
         region = check_id(region, "region")  # before connecting: nothing to clean up
 
         async def error_cb(exc: Exception) -> None:
-            _log.warning("nats_error", user=user, error=str(exc) or type(exc).__name__)
+            if log_errors:
+                _log.warning("nats_error", user=user, error=str(exc) or type(exc).__name__)
 
         options: dict[str, Any] = {
-            "servers": [urls] if isinstance(urls, str) else list(urls),
-            "user": user,
-            "password": password,
-            "name": f"cctf-client-{region}",
-            "error_cb": error_cb,
             "max_reconnect_attempts": 3,
             "reconnect_time_wait": 0.5,
             "connect_timeout": 2,
         }
         options.update(connect_options)
-        nc: Client = await nats.connect(**options)
+        nc = await connect(
+            urls,
+            NatsUser(user, password),
+            name=f"cctf-client-{region}",
+            error_cb=error_cb,
+            **options,
+        )
         return cls(
-            nc, trust, region, clock, policy, request_timeout=request_timeout, owns_connection=True
+            nc,
+            trust,
+            region,
+            clock,
+            policy,
+            request_timeout=request_timeout,
+            owns_connection=True,
+            round_ms=round_ms,
+            max_age_ms=max_age_ms,
         )
 
     async def close(self) -> None:
@@ -214,10 +254,12 @@ class TrustClient:
         for stream in list(self._streams):
             await stream.aclose()
         if self._owns_connection and not self.nc.is_closed:
-            with contextlib.suppress(Exception):
-                await self.nc.drain()
+            if self.nc.is_connected:  # a drain while reconnecting would wait for the server
+                with contextlib.suppress(Exception):
+                    await asyncio.wait_for(self.nc.drain(), CLOSE_DRAIN_S)
             if not self.nc.is_closed:
-                await self.nc.close()
+                with contextlib.suppress(Exception):
+                    await self.nc.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -238,15 +280,22 @@ class TrustClient:
         v = self._verifiers.get(region)
         if v is None:
             v = VerdictVerifier(
-                self.trust, self.clock, self.policy, region, capacity=self._rollback_capacity
+                self.trust,
+                self.clock,
+                self.policy,
+                region,
+                capacity=self._rollback_capacity,
+                times=self.times,
             )
             self._verifiers[region] = v
         return v
 
-    def _verify(self, region: str, data: bytes, subject: str) -> CheckedVerdict:
+    def _verify(
+        self, region: str, data: bytes, subject: str, *, max_age_ms: int | None = None
+    ) -> CheckedVerdict:
         """Verify, count, log and cache; raises :class:`Rejected`."""
         try:
-            checked = self.verifier(region).check(data, subject)
+            checked = self.verifier(region).check(data, subject, max_age_ms=max_age_ms)
         except Rejected as exc:
             self._count_rejected(exc.reason.value, region, subject, exc.detail)
             raise
@@ -268,10 +317,16 @@ class TrustClient:
         )
 
     def cached(self, name: str, qtype: str = "A", region: str | None = None) -> Verdict | None:
-        """The latest verified verdict known for ``(name, qtype)``, if still valid (no I/O)."""
+        """The latest verified verdict known for ``(name, qtype)``, if still valid and not older
+        than ``max_age_ms`` (no I/O)."""
         region = self.region if region is None else check_id(region, "region")
         checked = self._cache.get((region, normalize_name(name), check_qtype(qtype)))
-        if checked is None or self.clock.now_ms() >= checked.valid_until_ms:
+        now = self.clock.now_ms()
+        if (
+            checked is None
+            or now >= checked.valid_until_ms
+            or now - checked.issued_ms > self.max_age_ms
+        ):
             return None
         return checked.verdict
 
@@ -280,26 +335,26 @@ class TrustClient:
     async def check(self, name: str, qtype: str = "A", *, cached: bool = False) -> Verdict:
         """The latest verified verdict for ``(name, qtype)`` in the client's region.
 
-        Raises :class:`NoVerdict`, :class:`VerdictRejected` or :class:`FetchError`; a malformed
+        A verdict issued more than ``max_age_ms`` ago is refused (:attr:`Reason.STALE`). Raises
+        :class:`NoVerdict`, :class:`VerdictRejected` or :class:`FetchError`; a malformed
         ``name`` or ``qtype`` raises :class:`~cctf.bus_schemas.subjects.SubjectError`.
         """
         subject = verdict_subject(self.region, name, qtype)
         if cached and (hit := self.cached(name, qtype)) is not None:
             return hit
         try:
-            raw = await self._js.get_last_msg(
-                verdict_stream_name(self.region), subject, direct=True
+            raw = await last_message(
+                self.nc, verdict_stream_name(self.region), subject, request_timeout_s=self._timeout
             )
-        except nats.js.errors.NotFoundError:
-            raise NoVerdict(subject) from None
-        except (TimeoutError, nats.errors.Error) as exc:
-            raise FetchError(
-                f"cannot fetch {subject}: {type(exc).__name__} {exc}".rstrip()
-            ) from exc
+        except ReadError as exc:
+            raise FetchError(str(exc)) from exc
+        if raw is None:
+            raise NoVerdict(subject)
         try:
             # Verified against the subject we asked for: the signature binds it, so a message
             # stored under another subject cannot be passed off as this one.
-            return self._verify(self.region, raw.data or b"", subject).verdict
+            checked = self._verify(self.region, raw, subject, max_age_ms=self.max_age_ms)
+            return checked.verdict
         except Rejected as exc:
             if exc.reason is Reason.ROLLBACK and (newer := self.cached(name, qtype)) is not None:
                 return newer
@@ -309,25 +364,27 @@ class TrustClient:
 
     async def stream(self, region: str | None = None, *, deliver: Deliver = "new") -> VerdictStream:
         """Open a verdict stream (the consumer exists when this returns). Close it with
-        :meth:`VerdictStream.aclose` or ``async with``."""
+        :meth:`VerdictStream.aclose` or ``async with``. Raises :class:`FetchError` when the bus
+        refuses."""
         if self._closed:
             raise RuntimeError("TrustClient is closed")
         region = self.region if region is None else check_id(region, "region")
+        if deliver not in DELIVER_POLICIES:
+            raise ValueError(f"deliver must be one of {list(DELIVER_POLICIES)}, not {deliver!r}")
         try:
-            policy = _DELIVER[deliver]
-        except KeyError:
-            raise ValueError(
-                f"deliver must be one of {sorted(_DELIVER)}, not {deliver!r}"
-            ) from None
-        psub = await self._js.subscribe(
-            verdict_subjects(region),
-            stream=verdict_stream_name(region),
-            ordered_consumer=True,
-            deliver_policy=policy,
-            pending_msgs_limit=PENDING_MSGS_LIMIT,
-            pending_bytes_limit=PENDING_BYTES_LIMIT,
-        )
-        vs = VerdictStream(self, region, psub)
+            feed = await open_ordered_feed(
+                self.nc,
+                verdict_stream_name(region),
+                verdict_subjects(region),
+                deliver=deliver,
+                pending_msgs=PENDING_MSGS_LIMIT,
+                pending_bytes=PENDING_BYTES_LIMIT,
+                inactive_threshold_s=self._inactive_s,
+                request_timeout_s=self._timeout,
+            )
+        except ReadError as exc:
+            raise FetchError(str(exc)) from exc
+        vs = VerdictStream(self, region, feed)
         self._streams.add(vs)
         return vs
 
@@ -349,13 +406,10 @@ class TrustClient:
 class VerdictStream:
     """An open subscription yielding verified verdicts (an async iterator and context manager)."""
 
-    def __init__(
-        self, client: TrustClient, region: str, psub: JetStreamContext.PushSubscription
-    ) -> None:
+    def __init__(self, client: TrustClient, region: str, feed: OrderedFeed) -> None:
         self.client = client
         self.region = region
-        self._psub = psub
-        self._messages: AsyncIterator[Msg] = psub.messages
+        self._feed = feed
         self._closed = False
 
     def __aiter__(self) -> Self:
@@ -365,7 +419,7 @@ class VerdictStream:
         """The next message that verifies; ends when the stream or the connection is closed."""
         while not self._closed:
             try:
-                msg = await anext(self._messages)
+                msg = await anext(self._feed)
             except StopAsyncIteration:
                 await self.aclose()
                 break
@@ -379,27 +433,12 @@ class VerdictStream:
         raise StopAsyncIteration
 
     async def aclose(self) -> None:
-        """Unsubscribe and delete the ephemeral consumer (best effort). Idempotent."""
+        """Unsubscribe (the server then removes the ephemeral consumer). Idempotent."""
         if self._closed:
             return
         self._closed = True
         self.client._streams.discard(self)
-        psub = self._psub
-        # nats-py cancels the heartbeat task on unsubscribe but not the ordered consumer's
-        # flow-control task, which would otherwise poll until the connection closes.
-        jsi = getattr(getattr(psub, "_sub", None), "_jsi", None)
-        fctask = getattr(jsi, "_fctask", None)
-        if isinstance(fctask, asyncio.Task):
-            fctask.cancel()
-        conn: Client = self.client.nc
-        if conn.is_closed:
-            return
-        with contextlib.suppress(Exception):
-            await psub.unsubscribe()
-        consumer = psub._consumer
-        if isinstance(consumer, str):
-            with contextlib.suppress(Exception):
-                await self.client._js.delete_consumer(verdict_stream_name(self.region), consumer)
+        await self._feed.close()
 
     async def __aenter__(self) -> Self:
         return self
@@ -411,59 +450,3 @@ class VerdictStream:
         tb: TracebackType | None,
     ) -> None:
         await self.aclose()
-
-
-# ---- presentation
-
-
-def _voters(v: Verdict, state: VoterState) -> list[str]:
-    return [r.voter for r in v.voters if r.state is state]
-
-
-def verdict_to_json(v: Verdict) -> dict[str, Any]:
-    """A JSON-ready dict of a verdict (used by ``cctf watch --json`` and ``cctf check --json``).
-
-    Keys: ``name``, ``qtype``, ``round``, ``outcome``, ``rcode``, ``answer``, ``agree``,
-    ``disagree``, ``unavailable`` (voter ids), ``seq``, ``coordinator``, ``issued_ms``,
-    ``expires_ms``, ``k``, ``n``.
-    """
-    return {
-        "name": v.qname,
-        "qtype": v.qtype,
-        "round": v.round,
-        "outcome": v.outcome.value,
-        "rcode": v.rcode,
-        "answer": list(v.answer),
-        "agree": _voters(v, VoterState.AGREE),
-        "disagree": _voters(v, VoterState.DISAGREE),
-        "unavailable": _voters(v, VoterState.UNAVAILABLE),
-        "seq": v.seq,
-        "coordinator": v.coordinator,
-        "issued_ms": v.issued_ms,
-        "expires_ms": v.expires_ms,
-        "k": v.k,
-        "n": v.n,
-    }
-
-
-_RCODES: Final = {
-    0: "NOERROR",
-    1: "FORMERR",
-    2: "SERVFAIL",
-    3: "NXDOMAIN",
-    4: "NOTIMP",
-    5: "REFUSED",
-}
-
-
-def verdict_line(v: Verdict) -> str:
-    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n>``.
-
-    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN).
-    """
-    parts = [v.qname, v.qtype, f"round={v.round}", v.outcome.value.upper()]
-    if v.outcome is Outcome.TRUSTED and v.rcode != 0:
-        parts.append(f"rcode={_RCODES.get(v.rcode, str(v.rcode))}")
-    parts.extend(v.answer)
-    parts.append(f"agree={len(_voters(v, VoterState.AGREE))}/{v.n}")
-    return " ".join(parts)

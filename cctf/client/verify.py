@@ -1,11 +1,12 @@
 """Verdict verification: the subscriber's numbered checks (pure, no I/O).
 
-Steps 1–8 are :func:`cctf.bus_schemas.envelope.verify_envelope` with ``expected_type=verdict`` and
-``role=coordinator`` (size, decode, version, type, suite policy, known coordinator key, signature over
-bytes that bind the subject, envelope time window). Then:
+Steps 1–9 are the shared :func:`cctf.bus_schemas.envelope.open_signed` with
+``expected_type=verdict`` and ``role=coordinator`` (size, decode, version, type, suite policy, known
+coordinator key, signature over bytes that bind the subject, envelope time window; 9, the subject is
+a verdict subject ``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
 
-9.  subject: ``cctf.v1.verdict.<region>.<name-token>.<qtype>``; when the verifier is pinned to a
-    region, the subject's region must equal it (:attr:`Reason.REGION`)
+9.  (continued) when the verifier is pinned to a region, the subject's region must equal it
+    (:attr:`Reason.REGION`)
 10. payload: strict verdict decoding (:attr:`Reason.MALFORMED`)
 11. the payload's (normalized) qname and its qtype equal the subject's (:attr:`Reason.SUBJECT`)
 12. the payload's coordinator equals the signing key's principal (:attr:`Reason.PRINCIPAL`)
@@ -15,9 +16,28 @@ bytes that bind the subject, envelope time window). Then:
     another digest); DISPUTED or
     UNAVAILABLE ⇒ ``rcode == 0`` and an empty answer (the wire contract), so no answer can be read
     out of a verdict that does not vouch for it
-14. the verdict itself is not expired: ``now < expires_ms`` (:attr:`Reason.EXPIRED`; fail closed)
-15. rollback (:attr:`Reason.ROLLBACK`): per ``(coordinator, qname, qtype)`` the ``seq`` must be
+14. time (:func:`check_times`), with ``T`` the envelope's ``iat``, ``S`` the allowed skew
+    (``TimePolicy.max_skew_ms``), ``R`` the deployment's ``round_ms`` and ``M`` the
+    ``max_decision_delay_ms`` of :class:`VerdictTimes`:
+
+    a. ``issued_ms == T`` and ``expires_ms ≤ exp``: the payload's validity lies inside the
+       envelope's, so no verdict is ever reported valid beyond its envelope (:attr:`Reason.LIFETIME`)
+    b. ``now < expires_ms`` (:attr:`Reason.EXPIRED`; fail closed)
+    c. ``T·1000 ≤ seq < (min(T, now) + S)·1000``: the sequence number is the issue time in µs-sized
+       steps (the coordinator's ``max(last + 1, now_ms·1000)``), ahead of neither the issue time nor
+       the subscriber's clock by the skew or more (:attr:`Reason.SEQUENCE`)
+    d. ``round·R ≤ min(T, now) + S`` (the round had begun) and ``T < (round + 1)·R + M`` (it was
+       decided at most ``M`` after it ended) (:attr:`Reason.ROUND`)
+
+15. optional, for one-shot look-ups (``max_age_ms`` given to :meth:`VerdictVerifier.check`):
+    ``now − T ≤ max_age_ms`` — an older verdict is not the current answer (:attr:`Reason.STALE`)
+16. rollback (:attr:`Reason.ROLLBACK`): per ``(coordinator, qname, qtype)`` the ``seq`` must be
     strictly greater than the last accepted one
+
+Clock jumps. Step 14c bounds how far ahead of the subscriber's clock an accepted ``seq`` can be, so
+a verdict from a coordinator whose clock jumped ahead (or whose sequence ran ahead after its clock
+stepped back) is refused instead of raising the rollback floor: later genuine verdicts are accepted
+again at most ``S`` after the highest accepted ``seq``'s time.
 
 Duplicates. A message whose ``seq`` equals the last accepted one *and* whose bytes are identical to
 the accepted message (compared by SHA-256 of the whole envelope) is the same signed statement seen
@@ -29,7 +49,8 @@ passes every other step, including expiry, afresh) and reported as ``duplicate=T
 Bounded state. The last accepted ``(seq, envelope digest)`` is kept per key in an LRU of
 ``capacity`` keys (100 000 by default). When a key is evicted its rollback protection is forgotten;
 a replay of an older verdict for it then still has to pass the envelope and verdict expiry checks, so
-the exposure is limited to verdicts that are still within their lifetime.
+the exposure is limited to verdicts that are still within their lifetime (and, for one-shot
+look-ups, within ``max_age_ms``).
 
 Nothing is recorded for a rejected message: state only changes when every step passed.
 
@@ -45,7 +66,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, verify_envelope
+from cctf.bus_schemas.envelope import Envelope, Reason, Rejected, TimePolicy, open_signed
 from cctf.bus_schemas.messages import (
     MessageType,
     Outcome,
@@ -55,7 +76,7 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_verdict,
 )
-from cctf.bus_schemas.subjects import Kind, SubjectError, name_token, normalize_name, parse_subject
+from cctf.bus_schemas.subjects import SubjectError, name_token, normalize_name
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
@@ -66,6 +87,29 @@ DEFAULT_CAPACITY = 100_000
 
 VerdictKey = tuple[str, str, str]  # (coordinator, normalized qname, qtype)
 
+#: Sequence numbers per millisecond of issue time (the coordinator's ``now_ms * 1000`` seed).
+SEQ_PER_MS = 1000
+#: Default round length of a deployment (agents, coordinators and subscribers must agree on it).
+DEFAULT_ROUND_MS = 1_000
+#: Default bound on how long after its round's end a verdict may be issued.
+DEFAULT_MAX_DECISION_DELAY_MS = 60_000
+
+
+@dataclass(frozen=True, slots=True)
+class VerdictTimes:
+    """What a subscriber knows of the deployment's rounds (step 14; all in ms)."""
+
+    round_ms: int = DEFAULT_ROUND_MS
+    max_decision_delay_ms: int = DEFAULT_MAX_DECISION_DELAY_MS
+
+    def __post_init__(self) -> None:
+        if self.round_ms < 1 or self.max_decision_delay_ms < 0:
+            raise ValueError("round_ms must be positive and max_decision_delay_ms non-negative")
+
+    def default_max_age_ms(self) -> int:
+        """The default maximum age of a one-shot answer: two rounds."""
+        return 2 * self.round_ms
+
 
 @dataclass(frozen=True, slots=True)
 class CheckedVerdict:
@@ -75,6 +119,7 @@ class CheckedVerdict:
     key: VerdictKey
     kid: str  # the coordinator key that signed it
     envelope_exp_ms: int  # the envelope's own expiry (the verdict is usable until the earlier one)
+    issued_ms: int  # the envelope's issue time (= the verdict's ``issued_ms``)
     duplicate: bool  # exactly the last accepted message for ``key`` again
 
     @property
@@ -99,6 +144,7 @@ class VerdictVerifier:
         *,
         capacity: int = DEFAULT_CAPACITY,
         time_policy: TimePolicy = TimePolicy(),  # noqa: B008 - frozen, immutable
+        times: VerdictTimes = VerdictTimes(),
     ) -> None:
         if capacity < 1:
             raise ValueError("capacity must be positive")
@@ -107,6 +153,7 @@ class VerdictVerifier:
         self.policy = policy
         self.region = None if region is None else check_id(region, "region")
         self.time_policy = time_policy
+        self.times = times
         self._capacity = capacity
         self._last: OrderedDict[VerdictKey, tuple[int, bytes]] = OrderedDict()
 
@@ -123,10 +170,13 @@ class VerdictVerifier:
         """Verify ``data`` received on ``subject``; return the verdict or raise :class:`Rejected`."""
         return self.check(data, subject).verdict
 
-    def check(self, data: bytes, subject: str) -> CheckedVerdict:
-        """Like :meth:`verify`, with the details (rollback key, signing key, duplicate flag)."""
+    def check(self, data: bytes, subject: str, *, max_age_ms: int | None = None) -> CheckedVerdict:
+        """Like :meth:`verify`, with the details (rollback key, signing key, duplicate flag).
+
+        ``max_age_ms``: refuse a verdict issued longer ago than this (step 15, one-shot look-ups).
+        """
         now = self.clock.now_ms()
-        checked = verify_envelope(  # 1-8
+        opened = open_signed(  # 1-9
             data,
             subject,
             expected_type=MessageType.VERDICT,
@@ -136,14 +186,8 @@ class VerdictVerifier:
             now_ms=now,
             time_policy=self.time_policy,
         )
-        env, signer = checked.envelope, checked.signer
-        try:  # 9
-            parsed = parse_subject(subject)
-        except SubjectError as exc:
-            raise Rejected(Reason.SUBJECT, str(exc)) from None
-        if parsed.kind is not Kind.VERDICT or parsed.token is None or parsed.qtype is None:
-            raise Rejected(Reason.SUBJECT, f"{subject!r} is not a verdict subject")
-        if self.region is not None and parsed.region != self.region:
+        env, signer, parsed = opened.envelope, opened.signer, opened.subject
+        if self.region is not None and parsed.region != self.region:  # 9 (pinning)
             raise Rejected(
                 Reason.REGION, f"subject region {parsed.region} is not the expected {self.region}"
             )
@@ -169,9 +213,10 @@ class VerdictVerifier:
                 f"verdict coordinator {verdict.coordinator} signed by {signer.principal}'s key",
             )
         _check_structure(verdict)  # 13
-        if now >= verdict.expires_ms:  # 14
-            raise Rejected(Reason.EXPIRED, f"verdict expired {now - verdict.expires_ms} ms ago")
-        key: VerdictKey = (verdict.coordinator, qname, verdict.qtype)  # 15
+        check_times(verdict, env, now, self.time_policy.max_skew_ms, self.times)  # 14
+        if max_age_ms is not None:  # 15
+            check_age(env.iat, now, max_age_ms)
+        key: VerdictKey = (verdict.coordinator, qname, verdict.qtype)  # 16
         digest = hashlib.sha256(data).digest()
         last = self._last.get(key)
         duplicate = False
@@ -190,7 +235,58 @@ class VerdictVerifier:
         self._last.move_to_end(key)
         while len(self._last) > self._capacity:
             self._last.popitem(last=False)
-        return CheckedVerdict(verdict, key, env.kid, env.exp, duplicate)
+        return CheckedVerdict(verdict, key, env.kid, env.exp, env.iat, duplicate)
+
+
+def seq_bounds(iat_ms: int, now_ms: int, max_skew_ms: int) -> tuple[int, int]:
+    """Step 14c: the accepted ``seq`` range ``[low, high)`` for a verdict issued at ``iat_ms``."""
+    return iat_ms * SEQ_PER_MS, (min(iat_ms, now_ms) + max_skew_ms) * SEQ_PER_MS
+
+
+def check_times(
+    v: Verdict, env: Envelope, now_ms: int, max_skew_ms: int, times: VerdictTimes
+) -> None:
+    """Step 14: the verdict's times, ``seq`` and round agree with its envelope and the clock.
+
+    Raises :class:`Rejected` (``lifetime``, ``expired``, ``sequence`` or ``round``)."""
+    if v.issued_ms != env.iat or v.expires_ms > env.exp:  # a
+        raise Rejected(
+            Reason.LIFETIME,
+            f"verdict valid {v.issued_ms}..{v.expires_ms} is not inside its envelope's "
+            f"{env.iat}..{env.exp}",
+        )
+    if now_ms >= v.expires_ms:  # b
+        raise Rejected(Reason.EXPIRED, f"verdict expired {now_ms - v.expires_ms} ms ago")
+    low, high = seq_bounds(env.iat, now_ms, max_skew_ms)  # c
+    if not low <= v.seq < high:
+        ahead = v.seq >= high
+        raise Rejected(
+            Reason.SEQUENCE,
+            f"seq {v.seq} is {'ahead of' if ahead else 'behind'} its issue time {env.iat} "
+            f"(accepted: {low} <= seq < {high})",
+        )
+    start = v.round * times.round_ms  # d
+    if start > min(env.iat, now_ms) + max_skew_ms:
+        raise Rejected(
+            Reason.ROUND,
+            f"round {v.round} starts {start - min(env.iat, now_ms)} ms after its issue time or "
+            f"the clock (round_ms={times.round_ms}: is it the deployment's?)",
+        )
+    if env.iat >= start + times.round_ms + times.max_decision_delay_ms:
+        raise Rejected(
+            Reason.ROUND,
+            f"round {v.round} ended {env.iat - start - times.round_ms} ms before its issue time "
+            f"(round_ms={times.round_ms}: is it the deployment's?)",
+        )
+
+
+def check_age(iat_ms: int, now_ms: int, max_age_ms: int) -> None:
+    """Step 15: a verdict issued more than ``max_age_ms`` ago is not the current answer."""
+    if now_ms - iat_ms > max_age_ms:
+        raise Rejected(
+            Reason.STALE,
+            f"issued {now_ms - iat_ms} ms ago, more than the maximum age {max_age_ms} ms",
+        )
 
 
 def _check_structure(v: Verdict) -> None:

@@ -1,9 +1,9 @@
 """Ballot verification: the coordinator's numbered checks (pure, no I/O).
 
-Steps 1–8 are :func:`cctf.bus_schemas.envelope.verify_envelope` (size, decode, version, type, suite
-policy, key, signature, time window). Then:
+Steps 1–9 are the shared :func:`cctf.bus_schemas.envelope.open_signed` (size, decode, version, type,
+suite policy, key, signature, time window; 9, the subject is a vote subject
+``cctf.v1.vote.<region>.<agent>``). Then:
 
-9.  subject: ``cctf.v1.vote.<region>.<agent>``
 10. replay: the (key id, nonce) pair was not seen before
 11. payload: strict ballot decoding
 12. regional pinning: subject region = key region = ballot region (and every vote's), and subject
@@ -18,7 +18,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
-from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, verify_envelope
+from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, open_signed
 from cctf.bus_schemas.messages import (
     Ballot,
     MessageType,
@@ -27,7 +27,6 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_ballot,
 )
-from cctf.bus_schemas.subjects import Kind, SubjectError, parse_subject
 from cctf.clock import Clock
 from cctf.coordinator.replay import ReplayCache, ReplayCacheFull
 from cctf.crypto.policy import SuitePolicy
@@ -54,7 +53,7 @@ class BallotVerifier:
 
     def verify(self, data: bytes, subject: str) -> Ballot:
         now = self.clock.now_ms()
-        checked = verify_envelope(
+        opened = open_signed(  # 1-9
             data,
             subject,
             expected_type=MessageType.BALLOT,
@@ -64,13 +63,7 @@ class BallotVerifier:
             now_ms=now,
             time_policy=self.times,
         )
-        env, signer = checked.envelope, checked.signer
-        try:  # 9
-            parsed = parse_subject(subject)
-        except SubjectError as exc:
-            raise Rejected(Reason.SUBJECT, str(exc)) from None
-        if parsed.kind is not Kind.VOTE or parsed.agent is None:
-            raise Rejected(Reason.SUBJECT, f"{subject!r} is not a vote subject")
+        env, signer, parsed = opened.envelope, opened.signer, opened.subject
         try:  # 10
             fresh = self.replay.check_and_add(env.kid.encode() + env.nonce, env.exp, now)
         except ReplayCacheFull as exc:

@@ -226,7 +226,7 @@ async def _run(
         printer.progress(f"metrics: http://127.0.0.1:{opts.metrics_port}/metrics")
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
     stack.push_async_callback(client_nc.close)
-    client = TrustClient(client_nc, trust, VERDICT_REGION)
+    client = TrustClient(client_nc, trust, VERDICT_REGION, round_ms=opts.round_ms)
     stream = await client.stream(VERDICT_REGION, deliver="new")
     stack.push_async_callback(stream.aclose)
     printer.progress(

@@ -859,6 +859,9 @@ class VerdictSubscriber:
     trust: dict[str, Key]
     region: str | None = None
     min_suite: str = HYBRID
+    round_ms: int = 1_000
+    max_skew_ms: int = 5_000
+    max_decision_delay_ms: int = 60_000
     last: dict[tuple[str, str, str], tuple[int, bytes]] = field(default_factory=dict)
 
     def verify(self, data: bytes, subject: str, now_ms: int) -> Verdict:
@@ -889,8 +892,18 @@ class VerdictSubscriber:
         if v.coordinator != key.principal:  # 12
             raise Reject("principal_mismatch")
         _check_verdict_structure(v)  # 13
-        if not now_ms < v.expires_ms:  # 14
+        # 14: times, seq and round against the envelope and the clock
+        if v.issued_ms != env.iat or v.expires_ms > env.exp:
+            raise Reject("lifetime", "verdict validity outside its envelope")
+        if not now_ms < v.expires_ms:
             raise Reject("expired")
+        earliest = min(env.iat, now_ms)
+        if not env.iat * 1000 <= v.seq < (earliest + self.max_skew_ms) * 1000:
+            raise Reject("sequence")
+        if v.round * self.round_ms > earliest + self.max_skew_ms:
+            raise Reject("round", "round starts after its issue time")
+        if env.iat >= (v.round + 1) * self.round_ms + self.max_decision_delay_ms:
+            raise Reject("round", "round ended too long before its issue time")
         slot = (v.coordinator, qname, v.qtype)  # 15
         digest = hashlib.sha256(data).digest()
         prev = self.last.get(slot)

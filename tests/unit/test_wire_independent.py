@@ -199,6 +199,7 @@ class VerdictPair(_Pair):
             trust=iv.trust_of(*(iv_key(m) for m in members)),
             region=region,
             min_suite=min_suite.value,
+            round_ms=ROUND_MS,
         )
 
 
@@ -552,7 +553,7 @@ def test_sealed_envelopes_agree(suite: SuiteId) -> None:
     assert iv.key_id(suite.value, agent.key.public.raw) == agent.kid == mine.kid
     assert BallotPair(agent, min_suite=suite).check(data, agent.subject) == OK
 
-    verdict = make_verdict("www.demo.test.", issued_ms=NOW, seq=7)
+    verdict = make_verdict("www.demo.test.", issued_ms=NOW, seq=NOW * 1000 + 7)
     vdata = seal_verdict(coord, verdict, now_ms=NOW)
     subject = verdict_subject("us-east", "www.demo.test.", "A")
     assert iv.verdict_subject("us-east", "www.demo.test.", "A") == subject
@@ -860,8 +861,9 @@ VSUBJECT = verdict_subject("us-east", QNAME, "A")
 
 
 def _verdict(**kw: Any) -> Verdict:
+    """A verdict issued at NOW; ``seq`` counts up from the issue time's ``NOW * 1000``."""
     kw.setdefault("issued_ms", NOW)
-    kw.setdefault("seq", 10)
+    kw["seq"] = NOW * 1000 + kw.get("seq", 10)
     return make_verdict(kw.pop("qname", QNAME), kw.pop("qtype", "A"), **kw)
 
 
@@ -994,9 +996,48 @@ VERDICT_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         "malformed",
     ),
     "verdict-expired": (
-        lambda: _vsealed(_verdict(issued_ms=NOW - 1_000, expires_ms=NOW)),
+        lambda: seal_message(
+            C.key, VSUBJECT, _verdict(issued_ms=NOW - 1_000, expires_ms=NOW), now_ms=NOW - 1_000
+        ),
         VSUBJECT,
         "expired",
+    ),
+    # §5.4 step 14: the payload's times, seq and round agree with the envelope and the clock
+    "valid-beyond-envelope": (
+        lambda: _vsealed(_verdict(expires_ms=NOW + 365 * 86_400_000)),
+        VSUBJECT,
+        "lifetime",
+    ),
+    "issued-not-iat": (lambda: _vsealed(_verdict(issued_ms=NOW - 1)), VSUBJECT, "lifetime"),
+    "seq-far-future": (
+        lambda: _vsealed(msgspec.structs.replace(_verdict(), seq=(NOW + 10 * 86_400_000) * 1000)),
+        VSUBJECT,
+        "sequence",
+    ),
+    "seq-at-skew": (
+        lambda: _vsealed(msgspec.structs.replace(_verdict(), seq=(NOW + 5_000) * 1000)),
+        VSUBJECT,
+        "sequence",
+    ),
+    "seq-below-skew": (
+        lambda: _vsealed(msgspec.structs.replace(_verdict(), seq=(NOW + 5_000) * 1000 - 1)),
+        VSUBJECT,
+        OK,
+    ),
+    "seq-behind-issue": (
+        lambda: _vsealed(msgspec.structs.replace(_verdict(), seq=NOW * 1000 - 1)),
+        VSUBJECT,
+        "sequence",
+    ),
+    "round-ahead": (
+        lambda: _vsealed(_verdict(round=(NOW + 5_001) // ROUND_MS + 1)),
+        VSUBJECT,
+        "round",
+    ),
+    "round-long-ago": (
+        lambda: _vsealed(_verdict(round=(NOW - 61_000) // ROUND_MS - 1)),
+        VSUBJECT,
+        "round",
     ),
     "envelope-expired": (lambda: _vsealed(lifetime_ms=0), VSUBJECT, "expired"),
 }

@@ -1,0 +1,67 @@
+"""Presentation of verified verdicts (pure): the JSON form and the one-line text form.
+
+Used by ``cctf watch``, ``cctf check`` and the demo. Only call these on verdicts that passed
+:class:`cctf.client.verify.VerdictVerifier` (whose step 14 guarantees ``expires_ms`` lies within
+the envelope's expiry, so the reported validity never exceeds what was signed for).
+"""
+
+from __future__ import annotations
+
+from typing import Any, Final
+
+from cctf.bus_schemas.messages import Outcome, Verdict, VoterState
+
+__all__ = ["verdict_line", "verdict_to_json"]
+
+
+def _voters(v: Verdict, state: VoterState) -> list[str]:
+    return [r.voter for r in v.voters if r.state is state]
+
+
+def verdict_to_json(v: Verdict) -> dict[str, Any]:
+    """A JSON-ready dict of a verdict (used by ``cctf watch --json`` and ``cctf check --json``).
+
+    Keys: ``name``, ``qtype``, ``round``, ``outcome``, ``rcode``, ``answer``, ``agree``,
+    ``disagree``, ``unavailable`` (voter ids), ``seq``, ``coordinator``, ``issued_ms``,
+    ``expires_ms``, ``k``, ``n``.
+    """
+    return {
+        "name": v.qname,
+        "qtype": v.qtype,
+        "round": v.round,
+        "outcome": v.outcome.value,
+        "rcode": v.rcode,
+        "answer": list(v.answer),
+        "agree": _voters(v, VoterState.AGREE),
+        "disagree": _voters(v, VoterState.DISAGREE),
+        "unavailable": _voters(v, VoterState.UNAVAILABLE),
+        "seq": v.seq,
+        "coordinator": v.coordinator,
+        "issued_ms": v.issued_ms,
+        "expires_ms": v.expires_ms,
+        "k": v.k,
+        "n": v.n,
+    }
+
+
+_RCODES: Final = {
+    0: "NOERROR",
+    1: "FORMERR",
+    2: "SERVFAIL",
+    3: "NXDOMAIN",
+    4: "NOTIMP",
+    5: "REFUSED",
+}
+
+
+def verdict_line(v: Verdict) -> str:
+    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n>``.
+
+    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN).
+    """
+    parts = [v.qname, v.qtype, f"round={v.round}", v.outcome.value.upper()]
+    if v.outcome is Outcome.TRUSTED and v.rcode != 0:
+        parts.append(f"rcode={_RCODES.get(v.rcode, str(v.rcode))}")
+    parts.extend(v.answer)
+    parts.append(f"agree={len(_voters(v, VoterState.AGREE))}/{v.n}")
+    return " ".join(parts)
