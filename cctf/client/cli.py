@@ -219,14 +219,21 @@ def run_watch(args: argparse.Namespace) -> int:
 
 
 async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
+    bus_log = logging.getLogger("cctf.bus")
+    level = bus_log.level
+    bus_log.setLevel(logging.CRITICAL)  # a failed connect is the one-line error below
     try:
         client = await TrustClient.connect(
-            setup.urls, setup.user, setup.password, **setup.client_kwargs
+            setup.urls, setup.user, setup.password, log_errors=False, **setup.client_kwargs
         )
     except Exception as exc:
         return _connect_error(setup, exc)
-    # Connected: from now on ride out server restarts instead of giving up after a few attempts.
+    finally:
+        bus_log.setLevel(level)
+    # Connected: from now on ride out server restarts instead of giving up after a few attempts,
+    # and log what happens to the connection.
     client.nc.options["max_reconnect_attempts"] = -1
+    client.log_connection_errors()
     async with client:
         seen = 0
         try:

@@ -32,10 +32,11 @@ Cache
     The latest verified verdict per ``(region, qname, qtype)`` — from ``check`` and from every
     ``verdicts`` iterator — is kept in a bounded LRU (``cache_size`` keys). ``check(...,
     cached=True)`` answers from it without a round-trip while the cached verdict is still valid (the
-    earlier of its envelope expiry and ``expires_ms``); by default ``check`` always asks the bus. When
-    the bus answers with a verdict *older* than the cached one (a replica that lags behind, or a
-    replay), that is a rollback: ``check`` returns the newer cached verdict if it is still valid, and
-    otherwise raises :class:`VerdictRejected` (``rollback``).
+    earlier of its envelope expiry and ``expires_ms``) and not older than ``max_age_ms``; by default
+    ``check`` always asks the bus. When the bus answers with a verdict *older* than the cached one (a
+    replica that lags behind, or a replay) — a rollback, or one older than the maximum age — ``check``
+    returns the newer cached verdict if it is still valid and fresh, and otherwise raises
+    :class:`VerdictRejected` (``rollback`` or ``stale``).
 
 Streams
     Each iterator owns one :class:`cctf.bus.reader.OrderedFeed` (an ephemeral ordered push consumer,
@@ -136,6 +137,9 @@ class FetchError(TrustClientError):
 
 
 _CacheKey = tuple[str, str, str]  # (region, normalized qname, qtype)
+#: Rejections of a fetched verdict after which ``check`` answers with a newer cached verdict (one
+#: still valid and not older than the maximum age) instead: the bus served an older verdict.
+_FALL_BACK: Final = frozenset({Reason.ROLLBACK, Reason.STALE})
 
 
 class TrustClient:
@@ -183,6 +187,7 @@ class TrustClient:
         self._cache_size = cache_size
         self._streams: set[VerdictStream] = set()
         self._owns_connection = owns_connection
+        self._error_logging = {"on": False}
         self._closed = False
         m = meter("cctf.client")
         self._m_rejected = m.create_counter(
@@ -215,12 +220,15 @@ class TrustClient:
         inbox prefix) and return a client that closes the connection on :meth:`close`.
         ``connect_options`` go to nats-py's ``connect`` (defaults: 3 attempts per server, 0.5 s
         apart, 2 s connect timeout). With ``log_errors`` the SDK logs connection errors (never the
-        password); without, a failed connect is only the exception this raises."""
+        password); without, a failed connect is only the exception this raises (see also
+        :meth:`log_connection_errors`)."""
 
         region = check_id(region, "region")  # before connecting: nothing to clean up
 
+        logging = {"on": log_errors}
+
         async def error_cb(exc: Exception) -> None:
-            if log_errors:
+            if logging["on"]:
                 _log.warning("nats_error", user=user, error=str(exc) or type(exc).__name__)
 
         options: dict[str, Any] = {
@@ -236,7 +244,7 @@ class TrustClient:
             error_cb=error_cb,
             **options,
         )
-        return cls(
+        client = cls(
             nc,
             trust,
             region,
@@ -247,6 +255,12 @@ class TrustClient:
             round_ms=round_ms,
             max_age_ms=max_age_ms,
         )
+        client._error_logging = logging
+        return client
+
+    def log_connection_errors(self, on: bool = True) -> None:
+        """Switch the logging of connection errors of a :meth:`connect`-ed client on or off."""
+        self._error_logging["on"] = on
 
     async def close(self) -> None:
         """Stop every open verdict stream; close the connection if :meth:`connect` opened it."""
@@ -356,7 +370,7 @@ class TrustClient:
             checked = self._verify(self.region, raw, subject, max_age_ms=self.max_age_ms)
             return checked.verdict
         except Rejected as exc:
-            if exc.reason is Reason.ROLLBACK and (newer := self.cached(name, qtype)) is not None:
+            if exc.reason in _FALL_BACK and (newer := self.cached(name, qtype)) is not None:
                 return newer
             raise VerdictRejected(subject, exc) from exc
 
