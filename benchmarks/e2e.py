@@ -64,6 +64,7 @@ from nats.aio.msg import Msg
 
 from cctf import telemetry
 from cctf.bus.accounts import DEFAULT_REGIONS
+from cctf.bus.consumer import votes_stream_for
 from cctf.bus.streams import VOTES_STREAM, ensure_streams
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import (
@@ -1044,7 +1045,8 @@ async def run_cctf(
         "round_grace_ms": ROUND_GRACE_MS,
         "max_round_lag": 2,
         "verdict_regions": [VERDICT_REGION],
-        "metrics_port": metrics_port,
+        "names": [["*." + ORIGIN, "A"]],  # every benchmark name is unique, under ORIGIN
+        "metrics": f"127.0.0.1:{metrics_port}",
     }
     (tmp / "coordinator.json").write_text(json.dumps(config, indent=2))
     log_path = tmp / "coordinator.log"
@@ -1073,7 +1075,9 @@ async def run_cctf(
             raise RuntimeError(f"coordinator exited with {proc.returncode}:\n{tail(log_path)}")
 
     async def consumer_ready() -> bool:
-        await js_admin.consumer_info(VOTES_STREAM, COORDINATOR_ID)
+        for r in REGIONS:
+            stream, _ = votes_stream_for(r)
+            await js_admin.consumer_info(stream, f"{COORDINATOR_ID}-{r}")
         return True
 
     async def metrics_ready() -> bool:

@@ -1,273 +1,286 @@
-"""Coordinator configuration: a JSON file, validated field by field with clear errors.
+"""Coordinator settings: ONE typed struct, read from YAML or JSON (``cctf.config.load_config``).
 
-Format (relative paths are resolved against the directory of the config file)::
+Every knob of the coordinator lives here; :class:`~cctf.coordinator.service.Coordinator` takes one
+:class:`CoordinatorConfig` (plus the loaded key and trust, and test seams: clock, monotonic).
+Commented examples: ``examples/coordinator.yaml`` and ``examples/coordinator.json``.
 
-    {
-      "coordinator": "coord-1",                      # id, [a-z0-9][a-z0-9-]{0,31}
-      "region": "us-east",
-      "key_file": "keys/coord-1.key.json",           # cctf signing key (private)
-      "trust_file": "trust.json",                    # TrustConfig (agent keys)
-      "nats": {"credentials": "nats-creds.json", "user": "coordinator"},
-         # or {"urls": ["nats://127.0.0.1:4222"], "user": "coordinator", "password": "..."}
-      "rule": {"k": 3, "n": 5},
-      "electorate": ["agent-us-east/r1", ...],       # n voter ids "<agent>/<resolver_id>"
-      "min_suite": "hybrid-ed25519-ml-dsa-65",       # optional
-      "round_ms": 1000,                              # optional
-      "round_grace_ms": 1500,                        # optional; deadline of round r: (r+1)*round_ms+grace
-      "max_round_lag": 2,                            # optional
-      "verdict_regions": ["us-east"],                # optional, default [region]
-      "verdict_ttl_ms": 30000,                       # optional
-      "durable": "coord-1",                          # optional, default = coordinator id
-      "metrics_port": 9464,                          # optional
-      "max_open_tallies": 100000,                    # optional
-      "fetch_batch": 256,                            # optional
-      "max_ack_pending": 10000,                      # optional
-      "ack_wait_ms": 2000                            # optional; held ballots are refreshed (+WPI)
-    }
+Relative paths (``key_file``, ``trust_file``, ``nats.credentials``) are resolved against the directory
+of the config file by :func:`load_coordinator_config`. Unknown keys are an error (a typo must not
+silently fall back to a default). The NATS password is never shown in ``repr`` or in errors.
 
-Unknown keys are an error (a typo must not silently fall back to a default). The password is never
-shown in ``repr`` or in error messages.
+``names`` lists the ``[name, qtype]`` pairs the coordinator tallies; votes for any other pair are
+refused (counted as ``unconfigured_name``) and never lead to a signed verdict. A name of the form
+``"*.zone."`` admits every name strictly below ``zone.`` (an operator's choice: an agent may then open
+up to ``max_open_tallies`` tallies under that zone per round).
 """
 
 from __future__ import annotations
 
-import json
 import re
-from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
+
+import msgspec
 
 from cctf.bus.settings import NatsSettings, NatsSettingsError
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import TimePolicy
-from cctf.bus_schemas.subjects import SubjectError
+from cctf.bus_schemas.subjects import normalize_name, verdict_subject
+from cctf.config import ConfigStruct, load_config
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.errors import CryptoError, SuiteError
 from cctf.crypto.keys import SigningKey, load_signing_key
 from cctf.crypto.policy import SuitePolicy
-from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import TrustConfig
-from cctf.ids import check_id
+from cctf.errors import ConfigError
+from cctf.ids import IdError, check_id, check_qtype
 
-__all__ = ["ConfigError", "CoordinatorConfig", "NatsSettings"]
+__all__ = [
+    "ConfigError",
+    "CoordinatorConfig",
+    "HostPort",
+    "NameSet",
+    "RuleConfig",
+    "check_voter",
+    "load_coordinator_config",
+]
 
-_DURABLE_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,64}")
-_KNOWN: Final = frozenset(
-    {
-        "coordinator",
-        "region",
-        "key_file",
-        "trust_file",
-        "nats",
-        "rule",
-        "electorate",
-        "min_suite",
-        "round_ms",
-        "round_grace_ms",
-        "max_round_lag",
-        "verdict_regions",
-        "verdict_ttl_ms",
-        "durable",
-        "metrics_port",
-        "max_open_tallies",
-        "fetch_batch",
-        "max_ack_pending",
-        "ack_wait_ms",
-    }
-)
-_REQUIRED: Final = ("coordinator", "region", "key_file", "trust_file", "nats", "rule", "electorate")
+_DURABLE_RE: Final = re.compile(r"[A-Za-z0-9_-]{1,48}")
+_MAX_LIFETIME: Final = TimePolicy().max_lifetime_ms
+WILDCARD: Final = "*."
 
-
-class ConfigError(ValueError):
-    """The coordinator configuration is missing, unreadable or invalid."""
-
-
-def _int(obj: dict[str, Any], name: str, default: int, lo: int, hi: int) -> int:
-    value = obj.get(name, default)
-    if not isinstance(value, int) or isinstance(value, bool):
-        raise ConfigError(f"{name} must be an integer, got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{name} must be between {lo} and {hi}, got {value}")
-    return value
-
-
-def _str(obj: dict[str, Any], name: str, what: str | None = None) -> str:
-    value = obj.get(name)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{what or name} must be a non-empty string, got {value!r}")
-    return value
-
-
-def _id(obj: dict[str, Any], name: str) -> str:
-    value = _str(obj, name)
-    try:
-        return check_id(value, name)
-    except SubjectError as exc:
-        raise ConfigError(str(exc)) from None
-
-
-def _path(value: str, base: Path | None) -> Path:
-    path = Path(value).expanduser()
-    if not path.is_absolute() and base is not None:
-        path = base / path
-    return path
+Ms = Annotated[int, msgspec.Meta(ge=1, le=3_600_000)]
 
 
 def check_voter(voter: object) -> str:
     """Validate a voter id ``<agent>/<resolver_id>``."""
     if not isinstance(voter, str) or voter.count("/") != 1:
-        raise ConfigError(f"voter id {voter!r} must look like '<agent>/<resolver_id>'")
+        raise ValueError(f"voter id {voter!r} must look like '<agent>/<resolver_id>'")
     agent, resolver = voter.split("/")
     try:
         check_id(agent, "agent id")
         check_id(resolver, "resolver id")
-    except SubjectError as exc:
-        raise ConfigError(f"voter id {voter!r}: {exc}") from None
+    except IdError as exc:
+        raise ValueError(f"voter id {voter!r}: {exc}") from None
     return voter
 
 
-@dataclass(frozen=True)
-class CoordinatorConfig:
+class RuleConfig(ConfigStruct, frozen=True, kw_only=True):
+    """``k``-of-``n``."""
+
+    k: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTERS)]
+    n: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTERS)]
+
+
+class HostPort(msgspec.Struct, frozen=True):
+    host: str
+    port: int
+
+    @classmethod
+    def parse(cls, text: str) -> HostPort:
+        host, sep, port = text.rpartition(":")
+        host = host.strip("[]")
+        if not sep or not host or not port.isdigit() or not 1 <= int(port) <= 65535:
+            raise ValueError(f"metrics must look like host:port (port 1-65535), got {text!r}")
+        return cls(host, int(port))
+
+
+class NameSet:
+    """The configured ``(name, qtype)`` pairs (exact, or ``*.zone.`` wildcards), normalised once."""
+
+    __slots__ = ("_exact", "_zones")
+
+    def __init__(self, pairs: list[tuple[str, str]]) -> None:
+        self._exact: set[tuple[str, str]] = set()
+        self._zones: dict[str, set[str]] = {}  # qtype -> zone suffixes ".zone."
+        for raw, qtype in pairs:
+            check_qtype(qtype)
+            if raw.startswith(WILDCARD):
+                zone = normalize_name(raw[2:])
+                self._zones.setdefault(qtype, set()).add("." + zone if zone != "." else ".")
+            else:
+                self._exact.add((normalize_name(raw), qtype))
+
+    def __len__(self) -> int:
+        return len(self._exact) + sum(len(z) for z in self._zones.values())
+
+    @property
+    def exact(self) -> frozenset[tuple[str, str]]:
+        return frozenset(self._exact)
+
+    def admits(self, qname: str, qtype: str) -> bool:
+        """``qname`` must already be normalised (:func:`normalize_name`)."""
+        if (qname, qtype) in self._exact:
+            return True
+        zones = self._zones.get(qtype)
+        if not zones:
+            return False
+        for i, ch in enumerate(qname):
+            if ch == "." and i + 1 < len(qname) and qname[i:] in zones:
+                return True
+        return "." in zones and qname != "."
+
+
+class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
+    """Everything a coordinator is configured with (see ``examples/coordinator.yaml``)."""
+
     coordinator: str
     region: str
-    key_file: Path
-    trust_file: Path
-    nats: NatsSettings
-    rule: QuorumRule
-    electorate: tuple[str, ...]
-    min_suite: SuiteId = SuiteId.HYBRID
-    round_ms: int = 1_000
-    round_grace_ms: int = 1_500
-    max_round_lag: int = 2
-    verdict_regions: tuple[str, ...] = ()
-    verdict_ttl_ms: int = 30_000
+    rule: RuleConfig
+    electorate: list[str]
+    names: list[tuple[str, str]]
+    key_file: str | None = None
+    trust_file: str | None = None
+    nats: dict[str, Any] | None = None
+    min_suite: str = "hybrid-ed25519-ml-dsa-65"
+    round_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 1_000
+    round_grace_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 1_500
+    max_round_lag: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 2
+    verdict_regions: list[str] = msgspec.field(default_factory=list)
+    vote_regions: list[str] = msgspec.field(default_factory=list)
+    verdict_ttl_ms: Annotated[int, msgspec.Meta(ge=1, le=_MAX_LIFETIME)] = 30_000
     durable: str = ""
-    metrics_port: int | None = None
-    max_open_tallies: int = 100_000
-    fetch_batch: int = 256
-    max_ack_pending: int = 10_000
-    ack_wait_ms: int = 2_000
+    metrics: str | None = None
+    max_open_tallies: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 100_000
+    fetch_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+    queue_limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4_096
+    max_ack_pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
+    ack_wait_ms: Annotated[int, msgspec.Meta(ge=300, le=3_600_000)] = 2_000
+    max_deliver: Annotated[int, msgspec.Meta(ge=2, le=100)] = 5
+    max_hold_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 0
+    fetch_timeout_ms: Ms = 250
+    tick_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 0
+    publish_timeout_ms: Ms = 2_000
+    max_backoff_ms: Ms = 2_000
+    signing_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
+    max_pending_verdicts: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 20_000
+    replay_capacity: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
 
     def __post_init__(self) -> None:
-        if not self.verdict_regions:
-            object.__setattr__(self, "verdict_regions", (self.region,))
-        if not self.durable:
-            object.__setattr__(self, "durable", self.coordinator)
-
-    # ---- loading
-
-    @classmethod
-    def load(cls, path: Path | str) -> CoordinatorConfig:
-        path = Path(path)
         try:
-            obj = json.loads(path.read_text())
-        except OSError as exc:
-            raise ConfigError(f"cannot read coordinator config {path}: {exc.strerror}") from None
-        except ValueError as exc:
-            raise ConfigError(f"coordinator config {path} is not valid JSON: {exc}") from None
-        try:
-            return cls.from_json(obj, base=path.resolve().parent)
-        except ConfigError as exc:
-            raise ConfigError(f"{path}: {exc}") from None
-
-    @classmethod
-    def from_json(cls, obj: Any, base: Path | None = None) -> CoordinatorConfig:
-        if not isinstance(obj, dict):
-            raise ConfigError("coordinator config must be a JSON object")
-        unknown = set(obj) - _KNOWN
-        if unknown:
-            raise ConfigError(f"unknown keys {sorted(unknown)} (known: {sorted(_KNOWN)})")
-        missing = [k for k in _REQUIRED if k not in obj]
-        if missing:
-            raise ConfigError(f"missing required keys {missing}")
-        coordinator = _id(obj, "coordinator")
-        region = _id(obj, "region")
-        key_file = _path(_str(obj, "key_file"), base)
-        trust_file = _path(_str(obj, "trust_file"), base)
-        try:
-            nats = NatsSettings.from_json(obj["nats"], base)
-        except NatsSettingsError as exc:
-            raise ConfigError(str(exc)) from None
-
-        rule_obj = obj["rule"]
-        if not isinstance(rule_obj, dict) or set(rule_obj) != {"k", "n"}:
-            raise ConfigError('rule must be an object {"k": <int>, "n": <int>}')
-        k = _int(rule_obj, "k", 0, 1, L.MAX_VOTERS)
-        n = _int(rule_obj, "n", 0, 1, L.MAX_VOTERS)
-        try:
-            rule = QuorumRule(k, n)
-        except ValueError as exc:
-            raise ConfigError(f"rule: {exc}") from None
-
-        electorate = obj["electorate"]
-        if not isinstance(electorate, list):
-            raise ConfigError("electorate must be a list of voter ids '<agent>/<resolver_id>'")
-        voters = tuple(check_voter(v) for v in electorate)
+            check_id(self.coordinator, "coordinator")
+            check_id(self.region, "region")
+            for r in [*self.verdict_regions, *self.vote_regions]:
+                check_id(r, "region")
+        except IdError as exc:
+            raise ValueError(str(exc)) from None
+        rule = self.quorum  # raises ValueError with the rule's own message
+        voters = [check_voter(v) for v in self.electorate]
         if len(set(voters)) != len(voters):
-            raise ConfigError("electorate lists a voter twice")
+            raise ValueError("electorate lists a voter twice")
         if len(voters) != rule.n:
-            raise ConfigError(f"electorate has {len(voters)} voters but rule.n is {rule.n}")
-
+            raise ValueError(f"electorate has {len(voters)} voters but rule.n is {rule.n}")
+        if len(set(self.verdict_regions)) != len(self.verdict_regions):
+            raise ValueError("verdict_regions lists a region twice")
+        if len(set(self.vote_regions)) != len(self.vote_regions):
+            raise ValueError("vote_regions lists a region twice")
+        if not self.names:
+            raise ValueError("names: list at least one [name, qtype] pair")
         try:
-            min_suite = SuitePolicy.parse(str(obj.get("min_suite", SuiteId.HYBRID.value))).minimum
+            names = NameSet(self.names)
+        except IdError as exc:
+            raise ValueError(f"names: {exc}") from None
+        for qname, qtype in names.exact:  # every configured verdict must be publishable
+            for region in self.publish_regions:
+                try:
+                    verdict_subject(region, qname, qtype)
+                except IdError as exc:
+                    raise ValueError(f"names: {exc}") from None
+        if self.durable and _DURABLE_RE.fullmatch(self.durable) is None:
+            raise ValueError(f"durable must match [A-Za-z0-9_-]{{1,48}}, got {self.durable!r}")
+        try:
+            SuitePolicy.parse(self.min_suite)
         except SuiteError as exc:
-            raise ConfigError(f"min_suite: {exc}") from None
+            raise ValueError(f"min_suite: {exc}") from None
+        if self.metrics is not None:
+            HostPort.parse(self.metrics)
+        if self.nats is not None:
+            try:
+                NatsSettings.from_json(self.nats)
+            except NatsSettingsError as exc:
+                raise ValueError(str(exc)) from None
 
-        regions_obj = obj.get("verdict_regions", [region])
-        if not isinstance(regions_obj, list) or not regions_obj:
-            raise ConfigError("verdict_regions must be a non-empty list of regions")
-        try:
-            verdict_regions = tuple(check_id(r, "verdict region") for r in regions_obj)
-        except SubjectError as exc:
-            raise ConfigError(str(exc)) from None
-        if len(set(verdict_regions)) != len(verdict_regions):
-            raise ConfigError("verdict_regions lists a region twice")
+    # ---- derived pieces (cheap; computed on use)
 
-        durable = obj.get("durable", coordinator)
-        if not isinstance(durable, str) or _DURABLE_RE.fullmatch(durable) is None:
-            raise ConfigError(f"durable must match [A-Za-z0-9_-]{{1,64}}, got {durable!r}")
+    @property
+    def quorum(self) -> QuorumRule:
+        return QuorumRule(self.rule.k, self.rule.n)
 
-        metrics_port: int | None = None
-        if obj.get("metrics_port") is not None:
-            metrics_port = _int(obj, "metrics_port", 0, 1, 65535)
+    @property
+    def publish_regions(self) -> tuple[str, ...]:
+        """Regions verdicts are published to (default: the coordinator's own region)."""
+        return tuple(self.verdict_regions) or (self.region,)
 
-        max_lifetime = TimePolicy().max_lifetime_ms
-        return cls(
-            coordinator=coordinator,
-            region=region,
-            key_file=key_file,
-            trust_file=trust_file,
-            nats=nats,
-            rule=rule,
-            electorate=voters,
-            min_suite=min_suite,
-            round_ms=_int(obj, "round_ms", 1_000, 10, 3_600_000),
-            round_grace_ms=_int(obj, "round_grace_ms", 1_500, 0, 3_600_000),
-            max_round_lag=_int(obj, "max_round_lag", 2, 0, 1_000),
-            verdict_regions=verdict_regions,
-            verdict_ttl_ms=_int(obj, "verdict_ttl_ms", 30_000, 1, max_lifetime),
-            durable=durable,
-            metrics_port=metrics_port,
-            max_open_tallies=_int(obj, "max_open_tallies", 100_000, 1, 100_000_000),
-            fetch_batch=_int(obj, "fetch_batch", 256, 1, 10_000),
-            max_ack_pending=_int(obj, "max_ack_pending", 10_000, 1, 1_000_000),
-            ack_wait_ms=_int(obj, "ack_wait_ms", 2_000, 300, 3_600_000),
-        )
+    @property
+    def durable_prefix(self) -> str:
+        return self.durable or self.coordinator
 
-    # ---- derived pieces
+    @property
+    def name_set(self) -> NameSet:
+        return NameSet(self.names)
 
     @property
     def policy(self) -> SuitePolicy:
-        return SuitePolicy(self.min_suite)
+        return SuitePolicy.parse(self.min_suite)
+
+    @property
+    def metrics_address(self) -> HostPort | None:
+        return HostPort.parse(self.metrics) if self.metrics is not None else None
+
+    @property
+    def hold_limit_ms(self) -> int:
+        """How long a verified ballot may wait for its verdicts before it is terminated."""
+        if self.max_hold_ms:
+            return self.max_hold_ms
+        window = (self.max_round_lag + 2) * self.round_ms + self.round_grace_ms
+        return window + self.verdict_ttl_ms + self.ack_wait_ms
+
+    def nats_settings(self) -> NatsSettings:
+        if self.nats is None:
+            raise ConfigError("nats: required, the connection block")
+        try:
+            return NatsSettings.from_json(self.nats)
+        except NatsSettingsError as exc:
+            raise ConfigError(str(exc)) from None
 
     def load_key(self) -> SigningKey:
+        if self.key_file is None:
+            raise ConfigError("key_file: required, the coordinator's signing key")
         try:
-            return load_signing_key(self.key_file)
+            return load_signing_key(Path(self.key_file))
         except CryptoError as exc:
             raise ConfigError(f"key_file: {exc}") from None
 
     def load_trust(self) -> TrustConfig:
+        if self.trust_file is None:
+            raise ConfigError("trust_file: required, the trust config with the agents' keys")
         try:
-            return TrustConfig.load(self.trust_file)
+            return TrustConfig.load(Path(self.trust_file))
         except CryptoError as exc:
             raise ConfigError(f"trust_file: {exc}") from None
+
+
+def _anchor(value: str | None, base: Path) -> str | None:
+    if value is None:
+        return None
+    path = Path(value).expanduser()
+    return str(path if path.is_absolute() else base / path)
+
+
+def anchored(config: CoordinatorConfig, base: Path) -> CoordinatorConfig:
+    """``config`` with its relative paths resolved against ``base``."""
+    nats = config.nats
+    if nats is not None and isinstance(nats.get("credentials"), str):
+        nats = {**nats, "credentials": _anchor(nats["credentials"], base)}
+    return msgspec.structs.replace(
+        config,
+        key_file=_anchor(config.key_file, base),
+        trust_file=_anchor(config.trust_file, base),
+        nats=nats,
+    )
+
+
+def load_coordinator_config(path: str | Path) -> CoordinatorConfig:
+    """Read a coordinator config (YAML when it ends in ``.yaml``/``.yml``, else JSON)."""
+    p = Path(path)
+    return anchored(load_config(p, CoordinatorConfig, "coordinator config"), p.resolve().parent)

@@ -8,11 +8,17 @@ Prometheus name                                        kind       labels
 ``cctf_votes_ignored_total``                           counter    ``result`` (duplicate, closed,
                                                                   unknown_voter, overloaded,
                                                                   bad_qname)
-``cctf_messages_rejected_total``                       counter    ``reason`` (envelope Reason)
+``cctf_messages_rejected_total``                       counter    ``reason`` (envelope Reason,
+                                                                  unconfigured_name, bad_qname)
+``cctf_messages_terminated_total``                     counter    ``reason`` (every AckTerm: the
+                                                                  rejections, shed, poison,
+                                                                  hold_expired, internal)
+``cctf_messages_acked_total``                          counter    (ballots acknowledged)
 ``cctf_equivocations_total``                           counter
 ``cctf_verdicts_total``                                counter    ``outcome``
 ``cctf_verdict_publish_retries_total``                 counter
-``cctf_verdicts_dropped_total``                        counter    (expired before publication)
+``cctf_verdicts_dropped_total``                        counter    ``reason`` (expired,
+                                                                  unpublishable)
 ``cctf_decision_latency_milliseconds``                 histogram  (last counted vote → publish)
 =====================================================  =========  ============================
 
@@ -41,6 +47,8 @@ class CoordinatorMetrics:
     votes_accepted: Counter
     votes_ignored: Counter
     messages_rejected: Counter
+    messages_terminated: Counter
+    messages_acked: Counter
     equivocations: Counter
     verdicts: Counter
     publish_retries: Counter
@@ -76,6 +84,13 @@ def instruments() -> CoordinatorMetrics:
                     "cctf_messages_rejected",
                     description="Messages rejected by verification, by reason",
                 ),
+                messages_terminated=m.create_counter(
+                    "cctf_messages_terminated",
+                    description="Deliveries terminated (AckTerm, never redelivered), by reason",
+                ),
+                messages_acked=m.create_counter(
+                    "cctf_messages_acked", description="Ballots acknowledged after their verdicts"
+                ),
                 equivocations=m.create_counter(
                     "cctf_equivocations",
                     description="Second, different votes of a voter for one name, type and round",
@@ -88,7 +103,7 @@ def instruments() -> CoordinatorMetrics:
                 ),
                 verdicts_dropped=m.create_counter(
                     "cctf_verdicts_dropped",
-                    description="Verdicts that expired before they could be published",
+                    description="Verdicts given up (expired before publication, unpublishable)",
                 ),
                 decision_latency=m.create_histogram(
                     "cctf_decision_latency",

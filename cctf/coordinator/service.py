@@ -1,23 +1,14 @@
-"""The coordinator service: a thin NATS adapter around the pure verifier, tally and verdict builder.
+"""The coordinator service: lifecycle, loops and wiring of the pure stages to the bus adapters.
 
-Data path::
+Data path (each arrow a stage of ``cctf.coordinator.pipeline``; see ``docs/architecture.md``)::
 
-    CCTF_VOTES --(durable pull consumer, batches)--> BallotVerifier.verify   (rejected: ack, count, log)
-        --> TallyBook.add per vote --> Decision --> build_verdict --> seal per region
-        --> JetStream publish (Nats-Msg-Id = "<coordinator>-<seq>-<region>", retried) --> ack ballots
+    RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--> verify (VerifyStage)
+      --> tally (TallyBook) --> decide (Decider) --> sign (Signer, worker threads)
+      --> Publisher (Nats-Msg-Id, bounded retry) --> acks (AckLedger): ack / term(reason) / +WPI
 
-A periodic deadline task expires rounds whose deadline ``(r + 1) * round_ms + grace`` has passed (on the
-injected clock) and publishes the resulting decisions the same way.
-
-Acknowledgement rule: a verified ballot is acknowledged once the verdict of *every* key it
-contributed a counted vote to has been published (or expired unpublished). Until then it stays
-unacknowledged, so if this process dies, the server redelivers it and a successor re-tallies the
-round: nothing acknowledged is lost. Rejected messages are acknowledged at once (redelivery could not
-change the outcome). A redelivery of a ballot still held (same stream sequence, same bytes) is not
-verified again (it would look like a replay); the newer delivery just replaces the held one.
-
-The service never raises on input: every per-message failure is caught, acknowledged, counted and
-logged. NATS failures (disconnects, server restarts, leader changes) are retried with bounded backoff.
+Configured by ONE :class:`~cctf.coordinator.config.CoordinatorConfig`. The service never raises on
+input: every delivery reaches a final state (ack, or term with a counted reason) in bounded time.
+NATS failures are retried with bounded backoff; a closed connection stops the service.
 """
 
 from __future__ import annotations
@@ -26,49 +17,44 @@ import asyncio
 import contextlib
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Final
-
-import nats.errors
-import nats.js.errors
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from dataclasses import dataclass
+from typing import Final
 
 from cctf import telemetry
-from cctf.bus_schemas.envelope import Rejected, TimePolicy
-from cctf.bus_schemas.messages import ResolverVote, Verdict, VoteStatus, encode, vote_digest
-from cctf.bus_schemas.subjects import SubjectError, normalize_name
+from cctf.bus.connect import Connection
+from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
+from cctf.bus.publisher import Publisher, PublishOutcome
+from cctf.bus_schemas.envelope import TimePolicy
+from cctf.bus_schemas.messages import Verdict, encode
 from cctf.clock import SYSTEM_CLOCK, Clock
-from cctf.coordinator.metrics import instruments
+from cctf.coordinator.config import CoordinatorConfig
+from cctf.coordinator.counters import Counters, LogLimiter
+from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
+from cctf.coordinator.pipeline.decide import Decider
+from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues
+from cctf.coordinator.pipeline.sign import Sealed, Signer, SignError
+from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
-from cctf.coordinator.tally import AddResult, Decision, QuorumRule, TallyBook, TallyKey, VoteInput
-from cctf.coordinator.verdicts import SequenceClock, VerdictError, build_verdict, seal_verdict
+from cctf.coordinator.tally import AddResult, Decision, TallyBook, TallyKey
+from cctf.coordinator.verdicts import VerdictError
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import SigningKey
-from cctf.crypto.policy import SuitePolicy
-from cctf.crypto.trust import TrustConfig
+from cctf.crypto.trust import Role, TrustConfig
+from cctf.errors import CctfError
 
-if TYPE_CHECKING:
-    from nats.aio.client import Client
-    from nats.aio.msg import Msg
+__all__ = ["Coordinator", "CoordinatorError", "CoordinatorStats", "vote_regions"]
 
-    from cctf.coordinator.config import CoordinatorConfig
-
-__all__ = ["VOTES_STREAM", "VOTES_SUBJECTS", "Coordinator", "CoordinatorError", "CoordinatorStats"]
-
-VOTES_STREAM: Final = "CCTF_VOTES"
-VOTES_SUBJECTS: Final = "cctf.v1.vote.>"
-#: Rejection reason for an unexpected exception while handling one message (a bug, never input).
-INTERNAL_REASON: Final = "internal"
+_PUBLISH_CHUNK: Final = 32  # verdicts signed before the first of them is published
 _MAX_DETAIL: Final = 300
-_LOGS_PER_SECOND: Final = 20
-_PUBLISH_CHUNK = 32  # verdicts signed before the first of them is published
+UNPUBLISHABLE: Final = "unpublishable"
+Token = tuple[str, int]
 
 _log = telemetry.get_logger("cctf.coordinator")
 
 
-class CoordinatorError(RuntimeError):
+class CoordinatorError(CctfError, RuntimeError):
     """The coordinator cannot run (e.g. its NATS connection closed for good)."""
 
 
@@ -80,284 +66,172 @@ class CoordinatorStats:
     votes_accepted: int
     votes_ignored: dict[str, int]
     rejected: dict[str, int]
+    terminated: dict[str, int]
+    acked: int
     equivocations: int
     verdicts: dict[str, int]
     verdict_messages: int
     publish_retries: int
-    verdicts_dropped: int
+    verdicts_dropped: dict[str, int]
     held_ballots: int
     open_keys: int
     live_tallies: int
     pending_verdicts: int
+    queued: int
 
 
-class _Held:
-    """A verified ballot waiting for the verdicts of the keys it was counted in."""
-
-    __slots__ = ("msg", "remaining", "seq")
-
-    def __init__(self, msg: Msg, seq: int | None) -> None:
-        self.msg = msg
-        self.seq = seq
-        self.remaining = 0
-
-
-class _KeyState:
-    """The adapter's side of one open tally: the counted votes and the ballots waiting on it."""
-
-    __slots__ = ("last_vote", "votes", "waiters")
-
-    def __init__(self) -> None:
-        self.votes: dict[str, ResolverVote] = {}
-        self.waiters: list[_Held] = []
-        self.last_vote = 0.0
+def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:
+    """The regions whose vote streams to consume: configured, or those of the electorate's agents."""
+    if config.vote_regions:
+        return tuple(config.vote_regions)
+    agents = {voter.split("/")[0] for voter in config.electorate}
+    regions = {e.region for e in trust if e.role is Role.AGENT and e.principal in agents}
+    missing = agents - {e.principal for e in trust if e.role is Role.AGENT}
+    if missing:
+        raise CoordinatorError(f"electorate agents without a trusted key: {sorted(missing)}")
+    return tuple(sorted(regions))
 
 
 @dataclass
 class _Job:
     key: TallyKey
-    decision: Decision
-    state: _KeyState
     verdict: Verdict
     payload: bytes
-    sealed: list[tuple[str, str, bytes]] = field(default_factory=list)  # (region, subject, data)
-
-
-class _BatchCounts:
-    """Counters of one batch, flushed to the metrics once (no per-vote metric calls)."""
-
-    __slots__ = ("ballots", "equivocations", "ignored", "rejected", "votes")
-
-    def __init__(self) -> None:
-        self.ballots = 0
-        self.votes = 0
-        self.equivocations = 0
-        self.rejected: dict[str, int] = {}
-        self.ignored: dict[str, int] = {}
-
-    def reject(self, reason: str) -> None:
-        self.rejected[reason] = self.rejected.get(reason, 0) + 1
-
-    def ignore(self, result: str) -> None:
-        self.ignored[result] = self.ignored.get(result, 0) + 1
-
-
-class _LogLimiter:
-    """At most ``rate`` log lines per second per event key; counts what it suppressed."""
-
-    def __init__(self, rate: int, monotonic: Callable[[], float]) -> None:
-        self._rate = rate
-        self._monotonic = monotonic
-        self._window: dict[str, tuple[float, int, int]] = {}  # key -> (start, logged, suppressed)
-
-    def allow(self, key: str) -> tuple[bool, int]:
-        """``(may log, suppressed since the last allowed line)``."""
-        now = self._monotonic()
-        start, logged, suppressed = self._window.get(key, (now, 0, 0))
-        if now - start >= 1.0:
-            start, logged = now, 0
-        if logged < self._rate:
-            self._window[key] = (start, logged + 1, 0)
-            return True, suppressed
-        self._window[key] = (start, logged, suppressed + 1)
-        return False, 0
+    sealed: list[Sealed] | None = None
 
 
 class Coordinator:
-    """Verifies ballots from ``CCTF_VOTES``, tallies them and publishes signed verdicts."""
+    """Verifies ballots of every vote region, tallies them and publishes signed verdicts."""
 
     def __init__(
         self,
+        config: CoordinatorConfig,
+        conn: Connection,
         *,
-        coordinator: str,
-        key: SigningKey,
-        trust: TrustConfig,
-        rule: QuorumRule,
-        electorate: Sequence[str],
-        nc: Client,
-        verdict_regions: Sequence[str],
+        key: SigningKey | None = None,
+        trust: TrustConfig | None = None,
         clock: Clock = SYSTEM_CLOCK,
-        policy: SuitePolicy | None = None,
-        round_ms: int = 1_000,
-        round_grace_ms: int = 1_500,
-        max_round_lag: int = 2,
-        verdict_ttl_ms: int = 30_000,
-        durable: str | None = None,
-        max_open_tallies: int = 100_000,
-        fetch_batch: int = 256,
-        fetch_timeout_s: float = 0.25,
-        max_ack_pending: int = 10_000,
-        ack_wait_ms: int = 2_000,
-        tick_s: float | None = None,
-        max_pending_verdicts: int = 20_000,
-        replay_capacity: int = 1_000_000,
-        publish_timeout_s: float = 2.0,
-        max_backoff_s: float = 2.0,
-        signing_workers: int = 2,
-        time_policy: TimePolicy | None = None,
         monotonic: Callable[[], float] = time.monotonic,
-        owns_nc: bool = False,
-        stream: str = VOTES_STREAM,
+        time_policy: TimePolicy | None = None,
+        owns_conn: bool = False,
     ) -> None:
-        if not verdict_regions:
-            raise ValueError("at least one verdict region is needed")
-        if round_ms <= 0 or round_grace_ms < 0:
-            raise ValueError("round_ms must be positive and round_grace_ms non-negative")
-        self.coordinator = coordinator
-        self._key = key
-        self._rule = rule
-        self._nc = nc
-        self._regions = tuple(verdict_regions)
+        self.config = config
+        self.coordinator = config.coordinator
+        self._key = key if key is not None else config.load_key()
+        trust = trust if trust is not None else config.load_trust()
+        self._conn = conn
         self._clock = clock
-        self._round_ms = round_ms
-        self._grace_ms = round_grace_ms
-        self._ttl_ms = verdict_ttl_ms
-        self._durable = durable or coordinator
-        self._stream = stream
-        self._fetch_batch = fetch_batch
-        self._fetch_timeout = fetch_timeout_s
-        self._max_ack_pending = max_ack_pending
-        self._ack_wait_s = ack_wait_ms / 1000
-        self._tick_s = tick_s if tick_s is not None else min(0.1, round_ms / 4000)
-        self._max_pending_verdicts = max_pending_verdicts
-        self._publish_timeout = publish_timeout_s
-        self._max_backoff = max_backoff_s
         self._monotonic = monotonic
-        self._owns_nc = owns_nc
-
-        self._verifier = BallotVerifier(
+        self._owns_conn = owns_conn
+        self.regions = vote_regions(config, trust)
+        c = config
+        self._tick_s = (c.tick_ms or min(100, c.round_ms // 4) or 1) / 1000
+        verifier = BallotVerifier(
             trust=trust,
             clock=clock,
-            policy=policy or SuitePolicy(),
-            rounds=RoundPolicy(round_ms=round_ms, max_round_lag=max_round_lag),
+            policy=c.policy,
+            rounds=RoundPolicy(round_ms=c.round_ms, max_round_lag=c.max_round_lag),
             times=time_policy or TimePolicy(),
-            replay=ReplayCache(capacity=replay_capacity),
+            replay=ReplayCache(capacity=c.replay_capacity),
         )
-        self._book = TallyBook(rule, electorate, max_open=max_open_tallies)
-        self._seq = SequenceClock(clock)
-        self._keys: dict[TallyKey, _KeyState] = {}
-        self._held: dict[int, _Held] = {}
-        self._qnames: dict[str, str] = {}  # raw qname -> normalized, cleared when large
-        self._metrics = instruments()
-        self._limiter = _LogLimiter(_LOGS_PER_SECOND, monotonic)
-        self._executor = ThreadPoolExecutor(
-            max_workers=max(1, signing_workers), thread_name_prefix="cctf-sign"
+        self._verify = VerifyStage(verifier, c.name_set)
+        self._queues: FairQueues[Delivery] = FairQueues(
+            self.regions, limit=c.queue_limit, batch=c.fetch_batch
         )
-        self._signing_workers = max(1, signing_workers)
-
-        self._js: Any = None
-        self._psub: Any = None
+        self._book = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies)
+        self._decider = Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock)
+        self._signer = Signer(self._key, c.publish_regions)
+        self._ledger: AckLedger[Token, TallyKey] = AckLedger(
+            max_deliver=c.max_deliver,
+            refresh_ms=max(1, c.ack_wait_ms // 3),
+            hold_limit_ms=c.hold_limit_ms,
+        )
+        self._handles: dict[Token, Delivery] = {}
+        self._last_vote: dict[TallyKey, float] = {}
+        self._consumers = [
+            RegionConsumer(
+                conn,
+                ConsumerSpec(
+                    durable=c.durable_prefix,
+                    region=region,
+                    ack_wait_s=c.ack_wait_ms / 1000,
+                    max_ack_pending=c.max_ack_pending,
+                    max_deliver=c.max_deliver,
+                    description=f"CCTF coordinator {c.coordinator}",
+                ),
+            )
+            for region in self.regions
+        ]
+        self._publisher = Publisher(
+            conn,
+            clock,
+            timeout_s=c.publish_timeout_ms / 1000,
+            max_backoff_s=c.max_backoff_ms / 1000,
+        )
+        self._counts = Counters()
+        self._limiter = LogLimiter(20, monotonic)
+        self._executor = ThreadPoolExecutor(c.signing_workers, thread_name_prefix="cctf-sign")
         self._tasks: list[asyncio.Task[None]] = []
         self._publish_tasks: set[asyncio.Task[None]] = set()
         self._pending_verdicts = 0
-        self._room = asyncio.Event()
+        self._work = asyncio.Event()
+        self._room = asyncio.Event()  # set while pending verdicts are below the bound
         self._room.set()
+        self._space = asyncio.Event()  # pulsed when the queues were served
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
         self._started = False
         self._failure: BaseException | None = None
         self._stop_task: asyncio.Task[None] | None = None
 
-        # per-instance counters (see stats())
-        self._n_ballots = 0
-        self._n_votes = 0
-        self._n_ignored: dict[str, int] = {}
-        self._n_rejected: dict[str, int] = {}
-        self._n_equivocations = 0
-        self._n_verdicts: dict[str, int] = {}
-        self._n_verdict_msgs = 0
-        self._n_retries = 0
-        self._n_dropped = 0
-
-    # ---- construction from a config file ------------------------------------------------------
-
-    @classmethod
-    def from_config(
-        cls,
-        config: CoordinatorConfig,
-        nc: Client,
-        *,
-        clock: Clock = SYSTEM_CLOCK,
-        key: SigningKey | None = None,
-        trust: TrustConfig | None = None,
-        owns_nc: bool = False,
-        **overrides: Any,
-    ) -> Coordinator:
-        """Build from a :class:`CoordinatorConfig` (key and trust are read from their files
-        unless given)."""
-        kwargs: dict[str, Any] = {
-            "coordinator": config.coordinator,
-            "key": key if key is not None else config.load_key(),
-            "trust": trust if trust is not None else config.load_trust(),
-            "rule": config.rule,
-            "electorate": config.electorate,
-            "nc": nc,
-            "verdict_regions": config.verdict_regions,
-            "clock": clock,
-            "policy": config.policy,
-            "round_ms": config.round_ms,
-            "round_grace_ms": config.round_grace_ms,
-            "max_round_lag": config.max_round_lag,
-            "verdict_ttl_ms": config.verdict_ttl_ms,
-            "durable": config.durable,
-            "max_open_tallies": config.max_open_tallies,
-            "fetch_batch": config.fetch_batch,
-            "max_ack_pending": config.max_ack_pending,
-            "ack_wait_ms": config.ack_wait_ms,
-            "owns_nc": owns_nc,
-        }
-        kwargs.update(overrides)
-        return cls(**kwargs)
-
     # ---- lifecycle ------------------------------------------------------------------------------
 
     async def start(self) -> None:
-        """Create (if missing) and bind the durable consumer, then start the loops."""
+        """Create (if missing) and bind every region's durable consumer, then start the loops."""
         if self._started:
             raise CoordinatorError("coordinator already started")
-        self._js = self._nc.jetstream()
         try:
-            await self._bind_consumer()
-        except Exception as exc:
-            raise CoordinatorError(
-                f"cannot bind durable consumer {self._durable!r} on stream {self._stream}: {exc!r}"
-            ) from exc
+            for consumer in self._consumers:
+                await consumer.bind()
+        except CctfError as exc:
+            raise CoordinatorError(str(exc)) from exc
         self._started = True
+        name = self.coordinator
         self._tasks = [
-            asyncio.create_task(
-                self._fetch_loop(), name=f"cctf-coordinator-fetch-{self.coordinator}"
-            ),
-            asyncio.create_task(
-                self._deadline_loop(), name=f"cctf-coordinator-deadline-{self.coordinator}"
-            ),
+            asyncio.create_task(self._fetch_loop(c), name=f"cctf-fetch-{name}-{c.spec.region}")
+            for c in self._consumers
         ]
+        self._tasks.append(asyncio.create_task(self._process_loop(), name=f"cctf-process-{name}"))
+        self._tasks.append(asyncio.create_task(self._deadline_loop(), name=f"cctf-deadline-{name}"))
+        c = self.config
         _log.info(
             "coordinator_started",
-            coordinator=self.coordinator,
+            coordinator=name,
             kid=self._key.kid,
-            durable=self._durable,
-            k=self._rule.k,
-            n=self._rule.n,
-            verdict_regions=list(self._regions),
-            round_ms=self._round_ms,
-            round_grace_ms=self._grace_ms,
+            durable=c.durable_prefix,
+            vote_regions=list(self.regions),
+            verdict_regions=list(c.publish_regions),
+            k=c.rule.k,
+            n=c.rule.n,
+            names=len(c.names),
+            round_ms=c.round_ms,
         )
 
     async def stop(self) -> None:
-        """Stop fetching, finish or abandon in-flight publishes, release the subscription.
-
-        Ballots still held (verdicts not published) are negatively acknowledged so the server
-        redelivers them promptly (to a successor). The durable consumer is kept.
-        """
+        """Stop fetching, finish or abandon in-flight publishes (bounded), nak what is held or
+        queued so a successor gets it promptly. The durable consumers are kept."""
         if self._stopping.is_set():
             await self._stopped.wait()
             return
         self._stopping.set()
         self._room.set()
+        self._work.set()
+        self._space.set()
+        fetch_wait = self.config.fetch_timeout_ms / 1000 + 1.0
         for task in self._tasks:
-            if task.get_name().startswith("cctf-coordinator-fetch"):
+            if task.get_name().startswith("cctf-fetch"):
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
-                    await asyncio.wait_for(asyncio.shield(task), self._fetch_timeout + 1.0)
+                    await asyncio.wait_for(asyncio.shield(task), fetch_wait)
             task.cancel()
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
@@ -369,19 +243,22 @@ class Coordinator:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
-        if not self._nc.is_closed:
-            for held in list(self._held.values()):
+        leftovers = [d for _r, d in self._queues.drain()]
+        leftovers += [self._handles[t] for t in self._ledger.drain() if t in self._handles]
+        self._handles.clear()
+        if not self._conn.is_closed and self._conn.is_connected:
+            for d in leftovers:
                 with contextlib.suppress(Exception):
-                    await held.msg.nak()
-        self._held.clear()
-        self._keys.clear()
-        if self._psub is not None:
+                    await asyncio.wait_for(d.nak(), 0.5)
+        for consumer in self._consumers:
             with contextlib.suppress(Exception):
-                await self._psub.unsubscribe()
+                await asyncio.wait_for(consumer.close(), 1.0)
         self._executor.shutdown(wait=False, cancel_futures=True)
-        if self._owns_nc and not self._nc.is_closed:
+        if self._owns_conn and not self._conn.is_closed:
             with contextlib.suppress(Exception):
-                await self._nc.drain()
+                await asyncio.wait_for(self._conn.drain(), 2.0)
+            with contextlib.suppress(Exception):
+                await self._conn.close()
         _log.info("coordinator_stopped", coordinator=self.coordinator)
         self._stopped.set()
 
@@ -398,376 +275,283 @@ class Coordinator:
     def failed(self) -> BaseException | None:
         return self._failure
 
-    def stats(self) -> CoordinatorStats:
-        return CoordinatorStats(
-            ballots_accepted=self._n_ballots,
-            votes_accepted=self._n_votes,
-            votes_ignored=dict(self._n_ignored),
-            rejected=dict(self._n_rejected),
-            equivocations=self._n_equivocations,
-            verdicts=dict(self._n_verdicts),
-            verdict_messages=self._n_verdict_msgs,
-            publish_retries=self._n_retries,
-            verdicts_dropped=self._n_dropped,
-            held_ballots=len(self._held),
-            open_keys=len(self._keys),
-            live_tallies=self._book.live,
-            pending_verdicts=self._pending_verdicts,
-        )
-
-    # ---- consumer -----------------------------------------------------------------------------
-
-    def _consumer_config(self) -> ConsumerConfig:
-        return ConsumerConfig(
-            durable_name=self._durable,
-            description=f"CCTF coordinator {self.coordinator}",
-            deliver_policy=DeliverPolicy.NEW,
-            ack_policy=AckPolicy.EXPLICIT,
-            ack_wait=self._ack_wait_s,
-            max_ack_pending=self._max_ack_pending,
-            filter_subject=VOTES_SUBJECTS,
-            max_deliver=-1,
-        )
-
-    async def _bind_consumer(self) -> None:
-        """Look the durable consumer up, create it if missing, and bind a pull subscription."""
-        wanted = self._consumer_config()
-        try:
-            info = await self._js.consumer_info(self._stream, self._durable, timeout=2.0)
-        except nats.js.errors.NotFoundError:
-            await self._js.add_consumer(self._stream, wanted)
-            _log.info("consumer_created", stream=self._stream, durable=self._durable)
-        else:
-            have = info.config
-            if (have.ack_wait, have.max_ack_pending) != (wanted.ack_wait, wanted.max_ack_pending):
-                try:  # an update of the same durable: only these limits differ
-                    await self._js.add_consumer(self._stream, wanted)
-                    _log.info("consumer_updated", stream=self._stream, durable=self._durable)
-                except nats.js.errors.APIError as exc:
-                    _log.warning("consumer_update_failed", durable=self._durable, error=str(exc))
-        old = self._psub
-        self._psub = await self._js.pull_subscribe_bind(durable=self._durable, stream=self._stream)
-        if old is not None:
-            with contextlib.suppress(Exception):
-                await old.unsubscribe()
-
-    async def _sleep_or_stop(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
-    async def _fetch_loop(self) -> None:
-        failures = 0
-        while not self._stopping.is_set():
-            if self._nc.is_closed:
-                self._fail(CoordinatorError("the NATS connection is closed"))
-                return
-            if not self._room.is_set():
-                await self._room.wait()
-                continue
-            try:
-                msgs = await self._psub.fetch(self._fetch_batch, timeout=self._fetch_timeout)
-            except TimeoutError:  # includes nats.errors.TimeoutError and FetchTimeoutError
-                continue
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                self._log_limited(
-                    "fetch_failed", "warning", error=repr(exc)[:_MAX_DETAIL], failures=failures
-                )
-                await self._sleep_or_stop(min(0.05 * 2 ** min(failures, 6), self._max_backoff))
-                if failures >= 3 or isinstance(exc, nats.js.errors.NotFoundError):
-                    try:
-                        await self._bind_consumer()
-                    except Exception as bind_exc:
-                        self._log_limited(
-                            "consumer_bind_failed", "warning", error=repr(bind_exc)[:_MAX_DETAIL]
-                        )
-                continue
-            failures = 0
-            try:
-                await self._handle_batch(msgs)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug: keep serving
-                _log.exception("batch_failed", coordinator=self.coordinator)
-
     def _fail(self, exc: BaseException) -> None:
         if self._failure is None:
             self._failure = exc
             _log.error("coordinator_failed", coordinator=self.coordinator, error=str(exc))
             self._stop_task = asyncio.get_running_loop().create_task(self.stop())
 
-    # ---- per batch ----------------------------------------------------------------------------
+    def stats(self) -> CoordinatorStats:
+        n = self._counts
+        return CoordinatorStats(
+            ballots_accepted=n.ballots,
+            votes_accepted=n.votes,
+            votes_ignored=dict(n.ignored),
+            rejected=dict(n.rejected),
+            terminated=dict(n.terminated),
+            acked=n.acked,
+            equivocations=n.equivocations,
+            verdicts=dict(n.verdicts),
+            verdict_messages=n.verdict_messages,
+            publish_retries=n.retries,
+            verdicts_dropped=dict(n.dropped),
+            held_ballots=self._ledger.held,
+            open_keys=self._ledger.open_keys,
+            live_tallies=self._book.live,
+            pending_verdicts=self._pending_verdicts,
+            queued=len(self._queues),
+        )
 
-    async def _handle_batch(self, msgs: list[Msg]) -> None:
-        arrival = self._monotonic()
-        to_ack: list[Msg] = []
-        decided: list[tuple[TallyKey, Decision, _KeyState]] = []
-        counts = _BatchCounts()
-        for msg in msgs:
+    async def num_ack_pending(self) -> int:
+        """The sum of the consumers' ``num_ack_pending`` (asks the server)."""
+        return sum([await c.num_ack_pending() for c in self._consumers])
+
+    async def _sleep_or_stop(self, seconds: float) -> None:
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(self._stopping.wait(), seconds)
+
+    # ---- ingest -----------------------------------------------------------------------------
+
+    async def _fetch_loop(self, consumer: RegionConsumer) -> None:
+        region = consumer.spec.region
+        timeout = self.config.fetch_timeout_ms / 1000
+        max_backoff = self.config.max_backoff_ms / 1000
+        failures = 0
+        while not self._stopping.is_set():
+            if self._conn.is_closed:
+                self._fail(CoordinatorError("the NATS connection is closed"))
+                return
+            room = min(self._queues.room(region), self.config.fetch_batch)
+            if room <= 0:
+                self._space.clear()
+                await self._space.wait()
+                continue
             try:
-                self._ingest(msg, arrival, to_ack, decided, counts)
-            except Exception as exc:  # a bug, never input: count, log, ack, keep serving
-                counts.reject(INTERNAL_REASON)
-                _log.exception(
-                    "vote_rejected",
-                    reason=INTERNAL_REASON,
-                    subject=msg.subject,
-                    detail=repr(exc)[:_MAX_DETAIL],
+                got = await consumer.fetch(room, timeout)
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                self._log_limited("fetch_failed", region=region, error=repr(exc)[:_MAX_DETAIL])
+                await self._sleep_or_stop(min(0.05 * 2 ** min(failures, 6), max_backoff))
+                continue
+            failures = 0
+            if not got:
+                continue
+            for d in self._queues.offer(region, got):
+                await self._term(d, SHED_REASON)
+            self._work.set()
+
+    async def _process_loop(self) -> None:
+        while not self._stopping.is_set():
+            if not self._room.is_set():
+                await self._room.wait()
+                continue
+            turn = self._queues.take()
+            self._space.set()
+            if not turn:
+                self._work.clear()
+                await self._work.wait()
+                continue
+            try:
+                await self._process(turn)
+            except asyncio.CancelledError:
+                raise
+            except Exception:  # a bug, never input: keep serving
+                _log.exception("batch_failed", coordinator=self.coordinator)
+            await asyncio.sleep(0)  # let the fetchers and publishers run between turns
+
+    async def _process(self, turn: list[tuple[str, Delivery]]) -> None:
+        arrival = self._monotonic()
+        now_ms = int(arrival * 1000)
+        n = self._counts
+        ledger, book, verify = self._ledger, self._book, self._verify
+        to_ack: list[Delivery] = []
+        to_term: list[tuple[Delivery, str]] = []
+        decided: list[tuple[TallyKey, Decision]] = []
+        for _region, d in turn:
+            token = d.token
+            kind = ledger.arrival(token, d.num_delivered)
+            if kind is Arrival.REDELIVERED:
+                self._handles[token] = d
+                continue
+            if kind is Arrival.POISON:
+                to_term.append((d, POISON))
+                continue
+            try:
+                checked = verify.check(d.data, d.subject)
+            except Exception as exc:  # a bug, never input: count, log, terminate
+                _log.exception("vote_failed", subject=d.subject[:256], error=repr(exc)[:200])
+                to_term.append((d, "internal"))
+                continue
+            if isinstance(checked, Refused):
+                n.reject(checked.reason)
+                n.ignore_all(checked.ignored)
+                self._log_limited(
+                    "vote_rejected:" + checked.reason,
+                    reason=checked.reason,
+                    subject=d.subject[:256],
+                    detail=checked.detail[:_MAX_DETAIL],
+                    bytes=len(d.data),
                 )
-                to_ack.append(msg)
-        self._flush_counts(counts)
+                to_term.append((d, checked.reason))
+                continue
+            n.ballots += 1
+            n.ignore_all(checked.ignored)
+            counted: list[TallyKey] = []
+            for key, vote in checked.votes:
+                result, decision = book.add(key.qname, key.qtype, key.round, vote)
+                if result is AddResult.COUNTED:
+                    n.votes += 1
+                    counted.append(key)
+                    self._last_vote[key] = arrival
+                    if decision is not None:
+                        decided.append((key, decision))
+                elif result is AddResult.EQUIVOCATION:
+                    n.equivocations += 1
+                    self._log_limited("equivocation", voter=vote.voter, qname=key.qname[:256])
+                else:
+                    n.ignore(result.value)
+            if ledger.hold(token, counted, now_ms):
+                self._handles[token] = d
+            else:
+                to_ack.append(d)
+        n.flush()
         if decided:
             self._schedule(decided)
-        for msg in to_ack:
-            await self._ack(msg)
+        for d in to_ack:
+            await self._ack(d)
+        for d, reason in to_term:
+            await self._term(d, reason)
 
-    def _ingest(
-        self,
-        msg: Msg,
-        arrival: float,
-        to_ack: list[Msg],
-        decided: list[tuple[TallyKey, Decision, _KeyState]],
-        counts: _BatchCounts,
-    ) -> None:
-        seq: int | None
+    async def _ack(self, d: Delivery) -> None:
         try:
-            seq = int(msg.metadata.sequence.stream)
-        except Exception:
-            seq = None
-        if seq is not None:
-            held = self._held.get(seq)
-            if held is not None and held.msg.data == msg.data:
-                held.msg = msg  # a redelivery of a ballot still waiting for its verdicts
-                return
-        subject = msg.subject
+            await d.ack()
+            self._counts.acked += 1
+        except Exception as exc:  # the server redelivers; a held redelivery is handled
+            self._log_limited("ack_failed", error=repr(exc)[:_MAX_DETAIL])
+
+    async def _term(self, d: Delivery, reason: str) -> None:
+        self._counts.term(reason)
         try:
-            ballot = self._verifier.verify(msg.data, subject)
-        except Rejected as rej:
-            counts.reject(rej.reason.value)
-            self._log_rejected(rej.reason.value, subject, rej.detail, len(msg.data))
-            to_ack.append(msg)
-            return
-        counts.ballots += 1
-        held = _Held(msg, seq)
-        round_ = ballot.round
-        book = self._book
-        keys = self._keys
-        for vote in ballot.votes:
-            qname = self._qname(vote.qname)
-            if qname is None:
-                counts.ignore("bad_qname")
-                continue
-            digest = vote.answer_digest if vote.status is VoteStatus.ANSWER else None
-            voter = vote.voter
-            result, decision = book.add(
-                qname, vote.qtype, round_, VoteInput(voter, digest, vote_digest(vote))
-            )
-            if result is AddResult.COUNTED:
-                counts.votes += 1
-                key = TallyKey(qname, vote.qtype, round_)
-                state = keys.get(key)
-                if state is None:
-                    state = keys[key] = _KeyState()
-                state.votes[voter] = vote
-                state.last_vote = arrival
-                if not state.waiters or state.waiters[-1] is not held:
-                    state.waiters.append(held)
-                    held.remaining += 1
-                if decision is not None:
-                    del keys[key]
-                    decided.append((key, decision, state))
-            elif result is AddResult.EQUIVOCATION:
-                counts.equivocations += 1
-                self._log_limited(
-                    "equivocation",
-                    "warning",
-                    voter=voter,
-                    qname=qname,
-                    qtype=vote.qtype,
-                    round=round_,
-                    subject=subject,
-                )
-            else:
-                counts.ignore(result.value)
-                if result is AddResult.OVERLOADED:
-                    self._log_limited("tally_overloaded", "warning", live=book.live)
-        if held.remaining == 0:
-            to_ack.append(msg)
-        elif seq is not None:
-            self._held[seq] = held
-        else:  # not a JetStream message (cannot happen with a pull consumer): nothing to ack
-            pass
+            await d.term(reason)
+        except Exception as exc:
+            self._log_limited("term_failed", error=repr(exc)[:_MAX_DETAIL])
 
-    def _qname(self, raw: str) -> str | None:
-        cache = self._qnames
-        name = cache.get(raw)
-        if name is None:
-            try:
-                name = normalize_name(raw)
-            except SubjectError:
-                return None
-            if len(cache) >= 65_536:
-                cache.clear()
-            cache[raw] = name
-        return name
-
-    def _log_rejected(self, reason: str, subject: str, detail: str, size: int) -> None:
-        ok, suppressed = self._limiter.allow("vote_rejected:" + reason)
-        if ok:
-            _log.warning(
-                "vote_rejected",
-                reason=reason,
-                subject=subject[:256],
-                detail=detail[:_MAX_DETAIL],
-                bytes=size,
-                suppressed=suppressed,
-            )
-
-    def _log_limited(self, event: str, level: str, **fields: Any) -> None:
+    def _log_limited(self, event: str, **fields: object) -> None:
         ok, suppressed = self._limiter.allow(event)
         if ok:
-            getattr(_log, level)(event, suppressed=suppressed, **fields)
+            _log.warning(event.split(":")[0], suppressed=suppressed, **fields)
 
-    def _flush_counts(self, counts: _BatchCounts) -> None:
-        m = self._metrics
-        if counts.ballots:
-            self._n_ballots += counts.ballots
-            m.ballots_accepted.add(counts.ballots)
-        if counts.votes:
-            self._n_votes += counts.votes
-            m.votes_accepted.add(counts.votes)
-        if counts.equivocations:
-            self._n_equivocations += counts.equivocations
-            m.equivocations.add(counts.equivocations)
-        for reason, n in counts.rejected.items():
-            self._n_rejected[reason] = self._n_rejected.get(reason, 0) + n
-            m.rejected(reason, n)
-        for result, n in counts.ignored.items():
-            self._n_ignored[result] = self._n_ignored.get(result, 0) + n
-            m.votes_ignored.add(n, {"result": result})
-
-    async def _ack(self, msg: Msg) -> None:
-        try:
-            await msg.ack()
-        except Exception as exc:  # the server redelivers; a held redelivery is handled
-            self._log_limited("ack_failed", "warning", error=repr(exc)[:_MAX_DETAIL])
-
-    # ---- deadlines ----------------------------------------------------------------------------
+    # ---- deadlines and held ballots -----------------------------------------------------------
 
     def due_round(self, now_ms: int) -> int:
         """The highest round whose deadline ``(r + 1) * round_ms + grace`` is ``<= now_ms``."""
-        return (now_ms - self._grace_ms) // self._round_ms - 1
+        return (now_ms - self.config.round_grace_ms) // self.config.round_ms - 1
 
     async def _deadline_loop(self) -> None:
-        refresh_every = self._ack_wait_s / 3
-        next_refresh = self._monotonic() + refresh_every
         while not self._stopping.is_set():
             try:
                 self.expire_due()
-                if self._monotonic() >= next_refresh:
-                    next_refresh = self._monotonic() + refresh_every
-                    await self._refresh_held()
+                due = self._ledger.due(int(self._monotonic() * 1000))
+                for token in due.expired:
+                    d = self._handles.pop(token, None)
+                    if d is not None:
+                        await self._term(d, HOLD_EXPIRED)
+                for token in due.refresh:
+                    d = self._handles.get(token)
+                    if d is not None:
+                        with contextlib.suppress(Exception):
+                            await d.in_progress()
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug: keep serving
                 _log.exception("deadline_failed", coordinator=self.coordinator)
             await self._sleep_or_stop(self._tick_s)
 
-    async def _refresh_held(self) -> None:
-        """Tell the server that held ballots are still being worked on (``+WPI``), so ``ack_wait``
-        can stay short: a delivery lost with a dead connection comes back after ``ack_wait``."""
-        for held in list(self._held.values()):
-            try:
-                await held.msg.in_progress()
-            except Exception as exc:
-                self._log_limited("in_progress_failed", "warning", error=repr(exc)[:_MAX_DETAIL])
-                return
-
     def expire_due(self) -> int:
-        """Finalize every round whose deadline has passed; schedule their verdicts. Returns how
-        many decisions it scheduled."""
+        """Finalize every round whose deadline has passed; schedule their verdicts."""
         up_to = self.due_round(self._clock.now_ms())
         if up_to <= self._book.expired_through:
             return 0
-        decided: list[tuple[TallyKey, Decision, _KeyState]] = []
-        for key, decision in self._book.expire(up_to):
-            state = self._keys.pop(key, None)
-            decided.append((key, decision, state if state is not None else _KeyState()))
+        decided = self._book.expire(up_to)
         if decided:
             self._schedule(decided)
         return len(decided)
 
     # ---- verdicts -----------------------------------------------------------------------------
 
-    def _schedule(self, decided: list[tuple[TallyKey, Decision, _KeyState]]) -> None:
+    def _schedule(self, decided: list[tuple[TallyKey, Decision]]) -> None:
         self._pending_verdicts += len(decided)
-        if self._pending_verdicts >= self._max_pending_verdicts:
+        if self._pending_verdicts >= self.config.max_pending_verdicts:
             self._room.clear()
         task = asyncio.get_running_loop().create_task(self._publish_decisions(decided))
         self._publish_tasks.add(task)
         task.add_done_callback(self._publish_tasks.discard)
 
-    def _settled(self, n: int) -> None:
-        self._pending_verdicts -= n
-        if self._pending_verdicts < self._max_pending_verdicts:
-            self._room.set()
+    async def _settle_key(self, key: TallyKey) -> None:
+        """The verdict of ``key`` is out or given up: acknowledge the ballots no longer waiting."""
+        self._last_vote.pop(key, None)
+        for token in self._ledger.settle(key):
+            d = self._handles.pop(token, None)
+            if d is not None:
+                await self._ack(d)
 
-    async def _publish_decisions(self, decided: list[tuple[TallyKey, Decision, _KeyState]]) -> None:
+    async def _publish_decisions(self, decided: list[tuple[TallyKey, Decision]]) -> None:
         try:
-            now = self._clock.now_ms()
             jobs: list[_Job] = []
-            for key, decision, state in decided:
+            for key, decision in decided:
                 try:
-                    verdict = build_verdict(
-                        decision,
-                        key,
-                        state.votes,
-                        self._rule,
-                        self.coordinator,
-                        now,
-                        self._ttl_ms,
-                        self._seq.next(),
-                    )
-                except VerdictError as exc:  # a bug: do not hold the ballots forever
+                    verdict = self._decider.verdict(key, decision)
+                except VerdictError as exc:  # a bug: never hold the ballots
                     _log.error("verdict_build_failed", key=list(key), error=str(exc))
-                    await self._release(state)
+                    self._counts.drop(UNPUBLISHABLE)
+                    await self._settle_key(key)
                     continue
-                jobs.append(_Job(key, decision, state, verdict, encode(verdict)))
-            # Sign and publish in chunks, so the first verdicts of a large batch go out while the
-            # rest are still being signed (signing dominates: ~0.8 ms per hybrid signature).
+                jobs.append(_Job(key, verdict, encode(verdict)))
             publishing: list[tuple[list[_Job], asyncio.Future[list[bool | None]]]] = []
             for start in range(0, len(jobs), _PUBLISH_CHUNK):
                 part = jobs[start : start + _PUBLISH_CHUNK]
                 if not await self._sign(part):
                     break  # stopping
-                publishing.append((part, asyncio.gather(*(self._publish_job(job) for job in part))))
+                for job in part:
+                    if job.sealed is None:  # cannot be published: settle it now
+                        self._counts.drop(UNPUBLISHABLE)
+                        await self._settle_key(job.key)
+                ready = [job for job in part if job.sealed is not None]
+                publishing.append((ready, asyncio.gather(*(self._publish_job(j) for j in ready))))
             for part, pending in publishing:
                 results = await pending
                 for job, ok in zip(part, results, strict=True):
                     if ok is not None:  # None: stopping, leave the ballots for redelivery
-                        await self._release(job.state)
+                        await self._settle_key(job.key)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: keep serving
             _log.exception("publish_failed", coordinator=self.coordinator)
         finally:
-            self._settled(len(decided))
+            self._pending_verdicts -= len(decided)
+            if self._pending_verdicts < self.config.max_pending_verdicts:
+                self._room.set()
 
-    def _seal_chunk(self, chunk: list[tuple[_Job, str]]) -> list[tuple[str, bytes]]:
-        return [seal_verdict(self._key, job.verdict, region, job.payload) for job, region in chunk]
+    def _seal_chunk(self, jobs: list[_Job]) -> list[list[Sealed] | None]:
+        out: list[list[Sealed] | None] = []
+        for job in jobs:
+            try:
+                out.append(self._signer.seal(job.verdict, job.payload))
+            except SignError as exc:
+                self._log_limited("verdict_unpublishable", error=str(exc)[:_MAX_DETAIL])
+                out.append(None)
+        return out
 
     async def _sign(self, jobs: list[_Job]) -> bool:
-        """Seal every verdict once per verdict region, in worker threads for larger batches
-        (the signature code releases the GIL for part of its work)."""
-        work = [(job, region) for job in jobs for region in self._regions]
-        if len(work) <= 2:
-            sealed = self._seal_chunk(work)
+        """Seal every verdict for every verdict region, in worker threads for larger batches."""
+        if len(jobs) * len(self._signer.regions) <= 2:
+            sealed = self._seal_chunk(jobs)
         else:
             loop = asyncio.get_running_loop()
-            size = math.ceil(len(work) / self._signing_workers)
-            chunks = [work[i : i + size] for i in range(0, len(work), size)]
+            size = math.ceil(len(jobs) / self.config.signing_workers)
+            chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
             try:
                 parts = await asyncio.gather(
                     *(loop.run_in_executor(self._executor, self._seal_chunk, c) for c in chunks)
@@ -775,89 +559,41 @@ class Coordinator:
             except RuntimeError:  # executor shut down: stopping
                 return False
             sealed = [item for part in parts for item in part]
-        for (job, region), (subject, data) in zip(work, sealed, strict=True):
-            job.sealed.append((region, subject, data))
+        for job, s in zip(jobs, sealed, strict=True):
+            job.sealed = s
         return True
 
     async def _publish_job(self, job: _Job) -> bool | None:
-        """Publish one verdict to every region: True published, False expired first, None
-        stopping."""
+        """Publish one verdict to every region: True published, False given up, None stopping."""
         verdict = job.verdict
+        assert job.sealed is not None
         results = await asyncio.gather(
             *(
-                self._publish_one(
-                    subject, data, f"{self.coordinator}-{verdict.seq}-{region}", verdict.expires_ms
+                self._publisher.publish(
+                    s.subject, s.data, s.msg_id, verdict.expires_ms, self._stopping
                 )
-                for region, subject, data in job.sealed
+                for s in job.sealed
             )
         )
-        if any(r is None for r in results):
+        n = self._counts
+        for r in results:
+            n.retries += r.failures
+            if r.failures:
+                self._log_limited("verdict_publish_failed", error=r.last_error)
+        if any(r.outcome is PublishOutcome.STOPPED for r in results):
             return None
-        if all(results):
-            outcome = verdict.outcome.value
-            self._n_verdicts[outcome] = self._n_verdicts.get(outcome, 0) + 1
-            self._metrics.verdicts.add(1, {"outcome": outcome})
-            if job.state.last_vote:
-                latency = (self._monotonic() - job.state.last_vote) * 1000.0
-                self._metrics.decision_latency.record(max(0.0, latency))
-            _log.debug(
-                "verdict_published",
-                qname=verdict.qname,
-                qtype=verdict.qtype,
-                round=verdict.round,
-                outcome=outcome,
-                seq=verdict.seq,
-                early=verdict.decided_early,
-            )
+        n.verdict_messages += sum(r.outcome is PublishOutcome.PUBLISHED for r in results)
+        if all(r.outcome is PublishOutcome.PUBLISHED for r in results):
+            last = self._last_vote.get(job.key)
+            latency = (self._monotonic() - last) * 1000.0 if last is not None else None
+            n.verdict(verdict.outcome.value, latency)
             return True
-        self._n_dropped += 1
-        self._metrics.verdicts_dropped.add(1)
+        n.drop("expired")
         _log.error(
             "verdict_dropped",
-            qname=verdict.qname,
+            qname=verdict.qname[:256],
             qtype=verdict.qtype,
             round=verdict.round,
-            seq=verdict.seq,
             detail="expired before it could be published",
         )
         return False
-
-    async def _publish_one(
-        self, subject: str, data: bytes, msg_id: str, expires_ms: int
-    ) -> bool | None:
-        delay = 0.05
-        while True:
-            try:
-                await self._js.publish(
-                    subject, data, timeout=self._publish_timeout, headers={"Nats-Msg-Id": msg_id}
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                self._n_retries += 1
-                self._metrics.publish_retries.add(1)
-                self._log_limited(
-                    "verdict_publish_failed",
-                    "warning",
-                    subject=subject,
-                    error=repr(exc)[:_MAX_DETAIL],
-                )
-            else:
-                self._n_verdict_msgs += 1
-                return True
-            if self._stopping.is_set():
-                return None
-            if self._clock.now_ms() >= expires_ms:
-                return False
-            await self._sleep_or_stop(delay)
-            delay = min(delay * 2, self._max_backoff)
-
-    async def _release(self, state: _KeyState) -> None:
-        """The verdict of one key is out: acknowledge every ballot that no longer waits."""
-        for held in state.waiters:
-            held.remaining -= 1
-            if held.remaining == 0:
-                if held.seq is not None and self._held.get(held.seq) is held:
-                    del self._held[held.seq]
-                await self._ack(held.msg)
-        state.waiters.clear()

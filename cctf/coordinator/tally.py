@@ -55,7 +55,11 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
-from cctf.bus_schemas.messages import Outcome, VoterState  # the wire enums, re-exported
+from cctf.bus_schemas.messages import (  # the wire enums, re-exported
+    Outcome,
+    ResolverVote,
+    VoterState,
+)
 
 __all__ = [
     "AddResult",
@@ -123,6 +127,8 @@ class VoteInput:
     """Answer digest when the resolver answered; ``None`` when it was unavailable."""
     vote_digest: bytes
     """Digest of the whole signed vote (listed in the decision when counted)."""
+    vote: ResolverVote | None = None
+    """The vote itself; the first counted vote of the winning group becomes ``Decision.winner``."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -138,6 +144,11 @@ class Decision:
     """``True`` when settled by a vote before the deadline, ``False`` when settled by finalize()."""
     equivocations: tuple[str, ...]
     """Voters that had equivocated when the decision was made, sorted."""
+    voter_digests: tuple[bytes, ...] = ()
+    """Answer digest of each voter's counted vote, in the order of ``voters`` (``b""``: none)."""
+    winner: ResolverVote | None = None
+    """For TRUSTED: the first counted vote carrying the winning digest (its rcode and answer are
+    the verdict's), when the votes were given with ``VoteInput.vote``."""
 
 
 def plain_outcome(rule: QuorumRule, best: int, unavail: int) -> Outcome:
@@ -182,6 +193,7 @@ class RoundTally:
         "_digests",
         "_electorate",
         "_equivocators",
+        "_first",
         "_groups",
         "_rule",
         "_unavail",
@@ -203,6 +215,7 @@ class RoundTally:
         self._digests: dict[str, bytes | None] = {}
         self._vote_digests: list[bytes] = []
         self._groups: dict[bytes, int] = {}
+        self._first: dict[bytes, ResolverVote | None] = {}
         self._best = 0
         self._best_digest: bytes | None = None
         self._unavail = 0
@@ -276,6 +289,8 @@ class RoundTally:
         else:
             size = self._groups.get(digest, 0) + 1
             self._groups[digest] = size
+            if size == 1:
+                self._first[digest] = vote.vote
             if size > self._best:
                 self._best = size
                 self._best_digest = digest
@@ -309,7 +324,9 @@ class RoundTally:
     def _decide(self, outcome: Outcome, answer: bytes | None, *, early: bool) -> Decision:
         digests = self._digests
         states: list[tuple[str, VoterState]] = []
+        voter_digests: list[bytes] = []
         for voter in self._electorate.ordered:
+            voter_digests.append(digests.get(voter) or b"")
             if voter not in digests or digests[voter] is None:
                 state = VoterState.UNAVAILABLE
             elif outcome is Outcome.TRUSTED and digests[voter] == answer:
@@ -324,6 +341,8 @@ class RoundTally:
             vote_digests=tuple(sorted(self._vote_digests)),
             decided_early=early,
             equivocations=tuple(sorted(self._equivocators)),
+            voter_digests=tuple(voter_digests),
+            winner=self._first.get(answer) if answer is not None else None,
         )
         self._decision = decision
         return decision

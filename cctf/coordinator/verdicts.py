@@ -1,18 +1,15 @@
 """Verdict building and sequence numbering (pure: no I/O, time only through a ``Clock``).
 
-:func:`build_verdict` turns a tally :class:`~cctf.coordinator.tally.Decision` plus the votes it
-counted into the wire :class:`~cctf.bus_schemas.messages.Verdict`; :func:`seal_verdict` signs it for
-one region's verdict subject. The tally's enums and the wire enums are distinct types with the same
-values; they are mapped explicitly here.
+:func:`build_verdict` turns a tally :class:`~cctf.coordinator.tally.Decision`
+(which carries its winning vote) into the wire :class:`~cctf.bus_schemas.messages.Verdict`;
+:func:`seal_verdict` signs it for one region's verdict subject.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-
 from cctf.bus_schemas import messages as wire
 from cctf.bus_schemas.envelope import seal
-from cctf.bus_schemas.messages import MessageType, ResolverVote, Verdict, VoterRecord, VoteStatus
+from cctf.bus_schemas.messages import MessageType, Verdict, VoterRecord
 from cctf.bus_schemas.subjects import verdict_subject
 from cctf.clock import Clock
 from cctf.coordinator import tally
@@ -33,51 +30,39 @@ class VerdictError(ValueError):
 def build_verdict(
     decision: tally.Decision,
     key: tuple[str, str, int],
-    votes_by_voter: Mapping[str, ResolverVote],
     rule: tally.QuorumRule,
     coordinator: str,
-    now_ms: int,
+    issued_ms: int,
     ttl_ms: int,
     seq: int,
 ) -> Verdict:
     """The wire verdict for ``decision`` on ``key = (qname, qtype, round)``.
 
-    ``votes_by_voter`` holds the vote the tally counted for each voter (voters that never voted, or
-    whose vote came after the decision, are absent). For TRUSTED the verdict carries the rcode and
-    canonical answer of the winning group; otherwise rcode 0, no answer, no digest. Every electorate
-    voter gets a record with its state and the answer digest of its counted vote (empty when it had
-    none). ``vote_digests`` are the digests of the counted votes, as the tally lists them.
+    For TRUSTED the verdict carries the rcode and canonical answer of the decision's winning vote
+    (kept by the tally, no re-scan); otherwise rcode 0, no answer, no digest. Every electorate voter
+    gets a record with its state and the answer digest of its counted vote (empty when it had none).
+    ``vote_digests`` are the digests of the counted votes, as the tally lists them.
     """
     qname, qtype, round_ = key
     rcode = 0
     answer: list[str] = []
     digest = b""
     if decision.outcome is tally.Outcome.TRUSTED:
-        if decision.answer_digest is None:
-            raise VerdictError("a TRUSTED decision without an answer digest")
+        winner = decision.winner
+        if decision.answer_digest is None or winner is None:
+            raise VerdictError(f"a TRUSTED decision on {qname} {qtype} without its winning vote")
+        if winner.answer_digest != decision.answer_digest:
+            raise VerdictError(f"the winning vote of {qname} {qtype} carries another digest")
         digest = decision.answer_digest
-        winner = next(
-            (
-                v
-                for v in votes_by_voter.values()
-                if v.status is VoteStatus.ANSWER and v.answer_digest == digest
-            ),
-            None,
-        )
-        if winner is None:
-            raise VerdictError(f"no counted vote carries the winning answer of {qname} {qtype}")
         rcode = winner.rcode
         answer = list(winner.answer)
-    records: list[VoterRecord] = []
-    for voter, state in decision.voters:
-        vote = votes_by_voter.get(voter)
-        records.append(
-            VoterRecord(
-                voter=voter,
-                state=state,
-                answer_digest=vote.answer_digest if vote is not None else b"",
-            )
-        )
+    digests = decision.voter_digests or (b"",) * len(decision.voters)
+    if len(digests) != len(decision.voters):
+        raise VerdictError("voter digests and voters differ in length")
+    records = [
+        VoterRecord(voter=voter, state=state, answer_digest=d)
+        for (voter, state), d in zip(decision.voters, digests, strict=True)
+    ]
     return Verdict(
         qname=qname,
         qtype=qtype,
@@ -91,8 +76,8 @@ def build_verdict(
         n=rule.n,
         vote_digests=list(decision.vote_digests),
         decided_early=decision.decided_early,
-        issued_ms=now_ms,
-        expires_ms=now_ms + ttl_ms,
+        issued_ms=issued_ms,
+        expires_ms=issued_ms + ttl_ms,
         coordinator=coordinator,
         seq=seq,
     )

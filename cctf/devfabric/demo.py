@@ -41,6 +41,7 @@ from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
 from cctf.chaos.zone import DEMO_NAMES, demo_zone
 from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
+from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.service import Coordinator
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey, save_signing_key
@@ -209,15 +210,19 @@ async def _run(
     coord_nc = await fabric.connect("coordinator", name=COORDINATOR_ID)
     stack.push_async_callback(coord_nc.close)
     coordinator = Coordinator(
-        coordinator=COORDINATOR_ID,
+        CoordinatorConfig(
+            coordinator=COORDINATOR_ID,
+            region=VERDICT_REGION,
+            rule=RuleConfig(k=rule.k, n=rule.n),
+            electorate=[f"{agent_id(r)}/{resolver_id(r)}" for r in regions],
+            names=[(name, "A") for name in opts.names],
+            verdict_regions=[VERDICT_REGION],
+            round_ms=opts.round_ms,
+            round_grace_ms=max(500, opts.round_ms // 2),
+        ),
+        coord_nc,
         key=coord_key,
         trust=trust,
-        rule=rule,
-        electorate=[f"{agent_id(r)}/{resolver_id(r)}" for r in regions],
-        nc=coord_nc,
-        verdict_regions=[VERDICT_REGION],
-        round_ms=opts.round_ms,
-        round_grace_ms=max(500, opts.round_ms // 2),
     )
     await coordinator.start()
     stack.push_async_callback(coordinator.stop)

@@ -41,6 +41,7 @@ from wirefactories import (
 )
 
 from cctf import telemetry
+from cctf.bus.consumer import votes_stream_for
 from cctf.bus.streams import ensure_streams, verdict_stream_name
 from cctf.bus_schemas.envelope import verify_envelope
 from cctf.bus_schemas.messages import (
@@ -58,8 +59,16 @@ from cctf.bus_schemas.messages import (
 )
 from cctf.bus_schemas.subjects import verdict_subject, vote_subject
 from cctf.clock import FakeClock, SystemClock
+from cctf.config import convert_config
 from cctf.coordinator import tally
-from cctf.coordinator.config import ConfigError, CoordinatorConfig
+from cctf.coordinator.config import (
+    ConfigError,
+    CoordinatorConfig,
+    RuleConfig,
+    load_coordinator_config,
+)
+from cctf.coordinator.pipeline.decide import verdict_msg_id
+from cctf.coordinator.pipeline.verify import vote_input
 from cctf.coordinator.service import Coordinator, CoordinatorError
 from cctf.coordinator.verdicts import SequenceClock, build_verdict, seal_verdict
 from cctf.crypto.keys import save_signing_key
@@ -80,6 +89,18 @@ ELECTORATE = (
 )
 ROUND0 = START_MS // 1000
 DEADLINE0 = (ROUND0 + 1) * 1000 + 1500  # deadline of ROUND0 with the default round and grace
+NAMES = [
+    [n, "A"]
+    for n in (
+        "example.com.",
+        "down.example.",
+        "partial.example.",
+        "after.example.",
+        "before.example.",
+        "r0.example.",
+        "live.example.",
+    )
+]
 
 
 # ------------------------------------------------------------------------------------ pure parts
@@ -116,13 +137,12 @@ def test_build_verdict_trusted_maps_states_answer_and_digests() -> None:
     ]
     decision = None
     for v in votes:
-        digest = v.answer_digest if v.status is VoteStatus.ANSWER else None
-        _, d = book.add(v.qname, v.qtype, v.round, tally.VoteInput(v.voter, digest, vote_digest(v)))
+        _, d = book.add(v.qname, v.qtype, v.round, vote_input(v))
         decision = decision or d
     assert decision is not None
-    by_voter = {v.voter: v for v in votes}
+    assert decision.winner == votes[0]  # the tally kept the first vote of the winning group
     verdict = build_verdict(
-        decision, ("example.com.", "A", ROUND0), by_voter, rule, "coord-a", 5_000, 30_000, 42
+        decision, ("example.com.", "A", ROUND0), rule, "coord-a", 5_000, 30_000, 42
     )
     assert verdict.outcome is Outcome.TRUSTED
     assert verdict.answer == list(HONEST) and verdict.rcode == 0
@@ -153,12 +173,10 @@ def test_build_verdict_disputed_has_no_answer() -> None:
         _vote("agent-eu-west", "r2", answer=POISON[2]),
     ]
     for v in votes:
-        t.add(tally.VoteInput(v.voter, v.answer_digest, vote_digest(v)))
+        t.add(vote_input(v))
     decision = t.decision()
     assert decision is not None
-    verdict = build_verdict(
-        decision, ("example.com.", "A", ROUND0), {v.voter: v for v in votes}, rule, "c", 1, 1, 1
-    )
+    verdict = build_verdict(decision, ("example.com.", "A", ROUND0), rule, "c", 1, 1, 1)
     assert verdict.outcome is Outcome.DISPUTED
     assert (verdict.answer, verdict.answer_digest, verdict.rcode) == ([], b"", 0)
     assert {r.state for r in verdict.voters} == {VoterState.DISAGREE}
@@ -188,6 +206,7 @@ def _config_obj(**over: Any) -> dict[str, Any]:
         "nats": {"credentials": "creds.json", "user": "coordinator"},
         "rule": {"k": 3, "n": 5},
         "electorate": list(ELECTORATE),
+        "names": NAMES,
     }
     obj.update(over)
     return obj
@@ -204,26 +223,32 @@ def test_config_defaults_paths_and_credentials(tmp_path: Path) -> None:
     )
     path = tmp_path / "coord.json"
     path.write_text(json.dumps(_config_obj()))
-    cfg = CoordinatorConfig.load(path)
-    assert cfg.key_file == tmp_path / "coord.key.json"
-    assert cfg.verdict_regions == (EAST,) and cfg.durable == "coord-1"
+    cfg = load_coordinator_config(path)
+    assert cfg.key_file == str(tmp_path / "coord.key.json")
+    assert cfg.publish_regions == (EAST,) and cfg.durable_prefix == "coord-1"
     assert (cfg.round_ms, cfg.round_grace_ms, cfg.max_round_lag) == (1000, 1500, 2)
-    assert cfg.min_suite is SuiteId.HYBRID and cfg.verdict_ttl_ms == 30_000
-    assert cfg.metrics_port is None and cfg.rule == tally.QuorumRule(3, 5)
-    assert cfg.nats.resolve() == (["nats://127.0.0.1:1"], "coordinator", "pw-secret")
-    assert "pw-secret" not in repr(cfg)
+    assert cfg.policy.minimum is SuiteId.HYBRID and cfg.verdict_ttl_ms == 30_000
+    assert cfg.metrics_address is None and cfg.quorum == tally.QuorumRule(3, 5)
+    resolved = cfg.nats_settings().resolve()
+    assert resolved == (["nats://127.0.0.1:1"], "coordinator", "pw-secret")
 
-    inline = CoordinatorConfig.from_json(
+    inline = _from(
         _config_obj(
             nats={"urls": ["nats://h:4222"], "user": "coordinator", "password": "s3cret"},
             verdict_regions=[EAST, WEST],
-            metrics_port=9464,
+            metrics="0.0.0.0:9464",
             min_suite="ed25519",
         )
     )
-    assert inline.nats.resolve() == (["nats://h:4222"], "coordinator", "s3cret")
-    assert "s3cret" not in repr(inline)
-    assert inline.verdict_regions == (EAST, WEST) and inline.min_suite is SuiteId.ED25519
+    assert inline.nats_settings().resolve() == (["nats://h:4222"], "coordinator", "s3cret")
+    assert "s3cret" not in repr(inline.nats_settings())
+    assert inline.publish_regions == (EAST, WEST) and inline.policy.minimum is SuiteId.ED25519
+    address = inline.metrics_address
+    assert address is not None and (address.host, address.port) == ("0.0.0.0", 9464)
+
+
+def _from(obj: dict[str, Any]) -> CoordinatorConfig:
+    return convert_config(obj, CoordinatorConfig, "coordinator config")
 
 
 @pytest.mark.parametrize(
@@ -233,34 +258,39 @@ def test_config_defaults_paths_and_credentials(tmp_path: Path) -> None:
         ({"electorate": [*ELECTORATE[:4], ELECTORATE[0]]}, "twice"),
         ({"electorate": [*ELECTORATE[:4], "no-slash"]}, "<agent>/<resolver_id>"),
         ({"rule": {"k": 2, "n": 5}}, "2*k > n"),
-        ({"rule": {"k": 3}}, "rule must be"),
-        ({"round_ms": "1000"}, "round_ms must be an integer"),
-        ({"verdict_ttl_ms": 3_600_000}, "verdict_ttl_ms must be between"),
+        ({"rule": {"k": 3}}, "missing required field `n` - at `\\$.rule`"),
+        ({"round_ms": "1000"}, "Expected `int`, got `str` - at `\\$.round_ms`"),
+        ({"verdict_ttl_ms": 3_600_000}, "verdict_ttl_ms"),
         ({"min_suite": "rsa"}, "min_suite"),
         ({"coordinator": "Bad.Id"}, "invalid coordinator"),
         ({"durable": "a.b"}, "durable"),
-        ({"verdict_regions": []}, "verdict_regions"),
+        ({"verdict_regions": [EAST, EAST]}, "verdict_regions"),
+        ({"names": []}, "names: list at least one"),
+        ({"names": [["example.com.", "a"]]}, "invalid qtype"),
+        ({"names": [["a..b.", "A"]]}, "empty label"),
+        ({"metrics": "9464"}, "host:port"),
         ({"nats": {"user": "coordinator"}}, "nats.urls"),
         ({"nats": {"urls": ["nats://h"], "user": "coordinator"}}, "nats.password"),
-        ({"typo_key": 1}, "unknown keys"),
+        ({"typo_key": 1}, "unknown field `typo_key`"),
     ],
 )
 def test_config_errors_are_clear(change: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message.replace("*", r"\*")):
-        CoordinatorConfig.from_json(_config_obj(**change))
+    with pytest.raises(ConfigError, match=message.replace("*", r"\*")) as err:
+        _from(_config_obj(**change))
+    assert "\n" not in str(err.value)
 
 
 def test_config_missing_key_and_bad_file(tmp_path: Path) -> None:
     obj = _config_obj()
     del obj["rule"]
-    with pytest.raises(ConfigError, match="missing required keys"):
-        CoordinatorConfig.from_json(obj)
+    with pytest.raises(ConfigError, match="missing required field `rule`"):
+        _from(obj)
     bad = tmp_path / "bad.json"
     bad.write_text("{not json")
     with pytest.raises(ConfigError, match="not valid JSON"):
-        CoordinatorConfig.load(bad)
+        load_coordinator_config(bad)
     with pytest.raises(ConfigError, match="cannot read"):
-        CoordinatorConfig.load(tmp_path / "missing.json")
+        load_coordinator_config(tmp_path / "missing.json")
 
 
 # -------------------------------------------------------------------------- service test harness
@@ -316,20 +346,21 @@ class Harness:
         )
         args: dict[str, Any] = {
             "coordinator": self.coord.principal,
-            "key": self.coord.key,
-            "trust": self.trust,
-            "rule": tally.QuorumRule(3, 5),
-            "electorate": ELECTORATE,
-            "nc": nc,
-            "verdict_regions": self.regions,
-            "clock": self.clock,
-            "fetch_timeout_s": 0.1,
-            "tick_s": 0.02,
-            "publish_timeout_s": 1.0,
-            "max_backoff_s": 0.3,
+            "region": EAST,
+            "rule": RuleConfig(k=3, n=5),
+            "electorate": list(ELECTORATE),
+            "names": [tuple(n) for n in NAMES],
+            "verdict_regions": list(self.regions),
+            "fetch_timeout_ms": 100,
+            "tick_ms": 20,
+            "publish_timeout_ms": 1000,
+            "max_backoff_ms": 300,
         }
         args.update(kw)
-        coordinator = Coordinator(**args)
+        config = CoordinatorConfig(**args)
+        coordinator = Coordinator(
+            config, nc, key=self.coord.key, trust=self.trust, clock=self.clock
+        )
         await coordinator.start()
         self.coordinators.append(coordinator)
         return coordinator
@@ -392,12 +423,21 @@ class Harness:
         await _until(lambda: bool(self.verdicts_for(qname, region)), timeout, f"verdict {qname}")
         return self.verdicts_for(qname, region)[0]
 
-    async def consumer_drained(self, durable: str, timeout: float = 10.0) -> None:
+    async def consumer_infos(self, durable: str) -> list[Any]:
         js = self.admin.jetstream()
+        out = []
+        for region in self.regions:
+            stream, _ = votes_stream_for(region)
+            out.append(await js.consumer_info(stream, f"{durable}-{region}"))
+        return out
 
+    async def num_ack_pending(self, durable: str) -> int:
+        return sum(i.num_ack_pending for i in await self.consumer_infos(durable))
+
+    async def consumer_drained(self, durable: str, timeout: float = 10.0) -> None:
         async def drained() -> bool:
-            info = await js.consumer_info("CCTF_VOTES", durable)
-            return info.num_pending == 0 and info.num_ack_pending == 0
+            infos = await self.consumer_infos(durable)
+            return all(i.num_pending == 0 and i.num_ack_pending == 0 for i in infos)
 
         deadline = time.monotonic() + timeout
         while not await drained():
@@ -463,7 +503,7 @@ async def test_trusted_despite_two_poisoned_voters_decided_early(harness: Harnes
     west = await h.wait_verdict("example.com.", WEST)
     assert west == v
     ids = sorted(m.headers["Nats-Msg-Id"] for _, _, m in h.verdicts if m.headers)
-    assert ids == sorted(f"{h.coord.principal}-{v.seq}-{r}" for r in (EAST, WEST))
+    assert ids == sorted(verdict_msg_id("example.com.", "A", ROUND0, r) for r in (EAST, WEST))
     js = h.admin.jetstream()
     stored = await js.get_last_msg(
         verdict_stream_name(EAST), verdict_subject(EAST, "example.com.", "A")
@@ -495,8 +535,7 @@ async def test_unavailable_at_the_deadline_and_ballots_held_until_then(harness: 
     await asyncio.sleep(0.3)
     assert h.verdicts == []  # 2 unavailable + 3 pending could still reach quorum: wait
     # The ballots stay unacknowledged until the verdicts they feed are published.
-    info = await h.admin.jetstream().consumer_info("CCTF_VOTES", h.coord.principal)
-    assert info.num_ack_pending == 2
+    assert await h.num_ack_pending(h.coord.principal) == 2
     assert coordinator.stats().held_ballots == 2
 
     h.clock.set(DEADLINE0 - 1)
@@ -520,8 +559,9 @@ async def test_held_ballots_are_kept_alive_beyond_ack_wait(harness: Harness) -> 
     await h.ballot(EAST, {"r1": HONEST, "r2": HONEST})
     await _until(lambda: coordinator.stats().held_ballots == 1, what="a held ballot")
     await asyncio.sleep(1.6)  # three times ack_wait: refreshed with +WPI, never redelivered
-    info = await h.admin.jetstream().consumer_info("CCTF_VOTES", h.coord.principal)
-    assert info.num_redelivered == 0 and info.num_ack_pending == 1
+    infos = await h.consumer_infos(h.coord.principal)
+    assert sum(i.num_redelivered for i in infos) == 0
+    assert sum(i.num_ack_pending for i in infos) == 1
     h.clock.set(DEADLINE0)
     assert (await h.wait_verdict("example.com.")).outcome is Outcome.UNAVAILABLE
     await h.consumer_drained(h.coord.principal)
@@ -534,8 +574,8 @@ async def test_unacknowledged_ballots_survive_a_coordinator_restart(harness: Har
     await _until(lambda: first.stats().votes_accepted == 2, what="votes counted")
     await first.stop()  # undecided: the ballot is still unacknowledged
     second = await h.start_coordinator(ack_wait_ms=1500)  # same durable consumer
-    info = await h.admin.jetstream().consumer_info("CCTF_VOTES", h.coord.principal)
-    assert info.config.ack_wait == 1.5  # the existing durable was updated
+    infos = await h.consumer_infos(h.coord.principal)
+    assert {i.config.ack_wait for i in infos} == {1.5}  # the existing durables were updated
     await h.ballot(WEST, {"r1": HONEST})
     v = await h.wait_verdict("example.com.")
     assert v.outcome is Outcome.TRUSTED
@@ -548,15 +588,15 @@ async def test_start_fails_clearly_without_the_votes_stream(
 ) -> None:
     world = make_world((EAST, WEST))
     nc = await nats_connect(nats_single, "coordinator")
-    coordinator = Coordinator(
+    config = CoordinatorConfig(
         coordinator="coord-x",
-        key=world.coordinator.key,
-        trust=world.trust,
-        rule=tally.QuorumRule(3, 5),
-        electorate=ELECTORATE,
-        nc=nc,
-        verdict_regions=[EAST],
-        clock=world.clock,
+        region=EAST,
+        rule=RuleConfig(k=3, n=5),
+        electorate=list(ELECTORATE),
+        names=[("example.com.", "A")],
+    )
+    coordinator = Coordinator(
+        config, nc, key=world.coordinator.key, trust=world.trust, clock=world.clock
     )
     with pytest.raises(CoordinatorError, match="CCTF_VOTES"):
         await coordinator.start()
@@ -701,7 +741,7 @@ async def test_survives_a_nats_server_restart(harness: Harness) -> None:
     v = await h.wait_verdict("after.example.", timeout=20)
     assert v.outcome is Outcome.TRUSTED and v.round == ROUND0 + 1
     assert coordinator.failed is None
-    assert coordinator._nc.stats["reconnects"] >= 1  # it really lost its server
+    assert coordinator._conn.stats["reconnects"] >= 1  # it really lost its server
     await h.consumer_drained(h.coord.principal)
 
 
@@ -715,7 +755,7 @@ async def test_cluster_node_killed_mid_run_still_yields_verdicts(
         await h.ballot(EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST}, qname="r0.example.")
         assert (await h.wait_verdict("r0.example.", timeout=20)).outcome is Outcome.TRUSTED
 
-        nc = coordinator._nc
+        nc = coordinator._conn
         victim = next(s for s in nats_cluster.servers if s.client_url == nc.connected_url.geturl())
 
         def trusted_rounds() -> set[int]:
@@ -743,7 +783,7 @@ async def test_cluster_node_killed_mid_run_still_yields_verdicts(
         assert Outcome.DISPUTED not in outcomes
         assert coordinator.failed is None
         assert not victim.running
-        assert coordinator._nc.stats["reconnects"] >= 1  # the coordinator lost its node
+        assert coordinator._conn.stats["reconnects"] >= 1  # the coordinator lost its node
     finally:
         for c in h.coordinators:
             await c.stop()
@@ -776,7 +816,7 @@ def test_cli_runs_serves_metrics_and_stops_on_sigterm(
         port = s.getsockname()[1]
     cfg = _config_obj(
         coordinator=coord.principal,
-        metrics_port=port,
+        metrics=f"127.0.0.1:{port}",
         round_ms=1000,
         round_grace_ms=500,
     )
@@ -865,7 +905,8 @@ async def _wait_consumer(js: Any, durable: str) -> None:
     deadline = time.monotonic() + 20
     while True:
         with contextlib.suppress(Exception):
-            await js.consumer_info("CCTF_VOTES", durable)
+            for region in (EAST, WEST):
+                await js.consumer_info(votes_stream_for(region)[0], f"{durable}-{region}")
             return
         if time.monotonic() > deadline:
             raise AssertionError("the CLI coordinator never created its consumer")

@@ -1,0 +1,109 @@
+"""Per-instance counters of one coordinator, flushed to the process-wide metrics in batches, and a
+rate limiter for log lines (pure but for the metric calls in :meth:`Counters.flush`)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+
+from cctf.coordinator.metrics import instruments
+
+__all__ = ["Counters", "LogLimiter"]
+
+
+def _bump(d: dict[str, int], key: str, n: int = 1) -> None:
+    d[key] = d.get(key, 0) + n
+
+
+class Counters:
+    """Totals (read by ``Coordinator.stats``) plus the deltas not yet sent to the metrics."""
+
+    def __init__(self) -> None:
+        self.ballots = 0
+        self.votes = 0
+        self.acked = 0
+        self.equivocations = 0
+        self.verdict_messages = 0
+        self.retries = 0
+        self.ignored: dict[str, int] = {}
+        self.rejected: dict[str, int] = {}
+        self.terminated: dict[str, int] = {}
+        self.verdicts: dict[str, int] = {}
+        self.dropped: dict[str, int] = {}
+        self._sent = (0, 0, 0, 0, 0)
+        self._d_ignored: dict[str, int] = {}
+        self._d_rejected: dict[str, int] = {}
+        self._d_terminated: dict[str, int] = {}
+        self._metrics = instruments()
+
+    def reject(self, reason: str) -> None:
+        _bump(self.rejected, reason)
+        _bump(self._d_rejected, reason)
+
+    def term(self, reason: str) -> None:
+        _bump(self.terminated, reason)
+        _bump(self._d_terminated, reason)
+
+    def ignore(self, result: str, n: int = 1) -> None:
+        _bump(self.ignored, result, n)
+        _bump(self._d_ignored, result, n)
+
+    def ignore_all(self, counts: Mapping[str, int]) -> None:
+        for result, n in counts.items():
+            self.ignore(result, n)
+
+    def verdict(self, outcome: str, latency_ms: float | None) -> None:
+        _bump(self.verdicts, outcome)
+        m = self._metrics
+        m.verdicts.add(1, {"outcome": outcome})
+        if latency_ms is not None:
+            m.decision_latency.record(max(0.0, latency_ms))
+
+    def drop(self, reason: str) -> None:
+        _bump(self.dropped, reason)
+        self._metrics.verdicts_dropped.add(1, {"reason": reason})
+
+    def flush(self) -> None:
+        m = self._metrics
+        now = (self.ballots, self.votes, self.acked, self.equivocations, self.retries)
+        for counter, new, old in zip(
+            (m.ballots_accepted, m.votes_accepted, m.messages_acked, m.equivocations),
+            now,
+            self._sent,
+            strict=False,
+        ):
+            if new != old:
+                counter.add(new - old)
+        if now[4] != self._sent[4]:
+            m.publish_retries.add(now[4] - self._sent[4])
+        self._sent = now
+        for deltas, counter, label in (
+            (self._d_ignored, m.votes_ignored, "result"),
+            (self._d_rejected, m.messages_rejected, "reason"),
+            (self._d_terminated, m.messages_terminated, "reason"),
+        ):
+            for key, n in deltas.items():
+                counter.add(n, {label: key})
+            deltas.clear()
+
+
+class LogLimiter:
+    """At most ``rate`` log lines per second per event key; counts what it suppressed."""
+
+    def __init__(self, rate: int, monotonic: Callable[[], float]) -> None:
+        self._rate = rate
+        self._monotonic = monotonic
+        self._window: dict[str, tuple[float, int, int]] = {}  # key -> (start, logged, suppressed)
+
+    def allow(self, key: str) -> tuple[bool, int]:
+        """``(may log, suppressed since the last allowed line)``."""
+        now = self._monotonic()
+        start, logged, suppressed = self._window.get(key, (now, 0, 0))
+        if now - start >= 1.0:
+            start, logged = now, 0
+        if logged < self._rate:
+            self._window[key] = (start, logged + 1, 0)
+            return True, suppressed
+        if len(self._window) > 1024:
+            self._window.clear()
+        self._window[key] = (start, logged, suppressed + 1)
+        return False, 0

@@ -1,0 +1,49 @@
+"""Decide: a tally decision -> the wire verdict and its message id (pure; time through a Clock).
+
+* ``seq`` and ``issued_ms`` agree: ``seq // 1000 == issued_ms`` always (``seq`` is
+  ``max(last + 1, now_ms * 1000)``; if more than 1000 verdicts fall in one millisecond, ``issued_ms``
+  follows ``seq``, a fraction of a millisecond ahead). The verifier only admits rounds up to the
+  current one plus one, so a verdict's ``round`` never starts more than one round after ``issued_ms``.
+* The message id is derived from what the verdict decides, never from a counter:
+  ``v1.<name-token>.<qtype>.<round>.<region>`` (``v1.h<sha256 of the name, 32 hex>...`` when the
+  token is longer than 64 characters), so identical verdicts of several coordinators, or a retried
+  publish, de-duplicate in the verdict stream (``Nats-Msg-Id``, duplicate window).
+"""
+
+from __future__ import annotations
+
+import hashlib
+from typing import Final
+
+from cctf.bus_schemas.messages import Verdict
+from cctf.bus_schemas.subjects import name_token
+from cctf.clock import Clock
+from cctf.coordinator.tally import Decision, QuorumRule, TallyKey
+from cctf.coordinator.verdicts import SequenceClock, build_verdict
+
+__all__ = ["Decider", "verdict_msg_id"]
+
+_MAX_TOKEN: Final = 64
+
+
+def verdict_msg_id(qname: str, qtype: str, round_: int, region: str) -> str:
+    token = name_token(qname)
+    if len(token) > _MAX_TOKEN:
+        token = "h" + hashlib.sha256(qname.encode("utf-8")).hexdigest()[:32]
+    return f"v1.{token}.{qtype}.{round_}.{region}"
+
+
+class Decider:
+    def __init__(self, rule: QuorumRule, coordinator: str, ttl_ms: int, clock: Clock) -> None:
+        self._rule = rule
+        self._coordinator = coordinator
+        self._ttl = ttl_ms
+        self._clock = clock
+        self._seq = SequenceClock(clock)
+
+    def verdict(self, key: TallyKey, decision: Decision) -> Verdict:
+        """Raises :class:`~cctf.coordinator.verdicts.VerdictError` on an inconsistent decision."""
+        now = self._clock.now_ms()
+        seq = self._seq.next()
+        issued = max(now, seq // 1000)
+        return build_verdict(decision, key, self._rule, self._coordinator, issued, self._ttl, seq)

@@ -1,0 +1,94 @@
+"""Verify: one delivery's bytes -> the votes the tally may count, or a refusal (pure).
+
+Wraps :class:`cctf.coordinator.verify.BallotVerifier` (envelope, subject, replay, ballot, pinning,
+round window, answer digests) and then, per vote, normalises the name ONCE (cached) and keeps only the
+configured ``(name, qtype)`` pairs. Refusals of a vote are counted by reason:
+
+* ``bad_qname``: the name does not normalise (too long, empty label, ...);
+* ``unconfigured_name``: the pair is not in the coordinator's ``names``.
+
+A verified ballot with no countable vote is refused as a whole with reason ``unconfigured_name``
+(it is terminated, never held, and never leads to a verdict).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Final
+
+from cctf.bus_schemas.envelope import Rejected
+from cctf.bus_schemas.messages import Ballot, ResolverVote, VoteStatus, vote_digest
+from cctf.bus_schemas.subjects import SubjectError, normalize_name
+from cctf.coordinator.config import NameSet
+from cctf.coordinator.tally import TallyKey, VoteInput
+from cctf.coordinator.verify import BallotVerifier
+
+__all__ = ["BAD_QNAME", "UNCONFIGURED", "Checked", "Refused", "VerifyStage"]
+
+BAD_QNAME: Final = "bad_qname"
+UNCONFIGURED: Final = "unconfigured_name"
+_CACHE_LIMIT: Final = 65_536
+
+
+@dataclass(frozen=True, slots=True)
+class Refused:
+    reason: str
+    detail: str
+    ignored: dict[str, int] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class Checked:
+    ballot: Ballot
+    votes: list[tuple[TallyKey, VoteInput]]
+    ignored: dict[str, int] = field(default_factory=dict)
+
+
+class VerifyStage:
+    def __init__(self, verifier: BallotVerifier, names: NameSet) -> None:
+        self._verifier = verifier
+        self._names = names
+        self._qnames: dict[str, str | None] = {}
+
+    def qname(self, raw: str) -> str | None:
+        """The normalised name (``None``: not a valid name), computed once per distinct input."""
+        cache = self._qnames
+        if raw in cache:
+            return cache[raw]
+        try:
+            name: str | None = normalize_name(raw)
+        except SubjectError:
+            name = None
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[raw] = name
+        return name
+
+    def check(self, data: bytes, subject: str) -> Checked | Refused:
+        try:
+            ballot = self._verifier.verify(data, subject)
+        except Rejected as rej:
+            return Refused(rej.reason.value, rej.detail)
+        out = Checked(ballot, [])
+        ignored = out.ignored
+        admits = self._names.admits
+        round_ = ballot.round
+        for vote in ballot.votes:
+            qname = self.qname(vote.qname)
+            if qname is None:
+                ignored[BAD_QNAME] = ignored.get(BAD_QNAME, 0) + 1
+                continue
+            if not admits(qname, vote.qtype):
+                ignored[UNCONFIGURED] = ignored.get(UNCONFIGURED, 0) + 1
+                continue
+            out.votes.append((TallyKey(qname, vote.qtype, round_), vote_input(vote)))
+        if not out.votes:
+            reason = BAD_QNAME if ignored.keys() == {BAD_QNAME} else UNCONFIGURED
+            return Refused(reason, f"no configured name among {len(ballot.votes)} votes", ignored)
+        return out
+
+
+def vote_input(vote: ResolverVote) -> VoteInput:
+    """The tally's view of a vote (it keeps ``vote`` so a decision carries its winning answer)."""
+    digest = vote.answer_digest if vote.status is VoteStatus.ANSWER else None
+    return VoteInput(vote.voter, digest, vote_digest(vote), vote)
