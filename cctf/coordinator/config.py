@@ -96,7 +96,7 @@ class NameSet:
         for raw, qtype in pairs:
             check_qtype(qtype)
             if raw.startswith(WILDCARD):
-                zone = normalize_name(raw[2:])
+                zone = normalize_name(raw[2:] or ".")
                 self._zones.setdefault(qtype, set()).add("." + zone if zone != "." else ".")
             else:
                 self._exact.add((normalize_name(raw), qtype))

@@ -153,6 +153,10 @@ def expected_decision(
         vote_digests=tuple(sorted(v.vote_digest for v in counted.values())),
         decided_early=early,
         equivocations=tuple(sorted(equivocators)),
+        voter_digests=tuple(
+            (counted[v].digest or b"") if v in counted else b"" for v in sorted(voters)
+        ),
+        winner=None,  # the scenarios give no ResolverVote; the winner is tested in test_pipeline_*
     )
 
 

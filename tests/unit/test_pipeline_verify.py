@@ -1,0 +1,80 @@
+"""Verify stage with real keys: names normalised once and filtered by the configured set; a split
+ballot (several signed ballots of one agent and round) tallies as one."""
+
+from __future__ import annotations
+
+from wirefactories import make_ballot, make_vote, make_world, seal_ballot
+
+from cctf.coordinator.config import NameSet
+from cctf.coordinator.pipeline.verify import BAD_QNAME, UNCONFIGURED, Checked, Refused, VerifyStage
+from cctf.coordinator.tally import AddResult, Outcome, QuorumRule, TallyBook
+
+EAST, WEST, NORTH = "us-east", "eu-west", "ap-north"
+
+
+def test_unconfigured_and_bad_names_are_refused_and_counted() -> None:
+    world = make_world((EAST, WEST))
+    stage = VerifyStage(world.verifier(), NameSet([("Example.COM", "A")]))
+    agent = world.agents[EAST]
+    r = world.round
+    votes = [
+        make_vote(agent.principal, EAST, r, qname="EXAMPLE.com."),
+        make_vote(agent.principal, EAST, r, qname="other.test.", resolver_id="r2"),
+        make_vote(agent.principal, EAST, r, qname="a..b", resolver_id="r3"),
+        make_vote(agent.principal, EAST, r, qname="example.com.", qtype="AAAA", resolver_id="r4"),
+    ]
+    data = seal_ballot(agent, make_ballot(agent.principal, EAST, r, votes=votes), now_ms=r * 1000)
+    checked = stage.check(data, agent.subject)
+    assert isinstance(checked, Checked)
+    assert [key.qname for key, _ in checked.votes] == ["example.com."]  # normalised once
+    assert checked.ignored == {UNCONFIGURED: 2, BAD_QNAME: 1}
+
+    only_others = [make_vote(agent.principal, EAST, r, qname=f"n{i}.evil.") for i in range(50)]
+    data = seal_ballot(
+        agent, make_ballot(agent.principal, EAST, r, votes=only_others), now_ms=r * 1000
+    )
+    refused = stage.check(data, agent.subject)
+    assert isinstance(refused, Refused) and refused.reason == UNCONFIGURED
+    assert refused.ignored == {UNCONFIGURED: 50}
+
+
+def test_garbage_and_replays_are_refused_with_the_verifier_reason() -> None:
+    world = make_world((EAST,))
+    stage = VerifyStage(world.verifier(), NameSet([("example.com.", "A")]))
+    agent = world.agents[EAST]
+    assert stage.check(b"\x00garbage", agent.subject) == Refused(
+        "malformed",
+        stage.check(b"\x00garbage", agent.subject).detail,  # type: ignore[union-attr]
+    )
+    data = world.sealed(EAST)
+    assert isinstance(stage.check(data, agent.subject), Checked)
+    replay = stage.check(data, agent.subject)
+    assert isinstance(replay, Refused) and replay.reason == "replay"
+
+
+def test_a_split_ballot_tallies_as_one_with_real_keys() -> None:
+    """Three agents, names beyond one ballot's cap: each agent sends two ballots for the same round
+    (disjoint names, as an agent splitting at MAX_VOTES_PER_BALLOT does); nothing refuses the second, and every name is decided TRUSTED."""
+    world = make_world((EAST, WEST, NORTH))
+    half = 2_000  # votes per ballot; two ballots per agent (a full 4096-vote ballot exceeds bytes)
+    total = 2 * half
+    names = [f"n{i}.split.test." for i in range(total)]
+    stage = VerifyStage(world.verifier(), NameSet([("*.split.test.", "A")]))
+    voters = [f"agent-{r}/r1" for r in (EAST, WEST, NORTH)]
+    book = TallyBook(QuorumRule(2, 3), voters, max_open=2 * total)
+    r = world.round
+    decided = 0
+    for region in (EAST, WEST, NORTH):
+        agent = world.agents[region]
+        for part in (names[:half], names[half:]):
+            votes = [make_vote(agent.principal, region, r, qname=n) for n in part]
+            ballot = make_ballot(agent.principal, region, r, votes=votes)
+            checked = stage.check(seal_ballot(agent, ballot, now_ms=r * 1000), agent.subject)
+            assert isinstance(checked, Checked), checked
+            for key, vote in checked.votes:
+                result, decision = book.add(key.qname, key.qtype, key.round, vote)
+                assert result in (AddResult.COUNTED, AddResult.CLOSED)
+                if decision is not None:
+                    assert decision.outcome is Outcome.TRUSTED and decision.winner is not None
+                    decided += 1
+    assert decided == total
