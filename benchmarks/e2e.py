@@ -65,7 +65,7 @@ from nats.aio.msg import Msg
 from cctf import telemetry
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.consumer import votes_stream_for
-from cctf.bus.streams import VOTES_STREAM, ensure_streams
+from cctf.bus.streams import ensure_streams, votes_stream_name
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import (
     Ballot,
@@ -603,7 +603,7 @@ class Agents:
             self.subjects[region],
             data,
             timeout=PUBLISH_TIMEOUT_S,
-            stream=VOTES_STREAM,
+            stream=votes_stream_name(region),
             headers={"Nats-Msg-Id": f"bench-{agent_id(region)}-{self._seq}"},
         )
 

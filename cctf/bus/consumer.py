@@ -34,10 +34,7 @@ class BusError(CctfError):
 
 def votes_stream_for(region: str) -> tuple[str, str]:
     """``(stream, filter subject)`` holding ``region``'s ballots."""
-    name = getattr(streams, "votes_stream_name", None)  # per-region streams (decision 1)
-    if name is not None:
-        return str(name(region)), f"cctf.v1.vote.{region}.>"
-    return streams.VOTES_STREAM, f"cctf.v1.vote.{region}.>"
+    return streams.votes_stream_name(region), streams.votes_subjects(region)
 
 
 @dataclass(frozen=True)

@@ -24,8 +24,8 @@
 
 ``<REGION>`` is the region upper-cased with ``-`` replaced by ``_``.
 
-TRANSITION: until the coordinator consumes one durable per region, ``ensure_streams`` makes the old
-single ``CCTF_VOTES`` unless called with ``votes_per_region=True``; then the default flips.
+TRANSITION: the coordinator consumes one durable per region; ``ensure_streams`` makes the per-region
+streams (``votes_per_region=False`` still makes the old single ``CCTF_VOTES``, for old tests).
 """
 
 from __future__ import annotations
@@ -238,16 +238,17 @@ async def ensure_streams(
     replicas: int,
     *,
     timeout_s: float = 30.0,
-    votes_per_region: bool = False,
+    votes_per_region: bool = True,
 ) -> dict[str, StreamInfo]:
     """Create (or update to the current definition) the vote and verdict stream of every region.
 
     ``js`` is a JetStream context or manager of a user allowed to create streams (``admin``).
     Errors meaning "cluster not ready" (no suitable peers, insufficient resources, 503, request
     timeouts) are retried until ``timeout_s``; then, or on any other error, ``StreamSetupError``.
-    ``votes_per_region=False`` (TRANSITION default, until the coordinator consumes the per-region
-    streams) creates the old single ``CCTF_VOTES`` instead of the ``CCTF_VOTES_<REGION>`` streams
-    (their subjects overlap, so it is one or the other).
+    ``votes_per_region=False`` (TRANSITION only, for tests that read ballots back from a limits
+    stream) creates the old single ``CCTF_VOTES`` instead of the ``CCTF_VOTES_<REGION>`` streams
+    (their subjects overlap, so it is one or the other). The coordinator consumes the per-region
+    streams (one durable per region, ``cctf.bus.consumer``).
     Returns stream name -> ``StreamInfo``.
     """
     if replicas < 1:

@@ -86,7 +86,7 @@ def specs_for(
 async def votes_js(fabric: NatsFabric, nats_connect: Any) -> Any:
     admin = await nats_connect(fabric, "admin")
     js = admin.jetstream()
-    await ensure_streams(js, [REGION], 1)
+    await ensure_streams(js, [REGION], 1, votes_per_region=False)  # read back from a limits stream
     return js
 
 

@@ -44,6 +44,7 @@ from cctf import telemetry
 from cctf.bus.consumer import votes_stream_for
 from cctf.bus.streams import ensure_streams, verdict_stream_name
 from cctf.bus_schemas.envelope import verify_envelope
+from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
 from cctf.bus_schemas.messages import (
     Ballot,
     MessageType,
@@ -649,7 +650,7 @@ async def test_rejected_messages_are_acked_counted_logged_and_harmless(harness: 
             forged,
             bytes(tampered),
             old_round,
-            os.urandom(600 * 1024),  # oversize
+            os.urandom(MAX_ENVELOPE_BYTES + 1_000),  # oversize (the stream still takes it)
             b"\x00garbage\xff" * 10,  # malformed
             wrong_region,
         ):

@@ -5,15 +5,12 @@
   follows ``seq``, a fraction of a millisecond ahead). The verifier only admits rounds up to the
   current one plus one, so a verdict's ``round`` never starts more than one round after ``issued_ms``.
 * The message id is derived from what the verdict decides, never from a counter:
-  ``v1.<name-token>.<qtype>.<round>.<region>`` (``v1.h<sha256 of the name, 32 hex>...`` when the
-  token is longer than 64 characters), so identical verdicts of several coordinators, or a retried
-  publish, de-duplicate in the verdict stream (``Nats-Msg-Id``, duplicate window).
+  ``v1.<name-token>.<qtype>.<round>.<region>`` with the subject layer's name token (injective, at most
+  253 characters: a digest form for long names), so identical verdicts of several coordinators, or a
+  retried publish, de-duplicate in the verdict stream (``Nats-Msg-Id``, duplicate window).
 """
 
 from __future__ import annotations
-
-import hashlib
-from typing import Final
 
 from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import name_token
@@ -23,14 +20,9 @@ from cctf.coordinator.verdicts import SequenceClock, build_verdict
 
 __all__ = ["Decider", "verdict_msg_id"]
 
-_MAX_TOKEN: Final = 64
-
 
 def verdict_msg_id(qname: str, qtype: str, round_: int, region: str) -> str:
-    token = name_token(qname)
-    if len(token) > _MAX_TOKEN:
-        token = "h" + hashlib.sha256(qname.encode("utf-8")).hexdigest()[:32]
-    return f"v1.{token}.{qtype}.{round_}.{region}"
+    return f"v1.{name_token(qname)}.{qtype}.{round_}.{region}"
 
 
 class Decider:
