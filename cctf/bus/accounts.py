@@ -1,17 +1,43 @@
 """The CCTF NATS account model as pure data: users per role, their subject permissions.
 
 One account ``CCTF`` with JetStream; one user per role (``admin``, ``coordinator``, ``client``) and one
-per region (``agent-<region>``). ``permissions_for`` is the single source of every user's permissions:
-the server config renderer (``cctf.devfabric.nats``) and the tests read it from here.
+per region (``agent-<region>``). :func:`permissions_for` is the single source of every user's
+permissions: the server config renderer (``cctf.devfabric.nats_config``), the static
+``deploy/nats/accounts.conf`` (generated from it) and the tests read it from here.
+
+Least privilege, as data:
+
+* :data:`JS_API` names every JetStream API call ("verb") by the subject it is requested on.
+* :data:`GRANTS` says which verbs each role may call, and on which kind of stream (vote or verdict
+  streams). Everything not granted is refused by the server (allow lists only, no "allow all but").
+* Inboxes: every user's connection uses the inbox prefix ``_INBOX.<user>`` (set by
+  :func:`cctf.bus.connect.connect`) and may subscribe only to ``_INBOX.<user>.>`` plus its role's
+  subjects, so nobody receives another user's replies or consumer deliveries.
+
+Roles:
+
+* ``agent-<region>`` publishes its region's ballots and evidence (the JetStream publish acks come back
+  on its inbox) and calls no JetStream API at all.
+* ``client`` reads verdict streams: stream info, direct get, and its own *ephemeral* consumers on
+  verdict streams only (``CONSUMER.CREATE.<stream>`` without a name token: the server names them and
+  refuses a durable name in the request), which it may delete. It never acknowledges, pulls, pauses or
+  updates a consumer on a vote stream, and never changes a stream.
+* ``coordinator`` manages its durables on the vote streams (create, info, delete; not pause), pulls
+  and acknowledges from them, reads stream info, publishes verdicts. It may not create, change,
+  purge or delete any stream.
+* ``admin`` (set-up: streams) and ``sys`` (system account) are unrestricted.
 """
 
 from __future__ import annotations
 
+import enum
 import re
 import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
+from typing import Final
 
+from cctf.bus.streams import VOTES_STREAM, verdict_stream_name, votes_stream_name
 from cctf.ids import check_id
 
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
@@ -27,29 +53,145 @@ SYSTEM_USER = "sys"
 ROUTE_USER = "route"
 AGENT_PREFIX = "agent-"
 
+#: The inbox prefix of every connection is ``_INBOX.<user>`` (see :func:`inbox_prefix`).
+INBOX_ROOT: Final = "_INBOX"
+
 # Characters allowed in a password: enough for token_urlsafe and common generators, and nothing
 # that could break out of a quoted string in the nats-server config.
 _PASSWORD_RE = re.compile(r"^[A-Za-z0-9._~+/=!@%^*,:-]{1,256}$")
 
-# JetStream API calls that change or destroy streams (or the account). Denied to the roles that
-# only need consumers and reads. A user allowed ``$JS.API.STREAM.CREATE`` could, for example,
-# create a stream that republishes into ``cctf.v1.verdict.>`` and so bypass its publish pins.
-_JS_STREAM_ADMIN = (
-    "$JS.API.STREAM.CREATE.>",
-    "$JS.API.STREAM.UPDATE.>",
-)
-_JS_DESTRUCTIVE = (
-    "$JS.API.STREAM.DELETE.>",
-    "$JS.API.STREAM.PURGE.>",
-    "$JS.API.STREAM.MSG.DELETE.>",
-    "$JS.API.STREAM.SNAPSHOT.>",
-    "$JS.API.STREAM.RESTORE.>",
-    "$JS.API.STREAM.PEER.>",
-    "$JS.API.STREAM.LEADER.>",
-    "$JS.API.META.>",
-    "$JS.API.SERVER.>",
-    "$JS.API.ACCOUNT.>",
-)
+
+class Role(enum.StrEnum):
+    ADMIN = "admin"
+    SYSTEM = "sys"
+    COORDINATOR = "coordinator"
+    CLIENT = "client"
+    AGENT = "agent"
+
+
+class StreamKind(enum.StrEnum):
+    """Which streams a grant applies to: every region's vote or verdict stream, or none (account)."""
+
+    VOTES = "votes"
+    VERDICTS = "verdicts"
+    NONE = "none"
+
+
+#: Every JetStream API call, by the subject it is requested on. ``{stream}`` is a stream name,
+#: ``{consumer}`` one token (a consumer name); a trailing ``.>`` stands for a subject or filter.
+#: ``ACK`` is not an API request but the acknowledgement subject of a delivered message.
+JS_API: Final[Mapping[str, str]] = {
+    "INFO": "$JS.API.INFO",
+    "STREAM.NAMES": "$JS.API.STREAM.NAMES",
+    "STREAM.LIST": "$JS.API.STREAM.LIST",
+    "STREAM.CREATE": "$JS.API.STREAM.CREATE.{stream}",
+    "STREAM.UPDATE": "$JS.API.STREAM.UPDATE.{stream}",
+    "STREAM.DELETE": "$JS.API.STREAM.DELETE.{stream}",
+    "STREAM.PURGE": "$JS.API.STREAM.PURGE.{stream}",
+    "STREAM.INFO": "$JS.API.STREAM.INFO.{stream}",
+    "STREAM.MSG.GET": "$JS.API.STREAM.MSG.GET.{stream}",
+    "STREAM.MSG.DELETE": "$JS.API.STREAM.MSG.DELETE.{stream}",
+    "STREAM.SNAPSHOT": "$JS.API.STREAM.SNAPSHOT.{stream}",
+    "STREAM.RESTORE": "$JS.API.STREAM.RESTORE.{stream}",
+    "STREAM.LEADER.STEPDOWN": "$JS.API.STREAM.LEADER.STEPDOWN.{stream}",
+    "STREAM.PEER.REMOVE": "$JS.API.STREAM.PEER.REMOVE.{stream}",
+    "DIRECT.GET": "$JS.API.DIRECT.GET.{stream}",
+    "DIRECT.GET.LAST": "$JS.API.DIRECT.GET.{stream}.>",
+    "CONSUMER.CREATE": "$JS.API.CONSUMER.CREATE.{stream}",
+    "CONSUMER.CREATE.NAMED": "$JS.API.CONSUMER.CREATE.{stream}.{consumer}",
+    "CONSUMER.CREATE.FILTERED": "$JS.API.CONSUMER.CREATE.{stream}.{consumer}.>",
+    "CONSUMER.DURABLE.CREATE": "$JS.API.CONSUMER.DURABLE.CREATE.{stream}.{consumer}",
+    "CONSUMER.INFO": "$JS.API.CONSUMER.INFO.{stream}.{consumer}",
+    "CONSUMER.DELETE": "$JS.API.CONSUMER.DELETE.{stream}.{consumer}",
+    "CONSUMER.PAUSE": "$JS.API.CONSUMER.PAUSE.{stream}.{consumer}",
+    "CONSUMER.UNPIN": "$JS.API.CONSUMER.UNPIN.{stream}.{consumer}",
+    "CONSUMER.RESET": "$JS.API.CONSUMER.RESET.{stream}.{consumer}",
+    "CONSUMER.LEADER.STEPDOWN": "$JS.API.CONSUMER.LEADER.STEPDOWN.{stream}.{consumer}",
+    "CONSUMER.NAMES": "$JS.API.CONSUMER.NAMES.{stream}",
+    "CONSUMER.LIST": "$JS.API.CONSUMER.LIST.{stream}",
+    "CONSUMER.MSG.NEXT": "$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
+    "ACK": "$JS.ACK.{stream}.>",
+    "META.LEADER.STEPDOWN": "$JS.API.META.LEADER.STEPDOWN",
+    "SERVER.REMOVE": "$JS.API.SERVER.REMOVE",
+    "ACCOUNT.PURGE": "$JS.API.ACCOUNT.PURGE.{account}",
+}
+
+_V, _D, _N = StreamKind.VOTES, StreamKind.VERDICTS, StreamKind.NONE
+
+#: What each restricted role may call: (verb, stream kind). Everything else is refused.
+GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
+    Role.AGENT: frozenset(),
+    Role.CLIENT: frozenset(
+        {
+            ("STREAM.NAMES", _N),  # stream lookup by subject (names are no secret)
+            ("STREAM.INFO", _D),
+            ("DIRECT.GET", _D),
+            ("DIRECT.GET.LAST", _D),
+            ("CONSUMER.CREATE", _D),  # unnamed: ephemeral, server-named, never a durable
+            ("CONSUMER.DELETE", _D),  # its own ephemerals (names are random and not listable)
+        }
+    ),
+    Role.COORDINATOR: frozenset(
+        {
+            ("INFO", _N),
+            ("STREAM.NAMES", _N),
+            ("STREAM.INFO", _V),
+            ("STREAM.INFO", _D),
+            ("CONSUMER.CREATE.NAMED", _V),
+            ("CONSUMER.CREATE.FILTERED", _V),
+            ("CONSUMER.DURABLE.CREATE", _V),
+            ("CONSUMER.INFO", _V),
+            ("CONSUMER.DELETE", _V),
+            ("CONSUMER.NAMES", _V),
+            ("CONSUMER.MSG.NEXT", _V),
+            ("ACK", _V),
+        }
+    ),
+}
+
+
+def role_of(user_name: str) -> Role:
+    """The role of a fabric user name (``ValueError`` for an unknown one)."""
+    if user_name.startswith(AGENT_PREFIX):
+        validate_region(user_name[len(AGENT_PREFIX) :])
+        return Role.AGENT
+    try:
+        role = Role(user_name)
+    except ValueError:
+        raise ValueError(f"unknown CCTF user {user_name!r}") from None
+    if role is Role.AGENT:
+        raise ValueError(f"unknown CCTF user {user_name!r}")
+    return role
+
+
+def inbox_prefix(user_name: str) -> str:
+    """The inbox prefix of ``user_name``'s connections: ``_INBOX.<user>``."""
+    return f"{INBOX_ROOT}.{user_name}"
+
+
+def stream_names(kind: StreamKind, regions: Sequence[str]) -> tuple[str, ...]:
+    """The streams of one kind for ``regions`` (the vote kind also names the transition stream)."""
+    if kind is StreamKind.VOTES:
+        return (*(votes_stream_name(r) for r in regions), VOTES_STREAM)
+    if kind is StreamKind.VERDICTS:
+        return tuple(verdict_stream_name(r) for r in regions)
+    return ()
+
+
+def api_subject(verb: str, stream: str = "", consumer: str = "*") -> str:
+    """The subject (or permission pattern, with ``consumer="*"``) of one JetStream API verb."""
+    return JS_API[verb].format(stream=stream, consumer=consumer, account=ACCOUNT_NAME)
+
+
+def granted_subjects(role: Role, regions: Sequence[str]) -> tuple[str, ...]:
+    """The JetStream API publish permissions of ``role``, expanded for ``regions``."""
+    out: list[str] = []
+    for verb, kind in sorted(GRANTS.get(role, frozenset())):
+        if kind is StreamKind.NONE:
+            out.append(api_subject(verb))
+        else:
+            out += [api_subject(verb, stream) for stream in stream_names(kind, regions)]
+    return tuple(out)
 
 
 @dataclass(frozen=True)
@@ -80,35 +222,29 @@ def agent_user_name(region: str) -> str:
     return AGENT_PREFIX + validate_region(region)
 
 
-def permissions_for(user_name: str) -> UserPermissions | None:
-    """Permissions of a fabric user; ``None`` for ``admin`` and ``sys`` (unrestricted)."""
-    if user_name in (ADMIN_USER, SYSTEM_USER):
+def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions | None:
+    """Permissions of a fabric user in a fabric of ``regions``; ``None`` for ``admin`` and ``sys``."""
+    regions = tuple(validate_region(r) for r in regions)
+    role = role_of(user_name)
+    inbox = inbox_prefix(user_name) + ".>"
+    if role in (Role.ADMIN, Role.SYSTEM):
         return None
-    if user_name == COORDINATOR_USER:
+    if role is Role.COORDINATOR:
         return UserPermissions(
-            publish_allow=(
-                "cctf.v1.verdict.>",
-                "$JS.API.>",
-                "$JS.ACK.>",
-                "$JS.FC.>",
-                "_INBOX.>",
-            ),
-            publish_deny=_JS_DESTRUCTIVE,
-            subscribe_allow=("cctf.v1.>", "_INBOX.>", "$JS.>"),
+            publish_allow=("cctf.v1.verdict.>", *granted_subjects(role, regions)),
+            subscribe_allow=(inbox, "cctf.v1.>"),
         )
-    if user_name == CLIENT_USER:
+    if role is Role.CLIENT:
+        # $JS.FC: the flow-control replies of its ordered (push) consumers
         return UserPermissions(
-            publish_allow=("$JS.API.>", "$JS.ACK.>", "$JS.FC.>"),
-            publish_deny=("cctf.v1.>", *_JS_STREAM_ADMIN, *_JS_DESTRUCTIVE),
-            subscribe_allow=("cctf.v1.verdict.>", "_INBOX.>"),
+            publish_allow=(*granted_subjects(role, regions), "$JS.FC.>"),
+            subscribe_allow=(inbox, "cctf.v1.verdict.>"),
         )
-    if user_name.startswith(AGENT_PREFIX):
-        region = validate_region(user_name[len(AGENT_PREFIX) :])
-        return UserPermissions(
-            publish_allow=(f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>"),
-            subscribe_allow=("_INBOX.>",),
-        )
-    raise ValueError(f"unknown CCTF user {user_name!r}")
+    region = user_name[len(AGENT_PREFIX) :]
+    return UserPermissions(
+        publish_allow=(f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>"),
+        subscribe_allow=(inbox,),
+    )
 
 
 def check_password(user: NatsUser) -> None:

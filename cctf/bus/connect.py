@@ -1,17 +1,34 @@
-"""One connect policy for every CCTF component: all servers listed, reconnect, errors logged."""
+"""One connect policy for every CCTF component: all servers listed, fast reconnect, own inbox.
+
+* Every server URL is listed, so a client moves to another node when its node goes away.
+* Reconnect is fast: :data:`RECONNECT_WAIT_S` plus a random jitter of up to :data:`RECONNECT_JITTER_S`
+  between attempts on the same server (the jitter spreads a herd of clients after a node restart).
+* ``initial_retries`` bounds the first connection (each server retried that many times, then
+  ``NoServersError``), so a CLI fails fast when NATS is unreachable; once connected, reconnecting is
+  unbounded (production) or quick to give up (``for_tests``).
+* The inbox prefix is ``_INBOX.<user>`` (:func:`cctf.bus.accounts.inbox_prefix`): request replies and
+  consumer deliveries arrive under it, and the server lets each user subscribe only to its own.
+* Errors always go to the log (never the password), then to ``error_cb`` if given.
+"""
 
 from __future__ import annotations
 
 import logging
+import random
 from collections.abc import Awaitable, Callable, Sequence
-from typing import Any
+from typing import Any, Final
 
-import nats
 from nats.aio.client import Client
 
-from cctf.bus.accounts import NatsUser
+from cctf.bus.accounts import NatsUser, inbox_prefix
 
-__all__ = ["Connection", "ErrorCallback", "connect"]
+__all__ = [
+    "RECONNECT_JITTER_S",
+    "RECONNECT_WAIT_S",
+    "Connection",
+    "ErrorCallback",
+    "connect",
+]
 
 #: A live NATS connection (components type against this name, never import nats-py).
 Connection = Client
@@ -20,6 +37,9 @@ _log = logging.getLogger(__name__)
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 
+RECONNECT_WAIT_S: Final = 0.2
+RECONNECT_JITTER_S: Final = 0.3
+
 
 async def connect(
     urls: str | Sequence[str],
@@ -27,17 +47,27 @@ async def connect(
     *,
     name: str,
     for_tests: bool = False,
+    initial_retries: int | None = None,
     error_cb: ErrorCallback | None = None,
     **kw: Any,
 ) -> Client:
     """Connect to NATS as ``user``.
 
-    Production defaults reconnect forever (2 s between attempts per server); ``for_tests`` gives
-    up quickly (2 attempts per server, 50 ms apart, 1 s connect timeout). Any nats-py ``connect``
-    option in ``kw`` overrides these. Errors always go to the log (never the password), then to
-    ``error_cb`` if given.
+    Production defaults reconnect forever (0.2-0.5 s between attempts on one server); ``for_tests``
+    gives up quickly (2 attempts per server, 50 ms apart, 1 s connect timeout).
+    ``initial_retries`` (>= 1) bounds only the first connection: each server is tried at most
+    ``1 + initial_retries`` times, then ``nats.errors.NoServersError``; once connected, the reconnect
+    policy above applies.
+    Any nats-py ``connect`` option in ``kw`` overrides these (``inbox_prefix`` excepted: the server
+    only lets a user subscribe to its own).
     """
     servers = [urls] if isinstance(urls, str) else list(urls)
+    if not servers:
+        raise ValueError("no NATS server URL")
+    if initial_retries is not None and initial_retries < 1:
+        raise ValueError("initial_retries must be >= 1")
+    if "inbox_prefix" in kw:
+        raise ValueError("the inbox prefix is _INBOX.<user>, fixed by the server permissions")
 
     async def _error_cb(exc: Exception) -> None:
         _log.warning("nats client %s (user %s): %s", name, user.name, exc)
@@ -55,6 +85,7 @@ async def connect(
         "name": name,
         "user": user.name,
         "password": user.password,
+        "inbox_prefix": inbox_prefix(user.name),
         "error_cb": _error_cb,
         "disconnected_cb": _disconnected_cb,
         "reconnected_cb": _reconnected_cb,
@@ -65,11 +96,19 @@ async def connect(
     else:
         options.update(
             max_reconnect_attempts=-1,
-            reconnect_time_wait=2,
-            connect_timeout=5,
+            reconnect_time_wait=RECONNECT_WAIT_S + random.uniform(0.0, RECONNECT_JITTER_S),
+            connect_timeout=2,
             ping_interval=20,
             max_outstanding_pings=3,
         )
     options.update(kw)
-    nc: Client = await nats.connect(**options)
+    later = options["max_reconnect_attempts"]
+    if initial_retries is not None:
+        options["max_reconnect_attempts"] = initial_retries
+    nc = Client()
+    await nc.connect(**options)
+    if initial_retries is not None:
+        nc.options["max_reconnect_attempts"] = later
+        for server in nc._server_pool:  # the first connection's failures do not count later
+            server.reconnects = 0
     return nc

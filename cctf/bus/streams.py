@@ -47,8 +47,8 @@ from nats.js.api import (
 from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
-from cctf.bus.accounts import MAX_PAYLOAD_BYTES, validate_region
 from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
+from cctf.ids import check_id
 
 __all__ = [
     "PUBACK_LIMIT_ERR_CODE",
@@ -83,6 +83,10 @@ VOTES_MAX_BYTES: Final = 64 * 1024 * 1024
 VOTES_MAX_MSGS_PER_SUBJECT: Final = 256
 #: One ballot envelope plus room for its headers.
 VOTES_MAX_MSG_SIZE: Final = MAX_ENVELOPE_BYTES + 4096
+#: Consumers on one vote stream: the coordinators' durables only.
+VOTES_MAX_CONSUMERS: Final = 64
+#: Consumers on one verdict stream: the clients' ephemeral ordered consumers.
+VERDICTS_MAX_CONSUMERS: Final = 10_000
 VERDICTS_MAX_AGE_S: Final = 24 * 3600.0
 VERDICTS_MAX_BYTES: Final = 64 * 1024 * 1024
 VERDICTS_MAX_MSGS_PER_SUBJECT: Final = 64
@@ -120,10 +124,14 @@ class StreamSetupError(RuntimeError):
     """Streams could not be created or updated."""
 
 
+def _region(region: str) -> str:
+    return check_id(region, "region")
+
+
 def stream_token(region: str) -> str:
     """The stream-name form of a region: upper-cased, ``-`` replaced by ``_`` (``eu-west`` ->
     ``EU_WEST``). Injective on valid regions (which hold no ``_``)."""
-    return validate_region(region).upper().replace("-", "_")
+    return _region(region).upper().replace("-", "_")
 
 
 def votes_stream_name(region: str) -> str:
@@ -133,7 +141,7 @@ def votes_stream_name(region: str) -> str:
 
 def votes_subjects(region: str) -> str:
     """The subject filter of a region's vote stream: ``cctf.v1.vote.<region>.>``."""
-    return f"cctf.v1.vote.{validate_region(region)}.>"
+    return f"cctf.v1.vote.{_region(region)}.>"
 
 
 def votes_stream_config(region: str, replicas: int = 1) -> StreamConfig:
@@ -147,6 +155,7 @@ def votes_stream_config(region: str, replicas: int = 1) -> StreamConfig:
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,
         max_msg_size=VOTES_MAX_MSG_SIZE,
+        max_consumers=VOTES_MAX_CONSUMERS,
         max_age=VOTES_MAX_AGE_S,
         max_msgs=VOTES_MAX_MSGS,
         max_bytes=VOTES_MAX_BYTES,
@@ -165,7 +174,7 @@ def verdict_stream_name(region: str) -> str:
 
 def verdict_subjects(region: str) -> str:
     """The subject filter of a region's verdict stream: ``cctf.v1.verdict.<region>.>``."""
-    return f"cctf.v1.verdict.{validate_region(region)}.>"
+    return f"cctf.v1.verdict.{_region(region)}.>"
 
 
 def _transition_votes_config(replicas: int) -> StreamConfig:
@@ -177,7 +186,7 @@ def _transition_votes_config(replicas: int) -> StreamConfig:
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,
-        max_msg_size=MAX_PAYLOAD_BYTES,
+        max_msg_size=1 << 20,
         max_age=3600.0,
         max_bytes=256 * 1024 * 1024,
         discard=DiscardPolicy.OLD,
@@ -194,7 +203,8 @@ def verdict_stream_config(region: str, replicas: int = 1) -> StreamConfig:
         storage=StorageType.FILE,
         num_replicas=replicas,
         duplicate_window=DUPLICATE_WINDOW_S,
-        max_msg_size=MAX_PAYLOAD_BYTES,
+        max_msg_size=VOTES_MAX_MSG_SIZE,
+        max_consumers=VERDICTS_MAX_CONSUMERS,
         max_age=VERDICTS_MAX_AGE_S,
         max_bytes=VERDICTS_MAX_BYTES,
         max_msgs_per_subject=VERDICTS_MAX_MSGS_PER_SUBJECT,
@@ -253,7 +263,7 @@ async def ensure_streams(
     """
     if replicas < 1:
         raise ValueError("replicas must be >= 1")
-    regions = [validate_region(r) for r in regions]
+    regions = [_region(r) for r in regions]
     if not regions:
         raise ValueError("at least one region is needed")
     if len(set(regions)) != len(regions):

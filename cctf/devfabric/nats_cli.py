@@ -22,6 +22,7 @@ from typing import Any
 from cctf.bus.accounts import ADMIN_USER, DEFAULT_REGIONS, validate_region
 from cctf.bus.streams import StreamSetupError, ensure_streams
 from cctf.devfabric.nats import NatsFabric, NatsFabricError
+from cctf.devfabric.nats_config import render_accounts_conf
 
 _log = logging.getLogger(__name__)
 
@@ -81,6 +82,18 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds to wait for the cluster to accept the streams (default 30)",
     )
     up.set_defaults(func=_cmd_up)
+    conf = actions.add_parser(
+        "accounts-conf",
+        help="print deploy/nats/accounts.conf (users and permissions) for the given regions",
+        description="Print the static accounts.conf (passwords from environment variables).",
+    )
+    conf.add_argument(
+        "--regions",
+        type=_regions,
+        default=DEFAULT_REGIONS,
+        help="comma-separated regions (default " + ",".join(DEFAULT_REGIONS) + ")",
+    )
+    conf.set_defaults(func=_cmd_accounts_conf)
 
     def _help(_args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)
@@ -109,6 +122,11 @@ async def _create_streams(fabric: NatsFabric, timeout_s: float, stop: threading.
         return True
     finally:
         await nc.close()
+
+
+def _cmd_accounts_conf(args: argparse.Namespace) -> int:
+    sys.stdout.write(render_accounts_conf(args.regions))
+    return 0
 
 
 def _cmd_up(args: argparse.Namespace) -> int:

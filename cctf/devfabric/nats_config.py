@@ -1,0 +1,247 @@
+"""nats-server configuration rendering, from the account model in :mod:`cctf.bus.accounts`.
+
+Two outputs of the same data:
+
+* :func:`render_server_config`: a complete server config with literal (random) passwords, written
+  0600 by :class:`cctf.devfabric.nats.NatsServer` for a local fabric.
+* :func:`render_accounts_conf`: ``deploy/nats/accounts.conf``, the operator's file, with every
+  password read from an environment variable. ``cctf nats accounts-conf`` prints it; a test checks
+  that the file in the repository is exactly this output.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Callable, Mapping, Sequence
+from pathlib import Path
+from typing import Final
+
+from cctf.bus.accounts import (
+    ACCOUNT_NAME,
+    AGENT_PREFIX,
+    CLUSTER_NAME,
+    DEFAULT_REGIONS,
+    MAX_PAYLOAD_BYTES,
+    SYSTEM_ACCOUNT_NAME,
+    SYSTEM_USER,
+    NatsUser,
+    Role,
+    build_users,
+    check_password,
+    permissions_for,
+    role_of,
+)
+
+__all__ = [
+    "DEFAULT_MAX_FILE_STORE",
+    "DEFAULT_MAX_MEMORY_STORE",
+    "MAX_SUBSCRIPTIONS_PER_CONNECTION",
+    "password_env_var",
+    "render_accounts_conf",
+    "render_server_config",
+]
+
+_SERVER_NAME_RE = re.compile(r"^[A-Za-z0-9_-]{1,64}$")
+
+DEFAULT_MAX_MEMORY_STORE: Final = 64 * 1024 * 1024
+DEFAULT_MAX_FILE_STORE: Final = 2 * 1024 * 1024 * 1024
+#: Subscriptions one connection may hold (a client needs one per verdict stream it follows plus its
+#: inbox; nats-server cannot limit per user with config-file accounts, only per connection).
+MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = 1024
+
+_ROLE_COMMENTS: Final[Mapping[Role, str]] = {
+    Role.ADMIN: "Set-up only (creating streams): unrestricted within the account. Keep it off agents.",
+    Role.COORDINATOR: (
+        "Manages its durables on the vote streams, pulls and acknowledges ballots, publishes\n"
+        "verdicts. May not create, change, purge or delete streams, nor pause consumers."
+    ),
+    Role.CLIENT: (
+        "TrustClient: reads verdict streams (stream info, direct get, its own ephemeral consumers).\n"
+        "Publishes nothing under cctf.v1, calls nothing on the vote streams or their consumers."
+    ),
+    Role.AGENT: (
+        "Publishes ONLY its own region's votes and evidence; no JetStream API at all. Its\n"
+        "publish acknowledgements come back on its own inbox (_INBOX.<user>.>)."
+    ),
+}
+
+
+def _q(value: str) -> str:
+    """A double-quoted nats-server config string."""
+    if any(ch in value for ch in '"\\\n\r') or any(ord(ch) < 0x20 for ch in value):
+        raise ValueError("value cannot be quoted safely in a nats-server config")
+    return f'"{value}"'
+
+
+def _qlist(values: Sequence[str]) -> str:
+    return "[" + ", ".join(_q(v) for v in values) + "]"
+
+
+def _regions_of(users: Sequence[str]) -> tuple[str, ...]:
+    return tuple(n[len(AGENT_PREFIX) :] for n in users if n.startswith(AGENT_PREFIX))
+
+
+def _render_user(name: str, password: str, regions: Sequence[str], indent: str) -> list[str]:
+    lines = [f"{indent}{{", f"{indent}  user: {_q(name)}", f"{indent}  password: {password}"]
+    perms = permissions_for(name, regions)
+    if perms is not None:
+        lines.append(f"{indent}  permissions: {{")
+        for section, allow, deny in (
+            ("publish", perms.publish_allow, perms.publish_deny),
+            ("subscribe", perms.subscribe_allow, perms.subscribe_deny),
+        ):
+            lines.append(f"{indent}    {section}: {{")
+            lines.append(f"{indent}      allow: [")
+            lines += [f"{indent}        {_q(v)}" for v in allow]
+            lines.append(f"{indent}      ]")
+            if deny:
+                lines.append(f"{indent}      deny: {_qlist(deny)}")
+            lines.append(f"{indent}    }}")
+        lines.append(f"{indent}  }}")
+    lines.append(f"{indent}}}")
+    return lines
+
+
+def _render_accounts(
+    names: Sequence[str], password: Callable[[str], str], *, jetstream: bool, comments: bool
+) -> list[str]:
+    regions = _regions_of(names)
+    out = [f"system_account: {SYSTEM_ACCOUNT_NAME}", "", "accounts {"]
+    if comments:
+        out.append("  # System account: monitoring and server events only.")
+    out += [f"  {SYSTEM_ACCOUNT_NAME} {{", "    users: ["]
+    for name in names:
+        if name == SYSTEM_USER:
+            out += _render_user(name, password(name), regions, "      ")
+    out += ["    ]", "  }", ""]
+    if comments:
+        out.append("  # All CCTF traffic lives in one account with JetStream enabled.")
+    out.append(f"  {ACCOUNT_NAME} {{")
+    if jetstream:
+        out.append("    jetstream: enabled")
+    out.append("    users: [")
+    seen: set[Role] = set()
+    for name in names:
+        if name == SYSTEM_USER:
+            continue
+        role = role_of(name)
+        if comments and role not in seen and role in _ROLE_COMMENTS:
+            out += [f"      # {line}" for line in _ROLE_COMMENTS[role].splitlines()]
+        seen.add(role)
+        out += _render_user(name, password(name), regions, "      ")
+    out += ["    ]", "  }", "}", ""]
+    return out
+
+
+def password_env_var(user_name: str) -> str:
+    """``$CCTF_NATS_<USER>_PASSWORD`` (user upper-cased, ``-`` -> ``_``)."""
+    return f"CCTF_NATS_{user_name.upper().replace('-', '_')}_PASSWORD"
+
+
+def render_accounts_conf(regions: Sequence[str] = DEFAULT_REGIONS) -> str:
+    """``deploy/nats/accounts.conf``: accounts, users, permissions; passwords from the environment."""
+    names = list(build_users(regions))
+    header = [
+        "# CCTF accounts, users and permissions. Included by single.conf and cluster/node-*.conf.",
+        "#",
+        "# GENERATED from cctf/bus/accounts.py by `cctf nats accounts-conf` -- do not edit by hand;",
+        "# a test checks that this file equals the generated one. Regions: " + ", ".join(regions),
+        "#",
+        "# Passwords are NOT stored here: each one is read from an environment variable when the",
+        "# server starts (e.g. $CCTF_NATS_ADMIN_PASSWORD); a missing one stops the server. Values of",
+        "# environment variables are parsed like config values (numbers, booleans, '#' comments),",
+        "# so use passwords that start with a letter and hold only letters and digits, e.g.:",
+        '#     export CCTF_NATS_ADMIN_PASSWORD="p$(openssl rand -hex 24)"',
+        "",
+    ]
+    body = _render_accounts(
+        names, lambda n: "$" + password_env_var(n), jetstream=True, comments=True
+    )
+    return "\n".join(header + body)
+
+
+def render_server_config(
+    *,
+    server_name: str,
+    port: int,
+    http_port: int,
+    users: Mapping[str, NatsUser],
+    store_dir: Path | None,
+    host: str = "127.0.0.1",
+    cluster_port: int | None = None,
+    route_ports: Sequence[int] = (),
+    route_user: NatsUser | None = None,
+    cluster_name: str = CLUSTER_NAME,
+    max_memory_store: int = DEFAULT_MAX_MEMORY_STORE,
+    max_file_store: int = DEFAULT_MAX_FILE_STORE,
+    max_payload: int = MAX_PAYLOAD_BYTES,
+    pid_file: Path | None = None,
+) -> str:
+    """Render a nats-server config. The result holds passwords: write it 0600, never print it.
+
+    ``store_dir=None`` disables JetStream. ``cluster_port`` enables the cluster block; routes go to
+    ``route_ports`` on ``host`` (authenticated with ``route_user`` when given). Users named
+    ``sys`` go to the system account, all others to the ``CCTF`` account; the regions of the
+    permissions are those of the ``agent-<region>`` users.
+    """
+    if not _SERVER_NAME_RE.fullmatch(server_name) or not _SERVER_NAME_RE.fullmatch(cluster_name):
+        raise ValueError("server and cluster names must match [A-Za-z0-9_-]{1,64}")
+    if max_payload > 64 * 1024 * 1024 or max_payload <= 0:
+        raise ValueError("max_payload must be in (0, 64 MiB]")
+    for user in users.values():
+        check_password(user)
+    out: list[str] = [
+        "# Generated by cctf.devfabric.nats_config. Holds passwords: keep it mode 0600.",
+        f"server_name: {_q(server_name)}",
+        f"listen: {_q(f'{host}:{port}')}",
+        f"http: {_q(f'{host}:{http_port}')}",
+        f"max_payload: {max_payload}",
+        "max_control_line: 4096",
+        "max_connections: 4096",
+        f"max_subscriptions: {MAX_SUBSCRIPTIONS_PER_CONNECTION}",
+        "max_pending: 67108864",
+        'write_deadline: "10s"',
+        'ping_interval: "20s"',
+        "ping_max: 3",
+        "debug: false",
+        "trace: false",
+        "logtime: true",
+    ]
+    if pid_file is not None:
+        out.append(f"pid_file: {_q(str(pid_file))}")
+    if store_dir is not None:
+        out += [
+            "jetstream {",
+            f"  store_dir: {_q(str(store_dir))}",
+            f"  max_memory_store: {max_memory_store}",
+            f"  max_file_store: {max_file_store}",
+            "}",
+        ]
+    if cluster_port is not None:
+        out += [
+            "cluster {",
+            f"  name: {_q(cluster_name)}",
+            f"  listen: {_q(f'{host}:{cluster_port}')}",
+        ]
+        if route_user is not None:
+            check_password(route_user)
+            out += [
+                "  authorization {",
+                f"    user: {_q(route_user.name)}",
+                f"    password: {_q(route_user.password)}",
+                "    timeout: 2",
+                "  }",
+            ]
+            cred = f"{route_user.name}:{route_user.password}@"
+        else:
+            cred = ""
+        routes = [f"nats-route://{cred}{host}:{p}" for p in route_ports]
+        out += [f"  routes: {_qlist(routes)}", "}"]
+    by_name = {u.name: u for u in users.values()}
+    out += _render_accounts(
+        list(by_name),
+        lambda n: _q(by_name[n].password),
+        jetstream=store_dir is not None,
+        comments=False,
+    )
+    return "\n".join(out)

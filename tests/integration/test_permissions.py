@@ -1,0 +1,184 @@
+"""Least privilege on the bus, checked by a real nats-server for every role and every JetStream verb.
+
+The table is generated from the pure data in :mod:`cctf.bus.accounts` (``JS_API`` x ``GRANTS``): for
+each restricted role, each verb, and each kind of stream, the role publishes the verb's request
+subject and the server either lets it through or answers with a permissions violation. Granted verbs
+are probed with harmless targets (a consumer named ``probe`` that does not exist, empty bodies).
+Subscriptions (inbox isolation) are checked against an independent, hand-written table.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+import pytest
+
+from cctf.bus.accounts import (
+    GRANTS,
+    JS_API,
+    Role,
+    StreamKind,
+    api_subject,
+    inbox_prefix,
+    role_of,
+)
+from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
+from cctf.devfabric.nats import NatsFabric
+
+if TYPE_CHECKING:
+    from conftest import NatsConnect
+
+USERS = ("client", "coordinator", "agent-us-east")
+KIND_STREAM = {
+    StreamKind.VOTES: votes_stream_name("us-east"),
+    StreamKind.VERDICTS: verdict_stream_name("us-east"),
+}
+# what a ".>" tail of a verb stands for, concretely (a published subject holds no wildcard)
+TAILS = {
+    "DIRECT.GET.LAST": "cctf.v1.verdict.us-east.probe.A",
+    "CONSUMER.CREATE.FILTERED": "cctf.v1.vote.us-east.probe",
+    "ACK": "probe.1.1.1.1.0",
+}
+
+
+def _cases() -> list[tuple[str, str, StreamKind, bool]]:
+    cases = []
+    for user in USERS:
+        grants = GRANTS[role_of(user)]
+        for verb, template in JS_API.items():
+            kinds = (StreamKind.VOTES, StreamKind.VERDICTS) if "{stream}" in template else ()
+            for kind in kinds or (StreamKind.NONE,):
+                cases.append((user, verb, kind, (verb, kind) in grants))
+    return cases
+
+
+CASES = _cases()
+
+
+def _subject(verb: str, kind: StreamKind) -> str:
+    subject = api_subject(verb, KIND_STREAM.get(kind, ""), consumer="probe")
+    if subject.endswith(".>"):
+        subject = subject[:-1] + TAILS[verb]
+    return subject
+
+
+class Violations:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    async def __call__(self, exc: Exception) -> None:
+        self.errors.append(str(exc).lower())
+
+    def refused(self, action: str, subject: str) -> bool:
+        needle = f'permissions violation for {action} to "{subject.lower()}"'
+        return any(needle in e for e in self.errors)
+
+
+async def _probe_publish(
+    fabric: NatsFabric, nats_connect: NatsConnect, user: str, subjects: list[str]
+) -> Violations:
+    seen = Violations()
+    nc = await nats_connect(fabric, user, error_cb=seen)
+    for subject in subjects:
+        await nc.publish(subject, b"", reply=inbox_prefix(user) + ".probe")
+    await nc.flush()
+    await asyncio.sleep(0.3)  # the -ERR lines precede the PONG; let error_cb run
+    await nc.flush()
+    return seen
+
+
+@pytest.fixture
+async def fabric(nats_single: NatsFabric, nats_connect: NatsConnect) -> NatsFabric:
+    admin = await nats_connect(nats_single, "admin")
+    await ensure_streams(
+        admin.jetstream(), nats_single.regions, 1, timeout_s=10, votes_per_region=True
+    )
+    return nats_single
+
+
+def test_every_role_and_verb_is_in_the_table() -> None:
+    assert {u for u, *_ in CASES} == set(USERS)
+    assert len(CASES) >= 3 * 2 * 25
+    # sanity of the data itself: no restricted role may change or destroy a stream
+    for role in (Role.AGENT, Role.CLIENT, Role.COORDINATOR):
+        verbs = {v for v, _ in GRANTS[role]}
+        assert not verbs & {"STREAM.CREATE", "STREAM.UPDATE", "STREAM.DELETE", "STREAM.PURGE"}
+        assert not verbs & {"STREAM.MSG.DELETE", "CONSUMER.PAUSE", "ACCOUNT.PURGE"}
+    assert GRANTS[Role.AGENT] == frozenset()
+    assert all(kind is not StreamKind.VOTES for _, kind in GRANTS[Role.CLIENT])
+
+
+@pytest.mark.parametrize("user", USERS)
+async def test_js_api_verbs_allowed_or_refused_by_the_server(
+    fabric: NatsFabric, nats_connect: NatsConnect, user: str
+) -> None:
+    cases = [(verb, kind, allowed) for u, verb, kind, allowed in CASES if u == user]
+    subjects = [_subject(verb, kind) for verb, kind, _ in cases]
+    seen = await _probe_publish(fabric, nats_connect, user, subjects)
+    wrong = [
+        f"{verb} on {kind.value}: {'refused' if allowed else 'allowed'} by the server"
+        for (verb, kind, allowed), subject in zip(cases, subjects, strict=True)
+        if seen.refused("publish", subject) == allowed
+    ]
+    assert not wrong, f"{user}: " + "; ".join(wrong)
+
+
+# (user, subject, allowed): core publishes outside the JetStream API
+PUBLISH_TABLE = [
+    ("agent-us-east", "cctf.v1.vote.us-east.a1", True),
+    ("agent-us-east", "cctf.v1.vote.eu-west.a1", False),
+    ("agent-us-east", "cctf.v1.verdict.us-east.x.A", False),
+    ("agent-us-east", "_INBOX.client.x", False),
+    ("client", "cctf.v1.verdict.us-east.x.A", False),
+    ("client", "cctf.v1.vote.us-east.a1", False),
+    ("client", "_INBOX.coordinator.x", False),
+    ("coordinator", "cctf.v1.verdict.us-east.x.A", True),
+    ("coordinator", "cctf.v1.vote.us-east.a1", False),
+    ("coordinator", "_INBOX.agent-us-east.x", False),
+]
+
+# (user, subject, allowed): subscriptions, i.e. what a user can receive
+SUBSCRIBE_TABLE = [
+    (user, subject, allowed)
+    for user in USERS
+    for subject, allowed in (
+        ("_INBOX.>", False),
+        ("_INBOX.*", False),
+        (f"_INBOX.{user}.>", True),
+        (f"_INBOX.{user}.abc.*", True),
+        ("$JS.>", False),
+        ("$JS.ACK.>", False),
+        ("$JS.API.>", False),
+    )
+] + [
+    ("agent-us-east", "_INBOX.coordinator.>", False),
+    ("agent-us-east", "_INBOX.agent-eu-west.>", False),
+    ("agent-us-east", "cctf.v1.vote.>", False),
+    ("agent-us-east", "cctf.v1.verdict.>", False),
+    ("client", "_INBOX.coordinator.>", False),
+    ("client", "cctf.v1.vote.>", False),
+    ("client", "cctf.v1.verdict.>", True),
+    ("coordinator", "_INBOX.client.>", False),
+    ("coordinator", "cctf.v1.vote.>", True),
+]
+
+
+@pytest.mark.parametrize("user", USERS)
+async def test_core_publish_and_inbox_isolation(
+    fabric: NatsFabric, nats_connect: NatsConnect, user: str
+) -> None:
+    pubs = [(s, a) for u, s, a in PUBLISH_TABLE if u == user]
+    subs = [(s, a) for u, s, a in SUBSCRIBE_TABLE if u == user]
+    seen = Violations()
+    nc = await nats_connect(fabric, user, error_cb=seen)
+    for subject, _ in pubs:
+        await nc.publish(subject, b"probe")
+    for subject, _ in subs:
+        await nc.subscribe(subject)
+    await nc.flush()
+    await asyncio.sleep(0.3)
+    await nc.flush()
+    wrong = [f"publish {s}" for s, a in pubs if seen.refused("publish", s) == a]
+    wrong += [f"subscribe {s}" for s, a in subs if seen.refused("subscription", s) == a]
+    assert not wrong, f"{user}: wrong outcome for " + ", ".join(wrong)
