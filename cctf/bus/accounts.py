@@ -20,8 +20,9 @@ Roles:
   on its inbox) and calls no JetStream API at all.
 * ``client`` reads verdict streams: stream info, direct get, and its own *ephemeral* consumers on
   verdict streams only (``CONSUMER.CREATE.<stream>`` without a name token: the server names them and
-  refuses a durable name in the request), which it may delete. It never acknowledges, pulls, pauses or
-  updates a consumer on a vote stream, and never changes a stream.
+  refuses a durable name in the request); it does not delete them (the server removes an ephemeral
+  consumer once its subscriber is gone). It never acknowledges, pulls, pauses, updates or deletes a
+  consumer, and never changes a stream.
 * ``coordinator`` manages its durables on the vote streams (create, info, delete; not pause), pulls
   and acknowledges from them, reads stream info, publishes verdicts. It may not create, change,
   purge or delete any stream.
@@ -128,7 +129,6 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("DIRECT.GET", _D),
             ("DIRECT.GET.LAST", _D),
             ("CONSUMER.CREATE", _D),  # unnamed: ephemeral, server-named, never a durable
-            ("CONSUMER.DELETE", _D),  # its own ephemerals (names are random and not listable)
         }
     ),
     Role.COORDINATOR: frozenset(
