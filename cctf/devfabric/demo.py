@@ -48,6 +48,7 @@ from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 from cctf.devfabric.nats import NatsFabric
+from cctf.errors import CctfError
 
 COORDINATOR_ID = "coord-1"
 VERDICT_REGION = DEFAULT_REGIONS[0]
@@ -82,9 +83,12 @@ class DemoOptions:
     keep_workdir: bool = False
     timeout_s: float | None = None  # overall cap when --rounds is given
     metrics_port: int | None = None
+    metrics_addr: str = "127.0.0.1"
 
     def validate(self) -> None:
         n = len(DEFAULT_REGIONS)
+        if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
+            raise ValueError(f"--metrics-port takes 1..65535, not {self.metrics_port}")
         if self.rounds is not None and self.rounds < 1:
             raise ValueError("--rounds must be at least 1")
         if not (0 <= self.poison <= n and 0 <= self.blackhole <= n):
@@ -104,6 +108,25 @@ class DemoOptions:
         if index >= len(DEFAULT_REGIONS) - self.blackhole:
             return Faults(blackhole=True)
         return Faults()
+
+
+class DemoError(CctfError):
+    """The demo could not start (the message is one line, e.g. a busy metrics port)."""
+
+
+def _start_metrics(opts: DemoOptions) -> str | None:
+    """Serve the coordinator's metrics first, so a bad or busy address fails before anything
+    starts; returns the URL."""
+    if opts.metrics_port is None:
+        return None
+    try:
+        telemetry.start_prometheus(opts.metrics_port, addr=opts.metrics_addr)
+    except (OSError, OverflowError, ValueError) as exc:
+        reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else str(exc)
+        where = f"{opts.metrics_addr}:{opts.metrics_port}"
+        raise DemoError(f"cannot serve metrics on {where}: {reason}") from None
+    host = f"[{opts.metrics_addr}]" if ":" in opts.metrics_addr else opts.metrics_addr
+    return f"http://{host}:{opts.metrics_port}/metrics"
 
 
 class _Printer:
@@ -131,9 +154,13 @@ async def run_demo(
     stop: asyncio.Event | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
 ) -> int:
-    """Run the local fabric. Returns a process exit code (0: done; 1: verdicts missing)."""
+    """Run the local fabric. Returns a process exit code (0: done; 1: verdicts missing).
+    Raises :class:`DemoError` if it cannot start (bad or busy metrics address)."""
     opts.validate()
+    metrics_url = _start_metrics(opts)
     printer = _Printer(opts, out, err)
+    if metrics_url is not None:
+        printer.progress(f"metrics: {metrics_url}")
     stop = stop or asyncio.Event()
     tmp_root: Path | None = None
     if opts.workdir is None:
@@ -226,9 +253,6 @@ async def _run(
     )
     await coordinator.start()
     stack.push_async_callback(coordinator.stop)
-    if opts.metrics_port is not None:
-        telemetry.start_prometheus(opts.metrics_port)
-        printer.progress(f"metrics: http://127.0.0.1:{opts.metrics_port}/metrics")
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
     stack.push_async_callback(client_nc.close)
     client = TrustClient(client_nc, trust, VERDICT_REGION, round_ms=opts.round_ms)
@@ -331,17 +355,25 @@ def _unlink_quietly(path: Path) -> None:
 
 
 def main_sync(opts: DemoOptions) -> int:
-    """Run the demo with SIGINT/SIGTERM stopping it cleanly."""
+    """Run the demo with SIGINT/SIGTERM stopping it cleanly. Stopped by a signal, the exit code is
+    128 + its number once everything is stopped (130 for Ctrl-C, 143 for SIGTERM)."""
+    received: list[int] = []
 
     async def runner() -> int:
         stop = asyncio.Event()
         loop = asyncio.get_running_loop()
+
+        def on_signal(sig: int) -> None:
+            received.append(sig)
+            stop.set()
+
         for sig in (signal.SIGINT, signal.SIGTERM):
-            loop.add_signal_handler(sig, stop.set)
+            loop.add_signal_handler(sig, on_signal, sig)
         try:
             return await run_demo(opts, stop=stop)
         finally:
             for sig in (signal.SIGINT, signal.SIGTERM):
                 loop.remove_signal_handler(sig)
 
-    return asyncio.run(runner())
+    code = asyncio.run(runner())
+    return 128 + received[0] if received else code

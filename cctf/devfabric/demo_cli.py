@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from cctf import telemetry
+from cctf.errors import CctfError
 
 
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
@@ -17,7 +18,8 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         description=(
             "Start a complete local CCTF fabric and print every verified verdict. Progress goes to "
             "stderr, verdicts to stdout. Exit codes: 0 done, 1 verdicts missing or a component "
-            "failed, 2 bad arguments, 130 interrupted."
+            "failed (or the metrics port is busy), 2 bad arguments, 130 interrupted (Ctrl-C), "
+            "143 terminated (SIGTERM)."
         ),
     )
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds (default: run)")
@@ -45,7 +47,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         "--metrics-port",
         type=int,
         default=None,
-        help="serve the coordinator's Prometheus metrics on 127.0.0.1:PORT/metrics",
+        help="serve the coordinator's Prometheus metrics on ADDR:PORT/metrics (1..65535)",
+    )
+    p.add_argument(
+        "--metrics-addr",
+        default="127.0.0.1",
+        metavar="ADDR",
+        help="address for --metrics-port (default 127.0.0.1)",
     )
     p.set_defaults(func=_run)
 
@@ -68,10 +76,15 @@ def _run(args: argparse.Namespace) -> int:
         keep_workdir=args.dir is not None,
         fabric_file=args.fabric_file,
         metrics_port=args.metrics_port,
+        metrics_addr=args.metrics_addr,
     )
     try:
         opts.validate()
     except ValueError as exc:
-        print(f"cctf demo: {exc}", file=sys.stderr)
+        print(f"cctf demo: error: {exc}", file=sys.stderr)
         return 2
-    return main_sync(opts)
+    try:
+        return main_sync(opts)
+    except CctfError as exc:
+        print(f"cctf demo: error: {exc}", file=sys.stderr)
+        return 1

@@ -9,9 +9,11 @@ from __future__ import annotations
 import json
 import os
 import signal
+import socket
 import subprocess
 import sys
 import time
+import urllib.request
 from pathlib import Path
 from typing import Any
 
@@ -125,6 +127,72 @@ def test_demo_rejects_impossible_options(tmp_path: Path) -> None:
     assert "cannot exceed" in proc.stderr
 
 
+def _demo_cli(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "cctf", "demo", "--dir", str(tmp_path / "fabric"), *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        cwd=tmp_path,
+    )
+
+
+@pytest.mark.parametrize("port", ["0", "-1", "65536", "99999999999999999999"])
+def test_demo_bad_metrics_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
+    proc = _demo_cli(tmp_path, "--metrics-port", port)
+    assert proc.returncode == 2, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line, no traceback
+    assert "--metrics-port takes 1..65535" in proc.stderr
+    assert proc.stdout == ""
+
+
+def test_demo_busy_metrics_port_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = _demo_cli(tmp_path, "--metrics-port", str(port))
+    assert proc.returncode == 1, proc.stderr
+    assert proc.stderr.strip().count("\n") == 0, proc.stderr
+    assert f"cctf demo: error: cannot serve metrics on 127.0.0.1:{port}" in proc.stderr
+    assert "in use" in proc.stderr.lower()
+    assert "Traceback" not in proc.stderr and proc.stdout == ""
+    # it failed before starting NATS or DNS servers: nothing ran from its work directory
+    assert not (tmp_path / "fabric" / "nats").exists()
+    assert processes_mentioning(str(tmp_path / "fabric")) == []
+
+
+def test_demo_serves_metrics_on_the_given_port(tmp_path: Path) -> None:
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cctf", "demo", "--nodes", "1"),
+            *("--dir", str(tmp_path / "fabric"), "--fabric-file", str(tmp_path / "fabric.json")),
+            *("--metrics-port", str(port)),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None
+        first = proc.stdout.readline()  # the first verdict: the coordinator has decided once
+        assert "TRUSTED" in first, first
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
+            body = resp.read().decode()
+        assert "cctf_" in body
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143, proc.stderr.read() if proc.stderr else ""
+
+
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     workdir = tmp_path / "fabric"
     proc = subprocess.Popen(
@@ -154,7 +222,7 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    assert proc.returncode == 0, proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 130, proc.stderr.read() if proc.stderr else ""  # as --help says
     deadline = time.monotonic() + 5
     while processes_mentioning(str(workdir)) and time.monotonic() < deadline:
         time.sleep(0.1)
