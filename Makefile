@@ -47,7 +47,7 @@ fmt: install
 
 ## bench: end-to-end latency and throughput against a same-run baseline (prints JSON on stdout)
 bench: install
-	@$(PY) benchmarks/e2e.py $(ARGS)
+	@$(PY) benchmarks/run.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

@@ -1,5 +1,6 @@
-"""Smoke test of ``benchmarks/e2e.py --quick``: it runs end to end, cleans up after itself and prints
-one JSON object with the documented keys. No timing assertions: the figures depend on the machine."""
+"""Smoke tests of the benchmarks (``benchmarks/run.py --quick`` = ``make bench`` in small sizes, and
+the stand-alone modules): they run end to end, clean up after themselves and print one JSON object
+with the documented keys. No timing assertions: the figures depend on the machine."""
 
 from __future__ import annotations
 
@@ -10,7 +11,8 @@ from pathlib import Path
 
 import pytest
 
-BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "e2e.py"
+BENCHMARKS = Path(__file__).resolve().parents[2] / "benchmarks"
+BENCH = BENCHMARKS / "run.py"
 
 
 def _positive(value: object) -> bool:
@@ -32,6 +34,15 @@ def test_quick_benchmark_prints_the_json_contract(tmp_path: Path) -> None:
     for key in ("p50_ms", "p99_ms", "verdicts_per_s"):
         assert _positive(result[key]), (key, result[key])
     assert result["p50_ms"] <= result["p99_ms"]
+    for key in ("p50_latency", "p99_latency", "throughput"):  # same-run ratios to the baseline
+        assert _positive(result["ratios"][key]), (key, result["ratios"])
+
+    # the breakdown splits at the verdict's JetStream store time, read on one clock on each side:
+    # no segment can be negative (the old core-NATS probe gave negative minima)
+    breakdown = result["latency"]["breakdown"]
+    for segment in ("kth_publish_ack", "kth_to_verdict_stored", "verdict_stored_to_verified"):
+        assert breakdown[segment]["count"] > 0, (segment, breakdown[segment])
+        assert breakdown[segment]["min_ms"] >= 0, (segment, breakdown[segment])
 
     baseline = result["baseline"]
     for key in ("p50_ms", "p99_ms", "decisions_per_s"):
@@ -54,3 +65,37 @@ def test_quick_benchmark_prints_the_json_contract(tmp_path: Path) -> None:
     # every verdict the subscriber saw passed verification and said TRUSTED
     assert result["subscriber"]["rejected"] == {}
     assert set(result["subscriber"]["outcomes"]) == {"trusted"}
+
+
+def _run_json(*args: str, cwd: Path, timeout: float) -> dict[str, object]:
+    proc = subprocess.run([sys.executable, *args], capture_output=True, timeout=timeout, cwd=cwd)
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-4000:]
+    result: dict[str, object] = json.loads(proc.stdout)
+    return result
+
+
+def test_crypto_benchmark_alone(tmp_path: Path) -> None:
+    result = _run_json(str(BENCHMARKS / "crypto.py"), "--iterations", "3", cwd=tmp_path, timeout=60)
+    assert _positive(result["hybrid_sign"]) and _positive(result["ml_dsa_65_verify"])
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(120)
+def test_latency_benchmark_alone(tmp_path: Path) -> None:
+    result = _run_json(
+        str(BENCHMARKS / "latency.py"),
+        "--quick",
+        "--latency-samples",
+        "5",
+        cwd=tmp_path,
+        timeout=110,
+    )
+    latency = result["latency"]
+    assert isinstance(latency, dict) and latency["samples"] == 5 and latency["timeouts"] == 0
+
+
+def test_bad_benchmark_options_are_usage_errors(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCH), "--names", "0"], capture_output=True, timeout=60, cwd=tmp_path
+    )
+    assert proc.returncode == 2 and b"--names takes 1..3000" in proc.stderr and proc.stdout == b""

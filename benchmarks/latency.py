@@ -1,0 +1,223 @@
+#!/usr/bin/env python3
+"""Unloaded end-to-end latency of CCTF: ballot publish -> verified verdict at the subscriber.
+
+    .venv/bin/python benchmarks/latency.py [--quick] [--nodes 1|3] [--samples N] [--names N]
+
+Per sample the five ballots are built and sealed first (untimed), then published back to back, each
+awaiting its JetStream ack. ``from_kth`` is measured from the start of the publish of the ballot that
+completes the quorum (the k-th = 3rd) to the verified verdict; ``from_last`` from the 5th publish (it
+can be ~0 or negative: the verdict does not wait for votes 4 and 5). ``breakdown`` splits
+``from_kth`` at the moment JetStream stored the verdict (its store timestamp; see ``harness``).
+
+Prints one JSON object on stdout; ``run.py`` (``make bench``) runs this with the other benchmarks.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import shutil
+import sys
+import tempfile
+import time
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import bench_fabric as fabric
+from harness import (
+    ORIGIN,
+    REGIONS,
+    ROUND_MS,
+    WAIT_VERDICT_S,
+    K,
+    Pids,
+    Progress,
+    check_stop,
+    cpu_delta,
+    cpu_snapshot,
+    run_main,
+    summary_ms,
+)
+
+WHAT = (
+    "publish of the k-th (3rd) ballot -> verified verdict at the subscriber "
+    "(from_last: from the 5th ballot's publish)"
+)
+BREAKDOWN = (
+    "kth_publish_ack: the k-th agent's publish -> its JetStream ack; kth_to_verdict_stored: k-th "
+    "publish -> JetStream stored the signed verdict (coordinator fetch, verify, tally, sign, "
+    "publish); verdict_stored_to_verified: -> delivery to the subscriber and its verification. "
+    "Both sides of each segment read the same clock (host CLOCK_REALTIME; the store time is the "
+    "server's), so neither can be negative"
+)
+
+
+async def series(
+    fab: fabric.BenchFabric,
+    *,
+    label: str,
+    samples: int,
+    names_per_sample: int,
+    time_limit_s: float,
+    pids: Pids | None = None,
+) -> dict[str, Any]:
+    """``samples`` unloaded latency samples of ``names_per_sample`` names each."""
+    agents, collector = fab.agents, fab.collector
+    cpu0 = cpu_snapshot(pids or {})
+    from_k: list[float] = []
+    from_last: list[float] = []
+    round_from_k: list[float] = []
+    kth_ack: list[float] = []
+    stored_from_k: list[float] = []
+    stored_to_verified: list[float] = []
+    timeouts = 0
+    deadline = time.monotonic() + time_limit_s
+    done = 0
+    for s in range(samples):
+        check_stop()
+        if time.monotonic() > deadline:
+            break
+        t_ms = fabric.now_ms()
+        names = [f"{label}{s}-{j}.{ORIGIN}" for j in range(names_per_sample)]
+        datas = [agents.sealed_ballot(r, t_ms // ROUND_MS, names, t_ms) for r in REGIONS]
+        group = collector.expect(names, time.perf_counter(), probe=True)
+        t_pub: list[float] = []
+        t_ack: list[float] = []
+        wall_k = 0.0
+        for i, (region, data) in enumerate(zip(REGIONS, datas, strict=True)):
+            if i == K - 1:
+                wall_k = time.time()
+            t_pub.append(time.perf_counter())
+            await agents.publish(region, data)
+            t_ack.append(time.perf_counter())
+        try:
+            await asyncio.wait_for(group.done.wait(), WAIT_VERDICT_S)
+        except TimeoutError:
+            fab.check_alive()
+            timeouts += 1
+            collector.forget(group)
+            continue
+        done += 1
+        t_k, t_last = t_pub[K - 1], t_pub[-1]
+        kth_ack.append(t_ack[K - 1] - t_k)
+        for name in names:
+            from_k.append(group.times[name] - t_k)
+            from_last.append(group.times[name] - t_last)
+            if name in group.stored:
+                stored_from_k.append(group.stored[name] - wall_k)
+                stored_to_verified.append(group.wall[name] - group.stored[name])
+        round_from_k.append(max(group.times.values()) - t_k)
+        await asyncio.sleep(0.003)  # let the fabric settle: unloaded latency
+    out: dict[str, Any] = {
+        "names_per_sample": names_per_sample,
+        "samples": done,
+        "timeouts": timeouts,
+        "from_kth": summary_ms(from_k),
+        "from_last": summary_ms(from_last),
+        "breakdown": {
+            "what": BREAKDOWN,
+            "kth_publish_ack": summary_ms(kth_ack),
+            "kth_to_verdict_stored": summary_ms(stored_from_k),
+            "verdict_stored_to_verified": summary_ms(stored_to_verified),
+        },
+    }
+    if names_per_sample > 1:
+        out["sample_complete_from_kth"] = summary_ms(round_from_k)
+    if pids is not None and done:
+        # includes the (untimed) building and signing of the five ballots by the harness
+        out["cpu_ms_per_sample"] = cpu_delta(cpu0, cpu_snapshot(pids), done, 1000.0)
+    return out
+
+
+async def measure(
+    fab: fabric.BenchFabric,
+    progress: Progress,
+    *,
+    samples: int,
+    names: int,
+    samples_10: int,
+    quick: bool,
+) -> dict[str, Any]:
+    """The 1-name series (with the store-time breakdown) and a 10-name series, each with the
+    coordinator's own metrics over the phase."""
+    probe = await fab.probe_stored()
+    try:
+        m0 = fab.scrape()
+        progress(f"latency: {samples} samples of {names} name(s)")
+        one = await series(
+            fab,
+            label="l",
+            samples=samples,
+            names_per_sample=names,
+            time_limit_s=10.0 if quick else 30.0,
+            pids=fab.pids,
+        )
+        m1 = fab.scrape()
+        progress(
+            f"latency from k-th publish: p50 {one['from_kth'].get('p50_ms')} ms, "
+            f"p99 {one['from_kth'].get('p99_ms')} ms"
+        )
+        ten = await series(
+            fab,
+            label="m",
+            samples=samples_10,
+            names_per_sample=10,
+            time_limit_s=5.0 if quick else 15.0,
+            pids=fab.pids,
+        )
+        m2 = fab.scrape()
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.unsubscribe()
+    return {
+        "latency": {
+            "what": WHAT,
+            **one,
+            "coordinator": fabric.metrics_delta(m0, m1),
+        },
+        "latency_10_names": {**ten, "coordinator": fabric.metrics_delta(m1, m2)},
+    }
+
+
+def add_options(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--latency-samples", type=int, help="latency samples (default 400; quick 40)")
+    p.add_argument("--latency-names", type=int, default=1, help="names per latency sample")
+
+
+def check_options(p: argparse.ArgumentParser, a: argparse.Namespace) -> None:
+    a.latency_samples = a.latency_samples or (40 if a.quick else 400)
+    if not 1 <= a.latency_samples <= 20_000 or not 1 <= a.latency_names <= 100:
+        p.error("--latency-samples takes 1..20000, --latency-names 1..100")
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    p = argparse.ArgumentParser(description="CCTF unloaded end-to-end latency (JSON on stdout)")
+    p.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
+    p.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="JetStream nodes")
+    add_options(p)
+    a = p.parse_args(argv)
+    check_options(p, a)
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        tmp = Path(tempfile.mkdtemp(prefix="cctf-bench-"))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                fab = await fabric.start(tmp, stack, progress, nodes=a.nodes)
+                return await measure(
+                    fab,
+                    progress,
+                    samples=a.latency_samples,
+                    names=a.latency_names,
+                    samples_10=15 if a.quick else 150,
+                    quick=a.quick,
+                )
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_main(work, budget_s=120.0)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
