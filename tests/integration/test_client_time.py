@@ -124,3 +124,24 @@ async def test_payload_expiry_beyond_the_envelope_is_never_reported(
     assert line["name"] == OTHER
     assert line["expires_ms"] <= decode_envelope(ok).exp
     assert "lifetime" in err  # the refused verdict is logged with its reason
+
+
+async def test_cached_answers_respect_the_maximum_age(bus: Bus) -> None:
+    """``check(cached=True)`` and ``cached()`` are one-shot answers too: a cached verdict older
+    than the maximum age is not returned, and the bus is asked again (fail closed if stale)."""
+    world = make_world()
+    client = trust_client(bus, world, round_ms=1_000)
+    v = verdict(world, seq=1)
+    await bus.publish(*sealed(world, v))
+    assert await client.check(NAME) == v
+    world.clock.advance(2_000)
+    assert client.cached(NAME) == v
+    assert await client.check(NAME, cached=True) == v
+    world.clock.advance(1)
+    assert client.cached(NAME) is None
+    with pytest.raises(VerdictRejected) as info:
+        await client.check(NAME, cached=True)
+    assert info.value.reason is Reason.STALE
+    fresh = verdict(world, seq=1)
+    await bus.publish(*sealed(world, fresh))
+    assert await client.check(NAME, cached=True) == fresh
