@@ -230,9 +230,7 @@ async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
         return _connect_error(setup, exc)
     finally:
         bus_log.setLevel(level)
-    # Connected: from now on ride out server restarts instead of giving up after a few attempts,
-    # and log what happens to the connection.
-    client.nc.options["max_reconnect_attempts"] = -1
+    # Connected: the client rides out server restarts (reconnecting without limit); log them.
     client.log_connection_errors()
     async with client:
         seen = 0
@@ -274,8 +272,7 @@ async def _check(args: argparse.Namespace, setup: _Setup) -> int:
             setup.password,
             request_timeout=args.timeout,
             connect_timeout=args.timeout,
-            max_reconnect_attempts=1,
-            reconnect_time_wait=0.1,
+            initial_retries=1,
             log_errors=False,
             max_age_ms=args.max_age_ms,
             **setup.client_kwargs,

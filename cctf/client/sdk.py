@@ -214,12 +214,15 @@ class TrustClient:
         round_ms: int = DEFAULT_ROUND_MS,
         max_age_ms: int | None = None,
         log_errors: bool = True,
+        initial_retries: int = 2,
         **connect_options: Any,
     ) -> TrustClient:
         """Connect to NATS as ``user`` (:func:`cctf.bus.connect.connect`, which sets the user's
         inbox prefix) and return a client that closes the connection on :meth:`close`.
-        ``connect_options`` go to nats-py's ``connect`` (defaults: 3 attempts per server, 0.5 s
-        apart, 2 s connect timeout). With ``log_errors`` the SDK logs connection errors (never the
+        The first connection tries each server ``1 + initial_retries`` times, then raises
+        ``nats.errors.NoServersError``; once connected, the client reconnects without limit (the
+        project's connect policy). ``connect_options`` go to nats-py's ``connect`` and override
+        that policy. With ``log_errors`` the SDK logs connection errors (never the
         password); without, a failed connect is only the exception this raises (see also
         :meth:`log_connection_errors`)."""
 
@@ -231,18 +234,13 @@ class TrustClient:
             if logging["on"]:
                 _log.warning("nats_error", user=user, error=str(exc) or type(exc).__name__)
 
-        options: dict[str, Any] = {
-            "max_reconnect_attempts": 3,
-            "reconnect_time_wait": 0.5,
-            "connect_timeout": 2,
-        }
-        options.update(connect_options)
         nc = await connect(
             urls,
             NatsUser(user, password),
             name=f"cctf-client-{region}",
+            initial_retries=initial_retries,
             error_cb=error_cb,
-            **options,
+            **connect_options,
         )
         client = cls(
             nc,
