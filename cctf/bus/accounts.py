@@ -38,7 +38,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
-from cctf.bus.streams import VOTES_STREAM, verdict_stream_name, votes_stream_name
+from cctf.bus.streams import verdict_stream_name, votes_stream_name
 from cctf.ids import check_id
 
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
@@ -170,9 +170,9 @@ def inbox_prefix(user_name: str) -> str:
 
 
 def stream_names(kind: StreamKind, regions: Sequence[str]) -> tuple[str, ...]:
-    """The streams of one kind for ``regions`` (the vote kind also names the transition stream)."""
+    """The streams of one kind for ``regions``."""
     if kind is StreamKind.VOTES:
-        return (*(votes_stream_name(r) for r in regions), VOTES_STREAM)
+        return tuple(votes_stream_name(r) for r in regions)
     if kind is StreamKind.VERDICTS:
         return tuple(verdict_stream_name(r) for r in regions)
     return ()

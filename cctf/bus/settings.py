@@ -5,87 +5,136 @@ Two forms::
     {"credentials": "creds.json", "user": "agent-us-east"}          # file from `cctf nats up`
     {"urls": ["nats://host:4222"], "user": "...", "password": "..."}
 
+:class:`NatsSettings` is a :class:`~cctf.config.ConfigStruct`, so a component config embeds it as a
+field (``nats: NatsSettings``) and ``cctf.config.load_config`` validates it with the same one-line
+errors (``... nats.urls: required (or use nats.credentials) - at `$.nats```). A relative
+``credentials`` path is anchored at the config file's directory by :meth:`NatsSettings.anchored`.
 With ``credentials``, ``urls`` may still be given to override the file's. The credentials file is read
-by :func:`cctf.devfabric.nats.load_credentials` only when :meth:`NatsSettings.resolved` is called, so a
-config can be validated before the fabric exists. Passwords stay out of ``repr`` and are never logged.
+(bounded, :func:`cctf.bus.credentials.load_credentials`) only when :meth:`NatsSettings.resolved` is
+called, so a config can be validated before the fabric exists. Passwords stay out of ``repr`` and are
+never logged.
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any, Final
 
+import msgspec
+
 from cctf.bus.accounts import NatsUser
 from cctf.bus.credentials import load_credentials
+from cctf.config import ConfigStruct, convert_config
+from cctf.errors import ConfigError
 
-_KEYS: Final = frozenset({"credentials", "urls", "user", "password"})
+__all__ = ["NatsSettings", "NatsSettingsError"]
+
 _URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
 
 
-class NatsSettingsError(ValueError):
+class NatsSettingsError(ConfigError):
     """The ``nats`` block is invalid or its credentials file cannot be used."""
 
 
-@dataclass(frozen=True)
-class NatsSettings:
+class NatsSettings(ConfigStruct, kw_only=True, frozen=True):
+    """Where to connect and as whom (``password`` or ``credentials``, never both)."""
+
     user: str
     urls: tuple[str, ...] = ()
-    password: str | None = field(default=None, repr=False)
-    credentials: Path | None = None
+    password: str | None = None
+    credentials: str | None = None
+
+    def __post_init__(self) -> None:
+        if not self.user:
+            raise ValueError("nats.user: required, a non-empty string")
+        _check_urls(self.urls)
+        if self.credentials is not None:
+            if self.password is not None:
+                raise ValueError("nats: give either credentials or password, not both")
+            if not self.credentials:
+                raise ValueError("nats.credentials: must be a file path")
+            return
+        if not self.urls:
+            raise ValueError("nats.urls: required (or use nats.credentials)")
+        if not self.password:
+            raise ValueError("nats.password: required (or use nats.credentials)")
+
+    def __repr__(self) -> str:
+        hidden = "None" if self.password is None else "'***'"
+        return (
+            f"NatsSettings(user={self.user!r}, urls={self.urls!r}, password={hidden}, "
+            f"credentials={self.credentials!r})"
+        )
+
+    __str__ = __repr__
+
+    @property
+    def credentials_path(self) -> Path | None:
+        return None if self.credentials is None else Path(self.credentials)
 
     @classmethod
     def from_json(cls, obj: Any, base: Path | None = None) -> NatsSettings:
         """Validate a parsed ``nats`` block; relative paths are anchored at ``base``."""
-        if not isinstance(obj, Mapping):
+        if not isinstance(obj, dict):
             raise NatsSettingsError(
                 'nats: required, an object {"credentials", "user"} or {"urls", "user", "password"}'
             )
-        unknown = sorted(str(k) for k in obj if k not in _KEYS)
-        if unknown:
-            raise NatsSettingsError(f"nats: unknown key(s) {', '.join(unknown)}")
-        user = obj.get("user")
-        if not isinstance(user, str) or not user:
-            raise NatsSettingsError("nats.user: required, a non-empty string")
-        urls = _urls(obj["urls"]) if "urls" in obj else ()
-        if "credentials" in obj:
-            if "password" in obj:
-                raise NatsSettingsError("nats: give either credentials or password, not both")
-            raw = obj["credentials"]
-            if not isinstance(raw, str) or not raw:
-                raise NatsSettingsError("nats.credentials: must be a file path")
-            path = Path(raw).expanduser()
-            if not path.is_absolute() and base is not None:
-                path = base / path
-            return cls(user=user, urls=urls, credentials=path)
-        if not urls:
-            raise NatsSettingsError("nats.urls: required (or use nats.credentials)")
-        password = obj.get("password")
-        if not isinstance(password, str) or not password:
-            raise NatsSettingsError("nats.password: required (or use nats.credentials)")
-        return cls(user=user, urls=urls, password=password)
+        if isinstance(obj.get("urls"), str):
+            obj = {**obj, "urls": [obj["urls"]]}
+        try:
+            settings = msgspec.convert(obj, cls, strict=True)
+        except msgspec.ValidationError as exc:
+            text = " ".join(str(exc).split())
+            missing = "Object missing required field `"
+            if text.startswith(missing):
+                field = text.removeprefix(missing).split("`", 1)[0]
+                text = f"nats.{field}: required"
+            elif text.startswith("Object contains unknown field"):
+                text = "nats: unknown key " + text.removeprefix("Object contains unknown field ")
+            elif text.endswith(" - at `$`"):
+                text = text.removesuffix(" - at `$`")
+            if not text.startswith("nats"):
+                text = f"nats: {text}"
+            raise NatsSettingsError(text) from None
+        return settings if base is None else settings.anchored(base)
+
+    @classmethod
+    def convert(cls, obj: Any, where: str) -> NatsSettings:
+        """``obj`` as settings, errors as ``NatsSettingsError("<where>: ...")`` (one line)."""
+        try:
+            return convert_config(obj, cls, where)
+        except ConfigError as exc:
+            raise NatsSettingsError(str(exc)) from None
+
+    def anchored(self, base: Path) -> NatsSettings:
+        """These settings with a relative ``credentials`` path made relative to ``base``."""
+        path = self.credentials_path
+        if path is None:
+            return self
+        path = path.expanduser()
+        if not path.is_absolute():
+            path = base / path
+        return msgspec.structs.replace(self, credentials=str(path))
 
     def resolved(self) -> NatsSettings:
         """These settings with the credentials file read: ``urls`` and ``password`` filled in."""
-        if self.credentials is None:
+        path = self.credentials_path
+        if path is None:
             return self
-        path = self.credentials
         try:
             creds = load_credentials(path)
-        except OSError as exc:
-            raise NatsSettingsError(
-                f"nats.credentials: cannot read {path}: {exc.strerror or exc}"
-            ) from None
-        except (ValueError, KeyError, TypeError, AttributeError):
-            raise NatsSettingsError(f"nats.credentials: {path} is not a credentials file") from None
+        except ConfigError as exc:
+            raise NatsSettingsError(f"nats.credentials: {exc}") from None
         entry = creds.users.get(self.user)
         if entry is None:
             raise NatsSettingsError(f"nats.credentials: {path} has no password for {self.user!r}")
         if entry.name != self.user:
             raise NatsSettingsError(f"nats.credentials: {path} maps {self.user!r} to another user")
-        urls = self.urls or _urls(creds.urls)
-        return replace(self, urls=urls, password=entry.password, credentials=None)
+        urls = self.urls or tuple(creds.urls)
+        try:
+            return NatsSettings(user=self.user, urls=urls, password=entry.password)
+        except ValueError as exc:
+            raise NatsSettingsError(f"nats.credentials: {path}: {exc}") from None
 
     def resolve(self) -> tuple[list[str], str, str]:
         """``(urls, user, password)``, reading the credentials file when one is configured."""
@@ -98,16 +147,11 @@ class NatsSettings:
         return NatsUser(user, password)
 
 
-def _urls(raw: Any) -> tuple[str, ...]:
-    if isinstance(raw, str):
-        raw = [raw]
-    if not isinstance(raw, list) or not raw or not all(isinstance(u, str) and u for u in raw):
-        raise NatsSettingsError("nats.urls: must be a non-empty list of URLs")
-    for url in raw:
-        if not url.startswith(_URL_SCHEMES) or any(c.isspace() for c in url):
-            raise NatsSettingsError(
+def _check_urls(urls: tuple[str, ...]) -> None:
+    for url in urls:
+        if not url or not url.startswith(_URL_SCHEMES) or any(c.isspace() for c in url):
+            raise ValueError(
                 f"nats.urls: {url!r} is not a server URL ({', '.join(_URL_SCHEMES)}host:port)"
             )
         if "@" in url:
-            raise NatsSettingsError("nats.urls: put the user and password in nats.user/password")
-    return tuple(raw)
+            raise ValueError("nats.urls: put the user and password in nats.user/password")

@@ -24,7 +24,7 @@ def write_creds(path: Path) -> Path:
 
 def test_credentials_file_is_read_lazily_and_relative_to_base(tmp_path: Path) -> None:
     s = NatsSettings.from_json({"credentials": "creds.json", "user": "client"}, tmp_path)
-    assert s.credentials == tmp_path / "creds.json" and s.password is None
+    assert s.credentials_path == tmp_path / "creds.json" and s.password is None
     with pytest.raises(NatsSettingsError, match="cannot read"):
         s.resolved()
     write_creds(tmp_path / "creds.json")
@@ -61,7 +61,26 @@ def test_invalid_blocks_are_refused_clearly(obj: object, message: str) -> None:
 def test_unknown_user_or_garbage_credentials_file(tmp_path: Path) -> None:
     creds = write_creds(tmp_path / "c.json")
     with pytest.raises(NatsSettingsError, match="no password for 'admin'"):
-        NatsSettings(user="admin", credentials=creds).resolved()
+        NatsSettings(user="admin", credentials=str(creds)).resolved()
     creds.write_text("[1, 2]")
     with pytest.raises(NatsSettingsError, match="not a credentials file"):
-        NatsSettings(user="client", credentials=creds).resolved()
+        NatsSettings(user="client", credentials=str(creds)).resolved()
+
+
+def test_embedded_in_a_config_struct_with_one_line_errors(tmp_path: Path) -> None:
+    from cctf.config import ConfigStruct, convert_config
+    from cctf.errors import ConfigError
+
+    class Cfg(ConfigStruct, kw_only=True):
+        nats: NatsSettings
+
+    ok = convert_config({"nats": {"user": "u", "credentials": "c.json"}}, Cfg, "agent config")
+    assert ok.nats.anchored(tmp_path).credentials_path == tmp_path / "c.json"
+    with pytest.raises(ConfigError, match=r"nats\.urls: required .* at `\$\.nats`"):
+        convert_config({"nats": {"user": "u"}}, Cfg, "agent config")
+    with pytest.raises(ConfigError, match=r"unknown field `pw`"):
+        convert_config({"nats": {"user": "u", "pw": "x"}}, Cfg, "agent config")
+    secret = convert_config(
+        {"nats": {"user": "u", "urls": ["nats://h:1"], "password": "s3"}}, Cfg, "x"
+    )
+    assert "s3" not in repr(secret) and "s3" not in str(secret)

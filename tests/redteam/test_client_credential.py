@@ -1,0 +1,227 @@
+"""Red team: what the ``client`` credential (held by every relying party) can do to the fabric.
+
+Holding it, every JetStream API call on the coordinator's durable consumer (pause, update, delete,
+pull, ack, info) and on the vote streams (purge, delete, update, message delete) is refused by the
+server, and ballots keep flowing to the coordinator and verdicts to the clients. An agent credential
+cannot read other users' deliveries (``_INBOX.>`` and another user's inbox are refused).
+
+The coordinator here is a stand-in that makes exactly the bus calls a coordinator makes (a durable
+pull consumer per region vote stream, fetch, ack, verdict publish with ``Nats-Msg-Id``), so the test
+does not depend on the coordinator's internals; the role's permissions are those of the real user.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import time
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING, Any
+
+import nats.errors
+import nats.js.errors
+import pytest
+from nats.aio.client import Client
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+
+from cctf.bus.headers import MSG_ID
+from cctf.bus.streams import (
+    ensure_streams,
+    verdict_stream_name,
+    votes_stream_config,
+    votes_stream_name,
+    votes_subjects,
+)
+from cctf.devfabric.nats import NatsFabric
+
+if TYPE_CHECKING:
+    from conftest import NatsConnect
+
+REGION = "us-east"
+VOTES = votes_stream_name(REGION)
+VERDICTS = verdict_stream_name(REGION)
+DURABLE = "coord-us-east"
+VERDICT_SUBJECT = "cctf.v1.verdict.us-east.example_com.A"
+
+
+class Violations:
+    def __init__(self) -> None:
+        self.errors: list[str] = []
+
+    async def __call__(self, exc: Exception) -> None:
+        self.errors.append(str(exc).lower())
+
+    async def wait_for(self, action: str, subject: str, timeout_s: float = 3.0) -> None:
+        needle = f'permissions violation for {action} to "{subject.lower()}"'
+        deadline = time.monotonic() + timeout_s
+        while not any(needle in e for e in self.errors):
+            assert time.monotonic() < deadline, f"not refused: {action} {subject}; {self.errors}"
+            await asyncio.sleep(0.02)
+
+
+async def _refused(call: Callable[[], Awaitable[Any]]) -> None:
+    """A JetStream API call the server drops: no response ever comes (timeout), or an error."""
+    with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+        await call()
+
+
+class Flow:
+    """Agent -> vote stream -> coordinator durable -> verdict stream -> client, one round at a time."""
+
+    def __init__(self, agent: Client, coordinator: Client, client: Client) -> None:
+        self.agent = agent.jetstream(timeout=2)
+        self.coord = coordinator.jetstream(timeout=2)
+        self.client = client.jetstream(timeout=2)
+        self.psub: Any = None
+        self.round = 0
+
+    async def start(self) -> None:
+        await self.coord.add_consumer(
+            VOTES,
+            ConsumerConfig(
+                durable_name=DURABLE,
+                ack_policy=AckPolicy.EXPLICIT,
+                deliver_policy=DeliverPolicy.ALL,
+                filter_subject=votes_subjects(REGION),
+                ack_wait=5,
+                max_deliver=5,
+            ),
+        )
+        self.psub = await self.coord.pull_subscribe_bind(durable=DURABLE, stream=VOTES)
+
+    async def one_round(self) -> None:
+        self.round += 1
+        ballot = f"ballot-{self.round}".encode()
+        ack = await self.agent.publish(
+            "cctf.v1.vote.us-east.a1", ballot, headers={MSG_ID: f"b-{self.round}"}
+        )
+        assert ack.stream == VOTES
+        msgs = await self.psub.fetch(1, timeout=3)
+        assert [m.data for m in msgs] == [ballot]
+        await msgs[0].ack_sync()
+        verdict = f"verdict-{self.round}".encode()
+        await self.coord.publish(VERDICT_SUBJECT, verdict, headers={MSG_ID: f"v-{self.round}"})
+        got = await self.client.get_last_msg(VERDICTS, VERDICT_SUBJECT, direct=True)
+        assert got.data == verdict
+
+
+@pytest.fixture
+async def flow(nats_single: NatsFabric, nats_connect: NatsConnect) -> Flow:
+    admin = await nats_connect(nats_single, "admin")
+    await ensure_streams(admin.jetstream(), nats_single.regions, 1)
+    f = Flow(
+        await nats_connect(nats_single, "agent-us-east"),
+        await nats_connect(nats_single, "coordinator"),
+        await nats_connect(nats_single, "client"),
+    )
+    await f.start()
+    await f.one_round()
+    return f
+
+
+async def test_client_credential_cannot_touch_the_coordinator_consumer_or_vote_streams(
+    nats_single: NatsFabric, nats_connect: NatsConnect, flow: Flow
+) -> None:
+    seen = Violations()
+    nc = await nats_connect(nats_single, "client", error_cb=seen)
+    js = nc.jetstream(timeout=0.5)
+    api = "$JS.API"
+
+    # the coordinator's durable: pause until 2099, retarget its filter, delete, read its state
+    await _refused(lambda: js.pause_consumer(VOTES, DURABLE, "2099-01-01T00:00:00Z"))
+    await seen.wait_for("publish", f"{api}.CONSUMER.PAUSE.{VOTES}.{DURABLE}")
+    retarget = ConsumerConfig(
+        durable_name=DURABLE,
+        ack_policy=AckPolicy.EXPLICIT,
+        filter_subject="cctf.v1.vote.us-east.nobody",
+    )
+    await _refused(lambda: js.add_consumer(VOTES, retarget))
+    await _refused(lambda: js.delete_consumer(VOTES, DURABLE))
+    await seen.wait_for("publish", f"{api}.CONSUMER.DELETE.{VOTES}.{DURABLE}")
+    await _refused(lambda: js.consumer_info(VOTES, DURABLE))
+    # the same through the unnamed (ephemeral) create subject, naming the durable in the body
+    body = json.dumps({"stream_name": VOTES, "config": {"name": DURABLE, "ack_policy": "none"}})
+    await _refused(lambda: nc.request(f"{api}.CONSUMER.CREATE.{VOTES}", body.encode(), 0.5))
+    await seen.wait_for("publish", f"{api}.CONSUMER.CREATE.{VOTES}")
+
+    # steal ballots: pull from it and acknowledge
+    agent_js = flow.agent
+    await agent_js.publish("cctf.v1.vote.us-east.a1", b"ballot-stolen?", headers={MSG_ID: "s"})
+    steal = await js.pull_subscribe_bind(durable=DURABLE, stream=VOTES)
+    with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+        await steal.fetch(1, timeout=0.5)
+    await seen.wait_for("publish", f"{api}.CONSUMER.MSG.NEXT.{VOTES}.{DURABLE}")
+    forged_ack = f"$JS.ACK.{VOTES}.{DURABLE}.1.2.2.{time.time_ns()}.0"
+    await nc.publish(forged_ack, b"+ACK")
+    await seen.wait_for("publish", forged_ack)
+
+    # the vote streams: purge, delete, update, delete a message, list consumers
+    await _refused(lambda: js.purge_stream(VOTES))
+    await _refused(lambda: js.delete_stream(VOTES))
+    await _refused(lambda: js.update_stream(votes_stream_config(REGION)))
+    await _refused(lambda: js.delete_msg(VOTES, 1))
+    await _refused(lambda: js.stream_info(VOTES))
+    for verb in ("STREAM.PURGE", "STREAM.DELETE", "STREAM.UPDATE", "STREAM.MSG.DELETE"):
+        await seen.wait_for("publish", f"{api}.{verb}.{VOTES}")
+    # ... nor create a durable of its own on a verdict stream (its names cannot collide)
+    durable = json.dumps({"stream_name": VERDICTS, "config": {"durable_name": DURABLE}})
+    reply = await nc.request(f"{api}.CONSUMER.CREATE.{VERDICTS}", durable.encode(), 2)
+    assert json.loads(reply.data)["error"]["err_code"] == 10020  # "expected to be ephemeral"
+    await _refused(lambda: js.add_consumer(VERDICTS, durable_name="mine"))
+
+    # nothing changed: the durable is there, not paused, same filter; the ballot waits for it
+    admin = (await nats_connect(nats_single, "admin")).jetstream()
+    info = await admin.consumer_info(VOTES, DURABLE)
+    assert info.config.filter_subject == votes_subjects(REGION)
+    assert not info.paused and info.config.pause_until is None
+    assert info.num_pending == 1 and info.num_ack_pending == 0
+    msgs = await flow.psub.fetch(1, timeout=3)
+    assert [m.data for m in msgs] == [b"ballot-stolen?"]
+    await msgs[0].ack_sync()
+    # and the fabric keeps going: ballots reach the coordinator, verdicts the clients
+    for _ in range(3):
+        await flow.one_round()
+
+
+async def test_client_consumer_pushing_into_a_vote_subject_stores_nothing(
+    nats_single: NatsFabric, nats_connect: NatsConnect, flow: Flow
+) -> None:
+    # A client may create ephemeral consumers on verdict streams, and the server does not check the
+    # deliver subject: it can make the server push stored verdicts to any subject. Deliveries are
+    # not captured by streams, so none lands in a vote stream (nor in a verdict stream).
+    nc = await nats_connect(nats_single, "client")
+    body = {
+        "stream_name": VERDICTS,
+        "config": {"deliver_subject": "cctf.v1.vote.us-east.a1", "ack_policy": "none"},
+    }
+    reply = await nc.request(f"$JS.API.CONSUMER.CREATE.{VERDICTS}", json.dumps(body).encode(), 2)
+    assert "error" not in json.loads(reply.data)
+    await asyncio.sleep(0.5)
+    admin = (await nats_connect(nats_single, "admin")).jetstream()
+    info = await admin.consumer_info(VOTES, DURABLE)
+    assert info.num_pending == 0 and info.num_ack_pending == 0
+    assert (await admin.stream_info(VOTES)).state.last_seq == flow.round
+    await flow.one_round()
+
+
+@pytest.mark.parametrize("user", ["agent-us-east", "client"])
+async def test_no_credential_reads_other_users_deliveries(
+    nats_single: NatsFabric, nats_connect: NatsConnect, flow: Flow, user: str
+) -> None:
+    seen = Violations()
+    nc = await nats_connect(nats_single, user, error_cb=seen)
+    got: list[str] = []
+
+    async def record(msg: Any) -> None:
+        got.append(msg.subject)
+
+    for subject in ("_INBOX.>", "_INBOX.coordinator.>", "_INBOX.agent-eu-west.>", "$JS.ACK.>"):
+        with contextlib.suppress(nats.errors.Error):
+            await nc.subscribe(subject, cb=record)
+        await seen.wait_for("subscription", subject)
+    await nc.flush()
+    for _ in range(2):  # the coordinator's pulls and acks travel meanwhile
+        await flow.one_round()
+    await nc.flush()
+    assert got == []
