@@ -32,6 +32,7 @@ from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballot
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
+from cctf.bus.headers import MSG_ID
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
@@ -48,7 +49,7 @@ __all__ = [
     "ResolverAgent",
 ]
 
-MSG_ID_HEADER: Final = "Nats-Msg-Id"
+MSG_ID_HEADER: Final = MSG_ID
 #: Shortest ack timeout of one publish attempt: the first attempt gets at least this even when the
 #: round is (nearly) over; a retry is only made while this much of the round is left.
 MIN_ATTEMPT_MS: Final = 50

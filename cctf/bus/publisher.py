@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from cctf.bus.connect import Connection
+from cctf.bus.headers import MSG_ID
 from cctf.clock import Clock
 
 __all__ = ["PublishOutcome", "PublishResult", "Publisher"]
@@ -58,7 +59,7 @@ class Publisher:
         while True:
             try:
                 await self._js.publish(
-                    subject, data, timeout=self._timeout, headers={"Nats-Msg-Id": msg_id}
+                    subject, data, timeout=self._timeout, headers={MSG_ID: msg_id}
                 )
             except asyncio.CancelledError:
                 raise

@@ -72,8 +72,8 @@ VOTES_STREAM_PREFIX: Final = "CCTF_VOTES_"
 VERDICT_STREAM_PREFIX: Final = "CCTF_VERDICTS_"
 
 #: TRANSITION ONLY, do not use in new code: the old single vote stream (``cctf.v1.vote.>``), made by
-#: ``ensure_streams(..., votes_per_region=False)`` until the coordinator consumes the per-region
-#: streams; then that default flips and this name goes.
+#: ``ensure_streams(..., votes_per_region=False)`` for tests that read ballots back from a limits
+#: stream. No role has permissions on it; it goes once those tests read the per-region streams.
 VOTES_STREAM: Final = "CCTF_VOTES"
 _TRANSITION_VOTES_SUBJECTS: Final = "cctf.v1.vote.>"
 

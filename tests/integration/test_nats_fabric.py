@@ -811,3 +811,25 @@ async def test_connect_for_tests_gives_up_quickly() -> None:
     with pytest.raises((nats.errors.Error, OSError)):
         await connect("nats://127.0.0.1:1", NatsUser("admin", "x"), name="nobody", for_tests=True)
     assert time.monotonic() - started < 5
+
+
+async def test_connect_initial_retries_fail_fast_then_reconnect_forever(
+    nats_single: NatsFabric,
+) -> None:
+    user = nats_single.users["client"]
+    started = time.monotonic()
+    with pytest.raises(nats.errors.NoServersError):
+        # production policy (reconnect forever), but the first connection is bounded
+        await connect(
+            ["nats://127.0.0.1:1", "nats://127.0.0.1:2"], user, name="x", initial_retries=2
+        )
+    assert time.monotonic() - started < 5
+    nc = await connect(nats_single.urls, user, name="fine", initial_retries=1)
+    try:
+        assert nc.options["max_reconnect_attempts"] == -1  # unbounded once connected
+        assert 0.2 <= nc.options["reconnect_time_wait"] <= 0.5
+        assert nc.new_inbox().startswith("_INBOX.client.")
+    finally:
+        await nc.close()
+    with pytest.raises(ValueError, match="inbox"):
+        await connect(nats_single.urls, user, name="x", inbox_prefix="_INBOX")
