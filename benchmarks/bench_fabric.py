@@ -50,6 +50,7 @@ from harness import (
 
 from cctf.agents.ballot import build_ballot
 from cctf.agents.canonical import Observation
+from cctf.bus.headers import MSG_ID
 from cctf.bus.streams import ensure_streams, verdict_subjects, votes_stream_name
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, Transport, VoteStatus, encode
@@ -128,7 +129,7 @@ class Agents:
             data,
             timeout=PUBLISH_TIMEOUT_S,
             stream=votes_stream_name(region),
-            headers={"Nats-Msg-Id": f"bench.{agent_id(region)}.{self._seq}"},
+            headers={MSG_ID: f"bench.{agent_id(region)}.{self._seq}"},
         )
 
 

@@ -12,6 +12,8 @@ import importlib
 import sys
 from collections.abc import Callable, Sequence
 
+from cctf.errors import CctfError
+
 # sub-command name -> module exposing ``register(subparsers)``
 _COMMANDS: dict[str, str] = {
     "keys": "cctf.crypto.cli",
@@ -60,6 +62,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         return func(args)
     except KeyboardInterrupt:
         return 130
+    except (
+        CctfError
+    ) as exc:  # a refusal no sub-command reported itself: one line, never a traceback
+        print(f"cctf {args.command}: error: {exc}", file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

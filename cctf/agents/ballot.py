@@ -33,6 +33,7 @@ from cctf.bus_schemas.messages import (
     encode,
 )
 from cctf.bus_schemas.subjects import normalize_name
+from cctf.errors import CctfError
 from cctf.ids import check_id, check_qtype
 
 __all__ = [
@@ -57,7 +58,7 @@ _MAX_UINT: Final = 2**63 - 1
 ObservedQuery = tuple[str, str, Observation]
 
 
-class BallotError(ValueError):
+class BallotError(CctfError, ValueError):
     """The ballot cannot be built (invalid agent, region, round or question, or too many votes)."""
 
 

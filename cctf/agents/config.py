@@ -44,6 +44,7 @@ from cctf.bus_schemas.subjects import normalize_name
 from cctf.crypto.errors import CryptoError
 from cctf.crypto.keys import SigningKey, read_json
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.errors import ConfigError as RootConfigError
 from cctf.ids import check_id, check_qtype
 
 __all__ = [
@@ -88,7 +89,7 @@ _TOP_KEYS: Final = frozenset(
 )
 
 
-class ConfigError(ValueError):
+class ConfigError(RootConfigError):
     """The agent configuration is invalid; the message says where and why (never a secret)."""
 
 

@@ -48,6 +48,7 @@ from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
 from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
+from cctf.errors import CctfError
 from cctf.ids import check_id
 
 __all__ = [
@@ -120,7 +121,7 @@ _TRANSIENT_WORDS = (
 _ERR_STREAM_NAME_IN_USE = 10058
 
 
-class StreamSetupError(RuntimeError):
+class StreamSetupError(CctfError, RuntimeError):
     """Streams could not be created or updated."""
 
 

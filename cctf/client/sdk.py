@@ -84,6 +84,7 @@ from cctf.client.verify import (
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
+from cctf.errors import CctfError
 from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger, meter
 
@@ -110,7 +111,7 @@ CLOSE_DRAIN_S: Final = 1.0
 _log = get_logger("cctf.client")
 
 
-class TrustClientError(Exception):
+class TrustClientError(CctfError):
     """Base class of the errors :meth:`TrustClient.check` raises."""
 
 

@@ -43,6 +43,7 @@ from cctf.bus.accounts import (
 )
 from cctf.bus.connect import Connection, connect
 from cctf.devfabric.nats_config import render_server_config
+from cctf.errors import CctfError
 from cctf.util.files import write_secret_file
 
 __all__ = [
@@ -64,7 +65,7 @@ _log = logging.getLogger(__name__)
 ENV_NATS_SERVER = "CCTF_NATS_SERVER"
 
 
-class NatsFabricError(RuntimeError):
+class NatsFabricError(CctfError, RuntimeError):
     """A nats-server process or fabric could not be started or did not become ready."""
 
 
