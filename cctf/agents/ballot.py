@@ -1,8 +1,13 @@
-"""From DNS observations to one ballot (pure: no I/O, no clock; time is passed in).
+"""From DNS observations to ballots (pure: no I/O, no clock; time is passed in).
 
-One round of one agent yields one :class:`~cctf.bus_schemas.messages.Ballot` holding one
-:class:`~cctf.bus_schemas.messages.ResolverVote` per ``(qname, qtype, resolver)``. Everything here is
-deterministic, so a ballot can be rebuilt and compared in tests.
+One round of one agent yields one :class:`~cctf.bus_schemas.messages.ResolverVote` per
+``(qname, qtype, resolver)``, carried in one :class:`~cctf.bus_schemas.messages.Ballot` or, when they
+do not fit in one (more than ``MAX_VOTES_PER_BALLOT`` votes or ``MAX_PAYLOAD_BYTES`` bytes), in several
+(:func:`build_ballots`): each vote is in exactly one part, the votes of one ``(qname, qtype)`` stay in
+the same part whenever they fit in one, and each part is signed and published on its own, with the
+message id :func:`ballot_msg_id` ``(agent, round, part)``. Coordinators tally votes per voter
+``(agent, resolver)``, so the parts of a round count as one ballot. Everything here is deterministic,
+so ballots can be rebuilt and compared in tests.
 
 Robustness rules (a resolver is untrusted input):
 
@@ -11,8 +16,8 @@ Robustness rules (a resolver is untrusted input):
   ``error`` vote with an empty answer instead of poisoning the whole ballot;
 * a second observation for the same ``(qname, qtype, resolver)`` is dropped (the coordinator would
   count it as an equivocation);
-* when the encoded ballot would exceed the payload cap, the votes with the largest answers are turned
-  into ``error`` votes until it fits.
+* when the votes of a single ``(qname, qtype)`` would alone exceed the payload cap, the votes with the
+  largest answers are turned into ``error`` votes until they fit.
 """
 
 from __future__ import annotations
@@ -43,10 +48,12 @@ __all__ = [
     "ObservedQuery",
     "ballot_msg_id",
     "build_ballot",
+    "build_ballots",
     "build_votes",
+    "split_votes",
 ]
 
-#: ``Nats-Msg-Id`` of a ballot: ``cctf-ballot.<agent>.<round>``.
+#: ``Nats-Msg-Id`` of a ballot: ``cctf-ballot.<agent>.<round>.<part>``.
 BALLOT_MSG_ID_PREFIX: Final = "cctf-ballot"
 #: Encoded ballots are kept below this (the envelope adds signatures and headers around it).
 MAX_BALLOT_PAYLOAD_BYTES: Final = L.MAX_PAYLOAD_BYTES
@@ -62,14 +69,20 @@ class BallotError(CctfError, ValueError):
     """The ballot cannot be built (invalid agent, region, round or question, or too many votes)."""
 
 
-def ballot_msg_id(agent: str, round_: int) -> str:
-    """The JetStream ``Nats-Msg-Id`` of ``agent``'s ballot for ``round_``.
+def ballot_msg_id(agent: str, round_: int, part: int = 0) -> str:
+    """The JetStream ``Nats-Msg-Id`` of part ``part`` (from 0) of ``agent``'s ballots for ``round_``.
 
-    Stable per (agent, round): every publish attempt of a round's ballot carries the same id, so the
-    stream's duplicate window keeps exactly one ballot per agent per round.
+    Stable per (agent, round, part): every publish attempt of a part carries the same id, so the
+    stream's duplicate window keeps each part of each round exactly once.
     """
     _check_round(round_)
-    return f"{BALLOT_MSG_ID_PREFIX}.{check_id(agent, 'agent id')}.{round_}"
+    if (
+        isinstance(part, bool)
+        or not isinstance(part, int)
+        or not 0 <= part < L.MAX_BALLOTS_PER_ROUND
+    ):
+        raise BallotError(f"invalid ballot part {part!r}")
+    return f"{BALLOT_MSG_ID_PREFIX}.{check_id(agent, 'agent id')}.{round_}.{part}"
 
 
 def _check_round(round_: int) -> None:
@@ -163,7 +176,7 @@ def build_votes(
     ``answer_digest(rcode, answer)`` for ``answer`` votes and ``b""`` otherwise; non-answers carry no
     answer and TTL 0. An observation whose resolver id is not a valid wire id is dropped. Raises
     :class:`BallotError` for an invalid agent, region, round, time or question, or for more than
-    ``MAX_VOTES_PER_BALLOT`` distinct votes.
+    ``MAX_VOTES_PER_ROUND`` distinct votes.
     """
     try:
         agent = check_id(agent, "agent id")
@@ -187,8 +200,8 @@ def build_votes(
         if vote is None:
             continue
         seen.add(key)
-        if len(votes) >= L.MAX_VOTES_PER_BALLOT:
-            raise BallotError(f"more than {L.MAX_VOTES_PER_BALLOT} votes in one ballot")
+        if len(votes) >= L.MAX_VOTES_PER_ROUND:
+            raise BallotError(f"more than {L.MAX_VOTES_PER_ROUND} votes in one round")
         votes.append(vote)
     return votes
 
@@ -213,6 +226,72 @@ def _fit(votes: list[ResolverVote], limit: int) -> list[ResolverVote]:
     return out
 
 
+def split_votes(
+    votes: list[ResolverVote],
+    *,
+    max_votes: int = L.MAX_VOTES_PER_BALLOT,
+    max_payload_bytes: int = MAX_BALLOT_PAYLOAD_BYTES,
+) -> list[list[ResolverVote]]:
+    """``votes`` cut into parts of at most ``max_votes`` votes and ``max_payload_bytes`` bytes each.
+
+    Greedy and order-preserving: the votes of one ``(qname, qtype)`` (consecutive or not) go into the
+    same part, a new part starts when the next group would not fit; a group larger than a part is cut
+    (by count) or shrunk (largest answers become ``error`` votes, :func:`_fit`). Always returns at least
+    one part (an empty one for no votes). Raises :class:`BallotError` for more than
+    ``MAX_BALLOTS_PER_ROUND`` parts or a vote that cannot fit at all.
+    """
+    if max_votes < 1:
+        raise BallotError("max_votes must be positive")
+    groups: dict[tuple[str, str], list[ResolverVote]] = {}
+    for vote in votes:
+        groups.setdefault((vote.qname, vote.qtype), []).append(vote)
+    budget = max_payload_bytes - _BALLOT_OVERHEAD
+    parts: list[list[ResolverVote]] = []
+    current: list[ResolverVote] = []
+    used = 0
+    for group in groups.values():
+        chunks = [group[i : i + max_votes] for i in range(0, len(group), max_votes)]
+        for chunk in chunks:
+            size = sum(len(encode(v)) for v in chunk)
+            if current and (len(current) + len(chunk) > max_votes or used + size > budget):
+                parts.append(current)
+                current, used = [], 0
+            if size > budget:  # one (qname, qtype) alone is too large: shrink it, on its own
+                if current:
+                    parts.append(current)
+                parts.append(_fit(chunk, max_payload_bytes))
+                current, used = [], 0
+                continue
+            current.extend(chunk)
+            used += size
+    if current or not parts:
+        parts.append(current)
+    if len(parts) > L.MAX_BALLOTS_PER_ROUND:
+        raise BallotError(
+            f"{len(votes)} votes need {len(parts)} ballots; at most {L.MAX_BALLOTS_PER_ROUND} per round"
+        )
+    return parts
+
+
+def build_ballots(
+    agent: str,
+    region: str,
+    round_: int,
+    observations: Iterable[ObservedQuery],
+    now_ms: int,
+    *,
+    max_votes: int = L.MAX_VOTES_PER_BALLOT,
+    max_payload_bytes: int = MAX_BALLOT_PAYLOAD_BYTES,
+) -> list[Ballot]:
+    """The ballots of ``agent`` for ``round_`` (part 0, 1, ...): :func:`build_votes`, issued at
+    ``now_ms``, cut by :func:`split_votes`. One ballot when everything fits in one."""
+    votes = build_votes(agent, region, round_, observations, now_ms)
+    return [
+        Ballot(agent=agent, region=region, round=round_, issued_ms=now_ms, votes=part)
+        for part in split_votes(votes, max_votes=max_votes, max_payload_bytes=max_payload_bytes)
+    ]
+
+
 def build_ballot(
     agent: str,
     region: str,
@@ -222,9 +301,12 @@ def build_ballot(
     *,
     max_payload_bytes: int = MAX_BALLOT_PAYLOAD_BYTES,
 ) -> Ballot:
-    """The ballot of ``agent`` for ``round_``: :func:`build_votes`, issued at ``now_ms``, shrunk (largest
-    answers become ``error`` votes) if its encoding would exceed ``max_payload_bytes``."""
+    """One ballot holding every vote (:func:`build_votes`), shrunk (largest answers become ``error``
+    votes) if its encoding would exceed ``max_payload_bytes``. Raises :class:`BallotError` for more
+    than ``MAX_VOTES_PER_BALLOT`` votes (use :func:`build_ballots`)."""
     votes = build_votes(agent, region, round_, observations, now_ms)
+    if len(votes) > L.MAX_VOTES_PER_BALLOT:
+        raise BallotError(f"more than {L.MAX_VOTES_PER_BALLOT} votes in one ballot")
     return Ballot(
         agent=agent,
         region=region,

@@ -319,10 +319,16 @@ def _parse(obj: Any, base: Path) -> AgentConfig:
     nats_settings = _parse_nats(obj.get("nats"), region, base)
     resolvers = _parse_resolvers(obj.get("resolvers"), base)
     names = _parse_names(obj.get("names"))
-    if len(names) * len(resolvers) > L.MAX_VOTES_PER_BALLOT:
+    if len(resolvers) > L.MAX_VOTERS:
+        raise ConfigError(
+            f"resolvers: {len(resolvers)} resolvers; a verdict lists at most {L.MAX_VOTERS} voters, "
+            "so a coordinator cannot count more"
+        )
+    if len(names) * len(resolvers) > L.MAX_VOTES_PER_ROUND:
         raise ConfigError(
             f"{len(names)} names x {len(resolvers)} resolvers = {len(names) * len(resolvers)} votes "
-            f"per round; a ballot holds at most {L.MAX_VOTES_PER_BALLOT}"
+            f"per round; an agent sends at most {L.MAX_BALLOTS_PER_ROUND} ballots of "
+            f"{L.MAX_VOTES_PER_BALLOT} votes ({L.MAX_VOTES_PER_ROUND}) per round"
         )
     round_ms = _int(obj, "round_ms", DEFAULT_ROUND_MS, MIN_ROUND_MS, MAX_ROUND_MS)
     query_deadline_ms = _int(obj, "query_deadline_ms", round_ms * 6 // 10, 1, round_ms - 1)

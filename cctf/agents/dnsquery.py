@@ -621,7 +621,7 @@ async def query_all(
     tens of milliseconds even if servers hang; a query that could not start before the deadline (the
     concurrency bound) is a ``timeout``. Raises ``ValueError`` (before any I/O) for configuration
     mistakes: invalid names or types, duplicate resolver ids, unreadable CA files, a non-positive
-    deadline or concurrency, or more than ``MAX_VOTES_PER_BALLOT`` queries.
+    deadline or concurrency, or more than ``MAX_VOTES_PER_ROUND`` queries.
     """
     _check_deadline(deadline_s)
     if deadline_s <= 0:
@@ -630,9 +630,9 @@ async def query_all(
         raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
     prepare(specs)
     parsed = [(parse_qname(n), parse_qtype(t)) for n, t in names]
-    if len(parsed) * len(specs) > L.MAX_VOTES_PER_BALLOT:
+    if len(parsed) * len(specs) > L.MAX_VOTES_PER_ROUND:
         raise ValueError(
-            f"{len(parsed)} names x {len(specs)} resolvers exceeds {L.MAX_VOTES_PER_BALLOT} queries"
+            f"{len(parsed)} names x {len(specs)} resolvers exceeds {L.MAX_VOTES_PER_ROUND} queries"
         )
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline_s

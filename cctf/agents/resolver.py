@@ -5,12 +5,16 @@ the agent
 
 1. queries every configured ``(qname, qtype)`` through every resolver concurrently, with a hard
    deadline at ``boundary + query_deadline_ms`` (:func:`cctf.agents.dnsquery.query_all`);
-2. builds one :class:`~cctf.bus_schemas.messages.Ballot` (:func:`cctf.agents.ballot.build_ballot`);
-3. seals it once (a signed envelope bound to ``cctf.v1.vote.<region>.<agent>``);
-4. publishes it to JetStream with ``Nats-Msg-Id`` = :func:`~cctf.agents.ballot.ballot_msg_id` and waits
-   for the ack. A failed attempt (no responders, timeout, disconnected, API error) is retried with a
-   short backoff, with the *same* message id and the *same* sealed bytes, until the round's end; then
-   the ballot is given up and logged. A retried publish that did land is deduplicated by the stream.
+2. builds its :class:`~cctf.bus_schemas.messages.Ballot` — several when the votes do not fit in one
+   (:func:`cctf.agents.ballot.build_ballots`);
+3. seals each once (a signed envelope bound to ``cctf.v1.vote.<region>.<agent>``, its own nonce);
+4. publishes them concurrently to JetStream, each with ``Nats-Msg-Id`` =
+   :func:`~cctf.agents.ballot.ballot_msg_id` ``(agent, round, part)`` and the region's vote stream as
+   the expected stream, and waits for the acks. A failed attempt (no responders, timeout,
+   disconnected, stream full, API error) is counted by reason and retried with a short backoff, with
+   the *same* message id and the *same* sealed bytes, until the round's end; then the part is given up
+   and logged (:mod:`cctf.agents.publishing`). A retried publish that did land is deduplicated by the
+   stream.
 
 Rounds never pile up: a round is started only if the agent reaches its boundary in time
 (``max_start_lag_ms``); otherwise the rounds missed are skipped, counted and logged, and the agent waits
@@ -23,16 +27,21 @@ Nothing secret is logged: the key is referred to by its key id only.
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Any
 
-from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballot
+from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballots
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
-from cctf.bus.headers import MSG_ID
+from cctf.agents.publishing import (
+    MIN_ATTEMPT_MS,
+    MSG_ID_HEADER,
+    PublishFailure,
+    PublishResult,
+    publish_until,
+)
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
@@ -49,53 +58,47 @@ __all__ = [
     "ResolverAgent",
 ]
 
-MSG_ID_HEADER: Final = MSG_ID
-#: Shortest ack timeout of one publish attempt: the first attempt gets at least this even when the
-#: round is (nearly) over; a retry is only made while this much of the round is left.
-MIN_ATTEMPT_MS: Final = 50
-#: Backoff between publish attempts: starts here, doubles, capped.
-BACKOFF_START_S: Final = 0.05
-BACKOFF_MAX_S: Final = 0.5
-
 Sleep = Callable[[float], Awaitable[None]]
 
 
 @dataclass(frozen=True)
 class BallotReport:
-    """What happened to one round's ballot (passed to ``on_ballot``)."""
+    """What happened to one round's ballots (passed to ``on_ballot``)."""
 
     round: int
     votes: int
-    ok: bool  # acknowledged by JetStream (possibly as a duplicate)
-    publish_ms: float  # from the first attempt to the ack (or to giving up)
-    attempts: int
-    duplicate: bool  # the stream had already stored this message id
-    error: str | None  # the last failure's class name when not ok
+    ok: bool  # every part acknowledged by JetStream (possibly as a duplicate)
+    publish_ms: float  # from the first attempt to the last ack (or to giving up)
+    attempts: int  # publish attempts of all parts
+    duplicate: bool  # the stream had already stored some part's message id
+    error: str | None  # the last failure's reason (PublishFailure) of a part not acknowledged
     statuses: dict[str, int]  # vote status -> count
+    parts: int = 1  # ballots sent for the round
+    parts_ok: int = 1  # of which acknowledged
 
 
 @dataclass
 class AgentStats:
     """Simple counters of one agent (monotonic within a process)."""
 
-    rounds: int = 0  # rounds executed (ballot attempted)
+    rounds: int = 0  # rounds executed (ballots attempted)
     rounds_skipped: int = 0  # rounds whose boundary was missed (overrun, stall)
     round_errors: int = 0  # rounds aborted by an unexpected exception
-    ballots_published: int = 0
-    ballots_failed: int = 0
+    ballots_published: int = 0  # ballot messages (parts) acknowledged
+    ballots_failed: int = 0  # ballot messages given up
     duplicates: int = 0
     publish_attempts: int = 0
     publish_retries: int = 0
+    #: failed publish attempts by reason (:class:`~cctf.agents.publishing.PublishFailure`)
+    publish_failures: dict[str, int] = field(
+        default_factory=lambda: {f.value: 0 for f in PublishFailure}
+    )
     votes: int = 0
     votes_by_status: dict[str, int] = field(
         default_factory=lambda: {s.value: 0 for s in VoteStatus}
     )
     last_round: int | None = None
     last_publish_ms: float | None = None
-
-
-def _error_name(exc: BaseException) -> str:
-    return type(exc).__name__
 
 
 class ResolverAgent:
@@ -143,8 +146,8 @@ class ResolverAgent:
         for qname, qtype in self.names:  # what query_all would refuse, refused now
             parse_qname(qname)
             parse_qtype(qtype)
-        if len(self.names) * len(self.resolvers) > L.MAX_VOTES_PER_BALLOT:
-            raise ValueError(f"names x resolvers exceeds {L.MAX_VOTES_PER_BALLOT} votes per ballot")
+        if len(self.names) * len(self.resolvers) > L.MAX_VOTES_PER_ROUND:
+            raise ValueError(f"names x resolvers exceeds {L.MAX_VOTES_PER_ROUND} votes per round")
         if isinstance(round_ms, bool) or not isinstance(round_ms, int) or round_ms < 10:
             raise ValueError("round_ms must be an integer >= 10")
         self.round_ms = round_ms
@@ -287,7 +290,7 @@ class ResolverAgent:
         return self.stats
 
     async def run_round(self, round_: int) -> BallotReport:
-        """One round: query, build, seal, publish (retrying until the round's end)."""
+        """One round: query, build, seal, publish every part (retrying until the round's end)."""
         start_ms = round_ * self.round_ms
         round_end = start_ms + self.round_ms
         query_end = start_ms + self.query_deadline_ms
@@ -298,30 +301,40 @@ class ResolverAgent:
             for (qname, qtype), obs in zip(self._questions, observations, strict=True)
         ]
         now = self._clock.now_ms()
-        ballot = build_ballot(self.agent, self.region, round_, observed, now)
-        sealed = seal(
-            self._key,
-            self.subject,
-            MessageType.BALLOT,
-            encode(ballot),
-            now_ms=now,
-            lifetime_ms=self.ballot_lifetime_ms,
-        )
+        ballots = build_ballots(self.agent, self.region, round_, observed, now)
+        sealed = [
+            seal(
+                self._key,
+                self.subject,
+                MessageType.BALLOT,
+                encode(ballot),
+                now_ms=now,
+                lifetime_ms=self.ballot_lifetime_ms,
+            )
+            for ballot in ballots
+        ]
         statuses: dict[str, int] = {}
-        for vote in ballot.votes:
-            statuses[vote.status.value] = statuses.get(vote.status.value, 0) + 1
-        ok, attempts, duplicate, error, publish_ms = await self._publish(
-            sealed, ballot_msg_id(self.agent, round_), round_end
+        for ballot in ballots:
+            for vote in ballot.votes:
+                statuses[vote.status.value] = statuses.get(vote.status.value, 0) + 1
+        results: list[PublishResult] = await asyncio.gather(
+            *(
+                self._publish(data, ballot_msg_id(self.agent, round_, part), round_end)
+                for part, data in enumerate(sealed)
+            )
         )
+        failed = [r for r in results if not r.ok]
         report = BallotReport(
             round=round_,
-            votes=len(ballot.votes),
-            ok=ok,
-            publish_ms=publish_ms,
-            attempts=attempts,
-            duplicate=duplicate,
-            error=error,
+            votes=sum(len(b.votes) for b in ballots),
+            ok=not failed,
+            publish_ms=max(r.latency_ms for r in results),
+            attempts=sum(r.attempts for r in results),
+            duplicate=any(r.duplicate for r in results),
+            error=failed[-1].error if failed else None,
             statuses=statuses,
+            parts=len(results),
+            parts_ok=len(results) - len(failed),
         )
         self._account(report)
         return report
@@ -334,26 +347,29 @@ class ResolverAgent:
         for status, count in report.statuses.items():
             st.votes_by_status[status] = st.votes_by_status.get(status, 0) + count
         st.publish_attempts += report.attempts
-        st.publish_retries += max(0, report.attempts - 1)
+        st.publish_retries += max(0, report.attempts - report.parts)
+        st.ballots_published += report.parts_ok
+        st.ballots_failed += report.parts - report.parts_ok
         if report.ok:
-            st.ballots_published += 1
             st.last_publish_ms = report.publish_ms
             st.duplicates += int(report.duplicate)
             self._log.info(
                 "ballot.published",
                 round=report.round,
                 votes=report.votes,
+                parts=report.parts,
                 statuses=report.statuses,
                 attempts=report.attempts,
                 publish_ms=round(report.publish_ms, 1),
                 duplicate=report.duplicate,
             )
         else:
-            st.ballots_failed += 1
             self._log.warning(
                 "ballot.failed",
                 round=report.round,
                 votes=report.votes,
+                parts=report.parts,
+                parts_ok=report.parts_ok,
                 attempts=report.attempts,
                 publish_ms=round(report.publish_ms, 1),
                 error=report.error,
@@ -364,41 +380,24 @@ class ResolverAgent:
             except Exception:
                 self._log.exception("on_ballot.error", round=report.round)
 
-    async def _publish(
-        self, data: bytes, msg_id: str, deadline_ms: int
-    ) -> tuple[bool, int, bool, str | None, float]:
-        """Publish ``data`` until acked or ``deadline_ms``; always the same bytes and message id.
+    def _count_failure(self, reason: PublishFailure, msg_id: str, attempt: int) -> None:
+        self.stats.publish_failures[reason.value] += 1
+        self._log.debug(
+            "ballot.publish_attempt_failed", msg_id=msg_id, attempt=attempt, reason=reason.value
+        )
 
-        Returns ``(ok, attempts, duplicate, last_error, latency_ms)``."""
-        started = time.perf_counter()
-        attempts = 0
-        backoff = BACKOFF_START_S
-        error: str | None = None
-        while True:
-            attempts += 1
-            remaining = deadline_ms - self._clock.now_ms()
-            timeout_ms = min(self.publish_timeout_ms, max(remaining, MIN_ATTEMPT_MS))
-            try:
-                ack = await self._js.publish(
-                    self.subject,
-                    data,
-                    timeout=timeout_ms / 1000,
-                    stream=self._stream,
-                    headers={MSG_ID_HEADER: msg_id},  # a fresh dict: nats-py adds to it
-                )
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # no responders, timeout, disconnected, API error, ...
-                error = _error_name(exc)
-                self._log.debug(
-                    "ballot.publish_attempt_failed", msg_id=msg_id, attempt=attempts, error=error
-                )
-            else:
-                latency = (time.perf_counter() - started) * 1000
-                return True, attempts, bool(getattr(ack, "duplicate", False)), None, latency
-            remaining = deadline_ms - self._clock.now_ms()
-            if remaining < MIN_ATTEMPT_MS or self._stop.is_set():
-                latency = (time.perf_counter() - started) * 1000
-                return False, attempts, False, error, latency
-            await self._pause(min(backoff, (remaining - MIN_ATTEMPT_MS) / 1000))
-            backoff = min(backoff * 2, BACKOFF_MAX_S)
+    async def _publish(self, data: bytes, msg_id: str, deadline_ms: int) -> PublishResult:
+        """Publish one sealed part until acked or ``deadline_ms``; always the same bytes and id."""
+        return await publish_until(
+            self._js,
+            self.subject,
+            data,
+            msg_id,
+            stream=self._stream,
+            deadline_ms=deadline_ms,
+            attempt_timeout_ms=self.publish_timeout_ms,
+            clock=self._clock,
+            pause=self._pause,
+            stopping=self._stop.is_set,
+            on_failure=lambda reason, attempt: self._count_failure(reason, msg_id, attempt),
+        )

@@ -14,8 +14,11 @@ MAX_ENVELOPE_BYTES: Final = 512 * 1024
 MAX_PAYLOAD_BYTES: Final = MAX_ENVELOPE_BYTES - 16 * 1024
 #: Largest NATS subject we build or accept.
 MAX_SUBJECT_BYTES: Final = 1024
-#: Votes in one ballot (names × resolvers of one agent in one round).
+#: Votes in one ballot. An agent with more votes in a round (names × resolvers) sends several ballots.
 MAX_VOTES_PER_BALLOT: Final = 4096
+#: Ballots (parts) one agent sends in one round, and so votes of one agent in one round.
+MAX_BALLOTS_PER_ROUND: Final = 64
+MAX_VOTES_PER_ROUND: Final = MAX_VOTES_PER_BALLOT * MAX_BALLOTS_PER_ROUND
 #: Entries in one canonical answer, and the length of each entry.
 MAX_ANSWER_ENTRIES: Final = 64
 MAX_ANSWER_ENTRY_CHARS: Final = 512

@@ -17,17 +17,14 @@ import pytest
 from wirefactories import make_identity
 
 from cctf.agents.ballot import (
-    BallotError,
     ballot_msg_id,
     build_ballot,
-    build_votes,
 )
-from cctf.agents.canonical import Observation, Transport, VoteStatus
+from cctf.agents.canonical import Transport, VoteStatus
 from cctf.agents.config import AgentConfig, ConfigError, load_agent_config
 from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.resolver import MSG_ID_HEADER, BallotReport, ResolverAgent
 from cctf.bus.streams import VOTES_STREAM, ensure_streams
-from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import MessageType, Reason, Rejected, decode_envelope, seal
 from cctf.bus_schemas.messages import Ballot, answer_digest, decode_ballot, encode
 from cctf.bus_schemas.subjects import vote_subject
@@ -126,98 +123,6 @@ async def wait_for(pred: Callable[[], bool], timeout_s: float, what: str) -> Non
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-def obs(
-    resolver: str = "r1",
-    status: VoteStatus = VoteStatus.ANSWER,
-    answer: tuple[str, ...] = ("www.demo.test. A 192.0.2.10",),
-    **kw: Any,
-) -> Observation:
-    fields: dict[str, Any] = {
-        "resolver_id": resolver,
-        "transport": Transport.UDP,
-        "status": status,
-        "rcode": 0,
-        "answer": answer if status is VoteStatus.ANSWER else (),
-        "ttl": 300,
-        "ad": False,
-        "ede": (),
-        "latency_ms": 1.0,
-        "detail": "",
-    }
-    fields.update(kw)
-    return Observation(**fields)
-
-
-# ------------------------------------------------------------------------------ ballot (pure)
-
-
-def test_build_votes_digests_and_normalization() -> None:
-    observed = [
-        ("WWW.Demo.Test", "A", obs("r1")),
-        ("www.demo.test.", "A", obs("r2", VoteStatus.TIMEOUT)),
-        ("www.demo.test.", "A", obs("r3", VoteStatus.SERVFAIL, rcode=2)),
-        ("www.demo.test.", "A", obs("r1", answer=("other",))),  # second for (name, r1): dropped
-    ]
-    votes = build_votes(AGENT, REGION, 7, observed, 1234)
-    assert [v.resolver_id for v in votes] == ["r1", "r2", "r3"]
-    assert all(
-        v.qname == "www.demo.test." and v.round == 7 and v.observed_ms == 1234 for v in votes
-    )
-    assert votes[0].answer_digest == answer_digest(0, ["www.demo.test. A 192.0.2.10"])
-    assert votes[1].answer_digest == b"" and votes[1].answer == []
-    assert votes[2].answer_digest == b"" and votes[2].rcode == 2
-    ballot = build_ballot(AGENT, REGION, 7, observed, 1234)
-    assert decode_ballot(encode(ballot)) == ballot  # passes strict decoding
-
-
-def test_build_votes_never_crashes_on_garbage() -> None:
-    observed = [
-        ("a.test.", "A", obs("r1", answer=("x" * (L.MAX_ANSWER_ENTRY_CHARS + 1),))),
-        ("a.test.", "A", obs("r2", ttl=2**40, ede=tuple(range(50)))),
-        ("a.test.", "A", obs("r3", rcode=70000)),
-        ("a.test.", "A", obs("BAD ID")),  # not a wire id: dropped
-        ("a.test.", "A", obs("r4", answer=tuple(f"e{i}" for i in range(100)))),
-        ("a.test.", "A", obs("r5", answer=("a.test. TXT \ud800",))),  # lone surrogate
-    ]
-    ballot = build_ballot(AGENT, REGION, 1, observed, 1)
-    assert decode_ballot(encode(ballot)) == ballot
-    by = {v.resolver_id: v for v in ballot.votes}
-    assert set(by) == {"r1", "r2", "r3", "r4", "r5"}
-    assert by["r1"].status is VoteStatus.ERROR and by["r1"].answer == []
-    assert by["r2"].status is VoteStatus.ERROR  # TTL out of range on the wire
-    assert by["r3"].status is VoteStatus.ERROR and by["r3"].rcode == 0
-    assert by["r4"].status is VoteStatus.ERROR
-    assert by["r5"].status is VoteStatus.ERROR and by["r5"].answer_digest == b""
-    with pytest.raises(BallotError):
-        build_votes("Not An Id", REGION, 1, [], 1)
-    with pytest.raises(BallotError):
-        build_votes(AGENT, REGION, -1, [], 1)
-    with pytest.raises(BallotError):
-        build_votes(AGENT, REGION, 1, [("bad..name", "A", obs())], 1)
-
-
-def test_ballot_shrinks_to_fit_payload_cap() -> None:
-    big = tuple(f'big.test. TXT "{i:03d}{"y" * 400}"' for i in range(60))
-    observed = [("big.test.", "TXT", obs(f"r{i}", answer=big)) for i in range(6)]
-    observed.append(("small.test.", "A", obs("r0")))
-    ballot = build_ballot(AGENT, REGION, 1, observed, 1, max_payload_bytes=80_000)
-    assert len(encode(ballot)) <= 80_000
-    statuses = [v.status for v in ballot.votes]
-    assert VoteStatus.ERROR in statuses and statuses.count(VoteStatus.ANSWER) >= 2
-    assert ballot.votes[-1].status is VoteStatus.ANSWER  # the small one survives
-    for v in ballot.votes:
-        if v.status is VoteStatus.ANSWER:
-            assert v.answer_digest == answer_digest(v.rcode, v.answer)
-
-
-def test_ballot_msg_id_is_stable_per_agent_and_round() -> None:
-    assert ballot_msg_id(AGENT, 5) == ballot_msg_id(AGENT, 5)
-    assert ballot_msg_id(AGENT, 5) != ballot_msg_id(AGENT, 6)
-    assert ballot_msg_id(AGENT, 5) != ballot_msg_id("agent-2", 5)
-    with pytest.raises(ValueError):
-        ballot_msg_id("a.b", 5)
 
 
 # ------------------------------------------------------------------------------------------ config
