@@ -75,6 +75,7 @@ class BallotReport:
     statuses: dict[str, int]  # vote status -> count
     parts: int = 1  # ballots sent for the round
     parts_ok: int = 1  # of which acknowledged
+    query_ms: float = 0.0  # from the round's start to the last DNS observation
 
 
 @dataclass
@@ -296,6 +297,7 @@ class ResolverAgent:
         query_end = start_ms + self.query_deadline_ms
         deadline_s = max(0.001, (query_end - self._clock.now_ms()) / 1000)
         observations = await query_all(self.resolvers, self.names, deadline_s=deadline_s)
+        query_ms = float(self._clock.now_ms() - start_ms)
         observed: list[ObservedQuery] = [
             (qname, qtype, obs)
             for (qname, qtype), obs in zip(self._questions, observations, strict=True)
@@ -335,6 +337,7 @@ class ResolverAgent:
             statuses=statuses,
             parts=len(results),
             parts_ok=len(results) - len(failed),
+            query_ms=query_ms,
         )
         self._account(report)
         return report
@@ -359,6 +362,7 @@ class ResolverAgent:
                 votes=report.votes,
                 parts=report.parts,
                 statuses=report.statuses,
+                query_ms=report.query_ms,
                 attempts=report.attempts,
                 publish_ms=round(report.publish_ms, 1),
                 duplicate=report.duplicate,

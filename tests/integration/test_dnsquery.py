@@ -48,7 +48,9 @@ from cctf.agents.canonical import (
     parse_qtype,
 )
 from cctf.agents.dnsquery import DEFAULT_PORTS, ResolverSpec, prepare, query, query_all
+from cctf.agents.transports import doh_url
 from cctf.bus_schemas import messages
+from cctf.util.deadline import hard_deadline
 
 LOOP = "127.0.0.1"
 SLACK = 0.5  # allowed lateness over a deadline
@@ -471,7 +473,7 @@ async def test_hard_deadline_does_not_wait_for_a_stubborn_cleanup() -> None:
 
     start = time.monotonic()
     with pytest.raises(TimeoutError):
-        await dnsquery._hard_deadline(stubborn(), 0.1)
+        await hard_deadline(stubborn(), 0.1)
     assert time.monotonic() - start < 0.1 + SLACK
 
 
@@ -563,7 +565,9 @@ async def test_query_all_config_errors(specs: dict[str, ResolverSpec], tmp_path:
     with pytest.raises(ValueError, match="concurrency"):
         await query_all([udp], [("a.test", "A")], deadline_s=1, concurrency=0)
     with pytest.raises(ValueError, match="exceeds"):
-        await query_all([udp], [(f"n{i}.test", "A") for i in range(5000)], deadline_s=1)
+        await query_all(
+            [udp, specs["tcp"]], [(f"n{i}.test", "A") for i in range(131_073)], deadline_s=1
+        )
     missing = ResolverSpec("x", LOOP, 853, Transport.DOT, ca_file=str(tmp_path / "missing.pem"))
     with pytest.raises(ValueError, match="cannot load ca_file"):
         prepare([missing])
@@ -600,7 +604,7 @@ def test_spec_from_dict_defaults_and_round_trip() -> None:
         "dns.example",
         "/q",
     )
-    assert dnsquery._doh_url(spec) == "https://[2001:db8::1]:8443/q"
+    assert doh_url(spec) == "https://[2001:db8::1]:8443/q"
 
 
 @pytest.mark.parametrize(
@@ -969,3 +973,42 @@ def test_observation_from_response_on_random_rcodes(
         assert obs.status == VoteStatus.ERROR
     if obs.status != VoteStatus.ANSWER:
         assert obs.answer == () and obs.ttl == 0
+
+
+class _DropFirst(asyncio.DatagramProtocol):
+    """A UDP server that ignores the first datagram of every query id, then answers."""
+
+    def __init__(self) -> None:
+        self.transport: asyncio.DatagramTransport | None = None
+        self.seen: list[int] = []
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        self.transport = transport  # type: ignore[assignment]  # a datagram transport
+
+    def datagram_received(self, data: bytes, addr: object) -> None:
+        q = dns.message.from_wire(data)
+        self.seen.append(q.id)
+        if self.seen.count(q.id) == 1 or self.transport is None:
+            return
+        r = dns.message.make_response(q)
+        r.answer.append(dns.rrset.from_text(q.question[0].name, 60, "IN", "A", "192.0.2.7"))
+        self.transport.sendto(r.to_wire(), addr)
+
+
+async def test_udp_resends_a_lost_query_while_time_is_left() -> None:
+    loop = asyncio.get_running_loop()
+    transport, proto = await loop.create_datagram_endpoint(_DropFirst, local_addr=(LOOP, 0))
+    try:
+        port = transport.get_extra_info("sockname")[1]
+        spec = ResolverSpec("r1", LOOP, port, Transport.UDP)
+        start = time.monotonic()
+        obs = await query(spec, "lost.test", "A", deadline_s=3)
+        assert obs.status == VoteStatus.ANSWER, obs.detail
+        assert obs.answer == ("lost.test. A 192.0.2.7",)
+        assert len(proto.seen) == 2 and proto.seen[0] == proto.seen[1]  # the same query, resent
+        assert 0.9 < time.monotonic() - start < 3 + SLACK
+        # without time for a resend, the lost datagram is a timeout
+        obs = await query(spec, "lost2.test", "A", deadline_s=0.5)
+        assert obs.status == VoteStatus.TIMEOUT
+    finally:
+        transport.close()
