@@ -26,7 +26,7 @@ from cctf.bus_schemas.envelope import decode_envelope
 from cctf.bus_schemas.messages import Outcome, decode_verdict
 from cctf.bus_schemas.subjects import verdict_filter
 from cctf.clock import SystemClock
-from cctf.coordinator import tally
+from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.service import Coordinator
 from cctf.crypto.keys import save_signing_key
 from cctf.crypto.trust import Role
@@ -90,16 +90,20 @@ async def test_5000_names_one_resolver_every_name_gets_its_verdict_each_round(
     client = await nats_connect(nats_single, "client")
     await client.subscribe(verdict_filter(REGION), cb=on_verdict, pending_msgs_limit=200_000)
 
-    coordinator = Coordinator(
+    config = CoordinatorConfig(
         coordinator=coord.principal,
+        region=REGION,
+        rule=RuleConfig(k=1, n=1),
+        electorate=[f"{AGENT}/r1"],
+        names=[(n, "A") for n in names],  # the coordinator tallies only configured names
+        round_ms=ROUND_MS,
+    )
+    coordinator = Coordinator(
+        config,
+        await nats_connect(nats_single, "coordinator", max_reconnect_attempts=-1),
         key=coord.key,
         trust=make_trust(agent, coord),
-        rule=tally.QuorumRule(1, 1),
-        electorate=[f"{AGENT}/r1"],
-        nc=await nats_connect(nats_single, "coordinator", max_reconnect_attempts=-1),
-        verdict_regions=[REGION],
         clock=SystemClock(),
-        round_ms=ROUND_MS,
     )
     await coordinator.start()
 
