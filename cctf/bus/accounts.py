@@ -80,7 +80,8 @@ class StreamKind(enum.StrEnum):
 
 #: Every JetStream API call, by the subject it is requested on. ``{stream}`` is a stream name,
 #: ``{consumer}`` one token (a consumer name); a trailing ``.>`` stands for a subject or filter.
-#: ``ACK`` is not an API request but the acknowledgement subject of a delivered message.
+#: ``ACK`` and ``FC`` are not API requests but the acknowledgement subject of a delivered message and
+#: the flow-control reply of a push consumer (``$JS.FC.<stream>.<consumer>.<random>``).
 JS_API: Final[Mapping[str, str]] = {
     "INFO": "$JS.API.INFO",
     "STREAM.NAMES": "$JS.API.STREAM.NAMES",
@@ -112,6 +113,7 @@ JS_API: Final[Mapping[str, str]] = {
     "CONSUMER.LIST": "$JS.API.CONSUMER.LIST.{stream}",
     "CONSUMER.MSG.NEXT": "$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}",
     "ACK": "$JS.ACK.{stream}.>",
+    "FC": "$JS.FC.{stream}.>",
     "META.LEADER.STEPDOWN": "$JS.API.META.LEADER.STEPDOWN",
     "SERVER.REMOVE": "$JS.API.SERVER.REMOVE",
     "ACCOUNT.PURGE": "$JS.API.ACCOUNT.PURGE.{account}",
@@ -129,6 +131,7 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("DIRECT.GET", _D),
             ("DIRECT.GET.LAST", _D),
             ("CONSUMER.CREATE", _D),  # unnamed: ephemeral, server-named, never a durable
+            ("FC", _D),  # flow-control replies of its ordered (push) consumers
         }
     ),
     Role.COORDINATOR: frozenset(
@@ -235,9 +238,8 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
             subscribe_allow=(inbox, "cctf.v1.>"),
         )
     if role is Role.CLIENT:
-        # $JS.FC: the flow-control replies of its ordered (push) consumers
         return UserPermissions(
-            publish_allow=(*granted_subjects(role, regions), "$JS.FC.>"),
+            publish_allow=granted_subjects(role, regions),
             subscribe_allow=(inbox, "cctf.v1.verdict.>"),
         )
     region = user_name[len(AGENT_PREFIX) :]

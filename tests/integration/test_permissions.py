@@ -39,6 +39,7 @@ TAILS = {
     "DIRECT.GET.LAST": "cctf.v1.verdict.us-east.probe.A",
     "CONSUMER.CREATE.FILTERED": "cctf.v1.vote.us-east.probe",
     "ACK": "probe.1.1.1.1.0",
+    "FC": "probe.abcd",
 }
 
 
