@@ -584,6 +584,49 @@ async def test_unacknowledged_ballots_survive_a_coordinator_restart(harness: Har
     assert second.stats().ballots_accepted == 2
 
 
+async def test_a_split_ballot_is_tallied_as_one(harness: Harness) -> None:
+    """An agent whose votes exceed one ballot sends several signed ballots for the same round (the
+    agent's split, one Nats-Msg-Id per part): the coordinator counts them all, as one voter each."""
+    h = harness
+    coordinator = await h.start_coordinator()
+    east = h.agents[EAST]
+    now = h.clock.now_ms()
+    names = ("example.com.", "after.example.", "live.example.")
+    for part, qname in enumerate(names):
+        votes = [_vote(east.principal, r, qname=qname) for r in ("r1", "r2", "r3")]
+        ballot = make_ballot(east.principal, EAST, ROUND0, votes=votes)
+        data = seal_ballot(east, ballot, now_ms=now)
+        await h.publish(EAST, data, msg_id=f"cctf-ballot.{east.principal}.{ROUND0}.{part}")
+    for qname in names:
+        v = await h.wait_verdict(qname)
+        assert v.outcome is Outcome.TRUSTED and v.round == ROUND0
+    st = coordinator.stats()
+    assert st.ballots_accepted == 3 and st.votes_accepted == 9 and st.rejected == {}
+    await h.consumer_drained(h.coord.principal)
+
+
+async def test_a_verdict_that_cannot_be_published_is_given_up_in_bounded_time(
+    harness: Harness,
+) -> None:
+    """One verdict region has no verdict stream: every publish there fails. The verdict is retried
+    until it expires, then dropped (counted); its ballots are acknowledged, nothing stays held."""
+    h = harness
+    coordinator = await h.start_coordinator(
+        verdict_regions=[EAST, "ap-south"], verdict_ttl_ms=1_500, publish_timeout_ms=200
+    )
+    await h.ballot(EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST})
+    v = await h.wait_verdict("example.com.")  # the region that works got it
+    assert v.outcome is Outcome.TRUSTED
+    await asyncio.sleep(0.5)
+    assert coordinator.stats().held_ballots == 1  # still retrying the other region
+    h.clock.advance(1_500)  # the verdict's expiry (on the injected clock)
+    await _until(lambda: coordinator.stats().verdicts_dropped == {"expired": 1}, 15, "dropped")
+    await h.consumer_drained(h.coord.principal)
+    st = coordinator.stats()
+    assert st.held_ballots == 0 and st.open_keys == 0 and st.publish_retries >= 1
+    assert st.acked == 1
+
+
 async def test_start_fails_clearly_without_the_votes_stream(
     nats_single: NatsFabric, nats_connect: Any
 ) -> None:
