@@ -3,7 +3,7 @@
 Data path (each arrow a stage of ``cctf.coordinator.pipeline``; see ``docs/architecture.md``)::
 
     RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--> verify (VerifyStage)
-      --> tally (TallyBook) --> decide (Decider) --> sign (Signer, worker threads)
+      --> tally (TallyBook) --> Outbox: decide (Decider) --> sign (Signer, worker threads)
       --> Publisher (Nats-Msg-Id, bounded retry) --> acks (AckLedger): ack / term(reason) / +WPI
 
 Configured by ONE :class:`~cctf.coordinator.config.CoordinatorConfig`. The service never raises on
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
@@ -25,20 +24,19 @@ from typing import Final
 from cctf import telemetry
 from cctf.bus.connect import Connection
 from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
-from cctf.bus.publisher import Publisher, PublishOutcome
+from cctf.bus.publisher import Publisher
 from cctf.bus_schemas.envelope import TimePolicy
-from cctf.bus_schemas.messages import Verdict, encode
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.counters import Counters, LogLimiter
+from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues
-from cctf.coordinator.pipeline.sign import Sealed, Signer, SignError
+from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
 from cctf.coordinator.tally import AddResult, Decision, TallyBook, TallyKey
-from cctf.coordinator.verdicts import VerdictError
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.trust import Role, TrustConfig
@@ -46,9 +44,7 @@ from cctf.errors import CctfError
 
 __all__ = ["Coordinator", "CoordinatorError", "CoordinatorStats", "vote_regions"]
 
-_PUBLISH_CHUNK: Final = 32  # verdicts signed before the first of them is published
 _MAX_DETAIL: Final = 300
-UNPUBLISHABLE: Final = "unpublishable"
 Token = tuple[str, int]
 
 _log = telemetry.get_logger("cctf.coordinator")
@@ -92,14 +88,6 @@ def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ..
     return tuple(sorted(regions))
 
 
-@dataclass
-class _Job:
-    key: TallyKey
-    verdict: Verdict
-    payload: bytes
-    sealed: list[Sealed] | None = None
-
-
 class Coordinator:
     """Verifies ballots of every vote region, tallies them and publishes signed verdicts."""
 
@@ -139,8 +127,6 @@ class Coordinator:
             self.regions, limit=c.queue_limit, batch=c.fetch_batch
         )
         self._book = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies)
-        self._decider = Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock)
-        self._signer = Signer(self._key, c.publish_regions)
         self._ledger: AckLedger[Token, TallyKey] = AckLedger(
             max_deliver=c.max_deliver,
             refresh_ms=max(1, c.ack_wait_ms // 3),
@@ -162,12 +148,6 @@ class Coordinator:
             )
             for region in self.regions
         ]
-        self._publisher = Publisher(
-            conn,
-            clock,
-            timeout_s=c.publish_timeout_ms / 1000,
-            max_backoff_s=c.max_backoff_ms / 1000,
-        )
         self._counts = Counters()
         self._limiter = LogLimiter(20, monotonic)
         self._executor = ThreadPoolExecutor(c.signing_workers, thread_name_prefix="cctf-sign")
@@ -183,6 +163,23 @@ class Coordinator:
         self._started = False
         self._failure: BaseException | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self._outbox = Outbox(
+            decider=Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock),
+            signer=Signer(self._key, c.publish_regions),
+            publisher=Publisher(
+                conn,
+                clock,
+                timeout_s=c.publish_timeout_ms / 1000,
+                max_backoff_s=c.max_backoff_ms / 1000,
+            ),
+            counts=self._counts,
+            executor=self._executor,
+            workers=c.signing_workers,
+            stopping=self._stopping,
+            settle=self._settle_key,
+            latency=self._latency_ms,
+            log=self._log_limited,
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -250,9 +247,10 @@ class Coordinator:
             for d in leftovers:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(d.nak(), 0.5)
-        for consumer in self._consumers:
-            with contextlib.suppress(Exception):
-                await asyncio.wait_for(consumer.close(), 1.0)
+        with contextlib.suppress(Exception):  # bounded: the server may be gone
+            await asyncio.wait_for(
+                asyncio.gather(*(c.close() for c in self._consumers), return_exceptions=True), 1.0
+            )
         self._executor.shutdown(wait=False, cancel_futures=True)
         if self._owns_conn and not self._conn.is_closed:
             with contextlib.suppress(Exception):
@@ -499,32 +497,7 @@ class Coordinator:
 
     async def _publish_decisions(self, decided: list[tuple[TallyKey, Decision]]) -> None:
         try:
-            jobs: list[_Job] = []
-            for key, decision in decided:
-                try:
-                    verdict = self._decider.verdict(key, decision)
-                except VerdictError as exc:  # a bug: never hold the ballots
-                    _log.error("verdict_build_failed", key=list(key), error=str(exc))
-                    self._counts.drop(UNPUBLISHABLE)
-                    await self._settle_key(key)
-                    continue
-                jobs.append(_Job(key, verdict, encode(verdict)))
-            publishing: list[tuple[list[_Job], asyncio.Future[list[bool | None]]]] = []
-            for start in range(0, len(jobs), _PUBLISH_CHUNK):
-                part = jobs[start : start + _PUBLISH_CHUNK]
-                if not await self._sign(part):
-                    break  # stopping
-                for job in part:
-                    if job.sealed is None:  # cannot be published: settle it now
-                        self._counts.drop(UNPUBLISHABLE)
-                        await self._settle_key(job.key)
-                ready = [job for job in part if job.sealed is not None]
-                publishing.append((ready, asyncio.gather(*(self._publish_job(j) for j in ready))))
-            for part, pending in publishing:
-                results = await pending
-                for job, ok in zip(part, results, strict=True):
-                    if ok is not None:  # None: stopping, leave the ballots for redelivery
-                        await self._settle_key(job.key)
+            await self._outbox.run(decided)
         except asyncio.CancelledError:
             raise
         except Exception:  # a bug: keep serving
@@ -534,66 +507,6 @@ class Coordinator:
             if self._pending_verdicts < self.config.max_pending_verdicts:
                 self._room.set()
 
-    def _seal_chunk(self, jobs: list[_Job]) -> list[list[Sealed] | None]:
-        out: list[list[Sealed] | None] = []
-        for job in jobs:
-            try:
-                out.append(self._signer.seal(job.verdict, job.payload))
-            except SignError as exc:
-                self._log_limited("verdict_unpublishable", error=str(exc)[:_MAX_DETAIL])
-                out.append(None)
-        return out
-
-    async def _sign(self, jobs: list[_Job]) -> bool:
-        """Seal every verdict for every verdict region, in worker threads for larger batches."""
-        if len(jobs) * len(self._signer.regions) <= 2:
-            sealed = self._seal_chunk(jobs)
-        else:
-            loop = asyncio.get_running_loop()
-            size = math.ceil(len(jobs) / self.config.signing_workers)
-            chunks = [jobs[i : i + size] for i in range(0, len(jobs), size)]
-            try:
-                parts = await asyncio.gather(
-                    *(loop.run_in_executor(self._executor, self._seal_chunk, c) for c in chunks)
-                )
-            except RuntimeError:  # executor shut down: stopping
-                return False
-            sealed = [item for part in parts for item in part]
-        for job, s in zip(jobs, sealed, strict=True):
-            job.sealed = s
-        return True
-
-    async def _publish_job(self, job: _Job) -> bool | None:
-        """Publish one verdict to every region: True published, False given up, None stopping."""
-        verdict = job.verdict
-        assert job.sealed is not None
-        results = await asyncio.gather(
-            *(
-                self._publisher.publish(
-                    s.subject, s.data, s.msg_id, verdict.expires_ms, self._stopping
-                )
-                for s in job.sealed
-            )
-        )
-        n = self._counts
-        for r in results:
-            n.retries += r.failures
-            if r.failures:
-                self._log_limited("verdict_publish_failed", error=r.last_error)
-        if any(r.outcome is PublishOutcome.STOPPED for r in results):
-            return None
-        n.verdict_messages += sum(r.outcome is PublishOutcome.PUBLISHED for r in results)
-        if all(r.outcome is PublishOutcome.PUBLISHED for r in results):
-            last = self._last_vote.get(job.key)
-            latency = (self._monotonic() - last) * 1000.0 if last is not None else None
-            n.verdict(verdict.outcome.value, latency)
-            return True
-        n.drop("expired")
-        _log.error(
-            "verdict_dropped",
-            qname=verdict.qname[:256],
-            qtype=verdict.qtype,
-            round=verdict.round,
-            detail="expired before it could be published",
-        )
-        return False
+    def _latency_ms(self, key: TallyKey) -> float | None:
+        last = self._last_vote.get(key)
+        return (self._monotonic() - last) * 1000.0 if last is not None else None
