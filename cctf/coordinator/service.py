@@ -461,6 +461,7 @@ class Coordinator:
                     if d is not None:
                         with contextlib.suppress(Exception):
                             await d.in_progress()
+                self._counts.flush()  # terms counted outside a batch (shed, hold_expired)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug: keep serving
