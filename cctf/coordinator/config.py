@@ -18,11 +18,11 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Any, Final
+from typing import Annotated, Final
 
 import msgspec
 
-from cctf.bus.settings import NatsSettings, NatsSettingsError
+from cctf.bus.settings import NatsSettings
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import TimePolicy
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
@@ -131,7 +131,7 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     names: list[tuple[str, str]]
     key_file: str | None = None
     trust_file: str | None = None
-    nats: dict[str, Any] | None = None
+    nats: NatsSettings | None = None
     min_suite: str = "hybrid-ed25519-ml-dsa-65"
     round_ms: Annotated[int, msgspec.Meta(ge=10, le=3_600_000)] = 1_000
     round_grace_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = 1_500
@@ -194,11 +194,6 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
             raise ValueError(f"min_suite: {exc}") from None
         if self.metrics is not None:
             HostPort.parse(self.metrics)
-        if self.nats is not None:
-            try:
-                NatsSettings.from_json(self.nats)
-            except NatsSettingsError as exc:
-                raise ValueError(str(exc)) from None
 
     # ---- derived pieces (cheap; computed on use)
 
@@ -238,10 +233,7 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     def nats_settings(self) -> NatsSettings:
         if self.nats is None:
             raise ConfigError("nats: required, the connection block")
-        try:
-            return NatsSettings.from_json(self.nats)
-        except NatsSettingsError as exc:
-            raise ConfigError(str(exc)) from None
+        return self.nats
 
     def load_key(self) -> SigningKey:
         if self.key_file is None:
@@ -269,9 +261,7 @@ def _anchor(value: str | None, base: Path) -> str | None:
 
 def anchored(config: CoordinatorConfig, base: Path) -> CoordinatorConfig:
     """``config`` with its relative paths resolved against ``base``."""
-    nats = config.nats
-    if nats is not None and isinstance(nats.get("credentials"), str):
-        nats = {**nats, "credentials": _anchor(nats["credentials"], base)}
+    nats = config.nats.anchored(base) if config.nats is not None else None
     return msgspec.structs.replace(
         config,
         key_file=_anchor(config.key_file, base),
