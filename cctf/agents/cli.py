@@ -2,11 +2,15 @@
 
 ::
 
-    cctf agent run --config agent.json [--rounds N] [--log-level info] [--log-format json|console]
+    cctf agent run --config agent.yaml [--rounds N] [--log-level info] [--log-format json|console]
 
-Exit codes: 0 after ``--rounds`` rounds or on SIGINT/SIGTERM (a clean stop: the current round ends,
-the NATS connection is drained); 2 for an invalid configuration (the message says what is wrong);
-1 when NATS cannot be reached.
+Exit codes: 0 after ``--rounds`` rounds or on SIGINT/SIGTERM (a clean stop, within 5 s in every state:
+while connecting it stops at once; while running the current round ends early, its publishes stop
+retrying, a round still querying after 2 s is cancelled, and the NATS connection is drained for at
+most 1.5 s); 2 for an invalid configuration (the
+message says what is wrong); 1 when NATS cannot be reached at start (every server tried
+:data:`CONNECT_RETRIES` + 1 times). Once connected, a NATS outage is ridden out: the client reconnects
+and the rounds in between are logged as failed. A second signal stops at once.
 """
 
 from __future__ import annotations
@@ -23,7 +27,13 @@ from cctf.crypto.keys import SigningKey
 from cctf.telemetry import configure_logging, get_logger
 
 _LEVELS = ("debug", "info", "warning", "error")
-_DRAIN_TIMEOUT_S = 5.0
+#: After SIGINT/SIGTERM: the current round may finish within this, then it is cancelled; the NATS
+#: connection is then drained and closed within the next two bounds (5 s in all, with slack).
+_STOP_GRACE_S = 2.0
+_DRAIN_TIMEOUT_S = 1.5
+_CLOSE_TIMEOUT_S = 0.5
+#: Initial connection attempts per server after the first (then exit 1).
+CONNECT_RETRIES = 10
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -34,7 +44,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="query the configured resolvers every round and publish signed ballots",
         description="Run a resolver agent until stopped (SIGINT/SIGTERM) or for --rounds rounds.",
     )
-    run.add_argument("--config", required=True, metavar="FILE", help="agent config (JSON)")
+    run.add_argument("--config", required=True, metavar="FILE", help="agent config (YAML or JSON)")
     run.add_argument(
         "--rounds", type=_positive_int, default=None, metavar="N", help="stop after N rounds"
     )
@@ -82,13 +92,16 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
     main_task = asyncio.current_task()
     agent: ResolverAgent | None = None
     signals = 0
+    hard_stop: asyncio.TimerHandle | None = None
 
     def on_signal() -> None:
-        nonlocal signals
+        nonlocal signals, hard_stop
         signals += 1
-        if agent is not None and signals == 1:
+        if agent is not None and signals == 1 and main_task is not None:
             log.info("agent.signal", action="stopping after the current round")
             agent.stop()
+            # a round's DNS queries may run for most of a long round: do not wait for them
+            hard_stop = loop.call_later(_STOP_GRACE_S, main_task.cancel)
         elif main_task is not None:
             main_task.cancel()  # second signal, or still connecting: stop now
 
@@ -104,25 +117,43 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
                 list(config.nats.urls),
                 config.nats.nats_user(),
                 name=f"cctf-agent-{config.agent}",
+                initial_retries=CONNECT_RETRIES,
             )
         except asyncio.CancelledError:
+            _uncancel(main_task)
+            log.info("agent.cancelled", state="connecting")
             return 0
         except Exception as exc:
             log.error(
                 "agent.nats_unreachable", error=type(exc).__name__, urls=list(config.nats.urls)
+            )
+            print(
+                f"cctf agent: cannot reach NATS at {', '.join(config.nats.urls)} "
+                f"({type(exc).__name__})",
+                file=sys.stderr,
             )
             return 1
         agent = ResolverAgent.from_config(config, nc, key=key)
         try:
             await agent.run(rounds)
         except asyncio.CancelledError:
-            log.info("agent.cancelled")
+            _uncancel(main_task)
+            log.info("agent.cancelled", state="running")
         return 0
     finally:
+        if hard_stop is not None:
+            hard_stop.cancel()
         for sig in installed:
             loop.remove_signal_handler(sig)
         if nc is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(nc.drain(), _DRAIN_TIMEOUT_S)
             with contextlib.suppress(Exception):
-                await nc.close()
+                await asyncio.wait_for(nc.close(), _CLOSE_TIMEOUT_S)
+
+
+def _uncancel(task: asyncio.Task[Any] | None) -> None:
+    """The cancellation was ours and is handled: let the clean-up await normally."""
+    if task is not None:
+        while task.uncancel():
+            pass

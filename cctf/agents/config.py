@@ -1,57 +1,61 @@
-"""Resolver agent configuration: a JSON file, validated with clear error messages.
+"""Resolver agent configuration: one typed struct (:class:`AgentFile`) read from YAML or JSON with
+:func:`cctf.config.load_config` (the same size cap as every config file, one-line errors naming the
+file and the field), then resolved into the runtime :class:`AgentConfig` (paths anchored, NATS
+credentials read, resolvers checked). Commented examples: ``examples/agent.yaml``,
+``examples/agent.json``. Relative paths are relative to the config file's directory::
 
-Format (relative paths are relative to the config file's directory)::
-
-    {
-      "agent": "agent-1",                      # agent id, [a-z0-9][a-z0-9-]{0,31}; the key's principal
-      "region": "us-east",                     # region token
-      "key_file": "keys/agent-1.key.json",     # private signing key (cctf-signing-key JSON)
-      "trust": "trust.json",                   # optional: a trust config, or one trust entry
-                                               #   (.pub.json); the key must be listed there as an
-                                               #   agent key of this agent and this region. Default:
-                                               #   <name>.pub.json beside <name>.key.json, if present
-      "nats": {"credentials": ".cctf/nats-credentials.json", "user": "agent-us-east"},
-          # or {"urls": ["nats://127.0.0.1:4222"], "user": "agent-us-east", "password": "..."}
-          # (with "credentials", "urls" may still be given to override the file's)
-      "resolvers": [{"id": "r1", "address": "127.0.0.1", "port": 5301, "transport": "udp"}, ...],
-      "names": [["www.demo.test.", "A"], ["api.demo.test.", "AAAA"]],
-      "round_ms": 1000,                        # optional, default 1000
-      "query_deadline_ms": 600,                # optional, default 60 % of round_ms
-      "ballot_lifetime_ms": 30000,             # optional, default 30000
-      "publish_timeout_ms": 400                # optional: one publish attempt's ack timeout,
-                                               #   default min(2000, round_ms - query_deadline_ms)
-    }
+    agent: agent-1                  # agent id, [a-z0-9][a-z0-9-]{0,31}; the key's principal
+    region: us-east                 # region token
+    key_file: keys/agent-1.key.json # private signing key (cctf-signing-key JSON)
+    trust: trust.json               # optional: a trust config, or one trust entry (.pub.json); the
+                                    #   key must be listed there as an agent key of this agent and
+                                    #   region. Default: <name>.pub.json beside <name>.key.json
+    nats: {credentials: .cctf/nats-credentials.json, user: agent-us-east}
+        # or {urls: [nats://127.0.0.1:4222], user: agent-us-east, password: "..."}
+    resolvers: [{id: r1, address: 127.0.0.1, port: 5301, transport: udp}, ...]   # 1..64
+    names: [[www.demo.test., A], [api.demo.test., AAAA]]
+    round_ms: 1000                  # optional, default 1000
+    query_deadline_ms: 600          # optional, default 60 % of round_ms
+    ballot_lifetime_ms: 30000       # optional, default 30000
+    publish_timeout_ms: 400         # optional: one publish attempt's ack timeout,
+                                    #   default min(2000, round_ms - query_deadline_ms)
 
 The NATS user must be ``agent-<region>``: the server only lets that user publish on
 ``cctf.v1.vote.<region>.>``, so any other user is a configuration mistake caught here, not on the bus.
+
+Scale: more votes per round (names x resolvers) than one ballot holds are sent as several ballots;
+the configuration refuses only what a coordinator would refuse: more than 64 resolvers (a verdict
+lists at most 64 voters) or more than 64 ballots' worth of votes per round.
 
 Passwords are held in :class:`NatsSettings` outside its ``repr`` and never logged.
 """
 
 from __future__ import annotations
 
-import json
-from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Final
+from typing import Annotated, Any, Final
+
+import msgspec
 
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.dnsquery import ResolverSpec, prepare
 from cctf.bus.settings import NatsSettings, NatsSettingsError
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.subjects import normalize_name
+from cctf.config import ConfigStruct, convert_config, load_config
 from cctf.crypto.errors import CryptoError
 from cctf.crypto.keys import SigningKey, read_json
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 from cctf.errors import ConfigError as RootConfigError
-from cctf.ids import check_id, check_qtype
+from cctf.ids import IdError, check_id, check_qtype
 
 __all__ = [
     "DEFAULT_BALLOT_LIFETIME_MS",
     "DEFAULT_ROUND_MS",
     "MAX_BALLOT_LIFETIME_MS",
     "AgentConfig",
+    "AgentFile",
     "ConfigError",
     "NatsSettings",
     "check_key",
@@ -68,25 +72,8 @@ MAX_BALLOT_LIFETIME_MS: Final = 10 * 60_000
 MIN_PUBLISH_TIMEOUT_MS: Final = 10
 MAX_PUBLISH_TIMEOUT_MS: Final = 60_000
 DEFAULT_MAX_PUBLISH_TIMEOUT_MS: Final = 2_000
-MAX_CONFIG_BYTES: Final = 1 << 20
 KEY_SUFFIX: Final = ".key.json"
 PUB_SUFFIX: Final = ".pub.json"
-
-_TOP_KEYS: Final = frozenset(
-    {
-        "agent",
-        "region",
-        "key_file",
-        "trust",
-        "nats",
-        "resolvers",
-        "names",
-        "round_ms",
-        "query_deadline_ms",
-        "ballot_lifetime_ms",
-        "publish_timeout_ms",
-    }
-)
 
 
 class ConfigError(RootConfigError):
@@ -96,6 +83,92 @@ class ConfigError(RootConfigError):
 def expected_nats_user(region: str) -> str:
     """The only NATS user an agent of ``region`` may use: ``agent-<region>``."""
     return f"agent-{check_id(region, 'region')}"
+
+
+Ms = Annotated[int, msgspec.Meta(ge=1, le=MAX_ROUND_MS)]
+
+
+class AgentFile(ConfigStruct, frozen=True, kw_only=True):
+    """An agent config file as written (YAML or JSON); see the module docstring. Field ranges are
+    checked by msgspec, cross-field rules in ``__post_init__``; :meth:`AgentConfig.from_file` then
+    anchors paths, reads the NATS credentials and loads CA files."""
+
+    agent: str
+    region: str
+    key_file: Annotated[str, msgspec.Meta(min_length=1)]
+    trust: Annotated[str, msgspec.Meta(min_length=1)] | None = None
+    nats: dict[str, Any]
+    resolvers: Annotated[list[dict[str, Any]], msgspec.Meta(min_length=1)]
+    names: Annotated[list[tuple[str, str]], msgspec.Meta(min_length=1)]
+    round_ms: Annotated[int, msgspec.Meta(ge=MIN_ROUND_MS, le=MAX_ROUND_MS)] = DEFAULT_ROUND_MS
+    query_deadline_ms: Ms | None = None
+    ballot_lifetime_ms: Annotated[int, msgspec.Meta(ge=MIN_ROUND_MS, le=MAX_BALLOT_LIFETIME_MS)] = (
+        DEFAULT_BALLOT_LIFETIME_MS
+    )
+    publish_timeout_ms: (
+        Annotated[int, msgspec.Meta(ge=MIN_PUBLISH_TIMEOUT_MS, le=MAX_PUBLISH_TIMEOUT_MS)] | None
+    ) = None
+
+    def __post_init__(self) -> None:
+        try:
+            check_id(self.agent, "agent id")
+            check_id(self.region, "region")
+        except IdError as exc:
+            raise ValueError(str(exc)) from None
+        if self.query_deadline_ms is not None and self.query_deadline_ms >= self.round_ms:
+            raise ValueError(
+                f"query_deadline_ms: {self.query_deadline_ms} must be below round_ms "
+                f"({self.round_ms})"
+            )
+        if self.ballot_lifetime_ms < self.round_ms:
+            raise ValueError(
+                f"ballot_lifetime_ms: {self.ballot_lifetime_ms} must be at least round_ms "
+                f"({self.round_ms})"
+            )
+        try:
+            settings = NatsSettings.from_json(self.nats)
+        except NatsSettingsError as exc:
+            raise ValueError(str(exc)) from None
+        want = expected_nats_user(self.region)
+        if settings.user != want:
+            raise ValueError(
+                f"nats.user: {settings.user!r} does not match region {self.region!r}; an agent of "
+                f"this region must connect as {want!r} (the only user allowed to publish its votes)"
+            )
+        if len(self.resolvers) > L.MAX_VOTERS:
+            raise ValueError(
+                f"resolvers: {len(self.resolvers)} resolvers; a verdict lists at most "
+                f"{L.MAX_VOTERS} voters, so a coordinator cannot count more"
+            )
+        for i, item in enumerate(self.resolvers):
+            try:
+                ResolverSpec.from_dict(item)
+            except (ValueError, TypeError) as exc:
+                raise ValueError(f"resolvers[{i}]: {exc}") from None
+        seen: set[str] = set()
+        for item in self.resolvers:
+            if item["id"] in seen:
+                raise ValueError(f"resolvers: duplicate resolver id {item['id']!r}")
+            seen.add(item["id"])
+        votes = len(self.names) * len(self.resolvers)
+        if votes > L.MAX_VOTES_PER_ROUND:
+            raise ValueError(
+                f"{len(self.names)} names x {len(self.resolvers)} resolvers = {votes} votes per "
+                f"round; an agent sends at most {L.MAX_BALLOTS_PER_ROUND} ballots of "
+                f"{L.MAX_VOTES_PER_BALLOT} votes ({L.MAX_VOTES_PER_ROUND}) per round"
+            )
+        _parse_names(self.names)
+
+    @property
+    def effective_query_deadline_ms(self) -> int:
+        return self.round_ms * 6 // 10 if self.query_deadline_ms is None else self.query_deadline_ms
+
+    @property
+    def effective_publish_timeout_ms(self) -> int:
+        if self.publish_timeout_ms is not None:
+            return self.publish_timeout_ms
+        slack = self.round_ms - self.effective_query_deadline_ms
+        return max(MIN_PUBLISH_TIMEOUT_MS, min(DEFAULT_MAX_PUBLISH_TIMEOUT_MS, slack))
 
 
 @dataclass(frozen=True)
@@ -116,13 +189,24 @@ class AgentConfig:
 
     @classmethod
     def from_dict(cls, obj: Any, *, base_dir: Path | None = None) -> AgentConfig:
-        """Validate a parsed JSON object. ``base_dir`` anchors relative paths (default: the current
-        directory). Reads the NATS credentials file when one is named. Raises :class:`ConfigError`."""
-        return _parse(obj, Path(base_dir) if base_dir is not None else Path.cwd())
+        """Validate a parsed YAML/JSON object. ``base_dir`` anchors relative paths (default: the
+        current directory). Reads the NATS credentials file when one is named. Raises
+        :class:`ConfigError`."""
+        try:
+            file = convert_config(obj, AgentFile, "agent config")
+        except RootConfigError as exc:
+            raise ConfigError(str(exc)) from None
+        return cls.from_file(file, Path(base_dir) if base_dir is not None else Path.cwd())
+
+    @classmethod
+    def from_file(cls, file: AgentFile, base: Path) -> AgentConfig:
+        """Resolve a validated file: anchor paths at ``base``, read the NATS credentials, load CA
+        files. Raises :class:`ConfigError`."""
+        return _resolve(file, base)
 
     @classmethod
     def load(cls, path: str | Path) -> AgentConfig:
-        """Read and validate a JSON config file. Raises :class:`ConfigError`."""
+        """Read and validate a YAML or JSON config file. Raises :class:`ConfigError`."""
         return load_agent_config(path)
 
     @property
@@ -181,23 +265,17 @@ def check_key(key: SigningKey, agent: str, region: str, trust: TrustConfig) -> T
 
 
 def load_agent_config(path: str | Path) -> AgentConfig:
-    """Read and validate a JSON agent config file. Raises :class:`ConfigError`."""
+    """Read and validate a YAML (``.yaml``/``.yml``) or JSON agent config file. Raises
+    :class:`ConfigError` (one line naming the file and the field)."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
-            data = fh.read(MAX_CONFIG_BYTES + 1)
-    except OSError as exc:
-        raise ConfigError(f"cannot read agent config {p}: {exc.strerror or exc}") from None
-    if len(data) > MAX_CONFIG_BYTES:
-        raise ConfigError(f"agent config {p} is larger than {MAX_CONFIG_BYTES} bytes")
+        file = load_config(p, AgentFile, "agent config")
+    except RootConfigError as exc:
+        raise ConfigError(str(exc)) from None
     try:
-        obj = json.loads(data)
-    except (ValueError, UnicodeDecodeError) as exc:
-        raise ConfigError(f"agent config {p} is not valid JSON: {exc}") from None
-    try:
-        return _parse(obj, p.resolve().parent)
+        return _resolve(file, p.resolve().parent)
     except ConfigError as exc:
-        raise ConfigError(f"{p}: {exc}") from None
+        raise ConfigError(f"agent config {p}: {exc}") from None
 
 
 # --------------------------------------------------------------------------------------------
@@ -214,147 +292,65 @@ def _load_trust(path: Path) -> TrustConfig:
         raise ConfigError(f"trust: {exc}") from None
 
 
-def _int(obj: Mapping[str, Any], key: str, default: int, lo: int, hi: int) -> int:
-    value = obj.get(key, default)
-    if isinstance(value, bool) or not isinstance(value, int):
-        raise ConfigError(f"{key}: must be an integer (milliseconds), got {value!r}")
-    if not lo <= value <= hi:
-        raise ConfigError(f"{key}: {value} is outside {lo}..{hi}")
-    return value
-
-
-def _str(obj: Mapping[str, Any], key: str, where: str = "") -> str:
-    value = obj.get(key)
-    if not isinstance(value, str) or not value:
-        raise ConfigError(f"{where}{key}: required, a non-empty string")
-    return value
-
-
 def _path(value: str, base: Path) -> Path:
     p = Path(value).expanduser()
     return p if p.is_absolute() else base / p
 
 
-def _parse_nats(obj: Any, region: str, base: Path) -> NatsSettings:
-    """The shared ``nats`` block, resolved now, and only as this region's agent user."""
+def _resolve_nats(obj: dict[str, Any], base: Path) -> NatsSettings:
+    """The ``nats`` block with its credentials file read (the user was checked by the struct)."""
     try:
-        settings = NatsSettings.from_json(obj, base)
-    except NatsSettingsError as exc:
-        raise ConfigError(str(exc)) from None
-    want = expected_nats_user(region)
-    if settings.user != want:
-        raise ConfigError(
-            f"nats.user: {settings.user!r} does not match region {region!r}; an agent of this "
-            f"region must connect as {want!r} (the only user allowed to publish its votes)"
-        )
-    try:
-        return settings.resolved()
+        return NatsSettings.from_json(obj, base).resolved()
     except NatsSettingsError as exc:
         raise ConfigError(str(exc)) from None
 
 
-def _parse_resolvers(raw: Any, base: Path) -> tuple[ResolverSpec, ...]:
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError("resolvers: required, a non-empty list of resolver objects")
+def _resolve_resolvers(raw: list[dict[str, Any]], base: Path) -> tuple[ResolverSpec, ...]:
     specs: list[ResolverSpec] = []
     for i, item in enumerate(raw):
-        if isinstance(item, Mapping) and isinstance(item.get("ca_file"), str) and item["ca_file"]:
+        if isinstance(item.get("ca_file"), str) and item["ca_file"]:
             item = {**item, "ca_file": str(_path(item["ca_file"], base))}
         try:
             specs.append(ResolverSpec.from_dict(item))
         except (ValueError, TypeError) as exc:
             raise ConfigError(f"resolvers[{i}]: {exc}") from None
     try:
-        prepare(specs)  # unique ids; CA files load now rather than in a round
+        prepare(specs)  # CA files load now rather than in a round
     except ValueError as exc:
         raise ConfigError(f"resolvers: {exc}") from None
     return tuple(specs)
 
 
-def _parse_names(raw: Any) -> tuple[tuple[str, str], ...]:
-    if not isinstance(raw, list) or not raw:
-        raise ConfigError(
-            'names: required, a non-empty list of [qname, qtype] pairs like ["www.example.", "A"]'
-        )
+def _parse_names(raw: list[tuple[str, str]]) -> tuple[tuple[str, str], ...]:
+    """Normalised, queryable, distinct ``(qname, qtype)`` pairs; ``ValueError`` naming the entry."""
     out: list[tuple[str, str]] = []
     seen: set[tuple[str, str]] = set()
-    for i, item in enumerate(raw):
-        if (
-            not isinstance(item, Sequence)
-            or isinstance(item, str)
-            or len(item) != 2
-            or not all(isinstance(x, str) for x in item)
-        ):
-            raise ConfigError(f"names[{i}]: must be a [qname, qtype] pair of strings")
-        qname_raw, qtype_raw = item
+    for i, (qname_raw, qtype_raw) in enumerate(raw):
         try:
             qname = normalize_name(qname_raw)
             parse_qname(qname)
             qtype = check_qtype(qtype_raw.upper())
             parse_qtype(qtype)
         except ValueError as exc:
-            raise ConfigError(f"names[{i}]: {exc}") from None
+            raise ValueError(f"names[{i}]: {exc}") from None
         if (qname, qtype) in seen:
-            raise ConfigError(f"names[{i}]: duplicate entry {qname} {qtype}")
+            raise ValueError(f"names[{i}]: duplicate entry {qname} {qtype}")
         seen.add((qname, qtype))
         out.append((qname, qtype))
     return tuple(out)
 
 
-def _parse(obj: Any, base: Path) -> AgentConfig:
-    if not isinstance(obj, Mapping):
-        raise ConfigError("the agent config must be a JSON object")
-    unknown = sorted(str(k) for k in obj if k not in _TOP_KEYS)
-    if unknown:
-        raise ConfigError(f"unknown key(s) {', '.join(unknown)}")
-    try:
-        agent = check_id(_str(obj, "agent"), "agent id")
-        region = check_id(_str(obj, "region"), "region")
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from None
-    key_file = _path(_str(obj, "key_file"), base)
-    trust_file = None
-    if obj.get("trust") is not None:
-        trust_file = _path(_str(obj, "trust"), base)
-    nats_settings = _parse_nats(obj.get("nats"), region, base)
-    resolvers = _parse_resolvers(obj.get("resolvers"), base)
-    names = _parse_names(obj.get("names"))
-    if len(resolvers) > L.MAX_VOTERS:
-        raise ConfigError(
-            f"resolvers: {len(resolvers)} resolvers; a verdict lists at most {L.MAX_VOTERS} voters, "
-            "so a coordinator cannot count more"
-        )
-    if len(names) * len(resolvers) > L.MAX_VOTES_PER_ROUND:
-        raise ConfigError(
-            f"{len(names)} names x {len(resolvers)} resolvers = {len(names) * len(resolvers)} votes "
-            f"per round; an agent sends at most {L.MAX_BALLOTS_PER_ROUND} ballots of "
-            f"{L.MAX_VOTES_PER_BALLOT} votes ({L.MAX_VOTES_PER_ROUND}) per round"
-        )
-    round_ms = _int(obj, "round_ms", DEFAULT_ROUND_MS, MIN_ROUND_MS, MAX_ROUND_MS)
-    query_deadline_ms = _int(obj, "query_deadline_ms", round_ms * 6 // 10, 1, round_ms - 1)
-    ballot_lifetime_ms = _int(
-        obj, "ballot_lifetime_ms", DEFAULT_BALLOT_LIFETIME_MS, round_ms, MAX_BALLOT_LIFETIME_MS
-    )
-    publish_timeout_ms = _int(
-        obj,
-        "publish_timeout_ms",
-        max(
-            MIN_PUBLISH_TIMEOUT_MS,
-            min(DEFAULT_MAX_PUBLISH_TIMEOUT_MS, round_ms - query_deadline_ms),
-        ),
-        MIN_PUBLISH_TIMEOUT_MS,
-        MAX_PUBLISH_TIMEOUT_MS,
-    )
+def _resolve(file: AgentFile, base: Path) -> AgentConfig:
     return AgentConfig(
-        agent=agent,
-        region=region,
-        key_file=key_file,
-        nats=nats_settings,
-        resolvers=resolvers,
-        names=names,
-        round_ms=round_ms,
-        query_deadline_ms=query_deadline_ms,
-        ballot_lifetime_ms=ballot_lifetime_ms,
-        publish_timeout_ms=publish_timeout_ms,
-        trust_file=trust_file,
+        agent=file.agent,
+        region=file.region,
+        key_file=_path(file.key_file, base),
+        nats=_resolve_nats(file.nats, base),
+        resolvers=_resolve_resolvers(file.resolvers, base),
+        names=_parse_names(file.names),
+        round_ms=file.round_ms,
+        query_deadline_ms=file.effective_query_deadline_ms,
+        ballot_lifetime_ms=file.ballot_lifetime_ms,
+        publish_timeout_ms=file.effective_publish_timeout_ms,
+        trust_file=_path(file.trust, base) if file.trust is not None else None,
     )

@@ -29,6 +29,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
+from enum import Enum
 from typing import Any
 
 from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballots
@@ -42,6 +43,7 @@ from cctf.agents.publishing import (
     PublishResult,
     publish_until,
 )
+from cctf.bus.streams import votes_stream_name
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
@@ -55,10 +57,17 @@ __all__ = [
     "MSG_ID_HEADER",
     "AgentStats",
     "BallotReport",
+    "RegionStream",
     "ResolverAgent",
 ]
 
 Sleep = Callable[[float], Awaitable[None]]
+
+
+class RegionStream(Enum):
+    """Default of ``ResolverAgent(stream=...)``: the agent's own region's vote stream."""
+
+    OWN = "own"
 
 
 @dataclass(frozen=True)
@@ -106,7 +115,10 @@ class ResolverAgent:
     """One resolver agent: queries, ballots, signs and publishes, one round at a time.
 
     ``nc`` is a connected ``nats.aio.client.Client`` (of the region's ``agent-<region>`` user); the agent
-    does not close it. ``clock`` and ``sleep`` are injectable (tests); ``on_ballot`` is called after
+    does not close it. ``stream`` is the JetStream stream every publish must land in
+    (``Nats-Expected-Stream``; default the region's ``CCTF_VOTES_<REGION>``, ``None`` accepts any): a
+    subject bound to another stream is refused by the server and counted as ``wrong_stream``.
+    ``clock`` and ``sleep`` are injectable (tests); ``on_ballot`` is called after
     every round with a :class:`BallotReport` (exceptions it raises are logged and ignored).
     """
 
@@ -125,7 +137,7 @@ class ResolverAgent:
         ballot_lifetime_ms: int = 30_000,
         publish_timeout_ms: int | None = None,
         max_start_lag_ms: int | None = None,
-        stream: str | None = None,
+        stream: str | RegionStream | None = RegionStream.OWN,
         on_ballot: Callable[[BallotReport], None] | None = None,
         sleep: Sleep = asyncio.sleep,
     ) -> None:
@@ -174,7 +186,8 @@ class ResolverAgent:
         )
         self._nc = nc
         self._js = nc.jetstream()
-        self._stream = stream  # None: any stream (CCTF_VOTES or CCTF_VOTES_<REGION>)
+        # the stream a publish must land in (Nats-Expected-Stream); None: whichever holds the subject
+        self.stream = votes_stream_name(self.region) if stream is RegionStream.OWN else stream
         self._clock = clock
         self._sleep = sleep
         self.on_ballot = on_ballot
@@ -397,7 +410,7 @@ class ResolverAgent:
             self.subject,
             data,
             msg_id,
-            stream=self._stream,
+            stream=self.stream,
             deadline_ms=deadline_ms,
             attempt_timeout_ms=self.publish_timeout_ms,
             clock=self._clock,

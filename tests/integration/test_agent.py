@@ -4,6 +4,7 @@ and real fault-injecting DNS servers on 127.0.0.1 (no mocks)."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
 import os
 import signal
@@ -14,6 +15,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from nats.js.api import AckPolicy, ConsumerConfig
 from wirefactories import make_identity
 
 from cctf.agents.ballot import (
@@ -21,10 +23,9 @@ from cctf.agents.ballot import (
     build_ballot,
 )
 from cctf.agents.canonical import Transport, VoteStatus
-from cctf.agents.config import AgentConfig, ConfigError, load_agent_config
 from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.resolver import MSG_ID_HEADER, BallotReport, ResolverAgent
-from cctf.bus.streams import VOTES_STREAM, ensure_streams
+from cctf.bus.streams import ensure_streams, votes_stream_config, votes_stream_name
 from cctf.bus_schemas.envelope import MessageType, Reason, Rejected, decode_envelope, seal
 from cctf.bus_schemas.messages import Ballot, answer_digest, decode_ballot, encode
 from cctf.bus_schemas.subjects import vote_subject
@@ -80,19 +81,27 @@ def specs_for(
     ]
 
 
+VOTES = votes_stream_name(REGION)
+
+
 async def votes_js(fabric: NatsFabric, nats_connect: Any) -> Any:
+    """The region's vote stream, with a consumer that never acknowledges: the interest-retention
+    stream keeps every ballot, so a test can read them back."""
     admin = await nats_connect(fabric, "admin")
     js = admin.jetstream()
-    await ensure_streams(js, [REGION], 1, votes_per_region=False)  # read back from a limits stream
+    await ensure_streams(js, [REGION], 1)
+    await js.add_consumer(
+        VOTES, ConsumerConfig(durable_name="reader", ack_policy=AckPolicy.EXPLICIT)
+    )
     return js
 
 
 async def stream_msgs(js: Any) -> list[Any]:
-    info = await js.stream_info(VOTES_STREAM)
+    info = await js.stream_info(VOTES)
     first, last = info.state.first_seq, info.state.last_seq
     if info.state.messages == 0:
         return []
-    return [await js.get_msg(VOTES_STREAM, seq) for seq in range(first, last + 1)]
+    return [await js.get_msg(VOTES, seq) for seq in range(first, last + 1)]
 
 
 def verify(data: bytes, subject: str, round_ms: int) -> Ballot:
@@ -123,135 +132,6 @@ async def wait_for(pred: Callable[[], bool], timeout_s: float, what: str) -> Non
         if time.monotonic() > end:
             raise AssertionError(f"timed out waiting for {what}")
         await asyncio.sleep(0.05)
-
-
-# ------------------------------------------------------------------------------------------ config
-
-
-def write_config(tmp_path: Path, **overrides: Any) -> Path:
-    key_path = tmp_path / f"{AGENT}.key.json"
-    save_signing_key(key_path, ME.key)
-    cfg: dict[str, Any] = {
-        "agent": AGENT,
-        "region": REGION,
-        "key_file": key_path.name,
-        "nats": {"urls": ["nats://127.0.0.1:4222"], "user": "agent-us-east", "password": "pw"},
-        "resolvers": [
-            {"id": "r1", "address": "127.0.0.1", "port": 5301, "transport": "udp"},
-            {"id": "r2", "address": "::1", "transport": "tcp"},
-        ],
-        "names": [["www.demo.test", "A"], ["api.demo.test.", "aaaa"]],
-    }
-    cfg.update(overrides)
-    path = tmp_path / "agent.json"
-    path.write_text(json.dumps({k: v for k, v in cfg.items() if v is not None}))
-    return path
-
-
-def test_config_loads_with_defaults(tmp_path: Path) -> None:
-    cfg = load_agent_config(write_config(tmp_path))
-    assert cfg.agent == AGENT and cfg.region == REGION
-    assert cfg.names == (("www.demo.test.", "A"), ("api.demo.test.", "AAAA"))
-    assert [r.id for r in cfg.resolvers] == ["r1", "r2"] and cfg.resolvers[1].port == 53
-    assert (cfg.round_ms, cfg.query_deadline_ms, cfg.ballot_lifetime_ms) == (1000, 600, 30000)
-    assert cfg.publish_timeout_ms == 400
-    assert cfg.key_file == (tmp_path / f"{AGENT}.key.json").resolve()
-    assert "pw" not in repr(cfg)
-    assert cfg.load_key().kid == ME.kid
-
-
-def test_config_from_credentials_file(tmp_path: Path) -> None:
-    creds = tmp_path / "creds.json"
-    creds.write_text(
-        json.dumps(
-            {
-                "urls": ["nats://127.0.0.1:1", "nats://127.0.0.1:2"],
-                "users": {"agent-us-east": {"user": "agent-us-east", "password": "s3cret"}},
-            }
-        )
-    )
-    path = write_config(
-        tmp_path,
-        nats={"credentials": "creds.json", "user": "agent-us-east"},
-        round_ms=500,
-    )
-    cfg = AgentConfig.load(path)
-    assert cfg.nats.urls == ("nats://127.0.0.1:1", "nats://127.0.0.1:2")
-    assert cfg.nats.password == "s3cret" and "s3cret" not in repr(cfg)
-    assert cfg.query_deadline_ms == 300
-
-
-def test_config_refuses_nats_user_of_another_region(tmp_path: Path) -> None:
-    path = write_config(
-        tmp_path, nats={"urls": ["nats://127.0.0.1:4222"], "user": "agent-eu-west", "password": "x"}
-    )
-    with pytest.raises(ConfigError, match=r"agent-eu-west.*must connect as 'agent-us-east'"):
-        load_agent_config(path)
-
-
-def test_config_refuses_key_of_another_region(tmp_path: Path) -> None:
-    other = make_identity(AGENT, "eu-west", key=ME.key)  # same key, trusted for eu-west
-    trust = tmp_path / "trust.json"
-    TrustConfig([other.entry]).save(trust)
-    cfg = load_agent_config(write_config(tmp_path, trust="trust.json"))
-    with pytest.raises(ConfigError, match=r"region 'eu-west'.*region is 'us-east'"):
-        cfg.load_key()
-    # the same through a .pub.json beside the key file (as `cctf keys generate` writes it)
-    (tmp_path / f"{AGENT}.pub.json").write_text(json.dumps(other.entry.to_json()))
-    cfg = load_agent_config(write_config(tmp_path))
-    with pytest.raises(ConfigError, match="region 'eu-west'"):
-        cfg.load_key()
-    # another principal's key
-    (tmp_path / f"{AGENT}.pub.json").write_text(
-        json.dumps(make_identity("agent-9", REGION, key=ME.key).entry.to_json())
-    )
-    with pytest.raises(ConfigError, match="belongs to agent 'agent-9'"):
-        load_agent_config(write_config(tmp_path)).load_key()
-    # and a matching entry is fine
-    (tmp_path / f"{AGENT}.pub.json").write_text(json.dumps(ME.entry.to_json()))
-    assert load_agent_config(write_config(tmp_path)).load_key().kid == ME.kid
-
-
-@pytest.mark.parametrize(
-    ("overrides", "message"),
-    [
-        ({"agent": "Agent_1"}, "invalid agent id"),
-        ({"region": None}, "region: required"),
-        ({"bogus": 1}, "unknown key"),
-        ({"names": []}, "names: required"),
-        ({"names": [["www.demo.test.", "A"], ["WWW.demo.test", "A"]]}, "duplicate"),
-        ({"names": [["www.demo.test."]]}, r"names\[0\]"),
-        ({"names": [["www.demo.test.", "ANY"]]}, "cannot be queried"),
-        ({"resolvers": [{"id": "r1", "address": "dns.example", "transport": "udp"}]}, "literal"),
-        (
-            {
-                "resolvers": [
-                    {"id": "r1", "address": "127.0.0.1", "transport": "udp"},
-                    {"id": "r1", "address": "127.0.0.2", "transport": "udp"},
-                ]
-            },
-            "duplicate resolver id",
-        ),
-        ({"round_ms": 1000, "query_deadline_ms": 1000}, "query_deadline_ms"),
-        ({"round_ms": "1000"}, "round_ms: must be an integer"),
-        ({"ballot_lifetime_ms": 3_600_000}, "ballot_lifetime_ms"),
-        ({"nats": {"urls": ["nats://h:1"], "user": "agent-us-east"}}, "nats.password"),
-        ({"nats": {"urls": ["http://h:1"], "user": "agent-us-east", "password": "x"}}, "nats.urls"),
-        ({"nats": {"credentials": "missing.json", "user": "agent-us-east"}}, "cannot read"),
-    ],
-)
-def test_config_validation_errors(tmp_path: Path, overrides: dict[str, Any], message: str) -> None:
-    with pytest.raises(ConfigError, match=message):
-        load_agent_config(write_config(tmp_path, **overrides))
-
-
-def test_config_unreadable_or_not_json(tmp_path: Path) -> None:
-    with pytest.raises(ConfigError, match="cannot read"):
-        load_agent_config(tmp_path / "nope.json")
-    bad = tmp_path / "bad.json"
-    bad.write_text("{not json")
-    with pytest.raises(ConfigError, match="not valid JSON"):
-        load_agent_config(bad)
 
 
 # ------------------------------------------------------------------------ the loop, real NATS + DNS
@@ -534,3 +414,47 @@ async def test_cli_runs_n_rounds_and_stops_cleanly_on_sigterm(
     _, err = await asyncio.wait_for(proc.communicate(), 20)
     assert proc.returncode == 2
     assert b"agent-us-east" in err
+
+
+# ------------------------------------------------------- the engine refusing a publish (own stream)
+
+
+async def test_a_full_subject_is_a_counted_refusal_and_the_agent_keeps_going(
+    nats_single: NatsFabric, nats_connect: Any, dns_servers: list[FaultyDnsServer]
+) -> None:
+    # the region's stream, bounded to one unacknowledged ballot per agent subject (discard new)
+    admin = await nats_connect(nats_single, "admin")
+    js = admin.jetstream()
+    config = dataclasses.replace(votes_stream_config(REGION), max_msgs_per_subject=1)
+    await js.add_stream(config)
+    await js.add_consumer(
+        VOTES, ConsumerConfig(durable_name="reader", ack_policy=AckPolicy.EXPLICIT)
+    )
+    nc = await nats_connect(nats_single, "agent-us-east")
+    reports: list[BallotReport] = []
+    agent = make_agent(nc, specs_for(dns_servers[:1]), names=[WWW], on_ballot=reports.append)
+    assert agent.stream == VOTES
+    stats = await agent.run(rounds=3)
+    assert [r.ok for r in reports] == [True, False, False]
+    assert [r.error for r in reports] == [None, "stream_full", "stream_full"]
+    assert stats.ballots_published == 1 and stats.ballots_failed == 2 and stats.round_errors == 0
+    assert stats.publish_failures["stream_full"] >= 2  # retried until each round's end
+    assert sum(stats.publish_failures.values()) == stats.publish_failures["stream_full"]
+    assert len(await stream_msgs(js)) == 1
+
+
+async def test_a_subject_bound_to_another_stream_is_refused_not_retried(
+    nats_single: NatsFabric, nats_connect: Any, dns_servers: list[FaultyDnsServer]
+) -> None:
+    # the old single vote stream holds the subject: the agent expects its region's stream
+    admin = await nats_connect(nats_single, "admin")
+    await ensure_streams(admin.jetstream(), [REGION], 1, votes_per_region=False)
+    nc = await nats_connect(nats_single, "agent-us-east")
+    reports: list[BallotReport] = []
+    agent = make_agent(nc, specs_for(dns_servers[:1]), names=[WWW], on_ballot=reports.append)
+    stats = await agent.run(rounds=2)
+    assert [(r.ok, r.error, r.attempts) for r in reports] == [(False, "wrong_stream", 1)] * 2
+    assert stats.publish_failures["wrong_stream"] == 2 and stats.round_errors == 0
+    # with no expectation it lands in whichever stream holds the subject
+    agent = make_agent(nc, specs_for(dns_servers[:1]), names=[WWW], stream=None)
+    assert (await agent.run(rounds=1)).ballots_published == 1
