@@ -159,6 +159,8 @@ class ResolverAgent:
         for qname, qtype in self.names:  # what query_all would refuse, refused now
             parse_qname(qname)
             parse_qtype(qtype)
+        if len(self.resolvers) > L.MAX_VOTERS:
+            raise ValueError(f"more than {L.MAX_VOTERS} resolvers (a verdict lists at most that)")
         if len(self.names) * len(self.resolvers) > L.MAX_VOTES_PER_ROUND:
             raise ValueError(f"names x resolvers exceeds {L.MAX_VOTES_PER_ROUND} votes per round")
         if isinstance(round_ms, bool) or not isinstance(round_ms, int) or round_ms < 10:

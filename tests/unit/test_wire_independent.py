@@ -275,6 +275,7 @@ def test_name_tokens_agree(name: str) -> None:
 @example("=" + "a" * 51 + "b")
 @example("a" * 254)
 @example("a" * 64)
+@example("~5f" * 63 + "_" + "~5f" * 63)  # a valid name, but its token is the digest form
 @example("~61")
 @example("a__b")
 @example("_a")
