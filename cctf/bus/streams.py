@@ -52,11 +52,13 @@ from cctf.errors import CctfError
 from cctf.ids import check_id
 
 __all__ = [
+    "MIN_SERVER_VERSION",
     "PUBACK_LIMIT_ERR_CODE",
     "VERDICT_STREAM_PREFIX",
     "VOTES_STREAM",
     "VOTES_STREAM_PREFIX",
     "StreamSetupError",
+    "check_server_version",
     "ensure_streams",
     "stream_token",
     "verdict_stream_config",
@@ -123,6 +125,22 @@ _ERR_STREAM_NAME_IN_USE = 10058
 
 class StreamSetupError(CctfError, RuntimeError):
     """Streams could not be created or updated."""
+
+
+#: The oldest nats-server that honours every bound of the vote streams (``discard_new_per_subject``
+#: came in 2.10; an older server would silently create the stream without it).
+MIN_SERVER_VERSION: Final = (2, 10, 0)
+
+
+def check_server_version(version: tuple[int, int, int]) -> None:
+    """Refuse (one line, :class:`StreamSetupError`) a server older than :data:`MIN_SERVER_VERSION`."""
+    if tuple(version) < MIN_SERVER_VERSION:
+        have = ".".join(map(str, version))
+        need = ".".join(map(str, MIN_SERVER_VERSION))
+        raise StreamSetupError(
+            f"nats-server {have} is too old for the CCTF streams (needs >= {need}: "
+            "discard_new_per_subject)"
+        )
 
 
 def _region(region: str) -> str:
@@ -264,6 +282,10 @@ async def ensure_streams(
     """
     if replicas < 1:
         raise ValueError("replicas must be >= 1")
+    nc = getattr(js, "_nc", None)  # nats-py keeps the connection there (no public accessor)
+    server = getattr(nc, "connected_server_version", None)
+    if server is not None and (server.major, server.minor) != (0, 0):  # 0.0.0: not known yet
+        check_server_version((server.major, server.minor, server.patch))
     regions = [_region(r) for r in regions]
     if not regions:
         raise ValueError("at least one region is needed")

@@ -1,0 +1,67 @@
+"""The bus's pure parts: stream definitions, the account model, the server version floor."""
+
+from __future__ import annotations
+
+import pytest
+from hypothesis import given
+from hypothesis import strategies as st
+
+from cctf.bus.accounts import (
+    DEFAULT_REGIONS,
+    GRANTS,
+    Role,
+    StreamKind,
+    inbox_prefix,
+    permissions_for,
+    role_of,
+)
+from cctf.bus.streams import (
+    MIN_SERVER_VERSION,
+    StreamSetupError,
+    check_server_version,
+    votes_stream_config,
+    votes_stream_name,
+    votes_subjects,
+)
+
+REGION = st.from_regex(r"[a-z0-9][a-z0-9-]{0,31}", fullmatch=True)
+
+
+def test_servers_older_than_the_stream_features_are_refused() -> None:
+    check_server_version(MIN_SERVER_VERSION)
+    check_server_version((2, 12, 1))
+    with pytest.raises(StreamSetupError, match=r"nats-server 2\.9\.10 is too old"):
+        check_server_version((2, 9, 10))
+
+
+@given(REGION)
+def test_vote_stream_names_are_injective_and_bounded(region: str) -> None:
+    name = votes_stream_name(region)
+    assert name.removeprefix("CCTF_VOTES_").lower().replace("_", "-") == region
+    assert votes_subjects(region) == f"cctf.v1.vote.{region}.>"
+    config = votes_stream_config(region, 3)
+    assert config.discard_new_per_subject and config.max_msgs_per_subject
+    assert config.max_msgs and config.max_bytes and config.max_msg_size
+    assert config.deny_delete and config.deny_purge and config.num_replicas == 3
+
+
+def test_roles_inboxes_and_allow_lists() -> None:
+    assert role_of("agent-eu-west") is Role.AGENT
+    assert role_of("client") is Role.CLIENT
+    for bad in ("agent-EU", "nobody", "agent", "agent-"):
+        with pytest.raises(ValueError):
+            role_of(bad)
+    assert inbox_prefix("agent-eu-west") == "_INBOX.agent-eu-west"
+    for user in ("client", "coordinator", "agent-us-east"):
+        perms = permissions_for(user, DEFAULT_REGIONS)
+        assert perms is not None
+        assert perms.subscribe_allow[0] == f"_INBOX.{user}.>"
+        assert not perms.publish_deny and not perms.subscribe_deny  # allow lists only
+        everything = perms.publish_allow + perms.subscribe_allow
+        assert not any(s in ("_INBOX.>", "$JS.>", "$JS.API.>", ">") for s in everything)
+        assert not any(s.startswith("_INBOX.") for s in perms.publish_allow)
+    client = permissions_for("client", ["us-east"])
+    assert client is not None
+    assert not any("CCTF_VOTES" in s or s.startswith("$JS.ACK") for s in client.publish_allow)
+    assert all(kind is not StreamKind.VOTES for _, kind in GRANTS[Role.CLIENT])
+    assert permissions_for("admin", DEFAULT_REGIONS) is None
