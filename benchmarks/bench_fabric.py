@@ -40,6 +40,7 @@ from harness import (
     Pids,
     Progress,
     agent_id,
+    check_stop,
     free_port,
     resolver_id,
     spawn,
@@ -55,7 +56,7 @@ from cctf.bus.streams import ensure_streams, verdict_subjects, votes_stream_name
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, Transport, VoteStatus, encode
 from cctf.bus_schemas.subjects import vote_subject
-from cctf.client.sdk import TrustClient
+from cctf.client.sdk import FetchError, TrustClient
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
@@ -323,7 +324,7 @@ async def start(
     client_nc = await nats.connect("client", name="bench-subscriber", for_tests=True)
     stack.push_async_callback(client_nc.close)
     client = TrustClient(client_nc, trust, VERDICT_REGION)
-    stream = await client.stream(VERDICT_REGION, deliver="new")
+    stream = await _open_stream(client, proc, log_path)
     stack.push_async_callback(stream.aclose)
     collector = Collector()
     consumer = asyncio.create_task(collector.run(stream))
@@ -357,6 +358,24 @@ async def start(
     return fab
 
 
+async def _open_stream(
+    client: TrustClient, proc: subprocess.Popen[bytes], log_path: Path, timeout_s: float = 60.0
+) -> Any:
+    """The subscriber's verdict stream; retried while a fresh cluster still elects the stream's
+    leader (each attempt is bounded by the client's request timeout)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        check_stop()
+        try:
+            return await client.stream(VERDICT_REGION, deliver="new")
+        except FetchError:
+            if proc.poll() is not None:
+                raise RuntimeError(f"coordinator exited:\n{tail(log_path)}") from None
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.5)
+
+
 async def _warm_up(fab: BenchFabric, timeout_s: float = 60.0, wanted: int = 10) -> None:
     """Publish small samples until ``wanted`` verdicts came back: the coordinator consumes (its
     durables exist), and first-use costs (consumers, caches, connections) are paid. Ballots sent
@@ -373,10 +392,11 @@ async def _warm_up(fab: BenchFabric, timeout_s: float = 60.0, wanted: int = 10) 
         names = [f"w{seq}-{j}.{ORIGIN}" for j in range(3)]
         datas = [fab.agents.sealed_ballot(r, t_ms // ROUND_MS, names, t_ms) for r in REGIONS]
         group = fab.collector.expect(names, time.perf_counter())
-        for region, data in zip(REGIONS, datas, strict=True):
-            await fab.agents.publish(region, data)
         try:
+            for region, data in zip(REGIONS, datas, strict=True):
+                await fab.agents.publish(region, data)
             await asyncio.wait_for(group.done.wait(), 2.0)
             got += 1
-        except TimeoutError:
+        except Exception:  # no stream leader yet (fresh cluster), or no verdict yet: retried
             fab.collector.forget(group)
+            await asyncio.sleep(0.2)
