@@ -81,12 +81,11 @@ def test_crypto_benchmark_alone(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-def test_latency_benchmark_alone(tmp_path: Path) -> None:
+@pytest.mark.parametrize("nodes", [pytest.param("1"), pytest.param("3", marks=pytest.mark.cluster)])
+def test_latency_benchmark_alone(tmp_path: Path, nodes: str) -> None:
     result = _run_json(
         str(BENCHMARKS / "latency.py"),
-        "--quick",
-        "--latency-samples",
-        "5",
+        *("--quick", "--nodes", nodes, "--latency-samples", "5"),
         cwd=tmp_path,
         timeout=110,
     )
