@@ -144,6 +144,7 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     max_open_tallies: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 100_000
     fetch_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
     queue_limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4_096
+    region_rate: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
     max_ack_pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000
     ack_wait_ms: Annotated[int, msgspec.Meta(ge=300, le=3_600_000)] = 2_000
     max_deliver: Annotated[int, msgspec.Meta(ge=2, le=100)] = 5
@@ -221,6 +222,14 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     @property
     def metrics_address(self) -> HostPort | None:
         return HostPort.parse(self.metrics) if self.metrics is not None else None
+
+    def region_rate_for(self, agents: int) -> int:
+        """Deliveries per second fetched from a region with ``agents`` agents (``region_rate``, or
+        by default four times the most an honest agent sends, at least 1024/s)."""
+        if self.region_rate:
+            return self.region_rate
+        honest = L.MAX_BALLOTS_PER_ROUND * max(1, agents) * 1000 // self.round_ms
+        return max(1024, 4 * honest)
 
     @property
     def hold_limit_ms(self) -> int:

@@ -32,16 +32,20 @@ class Counters:
         self._sent = (0, 0, 0, 0, 0)
         self._d_ignored: dict[str, int] = {}
         self._d_rejected: dict[str, int] = {}
-        self._d_terminated: dict[str, int] = {}
+        self.terminated_by_region: dict[str, dict[str, int]] = {}
+        self.throttled: dict[str, int] = {}  # region -> fetch pauses for its rate budget
+        self._d_terminated: dict[tuple[str, str], int] = {}
         self._metrics = instruments()
 
     def reject(self, reason: str) -> None:
         _bump(self.rejected, reason)
         _bump(self._d_rejected, reason)
 
-    def term(self, reason: str) -> None:
+    def term(self, reason: str, region: str) -> None:
         _bump(self.terminated, reason)
-        _bump(self._d_terminated, reason)
+        _bump(self.terminated_by_region.setdefault(region, {}), reason)
+        key = (reason, region)
+        self._d_terminated[key] = self._d_terminated.get(key, 0) + 1
 
     def ignore(self, result: str, n: int = 1) -> None:
         _bump(self.ignored, result, n)
@@ -79,11 +83,13 @@ class Counters:
         for deltas, counter, label in (
             (self._d_ignored, m.votes_ignored, "result"),
             (self._d_rejected, m.messages_rejected, "reason"),
-            (self._d_terminated, m.messages_terminated, "reason"),
         ):
             for key, n in deltas.items():
                 counter.add(n, {label: key})
             deltas.clear()
+        for (reason, region), n in self._d_terminated.items():
+            m.messages_terminated.add(n, {"reason": reason, "region": region})
+        self._d_terminated.clear()
 
 
 class LogLimiter:

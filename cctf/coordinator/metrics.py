@@ -7,12 +7,12 @@ Prometheus name                                        kind       labels
 ``cctf_votes_accepted_total``                          counter    (votes counted by the tally)
 ``cctf_votes_ignored_total``                           counter    ``result`` (duplicate, closed,
                                                                   unknown_voter, overloaded,
-                                                                  bad_qname)
+                                                                  bad_qname, unconfigured_name)
 ``cctf_messages_rejected_total``                       counter    ``reason`` (envelope Reason,
                                                                   unconfigured_name, bad_qname)
-``cctf_messages_terminated_total``                     counter    ``reason`` (every AckTerm: the
-                                                                  rejections, shed, poison,
-                                                                  hold_expired, internal)
+``cctf_messages_terminated_total``                     counter    ``reason``, ``region`` (every
+                                                                  AckTerm: the rejections, shed,
+                                                                  poison, hold_expired, internal)
 ``cctf_messages_acked_total``                          counter    (ballots acknowledged)
 ``cctf_equivocations_total``                           counter
 ``cctf_verdicts_total``                                counter    ``outcome``

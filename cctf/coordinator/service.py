@@ -32,7 +32,7 @@ from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.decide import Decider
-from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues
+from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
@@ -63,6 +63,7 @@ class CoordinatorStats:
     votes_ignored: dict[str, int]
     rejected: dict[str, int]
     terminated: dict[str, int]
+    terminated_by_region: dict[str, dict[str, int]]
     acked: int
     equivocations: int
     verdicts: dict[str, int]
@@ -74,6 +75,7 @@ class CoordinatorStats:
     live_tallies: int
     pending_verdicts: int
     queued: int
+    throttled: dict[str, int]
 
 
 def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:
@@ -133,6 +135,15 @@ class Coordinator:
             hold_limit_ms=c.hold_limit_ms,
         )
         self._handles: dict[Token, Delivery] = {}
+        agents = {voter.split("/")[0] for voter in c.electorate}
+        per_region = {
+            r: sum(e.role is Role.AGENT and e.region == r and e.principal in agents for e in trust)
+            for r in self.regions
+        }
+        self._budgets = {
+            r: RateBudget(c.region_rate_for(n), c.region_rate_for(n), monotonic())
+            for r, n in per_region.items()
+        }
         self._last_vote: dict[TallyKey, float] = {}
         self._consumers = [
             RegionConsumer(
@@ -287,6 +298,7 @@ class Coordinator:
             votes_ignored=dict(n.ignored),
             rejected=dict(n.rejected),
             terminated=dict(n.terminated),
+            terminated_by_region={r: dict(t) for r, t in n.terminated_by_region.items()},
             acked=n.acked,
             equivocations=n.equivocations,
             verdicts=dict(n.verdicts),
@@ -298,6 +310,7 @@ class Coordinator:
             live_tallies=self._book.live,
             pending_verdicts=self._pending_verdicts,
             queued=len(self._queues),
+            throttled=dict(n.throttled),
         )
 
     async def num_ack_pending(self) -> int:
@@ -324,6 +337,13 @@ class Coordinator:
                 self._space.clear()
                 await self._space.wait()
                 continue
+            budget = self._budgets[region]
+            wait = budget.wait_s(self._monotonic())
+            if wait > 0:  # this region sent more than its rate: leave the rest in its stream
+                self._counts.throttled[region] = self._counts.throttled.get(region, 0) + 1
+                await self._sleep_or_stop(min(wait, 1.0))
+                continue
+            room = min(room, max(1, budget.available(self._monotonic())))
             try:
                 got = await consumer.fetch(room, timeout)
             except asyncio.CancelledError:
@@ -336,6 +356,7 @@ class Coordinator:
             failures = 0
             if not got:
                 continue
+            budget.spend(len(got), self._monotonic())
             for d in self._queues.offer(region, got):
                 await self._term(d, SHED_REASON)
             self._work.set()
@@ -430,7 +451,7 @@ class Coordinator:
             self._log_limited("ack_failed", error=repr(exc)[:_MAX_DETAIL])
 
     async def _term(self, d: Delivery, reason: str) -> None:
-        self._counts.term(reason)
+        self._counts.term(reason, d.region)
         try:
             await d.term(reason)
         except Exception as exc:

@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from cctf.coordinator.pipeline.ingest import FairQueues
+from cctf.coordinator.pipeline.ingest import FairQueues, RateBudget
 
 
 def test_a_flooding_region_gets_one_batch_per_turn_like_the_others() -> None:
@@ -70,3 +70,25 @@ def test_nothing_is_lost_or_duplicated_and_batches_are_bounded(
         taken += [item for _, item in turn]
     taken += [item for _, item in q.drain()]
     assert sorted(taken + shed) == sorted(offered)
+
+
+def test_rate_budget_caps_one_regions_deliveries_per_second() -> None:
+    budget = RateBudget(rate=100, burst=100, now_s=0.0)
+    assert budget.available(0.0) == 100 and budget.wait_s(0.0) == 0.0
+    budget.spend(100, 0.0)
+    assert budget.available(0.0) == 0
+    assert budget.wait_s(0.0) == pytest.approx(0.01)
+    assert budget.available(0.5) == 50  # refills at the rate ...
+    assert budget.available(10.0) == 100  # ... up to the burst
+    budget.spend(130, 10.0)  # a partial batch beyond: repaid before the next fetch
+    assert budget.wait_s(10.0) == pytest.approx(0.31)
+    fetched = 0
+    t = 10.0
+    while t < 20.0:  # a flooding region, asking all the time: ~rate per second, never more
+        n = budget.available(t)
+        budget.spend(n, t)
+        fetched += n
+        t += 0.001
+    assert 900 <= fetched <= 1_000
+    with pytest.raises(ValueError):
+        RateBudget(rate=0, burst=1, now_s=0.0)

@@ -4,7 +4,8 @@ Each region's queue holds at most ``limit`` deliveries; :meth:`FairQueues.offer`
 fit (the caller terminates those with reason ``shed``: only the region that sent too much loses
 messages). :meth:`FairQueues.take` returns at most ``batch`` deliveries of every region, starting with
 the region after the one that started the previous turn, so a flooding region gets one batch per turn
-like every other region, however much it sends.
+like every other region, however much it sends. :class:`RateBudget` caps how many deliveries per
+second the coordinator fetches from one region at all.
 """
 
 from __future__ import annotations
@@ -13,7 +14,7 @@ from collections import deque
 from collections.abc import Iterable, Sequence
 from typing import Generic, TypeVar
 
-__all__ = ["SHED_REASON", "FairQueues"]
+__all__ = ["SHED_REASON", "FairQueues", "RateBudget"]
 
 H = TypeVar("H")
 
@@ -76,3 +77,36 @@ class FairQueues(Generic[H]):
         for queue in self._queues.values():
             queue.clear()
         return out
+
+
+class RateBudget:
+    """A token bucket per region: at most ``rate`` deliveries per second are fetched from one region
+    (with bursts up to ``burst``). What a region sends beyond it stays in its stream, whose engine
+    bounds (per-subject and per-stream discard-new) then refuse the excess at the publisher: one
+    agent cannot decide how much work the coordinator does, whatever it sends."""
+
+    def __init__(self, rate: float, burst: float, now_s: float) -> None:
+        if rate <= 0 or burst < 1:
+            raise ValueError("rate must be positive and burst at least 1")
+        self._rate = rate
+        self._burst = burst
+        self._tokens = burst
+        self._at = now_s
+
+    def _refill(self, now_s: float) -> None:
+        if now_s > self._at:
+            self._tokens = min(self._burst, self._tokens + (now_s - self._at) * self._rate)
+            self._at = now_s
+
+    def available(self, now_s: float) -> int:
+        self._refill(now_s)
+        return int(self._tokens)
+
+    def spend(self, n: int, now_s: float) -> None:
+        self._refill(now_s)
+        self._tokens -= n  # may go negative by a partial batch; repaid before the next fetch
+
+    def wait_s(self, now_s: float) -> float:
+        """Seconds until at least one delivery may be fetched (0 when one may now)."""
+        self._refill(now_s)
+        return 0.0 if self._tokens >= 1 else (1 - self._tokens) / self._rate
