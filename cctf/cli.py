@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Callable, Sequence
 
@@ -63,10 +64,23 @@ def main(argv: Sequence[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (
-        CctfError
-    ) as exc:  # a refusal no sub-command reported itself: one line, never a traceback
+        BrokenPipeError
+    ):  # `cctf watch | head`: the reader left; stop quietly, like any Unix filter
+        _silence_stdout()
+        return 141  # 128 + SIGPIPE
+    except CctfError as exc:  # a refusal no sub-command reported itself: one line, no traceback
         print(f"cctf {args.command}: error: {exc}", file=sys.stderr)
         return 1
+
+
+def _silence_stdout() -> None:
+    """Point stdout at /dev/null so the interpreter's final flush cannot raise again."""
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        os.close(devnull)
+    except (OSError, ValueError):
+        pass
 
 
 if __name__ == "__main__":

@@ -214,7 +214,9 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # blocks until the first verdict is printed
-        assert "TRUSTED" in first, first
+        if "TRUSTED" not in first:  # say why the demo ended early
+            proc.wait(timeout=60)
+            raise AssertionError(f"first line {first!r}; stderr: {proc.stderr.read()[-3000:]}")
         assert processes_mentioning(str(workdir)), "the fabric should be running"
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
@@ -228,3 +230,29 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         time.sleep(0.1)
     assert processes_mentioning(str(workdir)) == []
     assert not (tmp_path / "fabric.json").exists()
+
+
+def test_demo_piped_into_head_stops_quietly(tmp_path: Path) -> None:
+    """`cctf demo | head -1`: the reader leaves; the demo stops without a traceback, fabric gone."""
+    workdir = tmp_path / "fabric"
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cctf", "demo", "--dir", str(workdir)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    assert proc.stdout is not None and proc.stderr is not None
+    try:
+        first = proc.stdout.readline()
+        assert "TRUSTED" in first, first
+        proc.stdout.close()  # like head(1) exiting after one line
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    err = proc.stderr.read()
+    assert "Traceback" not in err, err[-3000:]
+    assert proc.returncode == 141, err[-3000:]
+    assert not processes_mentioning(str(workdir)), "the fabric should be gone"
