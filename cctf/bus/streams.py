@@ -25,7 +25,8 @@
 ``<REGION>`` is the region upper-cased with ``-`` replaced by ``_``.
 
 TRANSITION: the coordinator consumes one durable per region; ``ensure_streams`` makes the per-region
-streams (``votes_per_region=False`` still makes the old single ``CCTF_VOTES``, for old tests).
+streams (``votes_per_region=False`` still makes the old single ``CCTF_VOTES``: a test fixture for a
+subject bound to the wrong stream; no role has permissions on it).
 """
 
 from __future__ import annotations

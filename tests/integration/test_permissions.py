@@ -10,7 +10,7 @@ Subscriptions (inbox isolation) are checked against an independent, hand-written
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -183,3 +183,33 @@ async def test_core_publish_and_inbox_isolation(
     wrong = [f"publish {s}" for s, a in pubs if seen.refused("publish", s) == a]
     wrong += [f"subscribe {s}" for s, a in subs if seen.refused("subscription", s) == a]
     assert not wrong, f"{user}: wrong outcome for " + ", ".join(wrong)
+
+
+async def test_client_ordered_consumer_flow_control_passes_the_permissions(
+    fabric: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    # 20 MB of verdicts make the server ask the client's ordered consumer for flow control
+    # ($JS.FC.<stream>.<consumer>.<rand>); the narrowed grant must let the replies through.
+    admin = await nats_connect(fabric, "admin")
+    replies: list[str] = []
+
+    async def on_fc(msg: Any) -> None:
+        replies.append(msg.subject)
+
+    await admin.subscribe("$JS.FC.>", cb=on_fc)
+    big = b"v" * 500_000
+    for i in range(40):
+        await admin.jetstream().publish(f"cctf.v1.verdict.us-east.n{i}.A", big)
+    seen = Violations()
+    client = await nats_connect(fabric, "client", error_cb=seen)
+    stream = verdict_stream_name("us-east")
+    sub = await client.jetstream().subscribe(
+        "cctf.v1.verdict.us-east.>", stream=stream, ordered_consumer=True
+    )
+    await sub.next_msg(timeout=10)
+    await asyncio.sleep(1.0)  # let the deliveries pile up past the flow-control window
+    for _ in range(39):
+        await sub.next_msg(timeout=10)
+    await admin.flush()
+    assert replies and all(r.startswith(f"$JS.FC.{stream}.") for r in replies)
+    assert seen.errors == []
