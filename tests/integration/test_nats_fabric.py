@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import os
 import re
-import signal
 import socket
 import stat
-import subprocess
 import sys
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -21,9 +17,8 @@ import nats.js.errors
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
-from nats.aio.client import Client
 from nats.aio.msg import Msg
-from nats.js.client import JetStreamContext
+from natshelpers import ErrorLog, keep_votes, nothing_stored, setup_streams, vote_count
 
 from cctf.bus.accounts import (
     DEFAULT_REGIONS,
@@ -51,64 +46,9 @@ from cctf.devfabric.nats import (
     find_nats_server,
     render_server_config,
 )
-from cctf.devfabric.nats_config import render_accounts_conf
 
 if TYPE_CHECKING:
     from conftest import NatsConnect
-
-REPO = Path(__file__).resolve().parents[2]
-DEPLOY = REPO / "deploy" / "nats"
-
-
-class ErrorLog:
-    """An ``error_cb`` that records errors and lets a test wait for a specific one."""
-
-    def __init__(self) -> None:
-        self.errors: list[str] = []
-        self._changed = asyncio.Event()
-
-    async def __call__(self, exc: Exception) -> None:
-        self.errors.append(str(exc))
-        self._changed.set()
-
-    async def wait_for(self, needle: str, timeout_s: float = 3.0) -> str:
-        deadline = time.monotonic() + timeout_s
-        while True:
-            for err in self.errors:
-                if needle.lower() in err.lower():
-                    return err
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise AssertionError(f"no error containing {needle!r}; got {self.errors}")
-            self._changed.clear()
-            with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._changed.wait(), timeout=remaining)
-
-
-async def _vote_count(js: JetStreamContext, region: str) -> int:
-    info = await js.stream_info(votes_stream_name(region))
-    return int(info.state.messages)
-
-
-async def _keep_votes(js: JetStreamContext, region: str) -> None:
-    """A durable on the region's vote stream: with interest retention, nothing is stored without one."""
-    await js.add_consumer(
-        votes_stream_name(region),
-        durable_name="keep",
-        ack_policy=nats.js.api.AckPolicy.EXPLICIT,
-    )
-
-
-async def _setup(js: JetStreamContext, regions: tuple[str, ...], replicas: int = 1) -> None:
-    await ensure_streams(js, regions, replicas=replicas, timeout_s=30, votes_per_region=True)
-
-
-async def _nothing_stored(js: JetStreamContext, stream: str, subject: str) -> bool:
-    try:
-        await js.get_last_msg(stream, subject)
-    except nats.js.errors.NotFoundError:
-        return True
-    return False
 
 
 # ----------------------------------------------------------------------------------------------
@@ -291,9 +231,9 @@ async def test_single_node_serves_jetstream(
     assert verdicts.config.allow_direct is True
     assert verdicts.config.max_msgs_per_subject == 64
     # idempotent
-    await _setup(js, fabric.regions)
+    await setup_streams(js, fabric.regions)
 
-    await _keep_votes(js, "us-east")
+    await keep_votes(js, "us-east")
     ack = await js.publish("cctf.v1.vote.us-east.a1", b"persisted")
     assert ack.stream == "CCTF_VOTES_US_EAST"
 
@@ -333,8 +273,8 @@ async def test_same_msg_id_is_stored_once(
     nats_single: NatsFabric, nats_connect: NatsConnect
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
-    await _setup(admin.jetstream(), nats_single.regions)
-    await _keep_votes(admin.jetstream(), "us-east")
+    await setup_streams(admin.jetstream(), nats_single.regions)
+    await keep_votes(admin.jetstream(), "us-east")
     agent = await nats_connect(nats_single, "agent-us-east")
     js = agent.jetstream()
     headers = {"Nats-Msg-Id": "round-42-agent-a1"}
@@ -347,7 +287,7 @@ async def test_same_msg_id_is_stored_once(
         "cctf.v1.vote.us-east.a1", b"ballot", headers={"Nats-Msg-Id": "round-43-agent-a1"}
     )
     assert not other.duplicate
-    assert await _vote_count(admin.jetstream(), "us-east") == 2
+    assert await vote_count(admin.jetstream(), "us-east") == 2
 
 
 async def test_regional_pinning_is_enforced_by_the_server(
@@ -355,9 +295,9 @@ async def test_regional_pinning_is_enforced_by_the_server(
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
     ajs = admin.jetstream()
-    await _setup(ajs, nats_single.regions)
+    await setup_streams(ajs, nats_single.regions)
     for region in ("us-east", "eu-west"):
-        await _keep_votes(ajs, region)
+        await keep_votes(ajs, region)
     evidence: list[Msg] = []
 
     async def _on_evidence(msg: Msg) -> None:
@@ -382,9 +322,9 @@ async def test_regional_pinning_is_enforced_by_the_server(
     # its own region's subject lands
     ack = await js.publish("cctf.v1.vote.us-east.a1", b"genuine")
     assert ack.stream == "CCTF_VOTES_US_EAST"
-    assert await _vote_count(ajs, "us-east") == 1
-    assert await _vote_count(ajs, "eu-west") == 0
-    assert await _nothing_stored(ajs, "CCTF_VOTES_EU_WEST", "cctf.v1.vote.eu-west.a1")
+    assert await vote_count(ajs, "us-east") == 1
+    assert await vote_count(ajs, "eu-west") == 0
+    assert await nothing_stored(ajs, "CCTF_VOTES_EU_WEST", "cctf.v1.vote.eu-west.a1")
     last = await ajs.get_last_msg("CCTF_VOTES_US_EAST", "cctf.v1.vote.us-east.a1")
     assert last.data == b"genuine"
 
@@ -405,8 +345,8 @@ async def test_regional_pinning_is_enforced_by_the_server(
     await agent.flush()
     await errors.wait_for('publish to "cctf.v1.verdict.us-east.x.A"')
     await errors.wait_for('subscription to "cctf.v1.vote.>"')
-    assert await _nothing_stored(ajs, "CCTF_VERDICTS_US_EAST", "cctf.v1.verdict.us-east.x.A")
-    assert await _vote_count(ajs, "us-east") == 1
+    assert await nothing_stored(ajs, "CCTF_VERDICTS_US_EAST", "cctf.v1.verdict.us-east.x.A")
+    assert await vote_count(ajs, "us-east") == 1
 
 
 async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
@@ -414,8 +354,8 @@ async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
     ajs = admin.jetstream()
-    await _setup(ajs, nats_single.regions)
-    await _keep_votes(ajs, "us-east")
+    await setup_streams(ajs, nats_single.regions)
+    await keep_votes(ajs, "us-east")
     coordinator = await nats_connect(nats_single, "coordinator")
     cjs = coordinator.jetstream()
     subject = "cctf.v1.verdict.us-east.example.A"
@@ -450,7 +390,7 @@ async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
     info = await ajs.stream_info("CCTF_VERDICTS_US_EAST")
     assert info.state.messages == 1
     assert (await ajs.get_last_msg("CCTF_VERDICTS_US_EAST", subject)).data == b"signed-verdict"
-    assert await _vote_count(ajs, "us-east") == 0
+    assert await vote_count(ajs, "us-east") == 0
 
 
 async def test_coordinator_consumes_votes_but_cannot_vote_or_delete(
@@ -458,13 +398,13 @@ async def test_coordinator_consumes_votes_but_cannot_vote_or_delete(
 ) -> None:
     admin = await nats_connect(nats_single, "admin")
     ajs = admin.jetstream()
-    await _setup(ajs, nats_single.regions)
+    await setup_streams(ajs, nats_single.regions)
     errors = ErrorLog()
     coordinator = await nats_connect(nats_single, "coordinator", error_cb=errors)
     js = coordinator.jetstream(timeout=1.0)
     stream = votes_stream_name("eu-west")
     psub = await js.pull_subscribe("cctf.v1.vote.eu-west.>", durable="coordinator", stream=stream)
-    await _keep_votes(ajs, "eu-west")
+    await keep_votes(ajs, "eu-west")
     agent = await nats_connect(nats_single, "agent-eu-west")
     await agent.jetstream().publish("cctf.v1.vote.eu-west.a7", b"ballot")
     msgs = await psub.fetch(1, timeout=3)
@@ -476,360 +416,4 @@ async def test_coordinator_consumes_votes_but_cannot_vote_or_delete(
     await errors.wait_for('publish to "cctf.v1.vote.eu-west.a7"')
     with pytest.raises(nats.errors.TimeoutError):
         await js.purge_stream(stream)
-    assert await _vote_count(ajs, "eu-west") == 1  # still held for the "keep" durable
-
-
-# ----------------------------------------------------------------------------------------------
-# a 3-node cluster
-
-
-@pytest.mark.cluster
-async def test_cluster_creates_replicated_streams(
-    nats_cluster: NatsFabric, nats_connect: NatsConnect
-) -> None:
-    fabric = nats_cluster
-    assert len(fabric.servers) == 3 and fabric.stream_replicas == 3
-    assert fabric.meta_leader() in {s.name for s in fabric.servers}
-    admin = await nats_connect(fabric, "admin", max_reconnect_attempts=5)
-    js = admin.jetstream()
-    infos = await ensure_streams(
-        js, fabric.regions, replicas=3, timeout_s=30, votes_per_region=True
-    )
-    assert len(infos) == 2 * len(fabric.regions)
-    for name in infos:
-        info = await js.stream_info(name)
-        assert info.config.num_replicas == 3
-        assert info.cluster is not None and info.cluster.leader
-        assert len(info.cluster.replicas or []) == 2
-
-    await _keep_votes(js, "ap-south")
-    agent = await nats_connect(fabric, "agent-ap-south", max_reconnect_attempts=5)
-    headers = {"Nats-Msg-Id": "dup-1"}
-    first = await agent.jetstream().publish("cctf.v1.vote.ap-south.a1", b"x", headers=headers)
-    again = await agent.jetstream().publish("cctf.v1.vote.ap-south.a1", b"x", headers=dict(headers))
-    assert again.duplicate is True and again.seq == first.seq
-    assert await _vote_count(js, "ap-south") == 1
-
-    # no password (users' or the route password) ever reaches a log
-    secrets_in_configs = set()
-    for server in fabric.servers:
-        secrets_in_configs |= set(
-            re.findall(r'password: "([^"]+)"', server.config_path.read_text())
-        )
-        assert stat.S_IMODE(server.config_path.stat().st_mode) == 0o600
-    assert {u.password for u in fabric.users.values()} < secrets_in_configs  # + route password
-    logs = "".join(s.log_path.read_text() for s in fabric.servers)
-    assert "Route connection created" in logs
-    leaked = [p for p in secrets_in_configs if p in logs]
-    assert not leaked, "a password appears in a nats-server log"
-
-
-async def _publish_retrying(js: JetStreamContext, subject: str, seq: int, deadline: float) -> None:
-    while True:
-        try:
-            await js.publish(
-                subject, str(seq).encode(), headers={"Nats-Msg-Id": f"m-{seq}"}, timeout=1.0
-            )
-            return
-        except nats.errors.Error:
-            if time.monotonic() > deadline:
-                raise
-            await asyncio.sleep(0.1)
-
-
-async def _consume_until(
-    psub: JetStreamContext.PullSubscription, want: set[int], deadline: float
-) -> set[int]:
-    got: set[int] = set()
-    while not want <= got:
-        if time.monotonic() > deadline:
-            raise AssertionError(f"consumer stalled: missing {sorted(want - got)}")
-        try:
-            msgs = await psub.fetch(50, timeout=1.0)
-        except nats.errors.Error:
-            await asyncio.sleep(0.05)
-            continue
-        for msg in msgs:
-            got.add(int(msg.data))
-            with contextlib.suppress(nats.errors.Error):
-                await msg.ack()
-    return got
-
-
-@pytest.mark.cluster
-@pytest.mark.slow
-async def test_failover_when_a_node_is_killed(
-    nats_cluster: NatsFabric, nats_connect: NatsConnect
-) -> None:
-    fabric = nats_cluster
-    failover = {"max_reconnect_attempts": 30, "reconnect_time_wait": 0.1}
-    admin = await nats_connect(fabric, "admin", **failover)
-    ajs = admin.jetstream()
-    await _setup(ajs, fabric.regions, replicas=3)
-    stream = votes_stream_name("us-east")
-
-    # the victim is the stream leader, and both clients sit on it first: the stream needs a new
-    # leader and both connections must move to the surviving nodes
-    leader = (await ajs.stream_info(stream)).cluster
-    assert leader is not None and leader.leader
-    victim = fabric.server(leader.leader)
-    urls = [victim.client_url] + [s.client_url for s in fabric.servers if s is not victim]
-    publisher = await nats_connect(
-        fabric, "agent-us-east", servers=urls, dont_randomize=True, **failover
-    )
-    consumer = await nats_connect(
-        fabric, "coordinator", servers=urls, dont_randomize=True, **failover
-    )
-    assert publisher.connected_url is not None
-    assert publisher.connected_url.port == victim.port
-    pjs = publisher.jetstream()
-    psub = await consumer.jetstream().pull_subscribe(
-        "cctf.v1.vote.us-east.>", durable="failover", stream=stream
-    )
-
-    deadline = time.monotonic() + 30
-    for seq in range(20):
-        await _publish_retrying(pjs, "cctf.v1.vote.us-east.a1", seq, deadline)
-    assert await _consume_until(psub, set(range(20)), deadline) == set(range(20))
-
-    killed_at = time.monotonic()
-    assert victim.kill() == -signal.SIGKILL
-    assert not victim.running
-
-    deadline = time.monotonic() + 40
-    for seq in range(20, 40):
-        await _publish_retrying(pjs, "cctf.v1.vote.us-east.a1", seq, deadline)
-    got = await _consume_until(psub, set(range(20, 40)), deadline)
-    assert set(range(20, 40)) <= got
-    recovery_s = time.monotonic() - killed_at
-
-    assert publisher.connected_url is not None and publisher.connected_url.port != victim.port
-    assert consumer.connected_url is not None and consumer.connected_url.port != victim.port
-    info = await ajs.stream_info(stream)
-    assert info.cluster is not None and info.cluster.leader != victim.name
-    # retried publishes were deduplicated: exactly 40 messages
-    assert info.state.last_seq == 40
-    assert recovery_s < 40
-
-    # the killed node comes back on the same ports and catches up (its /healthz turns ok only
-    # once its streams are current)
-    victim.start(timeout_s=30)
-    deadline = time.monotonic() + 20
-    while True:
-        info = await ajs.stream_info(stream)
-        assert info.cluster is not None
-        peers = {r.name: r.current for r in info.cluster.replicas or []}
-        if peers.get(victim.name) is True or info.cluster.leader == victim.name:
-            break
-        assert time.monotonic() < deadline, f"{victim.name} did not catch up: {peers}"
-        await asyncio.sleep(0.2)
-
-
-# ----------------------------------------------------------------------------------------------
-# static deploy configs and the CLI
-
-
-def _static_env(monkeypatch: pytest.MonkeyPatch | None = None) -> dict[str, str]:
-    env = dict(os.environ)
-    names = ["SYS", "ADMIN", "COORDINATOR", "CLIENT"]
-    names += [f"AGENT_{r.upper().replace('-', '_')}" for r in DEFAULT_REGIONS]
-    for name in names:
-        env[f"CCTF_NATS_{name}_PASSWORD"] = f"p{name.lower().replace('_', '')}{os.getpid()}x"
-    env["CCTF_NATS_ROUTE_PASSWORD"] = "proutepw"
-    for i in (1, 2, 3):
-        env[f"CCTF_NATS_ROUTE_NODE_{i}"] = f"nats-route://route:proutepw@node-{i}:6222"
-    return env
-
-
-STATIC_CONFIGS = [
-    "single.conf",
-    "cluster/node-1.conf",
-    "cluster/node-2.conf",
-    "cluster/node-3.conf",
-]
-
-
-@pytest.mark.parametrize("name", STATIC_CONFIGS)
-def test_static_configs_pass_nats_server_t(name: str) -> None:
-    binary = str(find_nats_server())
-    path = DEPLOY / name
-    ok = subprocess.run(
-        [binary, "-t", "-c", str(path)], env=_static_env(), capture_output=True, timeout=30
-    )
-    assert ok.returncode == 0, ok.stderr.decode()
-    # a missing password variable is an error, not an empty password
-    env = _static_env()
-    del env["CCTF_NATS_ADMIN_PASSWORD"]
-    bad = subprocess.run([binary, "-t", "-c", str(path)], env=env, capture_output=True, timeout=30)
-    assert bad.returncode != 0
-    assert b"CCTF_NATS_ADMIN_PASSWORD" in bad.stdout + bad.stderr
-
-
-def test_static_accounts_conf_is_the_generated_one() -> None:
-    # regenerate with: python -m cctf.devfabric.nats_cli accounts-conf > deploy/nats/accounts.conf
-    assert (DEPLOY / "accounts.conf").read_text() == render_accounts_conf(DEFAULT_REGIONS)
-
-
-@pytest.fixture
-def static_single(tmp_path: Path) -> Iterator[tuple[str, dict[str, str]]]:
-    """deploy/nats/single.conf started for real (store and ports moved to the test's own)."""
-    conf = tmp_path / "static"
-    conf.mkdir()
-    (conf / "accounts.conf").write_text((DEPLOY / "accounts.conf").read_text())
-    text = (DEPLOY / "single.conf").read_text()
-    assert "/var/lib/nats/jetstream" in text
-    (conf / "single.conf").write_text(text.replace("/var/lib/nats/jetstream", str(conf / "js")))
-    with socket.socket() as a, socket.socket() as b:
-        a.bind(("127.0.0.1", 0))
-        b.bind(("127.0.0.1", 0))
-        port, http_port = a.getsockname()[1], b.getsockname()[1]
-    env = _static_env()
-    log = (conf / "nats.log").open("wb")
-    proc = subprocess.Popen(
-        [
-            *(str(find_nats_server()), "-c", str(conf / "single.conf")),
-            *("-a", "127.0.0.1", "-p", str(port), "-m", str(http_port)),
-        ],
-        env=env,
-        stdout=log,
-        stderr=subprocess.STDOUT,
-    )
-    try:
-        deadline = time.monotonic() + 15
-        while True:
-            assert proc.poll() is None, (conf / "nats.log").read_text()
-            with contextlib.suppress(OSError), socket.create_connection(("127.0.0.1", port), 0.2):
-                break
-            assert time.monotonic() < deadline, (conf / "nats.log").read_text()
-            time.sleep(0.05)
-        yield f"nats://127.0.0.1:{port}", env
-    finally:
-        proc.kill()
-        proc.wait(timeout=10)
-        log.close()
-
-
-async def test_static_single_conf_enforces_pinning(
-    static_single: tuple[str, dict[str, str]],
-) -> None:
-    url, env = static_single
-    errors = ErrorLog()
-    clients: list[Client] = []
-    try:
-        agent = await connect(
-            url,
-            NatsUser("agent-us-east", env["CCTF_NATS_AGENT_US_EAST_PASSWORD"]),
-            name="static-agent",
-            for_tests=True,
-            error_cb=errors,
-        )
-        clients.append(agent)
-        client = await connect(
-            url,
-            NatsUser("client", env["CCTF_NATS_CLIENT_PASSWORD"]),
-            name="static-client",
-            for_tests=True,
-            error_cb=errors,
-        )
-        clients.append(client)
-        await agent.publish("cctf.v1.vote.eu-west.a1", b"x")
-        await agent.flush()
-        await errors.wait_for('publish to "cctf.v1.vote.eu-west.a1"')
-        await client.publish("cctf.v1.verdict.us-east.x.A", b"x")
-        await client.flush()
-        await errors.wait_for('publish to "cctf.v1.verdict.us-east.x.A"')
-        await agent.publish("cctf.v1.vote.us-east.a1", b"x")
-        await agent.flush()
-        assert not any("us-east.a1" in e for e in errors.errors)
-        # a wrong password is refused
-        with pytest.raises(nats.errors.Error):
-            await connect(
-                url,
-                NatsUser("admin", "pwrong"),
-                name="static-wrong",
-                for_tests=True,
-                max_reconnect_attempts=0,
-                allow_reconnect=False,
-            )
-    finally:
-        for nc in clients:
-            await nc.close()
-
-
-def test_cli_up_runs_until_sigterm_and_stops_every_server(tmp_path: Path) -> None:
-    workdir = tmp_path / "fabric"
-    creds_path = tmp_path / "secret" / "creds.json"
-    proc = subprocess.Popen(
-        [
-            *(sys.executable, "-m", "cctf.devfabric.nats_cli", "up", "--nodes", "1"),
-            *("--dir", str(workdir), "--regions", "us-east,eu-west"),
-            *("--credentials", str(creds_path)),
-        ],
-        cwd=REPO,
-        stdout=subprocess.PIPE,
-        stderr=subprocess.STDOUT,
-        text=True,
-    )
-    pids: list[int] = []
-    out: list[str] = []
-    try:
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            out.append(line)
-            if line.startswith("press Ctrl-C"):
-                break
-        assert proc.poll() is None, "".join(out)
-        text = "".join(out)
-        assert f"credentials: {creds_path.resolve()}" in text
-        assert stat.S_IMODE(creds_path.stat().st_mode) == 0o600
-        creds = load_credentials(creds_path)
-        assert set(creds.users) >= {"admin", "agent-us-east", "agent-eu-west"}
-        assert "agent-us-west" not in creds.users
-        for url in creds.urls:
-            assert f"client url: {url}" in text
-        for user in creds.users.values():
-            assert user.password not in text
-        pids = [int((workdir / "node-1" / "nats.pid").read_text())]
-        os.kill(pids[0], 0)  # alive
-        proc.send_signal(signal.SIGTERM)
-        rest, _ = proc.communicate(timeout=30)
-        assert proc.returncode == 0, text + rest
-        assert "stopping" in rest
-        for user in creds.users.values():
-            assert user.password not in rest
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.communicate(timeout=10)
-    for pid in pids:
-        with pytest.raises(ProcessLookupError):
-            os.kill(pid, 0)
-
-
-async def test_connect_for_tests_gives_up_quickly() -> None:
-    started = time.monotonic()
-    with pytest.raises((nats.errors.Error, OSError)):
-        await connect("nats://127.0.0.1:1", NatsUser("admin", "x"), name="nobody", for_tests=True)
-    assert time.monotonic() - started < 5
-
-
-async def test_connect_initial_retries_fail_fast_then_reconnect_forever(
-    nats_single: NatsFabric,
-) -> None:
-    user = nats_single.users["client"]
-    started = time.monotonic()
-    with pytest.raises(nats.errors.NoServersError):
-        # production policy (reconnect forever), but the first connection is bounded
-        await connect(
-            ["nats://127.0.0.1:1", "nats://127.0.0.1:2"], user, name="x", initial_retries=2
-        )
-    assert time.monotonic() - started < 5
-    nc = await connect(nats_single.urls, user, name="fine", initial_retries=1)
-    try:
-        assert nc.options["max_reconnect_attempts"] == -1  # unbounded once connected
-        assert 0.2 <= nc.options["reconnect_time_wait"] <= 0.5
-        assert nc.new_inbox().startswith("_INBOX.client.")
-    finally:
-        await nc.close()
-    with pytest.raises(ValueError, match="inbox"):
-        await connect(nats_single.urls, user, name="x", inbox_prefix="_INBOX")
+    assert await vote_count(ajs, "eu-west") == 1  # still held for the "keep" durable
