@@ -5,9 +5,10 @@ pull, ack, info) and on the vote streams (purge, delete, update, message delete)
 server, and ballots keep flowing to the coordinator and verdicts to the clients. An agent credential
 cannot read other users' deliveries (``_INBOX.>`` and another user's inbox are refused).
 
-The coordinator here is a stand-in that makes exactly the bus calls a coordinator makes (a durable
-pull consumer per region vote stream, fetch, ack, verdict publish with ``Nats-Msg-Id``), so the test
-does not depend on the coordinator's internals; the role's permissions are those of the real user.
+Two coordinators: a stand-in that makes exactly the bus calls a coordinator makes (a durable pull
+consumer per region vote stream, fetch, ack, verdict publish with ``Nats-Msg-Id``), to try every call
+on one durable; and the real coordinator with five signing agents, whose verdicts the client verifies
+before, during and after the attacks on all its durables.
 """
 
 from __future__ import annotations
@@ -24,7 +25,9 @@ import nats.js.errors
 import pytest
 from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from wirefactories import make_ballot, make_vote, make_world, seal_ballot
 
+from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.headers import MSG_ID
 from cctf.bus.streams import (
     ensure_streams,
@@ -33,6 +36,13 @@ from cctf.bus.streams import (
     votes_stream_name,
     votes_subjects,
 )
+from cctf.bus_schemas.envelope import verify_envelope
+from cctf.bus_schemas.messages import MessageType, Outcome, decode_verdict
+from cctf.clock import SYSTEM_CLOCK
+from cctf.coordinator.config import CoordinatorConfig, RuleConfig
+from cctf.coordinator.service import Coordinator
+from cctf.crypto.policy import SuitePolicy
+from cctf.crypto.trust import Role
 from cctf.devfabric.nats import NatsFabric
 
 if TYPE_CHECKING:
@@ -225,3 +235,116 @@ async def test_no_credential_reads_other_users_deliveries(
         await flow.one_round()
     await nc.flush()
     assert got == []
+
+
+# ----------------------------------------------------------------------------------------------
+# the same attacks against the real coordinator, verdicts verified as a client would
+
+
+NAMES = [f"n{i}.fabric.test." for i in range(5)]
+
+
+async def _real_coordinator_round(
+    agents: dict[str, Any], agent_nc: dict[str, Client], seen: dict[tuple[str, int], Any]
+) -> None:
+    """One round of signed ballots from all five agents; wait for every name's verified verdict."""
+    now = SYSTEM_CLOCK.now_ms()
+    round_ = now // 1000 + 1
+    await asyncio.sleep((round_ * 1000 + 100 - now) / 1000)
+    now = SYSTEM_CLOCK.now_ms()
+    for region, agent in agents.items():
+        votes = [
+            make_vote(
+                agent.principal, region, round_, qname=n, answer=("192.0.2.7",), resolver_id="r1"
+            )
+            for n in NAMES
+        ]
+        ballot = make_ballot(agent.principal, region, round_, votes=votes, issued_ms=now)
+        await (
+            agent_nc[region]
+            .jetstream()
+            .publish(agent.subject, seal_ballot(agent, ballot, now_ms=now), timeout=5)
+        )
+    deadline = time.monotonic() + 8
+    while not all((n, round_) in seen for n in NAMES):
+        assert time.monotonic() < deadline, f"round {round_}: verdicts missing"
+        await asyncio.sleep(0.01)
+    assert {seen[(n, round_)] for n in NAMES} == {Outcome.TRUSTED}
+
+
+@pytest.mark.slow
+async def test_the_real_coordinator_keeps_deciding_while_the_client_credential_attacks(
+    nats_single: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    world = make_world(DEFAULT_REGIONS)
+    admin = await nats_connect(nats_single, "admin")
+    await ensure_streams(admin.jetstream(), DEFAULT_REGIONS, 1)
+    config = CoordinatorConfig(
+        coordinator=world.coordinator.principal,
+        region="us-east",
+        rule=RuleConfig(k=3, n=5),
+        electorate=[f"agent-{r}/r1" for r in DEFAULT_REGIONS],
+        names=[(n, "A") for n in NAMES],
+        verdict_regions=["us-east"],
+        round_ms=1000,
+        round_grace_ms=500,
+    )
+    coordinator = Coordinator(
+        config,
+        await nats_connect(nats_single, "coordinator"),
+        key=world.coordinator.key,
+        trust=world.trust,
+        clock=SYSTEM_CLOCK,
+    )
+    agent_nc = {r: await nats_connect(nats_single, f"agent-{r}") for r in DEFAULT_REGIONS}
+    violations = Violations()
+    client = await nats_connect(nats_single, "client", error_cb=violations)
+    seen: dict[tuple[str, int], Any] = {}
+
+    async def on_verdict(msg: Any) -> None:  # read with the client credential, verified
+        checked = verify_envelope(
+            msg.data,
+            msg.subject,
+            expected_type=MessageType.VERDICT,
+            role=Role.COORDINATOR,
+            trust=world.trust,
+            policy=SuitePolicy(),
+            now_ms=SYSTEM_CLOCK.now_ms(),
+        )
+        v = decode_verdict(checked.envelope.payload)
+        seen[(v.qname, v.round)] = v.outcome
+
+    await client.subscribe("cctf.v1.verdict.us-east.>", cb=on_verdict)
+    await coordinator.start()
+    try:
+        await _real_coordinator_round(world.agents, agent_nc, seen)
+        ajs = admin.jetstream()
+        targets = [(c.stream, c.spec.name) for c in coordinator._consumers]
+        assert len(targets) == len(DEFAULT_REGIONS)
+        before = {t: (await ajs.consumer_info(*t)).config for t in targets}
+        js = client.jetstream(timeout=0.3)
+        for stream, durable in targets:
+            await _refused(
+                lambda s=stream, d=durable: js.pause_consumer(s, d, "2099-01-01T00:00:00Z")
+            )
+            cfg = ConsumerConfig(durable_name=durable, filter_subject="cctf.v1.vote.nowhere.x")
+            await _refused(lambda s=stream, c=cfg: js.add_consumer(s, c))
+            await _refused(lambda s=stream, d=durable: js.delete_consumer(s, d))
+            steal = await js.pull_subscribe_bind(durable=durable, stream=stream)
+            with pytest.raises((nats.errors.TimeoutError, nats.js.errors.Error)):
+                await steal.fetch(1, timeout=0.3)
+            await _refused(lambda s=stream: js.purge_stream(s))
+            await _refused(lambda s=stream: js.delete_stream(s))
+            await seen_refusal(violations, f"$JS.API.CONSUMER.PAUSE.{stream}.{durable}")
+        for target, config_before in before.items():
+            info = await ajs.consumer_info(*target)
+            assert info.config.filter_subject == config_before.filter_subject
+            assert not info.paused
+        for _ in range(2):  # verdicts keep flowing, verified by the client
+            await _real_coordinator_round(world.agents, agent_nc, seen)
+    finally:
+        await coordinator.stop()
+
+
+async def seen_refusal(violations: Violations, subject: str) -> None:
+    await violations.wait_for("publish", subject)
