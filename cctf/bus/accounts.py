@@ -13,6 +13,11 @@ Least privilege, as data:
 * Inboxes: every user's connection uses the inbox prefix ``_INBOX.<user>`` (set by
   :func:`cctf.bus.connect.connect`) and may subscribe only to ``_INBOX.<user>.>`` plus its role's
   subjects, so nobody receives another user's replies or consumer deliveries.
+* No restricted role subscribes to a stream subject (core): the server pushes a consumer's
+  deliveries to any ``deliver_subject`` that has a subscriber, without checking the consumer
+  creator's permissions, and a stream listening there stores them. With only inboxes to subscribe
+  to, a client's consumer on a verdict stream cannot copy verdicts onto another verdict or vote
+  subject (``tests/redteam/test_push_delivery.py``). Everyone reads streams through JetStream.
 
 Roles:
 
@@ -235,12 +240,12 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
     if role is Role.COORDINATOR:
         return UserPermissions(
             publish_allow=("cctf.v1.verdict.>", *granted_subjects(role, regions)),
-            subscribe_allow=(inbox, "cctf.v1.>"),
+            subscribe_allow=(inbox,),
         )
     if role is Role.CLIENT:
         return UserPermissions(
             publish_allow=granted_subjects(role, regions),
-            subscribe_allow=(inbox, "cctf.v1.verdict.>"),
+            subscribe_allow=(inbox,),
         )
     region = user_name[len(AGENT_PREFIX) :]
     return UserPermissions(

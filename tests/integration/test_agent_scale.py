@@ -87,8 +87,8 @@ async def test_5000_names_one_resolver_every_name_gets_its_verdict_each_round(
         verdict = decode_verdict(decode_envelope(msg.data).payload)
         by_round[verdict.round][verdict.qname] = verdict.outcome
 
-    client = await nats_connect(nats_single, "client")
-    await client.subscribe(verdict_filter(REGION), cb=on_verdict, pending_msgs_limit=200_000)
+    watcher = await nats_connect(nats_single, "admin")  # core subscriptions: admin only
+    await watcher.subscribe(verdict_filter(REGION), cb=on_verdict, pending_msgs_limit=200_000)
 
     config = CoordinatorConfig(
         coordinator=coord.principal,

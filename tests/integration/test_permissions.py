@@ -159,9 +159,11 @@ SUBSCRIBE_TABLE = [
     ("agent-us-east", "cctf.v1.verdict.>", False),
     ("client", "_INBOX.coordinator.>", False),
     ("client", "cctf.v1.vote.>", False),
-    ("client", "cctf.v1.verdict.>", True),
+    ("client", "cctf.v1.verdict.>", False),
+    ("client", "cctf.v1.verdict.us-east.example_com.A", False),
     ("coordinator", "_INBOX.client.>", False),
-    ("coordinator", "cctf.v1.vote.>", True),
+    ("coordinator", "cctf.v1.vote.>", False),
+    ("coordinator", "cctf.v1.verdict.>", False),
 ]
 
 

@@ -198,8 +198,9 @@ async def test_client_consumer_pushing_into_a_vote_subject_stores_nothing(
     nats_single: NatsFabric, nats_connect: NatsConnect, flow: Flow
 ) -> None:
     # A client may create ephemeral consumers on verdict streams, and the server does not check the
-    # deliver subject: it can make the server push stored verdicts to any subject. Deliveries are
-    # not captured by streams, so none lands in a vote stream (nor in a verdict stream).
+    # deliver subject: it can make the server push stored verdicts to any subject. Nobody but admin
+    # may subscribe to a stream subject, so the consumer never has interest and nothing is stored
+    # (with a subscriber, a stream would store the deliveries: tests/redteam/test_push_delivery.py).
     nc = await nats_connect(nats_single, "client")
     body = {
         "stream_name": VERDICTS,
