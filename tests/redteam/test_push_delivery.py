@@ -69,7 +69,9 @@ async def test_no_restricted_credential_can_give_a_push_consumer_a_stream_subjec
     await ensure_streams(admin, nats_single.regions, 1)
     coord = (await nats_connect(nats_single, "coordinator")).jetstream(timeout=2)
     for i in range(3):  # genuine (here: stand-in) verdicts of us-east
-        await coord.publish(f"cctf.v1.verdict.us-east.n{i}.A", b"v%d" % i, headers={MSG_ID: f"v{i}"})
+        await coord.publish(
+            f"cctf.v1.verdict.us-east.n{i}.A", b"v%d" % i, headers={MSG_ID: f"v{i}"}
+        )
 
     errors: dict[str, Errors] = {}
     for user in ("client", "coordinator", "agent-us-east"):
