@@ -28,6 +28,7 @@ from cctf.client.verify import DEFAULT_ROUND_MS
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
+EXIT_USAGE = 2  # bad arguments (argparse's own code, and ours for bad values)
 EXIT_NOT_TRUSTED = 3
 EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_TERMINATED = 143  # SIGTERM
@@ -36,7 +37,7 @@ _EXIT_CODES_WATCH = """\
 exit codes:
   0    --count verdicts were printed
   1    error: unreadable credentials or trust file, connection failure, stream ended
-  2    usage error
+  2    usage error (also a bad --region, --count, --round-ms or --min-suite value)
   130  interrupted (SIGINT, Ctrl-C)
   143  terminated (SIGTERM); both within a few seconds, whether connecting,
        streaming or waiting for NATS to come back
@@ -48,7 +49,8 @@ exit codes:
   1    no verdict, the verdict was rejected (bad signature, unknown key, expired,
        stale: older than --max-age-ms, ...: fail closed), or an error (files,
        connection, timeout)
-  2    usage error
+  2    usage error (also a bad NAME, --qtype, --region, --timeout, --max-age-ms,
+       --round-ms or --min-suite value)
   130  interrupted (SIGINT, Ctrl-C)
   143  terminated (SIGTERM)
 """
@@ -141,7 +143,7 @@ def _setup(args: argparse.Namespace) -> _Setup:
     try:
         creds = load_credentials(args.credentials)
     except (OSError, ValueError, KeyError, TypeError, AttributeError) as exc:
-        raise ValueError(f"cannot read credentials {args.credentials}: {exc!r}") from None
+        raise ValueError(f"cannot read credentials {args.credentials}: {exc}") from None
     if args.user not in creds.users:
         raise ValueError(f"user {args.user!r} is not in {args.credentials}")
     try:
@@ -149,8 +151,6 @@ def _setup(args: argparse.Namespace) -> _Setup:
         policy = SuitePolicy.parse(args.min_suite)
     except CryptoError as exc:
         raise ValueError(str(exc)) from None
-    if args.round_ms < 1:
-        raise ValueError("--round-ms must be positive")
     user = creds.users[args.user]
     return _Setup(
         creds.urls,
@@ -167,9 +167,39 @@ def _emit(args: argparse.Namespace, verdict: Any) -> None:
         print(verdict_line(verdict), flush=True)
 
 
-def _fail(message: str) -> int:
+def _fail(message: str, code: int = EXIT_FAILURE) -> int:
     print(f"cctf: {message}", file=sys.stderr)
-    return EXIT_FAILURE
+    return code
+
+
+def _usage_error(args: argparse.Namespace) -> str | None:
+    """What is wrong with the arguments' values (before any file is read), or ``None``."""
+    from cctf.crypto.errors import CryptoError
+    from cctf.crypto.policy import SuitePolicy
+    from cctf.ids import IdError, check_id
+
+    try:
+        check_id(args.region, "region")
+        SuitePolicy.parse(args.min_suite)
+    except (IdError, CryptoError) as exc:
+        return str(exc)
+    if args.round_ms < 1:
+        return "--round-ms must be positive"
+    if getattr(args, "count", None) is not None and args.count < 1:
+        return "--count must be at least 1"
+    if getattr(args, "max_age_ms", None) is not None and args.max_age_ms < 0:
+        return "--max-age-ms must not be negative"
+    timeout = getattr(args, "timeout", None)
+    if timeout is not None and not (0 < timeout <= 3600):  # also refuses nan
+        return "--timeout must be more than 0 and at most 3600 seconds"
+    if getattr(args, "name", None) is not None:
+        from cctf.bus_schemas.subjects import SubjectError, verdict_subject
+
+        try:
+            verdict_subject(args.region, args.name, args.qtype)
+        except (SubjectError, IdError) as exc:
+            return str(exc)
+    return None
 
 
 def _connect_error(setup: _Setup, exc: BaseException) -> int:
@@ -209,8 +239,8 @@ def _run(main: Coroutine[Any, Any, int]) -> int:
 
 
 def run_watch(args: argparse.Namespace) -> int:
-    if args.count is not None and args.count < 1:
-        return _fail("--count must be at least 1")
+    if (problem := _usage_error(args)) is not None:
+        return _fail(problem, EXIT_USAGE)
     try:
         setup = _setup(args)
     except ValueError as exc:
@@ -246,23 +276,18 @@ async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
 
 
 def run_check(args: argparse.Namespace) -> int:
+    if (problem := _usage_error(args)) is not None:
+        return _fail(problem, EXIT_USAGE)
     try:
         setup = _setup(args)
     except ValueError as exc:
         return _fail(str(exc))
-    if args.max_age_ms is not None and args.max_age_ms < 0:
-        return _fail("--max-age-ms must not be negative")
     return _run(_check(args, setup))
 
 
 async def _check(args: argparse.Namespace, setup: _Setup) -> int:
     from cctf.bus_schemas.messages import Outcome
-    from cctf.bus_schemas.subjects import SubjectError, verdict_subject
 
-    try:
-        verdict_subject(args.region, args.name, args.qtype)
-    except SubjectError as exc:
-        return _fail(str(exc))
     # One answer, one line: connection errors are the one-line failure below, not log lines.
     logging.getLogger("cctf.bus").setLevel(logging.CRITICAL)
     try:
