@@ -56,7 +56,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     chaos.set_defaults(func=lambda _args: _print_help(chaos))
     sub = chaos.add_subparsers(dest="chaos_command", metavar="SUBCOMMAND")
 
-    serve = sub.add_parser("serve", help="run a fault-injecting DNS server until Ctrl-C/SIGTERM")
+    serve = sub.add_parser(
+        "serve",
+        help="run a fault-injecting DNS server until Ctrl-C/SIGTERM",
+        description="Run a fault-injecting DNS server until Ctrl-C or SIGTERM (then exit 0).",
+    )
     serve.add_argument("--zone", metavar="FILE", help="zone file (default: the built-in demo zone)")
     serve.add_argument("--origin", metavar="ORIGIN", help="zone origin (default: demo.test.)")
     serve.add_argument(

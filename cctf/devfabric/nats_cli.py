@@ -54,7 +54,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     up = actions.add_parser(
         "up",
         help="start nats-server node(s), create the streams, run until Ctrl-C",
-        description="Start a local NATS fabric and run until Ctrl-C or SIGTERM.",
+        description="Start a local NATS fabric and run until Ctrl-C or SIGTERM (then exit 0).",
     )
     up.add_argument("--nodes", type=int, choices=(1, 3), default=3, help="1 or 3 (default 3)")
     up.add_argument(
