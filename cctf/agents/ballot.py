@@ -5,7 +5,7 @@ One round of one agent yields one :class:`~cctf.bus_schemas.messages.ResolverVot
 do not fit in one (more than ``MAX_VOTES_PER_BALLOT`` votes or ``MAX_PAYLOAD_BYTES`` bytes), in several
 (:func:`build_ballots`): each vote is in exactly one part, the votes of one ``(qname, qtype)`` stay in
 the same part whenever they fit in one, and each part is signed and published on its own, with the
-message id :func:`ballot_msg_id` ``(agent, round, part)``. Coordinators tally votes per voter
+message id :func:`ballot_msg_id` ``(agent, round, part)`` (keyed: see there). Coordinators tally votes per voter
 ``(agent, resolver)``, so the parts of a round count as one ballot. Everything here is deterministic,
 so ballots can be rebuilt and compared in tests.
 
@@ -22,6 +22,7 @@ Robustness rules (a resolver is untrusted input):
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Iterable
 from typing import Final
 
@@ -38,6 +39,7 @@ from cctf.bus_schemas.messages import (
     encode,
 )
 from cctf.bus_schemas.subjects import normalize_name
+from cctf.crypto.keys import SigningKey
 from cctf.errors import CctfError
 from cctf.ids import check_id, check_qtype
 
@@ -46,6 +48,7 @@ __all__ = [
     "MAX_BALLOT_PAYLOAD_BYTES",
     "BallotError",
     "ObservedQuery",
+    "ballot_id_secret",
     "ballot_msg_id",
     "build_ballot",
     "build_ballots",
@@ -53,7 +56,7 @@ __all__ = [
     "split_votes",
 ]
 
-#: ``Nats-Msg-Id`` of a ballot: ``cctf-ballot.<agent>.<round>.<part>``.
+#: ``Nats-Msg-Id`` of a ballot: ``cctf-ballot.<agent>.<round>.<part>.<tag>``.
 BALLOT_MSG_ID_PREFIX: Final = "cctf-ballot"
 #: Encoded ballots are kept below this (the envelope adds signatures and headers around it).
 MAX_BALLOT_PAYLOAD_BYTES: Final = L.MAX_PAYLOAD_BYTES
@@ -69,11 +72,17 @@ class BallotError(CctfError, ValueError):
     """The ballot cannot be built (invalid agent, region, round or question, or too many votes)."""
 
 
-def ballot_msg_id(agent: str, round_: int, part: int = 0) -> str:
+def ballot_msg_id(agent: str, round_: int, part: int = 0, *, secret: bytes) -> str:
     """The JetStream ``Nats-Msg-Id`` of part ``part`` (from 0) of ``agent``'s ballots for ``round_``.
 
-    Stable per (agent, round, part): every publish attempt of a part carries the same id, so the
-    stream's duplicate window keeps each part of each round exactly once.
+    ``cctf-ballot.<agent>.<round>.<part>.<tag>``, ``<tag>`` = the first 12 bytes (hex) of
+    HMAC-SHA256(``secret``, ``agent|round|part``), ``secret`` = :func:`ballot_id_secret` of the
+    agent's signing key. Stable per (agent key, round, part): every publish attempt of a part (and a
+    second run of the same round) carries the same id, so the stream's duplicate window keeps each
+    part of each round exactly once. Unknown to anyone without the key: agents of one region share
+    a NATS user and so a vote stream, and with a guessable id one of them could pre-publish junk
+    under another's future ids, making the stream drop that agent's real ballots as duplicates
+    (acknowledged, never stored).
     """
     _check_round(round_)
     if (
@@ -82,7 +91,16 @@ def ballot_msg_id(agent: str, round_: int, part: int = 0) -> str:
         or not 0 <= part < L.MAX_BALLOTS_PER_ROUND
     ):
         raise BallotError(f"invalid ballot part {part!r}")
-    return f"{BALLOT_MSG_ID_PREFIX}.{check_id(agent, 'agent id')}.{round_}.{part}"
+    if not isinstance(secret, bytes) or len(secret) < 16:
+        raise BallotError("a ballot message id needs the agent's id secret (>= 16 bytes)")
+    agent = check_id(agent, "agent id")
+    tag = hmac.new(secret, f"{agent}|{round_}|{part}".encode(), "sha256").digest()[:12].hex()
+    return f"{BALLOT_MSG_ID_PREFIX}.{agent}.{round_}.{part}.{tag}"
+
+
+def ballot_id_secret(key: SigningKey) -> bytes:
+    """The secret of :func:`ballot_msg_id` for an agent's signing key."""
+    return key.derive_secret("ballot-msg-id")
 
 
 def _check_round(round_: int) -> None:

@@ -9,8 +9,8 @@ the agent
    (:func:`cctf.agents.ballot.build_ballots`);
 3. seals each once (a signed envelope bound to ``cctf.v1.vote.<region>.<agent>``, its own nonce);
 4. publishes them concurrently to JetStream, each with ``Nats-Msg-Id`` =
-   :func:`~cctf.agents.ballot.ballot_msg_id` ``(agent, round, part)`` and the region's vote stream as
-   the expected stream, and waits for the acks. A failed attempt (no responders, timeout,
+   :func:`~cctf.agents.ballot.ballot_msg_id` ``(agent, round, part)`` (keyed by the agent key) and
+   the region's vote stream as the expected stream, and waits for the acks. A failed attempt (no responders, timeout,
    disconnected, stream full, API error) is counted by reason and retried with a short backoff, with
    the *same* message id and the *same* sealed bytes, until the round's end; then the part is given up
    and logged (:mod:`cctf.agents.publishing`). A retried publish that did land is deduplicated by the
@@ -32,7 +32,7 @@ from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any
 
-from cctf.agents.ballot import ObservedQuery, ballot_msg_id, build_ballots
+from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, build_ballots
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
@@ -147,6 +147,7 @@ class ResolverAgent:
         if not isinstance(key, SigningKey):
             raise TypeError("key must be a SigningKey")
         self._key = key
+        self._id_secret = ballot_id_secret(key)  # keyed Nats-Msg-Id of its ballots
         self.resolvers = tuple(resolvers)
         if not self.resolvers:
             raise ValueError("an agent needs at least one resolver")
@@ -336,7 +337,7 @@ class ResolverAgent:
                 statuses[vote.status.value] = statuses.get(vote.status.value, 0) + 1
         results: list[PublishResult] = await asyncio.gather(
             *(
-                self._publish(data, ballot_msg_id(self.agent, round_, part), round_end)
+                self._publish(data, self._msg_id(round_, part), round_end)
                 for part, data in enumerate(sealed)
             )
         )
@@ -404,6 +405,9 @@ class ResolverAgent:
         self._log.debug(
             "ballot.publish_attempt_failed", msg_id=msg_id, attempt=attempt, reason=reason.value
         )
+
+    def _msg_id(self, round_: int, part: int) -> str:
+        return ballot_msg_id(self.agent, round_, part, secret=self._id_secret)
 
     async def _publish(self, data: bytes, msg_id: str, deadline_ms: int) -> PublishResult:
         """Publish one sealed part until acked or ``deadline_ms``; always the same bytes and id."""

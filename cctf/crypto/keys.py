@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import base64
 import hashlib
+import hmac
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -153,6 +154,13 @@ class SigningKey:
             sign_component(self.suite, comp, key, tbs)
             for comp, key in zip(COMPONENTS[self.suite], self._keys, strict=True)
         )
+
+    def derive_secret(self, label: str) -> bytes:
+        """A 32-byte secret for ``label``, derived from the private seeds (HMAC-SHA256): stable for
+        this key, unknown to anyone without it, and unrelated for different labels."""
+        return hmac.new(
+            b"".join(self._seeds), b"cctf-derive-v1|" + label.encode(), "sha256"
+        ).digest()
 
     def private_json(self) -> dict[str, Any]:
         out: dict[str, Any] = {"kind": "cctf-signing-key", "suite": self.suite.value}

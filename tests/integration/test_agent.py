@@ -19,6 +19,7 @@ from nats.js.api import AckPolicy, ConsumerConfig
 from wirefactories import make_identity
 
 from cctf.agents.ballot import (
+    ballot_id_secret,
     ballot_msg_id,
     build_ballot,
 )
@@ -155,7 +156,9 @@ async def test_agent_publishes_one_signed_ballot_per_round(
     subject = vote_subject(REGION, AGENT)
     for msg, report in zip(msgs, reports, strict=True):
         assert msg.subject == subject == "cctf.v1.vote.us-east.agent-1"
-        assert msg.headers[MSG_ID_HEADER] == ballot_msg_id(AGENT, report.round)
+        assert msg.headers[MSG_ID_HEADER] == ballot_msg_id(
+            AGENT, report.round, secret=ballot_id_secret(ME.key)
+        )
         ballot = verify(msg.data, msg.subject, 400)
         assert (ballot.agent, ballot.region, ballot.round) == (AGENT, REGION, report.round)
         assert len(ballot.votes) == 3 * 4 == report.votes
@@ -215,7 +218,7 @@ async def test_same_msg_id_lands_once(
     now = int(time.time() * 1000)
     ballot = build_ballot(AGENT, REGION, now // 400, [], now)
     data = seal(ME.key, subject, MessageType.BALLOT, encode(ballot), now_ms=now, lifetime_ms=30_000)
-    msg_id = ballot_msg_id(AGENT, ballot.round)
+    msg_id = ballot_msg_id(AGENT, ballot.round, secret=ballot_id_secret(ME.key))
     first = await agent_js.publish(subject, data, headers={MSG_ID_HEADER: msg_id})
     second = await agent_js.publish(subject, data, headers={MSG_ID_HEADER: msg_id})
     assert not first.duplicate and second.duplicate and first.seq == second.seq
@@ -231,7 +234,10 @@ async def test_same_msg_id_lands_once(
     assert r1.ok and not r1.duplicate and r2.ok and r2.duplicate
     assert agent.stats.duplicates == 1 and agent.stats.ballots_published == 2
     msgs = await stream_msgs(js)
-    assert [m.headers[MSG_ID_HEADER] for m in msgs] == [msg_id, ballot_msg_id(AGENT, round_)]
+    assert [m.headers[MSG_ID_HEADER] for m in msgs] == [
+        msg_id,
+        ballot_msg_id(AGENT, round_, secret=ballot_id_secret(ME.key)),
+    ]
 
 
 async def test_publish_retries_then_gives_up_without_stream(
@@ -325,7 +331,7 @@ async def test_agent_survives_nats_server_restart(
     assert {r.round for r in reports if r.ok} <= set(landed)
     assert max(landed) > back
     ids = [m.headers[MSG_ID_HEADER] for m in msgs]
-    assert ids == [ballot_msg_id(AGENT, r) for r in landed]
+    assert ids == [ballot_msg_id(AGENT, r, secret=ballot_id_secret(ME.key)) for r in landed]
     for m in msgs:
         verify(m.data, m.subject, 400)
 

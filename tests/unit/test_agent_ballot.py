@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cctf.agents.ballot import (
     BallotError,
+    ballot_id_secret,
     ballot_msg_id,
     build_ballot,
     build_ballots,
@@ -21,6 +22,8 @@ from cctf.agents.canonical import Observation, Transport, VoteStatus
 from cctf.agents.publishing import PublishFailure, classify_publish_error
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import answer_digest, decode_ballot, encode
+from cctf.crypto.keys import SigningKey
+from cctf.crypto.suites import SuiteId
 
 AGENT = "agent-1"
 REGION = "us-east"
@@ -108,11 +111,29 @@ def test_ballot_shrinks_to_fit_payload_cap() -> None:
 
 
 def test_ballot_msg_id_is_stable_per_agent_and_round() -> None:
-    assert ballot_msg_id(AGENT, 5) == ballot_msg_id(AGENT, 5)
-    assert ballot_msg_id(AGENT, 5) != ballot_msg_id(AGENT, 6)
-    assert ballot_msg_id(AGENT, 5) != ballot_msg_id("agent-2", 5)
+    key = SigningKey.generate(SuiteId.ED25519)
+    secret = ballot_id_secret(key)
+    assert secret == ballot_id_secret(SigningKey.from_private_json(key.private_json()))
+    assert ballot_msg_id(AGENT, 5, secret=secret) == ballot_msg_id(AGENT, 5, secret=secret)
+    assert ballot_msg_id(AGENT, 5, secret=secret) != ballot_msg_id(AGENT, 6, secret=secret)
+    assert ballot_msg_id(AGENT, 5, secret=secret) != ballot_msg_id("agent-2", 5, secret=secret)
+    assert ballot_msg_id(AGENT, 5, 1, secret=secret) != ballot_msg_id(AGENT, 5, secret=secret)
+    assert ballot_msg_id(AGENT, 5, secret=secret).startswith(f"cctf-ballot.{AGENT}.5.0.")
     with pytest.raises(ValueError):
-        ballot_msg_id("a.b", 5)
+        ballot_msg_id("a.b", 5, secret=secret)
+    with pytest.raises(ValueError):
+        ballot_msg_id(AGENT, 5, secret=b"short")
+
+
+def test_ballot_msg_id_cannot_be_known_without_the_agent_key() -> None:
+    # Agents of one region share a NATS user and vote stream: another agent of the region knows
+    # (agent, round, part) but not the key, so it cannot pre-publish junk under the agent's future
+    # ids (the stream would drop the real ballots as duplicates, acknowledging them).
+    mine, other = (ballot_id_secret(SigningKey.generate(SuiteId.ED25519)) for _ in range(2))
+    assert ballot_msg_id(AGENT, 5, secret=mine) != ballot_msg_id(AGENT, 5, secret=other)
+    guessable = f"cctf-ballot.{AGENT}.5.0"
+    assert ballot_msg_id(AGENT, 5, secret=mine) != guessable
+    assert len(ballot_msg_id(AGENT, 5, secret=mine)) == len(guessable) + 1 + 24
 
 
 def _names(n: int, resolvers: int, **kw: Any) -> list[tuple[str, str, Observation]]:
@@ -196,12 +217,15 @@ def test_split_keeps_every_vote_once_within_bounds(
 
 
 def test_parts_have_distinct_message_ids() -> None:
-    ids = {ballot_msg_id(AGENT, 5, part) for part in range(L.MAX_BALLOTS_PER_ROUND)}
+    secret = b"s" * 32
+    ids = {ballot_msg_id(AGENT, 5, part, secret=secret) for part in range(L.MAX_BALLOTS_PER_ROUND)}
     assert len(ids) == L.MAX_BALLOTS_PER_ROUND
-    assert ballot_msg_id(AGENT, 5) == ballot_msg_id(AGENT, 5, 0) == "cctf-ballot.agent-1.5.0"
+    first = ballot_msg_id(AGENT, 5, secret=secret)
+    assert first == ballot_msg_id(AGENT, 5, 0, secret=secret)
+    assert first.startswith("cctf-ballot.agent-1.5.0.")
     for bad in (-1, L.MAX_BALLOTS_PER_ROUND, True):
         with pytest.raises(BallotError):
-            ballot_msg_id(AGENT, 5, bad)  # type: ignore[arg-type]
+            ballot_msg_id(AGENT, 5, bad, secret=secret)  # type: ignore[arg-type]
 
 
 class _ApiError(Exception):
