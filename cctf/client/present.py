@@ -54,14 +54,25 @@ _RCODES: Final = {
 }
 
 
+def _printable(text: str) -> str:
+    """``text`` with every non-printable character (control, line or paragraph separator, any
+    whitespace but the plain space) escaped as ``\\n``, ``\\x1b``, ``\\u2028``...: a name or an
+    answer can neither end the line nor drive the terminal. (Names and answers come from the bus;
+    the JSON form is exact.)"""
+    if text.isprintable():
+        return text
+    return "".join(ch if ch.isprintable() else repr(ch)[1:-1] for ch in text)
+
+
 def verdict_line(v: Verdict) -> str:
     """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n>``.
 
-    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN).
+    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN). Names
+    and answers are shown with non-printable characters escaped (one verdict, one line).
     """
-    parts = [v.qname, v.qtype, f"round={v.round}", v.outcome.value.upper()]
+    parts = [_printable(v.qname), v.qtype, f"round={v.round}", v.outcome.value.upper()]
     if v.outcome is Outcome.TRUSTED and v.rcode != 0:
         parts.append(f"rcode={_RCODES.get(v.rcode, str(v.rcode))}")
-    parts.extend(v.answer)
+    parts.extend(_printable(a) for a in v.answer)
     parts.append(f"agree={len(_voters(v, VoterState.AGREE))}/{v.n}")
     return " ".join(parts)

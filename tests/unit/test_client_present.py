@@ -54,3 +54,20 @@ def test_verdict_to_json_and_line() -> None:
     assert verdict_line(disputed) == "example.com. A round=1 DISPUTED agree=0/3"
     unknown_rcode = make_verdict(NAME, round=1, rcode=23, answer=[])
     assert "rcode=23" in verdict_line(unknown_rcode)
+
+
+def test_verdict_line_escapes_what_could_end_the_line_or_drive_a_terminal() -> None:
+    # names and answers come from the bus; a verified verdict still must not inject into a terminal
+    # or a line-oriented reader of `cctf watch`
+    v = make_verdict(
+        "evil\x1b[2J\n.example.",
+        qtype="TXT",
+        answer=['"ok"', "x\ry\u2028z\x00", "ünïcode"],
+        voters=[VoterRecord("agent-a/r1", VoterState.AGREE, b"")],
+    )
+    line = verdict_line(v)
+    assert "\n" not in line and "\r" not in line and "\x1b" not in line and "\x00" not in line
+    assert line.isprintable()
+    assert line.startswith("evil\\x1b[2J\\n.example. TXT round=")
+    assert '"ok" x\\ry\\u2028z\\x00 ünïcode agree=1/3' in line
+    assert verdict_to_json(v)["answer"] == ['"ok"', "x\ry\u2028z\x00", "ünïcode"]  # exact
