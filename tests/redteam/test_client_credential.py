@@ -315,7 +315,15 @@ async def test_the_real_coordinator_keeps_deciding_while_the_client_credential_a
         v = decode_verdict(checked.envelope.payload)
         seen[(v.qname, v.round)] = v.outcome
 
-    await client.subscribe("cctf.v1.verdict.us-east.>", cb=on_verdict)
+    # as a relying party reads: an ordered consumer (core subscriptions to stream subjects are
+    # refused to every restricted role, tests/redteam/test_push_delivery.py)
+    await client.jetstream().subscribe(
+        "cctf.v1.verdict.us-east.>",
+        stream=verdict_stream_name("us-east"),
+        cb=on_verdict,
+        ordered_consumer=True,
+        deliver_policy=DeliverPolicy.NEW,
+    )
     await coordinator.start()
     try:
         await _real_coordinator_round(world.agents, agent_nc, seen)
