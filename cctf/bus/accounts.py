@@ -1,9 +1,18 @@
 """The CCTF NATS account model as pure data: users per role, their subject permissions.
 
-One account ``CCTF`` with JetStream; one user per role (``admin``, ``coordinator``, ``client``) and one
-per region (``agent-<region>``). :func:`permissions_for` is the single source of every user's
-permissions: the server config renderer (``cctf.devfabric.nats_config``), the static
-``deploy/nats/accounts.conf`` (generated from it) and the tests read it from here.
+One user per role (``admin``, ``coordinator``, ``client``) and one per region (``agent-<region>``).
+:func:`permissions_for` is the single source of every user's permissions, :func:`accounts_for` and
+:func:`account_of` of the accounts: the server config renderer (``cctf.devfabric.nats_config``), the
+static ``deploy/nats/accounts.conf`` (generated from it) and the tests read them from here.
+
+Accounts: ``CCTF`` holds JetStream (the streams), ``admin``, ``coordinator`` and ``client``. Each
+region's agents are in an account of their own, ``AGENT_<REGION>`` (no JetStream), which imports from
+``CCTF`` as *services* only its region's vote and evidence subjects, each exported to that one account.
+Why: nats-server checks permissions on a publish's subject, never on its reply subject, and answers
+there itself (publish acks, errors); inside ``CCTF`` a stream listening on the reply subject would
+store the answer. Across a service import the server rewrites the reply subject to a ``_R_.``
+subject and delivers the answer in the requester's own account, where no stream listens
+(``tests/redteam/test_reply_injection.py``).
 
 Least privilege, as data:
 
@@ -249,9 +258,83 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
         )
     region = user_name[len(AGENT_PREFIX) :]
     return UserPermissions(
-        publish_allow=(f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>"),
+        publish_allow=agent_service_subjects(region),
         subscribe_allow=(inbox,),
     )
+
+
+class ExportKind(enum.StrEnum):
+    """A service (request/reply: the server rewrites the reply subject) or a stream (one way)."""
+
+    SERVICE = "service"
+    STREAM = "stream"
+
+
+@dataclass(frozen=True)
+class Export:
+    """Subjects an account lets other accounts reach; ``accounts``: the only ones allowed."""
+
+    kind: ExportKind
+    subject: str
+    accounts: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Import:
+    """Subjects an account reaches in ``account`` (same subject on both sides)."""
+
+    kind: ExportKind
+    account: str
+    subject: str
+
+
+@dataclass(frozen=True)
+class Account:
+    """One NATS account of the fabric: whether it has JetStream, its exports and imports."""
+
+    name: str
+    jetstream: bool
+    exports: tuple[Export, ...] = ()
+    imports: tuple[Import, ...] = ()
+
+
+def agent_account_name(region: str) -> str:
+    """The account of a region's agents: ``AGENT_<REGION>`` (upper-cased, ``-`` -> ``_``)."""
+    return "AGENT_" + validate_region(region).upper().replace("-", "_")
+
+
+def agent_service_subjects(region: str) -> tuple[str, str]:
+    """What a region's agents publish (and their account imports from ``CCTF`` as services)."""
+    region = validate_region(region)
+    return (f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>")
+
+
+def account_of(user_name: str) -> str:
+    """The account of a fabric user: ``SYS``, ``AGENT_<REGION>`` or ``CCTF``."""
+    role = role_of(user_name)
+    if role is Role.SYSTEM:
+        return SYSTEM_ACCOUNT_NAME
+    if role is Role.AGENT:
+        return agent_account_name(user_name[len(AGENT_PREFIX) :])
+    return ACCOUNT_NAME
+
+
+def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
+    """The fabric's accounts (but ``SYS``): ``CCTF`` first (JetStream: streams, coordinator, admin),
+    then one account per region's agents. Everything another account reaches in ``CCTF`` is a
+    *service* export restricted to that one account: the server rewrites the reply subject of each
+    request to a ``_R_.`` subject, so its answers (publish acks, errors) can never be stored by a
+    stream listening on a reply subject chosen by the requester."""
+    regions = tuple(validate_region(r) for r in regions)
+    exports: list[Export] = []
+    agents: list[Account] = []
+    for region in regions:
+        name = agent_account_name(region)
+        subjects = agent_service_subjects(region)
+        exports += [Export(ExportKind.SERVICE, s, (name,)) for s in subjects]
+        imports = tuple(Import(ExportKind.SERVICE, ACCOUNT_NAME, s) for s in subjects)
+        agents.append(Account(name, jetstream=False, imports=imports))
+    return (Account(ACCOUNT_NAME, jetstream=True, exports=tuple(exports)), *agents)
 
 
 def check_password(user: NatsUser) -> None:

@@ -24,8 +24,11 @@ from cctf.bus.accounts import (
     MAX_PAYLOAD_BYTES,
     SYSTEM_ACCOUNT_NAME,
     SYSTEM_USER,
+    Account,
     NatsUser,
     Role,
+    account_of,
+    accounts_for,
     build_users,
     check_password,
     permissions_for,
@@ -61,7 +64,7 @@ _ROLE_COMMENTS: Final[Mapping[Role, str]] = {
     ),
     Role.AGENT: (
         "Publishes ONLY its own region's votes and evidence; no JetStream API at all. Its\n"
-        "publish acknowledgements come back on its own inbox (_INBOX.<user>.>)."
+        "publish acknowledgements come back (service responses) on its own inbox (_INBOX.<user>.>)."
     ),
 }
 
@@ -102,6 +105,39 @@ def _render_user(name: str, password: str, regions: Sequence[str], indent: str) 
     return lines
 
 
+_ACCOUNT_COMMENTS: Final[Mapping[str, str]] = {
+    ACCOUNT_NAME: (
+        "The streams (JetStream), the coordinator and admin. Reached from the other accounts only\n"
+        "through service exports, each restricted to one account: the server rewrites a request's\n"
+        "reply subject to a _R_. subject, so no publish ack or error lands on a stream subject."
+    ),
+    "AGENT_": (
+        "One account per region's agents (no JetStream): imports only its own region's vote and\n"
+        "evidence subjects from CCTF, as services."
+    ),
+}
+
+
+def _render_links(account: Account, indent: str) -> list[str]:
+    lines: list[str] = []
+    if account.exports:
+        lines.append(f"{indent}exports: [")
+        for exp in account.exports:
+            lines.append(
+                f"{indent}  {{ {exp.kind.value}: {_q(exp.subject)}, accounts: {_qlist(exp.accounts)} }}"
+            )
+        lines.append(f"{indent}]")
+    if account.imports:
+        lines.append(f"{indent}imports: [")
+        for imp in account.imports:
+            lines.append(
+                f"{indent}  {{ {imp.kind.value}: {{ account: {_q(imp.account)}, "
+                f"subject: {_q(imp.subject)} }} }}"
+            )
+        lines.append(f"{indent}]")
+    return lines
+
+
 def _render_accounts(
     names: Sequence[str], password: Callable[[str], str], *, jetstream: bool, comments: bool
 ) -> list[str]:
@@ -113,23 +149,33 @@ def _render_accounts(
     for name in names:
         if name == SYSTEM_USER:
             out += _render_user(name, password(name), regions, "      ")
-    out += ["    ]", "  }", ""]
-    if comments:
-        out.append("  # All CCTF traffic lives in one account with JetStream enabled.")
-    out.append(f"  {ACCOUNT_NAME} {{")
-    if jetstream:
-        out.append("    jetstream: enabled")
-    out.append("    users: [")
-    seen: set[Role] = set()
-    for name in names:
-        if name == SYSTEM_USER:
-            continue
-        role = role_of(name)
-        if comments and role not in seen and role in _ROLE_COMMENTS:
-            out += [f"      # {line}" for line in _ROLE_COMMENTS[role].splitlines()]
-        seen.add(role)
-        out += _render_user(name, password(name), regions, "      ")
-    out += ["    ]", "  }", "}", ""]
+    out += ["    ]", "  }"]
+    commented: set[str] = set()
+    for account in accounts_for(regions):
+        key = (
+            account.name if account.name in _ACCOUNT_COMMENTS else account.name.split("_")[0] + "_"
+        )
+        out.append("")
+        if comments and key in _ACCOUNT_COMMENTS and key not in commented:
+            out += [f"  # {line}" for line in _ACCOUNT_COMMENTS[key].splitlines()]
+            commented.add(key)
+        out.append(f"  {account.name} {{")
+        if jetstream and account.jetstream:
+            out.append("    jetstream: enabled")
+        out.append("    users: [")
+        seen: set[Role] = set()
+        for name in names:
+            if name == SYSTEM_USER or account_of(name) != account.name:
+                continue
+            role = role_of(name)
+            if comments and role not in seen and role in _ROLE_COMMENTS:
+                out += [f"      # {line}" for line in _ROLE_COMMENTS[role].splitlines()]
+            seen.add(role)
+            out += _render_user(name, password(name), regions, "      ")
+        out.append("    ]")
+        out += _render_links(account, "    ")
+        out.append("  }")
+    out += ["}", ""]
     return out
 
 
@@ -180,9 +226,10 @@ def render_server_config(
     """Render a nats-server config. The result holds passwords: write it 0600, never print it.
 
     ``store_dir=None`` disables JetStream. ``cluster_port`` enables the cluster block; routes go to
-    ``route_ports`` on ``host`` (authenticated with ``route_user`` when given). Users named
-    ``sys`` go to the system account, all others to the ``CCTF`` account; the regions of the
-    permissions are those of the ``agent-<region>`` users.
+    ``route_ports`` on ``host`` (authenticated with ``route_user`` when given). Users go to their
+    accounts (:func:`cctf.bus.accounts.account_of`: ``sys`` to the system account, agents to their
+    region's account, the others to ``CCTF``); the regions of the permissions and of the accounts
+    are those of the ``agent-<region>`` users.
     """
     if not _SERVER_NAME_RE.fullmatch(server_name) or not _SERVER_NAME_RE.fullmatch(cluster_name):
         raise ValueError("server and cluster names must match [A-Za-z0-9_-]{1,64}")

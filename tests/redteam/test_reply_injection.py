@@ -1,4 +1,4 @@
-"""Red team, KNOWN HOLE (strict xfail): a reply subject makes the server write into any stream.
+"""Red team: a reply subject must not make the server write into a stream.
 
 nats-server checks a publisher's permissions on the subject, never on the reply subject, and answers
 to the reply subject itself: a JetStream publish acknowledgement (``{"stream":...,"seq":...}``), a
@@ -12,16 +12,17 @@ listening on the reply subject stores them. Hence, with no more than its own per
   subject, displacing the genuine verdict (``max_msgs_per_subject``, discard old): ``cctf check``
   then finds no valid verdict for that name.
 
-The defence needs the account layout to change (streams in an account of their own that publishers
-reach through *service* imports, whose replies the server rewrites to ``_R_.`` subjects), which is
-beyond a surgical fix; see docs/threat-model.md. Remove the xfail when that lands.
+Defence (``cctf.bus.accounts.accounts_for``): publishers that must not write arbitrary subjects of
+``CCTF`` live in accounts of their own and reach ``CCTF`` only through *service* imports, whose reply
+subjects the server rewrites to ``_R_.`` subjects; the answers go back to the requester's own
+account, where no stream listens. Each region's agents have their account ``AGENT_<REGION>``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
@@ -36,13 +37,10 @@ if TYPE_CHECKING:
 VERDICT = "cctf.v1.verdict.us-east.example_com.A"
 
 
-@pytest.mark.xfail(strict=True, reason="reply-subject injection: needs a separate stream account")
-async def test_no_credential_writes_into_a_stream_through_a_reply_subject(
-    nats_single: NatsFabric, nats_connect: NatsConnect
-) -> None:
-    admin = (await nats_connect(nats_single, "admin")).jetstream(timeout=2)
-    await ensure_streams(admin, nats_single.regions, 1)
-    coord_nc = await nats_connect(nats_single, "coordinator")
+async def _setup(fabric: NatsFabric, nats_connect: NatsConnect) -> Any:
+    admin = (await nats_connect(fabric, "admin")).jetstream(timeout=2)
+    await ensure_streams(admin, fabric.regions, 1)
+    coord_nc = await nats_connect(fabric, "coordinator")
     coord = coord_nc.jetstream(timeout=2)
     # the coordinator's durable keeps eu-west's (interest-retention) vote stream storing
     await coord.add_consumer(
@@ -50,24 +48,49 @@ async def test_no_credential_writes_into_a_stream_through_a_reply_subject(
         ConsumerConfig(durable_name="coord-eu-west", ack_policy=AckPolicy.EXPLICIT),
     )
     await coord.publish(VERDICT, b"genuine-verdict", headers={MSG_ID: "v1"})
+    return admin
 
-    agent = await nats_connect(nats_single, "agent-us-east")
-    client = await nats_connect(nats_single, "client")
-    await agent.publish("cctf.v1.vote.us-east.agent-us-east", b"x", reply="cctf.v1.vote.eu-west.a")
-    await agent.publish("cctf.v1.vote.us-east.agent-us-east", b"y", reply=VERDICT)
-    info_api = f"$JS.API.STREAM.INFO.{verdict_stream_name('us-east')}"
-    await client.publish(info_api, b"", reply=VERDICT)
-    for nc in (agent, client):
-        await nc.flush()
-    await coord_nc.flush()
 
-    # nothing but the agents of eu-west may add to eu-west's vote stream, and the latest message of
-    # a verdict subject is the coordinator's (watched for 2 s: the stores happen asynchronously)
+async def _untouched(admin: Any) -> tuple[int, bytes]:
+    """(messages in eu-west's vote stream, latest data of VERDICT), watched for 2 s: the stores
+    would happen asynchronously."""
     deadline = time.monotonic() + 2
     while True:
         last = await admin.get_last_msg(verdict_stream_name("us-east"), VERDICT)
         stored = (await admin.stream_info(votes_stream_name("eu-west"))).state.messages
         if (stored, last.data) != (0, b"genuine-verdict") or time.monotonic() > deadline:
-            break
+            return stored, last.data
         await asyncio.sleep(0.1)
-    assert (stored, last.data) == (0, b"genuine-verdict")
+
+
+async def test_an_agent_writes_into_no_stream_through_a_reply_subject(
+    nats_single: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    admin = await _setup(nats_single, nats_connect)
+    agent = await nats_connect(nats_single, "agent-us-east")
+    # its own vote subject (a PubAck answers) and its evidence subject (nobody answers)
+    for subject in ("cctf.v1.vote.us-east.agent-us-east", "cctf.v1.evidence.us-east.a"):
+        await agent.publish(subject, b"x", reply="cctf.v1.vote.eu-west.a")
+        await agent.publish(subject, b"y", reply=VERDICT)
+    await agent.flush()
+    # nothing but the agents of eu-west may add to eu-west's vote stream, and the latest message of
+    # a verdict subject is the coordinator's
+    assert await _untouched(admin) == (0, b"genuine-verdict")
+    # the agent's own publish still lands and is acknowledged on its inbox (service response)
+    ack = await agent.jetstream(timeout=2).publish(
+        "cctf.v1.vote.us-east.agent-us-east", b"z", stream=votes_stream_name("us-east")
+    )
+    assert ack.stream == votes_stream_name("us-east")
+
+
+@pytest.mark.xfail(strict=True, reason="reply-subject injection: the client shares account CCTF")
+async def test_the_client_writes_into_no_stream_through_a_reply_subject(
+    nats_single: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    admin = await _setup(nats_single, nats_connect)
+    client = await nats_connect(nats_single, "client")
+    info_api = f"$JS.API.STREAM.INFO.{verdict_stream_name('us-east')}"
+    await client.publish(info_api, b"", reply=VERDICT)
+    await client.publish(info_api, b"", reply="cctf.v1.vote.eu-west.a")
+    await client.flush()
+    assert await _untouched(admin) == (0, b"genuine-verdict")

@@ -7,10 +7,14 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cctf.bus.accounts import (
+    ACCOUNT_NAME,
     DEFAULT_REGIONS,
     GRANTS,
+    ExportKind,
     Role,
     StreamKind,
+    account_of,
+    accounts_for,
     inbox_prefix,
     permissions_for,
     role_of,
@@ -65,3 +69,27 @@ def test_roles_inboxes_and_allow_lists() -> None:
     assert not any("CCTF_VOTES" in s or s.startswith("$JS.ACK") for s in client.publish_allow)
     assert all(kind is not StreamKind.VOTES for _, kind in GRANTS[Role.CLIENT])
     assert permissions_for("admin", DEFAULT_REGIONS) is None
+
+
+def test_account_layout_pins_each_region_to_its_own_services() -> None:
+    accounts = {a.name: a for a in accounts_for(DEFAULT_REGIONS)}
+    assert [n for n, a in accounts.items() if a.jetstream] == [ACCOUNT_NAME]
+    assert account_of("admin") == account_of("coordinator") == ACCOUNT_NAME
+    assert account_of("sys") == "SYS"
+    for region in DEFAULT_REGIONS:
+        name = account_of(f"agent-{region}")
+        assert name == "AGENT_" + region.upper().replace("-", "_")
+        imports = accounts[name].imports
+        # services only (their replies are rewritten to _R_.), from CCTF, its own region only
+        assert {(i.kind, i.account) for i in imports} == {(ExportKind.SERVICE, ACCOUNT_NAME)}
+        assert {i.subject for i in imports} == {
+            f"cctf.v1.vote.{region}.>",
+            f"cctf.v1.evidence.{region}.>",
+        }
+        assert not accounts[name].exports
+    exports = accounts[ACCOUNT_NAME].exports
+    # every export is restricted to exactly the one account that imports it
+    for exp in exports:
+        assert len(exp.accounts) == 1
+        assert any(i.subject == exp.subject for i in accounts[exp.accounts[0]].imports)
+    assert len({a for e in exports for a in e.accounts}) == len(DEFAULT_REGIONS)
