@@ -38,7 +38,12 @@ def read_bounded(path: StrPath, what: str, max_bytes: int = MAX_FILE_BYTES) -> b
     """The bytes of ``path``; :class:`ConfigError` if unreadable or larger than ``max_bytes``."""
     p = Path(path)
     try:
-        with p.open("rb") as fh:
+        # O_NONBLOCK: opening a FIFO nobody writes to returns at once (and then reads as empty)
+        # instead of wedging the command; cleared again so a pipe with a writer (``<(cmd)``) is
+        # read to its end.
+        fd = os.open(p, os.O_RDONLY | getattr(os, "O_NONBLOCK", 0) | getattr(os, "O_CLOEXEC", 0))
+        with os.fdopen(fd, "rb") as fh:
+            os.set_blocking(fd, True)
             data = fh.read(max_bytes + 1)
     except OSError as exc:
         raise ConfigError(f"cannot read {what} {p}: {exc.strerror or exc}") from None
