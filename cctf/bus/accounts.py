@@ -58,6 +58,7 @@ from cctf.ids import check_id
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
 MAX_PAYLOAD_BYTES = 1 << 20
 ACCOUNT_NAME = "CCTF"
+CLIENT_ACCOUNT_NAME = "CLIENTS"
 SYSTEM_ACCOUNT_NAME = "SYS"
 CLUSTER_NAME = "cctf"
 
@@ -253,7 +254,9 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
         )
     if role is Role.CLIENT:
         return UserPermissions(
-            publish_allow=granted_subjects(role, regions),
+            publish_allow=tuple(
+                client_api_subject(s) or s for s in granted_subjects(role, regions)
+            ),
             subscribe_allow=(inbox,),
         )
     region = user_name[len(AGENT_PREFIX) :]
@@ -286,6 +289,7 @@ class Import:
     kind: ExportKind
     account: str
     subject: str
+    to: str = ""  # the subject in the importing account, when not the same
 
 
 @dataclass(frozen=True)
@@ -296,6 +300,28 @@ class Account:
     jetstream: bool
     exports: tuple[Export, ...] = ()
     imports: tuple[Import, ...] = ()
+
+
+#: The JetStream API prefix of the client (account ``CLIENTS``): its imports of ``CCTF``'s API.
+CLIENT_JS_API_PREFIX: Final = "JS.CCTF.API"
+
+
+def client_api_subject(subject: str) -> str:
+    """Where the client reaches ``CCTF``'s ``$JS.API.<rest>``: ``JS.CCTF.API.<rest>`` (a server
+    with JetStream imports ``$JS.API.>`` into every account, so the client's own ``$JS.API`` answers
+    "JetStream not enabled for account"); other subjects (``$JS.FC.``) stay as they are."""
+    api = "$JS.API."
+    return CLIENT_JS_API_PREFIX + "." + subject[len(api) :] if subject.startswith(api) else ""
+
+
+def js_api_prefix(user_name: str) -> str:
+    """The JetStream API prefix of ``user_name``'s connections: ``JS.CCTF.API`` for the client
+    (account ``CLIENTS``), ``$JS.API`` for everyone else (also for a name that is no fabric user)."""
+    try:
+        role = role_of(user_name)
+    except ValueError:
+        return "$JS.API"
+    return CLIENT_JS_API_PREFIX if role is Role.CLIENT else "$JS.API"
 
 
 def agent_account_name(region: str) -> str:
@@ -316,6 +342,8 @@ def account_of(user_name: str) -> str:
         return SYSTEM_ACCOUNT_NAME
     if role is Role.AGENT:
         return agent_account_name(user_name[len(AGENT_PREFIX) :])
+    if role is Role.CLIENT:
+        return CLIENT_ACCOUNT_NAME
     return ACCOUNT_NAME
 
 
@@ -334,7 +362,19 @@ def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
         exports += [Export(ExportKind.SERVICE, s, (name,)) for s in subjects]
         imports = tuple(Import(ExportKind.SERVICE, ACCOUNT_NAME, s) for s in subjects)
         agents.append(Account(name, jetstream=False, imports=imports))
-    return (Account(ACCOUNT_NAME, jetstream=True, exports=tuple(exports)), *agents)
+    # the client: its granted JetStream API calls (and flow-control replies) as services, and the
+    # push deliveries of its consumers (deliver subjects under its inbox) as a stream
+    client_services = granted_subjects(Role.CLIENT, regions)
+    client_inbox = inbox_prefix(CLIENT_USER) + ".>"
+    exports += [Export(ExportKind.SERVICE, s, (CLIENT_ACCOUNT_NAME,)) for s in client_services]
+    exports.append(Export(ExportKind.STREAM, client_inbox, (CLIENT_ACCOUNT_NAME,)))
+    client_imports = [
+        Import(ExportKind.SERVICE, ACCOUNT_NAME, s, to=client_api_subject(s))
+        for s in client_services
+    ]
+    client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, client_inbox))
+    clients = Account(CLIENT_ACCOUNT_NAME, jetstream=False, imports=tuple(client_imports))
+    return (Account(ACCOUNT_NAME, jetstream=True, exports=tuple(exports)), clients, *agents)
 
 
 def check_password(user: NatsUser) -> None:

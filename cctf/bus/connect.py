@@ -8,6 +8,8 @@
   unbounded (production) or quick to give up (``for_tests``).
 * The inbox prefix is ``_INBOX.<user>`` (:func:`cctf.bus.accounts.inbox_prefix`): request replies and
   consumer deliveries arrive under it, and the server lets each user subscribe only to its own.
+* :func:`jetstream` gives a connection's JetStream context with its user's API prefix (the client,
+  in account ``CLIENTS``, reaches the streams' account through ``JS.CCTF.API``).
 * Errors always go to the log (never the password), then to ``error_cb`` if given.
 """
 
@@ -19,8 +21,9 @@ from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from nats.aio.client import Client
+from nats.js.client import JetStreamContext
 
-from cctf.bus.accounts import NatsUser, inbox_prefix
+from cctf.bus.accounts import NatsUser, inbox_prefix, js_api_prefix
 
 __all__ = [
     "RECONNECT_JITTER_S",
@@ -28,6 +31,7 @@ __all__ = [
     "Connection",
     "ErrorCallback",
     "connect",
+    "jetstream",
 ]
 
 #: A live NATS connection (components type against this name, never import nats-py).
@@ -112,3 +116,10 @@ async def connect(
         for server in nc._server_pool:  # the first connection's failures do not count later
             server.reconnects = 0
     return nc
+
+
+def jetstream(conn: Client, *, timeout: float = 5.0) -> JetStreamContext:
+    """The JetStream context of ``conn`` with its user's API prefix
+    (:func:`cctf.bus.accounts.js_api_prefix`: the client reaches the streams' account through
+    ``JS.CCTF.API``)."""
+    return conn.jetstream(timeout=timeout, prefix=js_api_prefix(str(conn.options.get("user", ""))))

@@ -30,7 +30,7 @@ from nats.aio.msg import Msg
 from nats.js.api import DeliverPolicy
 from nats.js.client import JetStreamContext
 
-from cctf.bus.connect import Connection
+from cctf.bus.connect import Connection, jetstream
 
 __all__ = [
     "DELIVER_POLICIES",
@@ -72,7 +72,7 @@ async def last_message(
 ) -> bytes | None:
     """The data of the last message stored on ``subject`` in ``stream`` (direct get), or ``None``
     when the stream holds none. Raises :class:`ReadError`."""
-    js = conn.jetstream(timeout=request_timeout_s)
+    js = jetstream(conn, timeout=request_timeout_s)
     try:
         raw = await js.get_last_msg(stream, subject, direct=True)
     except nats.js.errors.NotFoundError:
@@ -175,7 +175,7 @@ async def open_ordered_feed(
         raise ValueError(
             f"deliver must be one of {list(DELIVER_POLICIES)}, not {deliver!r}"
         ) from None
-    js = conn.jetstream(timeout=request_timeout_s)
+    js = jetstream(conn, timeout=request_timeout_s)
     try:
         psub = await js.subscribe(
             subjects,

@@ -111,6 +111,11 @@ _ACCOUNT_COMMENTS: Final[Mapping[str, str]] = {
         "through service exports, each restricted to one account: the server rewrites a request's\n"
         "reply subject to a _R_. subject, so no publish ack or error lands on a stream subject."
     ),
+    "CLIENTS": (
+        "The client (every relying party holds it; no JetStream): imports from CCTF, as services,\n"
+        "only its granted JetStream API calls on the verdict streams and their flow-control\n"
+        "replies, and, as a stream, the push deliveries of its consumers (under its inbox)."
+    ),
     "AGENT_": (
         "One account per region's agents (no JetStream): imports only its own region's vote and\n"
         "evidence subjects from CCTF, as services."
@@ -132,7 +137,7 @@ def _render_links(account: Account, indent: str) -> list[str]:
         for imp in account.imports:
             lines.append(
                 f"{indent}  {{ {imp.kind.value}: {{ account: {_q(imp.account)}, "
-                f"subject: {_q(imp.subject)} }} }}"
+                f"subject: {_q(imp.subject)} }}{f', to: {_q(imp.to)}' if imp.to else ''} }}"
             )
         lines.append(f"{indent}]")
     return lines

@@ -27,7 +27,7 @@ from cctf.bus.accounts import (
     permissions_for,
     validate_region,
 )
-from cctf.bus.connect import connect
+from cctf.bus.connect import connect, jetstream
 from cctf.bus.credentials import load_credentials
 from cctf.bus.streams import (
     StreamSetupError,
@@ -364,7 +364,7 @@ async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(
 
     errors = ErrorLog()
     client = await nats_connect(nats_single, "client", error_cb=errors)
-    js = client.jetstream(timeout=1.0)
+    js = jetstream(client, timeout=1.0)
     # reads: direct get, and an ordered consumer
     got = await js.get_last_msg("CCTF_VERDICTS_US_EAST", subject, direct=True)
     assert got.data == b"signed-verdict"

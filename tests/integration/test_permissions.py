@@ -20,9 +20,11 @@ from cctf.bus.accounts import (
     Role,
     StreamKind,
     api_subject,
+    client_api_subject,
     inbox_prefix,
     role_of,
 )
+from cctf.bus.connect import jetstream
 from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
 from cctf.devfabric.nats import NatsFabric
 
@@ -57,10 +59,14 @@ def _cases() -> list[tuple[str, str, StreamKind, bool]]:
 CASES = _cases()
 
 
-def _subject(verb: str, kind: StreamKind) -> str:
+def _subject(verb: str, kind: StreamKind, user: str) -> str:
+    """The verb's request subject as ``user`` reaches it: the client (account ``CLIENTS``) reaches
+    ``CCTF``'s JetStream API under its own prefix (its ``$JS.API`` is refused outright)."""
     subject = api_subject(verb, KIND_STREAM.get(kind, ""), consumer="probe")
     if subject.endswith(".>"):
         subject = subject[:-1] + TAILS[verb]
+    if role_of(user) is Role.CLIENT:
+        subject = client_api_subject(subject) or subject
     return subject
 
 
@@ -115,7 +121,7 @@ async def test_js_api_verbs_allowed_or_refused_by_the_server(
     fabric: NatsFabric, nats_connect: NatsConnect, user: str
 ) -> None:
     cases = [(verb, kind, allowed) for u, verb, kind, allowed in CASES if u == user]
-    subjects = [_subject(verb, kind) for verb, kind, _ in cases]
+    subjects = [_subject(verb, kind, user) for verb, kind, _ in cases]
     seen = await _probe_publish(fabric, nats_connect, user, subjects)
     wrong = [
         f"{verb} on {kind.value}: {'refused' if allowed else 'allowed'} by the server"
@@ -134,6 +140,9 @@ PUBLISH_TABLE = [
     ("client", "cctf.v1.verdict.us-east.x.A", False),
     ("client", "cctf.v1.vote.us-east.a1", False),
     ("client", "_INBOX.coordinator.x", False),
+    # its account's own $JS.API (the server's, answering "not enabled") is closed to it
+    ("client", "$JS.API.STREAM.INFO.CCTF_VERDICTS_US_EAST", False),
+    ("client", "$JS.API.DIRECT.GET.CCTF_VERDICTS_US_EAST", False),
     ("coordinator", "cctf.v1.verdict.us-east.x.A", True),
     ("coordinator", "cctf.v1.vote.us-east.a1", False),
     ("coordinator", "_INBOX.agent-us-east.x", False),
@@ -205,7 +214,7 @@ async def test_client_ordered_consumer_flow_control_passes_the_permissions(
     seen = Violations()
     client = await nats_connect(fabric, "client", error_cb=seen)
     stream = verdict_stream_name("us-east")
-    sub = await client.jetstream().subscribe(
+    sub = await jetstream(client).subscribe(
         "cctf.v1.verdict.us-east.>", stream=stream, ordered_consumer=True
     )
     await sub.next_msg(timeout=10)

@@ -27,7 +27,8 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from wirefactories import make_ballot, make_vote, make_world, seal_ballot
 
-from cctf.bus.accounts import DEFAULT_REGIONS
+from cctf.bus.accounts import CLIENT_JS_API_PREFIX, DEFAULT_REGIONS
+from cctf.bus.connect import jetstream
 from cctf.bus.headers import MSG_ID
 from cctf.bus.streams import (
     ensure_streams,
@@ -80,9 +81,9 @@ class Flow:
     """Agent -> vote stream -> coordinator durable -> verdict stream -> client, one round at a time."""
 
     def __init__(self, agent: Client, coordinator: Client, client: Client) -> None:
-        self.agent = agent.jetstream(timeout=2)
-        self.coord = coordinator.jetstream(timeout=2)
-        self.client = client.jetstream(timeout=2)
+        self.agent = jetstream(agent, timeout=2)
+        self.coord = jetstream(coordinator, timeout=2)
+        self.client = jetstream(client, timeout=2)
         self.psub: Any = None
         self.round = 0
 
@@ -135,8 +136,8 @@ async def test_client_credential_cannot_touch_the_coordinator_consumer_or_vote_s
 ) -> None:
     seen = Violations()
     nc = await nats_connect(nats_single, "client", error_cb=seen)
-    js = nc.jetstream(timeout=0.5)
-    api = "$JS.API"
+    js = jetstream(nc, timeout=0.5)
+    api = CLIENT_JS_API_PREFIX  # the client reaches CCTF's JetStream API only there
 
     # the coordinator's durable: pause until 2099, retarget its filter, delete, read its state
     await _refused(lambda: js.pause_consumer(VOTES, DURABLE, "2099-01-01T00:00:00Z"))
@@ -206,7 +207,8 @@ async def test_client_consumer_pushing_into_a_vote_subject_stores_nothing(
         "stream_name": VERDICTS,
         "config": {"deliver_subject": "cctf.v1.vote.us-east.a1", "ack_policy": "none"},
     }
-    reply = await nc.request(f"$JS.API.CONSUMER.CREATE.{VERDICTS}", json.dumps(body).encode(), 2)
+    create = f"{CLIENT_JS_API_PREFIX}.CONSUMER.CREATE.{VERDICTS}"
+    reply = await nc.request(create, json.dumps(body).encode(), 2)
     assert "error" not in json.loads(reply.data)
     await asyncio.sleep(0.5)
     admin = (await nats_connect(nats_single, "admin")).jetstream()
@@ -317,7 +319,7 @@ async def test_the_real_coordinator_keeps_deciding_while_the_client_credential_a
 
     # as a relying party reads: an ordered consumer (core subscriptions to stream subjects are
     # refused to every restricted role, tests/redteam/test_push_delivery.py)
-    await client.jetstream().subscribe(
+    await jetstream(client).subscribe(
         "cctf.v1.verdict.us-east.>",
         stream=verdict_stream_name("us-east"),
         cb=on_verdict,
@@ -331,7 +333,7 @@ async def test_the_real_coordinator_keeps_deciding_while_the_client_credential_a
         targets = [(c.stream, c.spec.name) for c in coordinator._consumers]
         assert len(targets) == len(DEFAULT_REGIONS)
         before = {t: (await ajs.consumer_info(*t)).config for t in targets}
-        js = client.jetstream(timeout=0.3)
+        js = jetstream(client, timeout=0.3)
         for stream, durable in targets:
             await _refused(
                 lambda s=stream, d=durable: js.pause_consumer(s, d, "2099-01-01T00:00:00Z")
@@ -344,7 +346,8 @@ async def test_the_real_coordinator_keeps_deciding_while_the_client_credential_a
                 await steal.fetch(1, timeout=0.3)
             await _refused(lambda s=stream: js.purge_stream(s))
             await _refused(lambda s=stream: js.delete_stream(s))
-            await seen_refusal(violations, f"$JS.API.CONSUMER.PAUSE.{stream}.{durable}")
+            pause = f"{CLIENT_JS_API_PREFIX}.CONSUMER.PAUSE.{stream}.{durable}"
+            await seen_refusal(violations, pause)
         for target, config_before in before.items():
             info = await ajs.consumer_info(*target)
             assert info.config.filter_subject == config_before.filter_subject

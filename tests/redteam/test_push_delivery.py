@@ -21,6 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 import nats.errors
 
+from cctf.bus.accounts import CLIENT_JS_API_PREFIX
 from cctf.bus.headers import MSG_ID
 from cctf.bus.streams import ensure_streams, verdict_stream_name
 from cctf.devfabric.nats import NatsFabric
@@ -51,7 +52,8 @@ async def _push_consumer(nc: Any, deliver_subject: str) -> str:
             "inactive_threshold": 600 * 10**9,
         },
     }
-    reply = await nc.request(f"$JS.API.CONSUMER.CREATE.{SOURCE}", json.dumps(body).encode(), 2)
+    create = f"{CLIENT_JS_API_PREFIX}.CONSUMER.CREATE.{SOURCE}"
+    reply = await nc.request(create, json.dumps(body).encode(), 2)
     answer = json.loads(reply.data)
     assert "error" not in answer, answer
     return str(answer["name"])

@@ -15,7 +15,8 @@ listening on the reply subject stores them. Hence, with no more than its own per
 Defence (``cctf.bus.accounts.accounts_for``): publishers that must not write arbitrary subjects of
 ``CCTF`` live in accounts of their own and reach ``CCTF`` only through *service* imports, whose reply
 subjects the server rewrites to ``_R_.`` subjects; the answers go back to the requester's own
-account, where no stream listens. Each region's agents have their account ``AGENT_<REGION>``.
+account, where no stream listens. Each region's agents have their account ``AGENT_<REGION>``, the
+client its account ``CLIENTS`` (its JetStream API under the prefix ``JS.CCTF.API``).
 """
 
 from __future__ import annotations
@@ -24,9 +25,10 @@ import asyncio
 import time
 from typing import TYPE_CHECKING, Any
 
-import pytest
 from nats.js.api import AckPolicy, ConsumerConfig
 
+from cctf.bus.accounts import CLIENT_JS_API_PREFIX
+from cctf.bus.connect import jetstream
 from cctf.bus.headers import MSG_ID
 from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
 from cctf.devfabric.nats import NatsFabric
@@ -83,14 +85,23 @@ async def test_an_agent_writes_into_no_stream_through_a_reply_subject(
     assert ack.stream == votes_stream_name("us-east")
 
 
-@pytest.mark.xfail(strict=True, reason="reply-subject injection: the client shares account CCTF")
 async def test_the_client_writes_into_no_stream_through_a_reply_subject(
     nats_single: NatsFabric, nats_connect: NatsConnect
 ) -> None:
     admin = await _setup(nats_single, nats_connect)
     client = await nats_connect(nats_single, "client")
-    info_api = f"$JS.API.STREAM.INFO.{verdict_stream_name('us-east')}"
-    await client.publish(info_api, b"", reply=VERDICT)
-    await client.publish(info_api, b"", reply="cctf.v1.vote.eu-west.a")
+    stream = verdict_stream_name("us-east")
+    # its granted API calls (answered: stream info, direct get) and a flow-control reply
+    for subject in (
+        f"{CLIENT_JS_API_PREFIX}.STREAM.INFO.{stream}",
+        f"{CLIENT_JS_API_PREFIX}.DIRECT.GET.{stream}.{VERDICT}",
+        f"{CLIENT_JS_API_PREFIX}.STREAM.NAMES",
+        f"$JS.FC.{stream}.probe.abcd",
+    ):
+        await client.publish(subject, b"", reply=VERDICT)
+        await client.publish(subject, b"", reply="cctf.v1.vote.eu-west.a")
     await client.flush()
     assert await _untouched(admin) == (0, b"genuine-verdict")
+    # the client's own calls still get their answers (through the service imports)
+    info = await jetstream(client, timeout=2).stream_info(stream)
+    assert info.config.name == stream

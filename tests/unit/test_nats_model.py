@@ -8,6 +8,8 @@ from hypothesis import strategies as st
 
 from cctf.bus.accounts import (
     ACCOUNT_NAME,
+    CLIENT_ACCOUNT_NAME,
+    CLIENT_JS_API_PREFIX,
     DEFAULT_REGIONS,
     GRANTS,
     ExportKind,
@@ -15,7 +17,9 @@ from cctf.bus.accounts import (
     StreamKind,
     account_of,
     accounts_for,
+    granted_subjects,
     inbox_prefix,
+    js_api_prefix,
     permissions_for,
     role_of,
 )
@@ -92,4 +96,31 @@ def test_account_layout_pins_each_region_to_its_own_services() -> None:
     for exp in exports:
         assert len(exp.accounts) == 1
         assert any(i.subject == exp.subject for i in accounts[exp.accounts[0]].imports)
-    assert len({a for e in exports for a in e.accounts}) == len(DEFAULT_REGIONS)
+    assert len({a for e in exports for a in e.accounts}) == len(DEFAULT_REGIONS) + 1
+
+
+def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
+    accounts = {a.name: a for a in accounts_for(["us-east", "eu-west"])}
+    assert account_of("client") == CLIENT_ACCOUNT_NAME
+    clients = accounts[CLIENT_ACCOUNT_NAME]
+    assert not clients.jetstream and not clients.exports
+    services = {i.subject for i in clients.imports if i.kind is ExportKind.SERVICE}
+    streams = {i.subject for i in clients.imports if i.kind is ExportKind.STREAM}
+    # one-way (stream) import: only the deliveries to its own inbox; everything else a service
+    assert streams == {"_INBOX.client.>"}
+    assert services == set(granted_subjects(Role.CLIENT, ["us-east", "eu-west"]))
+    assert not any("CCTF_VOTES" in s or s.startswith("cctf.v1.") for s in services)
+    # its API calls are reached under its own prefix (its account's $JS.API is the server's)
+    for imp in clients.imports:
+        if imp.subject.startswith("$JS.API."):
+            assert imp.to == CLIENT_JS_API_PREFIX + imp.subject.removeprefix("$JS.API")
+        else:
+            assert imp.to == ""
+    assert js_api_prefix("client") == CLIENT_JS_API_PREFIX
+    assert js_api_prefix("coordinator") == js_api_prefix("nobody") == "$JS.API"
+    perms = permissions_for("client", ["us-east", "eu-west"])
+    assert perms is not None
+    assert not any(s.startswith("$JS.API") for s in perms.publish_allow)
+    assert {
+        imp.to or imp.subject for imp in clients.imports if imp.kind is ExportKind.SERVICE
+    } == set(perms.publish_allow)
