@@ -5,9 +5,13 @@ One user per role (``admin``, ``coordinator``, ``client``) and one per region (`
 :func:`account_of` of the accounts: the server config renderer (``cctf.devfabric.nats_config``), the
 static ``deploy/nats/accounts.conf`` (generated from it) and the tests read them from here.
 
-Accounts: ``CCTF`` holds JetStream (the streams), ``admin``, ``coordinator`` and ``client``. Each
-region's agents are in an account of their own, ``AGENT_<REGION>`` (no JetStream), which imports from
-``CCTF`` as *services* only its region's vote and evidence subjects, each exported to that one account.
+Accounts: ``CCTF`` holds JetStream (the streams), ``admin`` and ``coordinator``. Each region's agents
+are in an account of their own, ``AGENT_<REGION>`` (no JetStream), which imports from ``CCTF`` as
+*services* only its region's vote and evidence subjects, each exported to that one account. The
+``client`` is in ``CLIENTS`` (no JetStream): it imports its granted JetStream API calls as services
+under the API prefix ``JS.CCTF.API`` (:func:`js_api_prefix`; the server imports ``$JS.API.>`` into
+every account), its flow-control replies as services, and the push deliveries of its consumers as a
+*stream* import of ``_INBOX.client.>``.
 Why: nats-server checks permissions on a publish's subject, never on its reply subject, and answers
 there itself (publish acks, errors); inside ``CCTF`` a stream listening on the reply subject would
 store the answer. Across a service import the server rewrites the reply subject to a ``_R_.``
@@ -32,7 +36,8 @@ Roles:
 
 * ``agent-<region>`` publishes its region's ballots and evidence (the JetStream publish acks come back
   on its inbox) and calls no JetStream API at all.
-* ``client`` reads verdict streams: stream info, direct get, and its own *ephemeral* consumers on
+* ``client`` (its API subjects under ``JS.CCTF.API``, see :func:`client_api_subject`) reads verdict
+  streams: stream info, direct get, and its own *ephemeral* consumers on
   verdict streams only (``CONSUMER.CREATE.<stream>`` without a name token: the server names them and
   refuses a durable name in the request); it does not delete them (the server removes an ephemeral
   consumer once its subscriber is gone). It never acknowledges, pulls, pauses, updates or deletes a
@@ -349,10 +354,12 @@ def account_of(user_name: str) -> str:
 
 def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
     """The fabric's accounts (but ``SYS``): ``CCTF`` first (JetStream: streams, coordinator, admin),
-    then one account per region's agents. Everything another account reaches in ``CCTF`` is a
+    then ``CLIENTS``, then one account per region's agents. Everything another account reaches in
+    ``CCTF`` is a
     *service* export restricted to that one account: the server rewrites the reply subject of each
     request to a ``_R_.`` subject, so its answers (publish acks, errors) can never be stored by a
-    stream listening on a reply subject chosen by the requester."""
+    stream listening on a reply subject chosen by the requester. The one *stream* export is the
+    client's inbox (``_INBOX.client.>``), for the push deliveries of its consumers."""
     regions = tuple(validate_region(r) for r in regions)
     exports: list[Export] = []
     agents: list[Account] = []

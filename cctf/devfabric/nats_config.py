@@ -59,8 +59,9 @@ _ROLE_COMMENTS: Final[Mapping[Role, str]] = {
         "verdicts. May not create, change, purge or delete streams, nor pause consumers."
     ),
     Role.CLIENT: (
-        "TrustClient: reads verdict streams (stream info, direct get, its own ephemeral consumers).\n"
-        "Publishes nothing under cctf.v1, calls nothing on the vote streams or their consumers."
+        "TrustClient: reads verdict streams (stream info, direct get, its own ephemeral consumers)\n"
+        "under the JetStream API prefix JS.CCTF.API. Publishes nothing under cctf.v1, calls\n"
+        "nothing on the vote streams or their consumers."
     ),
     Role.AGENT: (
         "Publishes ONLY its own region's votes and evidence; no JetStream API at all. Its\n"
