@@ -16,12 +16,14 @@ import contextlib
 import json
 import math
 import re
+import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 import urllib.request
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -43,6 +45,7 @@ from harness import (
     check_stop,
     free_port,
     resolver_id,
+    run_main,
     spawn,
     stop_process,
     tail,
@@ -400,3 +403,23 @@ async def _warm_up(fab: BenchFabric, timeout_s: float = 60.0, wanted: int = 10) 
         except Exception:  # no stream leader yet (fresh cluster), or no verdict yet: retried
             fab.collector.forget(group)
             await asyncio.sleep(0.2)
+
+
+def run_part(
+    measure: Callable[[BenchFabric, Progress], Awaitable[dict[str, Any]]],
+    *,
+    nodes: int,
+    budget_s: float,
+) -> int:
+    """One benchmark part on a fresh fabric in a temporary directory (removed afterwards)."""
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        tmp = Path(tempfile.mkdtemp(prefix="cctf-bench-"))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                fab = await start(tmp, stack, progress, nodes=nodes)
+                return await measure(fab, progress)
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+    return run_main(work, budget_s=budget_s)

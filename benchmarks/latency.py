@@ -17,12 +17,9 @@ from __future__ import annotations
 import argparse
 import asyncio
 import contextlib
-import shutil
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
-from pathlib import Path
 from typing import Any
 
 import bench_fabric as fabric
@@ -37,7 +34,6 @@ from harness import (
     check_stop,
     cpu_delta,
     cpu_snapshot,
-    run_main,
     summary_ms,
 )
 
@@ -200,23 +196,18 @@ def main(argv: Sequence[str] | None = None) -> int:
     a = p.parse_args(argv)
     check_options(p, a)
 
-    async def work(progress: Progress) -> dict[str, Any]:
-        tmp = Path(tempfile.mkdtemp(prefix="cctf-bench-"))
-        try:
-            async with contextlib.AsyncExitStack() as stack:
-                fab = await fabric.start(tmp, stack, progress, nodes=a.nodes)
-                return await measure(
-                    fab,
-                    progress,
-                    samples=a.latency_samples,
-                    names=a.latency_names,
-                    samples_10=15 if a.quick else 150,
-                    quick=a.quick,
-                )
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-
-    return run_main(work, budget_s=120.0)
+    return fabric.run_part(
+        lambda fab, progress: measure(
+            fab,
+            progress,
+            samples=a.latency_samples,
+            names=a.latency_names,
+            samples_10=15 if a.quick else 150,
+            quick=a.quick,
+        ),
+        nodes=a.nodes,
+        budget_s=120.0,
+    )
 
 
 if __name__ == "__main__":
