@@ -8,7 +8,6 @@ import signal
 import socket
 import stat
 import sys
-from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
@@ -22,6 +21,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.zone
 import pytest
+from chaosclient import FORGED, HOST, addresses, server_fixture, tcp, udp  # noqa: F401
 
 from cctf.chaos.control import (
     ChaosControlClient,
@@ -36,42 +36,9 @@ from cctf.chaos.control import (
 )
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import FaultError, Faults
-from cctf.chaos.zone import demo_zone
 from cctf.cli import main as cli_main
 from cctf.errors import CctfError, ConfigError
 from cctf.util.files import MAX_FILE_BYTES
-
-HOST = "127.0.0.1"
-FORGED = "203.0.113.66"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FaultyDnsServer]:
-    srv = FaultyDnsServer(demo_zone(), control=True, tcp_idle_timeout=0.5)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
-async def udp(
-    srv: FaultyDnsServer, name: str, rdtype: str = "A", *, timeout: float = 2.0, **kw: Any
-) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype, **kw)
-    return await dns.asyncquery.udp(query, HOST, port=srv.port, timeout=timeout)
-
-
-async def tcp(
-    srv: FaultyDnsServer, name: str, rdtype: str = "A", *, timeout: float = 2.0, **kw: Any
-) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype, **kw)
-    return await dns.asyncquery.tcp(query, HOST, port=srv.port, timeout=timeout)
-
-
-def addresses(response: dns.message.Message) -> list[str]:
-    return sorted(rd.to_text() for rrset in response.answer for rd in rrset)
-
 
 # -- control channel --------------------------------------------------------------------------
 

@@ -6,9 +6,7 @@ import asyncio
 import socket
 import struct
 import time
-from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import dns.asyncquery
 import dns.exception
@@ -20,6 +18,7 @@ import dns.rcode
 import dns.rdatatype
 import dns.zone
 import pytest
+from chaosclient import FORGED, HOST, addresses, server_fixture, tcp, udp  # noqa: F401
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -28,37 +27,7 @@ from cctf.chaos.faults import FaultError, Faults
 from cctf.chaos.responder import ZoneResponder
 from cctf.chaos.zone import DEMO_NAMES, demo_zone, load_zone_file
 
-HOST = "127.0.0.1"
-FORGED = "203.0.113.66"
 FORGED6 = "2001:db8:bad::66"
-
-
-@pytest.fixture
-async def server() -> AsyncIterator[FaultyDnsServer]:
-    srv = FaultyDnsServer(demo_zone(), control=True, tcp_idle_timeout=0.5)
-    await srv.start()
-    try:
-        yield srv
-    finally:
-        await srv.stop()
-
-
-async def udp(
-    srv: FaultyDnsServer, name: str, rdtype: str = "A", *, timeout: float = 2.0, **kw: Any
-) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype, **kw)
-    return await dns.asyncquery.udp(query, HOST, port=srv.port, timeout=timeout)
-
-
-async def tcp(
-    srv: FaultyDnsServer, name: str, rdtype: str = "A", *, timeout: float = 2.0, **kw: Any
-) -> dns.message.Message:
-    query = dns.message.make_query(name, rdtype, **kw)
-    return await dns.asyncquery.tcp(query, HOST, port=srv.port, timeout=timeout)
-
-
-def addresses(response: dns.message.Message) -> list[str]:
-    return sorted(rd.to_text() for rrset in response.answer for rd in rrset)
 
 
 # -- zone -------------------------------------------------------------------------------------
