@@ -44,6 +44,14 @@ Choices made here, beyond the architecture page:
   open a tally: without a retained tally they return ``CLOSED``. So a key is decided, and its decision
   emitted, at most once, and the book holds at most ``(retain_rounds + 1) * max_open`` tallies.
 
+* **Refused votes.** A vote whose digest is :data:`REFUSED` (``b""``) is counted (the voter is no
+  longer pending) but joins no answer group and is not unavailable: fail closed, it can only make
+  DISPUTED more likely (an identity observation with status ``invalid``; the same shape fits a
+  DNSSEC ``bogus`` answer). Its voter's state is ``DISAGREE``. A tally built with ``refusable=True``
+  assumes a *pending* voter may be refused too: every completion then includes "all pending voters
+  refused", so early UNAVAILABLE needs ``best + unavail >= k`` (the page's plain rule, now exact),
+  not the ``max(best, 1)`` bound above.
+
 Cost: :meth:`RoundTally.add` is O(1) (per-digest counts and a running maximum; counts only grow, so
 the maximum never has to be recomputed); building a decision is O(n log n) and happens once.
 """
@@ -62,6 +70,7 @@ from cctf.bus_schemas.messages import (  # the wire enums, re-exported
 )
 
 __all__ = [
+    "REFUSED",
     "AddResult",
     "Decision",
     "Outcome",
@@ -73,6 +82,10 @@ __all__ = [
     "VoterState",
     "plain_outcome",
 ]
+
+
+#: The digest of a counted vote that joins no group and is not unavailable (see the module docstring).
+REFUSED: bytes = b""
 
 
 class AddResult(enum.StrEnum):
@@ -124,7 +137,8 @@ class VoteInput:
     voter: str
     """Voter id ``"<agent>/<resolver_id>"``."""
     digest: bytes | None
-    """Answer digest when the resolver answered; ``None`` when it was unavailable."""
+    """Answer digest when the resolver answered; ``None`` when it was unavailable; :data:`REFUSED`
+    (``b""``) when it was counted but refused (joins no group, is not unavailable)."""
     vote_digest: bytes
     """Digest of the whole signed vote (listed in the decision when counted)."""
     vote: ResolverVote | None = None
@@ -195,22 +209,26 @@ class RoundTally:
         "_equivocators",
         "_first",
         "_groups",
+        "_refusable",
         "_rule",
         "_unavail",
         "_vote_digests",
     )
 
-    def __init__(self, rule: QuorumRule, electorate: Iterable[str]) -> None:
-        self._setup(rule, _Electorate(rule, electorate))
+    def __init__(
+        self, rule: QuorumRule, electorate: Iterable[str], *, refusable: bool = False
+    ) -> None:
+        self._setup(rule, _Electorate(rule, electorate), refusable)
 
     @classmethod
-    def _with(cls, rule: QuorumRule, electorate: _Electorate) -> RoundTally:
+    def _with(cls, rule: QuorumRule, electorate: _Electorate, refusable: bool) -> RoundTally:
         tally = cls.__new__(cls)
-        tally._setup(rule, electorate)
+        tally._setup(rule, electorate, refusable)
         return tally
 
-    def _setup(self, rule: QuorumRule, electorate: _Electorate) -> None:
+    def _setup(self, rule: QuorumRule, electorate: _Electorate, refusable: bool) -> None:
         self._rule = rule
+        self._refusable = refusable
         self._electorate = electorate
         self._digests: dict[str, bytes | None] = {}
         self._vote_digests: list[bytes] = []
@@ -286,7 +304,7 @@ class RoundTally:
         self._vote_digests.append(vote.vote_digest)
         if digest is None:
             self._unavail += 1
-        else:
+        elif digest != REFUSED:
             size = self._groups.get(digest, 0) + 1
             self._groups[digest] = size
             if size == 1:
@@ -309,7 +327,7 @@ class RoundTally:
         unavail = self._unavail
         if best + unavail + pending < k:
             self._decide(Outcome.DISPUTED, None, early=True)
-        elif max(best, 1 if pending else 0) + unavail >= k:
+        elif max(best, 0 if self._refusable or not pending else 1) + unavail >= k:
             self._decide(Outcome.UNAVAILABLE, None, early=True)
 
     def finalize(self) -> Decision:
@@ -363,6 +381,7 @@ class TallyBook:
         "_live",
         "_live_rounds",
         "_max_open",
+        "_refusable",
         "_retain_rounds",
         "_retained_rounds",
         "_rule",
@@ -375,6 +394,8 @@ class TallyBook:
         electorate: Iterable[str],
         max_open: int = 100_000,
         retain_rounds: int = 2,
+        *,
+        refusable: bool = False,
     ) -> None:
         if not _is_int(max_open) or max_open < 1:
             raise ValueError(f"max_open must be a positive integer, got {max_open!r}")
@@ -382,6 +403,7 @@ class TallyBook:
             raise ValueError(f"retain_rounds must be a non-negative integer, got {retain_rounds!r}")
         self._rule = rule
         self._electorate = _Electorate(rule, electorate)
+        self._refusable = refusable
         self._max_open = max_open
         self._retain_rounds = retain_rounds
         self._tallies: dict[tuple[str, str, int], RoundTally] = {}
@@ -424,7 +446,7 @@ class TallyBook:
             if self._live >= self._max_open:
                 return AddResult.OVERLOADED, None
             key = TallyKey(qname, qtype, round_)
-            tally = RoundTally._with(self._rule, self._electorate)
+            tally = RoundTally._with(self._rule, self._electorate, self._refusable)
             self._tallies[key] = tally
             self._live_rounds.setdefault(round_, []).append(key)
             self._live += 1

@@ -12,6 +12,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from cctf.coordinator.tally import (
+    REFUSED,
     AddResult,
     Decision,
     Outcome,
@@ -36,8 +37,9 @@ def voter_ids(n: int) -> list[str]:
 
 
 def reference_plain(k: int, vector: Sequence[bytes | None]) -> tuple[Outcome, bytes | None]:
-    """Plain definition over a complete vector (None = unavailable), written independently."""
-    groups = Counter(d for d in vector if d is not None)
+    """Plain definition over a complete vector (None = unavailable, b"" = refused: neither a group
+    nor unavailable), written independently."""
+    groups = Counter(d for d in vector if d)
     unavail = sum(1 for d in vector if d is None)
     for digest, size in groups.items():
         if size >= k:
@@ -49,11 +51,12 @@ def reference_plain(k: int, vector: Sequence[bytes | None]) -> tuple[Outcome, by
 
 
 def completions(
-    counted: tuple[bytes | None, ...], pending: int
+    counted: tuple[bytes | None, ...], pending: int, refusable: bool = False
 ) -> Iterator[tuple[bytes | None, ...]]:
-    """Every completion: each pending voter is unavailable, answers an existing digest, or answers a
-    fresh one (fresh digests numbered canonically: every way of sharing them is produced once)."""
-    existing = sorted({d for d in counted if d is not None})
+    """Every completion: each pending voter is unavailable, (``refusable``) refused, answers an
+    existing digest, or answers a fresh one (fresh digests numbered canonically: every way of
+    sharing them is produced once)."""
+    existing = sorted({d for d in counted if d})
 
     def rec(
         i: int, fresh: int, acc: tuple[bytes | None, ...]
@@ -62,6 +65,8 @@ def completions(
             yield counted + acc
             return
         yield from rec(i + 1, fresh, (*acc, None))
+        if refusable:
+            yield from rec(i + 1, fresh, (*acc, REFUSED))
         for d in existing:
             yield from rec(i + 1, fresh, (*acc, d))
         for j in range(fresh + 1):
@@ -72,10 +77,10 @@ def completions(
 
 @functools.cache
 def reference_settled(
-    k: int, counted: tuple[bytes | None, ...], pending: int
+    k: int, counted: tuple[bytes | None, ...], pending: int, refusable: bool = False
 ) -> tuple[Outcome, bytes | None] | None:
     """The common (outcome, answer) of every completion, or None when completions disagree."""
-    results = {reference_plain(k, v) for v in completions(counted, pending)}
+    results = {reference_plain(k, v) for v in completions(counted, pending, refusable)}
     return next(iter(results)) if len(results) == 1 else None
 
 
@@ -115,7 +120,8 @@ def scenarios(draw: st.DrawFn, max_n: int = 7) -> tuple[QuorumRule, list[str], l
     rule = draw(rules(max_n))
     voters = voter_ids(rule.n)
     ndig = draw(st.integers(1, len(DIGESTS)))
-    digest = st.one_of(st.none(), st.sampled_from(DIGESTS[:ndig]))
+    refused = st.just(REFUSED) if draw(st.booleans()) else st.nothing()
+    digest = st.one_of(st.none(), st.sampled_from(DIGESTS[:ndig]), refused)
     events = draw(st.lists(st.tuples(st.integers(0, rule.n), digest), max_size=2 * rule.n + 2))
     votes = [
         VoteInput(
@@ -164,12 +170,13 @@ def expected_decision(
 
 
 @settings(max_examples=400, deadline=None)
-@given(scenarios())
+@given(scenarios(), st.booleans())
 def test_matches_brute_force_at_every_step(
-    scenario: tuple[QuorumRule, list[str], list[VoteInput]],
+    scenario: tuple[QuorumRule, list[str], list[VoteInput]], refusable: bool
 ) -> None:
     rule, voters, votes = scenario
-    tally = RoundTally(rule, reversed(voters))
+    # Refused votes are counted either way; ``refusable`` says pending voters may be refused too.
+    tally = RoundTally(rule, reversed(voters), refusable=refusable)
     counted: dict[str, VoteInput] = {}
     equivocators: set[str] = set()
     settled: Decision | None = None
@@ -177,7 +184,10 @@ def test_matches_brute_force_at_every_step(
     def check() -> None:
         nonlocal settled
         ref = reference_settled(
-            rule.k, canonical([v.digest for v in counted.values()]), rule.n - len(counted)
+            rule.k,
+            canonical([v.digest for v in counted.values()]),
+            rule.n - len(counted),
+            refusable,
         )
         got = tally.decision()
         if settled is not None:
@@ -598,3 +608,38 @@ def test_completions_cover_every_assignment_for_small_cases() -> None:
                 }
                 canon = {reference_plain(k, v) for v in completions(counted, pending)}
                 assert {unlabel(r) for r in canon} == {unlabel(r) for r in naive}
+
+
+def test_refused_votes_join_no_group_and_are_not_unavailable() -> None:
+    # three refused, two timeouts: with refused counted as unavailable this would be UNAVAILABLE
+    d = run_3_of_5([REFUSED, REFUSED, REFUSED, None, None]).finalize()
+    assert d.outcome is Outcome.DISPUTED
+    assert states(d) == [VoterState.DISAGREE] * 3 + [VoterState.UNAVAILABLE] * 2
+    assert d.voter_digests == (b"",) * 5
+    # one agreeing group still wins over refusals
+    d = run_3_of_5([REFUSED, HONEST, REFUSED, HONEST, HONEST]).finalize()
+    assert (d.outcome, d.answer_digest) == (Outcome.TRUSTED, HONEST)
+
+
+def test_refusable_tally_waits_where_a_pending_refusal_could_dispute() -> None:
+    voters = voter_ids(4)
+    plain = RoundTally(QuorumRule(3, 4), voters)
+    refusable = RoundTally(QuorumRule(3, 4), voters, refusable=True)
+    for t in (plain, refusable):
+        t.add(VoteInput(voters[0], None, b"a"))
+        t.add(VoteInput(voters[1], None, b"b"))
+    # two pending: answer or unavailable only -> UNAVAILABLE either way; refusable -> undecided
+    d = plain.decision()
+    assert d is not None and d.outcome is Outcome.UNAVAILABLE
+    assert refusable.decision() is None
+    refusable.add(VoteInput(voters[2], REFUSED, b"c"))
+    refusable.add(VoteInput(voters[3], REFUSED, b"d"))
+    d = refusable.decision()
+    assert d is not None and d.outcome is Outcome.DISPUTED
+
+
+def test_book_passes_refusable_to_its_tallies() -> None:
+    voters = voter_ids(4)
+    book = TallyBook(QuorumRule(3, 4), voters, refusable=True)
+    book.add("a.", "A", 1, VoteInput(voters[0], None, b"a"))
+    assert book.add("a.", "A", 1, VoteInput(voters[1], None, b"b")) == (AddResult.COUNTED, None)
