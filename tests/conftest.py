@@ -4,6 +4,8 @@ Fixtures
 --------
 ``nats_single``   one JetStream node in ``tmp_path`` (function scope) -> ``NatsFabric``
 ``nats_cluster``  a 3-node JetStream cluster in ``tmp_path`` (function scope) -> ``NatsFabric``
+``identity_fabric`` / ``identity_fabric_thread``  the local identity fabric (trust domain, bundle
+                  endpoint, OIDC issuer, workload TLS endpoints): see tests/support/idfabric.py.
 ``nats_connect``  async factory: ``nc = await nats_connect(fabric, "agent-us-east", error_cb=...)``
                   connects with test settings (all node URLs, quick give-up) and closes every
                   connection it made at teardown.
@@ -24,6 +26,7 @@ from typing import Any, Protocol
 import pytest
 import pytest_asyncio
 from hypothesis import settings
+from idfabric import identity_fabric, identity_fabric_thread  # noqa: F401 (fixtures for all tests)
 from nats.aio.client import Client
 
 from cctf.bus.accounts import DEFAULT_REGIONS
