@@ -7,8 +7,12 @@
    account, per-region users and the vote and verdict streams;
 3. five fault-injecting authoritative DNS servers on loopback serving the demo zone, each with a
    control channel (``cctf chaos set --resolver dns-<region> ...`` changes faults while it runs);
-4. a coordinator (3-of-5 by default) and a verifying subscriber (:class:`~cctf.client.sdk.TrustClient`);
-5. five resolver agents, one per region, each asking its region's DNS server.
+4. the local identity fabric (:mod:`cctf.devfabric.demo_identity`): a SPIFFE trust domain with its
+   bundle endpoint, an OIDC issuer and workloads presenting X.509-SVIDs behind TLS endpoints;
+5. a coordinator (3-of-5 by default) and a verifying subscriber (:class:`~cctf.client.sdk.TrustClient`);
+6. five resolver agents, one per region, each asking its region's DNS server.
+
+``--fail-path dns|mtls|oidc`` (repeatable) takes paths down for the whole run.
 
 It prints every verified verdict as it arrives and, with ``--rounds N``, stops after N rounds once every
 verdict of those rounds has arrived. Every process and socket it started is stopped on exit, on
@@ -25,7 +29,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TextIO
@@ -47,6 +51,8 @@ from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.devfabric.demo_identity import check_fail_paths, start_identity_fabric
+from cctf.devfabric.identity import IdentityFabric
 from cctf.devfabric.nats import NatsFabric
 from cctf.errors import CctfError
 
@@ -84,8 +90,11 @@ class DemoOptions:
     timeout_s: float | None = None  # overall cap when --rounds is given
     metrics_port: int | None = None
     metrics_addr: str = "127.0.0.1"
+    fail_paths: tuple[str, ...] = ()
+    mtls_fault: str = "down"
 
     def validate(self) -> None:
+        check_fail_paths(self.fail_paths, self.mtls_fault)
         n = len(DEFAULT_REGIONS)
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
             raise ValueError(f"--metrics-port takes 1..65535, not {self.metrics_port}")
@@ -102,12 +111,25 @@ class DemoOptions:
         QuorumRule(self.k, n)  # raises ValueError with a clear message
 
     def faults_for(self, index: int) -> Faults:
-        """Resolvers 0..poison-1 are poisoned; the last ``blackhole`` ones are blackholed."""
+        """Resolvers 0..poison-1 are poisoned; the last ``blackhole`` ones are blackholed; with
+        ``--fail-path dns`` every one is."""
+        if "dns" in self.fail_paths:
+            return Faults(blackhole=True)
         if index < self.poison:
             return Faults(poison=poison_address(index))
         if index >= len(DEFAULT_REGIONS) - self.blackhole:
             return Faults(blackhole=True)
         return Faults()
+
+
+@dataclass(frozen=True)
+class DemoParts:
+    """What ``run_demo(on_start=...)`` is given once NATS, DNS and the identity fabric are up and
+    before any agent runs (tests subscribe to the bus here)."""
+
+    nats: NatsFabric
+    identity: IdentityFabric
+    workdir: Path
 
 
 class DemoError(CctfError):
@@ -153,6 +175,7 @@ async def run_demo(
     err: TextIO = sys.stderr,
     stop: asyncio.Event | None = None,
     on_verdict: Callable[[Verdict], None] | None = None,
+    on_start: Callable[[DemoParts], Awaitable[None]] | None = None,
 ) -> int:
     """Run the local fabric. Returns a process exit code (0: done; 1: verdicts missing).
     Raises :class:`DemoError` if it cannot start (bad or busy metrics address)."""
@@ -171,7 +194,7 @@ async def run_demo(
         workdir.mkdir(parents=True, exist_ok=True)
     try:
         async with contextlib.AsyncExitStack() as stack:
-            return await _run(opts, workdir, printer, stop, stack, on_verdict)
+            return await _run(opts, workdir, printer, stop, stack, on_verdict, on_start)
     finally:
         if tmp_root is not None and not opts.keep_workdir:
             shutil.rmtree(tmp_root, ignore_errors=True)
@@ -184,6 +207,7 @@ async def _run(
     stop: asyncio.Event,
     stack: contextlib.AsyncExitStack,
     on_verdict: Callable[[Verdict], None] | None,
+    on_start: Callable[[DemoParts], Awaitable[None]] | None,
 ) -> int:
     regions = DEFAULT_REGIONS
     # 1. keys and trust
@@ -232,7 +256,19 @@ async def _run(
     write_fabric_resolvers(opts.fabric_file, endpoints)
     stack.callback(_unlink_quietly, opts.fabric_file)
 
-    # 4. coordinator and subscriber
+    # 4. identity fabric
+    identity = await start_identity_fabric(
+        workdir,
+        regions,
+        stack,
+        printer.progress,
+        fail_paths=opts.fail_paths,
+        mtls_fault=opts.mtls_fault,
+    )
+    if on_start is not None:
+        await on_start(DemoParts(fabric, identity, workdir))
+
+    # 5. coordinator and subscriber
     rule = QuorumRule(opts.k, len(regions))
     coord_nc = await fabric.connect("coordinator", name=COORDINATOR_ID)
     stack.push_async_callback(coord_nc.close)
@@ -262,7 +298,7 @@ async def _run(
         f"coordinator {COORDINATOR_ID}: rule {rule.k}-of-{rule.n}, verdicts on region {VERDICT_REGION}"
     )
 
-    # 5. agents
+    # 6. agents
     published: dict[int, set[str]] = {}
 
     def note_ballot(report: BallotReport, region: str) -> None:
@@ -301,7 +337,7 @@ async def _run(
         f"--resolver {resolver_id(regions[0])} --poison 203.0.113.99   (credentials: {creds_file})"
     )
 
-    # 6. show verdicts
+    # 7. show verdicts
     seen: dict[int, set[str]] = {}
     outcomes: dict[str, int] = {}
 

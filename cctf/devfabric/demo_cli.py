@@ -55,6 +55,22 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         metavar="ADDR",
         help="address for --metrics-port (default 127.0.0.1)",
     )
+    p.add_argument(
+        "--fail-path",
+        action="append",
+        default=[],
+        choices=("dns", "mtls", "oidc"),
+        help=(
+            "take a trust path down for the whole run (repeatable): dns blackholes every resolver, "
+            "mtls the workload TLS endpoints, oidc the OIDC issuer"
+        ),
+    )
+    p.add_argument(
+        "--mtls-fault",
+        default="down",
+        choices=("down", "wrong-identity"),
+        help="with --fail-path mtls: endpoints down (default) or presenting another SPIFFE ID",
+    )
     p.set_defaults(func=_run)
 
 
@@ -77,6 +93,8 @@ def _run(args: argparse.Namespace) -> int:
         fabric_file=args.fabric_file,
         metrics_port=args.metrics_port,
         metrics_addr=args.metrics_addr,
+        fail_paths=tuple(args.fail_path),
+        mtls_fault=args.mtls_fault,
     )
     try:
         opts.validate()

@@ -115,6 +115,30 @@ def test_demo_all_resolvers_blackholed_is_unavailable(tmp_path: Path) -> None:
         assert len(v["unavailable"]) == 5
 
 
+def test_demo_fail_path_dns_blackholes_every_resolver(tmp_path: Path) -> None:
+    verdicts, err = run_demo(tmp_path, "--nodes", "1", "--fail-path", "dns")
+    for v in verdicts:
+        assert v["outcome"] == "unavailable", v
+        assert len(v["unavailable"]) == 5
+    assert "faults=blackhole" in err
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (("--fail-path", "smtp"), "invalid choice"),
+        (("--fail-path", "dns", "--fail-path", "dns"), "at most once"),
+        (("--mtls-fault", "melted"), "invalid choice"),
+    ],
+)
+def test_demo_rejects_bad_fail_paths(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
+    proc = _demo_cli(tmp_path, *args)
+    assert proc.returncode == 2, proc.stderr
+    assert message in proc.stderr
+    assert proc.stdout == ""
+    assert not (tmp_path / "fabric").exists()
+
+
 def test_demo_rejects_impossible_options(tmp_path: Path) -> None:
     proc = subprocess.run(
         [sys.executable, "-m", "cctf", "demo", "--poison", "3", "--blackhole", "3"],
