@@ -49,6 +49,7 @@ from cctf.devfabric.identity_pki import (
     private_key_secrets,
 )
 from cctf.devfabric.identity_servers import Mode, ViewServer, server_context
+from cctf.identity.targets import IdentityTargets, identity_targets_from
 from cctf.util.files import write_file_atomic
 
 __all__ = [
@@ -219,6 +220,10 @@ class IdentityFabric:
             "issuers": [{"issuer": issuer, "audiences": audiences, "ca_file": ca}],
             "workloads": workloads,
         }
+
+    def targets(self, region: str | None = None, **kwargs: Any) -> IdentityTargets:
+        """:meth:`targets_document` as an :class:`~cctf.identity.targets.IdentityTargets`."""
+        return identity_targets_from(self.targets_document(region, **kwargs), "identity fabric")
 
     # -- leak checks --------------------------------------------------------------------------
     def _cas(self) -> list[CertificateAuthority]:

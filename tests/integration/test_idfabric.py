@@ -20,6 +20,9 @@ from idfabric import fetch, fetch_json, find_leaks, peer_chain, verify_svid
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.devfabric.identity import IdentityFabric, Presentation
 from cctf.devfabric.identity_pki import cert_der, cert_pem, key_pem
+from cctf.identity.bundle import parse_bundle
+from cctf.identity.oidc import parse_discovery, parse_jwks
+from cctf.identity.targets import IdentityTargets
 
 REGION = DEFAULT_REGIONS[0]
 OTHER = DEFAULT_REGIONS[1]
@@ -246,6 +249,32 @@ def test_targets_document_describes_each_view(tmp_path: Path) -> None:
     assert file_doc["trust_domains"] == [
         {"name": "demo.test", "bundle_file": str(fabric.bundle_file)}
     ]
+
+
+async def test_documents_pass_the_identity_parsers(identity_fabric: IdentityFabric) -> None:
+    """What the fabric serves is what cctf.identity accepts (and the targets config it describes)."""
+    ca = identity_fabric.web_ca_file
+    raw = (await fetch(identity_fabric.bundle.bundle_url(REGION), ca)).content
+    parsed = parse_bundle("demo.test", raw)
+    assert parsed.sequence == 5 and parsed.authority_count == 2
+    issuer = identity_fabric.issuer.issuer_url
+    disco_raw = (await fetch(issuer + "/.well-known/openid-configuration", ca)).content
+    disco = parse_discovery(issuer, disco_raw)
+    keys = parse_jwks((await fetch(disco.jwks_uri, ca)).content)
+    assert keys.digest
+    for region in DEFAULT_REGIONS:
+        targets = identity_fabric.targets(region)
+        assert isinstance(targets, IdentityTargets)
+        (td,) = targets.trust_domains
+        assert td.bundle_endpoint == identity_fabric.bundle.bundle_url(region)
+        assert {w.endpoint for w in targets.workloads} == {
+            w.address(region) for w in identity_fabric.workloads.values()
+        }
+        assert all(targets.audience_of(w) == "cctf-demo" for w in targets.workloads)
+    policy = {"at_least": 3, "require": ["mtls"]}
+    strict = identity_fabric.targets(bundle_file=True, policy=policy)
+    assert strict.trust_domains[0].bundle_file == str(identity_fabric.bundle_file)
+    assert all(w.policy.at_least == 3 for w in strict.workloads)
 
 
 async def test_leak_scanner_sees_every_kind_of_secret(identity_fabric: IdentityFabric) -> None:
