@@ -1,7 +1,8 @@
 """JetStream stream definitions of CCTF and an idempotent, cluster-tolerant ``ensure_streams``.
 
-* ``CCTF_VOTES_<REGION>`` (one per region) holds ``cctf.v1.vote.<region>.>``: the ballots of that
-  region's agents, one subject per agent. The engine bounds it so that one region (or one agent)
+* ``CCTF_VOTES_<REGION>`` (one per region) holds ``cctf.v1.vote.<region>.>`` and
+  ``cctf.v1.evidence.<region>.>``: the ballots and the identity evidence of that region's agents, one
+  subject per agent and kind (:func:`votes_stream_subjects`). The engine bounds it so that one region (or one agent)
   cannot crowd out the others:
 
   - **interest retention**: a ballot is kept until every consumer (the coordinators' durables) has
@@ -61,12 +62,14 @@ __all__ = [
     "StreamSetupError",
     "check_server_version",
     "ensure_streams",
+    "evidence_subjects",
     "stream_token",
     "verdict_stream_config",
     "verdict_stream_name",
     "verdict_subjects",
     "votes_stream_config",
     "votes_stream_name",
+    "votes_stream_subjects",
     "votes_subjects",
 ]
 
@@ -164,12 +167,27 @@ def votes_subjects(region: str) -> str:
     return f"cctf.v1.vote.{_region(region)}.>"
 
 
+def evidence_subjects(region: str) -> str:
+    """The evidence subjects of a region, also held by its vote stream:
+    ``cctf.v1.evidence.<region>.>``."""
+    return f"cctf.v1.evidence.{_region(region)}.>"
+
+
+def votes_stream_subjects(region: str) -> list[str]:
+    """Every subject a region's vote stream holds: its ballots, then its evidence."""
+    return [votes_subjects(region), evidence_subjects(region)]
+
+
 def votes_stream_config(region: str, replicas: int = 1) -> StreamConfig:
-    """``CCTF_VOTES_<REGION>``: one region's ballots, bounded by the engine (see module doc)."""
+    """``CCTF_VOTES_<REGION>``: one region's ballots and evidence, bounded by the engine (see module
+    doc); the per-subject bounds apply to each agent's ballot subject and evidence subject apart."""
     return StreamConfig(
         name=votes_stream_name(region),
-        description=f"CCTF ballots of region {region} (cctf.v1.vote.{region}.<agent>)",
-        subjects=[votes_subjects(region)],
+        description=(
+            f"CCTF ballots and evidence of region {region}"
+            f" (cctf.v1.vote.{region}.<agent>, cctf.v1.evidence.{region}.<agent>)"
+        ),
+        subjects=votes_stream_subjects(region),
         retention=RetentionPolicy.INTEREST,
         storage=StorageType.FILE,
         num_replicas=replicas,

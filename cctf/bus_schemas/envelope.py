@@ -5,7 +5,7 @@ Wire form (MessagePack array, fields in this order)::
     [v, type, suite, kid, iat, exp, nonce, payload, auth]
 
     v        int    protocol version, 1
-    type     str    "ballot" | "verdict"
+    type     str    "ballot" | "verdict" | "evidence" | "identity"
     suite    str    signature suite id (cctf.crypto.suites)
     kid      str    signer's key id
     iat      int    issued-at, ms since the Unix epoch
@@ -268,6 +268,8 @@ def verify_envelope(
 SUBJECT_KIND: Final[dict[MessageType, Kind]] = {
     MessageType.BALLOT: Kind.VOTE,
     MessageType.VERDICT: Kind.VERDICT,
+    MessageType.EVIDENCE: Kind.EVIDENCE,
+    MessageType.IDENTITY: Kind.VERDICT,
 }
 
 
@@ -293,8 +295,9 @@ def open_signed(
 ) -> OpenedMessage:
     """Open a signed message received on ``subject``: steps 1–8 (:func:`verify_envelope`), then
 
-    9. ``subject`` parses (§2) and is of the kind ``expected_type`` travels on (votes carry an
-       agent, verdicts a name token and a qtype) [``subject``].
+    9. ``subject`` parses (§2) and is of the kind ``expected_type`` travels on (ballots and evidence
+       carry an agent, verdicts a name token and a qtype, identity verdicts a subject token and an
+       identity kind) [``subject``].
 
     The payload is not decoded: that and every type-specific step is the caller's.
     """
@@ -313,11 +316,12 @@ def open_signed(
     except SubjectError as exc:
         raise Rejected(Reason.SUBJECT, str(exc)) from None
     kind = SUBJECT_KIND[expected_type]
-    complete = (
-        parsed.agent is not None
-        if kind is Kind.VOTE
-        else parsed.token is not None and parsed.qtype is not None
-    )
+    if kind is not Kind.VERDICT:
+        complete = parsed.agent is not None
+    elif expected_type is MessageType.IDENTITY:
+        complete = parsed.token is not None and parsed.identity_kind is not None
+    else:
+        complete = parsed.token is not None and parsed.qtype is not None
     if parsed.kind is not kind or not complete:
         raise Rejected(Reason.SUBJECT, f"{subject!r} is not a {kind.value} subject")
     return OpenedMessage(checked.envelope, checked.signer, parsed)

@@ -42,3 +42,15 @@ NONCE_BYTES: Final = 16
 MAX_SIGNATURES: Final = 4
 #: Largest single signature (ML-DSA-65 is 3309 bytes).
 MAX_SIGNATURE_BYTES: Final = 8192
+#: Identity evidence (``cctf.bus_schemas.evidence``): observations in one evidence ballot (64 of the
+#: largest possible observation, about 4.4 KB each, stay well below ``MAX_PAYLOAD_BYTES``), and evidence
+#: ballots (parts) one agent sends in one round.
+MAX_OBSERVATIONS_PER_BALLOT: Final = 64
+MAX_EVIDENCE_BALLOTS_PER_ROUND: Final = 64
+#: Characters of an identity subject (trust domain, issuer URL, SPIFFE ID: the SPIFFE limit of 2048
+#: bytes; these strings are ASCII) and of a presented SPIFFE ID.
+MAX_IDENTITY_SUBJECT_CHARS: Final = 2048
+#: Characters of an observation's reason code.
+MAX_DETAIL_CHARS: Final = 64
+#: Largest key / authority count an observation states.
+MAX_IDENTITY_KEYS: Final = 65535

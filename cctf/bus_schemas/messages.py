@@ -32,6 +32,8 @@ Ttl = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
 class MessageType(StrEnum):
     BALLOT = "ballot"
     VERDICT = "verdict"
+    EVIDENCE = "evidence"  # cctf.bus_schemas.evidence.EvidenceBallot, signed by an agent
+    IDENTITY = "identity"  # cctf.bus_schemas.evidence.IdentityVerdict, signed by a coordinator
 
 
 class Transport(StrEnum):

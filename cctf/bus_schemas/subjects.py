@@ -7,8 +7,9 @@ redirect a subscription or a permission.
 Subjects (``v1`` is the protocol version)::
 
     cctf.v1.vote.<region>.<agent>                       signed ballots of resolver votes
-    cctf.v1.evidence.<region>.<agent>                   identity evidence (reserved)
-    cctf.v1.verdict.<region>.<name-token>.<qtype>       signed verdicts
+    cctf.v1.evidence.<region>.<agent>                   signed evidence ballots (identity)
+    cctf.v1.verdict.<region>.<name-token>.<qtype>       signed verdicts (DNS; qtype upper-case)
+    cctf.v1.verdict.<region>.<subject-token>.<kind>     signed identity verdicts (kind lower-case)
 
 Names (:func:`normalize_name`, the one normaliser): lower-cased, absolute (trailing dot), RFC 1035
 bounded (at most 253 UTF-8 octets without the trailing dot, 1..63 octets per label).
@@ -23,6 +24,13 @@ bytes (53 characters). No escaped token starts with ``=``, so the mapping is inj
 as far as SHA-256 is collision-resistant), every token is at most 253 characters and every verdict
 subject at most 313 bytes. Escaped tokens are reversible (:func:`name_from_token`); digest tokens are
 matched by re-encoding the claimed name (:func:`token_matches`).
+
+Identity verdict subjects (:func:`identity_verdict_subject`) end in the lower-case identity kind
+(``bundle``, ``jwks``, ``mtls``), never an upper-case qtype, so they never meet a DNS verdict subject.
+Their subject token (:func:`identity_token`) is always a digest: ``=`` followed by the lower-case,
+unpadded base32 of ``H("CCTF-identity-subject-v1" || 0x00 || kind || 0x00 || subject)`` (subject in
+UTF-8: printable ASCII, 1..2048 characters). It has the syntax of a digest name token but another
+preimage domain, so the two cannot be confused even if read without the last token.
 """
 
 from __future__ import annotations
@@ -34,13 +42,15 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final
 
+from cctf.bus_schemas.evidence import IdentityKind
 from cctf.bus_schemas.limits import (
+    MAX_IDENTITY_SUBJECT_CHARS,
     MAX_LABEL_OCTETS,
     MAX_NAME_OCTETS,
     MAX_NAME_TOKEN_CHARS,
     MAX_SUBJECT_BYTES,
 )
-from cctf.ids import IdError, check_id, check_qtype
+from cctf.ids import IdError, check_id, check_qtype, shown
 
 PREFIX: Final = "cctf.v1"
 _TOKEN_RE: Final = re.compile(r"(?:[a-z0-9-]|_|~[0-9a-f]{2})+")
@@ -48,6 +58,9 @@ _TOKEN_RE: Final = re.compile(r"(?:[a-z0-9-]|_|~[0-9a-f]{2})+")
 _DIGEST_RE: Final = re.compile(r"=[a-z2-7]{52}")
 DIGEST_PREFIX: Final = "="
 _PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+_IDENTITY_DOMAIN: Final = b"CCTF-identity-subject-v1\x00"
+_IDENTITY_SUBJECT_RE: Final = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDENTITY_SUBJECT_CHARS}}}")
+_IDENTITY_KINDS: Final = frozenset(k.value for k in IdentityKind)
 
 
 #: Subject and token errors are id errors (one class: ``check_id`` raises it too).
@@ -107,9 +120,12 @@ def _escaped(n: str) -> str:
     return "".join(out)
 
 
+def _b32_token(raw: bytes) -> str:
+    return DIGEST_PREFIX + base64.b32encode(raw).decode("ascii").rstrip("=").lower()
+
+
 def _digest(n: str) -> str:
-    b32 = base64.b32encode(hashlib.sha256(n.encode("utf-8")).digest()).decode("ascii")
-    return DIGEST_PREFIX + b32.rstrip("=").lower()
+    return _b32_token(hashlib.sha256(n.encode("utf-8")).digest())
 
 
 def name_token(name: str) -> str:
@@ -180,6 +196,45 @@ def token_matches(token: str, name: str) -> bool:
         return False
 
 
+def check_identity_kind(kind: object) -> IdentityKind:
+    """An identity kind (``bundle``, ``jwks``, ``mtls``; exactly, lower case)."""
+    if not isinstance(kind, str) or kind not in _IDENTITY_KINDS:
+        raise SubjectError(f"invalid identity kind {shown(kind)}: expected bundle, jwks or mtls")
+    return IdentityKind(kind)
+
+
+def check_identity_subject(subject: object) -> str:
+    """An identity subject: printable ASCII without spaces, 1..2048 characters."""
+    if not isinstance(subject, str) or _IDENTITY_SUBJECT_RE.fullmatch(subject) is None:
+        raise SubjectError(
+            f"invalid identity subject {shown(subject)}: expected 1..{MAX_IDENTITY_SUBJECT_CHARS}"
+            " printable ASCII characters without spaces"
+        )
+    return subject
+
+
+def identity_token(kind: IdentityKind | str, subject: str) -> str:
+    """The subject token of an identity verdict: ``=`` + base32(H(domain || kind || 0 || subject))."""
+    k = check_identity_kind(kind)
+    raw = _IDENTITY_DOMAIN + k.value.encode() + b"\x00" + check_identity_subject(subject).encode()
+    return _b32_token(hashlib.sha256(raw).digest())
+
+
+def identity_verdict_subject(region: str, kind: IdentityKind | str, subject: str) -> str:
+    """``cctf.v1.verdict.<region>.<identity_token(kind, subject)>.<kind>`` (at most 109 bytes)."""
+    token = identity_token(kind, subject)
+    return f"{PREFIX}.verdict.{check_id(region, 'region')}.{token}.{IdentityKind(kind).value}"
+
+
+def identity_verdict_filter(region: str, kind: IdentityKind | str) -> str:
+    """Every identity verdict of one kind in one region: ``cctf.v1.verdict.<region>.*.<kind>``."""
+    return f"{PREFIX}.verdict.{check_id(region, 'region')}.*.{check_identity_kind(kind).value}"
+
+
+def evidence_filter(region: str | None = None) -> str:
+    return f"{PREFIX}.evidence.{check_id(region, 'region')}.>" if region else f"{PREFIX}.evidence.>"
+
+
 def vote_subject(region: str, agent: str) -> str:
     return f"{PREFIX}.vote.{check_id(region, 'region')}.{check_id(agent, 'agent id')}"
 
@@ -211,8 +266,9 @@ class ParsedSubject:
     region: str
     agent: str | None = None
     qname: str | None = None  # None for a digest token (the name is not recoverable from it)
-    qtype: str | None = None
-    token: str | None = None  # the name token of a verdict subject
+    qtype: str | None = None  # DNS verdicts only
+    token: str | None = None  # name token (DNS) or subject token (identity) of a verdict subject
+    identity_kind: IdentityKind | None = None  # identity verdicts only (then qtype is None)
 
 
 def parse_subject(subject: str) -> ParsedSubject:
@@ -233,6 +289,10 @@ def parse_subject(subject: str) -> ParsedSubject:
         return ParsedSubject(kind, region, agent=check_id(parts[4], "agent id"))
     if len(parts) != 6:
         raise SubjectError(f"verdict subject must have 6 tokens: {subject!r}")
+    if parts[5] in _IDENTITY_KINDS:  # identity verdict: the token is always a digest
+        if not is_digest_token(parts[4]):
+            raise SubjectError(f"identity verdict subject without a digest token: {subject!r}")
+        return ParsedSubject(kind, region, token=parts[4], identity_kind=IdentityKind(parts[5]))
     token = check_token(parts[4])
     qname = None if is_digest_token(token) else name_from_token(token)
     return ParsedSubject(kind, region, qname=qname, qtype=check_qtype(parts[5]), token=token)
