@@ -54,6 +54,7 @@ __all__ = [
     "decode_identity_verdict",
     "encode",
     "facts_digest",
+    "first_bad_observation",
     "observation_digest",
 ]
 
@@ -264,6 +265,29 @@ def check_observation(obs: Observation) -> None:
         raise PayloadError(f"{obs.status} observation with a facts_digest")
     if obs.status is not EvidenceStatus.INVALID and obs.facts != EMPTY_FACTS:
         raise PayloadError(f"{obs.status} observation with facts")
+
+
+def first_bad_observation(ballot: EvidenceBallot) -> tuple[str, str] | None:
+    """Coordinator §5.6 step 14 over a decoded ballot: ``None`` when every observation passes, else
+    ``(reason, detail)`` for the first one that fails, ``reason`` being the envelope reason value
+    (``region_mismatch``, ``principal_mismatch``, ``round`` or ``malformed``)."""
+    seen: set[tuple[IdentityKind, str]] = set()
+    for i, obs in enumerate(ballot.observations):
+        if obs.region != ballot.region:
+            return "region_mismatch", f"observation {i} is of region {obs.region!r}"
+        if obs.agent != ballot.agent:
+            return "principal_mismatch", f"observation {i} is of agent {obs.agent!r}"
+        if obs.round != ballot.round:
+            return "round", f"observation {i} is of round {obs.round}"
+        try:
+            check_observation(obs)
+        except PayloadError as exc:
+            return "malformed", f"observation {i}: {exc}"
+        key = (obs.kind, obs.subject)
+        if key in seen:
+            return "malformed", f"observation {i}: a second {obs.kind} observation of its subject"
+        seen.add(key)
+    return None
 
 
 def check_identity_verdict(v: IdentityVerdict) -> None:

@@ -221,7 +221,7 @@ async def test_single_node_serves_jetstream(
         *(verdict_stream_name(r) for r in DEFAULT_REGIONS),
     }
     votes = await js.stream_info("CCTF_VOTES_US_EAST")
-    assert votes.config.subjects == ["cctf.v1.vote.us-east.>"]
+    assert votes.config.subjects == ["cctf.v1.vote.us-east.>", "cctf.v1.evidence.us-east.>"]
     assert votes.config.duplicate_window == 120.0
     assert votes.config.retention == nats.js.api.RetentionPolicy.INTEREST
     assert votes.config.discard == nats.js.api.DiscardPolicy.NEW
@@ -338,6 +338,16 @@ async def test_regional_pinning_is_enforced_by_the_server(
     while not evidence and time.monotonic() < deadline:
         await asyncio.sleep(0.02)
     assert [(m.subject, m.data) for m in evidence] == [("cctf.v1.evidence.us-east.a1", b"genuine")]
+    # ... and the region's vote stream holds its evidence, never another region's
+    with pytest.raises(nats.errors.TimeoutError):
+        await js.publish("cctf.v1.evidence.eu-west.a1", b"forged", timeout=0.5)
+    ack = await js.publish("cctf.v1.evidence.us-east.a1", b"genuine-js")
+    assert ack.stream == "CCTF_VOTES_US_EAST"
+    last = await ajs.get_last_msg("CCTF_VOTES_US_EAST", "cctf.v1.evidence.us-east.a1")
+    assert last.data == b"genuine-js"
+    assert await nothing_stored(ajs, "CCTF_VOTES_EU_WEST", "cctf.v1.evidence.eu-west.a1")
+    assert await vote_count(ajs, "us-east") == 3  # the ballot, the core and the JetStream evidence
+    assert await vote_count(ajs, "eu-west") == 0
 
     # no verdicts, no subscriptions outside _INBOX
     await agent.publish("cctf.v1.verdict.us-east.x.A", b"forged")
@@ -346,7 +356,7 @@ async def test_regional_pinning_is_enforced_by_the_server(
     await errors.wait_for('publish to "cctf.v1.verdict.us-east.x.A"')
     await errors.wait_for('subscription to "cctf.v1.vote.>"')
     assert await nothing_stored(ajs, "CCTF_VERDICTS_US_EAST", "cctf.v1.verdict.us-east.x.A")
-    assert await vote_count(ajs, "us-east") == 1
+    assert await vote_count(ajs, "us-east") == 3
 
 
 async def test_client_reads_verdicts_but_cannot_publish_or_change_streams(

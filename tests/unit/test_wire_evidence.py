@@ -46,6 +46,7 @@ from cctf.bus_schemas.evidence import (
     decode_identity_verdict,
     encode,
     facts_digest,
+    first_bad_observation,
     observation_digest,
 )
 from cctf.bus_schemas.messages import MessageType, Outcome, PayloadError, VoterRecord, VoterState
@@ -473,3 +474,28 @@ def test_no_field_can_hold_secret_sized_material() -> None:
         fields = _obs_fields(facts=bad)
         with pytest.raises(PayloadError):
             decode_evidence(msgspec.msgpack.encode(["a", "us-east", 1, 0, [fields]]))
+
+
+def test_first_bad_observation_follows_step_14() -> None:
+    rep = msgspec.structs.replace
+    good = [
+        make_observation("agent-a", "us-east", ROUND, kind)
+        for kind in (IdentityKind.BUNDLE, IdentityKind.JWKS, IdentityKind.MTLS)
+    ]
+    ballot = EvidenceBallot("agent-a", "us-east", ROUND, 0, good)
+    assert first_bad_observation(ballot) is None
+    cases = {
+        "region_mismatch": rep(good[1], region="eu-west"),
+        "principal_mismatch": rep(good[1], agent="agent-b"),
+        "round": rep(good[1], round=ROUND + 1),
+        "malformed": rep(good[1], facts_digest=b""),
+    }
+    for reason, bad in cases.items():
+        got = first_bad_observation(rep(ballot, observations=[good[0], bad, good[2]]))
+        assert got is not None and got[0] == reason and "observation 1" in got[1]
+    # the first failing observation decides; a repeated (kind, subject) is malformed
+    both = rep(ballot, observations=[cases["round"], cases["region_mismatch"]])
+    assert first_bad_observation(both) == ("round", f"observation 0 is of round {ROUND + 1}")
+    again = rep(ballot, observations=[good[0], good[1], good[0]])
+    assert first_bad_observation(again) is not None
+    assert first_bad_observation(again)[0] == "malformed"  # type: ignore[index]
