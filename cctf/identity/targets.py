@@ -14,6 +14,8 @@ Commented example: ``examples/identity.yaml``. Pure (paths are anchored, never o
       - issuer: https://127.0.0.1:8444   # exactly the discovery document's "issuer"
         audiences: [cctf]                # 1..16 audiences a relying party accepts
         ca_file: ca/web-root.pem         # optional
+        discovery_url: https://...       # optional: where the discovery document is, when it is
+                                         #   not <issuer>/.well-known/openid-configuration (OCI)
     workloads:                           # 0..256, unique SPIFFE IDs
       - spiffe_id: spiffe://demo.test/api   # its trust domain must be configured above
         dns_name: api.demo.test.         # optional: the DNS path (normalized: lower case, final dot)
@@ -178,11 +180,23 @@ class IssuerTarget(ConfigStruct, frozen=True, kw_only=True):
         msgspec.Meta(min_length=1, max_length=MAX_AUDIENCES),
     ]
     ca_file: Annotated[str, msgspec.Meta(min_length=1, max_length=4096)] | None = None
+    discovery_url: str | None = None
 
     def __post_init__(self) -> None:
         check_https_url(self.issuer, "issuer", query_ok=False)
         if len(set(self.audiences)) != len(self.audiences):
             raise ValueError(f"issuer {self.issuer}: duplicate audiences")
+        if self.discovery_url is not None:
+            check_https_url(self.discovery_url, f"issuer {self.issuer} discovery_url")
+
+    @property
+    def discovery_location(self) -> str:
+        """Where the discovery document is fetched: ``discovery_url``, else
+        ``<issuer without trailing />/.well-known/openid-configuration`` (OIDC Discovery §4). The
+        document's ``issuer`` must equal :attr:`issuer` exactly either way."""
+        if self.discovery_url is not None:
+            return self.discovery_url
+        return self.issuer.rstrip("/") + "/.well-known/openid-configuration"
 
 
 class PolicySpec(ConfigStruct, frozen=True, kw_only=True):

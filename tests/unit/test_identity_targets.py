@@ -114,6 +114,27 @@ def test_bad_values_are_one_line_errors(path: list[Any], value: Any, needle: str
     assert needle.lower() in msg.lower(), msg
 
 
+def test_discovery_location() -> None:
+    t = identity_targets_from(BASE)
+    assert (
+        t.issuers[0].discovery_location == "https://127.0.0.1:8444/.well-known/openid-configuration"
+    )
+    cfg = mutate(["issuers", 0, "issuer"], "https://idp.example/tenant/")
+    cfg["workloads"][0]["issuer"] = "https://idp.example/tenant/"
+    t = identity_targets_from(cfg)
+    assert (
+        t.issuers[0].discovery_location
+        == "https://idp.example/tenant/.well-known/openid-configuration"
+    )
+    cfg["issuers"][0]["discovery_url"] = (
+        "https://idcs-1.identity.oraclecloud.com/.well-known/openid-configuration"
+    )
+    assert identity_targets_from(cfg).issuers[0].discovery_location.startswith("https://idcs-1.")
+    cfg["issuers"][0]["discovery_url"] = "http://idcs-1.identity.oraclecloud.com/x"
+    with pytest.raises(ConfigError, match="discovery_url"):
+        identity_targets_from(cfg)
+
+
 def test_subject_without_issuer_refused() -> None:
     cfg = mutate(["workloads", 0, "issuer"], KeyError)
     cfg["workloads"][0]["subject"] = "x"
