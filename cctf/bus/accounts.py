@@ -43,8 +43,10 @@ Roles:
   consumer once its subscriber is gone). It never acknowledges, pulls, pauses, updates or deletes a
   consumer, and never changes a stream.
 * ``coordinator`` manages its durables on the vote streams (create, info, delete; not pause), pulls
-  and acknowledges from them, reads stream info, publishes verdicts. It may not create, change,
-  purge or delete any stream.
+  and acknowledges from them, reads stream info, publishes verdicts. It keeps its LKG state in the
+  KV bucket ``CCTF_LKG`` (publish on ``$KV.CCTF_LKG.>``; stream info, direct get and ephemeral
+  ordered consumers on ``KV_CCTF_LKG`` to read it back). It may not create, change, purge or
+  delete any stream.
 * ``admin`` (set-up: streams) and ``sys`` (system account) are unrestricted.
 """
 
@@ -57,6 +59,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
 
+from cctf.bus.kv import LKG_BUCKET, kv_stream_name
 from cctf.bus.streams import verdict_stream_name, votes_stream_name
 from cctf.ids import check_id
 
@@ -95,6 +98,8 @@ class StreamKind(enum.StrEnum):
 
     VOTES = "votes"
     VERDICTS = "verdicts"
+    LKG = "lkg"
+    """The coordinators' LKG bucket (``KV_CCTF_LKG``, :mod:`cctf.bus.kv`)."""
     NONE = "none"
 
 
@@ -139,7 +144,7 @@ JS_API: Final[Mapping[str, str]] = {
     "ACCOUNT.PURGE": "$JS.API.ACCOUNT.PURGE.{account}",
 }
 
-_V, _D, _N = StreamKind.VOTES, StreamKind.VERDICTS, StreamKind.NONE
+_V, _D, _L, _N = StreamKind.VOTES, StreamKind.VERDICTS, StreamKind.LKG, StreamKind.NONE
 
 #: What each restricted role may call: (verb, stream kind). Everything else is refused.
 GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
@@ -168,6 +173,16 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("CONSUMER.NAMES", _V),
             ("CONSUMER.MSG.NEXT", _V),
             ("ACK", _V),
+            # its LKG state (cctf.bus.kv): bind, direct get, read through an ordered consumer
+            ("STREAM.INFO", _L),
+            ("DIRECT.GET", _L),
+            ("DIRECT.GET.LAST", _L),
+            ("CONSUMER.CREATE", _L),
+            ("CONSUMER.CREATE.NAMED", _L),
+            ("CONSUMER.CREATE.FILTERED", _L),
+            ("CONSUMER.INFO", _L),
+            ("CONSUMER.DELETE", _L),
+            ("FC", _L),
         }
     ),
 }
@@ -198,6 +213,8 @@ def stream_names(kind: StreamKind, regions: Sequence[str]) -> tuple[str, ...]:
         return tuple(votes_stream_name(r) for r in regions)
     if kind is StreamKind.VERDICTS:
         return tuple(verdict_stream_name(r) for r in regions)
+    if kind is StreamKind.LKG:
+        return (kv_stream_name(LKG_BUCKET),)
     return ()
 
 
@@ -254,7 +271,11 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
         return None
     if role is Role.COORDINATOR:
         return UserPermissions(
-            publish_allow=("cctf.v1.verdict.>", *granted_subjects(role, regions)),
+            publish_allow=(
+                "cctf.v1.verdict.>",
+                f"$KV.{LKG_BUCKET}.>",  # puts and deletes of its LKG state
+                *granted_subjects(role, regions),
+            ),
             subscribe_allow=(inbox,),
         )
     if role is Role.CLIENT:

@@ -46,9 +46,11 @@ from nats.js.api import (
     StreamConfig,
     StreamInfo,
 )
+from nats.js.client import JetStreamContext
 from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
+from cctf.bus.kv import KvError, ensure_bucket, lkg_bucket_spec
 from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
 from cctf.errors import CctfError
 from cctf.ids import check_id
@@ -297,7 +299,9 @@ async def ensure_streams(
     stream) creates the old single ``CCTF_VOTES`` instead of the ``CCTF_VOTES_<REGION>`` streams
     (their subjects overlap, so it is one or the other). The coordinator consumes the per-region
     streams (one durable per region, ``cctf.bus.consumer``).
-    Returns stream name -> ``StreamInfo``.
+    Returns stream name -> ``StreamInfo``. With a JetStream context (not a bare manager) the
+    coordinators' LKG bucket ``CCTF_LKG`` is created too (``cctf.bus.kv``, same replicas; not in
+    the result).
     """
     if replicas < 1:
         raise ValueError("replicas must be >= 1")
@@ -342,4 +346,11 @@ async def ensure_streams(
                 _log.info("stream %s not created yet (%s); retrying", config.name, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+    if isinstance(js, JetStreamContext):
+        try:
+            await ensure_bucket(
+                js, lkg_bucket_spec(replicas), timeout_s=max(0.1, deadline - time.monotonic())
+            )
+        except KvError as exc:
+            raise StreamSetupError(str(exc)) from exc
     return result

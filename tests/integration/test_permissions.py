@@ -25,6 +25,7 @@ from cctf.bus.accounts import (
     role_of,
 )
 from cctf.bus.connect import jetstream
+from cctf.bus.kv import LKG_BUCKET, kv_stream_name
 from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
 from cctf.devfabric.nats import NatsFabric
 
@@ -35,6 +36,7 @@ USERS = ("client", "coordinator", "agent-us-east")
 KIND_STREAM = {
     StreamKind.VOTES: votes_stream_name("us-east"),
     StreamKind.VERDICTS: verdict_stream_name("us-east"),
+    StreamKind.LKG: kv_stream_name(LKG_BUCKET),
 }
 # what a ".>" tail of a verb stands for, concretely (a published subject holds no wildcard)
 TAILS = {
@@ -50,7 +52,7 @@ def _cases() -> list[tuple[str, str, StreamKind, bool]]:
     for user in USERS:
         grants = GRANTS[role_of(user)]
         for verb, template in JS_API.items():
-            kinds = (StreamKind.VOTES, StreamKind.VERDICTS) if "{stream}" in template else ()
+            kinds = tuple(KIND_STREAM) if "{stream}" in template else ()
             for kind in kinds or (StreamKind.NONE,):
                 cases.append((user, verb, kind, (verb, kind) in grants))
     return cases
