@@ -57,7 +57,7 @@ __all__ = [
 #: The coordinators' Last-Known-Good state (``cctf.coordinator.lkgstate``).
 LKG_BUCKET: Final = "CCTF_LKG"
 LKG_MAX_VALUE_BYTES: Final = 64 * 1024
-LKG_MAX_BYTES: Final = 1 << 30
+LKG_MAX_BYTES: Final = 64 * 1024 * 1024  # like each stream; about 60 000 keys of ~1 KiB
 #: The bucket-wide bound: no value is kept longer than this (the longest staleness cap is 24 h).
 LKG_MAX_AGE_S: Final = 24 * 3600.0
 

@@ -69,7 +69,7 @@ LkgKey = tuple[str, str]  # (normalized qname, qtype)
 DEFAULT_LIFETIME_MS: Final = 30_000
 DEFAULT_MAX_STALENESS_MS: Final = 15 * 60_000
 DEFAULT_STORE_EVERY_MS: Final = 10_000
-DEFAULT_MAX_KEYS: Final = 100_000
+DEFAULT_MAX_KEYS: Final = 50_000
 
 
 @dataclass(frozen=True, slots=True)
