@@ -47,7 +47,7 @@ from cctf.bus_schemas.evidence import (
     first_bad_observation,
     observation_digest,
 )
-from cctf.bus_schemas.messages import MessageType, PayloadError
+from cctf.bus_schemas.messages import MessageType, Outcome, PayloadError
 from cctf.bus_schemas.subjects import (
     SubjectError,
     evidence_subject,
@@ -273,7 +273,7 @@ def test_verdict_structure_agrees_on_honest_verdicts(
             "n": data.draw(st.integers(1, 64)),
             "facts_digest": data.draw(st.binary(max_size=32)),
             "voters": v.voters[:-1],
-            "outcome": data.draw(st.sampled_from(["trusted", "disputed", "unavailable"])),
+            "outcome": data.draw(st.sampled_from(Outcome)),
         }[field]
         _structure_agrees(msgspec.structs.replace(v, **{field: value}))
 
