@@ -32,10 +32,12 @@ from cctf.agents.canonical import Observation
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import (
     Ballot,
+    DnssecState,
     ResolverVote,
     Transport,
     VoteStatus,
     answer_digest,
+    dnssec_states_for,
     encode,
 )
 from cctf.bus_schemas.subjects import normalize_name
@@ -133,6 +135,7 @@ def _error_vote(vote: ResolverVote) -> ResolverVote:
         ttl=0,
         ad=False,
         ede=[],
+        dnssec=DnssecState.INDETERMINATE,
     )
 
 
@@ -174,11 +177,21 @@ def _to_vote(
         ad=bool(obs.ad),
         ede=list(obs.ede[: L.MAX_EDE_CODES]) if isinstance(obs.ede, tuple | list) else [],
         observed_ms=now_ms,
+        dnssec=_dnssec(obs, status),
     )
     if _valid(vote):
         return vote
     fallback = _error_vote(vote)
     return fallback if _valid(fallback) else None
+
+
+def _dnssec(obs: Observation, status: VoteStatus) -> DnssecState:
+    """The observation's DNSSEC state if the wire allows it with ``status``, else indeterminate."""
+    try:
+        state = DnssecState(_enum_value(getattr(obs, "dnssec", DnssecState.INDETERMINATE)))
+    except ValueError:
+        return DnssecState.INDETERMINATE
+    return state if state in dnssec_states_for(status) else DnssecState.INDETERMINATE
 
 
 def build_votes(

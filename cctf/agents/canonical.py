@@ -26,7 +26,7 @@ import dns.rdatatype
 import dns.rrset
 
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.messages import Transport, VoteStatus
+from cctf.bus_schemas.messages import DnssecState, Transport, VoteStatus
 
 __all__ = [
     "MAX_ANSWER_ENTRIES",
@@ -238,6 +238,8 @@ class Observation:
     ede: tuple[int, ...]
     latency_ms: float
     detail: str
+    dnssec: DnssecState = DnssecState.INDETERMINATE
+    """The DNSSEC state the agent established for this response (see :mod:`cctf.agents.dnssec`)."""
 
     @classmethod
     def failure(

@@ -53,6 +53,21 @@ class VoteStatus(StrEnum):
     ERROR = "error"  # REFUSED, FORMERR, malformed response, transport failure
 
 
+class DnssecState(StrEnum):
+    """DNSSEC validation state (RFC 4035 section 4.3) of a vote's answer, or of a verdict's.
+
+    On a vote: what the agent established for this resolver's response (its own validation up to a
+    configured trust anchor, or the AD bit / EDE codes of a validating resolver reached over an
+    authenticated transport; see ``docs/architecture.md``, *DNSSEC path*). On a verdict: the state
+    of the TRUSTED answer as vouched for by the quorum (``indeterminate`` for other outcomes).
+    """
+
+    SECURE = "secure"
+    INSECURE = "insecure"
+    BOGUS = "bogus"
+    INDETERMINATE = "indeterminate"
+
+
 class Outcome(StrEnum):
     TRUSTED = "trusted"
     DISPUTED = "disputed"
@@ -85,6 +100,7 @@ class ResolverVote(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_
         list[Annotated[int, msgspec.Meta(ge=0, le=65535)]], msgspec.Meta(max_length=L.MAX_EDE_CODES)
     ]
     observed_ms: Uint
+    dnssec: DnssecState
 
     @property
     def voter(self) -> str:
@@ -126,6 +142,9 @@ class Verdict(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_field
     expires_ms: Uint
     coordinator: Id
     seq: Uint
+    dnssec: (
+        DnssecState  # of the TRUSTED answer (see docs/wire-protocol.md §5.4), else indeterminate
+    )
 
 
 PAYLOAD_TYPES: Final[dict[MessageType, type[msgspec.Struct]]] = {
@@ -163,6 +182,21 @@ def decode_verdict(data: bytes) -> Verdict:
         return _VERDICT_DECODER.decode(data)
     except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError) as exc:
         raise PayloadError(f"malformed verdict: {exc}") from None
+
+
+_DNSSEC_BY_STATUS: Final[dict[VoteStatus, tuple[DnssecState, ...]]] = {
+    VoteStatus.ANSWER: tuple(DnssecState),
+    VoteStatus.SERVFAIL: (DnssecState.BOGUS, DnssecState.INDETERMINATE),
+    VoteStatus.TIMEOUT: (DnssecState.INDETERMINATE,),
+    VoteStatus.ERROR: (DnssecState.INDETERMINATE,),
+}
+
+
+def dnssec_states_for(status: VoteStatus) -> tuple[DnssecState, ...]:
+    """The DNSSEC states a vote of ``status`` may carry (wire-protocol.md §5.3 step 14): any for an
+    answer; ``bogus`` (a validating resolver's SERVFAIL with a DNSSEC EDE code) or
+    ``indeterminate`` for SERVFAIL; only ``indeterminate`` for timeout and error."""
+    return _DNSSEC_BY_STATUS[status]
 
 
 def voter_id(agent: str, resolver_id: str) -> str:

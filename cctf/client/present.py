@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Final
 
-from cctf.bus_schemas.messages import Outcome, Verdict, VoterState
+from cctf.bus_schemas.messages import DnssecState, Outcome, Verdict, VoterState
 
 __all__ = ["verdict_line", "verdict_to_json"]
 
@@ -23,7 +23,8 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
 
     Keys: ``name``, ``qtype``, ``round``, ``outcome``, ``rcode``, ``answer``, ``agree``,
     ``disagree``, ``unavailable`` (voter ids), ``seq``, ``coordinator``, ``issued_ms``,
-    ``expires_ms``, ``k``, ``n``.
+    ``expires_ms``, ``k``, ``n``, ``dnssec`` (the DNSSEC state of a TRUSTED answer: ``secure``,
+    ``insecure`` or ``indeterminate``; always ``indeterminate`` for other outcomes).
     """
     return {
         "name": v.qname,
@@ -41,6 +42,7 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
         "expires_ms": v.expires_ms,
         "k": v.k,
         "n": v.n,
+        "dnssec": v.dnssec.value,
     }
 
 
@@ -65,9 +67,11 @@ def _printable(text: str) -> str:
 
 
 def verdict_line(v: Verdict) -> str:
-    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n>``.
+    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n> [dnssec=<state>]``.
 
-    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN). Names
+    ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN);
+    ``dnssec=`` only for a TRUSTED verdict whose DNSSEC state is known (``secure`` or ``insecure``;
+    not for ``indeterminate``, which the JSON form still states). Names
     and answers are shown with non-printable characters escaped (one verdict, one line).
     """
     parts = [_printable(v.qname), v.qtype, f"round={v.round}", v.outcome.value.upper()]
@@ -75,4 +79,6 @@ def verdict_line(v: Verdict) -> str:
         parts.append(f"rcode={_RCODES.get(v.rcode, str(v.rcode))}")
     parts.extend(_printable(a) for a in v.answer)
     parts.append(f"agree={len(_voters(v, VoterState.AGREE))}/{v.n}")
+    if v.outcome is Outcome.TRUSTED and v.dnssec is not DnssecState.INDETERMINATE:
+        parts.append(f"dnssec={v.dnssec.value}")
     return " ".join(parts)

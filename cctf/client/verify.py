@@ -15,7 +15,8 @@ a verdict subject ``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
     ``answer_digest(rcode, answer)`` and at least ``k`` voters are ``agree`` (none of them with
     another digest); DISPUTED or
     UNAVAILABLE ⇒ ``rcode == 0`` and an empty answer (the wire contract), so no answer can be read
-    out of a verdict that does not vouch for it
+    out of a verdict that does not vouch for it. DNSSEC: a TRUSTED verdict is never ``bogus``; any
+    other verdict is ``indeterminate``
 14. time (:func:`check_times`), with ``T`` the envelope's ``iat``, ``S`` the allowed skew
     (``TimePolicy.max_skew_ms``), ``R`` the deployment's ``round_ms`` and ``M`` the
     ``max_decision_delay_ms`` of :class:`VerdictTimes`:
@@ -68,6 +69,7 @@ from dataclasses import dataclass
 
 from cctf.bus_schemas.envelope import Envelope, Reason, Rejected, TimePolicy, open_signed
 from cctf.bus_schemas.messages import (
+    DnssecState,
     MessageType,
     Outcome,
     PayloadError,
@@ -311,5 +313,9 @@ def _check_structure(v: Verdict) -> None:
             raise bad("an agreeing voter carries another answer digest")
         if (agree := len(agreeing)) < v.k:
             raise bad(f"TRUSTED with only {agree} agreeing voters, k={v.k}")
+        if v.dnssec is DnssecState.BOGUS:
+            raise bad("TRUSTED verdict with DNSSEC state bogus")
     elif v.answer or v.rcode != 0 or v.answer_digest:
         raise bad(f"{v.outcome.value} verdict carries an answer")
+    elif v.dnssec is not DnssecState.INDETERMINATE:
+        raise bad(f"{v.outcome.value} verdict with DNSSEC state {v.dnssec.value}")

@@ -128,7 +128,8 @@ class Coordinator:
         self._queues: FairQueues[Delivery] = FairQueues(
             self.regions, limit=c.queue_limit, batch=c.fetch_batch
         )
-        self._book = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies)
+        # refusable: any voter may send a DNSSEC-bogus (refused) vote, so early UNAVAILABLE is exact
+        self._book = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies, refusable=True)
         self._ledger: AckLedger[Token, TallyKey] = AckLedger(
             max_deliver=c.max_deliver,
             refresh_ms=max(1, c.ack_wait_ms // 3),

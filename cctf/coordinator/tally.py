@@ -163,6 +163,9 @@ class Decision:
     winner: ResolverVote | None = None
     """For TRUSTED: the first counted vote carrying the winning digest (its rcode and answer are
     the verdict's), when the votes were given with ``VoteInput.vote``."""
+    counted_votes: tuple[ResolverVote | None, ...] = ()
+    """``VoteInput.vote`` of each voter's counted vote, in the order of ``voters`` (``None``: not
+    counted, or given without its vote); the verdict's DNSSEC state is read from these."""
 
 
 def plain_outcome(rule: QuorumRule, best: int, unavail: int) -> Outcome:
@@ -213,6 +216,7 @@ class RoundTally:
         "_rule",
         "_unavail",
         "_vote_digests",
+        "_votes",
     )
 
     def __init__(
@@ -232,6 +236,7 @@ class RoundTally:
         self._electorate = electorate
         self._digests: dict[str, bytes | None] = {}
         self._vote_digests: list[bytes] = []
+        self._votes: dict[str, ResolverVote | None] = {}
         self._groups: dict[bytes, int] = {}
         self._first: dict[bytes, ResolverVote | None] = {}
         self._best = 0
@@ -301,6 +306,7 @@ class RoundTally:
             return AddResult.CLOSED
         digest = vote.digest
         digests[voter] = digest
+        self._votes[voter] = vote.vote
         self._vote_digests.append(vote.vote_digest)
         if digest is None:
             self._unavail += 1
@@ -361,6 +367,7 @@ class RoundTally:
             equivocations=tuple(sorted(self._equivocators)),
             voter_digests=tuple(voter_digests),
             winner=self._first.get(answer) if answer is not None else None,
+            counted_votes=tuple(self._votes.get(voter) for voter in self._electorate.ordered),
         )
         self._decision = decision
         return decision

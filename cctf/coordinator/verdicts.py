@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from cctf.bus_schemas import messages as wire
 from cctf.bus_schemas.envelope import seal
-from cctf.bus_schemas.messages import MessageType, Verdict, VoterRecord
+from cctf.bus_schemas.messages import DnssecState, MessageType, Verdict, VoterRecord, VoterState
 from cctf.bus_schemas.subjects import verdict_subject
 from cctf.clock import Clock
 from cctf.coordinator import tally
@@ -20,11 +20,46 @@ __all__ = [
     "VerdictError",
     "build_verdict",
     "seal_verdict",
+    "verdict_dnssec",
 ]
 
 
 class VerdictError(ValueError):
     """The decision and the votes given for it are inconsistent (a programming error)."""
+
+
+def verdict_dnssec(decision: tally.Decision, k: int) -> DnssecState:
+    """The DNSSEC state a verdict states for ``decision`` (wire-protocol.md §5.4, ``dnssec``).
+
+    Only a TRUSTED answer has one; every other outcome is ``indeterminate``. For TRUSTED, over the
+    counted votes of the ``agree`` voters (the ones that made the quorum):
+
+    * ``secure`` when at least ``k`` of them are ``secure``;
+    * else ``insecure`` when at least ``k`` of them are ``secure`` or ``insecure`` (a quorum evaluated
+      DNSSEC, but no quorum vouches for a signature chain);
+    * else ``indeterminate`` (no quorum evaluated DNSSEC: agents without a trust anchor for the name,
+      resolvers whose AD bit is not trusted).
+
+    ``bogus`` never appears: bogus votes are invalid in the tally and never ``agree``. The decision
+    must carry ``counted_votes`` (the tally fills them); votes it lacks count as indeterminate.
+    """
+    if decision.outcome is not tally.Outcome.TRUSTED:
+        return DnssecState.INDETERMINATE
+    votes = decision.counted_votes or (None,) * len(decision.voters)
+    secure = evaluated = 0
+    for (_, state), vote in zip(decision.voters, votes, strict=True):
+        if state is not VoterState.AGREE or vote is None:
+            continue
+        if vote.dnssec is DnssecState.SECURE:
+            secure += 1
+            evaluated += 1
+        elif vote.dnssec is DnssecState.INSECURE:
+            evaluated += 1
+    if secure >= k:
+        return DnssecState.SECURE
+    if evaluated >= k:
+        return DnssecState.INSECURE
+    return DnssecState.INDETERMINATE
 
 
 def build_verdict(
@@ -80,6 +115,7 @@ def build_verdict(
         expires_ms=issued_ms + ttl_ms,
         coordinator=coordinator,
         seq=seq,
+        dnssec=verdict_dnssec(decision, rule.k),
     )
 
 

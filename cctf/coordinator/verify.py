@@ -9,7 +9,9 @@ suite policy, key, signature, time window; 9, the subject is a vote subject
 12. regional pinning: subject region = key region = ballot region (and every vote's), and subject
     agent = key principal = ballot agent (and every vote's)
 13. round freshness: ``current - max_round_lag ≤ round ≤ current + 1``, every vote in the ballot round
-14. every vote's answer digest matches its answer (for ``answer`` votes) or is empty
+14. every vote's answer digest matches its answer (for ``answer`` votes) or is empty, and its
+    DNSSEC state is one its status admits (:func:`~cctf.bus_schemas.messages.dnssec_states_for`:
+    any for an answer, ``bogus``/``indeterminate`` for SERVFAIL, ``indeterminate`` otherwise)
 
 Each failure raises :class:`~cctf.bus_schemas.envelope.Rejected` with its reason.
 """
@@ -26,6 +28,7 @@ from cctf.bus_schemas.messages import (
     VoteStatus,
     answer_digest,
     decode_ballot,
+    dnssec_states_for,
 )
 from cctf.clock import Clock
 from cctf.coordinator.replay import ReplayCache, ReplayCacheFull
@@ -102,4 +105,10 @@ class BallotVerifier:
             )
             if vote.answer_digest != expected:  # 14
                 raise Rejected(Reason.MALFORMED, f"vote for {vote.qname} has a wrong answer digest")
+            if vote.dnssec not in dnssec_states_for(vote.status):
+                raise Rejected(
+                    Reason.MALFORMED,
+                    f"vote for {vote.qname} is {vote.status.value} with DNSSEC state "
+                    f"{vote.dnssec.value}",
+                )
         return ballot

@@ -843,6 +843,7 @@ def test_observation_matches_the_wire_schema() -> None:
             ad=obs.ad,
             ede=list(obs.ede),
             observed_ms=0,
+            dnssec=obs.dnssec,
         )
         assert messages.decode_ballot(
             messages.encode(

@@ -634,6 +634,14 @@ TRANSPORTS = ("udp", "tcp", "dot", "doh", "doq")
 STATUSES = ("answer", "timeout", "servfail", "error")
 OUTCOMES = ("trusted", "disputed", "unavailable")
 VOTER_STATES = ("agree", "disagree", "unavailable")
+DNSSEC_STATES = ("secure", "insecure", "bogus", "indeterminate")
+# §5.3 step 14: the DNSSEC states each vote status admits
+DNSSEC_FOR_STATUS = {
+    "answer": DNSSEC_STATES,
+    "servfail": ("bogus", "indeterminate"),
+    "timeout": ("indeterminate",),
+    "error": ("indeterminate",),
+}
 
 
 def answer_digest(rcode: int, answer: list[str] | tuple[str, ...]) -> bytes:
@@ -657,6 +665,7 @@ class ResolverVote:
     ad: bool
     ede: tuple[int, ...]
     observed_ms: int
+    dnssec: str
 
     def to_list(self) -> list[Any]:
         return [
@@ -675,11 +684,12 @@ class ResolverVote:
             self.ad,
             list(self.ede),
             self.observed_ms,
+            self.dnssec,
         ]
 
     @classmethod
     def from_list(cls, x: Any) -> ResolverVote:
-        f = _arr(x, 15, "ResolverVote")
+        f = _arr(x, 16, "ResolverVote")
         return cls(
             agent=_str_f(f[0], "agent", pattern=_IDENT),
             region=_str_f(f[1], "region", pattern=_IDENT),
@@ -696,6 +706,7 @@ class ResolverVote:
             ad=_bool_f(f[12], "ad"),
             ede=tuple(_uint_f(e, "ede[]", 65535) for e in _list_f(f[13], "ede", 8)),
             observed_ms=_uint_f(f[14], "observed_ms"),
+            dnssec=_enum_f(f[15], "dnssec", DNSSEC_STATES),
         )
 
 
@@ -757,10 +768,11 @@ class Verdict:
     expires_ms: int
     coordinator: str
     seq: int
+    dnssec: str
 
     @classmethod
     def from_list(cls, x: Any) -> Verdict:
-        f = _arr(x, 16, "Verdict")
+        f = _arr(x, 17, "Verdict")
         return cls(
             qname=_qname_f(f[0], "qname"),
             qtype=_str_f(f[1], "qtype", pattern=_QTYPE),
@@ -780,6 +792,7 @@ class Verdict:
             expires_ms=_uint_f(f[13], "expires_ms"),
             coordinator=_str_f(f[14], "coordinator", pattern=_IDENT),
             seq=_uint_f(f[15], "seq"),
+            dnssec=_enum_f(f[16], "dnssec", DNSSEC_STATES),
         )
 
 
@@ -849,6 +862,8 @@ class VoteVerifier:
             want = answer_digest(v.rcode, v.answer) if v.status == "answer" else b""
             if v.answer_digest != want:
                 raise Reject("malformed", "answer_digest")
+            if v.dnssec not in DNSSEC_FOR_STATUS[v.status]:
+                raise Reject("malformed", "dnssec state not allowed with the status")
         return ballot
 
 
@@ -931,5 +946,9 @@ def _check_verdict_structure(v: Verdict) -> None:
         agree = [r for r in v.voters if r.state == "agree"]
         if any(r.answer_digest not in (b"", v.answer_digest) for r in agree) or len(agree) < v.k:
             raise bad("agreeing voters")
+        if v.dnssec == "bogus":
+            raise bad("a trusted verdict cannot be bogus")
     elif v.answer or v.rcode != 0 or v.answer_digest:
         raise bad("answer in a verdict that is not trusted")
+    elif v.dnssec != "indeterminate":
+        raise bad("dnssec state in a verdict that is not trusted")

@@ -39,6 +39,7 @@ from cctf.bus_schemas.envelope import (
 )
 from cctf.bus_schemas.messages import (
     Ballot,
+    DnssecState,
     MessageType,
     Outcome,
     ResolverVote,
@@ -48,6 +49,7 @@ from cctf.bus_schemas.messages import (
     VoterState,
     VoteStatus,
     answer_digest,
+    dnssec_states_for,
     encode,
 )
 from cctf.bus_schemas.subjects import verdict_subject, vote_subject
@@ -193,6 +195,7 @@ def make_vote(
     ad: bool = False,
     ede: Sequence[int] = (),
     observed_ms: int | None = None,
+    dnssec: DnssecState = DnssecState.INDETERMINATE,
 ) -> ResolverVote:
     """A well-formed vote. ``answer`` defaults to one A record for ``answer`` votes and ``[]``
     otherwise; ``digest`` defaults to the correct answer digest (``b""`` unless status is answer)."""
@@ -216,6 +219,7 @@ def make_vote(
         ad=ad,
         ede=list(ede),
         observed_ms=round * ROUND_MS if observed_ms is None else observed_ms,
+        dnssec=dnssec,
     )
 
 
@@ -257,6 +261,7 @@ def make_verdict(
     expires_ms: int | None = None,
     coordinator: str = "coord-a",
     seq: int = 1,
+    dnssec: DnssecState = DnssecState.INDETERMINATE,
 ) -> Verdict:
     """A verdict; for TRUSTED the answer defaults to one A record and ``n`` agreeing voters."""
     trusted = outcome is Outcome.TRUSTED
@@ -284,6 +289,7 @@ def make_verdict(
         expires_ms=issued + LIFETIME_MS if expires_ms is None else expires_ms,
         coordinator=coordinator,
         seq=seq,
+        dnssec=dnssec,
     )
 
 
@@ -524,6 +530,9 @@ def votes(draw: st.DrawFn, *, consistent: bool = False) -> ResolverVote:
         ad=draw(st.booleans()),
         ede=draw(st.lists(st.integers(0, 65535), max_size=L.MAX_EDE_CODES)),
         observed_ms=draw(_uints),
+        dnssec=draw(
+            st.sampled_from(dnssec_states_for(status) if consistent else list(DnssecState))
+        ),
     )
 
 
@@ -565,4 +574,5 @@ def verdicts(draw: st.DrawFn, *, max_voters: int = 5) -> Verdict:
         expires_ms=draw(_uints),
         coordinator=draw(ids),
         seq=draw(_uints),
+        dnssec=draw(st.sampled_from(DnssecState)),
     )

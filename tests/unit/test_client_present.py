@@ -6,7 +6,7 @@ import json
 
 from wirefactories import make_verdict, make_world
 
-from cctf.bus_schemas.messages import Outcome, VoterRecord, VoterState
+from cctf.bus_schemas.messages import DnssecState, Outcome, VoterRecord, VoterState
 from cctf.client.present import verdict_line, verdict_to_json
 
 NAME = "example.com."
@@ -45,6 +45,7 @@ def test_verdict_to_json_and_line() -> None:
         "expires_ms": v.expires_ms,
         "k": 2,
         "n": 3,
+        "dnssec": "indeterminate",
     }
     json.dumps(out)
     assert verdict_line(v) == "example.com. A round=42 TRUSTED 93.184.216.34 agree=2/3"
@@ -54,6 +55,21 @@ def test_verdict_to_json_and_line() -> None:
     assert verdict_line(disputed) == "example.com. A round=1 DISPUTED agree=0/3"
     unknown_rcode = make_verdict(NAME, round=1, rcode=23, answer=[])
     assert "rcode=23" in verdict_line(unknown_rcode)
+
+
+def test_dnssec_state_in_json_and_line() -> None:
+    for state in (DnssecState.SECURE, DnssecState.INSECURE):
+        v = make_verdict(NAME, round=1, dnssec=state)
+        assert verdict_to_json(v)["dnssec"] == state.value
+        assert (
+            verdict_line(v)
+            == f"example.com. A round=1 TRUSTED 93.184.216.34 agree=3/3 dnssec={state}"
+        )
+    plain = make_verdict(NAME, round=1)
+    assert verdict_to_json(plain)["dnssec"] == "indeterminate"
+    assert "dnssec" not in verdict_line(plain)
+    disputed = make_verdict(NAME, round=1, outcome=Outcome.DISPUTED)
+    assert verdict_to_json(disputed)["dnssec"] == "indeterminate"
 
 
 def test_verdict_line_escapes_what_could_end_the_line_or_drive_a_terminal() -> None:

@@ -9,7 +9,16 @@ from hypothesis import strategies as st
 from wirefactories import START_MS, make_identity, make_trust, make_vote
 
 from cctf.bus_schemas.envelope import verify_envelope
-from cctf.bus_schemas.messages import MessageType, Outcome, VoterState, decode_verdict, encode
+from cctf.bus_schemas.messages import (
+    DnssecState,
+    MessageType,
+    Outcome,
+    VoterState,
+    VoteStatus,
+    decode_verdict,
+    dnssec_states_for,
+    encode,
+)
 from cctf.bus_schemas.subjects import name_token, normalize_name, verdict_subject
 from cctf.clock import FakeClock
 from cctf.coordinator.pipeline.decide import Decider, verdict_msg_id
@@ -27,7 +36,7 @@ KEY = TallyKey("example.com.", "A", ROUND)
 
 
 def _decided() -> tuple[TallyKey, Decision]:
-    book = TallyBook(RULE, VOTERS)
+    book = TallyBook(RULE, VOTERS, refusable=True)
     decision = None
     for agent in ("agent-a", "agent-b"):
         vote = make_vote(agent, "us-east", ROUND, answer=("192.0.2.1",), rcode=0)
@@ -117,3 +126,82 @@ def test_an_unsealable_verdict_is_a_sign_error_not_a_crash() -> None:
     verdict = decider.verdict(key, decision)
     with pytest.raises(SignError, match=r"verdict for 'example\.com\.'"):
         Signer(coord.key, ["us-east", "Not A Region"]).seal(verdict, encode(verdict))
+
+
+_ANSWER = ("192.0.2.1",)
+
+
+@given(
+    st.lists(
+        st.tuples(
+            st.sampled_from(VoteStatus),
+            st.sampled_from(DnssecState),
+        ),
+        min_size=3,
+        max_size=3,
+    )
+)
+def test_verdict_dnssec_state_follows_the_agreeing_votes(
+    spec: list[tuple[VoteStatus, DnssecState]],
+) -> None:
+    """The verdict's DNSSEC state (wire-protocol.md §5.4): over the votes that agree, secure when k
+    are secure, insecure when k are secure or insecure, else indeterminate; bogus votes never agree,
+    and a verdict that is not TRUSTED is indeterminate."""
+    book = TallyBook(RULE, VOTERS, refusable=True)
+    decision = None
+    fed: list[tuple[VoteStatus, DnssecState]] = []
+    for voter, (status, state) in zip(VOTERS, spec, strict=True):
+        if state not in dnssec_states_for(status):
+            state = DnssecState.INDETERMINATE
+        agent = voter.split("/")[0]
+        answer = _ANSWER if status is VoteStatus.ANSWER else ()
+        vote = make_vote(agent, "us-east", ROUND, status=status, answer=answer, dnssec=state)
+        _, decision = book.add(KEY.qname, KEY.qtype, KEY.round, vote_input(vote))
+        fed.append((status, state))
+        if decision is not None:
+            break
+    if decision is None:
+        ((_, decision),) = book.expire(ROUND)
+    verdict = Decider(RULE, "coord-1", 30_000, FakeClock(START_MS + 10)).verdict(KEY, decision)
+    agreeing = [d for s, d in fed if s is VoteStatus.ANSWER and d is not DnssecState.BOGUS]
+    if len(agreeing) < RULE.k:
+        assert verdict.outcome is not Outcome.TRUSTED
+        assert verdict.dnssec is DnssecState.INDETERMINATE
+        if all(s is VoteStatus.ANSWER and d is DnssecState.BOGUS for s, d in fed):
+            assert verdict.outcome is Outcome.DISPUTED  # bogus alone: never UNAVAILABLE
+        return
+    assert verdict.outcome is Outcome.TRUSTED
+    secure = agreeing.count(DnssecState.SECURE)
+    evaluated = secure + agreeing.count(DnssecState.INSECURE)
+    if secure >= RULE.k:
+        assert verdict.dnssec is DnssecState.SECURE
+    elif evaluated >= RULE.k:
+        assert verdict.dnssec is DnssecState.INSECURE
+    else:
+        assert verdict.dnssec is DnssecState.INDETERMINATE
+    # and the verdict passes the client's structure check
+    assert decode_verdict(encode(verdict)) == verdict
+
+
+def test_servfail_bogus_votes_make_a_round_disputed_not_unavailable() -> None:
+    book = TallyBook(RULE, VOTERS, refusable=True)
+    decision = None
+    for voter in VOTERS:
+        vote = make_vote(
+            voter.split("/")[0],
+            "us-east",
+            ROUND,
+            status=VoteStatus.SERVFAIL,
+            dnssec=DnssecState.BOGUS,
+        )
+        _, decision = book.add(KEY.qname, KEY.qtype, KEY.round, vote_input(vote))
+        if decision is not None:
+            break
+    assert decision is not None and decision.outcome is Outcome.DISPUTED
+    timeouts = TallyBook(RULE, VOTERS, refusable=True)
+    for voter in VOTERS:
+        vote = make_vote(voter.split("/")[0], "us-east", ROUND, status=VoteStatus.SERVFAIL)
+        _, decision = timeouts.add(KEY.qname, KEY.qtype, KEY.round, vote_input(vote))
+        if decision is not None:
+            break
+    assert decision is not None and decision.outcome is Outcome.UNAVAILABLE

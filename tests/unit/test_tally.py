@@ -163,6 +163,7 @@ def expected_decision(
             (counted[v].digest or b"") if v in counted else b"" for v in sorted(voters)
         ),
         winner=None,  # the scenarios give no ResolverVote; the winner is tested in test_pipeline_*
+        counted_votes=(None,) * len(voters),
     )
 
 

@@ -45,6 +45,7 @@ from cctf.bus_schemas.envelope import (
 )
 from cctf.bus_schemas.messages import (
     Ballot,
+    DnssecState,
     MessageType,
     PayloadError,
     ResolverVote,
@@ -579,6 +580,7 @@ _OTHER_VALUES: dict[str, Any] = {
     "ad": True,
     "ede": [18],
     "observed_ms": 5,
+    "dnssec": DnssecState.SECURE,
 }
 
 

@@ -55,9 +55,11 @@ from wirefactories import (
     votes,
 )
 
+from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import Rejected, decode_envelope, envelope_tbs
 from cctf.bus_schemas.messages import (
     Ballot,
+    DnssecState,
     Outcome,
     PayloadError,
     ResolverVote,
@@ -520,8 +522,11 @@ def test_payload_field_boundaries_agree() -> None:
         ]
         for candidate in candidates:
             _payload_outcomes(msgspec.msgpack.encode(candidate))
-    _payload_outcomes(msgspec.msgpack.encode([*ballot[:4], [vote] * 4096]))
-    _payload_outcomes(msgspec.msgpack.encode([*ballot[:4], [vote] * 4097]))
+    # the vote cap: a vote small enough that 4096 of them fit the payload cap
+    small = plain(make_vote(qname="a.", answer=["a. A 192.0.2.1"]))
+    assert len(msgspec.msgpack.encode([*ballot[:4], [small] * 4096])) <= L.MAX_PAYLOAD_BYTES
+    _payload_outcomes(msgspec.msgpack.encode([*ballot[:4], [small] * 4096]))
+    _payload_outcomes(msgspec.msgpack.encode([*ballot[:4], [small] * 4097]))
 
 
 def test_payload_integers_need_not_be_canonical() -> None:
@@ -783,6 +788,42 @@ BALLOT_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         A.subject,
         "malformed",
     ),
+    # §5.3 step 14: the DNSSEC state must be one the status allows
+    "vote-secure-timeout": (
+        lambda: _sealed(
+            payload=_ballot(votes=[make_vote(status=VoteStatus.TIMEOUT, dnssec=DnssecState.SECURE)])
+        ),
+        A.subject,
+        "malformed",
+    ),
+    "vote-bogus-error": (
+        lambda: _sealed(
+            payload=_ballot(votes=[make_vote(status=VoteStatus.ERROR, dnssec=DnssecState.BOGUS)])
+        ),
+        A.subject,
+        "malformed",
+    ),
+    "vote-bogus-servfail": (
+        lambda: _sealed(
+            payload=_ballot(votes=[make_vote(status=VoteStatus.SERVFAIL, dnssec=DnssecState.BOGUS)])
+        ),
+        A.subject,
+        OK,
+    ),
+    "vote-secure-servfail": (
+        lambda: _sealed(
+            payload=_ballot(
+                votes=[make_vote(status=VoteStatus.SERVFAIL, dnssec=DnssecState.SECURE)]
+            )
+        ),
+        A.subject,
+        "malformed",
+    ),
+    "vote-bogus-answer": (
+        lambda: _sealed(payload=_ballot(votes=[make_vote(dnssec=DnssecState.BOGUS)])),
+        A.subject,
+        OK,
+    ),
     # the per-vote checks run vote by vote: vote 1's digest is found before vote 2's region
     "per-vote-order": (
         lambda: _sealed(
@@ -996,6 +1037,27 @@ VERDICT_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         VSUBJECT,
         "malformed",
     ),
+    # §5.4 step 13: the DNSSEC state of the verdict
+    "trusted-secure": (
+        lambda: _vsealed(_verdict(dnssec=DnssecState.SECURE)),
+        VSUBJECT,
+        OK,
+    ),
+    "trusted-bogus": (
+        lambda: _vsealed(_verdict(dnssec=DnssecState.BOGUS)),
+        VSUBJECT,
+        "malformed",
+    ),
+    "disputed-secure": (
+        lambda: _vsealed(_verdict(outcome=Outcome.DISPUTED, dnssec=DnssecState.SECURE)),
+        VSUBJECT,
+        "malformed",
+    ),
+    "unavailable-bogus": (
+        lambda: _vsealed(_verdict(outcome=Outcome.UNAVAILABLE, dnssec=DnssecState.BOGUS)),
+        VSUBJECT,
+        "malformed",
+    ),
     "verdict-expired": (
         lambda: seal_message(
             C.key, VSUBJECT, _verdict(issued_ms=NOW - 1_000, expires_ms=NOW), now_ms=NOW - 1_000
@@ -1123,6 +1185,7 @@ def _vector_messages() -> tuple[Ballot, Verdict]:
         ad=True,
         ede=[],
         observed_ms=NOW + 12,
+        dnssec=DnssecState.SECURE,
     )
     vote2 = ResolverVote(
         agent="agent-us-east",
@@ -1140,6 +1203,7 @@ def _vector_messages() -> tuple[Ballot, Verdict]:
         ad=False,
         ede=[22],
         observed_ms=NOW + 400,
+        dnssec=DnssecState.INDETERMINATE,
     )
     ballot = Ballot("agent-us-east", "us-east", round_, NOW, [vote1, vote2])
     verdict = Verdict(
@@ -1163,6 +1227,7 @@ def _vector_messages() -> tuple[Ballot, Verdict]:
         expires_ms=NOW + 500 + LIFETIME_MS,
         coordinator="coord-us-east",
         seq=(NOW + 500) * 1000,
+        dnssec=DnssecState.INSECURE,
     )
     return ballot, verdict
 

@@ -17,10 +17,10 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cctf.bus_schemas.envelope import Rejected
-from cctf.bus_schemas.messages import Ballot, ResolverVote, VoteStatus, vote_digest
+from cctf.bus_schemas.messages import Ballot, DnssecState, ResolverVote, VoteStatus, vote_digest
 from cctf.bus_schemas.subjects import SubjectError, normalize_name
 from cctf.coordinator.config import NameSet
-from cctf.coordinator.tally import TallyKey, VoteInput
+from cctf.coordinator.tally import REFUSED, TallyKey, VoteInput
 from cctf.coordinator.verify import BallotVerifier
 
 __all__ = ["BAD_QNAME", "UNCONFIGURED", "Checked", "Refused", "VerifyStage"]
@@ -89,6 +89,14 @@ class VerifyStage:
 
 
 def vote_input(vote: ResolverVote) -> VoteInput:
-    """The tally's view of a vote (it keeps ``vote`` so a decision carries its winning answer)."""
-    digest = vote.answer_digest if vote.status is VoteStatus.ANSWER else None
+    """The tally's view of a vote (it keeps ``vote`` so a decision carries its winning answer).
+
+    A DNSSEC-``bogus`` vote (an answer the agent's validation refused, or a validating resolver's
+    SERVFAIL for a DNSSEC failure) is a refused vote (:data:`~cctf.coordinator.tally.REFUSED`): it
+    joins no answer group and is not unavailable, so it never counts towards TRUSTED and never
+    makes a round UNAVAILABLE (the coordinator's book is ``refusable``)."""
+    if vote.dnssec is DnssecState.BOGUS:
+        digest: bytes | None = REFUSED
+    else:
+        digest = vote.answer_digest if vote.status is VoteStatus.ANSWER else None
     return VoteInput(vote.voter, digest, vote_digest(vote), vote)
