@@ -22,6 +22,7 @@ from nats.aio.msg import Msg
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.connect import connect
 from cctf.devfabric.demo import DemoOptions, DemoParts, run_demo
+from cctf.devfabric.identity import Presentation
 
 pytestmark = pytest.mark.slow
 
@@ -35,13 +36,27 @@ def _raw(msg: Msg) -> bytes:
     return msg.subject.encode() + b"\n" + msg.reply.encode() + b"\n" + headers + msg.data
 
 
-async def test_no_secret_on_the_bus_during_a_demo_run(tmp_path: Path) -> None:
+def inject_faults(parts: DemoParts) -> None:
+    """Faults whose observations carry details (reason codes of refused material and chains)."""
+    ident = parts.identity
+    r = DEFAULT_REGIONS
+    ident.bundle.tamper(view=r[0])
+    ident.bundle.empty(view=r[1])
+    ident.workload("api").present(Presentation.WRONG_IDENTITY, view=r[2])
+    ident.workload("auth").present(Presentation.UNTRUSTED, view=r[3])
+    ident.workload("db").present(Presentation.EXPIRED, view=r[4])
+
+
+@pytest.mark.parametrize("faults", [False, True], ids=["clean", "faults"])
+async def test_no_secret_on_the_bus_during_a_demo_run(tmp_path: Path, faults: bool) -> None:
     captured: list[Msg] = []
     parts_seen: list[DemoParts] = []
     closers = []
 
     async def on_start(parts: DemoParts) -> None:
         parts_seen.append(parts)
+        if faults:
+            inject_faults(parts)
         nc = await connect(
             parts.nats.urls, parts.nats.users["admin"], name="test-capture", for_tests=True
         )
