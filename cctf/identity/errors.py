@@ -74,7 +74,6 @@ class Reason(StrEnum):
     SEQUENCE_CONFLICT = "sequence_conflict"  # same sequence, different key material
     KEY_MALFORMED = "key_malformed"  # a JWK that is not a usable public key
     X5C_COUNT = "x5c_count"  # an x509-svid authority without exactly one certificate
-    KEY_USE_UNKNOWN = "key_use_unknown"  # a bundle key whose use is not x509-svid / jwt-svid
     TOO_MANY_KEYS = "too_many_keys"
     DUPLICATE_KID = "duplicate_kid"
 

@@ -94,3 +94,15 @@ def test_arbitrary_text_never_crashes(text: str) -> None:
         assert exc.reason in Reason
     else:
         assert str(sid) == text
+
+
+def test_every_reason_code_is_documented() -> None:
+    from pathlib import Path
+
+    doc = (Path(__file__).resolve().parents[2] / "docs" / "identity.md").read_text()
+    missing = [r.value for r in Reason if f"`{r.value}`" not in doc]
+    assert missing == [], f"reason codes not in docs/identity.md: {missing}"
+    import re
+
+    # reason codes travel as an observation's detail (at most 64 chars on the wire)
+    assert all(re.fullmatch(r"[a-z][a-z0-9_]{1,31}", r.value) for r in Reason)

@@ -271,3 +271,95 @@ def test_arbitrary_headers_refused_cleanly(header: dict[str, Any]) -> None:
         verify_jwt_svid(
             forge(header, {"sub": SUB, "aud": "cctf", "exp": NOW_S + 5}), bundle, "cctf", NOW_MS
         )
+
+
+# -- property: the reason is the first failing documented step -----------------------------------
+AUDS: dict[str, Any] = {
+    "missing": None,
+    "ok": "cctf",
+    "other": "other",
+    "list": ["x", "cctf"],
+    "empty": [],
+}
+EXPS: dict[str, Any] = {"missing": -1, "past": NOW_S - 120, "future": NOW_S + 120, "text": "later"}
+SUBS: dict[str, Any] = {
+    "ok": SUB,
+    "other": "spiffe://other.test/a",
+    "plain": "workload-7",
+    "missing": None,
+}
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    header=st.sampled_from(["ok", "none", "hs256", "crit", "unknown-kid"]),
+    aud=st.sampled_from(sorted(AUDS)),
+    exp=st.sampled_from(sorted(EXPS)),
+    nbf_future=st.booleans(),
+    iat_future=st.booleans(),
+    sub=st.sampled_from(sorted(SUBS)),
+)
+def test_jwt_svid_reason_is_first_failing_step(
+    header: str, aud: str, exp: str, nbf_future: bool, iat_future: bool, sub: str
+) -> None:
+    pki = PKI_FOR_PROPS
+    bundle = BUNDLE_FOR_PROPS
+    claims: dict[str, Any] = {"iat": NOW_S + 120 if iat_future else NOW_S}
+    if nbf_future:
+        claims["nbf"] = NOW_S + 120
+    a = pki.jwt_authorities[0]
+    body = {
+        k: v for k, v in {"sub": SUBS[sub], "aud": AUDS[aud], **claims}.items() if v is not None
+    }
+    if EXPS[exp] != -1:
+        body["exp"] = EXPS[exp]
+    if header == "none":
+        tok = forge({"alg": "none", "kid": a.kid}, body)
+    elif header == "hs256":
+        tok = hs256_with_public_key({"kid": a.kid}, body, json.dumps(a.jwk()).encode())
+    else:
+        hdr: dict[str, Any] = {"kid": "nope" if header == "unknown-kid" else a.kid}
+        if header == "crit":
+            hdr["crit"] = ["x"]
+        tok = jwt.encode(body, a.key, algorithm=a.alg, headers=hdr)
+    expected: Reason | None
+    if header == "none":
+        expected = Reason.ALG_NONE
+    elif header == "hs256":
+        expected = Reason.ALG_HMAC
+    elif header == "crit":
+        expected = Reason.CRIT_HEADER
+    elif header == "unknown-kid":
+        expected = Reason.KID_UNKNOWN
+    elif aud == "missing":
+        expected = Reason.AUD_MISSING
+    elif aud == "empty":
+        expected = Reason.CLAIM_INVALID
+    elif aud == "other":
+        expected = Reason.AUD_MISMATCH
+    elif exp == "missing":
+        expected = Reason.EXP_MISSING
+    elif exp == "text":
+        expected = Reason.CLAIM_INVALID
+    elif exp == "past":
+        expected = Reason.EXPIRED
+    elif nbf_future:
+        expected = Reason.NOT_YET_VALID
+    elif iat_future:
+        expected = Reason.IAT_INVALID
+    elif sub == "missing":
+        expected = Reason.SUB_MISSING
+    elif sub == "plain":
+        expected = Reason.SPIFFE_ID_MALFORMED
+    elif sub == "other":
+        expected = Reason.SUB_TRUST_DOMAIN
+    else:
+        expected = None
+    if expected is None:
+        assert verify_jwt_svid(tok, bundle, "cctf", NOW_MS).subject == SUB
+    else:
+        svid_refused(expected, tok, bundle)
+
+
+PKI_FOR_PROPS = SvidPki("demo.test", intermediates=0)
+BUNDLE_FOR_PROPS = parse_bundle("demo.test", PKI_FOR_PROPS.bundle_bytes())

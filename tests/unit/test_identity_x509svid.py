@@ -9,6 +9,8 @@ import pytest
 from cryptography import x509
 from cryptography.hazmat.primitives import serialization
 from cryptography.x509.oid import ExtendedKeyUsageOID
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 from svidpki import NOW_S, SvidPki, usage
 
 from cctf.identity.bundle import TrustBundle, parse_bundle
@@ -178,3 +180,81 @@ def test_pem_and_der_parsing() -> None:
     with pytest.raises(IdentityError) as info:
         parse_der_chain([])
     assert info.value.reason is Reason.CHAIN_EMPTY
+
+
+# -- property: the reason is the first failing documented step -----------------------------------
+ROGUE = SvidPki("demo.test")
+
+
+@settings(
+    max_examples=120, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture]
+)
+@given(
+    uris=st.lists(st.sampled_from(["ok", "other", "upper", "dots"]), max_size=2),
+    ca=st.booleans(),
+    ku=st.sampled_from(["none", "ds", "plain", "ds+kcs", "ds+crl"]),
+    nb=st.sampled_from([-3600, 60]),
+    na=st.sampled_from([-1, 3600]),
+    rogue=st.booleans(),
+)
+def test_reason_is_first_failing_step(
+    pki: SvidPki,
+    bundle: TrustBundle,
+    uris: list[str],
+    ca: bool,
+    ku: str,
+    nb: int,
+    na: int,
+    rogue: bool,
+) -> None:
+    text = {
+        "ok": ID,
+        "other": "spiffe://other.test/api",
+        "upper": "spiffe://Demo.test/api",
+        "dots": "spiffe://demo.test/a/../b",
+    }
+    if nb > 0 and na < 0:
+        na = 3600
+    usages = {
+        "plain": usage(),
+        "ds": usage(digital_signature=True),
+        "ds+kcs": usage(digital_signature=True, key_cert_sign=True),
+        "ds+crl": usage(digital_signature=True, crl_sign=True),
+    }
+    src = ROGUE if rogue else pki
+    leaf = src.leaf(
+        *[text[u] for u in uris] or [],
+        dns_names=[] if uris else ["api.demo.test"],
+        ca=ca,
+        key_usage=usages.get(ku),
+        no_key_usage=ku == "none",
+        not_before_s=NOW_S + nb,
+        not_after_s=NOW_S + na,
+    )
+    expected: Reason | None = None
+    if len(uris) != 1:
+        expected = Reason.URI_SAN_COUNT
+    elif uris[0] == "upper":
+        expected = Reason.TRUST_DOMAIN_INVALID
+    elif uris[0] == "dots":
+        expected = Reason.PATH_SEGMENT_INVALID
+    elif uris[0] == "other":
+        expected = Reason.WRONG_TRUST_DOMAIN
+    elif ca:
+        expected = Reason.LEAF_IS_CA
+    elif ku in ("none", "plain"):
+        expected = Reason.LEAF_NO_DIGITAL_SIGNATURE
+    elif ku == "ds+kcs":
+        expected = Reason.LEAF_KEY_CERT_SIGN
+    elif ku == "ds+crl":
+        expected = Reason.LEAF_CRL_SIGN
+    elif nb > 0:
+        expected = Reason.NOT_YET_VALID
+    elif na < 0:
+        expected = Reason.EXPIRED
+    elif rogue:
+        expected = Reason.UNKNOWN_ISSUER
+    if expected is None:
+        assert str(verify_x509_svid(leaf.chain, bundle, NOW_MS).spiffe_id) == ID
+    else:
+        refused(expected, leaf.chain, bundle)
