@@ -71,6 +71,7 @@ class Reason(StrEnum):
     ROLLBACK = "rollback"
     SEQUENCE = "sequence"
     STALE = "stale"
+    BUNDLE_ROLLBACK = "bundle_rollback"  # identity verdicts: spiffe_sequence went backwards
 
 
 class Rejected(Exception):

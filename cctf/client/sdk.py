@@ -70,9 +70,18 @@ from cctf.bus.reader import (
     open_ordered_feed,
 )
 from cctf.bus.streams import verdict_stream_name, verdict_subjects
-from cctf.bus_schemas.envelope import Reason, Rejected
+from cctf.bus_schemas.envelope import Rejected
+from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
+from cctf.client.errors import (
+    FALL_BACK,
+    FetchError,
+    NoVerdict,
+    TrustClientError,
+    VerdictRejected,
+)
+from cctf.client.identity_reader import IdentityReader
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
@@ -84,7 +93,6 @@ from cctf.client.verify import (
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
-from cctf.errors import CctfError
 from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger, meter
 
@@ -111,36 +119,7 @@ CLOSE_DRAIN_S: Final = 1.0
 _log = get_logger("cctf.client")
 
 
-class TrustClientError(CctfError):
-    """Base class of the errors :meth:`TrustClient.check` raises."""
-
-
-class NoVerdict(TrustClientError, LookupError):
-    """The region's verdict stream holds no verdict for this (name, qtype)."""
-
-    def __init__(self, subject: str) -> None:
-        super().__init__(f"no verdict on {subject}")
-        self.subject = subject
-
-
-class VerdictRejected(TrustClientError):
-    """The stored verdict failed verification (fail closed). ``reason`` is the stable reason."""
-
-    def __init__(self, subject: str, rejected: Rejected) -> None:
-        super().__init__(f"verdict on {subject} rejected: {rejected}")
-        self.subject = subject
-        self.reason: Reason = rejected.reason
-        self.detail = rejected.detail
-
-
-class FetchError(TrustClientError):
-    """The bus could not be asked (timeout, no responders, connection closed)."""
-
-
 _CacheKey = tuple[str, str, str]  # (region, normalized qname, qtype)
-#: Rejections of a fetched verdict after which ``check`` answers with a newer cached verdict (one
-#: still valid and not older than the maximum age) instead: the bus served an older verdict.
-_FALL_BACK: Final = frozenset({Reason.ROLLBACK, Reason.STALE})
 
 
 class TrustClient:
@@ -190,6 +169,18 @@ class TrustClient:
         self._owns_connection = owns_connection
         self._error_logging = {"on": False}
         self._closed = False
+        self._identity = IdentityReader(
+            nc,
+            trust,
+            clock,
+            policy,
+            self.times,
+            capacity=rollback_capacity,
+            cache_size=cache_size,
+            request_timeout=request_timeout,
+            max_age_ms=self.max_age_ms,
+            on_rejected=self._count_rejected,
+        )
         m = meter("cctf.client")
         self._m_rejected = m.create_counter(
             "cctf_client_verdicts_rejected", description="verdicts that failed verification"
@@ -345,6 +336,23 @@ class TrustClient:
 
     # ---- point look-ups
 
+    async def identity_verdict(
+        self,
+        kind: IdentityKind | str,
+        subject: str,
+        region: str | None = None,
+        *,
+        cached: bool = False,
+    ) -> IdentityVerdict:
+        """The latest verified identity verdict for ``(kind, subject)`` (kind ``bundle``: a trust
+        domain, ``jwks``: an issuer URL, ``mtls``: a workload's SPIFFE ID) in ``region`` (default:
+        the client's). Fails closed like :meth:`check` (:class:`NoVerdict`,
+        :class:`VerdictRejected`, :class:`FetchError`; a malformed kind or subject raises
+        :class:`~cctf.bus_schemas.subjects.SubjectError`); see :mod:`cctf.client.identity_reader`.
+        ``cached``: answer from the last verified one while it is valid and fresh."""
+        region = self.region if region is None else check_id(region, "region")
+        return await self._identity.verdict(kind, subject, region, cached=cached)
+
     async def check(self, name: str, qtype: str = "A", *, cached: bool = False) -> Verdict:
         """The latest verified verdict for ``(name, qtype)`` in the client's region.
 
@@ -369,7 +377,7 @@ class TrustClient:
             checked = self._verify(self.region, raw, subject, max_age_ms=self.max_age_ms)
             return checked.verdict
         except Rejected as exc:
-            if exc.reason in _FALL_BACK and (newer := self.cached(name, qtype)) is not None:
+            if exc.reason in FALL_BACK and (newer := self.cached(name, qtype)) is not None:
                 return newer
             raise VerdictRejected(subject, exc) from exc
 

@@ -66,6 +66,7 @@ from __future__ import annotations
 import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
+from typing import Generic, Protocol, TypeVar
 
 from cctf.bus_schemas.envelope import Envelope, Reason, Rejected, TimePolicy, open_signed
 from cctf.bus_schemas.messages import (
@@ -88,6 +89,21 @@ from cctf.ids import check_id
 DEFAULT_CAPACITY = 100_000
 
 VerdictKey = tuple[str, str, str]  # (coordinator, normalized qname, qtype)
+K = TypeVar("K")
+
+
+class Timed(Protocol):
+    """What step 14 reads of a verdict (DNS ``Verdict`` and ``IdentityVerdict`` alike)."""
+
+    @property
+    def round(self) -> int: ...
+    @property
+    def issued_ms(self) -> int: ...
+    @property
+    def expires_ms(self) -> int: ...
+    @property
+    def seq(self) -> int: ...
+
 
 #: Sequence numbers per millisecond of issue time (the coordinator's ``now_ms * 1000`` seed).
 SEQ_PER_MS = 1000
@@ -148,16 +164,13 @@ class VerdictVerifier:
         time_policy: TimePolicy = TimePolicy(),  # noqa: B008 - frozen, immutable
         times: VerdictTimes = VerdictTimes(),
     ) -> None:
-        if capacity < 1:
-            raise ValueError("capacity must be positive")
         self.trust = trust
         self.clock = clock
         self.policy = policy
         self.region = None if region is None else check_id(region, "region")
         self.time_policy = time_policy
         self.times = times
-        self._capacity = capacity
-        self._last: OrderedDict[VerdictKey, tuple[int, bytes]] = OrderedDict()
+        self._last: SeqMemory[VerdictKey] = SeqMemory(capacity)
 
     def __len__(self) -> int:
         """Number of keys whose last accepted sequence number is remembered."""
@@ -165,8 +178,7 @@ class VerdictVerifier:
 
     def last_seq(self, coordinator: str, qname: str, qtype: str) -> int | None:
         """The last accepted ``seq`` for a key, if remembered (does not refresh the LRU)."""
-        entry = self._last.get((coordinator, normalize_name(qname), qtype))
-        return None if entry is None else entry[0]
+        return self._last.last_seq((coordinator, normalize_name(qname), qtype))
 
     def verify(self, data: bytes, subject: str) -> Verdict:
         """Verify ``data`` received on ``subject``; return the verdict or raise :class:`Rejected`."""
@@ -220,24 +232,53 @@ class VerdictVerifier:
             check_age(env.iat, now, max_age_ms)
         key: VerdictKey = (verdict.coordinator, qname, verdict.qtype)  # 16
         digest = hashlib.sha256(data).digest()
+        what = f"{qname} {verdict.qtype} from {verdict.coordinator}"
+        duplicate = self._last.check(key, verdict.seq, digest, what)
+        self._last.record(key, verdict.seq, digest)
+        return CheckedVerdict(verdict, key, env.kid, env.exp, env.iat, duplicate)
+
+
+class SeqMemory(Generic[K]):
+    """Step 16 (rollback) state: the last accepted ``(seq, envelope digest)`` per key, in an LRU of
+    ``capacity`` keys. :meth:`check` raises, :meth:`record` changes state: a verifier calls
+    :meth:`record` only once every step has passed."""
+
+    def __init__(self, capacity: int = DEFAULT_CAPACITY) -> None:
+        if capacity < 1:
+            raise ValueError("capacity must be positive")
+        self._capacity = capacity
+        self._last: OrderedDict[K, tuple[int, bytes]] = OrderedDict()
+
+    def __len__(self) -> int:
+        return len(self._last)
+
+    def last_seq(self, key: K) -> int | None:
+        """The last accepted ``seq`` for ``key``, if remembered (does not refresh the LRU)."""
+        entry = self._last.get(key)
+        return None if entry is None else entry[0]
+
+    def check(self, key: K, seq: int, digest: bytes, what: str) -> bool:
+        """``True``: exactly the last accepted message again (a duplicate); ``False``: a newer one.
+        Raises :class:`Rejected` (``rollback``) for any other message with ``seq`` not above the
+        last accepted one for ``key``."""
         last = self._last.get(key)
-        duplicate = False
-        if last is not None:
-            last_seq, last_digest = last
-            if verdict.seq == last_seq and digest == last_digest:
-                duplicate = True
-            elif verdict.seq <= last_seq:
-                raise Rejected(
-                    Reason.ROLLBACK,
-                    f"seq {verdict.seq} for {qname} {verdict.qtype} from {verdict.coordinator} "
-                    f"is not above the accepted {last_seq}",
-                )
-        if not duplicate:
-            self._last[key] = (verdict.seq, digest)
+        if last is None:
+            return False
+        last_seq, last_digest = last
+        if seq == last_seq and digest == last_digest:
+            return True
+        if seq <= last_seq:
+            raise Rejected(
+                Reason.ROLLBACK, f"seq {seq} for {what} is not above the accepted {last_seq}"
+            )
+        return False
+
+    def record(self, key: K, seq: int, digest: bytes) -> None:
+        """Remember ``(seq, digest)`` as the last accepted for ``key`` (a duplicate keeps it)."""
+        self._last[key] = (seq, digest)
         self._last.move_to_end(key)
         while len(self._last) > self._capacity:
             self._last.popitem(last=False)
-        return CheckedVerdict(verdict, key, env.kid, env.exp, env.iat, duplicate)
 
 
 def seq_bounds(iat_ms: int, now_ms: int, max_skew_ms: int) -> tuple[int, int]:
@@ -246,7 +287,7 @@ def seq_bounds(iat_ms: int, now_ms: int, max_skew_ms: int) -> tuple[int, int]:
 
 
 def check_times(
-    v: Verdict, env: Envelope, now_ms: int, max_skew_ms: int, times: VerdictTimes
+    v: Timed, env: Envelope, now_ms: int, max_skew_ms: int, times: VerdictTimes
 ) -> None:
     """Step 14: the verdict's times, ``seq`` and round agree with its envelope and the clock.
 

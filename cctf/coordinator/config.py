@@ -9,7 +9,12 @@ of the config file by :func:`load_coordinator_config`. Unknown keys are an error
 silently fall back to a default). The NATS password is never shown in ``repr`` or in errors.
 
 ``names`` lists the ``[name, qtype]`` pairs the coordinator tallies; votes for any other pair are
-refused (counted as ``unconfigured_name``) and never lead to a signed verdict. A name of the form
+refused (counted as ``unconfigured_name``) and never lead to a signed verdict. ``identity`` (an
+:class:`~cctf.identity.targets.IdentityTargets`, the same struct agents and relying parties read) is
+the allow-list of identity subjects: trust domains (``bundle``), issuer URLs (``jwks``) and workloads
+with an ``endpoint`` (``mtls``); evidence for anything else is refused the same way. Identity tallies
+have their own electorate of agent ids (``identity_electorate``, default: the agents of
+``electorate``) and quorum (``identity_rule``, default: the smallest ``k`` with ``2k > n``). A name of the form
 ``"*.zone."`` admits every name strictly below ``zone.`` (an operator's choice: an agent may then open
 up to ``max_open_tallies`` tallies under that zone per round).
 """
@@ -33,6 +38,7 @@ from cctf.crypto.keys import SigningKey, load_signing_key
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
 from cctf.errors import ConfigError
+from cctf.identity.targets import IdentityTargets
 from cctf.ids import IdError, check_id, check_qtype
 
 __all__ = [
@@ -156,6 +162,9 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     signing_workers: Annotated[int, msgspec.Meta(ge=1, le=64)] = 2
     max_pending_verdicts: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = 20_000
     replay_capacity: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
+    identity: IdentityTargets | None = None
+    identity_electorate: list[str] = msgspec.field(default_factory=list)
+    identity_rule: RuleConfig | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -195,12 +204,59 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
             raise ValueError(f"min_suite: {exc}") from None
         if self.metrics is not None:
             HostPort.parse(self.metrics)
+        self._check_identity()
+
+    def _check_identity(self) -> None:
+        if self.identity is None:
+            if self.identity_electorate or self.identity_rule is not None:
+                raise ValueError("identity_electorate and identity_rule need an identity: block")
+            return
+        agents = self.identity_agents
+        try:
+            for agent in agents:
+                check_id(agent, "identity_electorate agent id")
+        except IdError as exc:
+            raise ValueError(str(exc)) from None
+        if len(set(agents)) != len(agents):
+            raise ValueError("identity_electorate lists an agent twice")
+        if not agents:
+            raise ValueError("identity_electorate: list at least one agent id")
+        if len(agents) > L.MAX_VOTERS:
+            raise ValueError(f"identity_electorate: at most {L.MAX_VOTERS} agents")
+        rule = self.identity_quorum  # raises ValueError with the rule's own message
+        if rule.n != len(agents):
+            raise ValueError(
+                f"identity_electorate has {len(agents)} agents but identity_rule.n is {rule.n}"
+            )
 
     # ---- derived pieces (cheap; computed on use)
 
     @property
     def quorum(self) -> QuorumRule:
         return QuorumRule(self.rule.k, self.rule.n)
+
+    @property
+    def identity_agents(self) -> tuple[str, ...]:
+        """The identity electorate: ``identity_electorate``, or the distinct agents of
+        ``electorate`` in order of first appearance."""
+        if self.identity_electorate:
+            return tuple(self.identity_electorate)
+        return tuple(dict.fromkeys(v.split("/")[0] for v in self.electorate))
+
+    @property
+    def agent_ids(self) -> set[str]:
+        """Every agent whose messages are tallied: the DNS electorate's and the identity one's."""
+        agents = {voter.split("/")[0] for voter in self.electorate}
+        if self.identity is not None:
+            agents.update(self.identity_agents)
+        return agents
+
+    @property
+    def identity_quorum(self) -> QuorumRule:
+        if self.identity_rule is not None:
+            return QuorumRule(self.identity_rule.k, self.identity_rule.n)
+        n = len(self.identity_agents)
+        return QuorumRule(n // 2 + 1, n)
 
     @property
     def publish_regions(self) -> tuple[str, ...]:
@@ -276,6 +332,7 @@ def anchored(config: CoordinatorConfig, base: Path) -> CoordinatorConfig:
         key_file=_anchor(config.key_file, base),
         trust_file=_anchor(config.trust_file, base),
         nats=nats,
+        identity=config.identity.anchored(base) if config.identity is not None else None,
     )
 
 

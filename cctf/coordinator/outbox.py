@@ -18,11 +18,12 @@ from typing import Final
 
 from cctf import telemetry
 from cctf.bus.publisher import Publisher, PublishOutcome
-from cctf.bus_schemas.messages import Verdict, encode
+from cctf.bus_schemas.messages import encode
 from cctf.coordinator.counters import Counters
-from cctf.coordinator.pipeline.decide import Decider
+from cctf.coordinator.pipeline.identity import IssueRefused
 from cctf.coordinator.pipeline.sign import Sealed, Signer, SignError
-from cctf.coordinator.tally import Decision, TallyKey
+from cctf.coordinator.pipeline.tallies import AnyKey, AnyVerdict, Deciders
+from cctf.coordinator.tally import Decision
 from cctf.coordinator.verdicts import VerdictError
 
 __all__ = ["UNPUBLISHABLE", "Outbox"]
@@ -36,8 +37,8 @@ _log = telemetry.get_logger("cctf.coordinator")
 
 @dataclass
 class _Job:
-    key: TallyKey
-    verdict: Verdict
+    key: AnyKey
+    verdict: AnyVerdict
     payload: bytes
     sealed: list[Sealed] | None = None
 
@@ -46,15 +47,15 @@ class Outbox:
     def __init__(
         self,
         *,
-        decider: Decider,
+        decider: Deciders,
         signer: Signer,
         publisher: Publisher,
         counts: Counters,
         executor: ThreadPoolExecutor,
         workers: int,
         stopping: asyncio.Event,
-        settle: Callable[[TallyKey], Awaitable[None]],
-        latency: Callable[[TallyKey], float | None],
+        settle: Callable[[AnyKey], Awaitable[None]],
+        latency: Callable[[AnyKey], float | None],
         log: Callable[..., None],
     ) -> None:
         self._decider = decider
@@ -68,13 +69,18 @@ class Outbox:
         self._latency = latency
         self._log = log
 
-    async def run(self, decided: list[tuple[TallyKey, Decision]]) -> None:
+    async def run(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         """Decide, sign and publish ``decided``; settle every key whose verdict is out or given up
         (not those left unpublished because the service is stopping: redelivery handles them)."""
         jobs: list[_Job] = []
         for key, decision in decided:
             try:
                 verdict = self._decider.verdict(key, decision)
+            except IssueRefused as exc:  # a decision that must not be issued (bundle rollback)
+                self._log("verdict_refused", key=list(key)[:3], error=str(exc)[:_MAX_DETAIL])
+                self._counts.drop(exc.reason)
+                await self._settle(key)
+                continue
             except VerdictError as exc:  # a bug: never hold the ballots
                 _log.error("verdict_build_failed", key=list(key), error=str(exc))
                 self._counts.drop(UNPUBLISHABLE)
@@ -153,9 +159,7 @@ class Outbox:
         n.drop("expired")
         _log.error(
             "verdict_dropped",
-            qname=verdict.qname[:256],
-            qtype=verdict.qtype,
-            round=verdict.round,
+            key=[str(part)[:256] for part in job.key],
             detail="expired before it could be published",
         )
         return False

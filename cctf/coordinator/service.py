@@ -3,7 +3,8 @@
 Data path (each arrow a stage of ``cctf.coordinator.pipeline``; see ``docs/architecture.md``)::
 
     RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--> verify (VerifyStage)
-      --> tally (TallyBook) --> Outbox: decide (Decider) --> sign (Signer, worker threads)
+      --> tally (Tallies: TallyBook | IdentityStage) --> Outbox: decide (Deciders: Decider |
+      IdentityStage) --> sign (Signer, worker threads)
       --> Publisher (Nats-Msg-Id, bounded retry) --> acks (AckLedger): ack / term(reason) / +WPI
 
 Configured by ONE :class:`~cctf.coordinator.config.CoordinatorConfig`. The service never raises on
@@ -32,11 +33,14 @@ from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.decide import Decider
+from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
 from cctf.coordinator.pipeline.sign import Signer
+from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
 from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
-from cctf.coordinator.tally import AddResult, Decision, TallyBook, TallyKey
+from cctf.coordinator.tally import Decision, TallyBook
+from cctf.coordinator.verdicts import SequenceClock
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.trust import Role, TrustConfig
@@ -79,10 +83,11 @@ class CoordinatorStats:
 
 
 def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:
-    """The regions whose vote streams to consume: configured, or those of the electorate's agents."""
+    """The regions whose vote streams to consume: configured, or those of the electorate's agents
+    (and of the identity electorate's)."""
     if config.vote_regions:
         return tuple(config.vote_regions)
-    agents = {voter.split("/")[0] for voter in config.electorate}
+    agents = config.agent_ids
     regions = {e.region for e in trust if e.role is Role.AGENT and e.principal in agents}
     missing = agents - {e.principal for e in trust if e.role is Role.AGENT}
     if missing:
@@ -124,19 +129,23 @@ class Coordinator:
             times=time_policy or TimePolicy(),
             replay=ReplayCache(capacity=c.replay_capacity),
         )
-        self._verify = VerifyStage(verifier, c.name_set)
+        identity_set = IdentitySet(c.identity) if c.identity is not None else None
+        self._verify = VerifyStage(verifier, c.name_set, identity_set)
         self._queues: FairQueues[Delivery] = FairQueues(
             self.regions, limit=c.queue_limit, batch=c.fetch_batch
         )
+        seq = SequenceClock(clock)  # one sequence for DNS and identity verdicts
+        identity = identity_stage(c, clock, seq)
         # refusable: any voter may send a DNSSEC-bogus (refused) vote, so early UNAVAILABLE is exact
-        self._book = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies, refusable=True)
-        self._ledger: AckLedger[Token, TallyKey] = AckLedger(
+        dns = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies, refusable=True)
+        self._tallies = Tallies(dns, identity)
+        self._ledger: AckLedger[Token, AnyKey] = AckLedger(
             max_deliver=c.max_deliver,
             refresh_ms=max(1, c.ack_wait_ms // 3),
             hold_limit_ms=c.hold_limit_ms,
         )
         self._handles: dict[Token, Delivery] = {}
-        agents = {voter.split("/")[0] for voter in c.electorate}
+        agents = c.agent_ids
         per_region = {
             r: sum(e.role is Role.AGENT and e.region == r and e.principal in agents for e in trust)
             for r in self.regions
@@ -145,7 +154,7 @@ class Coordinator:
             r: RateBudget(c.region_rate_for(n), c.region_rate_for(n), monotonic())
             for r, n in per_region.items()
         }
-        self._last_vote: dict[TallyKey, float] = {}
+        self._last_vote: dict[AnyKey, float] = {}
         self._consumers = [
             RegionConsumer(
                 conn,
@@ -176,7 +185,9 @@ class Coordinator:
         self._failure: BaseException | None = None
         self._stop_task: asyncio.Task[None] | None = None
         self._outbox = Outbox(
-            decider=Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock),
+            decider=Deciders(
+                Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock, seq), identity
+            ),
             signer=Signer(self._key, c.publish_regions),
             publisher=Publisher(
                 conn,
@@ -308,7 +319,7 @@ class Coordinator:
             verdicts_dropped=dict(n.dropped),
             held_ballots=self._ledger.held,
             open_keys=self._ledger.open_keys,
-            live_tallies=self._book.live,
+            live_tallies=self._tallies.live,
             pending_verdicts=self._pending_verdicts,
             queued=len(self._queues),
             throttled=dict(n.throttled),
@@ -385,10 +396,10 @@ class Coordinator:
         arrival = self._monotonic()
         now_ms = int(arrival * 1000)
         n = self._counts
-        ledger, book, verify = self._ledger, self._book, self._verify
+        ledger, tallies, verify = self._ledger, self._tallies, self._verify
         to_ack: list[Delivery] = []
         to_term: list[tuple[Delivery, str]] = []
-        decided: list[tuple[TallyKey, Decision]] = []
+        decided: list[tuple[AnyKey, Decision]] = []
         for _region, d in turn:
             token = d.token
             kind = ledger.arrival(token, d.num_delivered)
@@ -418,21 +429,16 @@ class Coordinator:
                 continue
             n.ballots += 1
             n.ignore_all(checked.ignored)
-            counted: list[TallyKey] = []
-            for key, vote in checked.votes:
-                result, decision = book.add(key.qname, key.qtype, key.round, vote)
-                if result is AddResult.COUNTED:
-                    n.votes += 1
-                    counted.append(key)
-                    self._last_vote[key] = arrival
-                    if decision is not None:
-                        decided.append((key, decision))
-                elif result is AddResult.EQUIVOCATION:
-                    n.equivocations += 1
-                    self._log_limited("equivocation", voter=vote.voter, qname=key.qname[:256])
-                else:
-                    n.ignore(result.value)
-            if ledger.hold(token, counted, now_ms):
+            counted = tallies.count(checked)
+            n.votes += len(counted.keys)
+            for key in counted.keys:
+                self._last_vote[key] = arrival
+            decided.extend(counted.decided)
+            n.equivocations += len(counted.equivocations)
+            for voter, what in counted.equivocations:
+                self._log_limited("equivocation", voter=voter, qname=what[:256])
+            n.ignore_all(counted.ignored)
+            if ledger.hold(token, counted.keys, now_ms):
                 self._handles[token] = d
             else:
                 to_ack.append(d)
@@ -493,16 +499,16 @@ class Coordinator:
     def expire_due(self) -> int:
         """Finalize every round whose deadline has passed; schedule their verdicts."""
         up_to = self.due_round(self._clock.now_ms())
-        if up_to <= self._book.expired_through:
+        if up_to <= self._tallies.expired_through:
             return 0
-        decided = self._book.expire(up_to)
+        decided = self._tallies.expire(up_to)
         if decided:
             self._schedule(decided)
         return len(decided)
 
     # ---- verdicts -----------------------------------------------------------------------------
 
-    def _schedule(self, decided: list[tuple[TallyKey, Decision]]) -> None:
+    def _schedule(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         self._pending_verdicts += len(decided)
         if self._pending_verdicts >= self.config.max_pending_verdicts:
             self._room.clear()
@@ -510,7 +516,7 @@ class Coordinator:
         self._publish_tasks.add(task)
         task.add_done_callback(self._publish_tasks.discard)
 
-    async def _settle_key(self, key: TallyKey) -> None:
+    async def _settle_key(self, key: AnyKey) -> None:
         """The verdict of ``key`` is out or given up: acknowledge the ballots no longer waiting."""
         self._last_vote.pop(key, None)
         for token in self._ledger.settle(key):
@@ -518,7 +524,7 @@ class Coordinator:
             if d is not None:
                 await self._ack(d)
 
-    async def _publish_decisions(self, decided: list[tuple[TallyKey, Decision]]) -> None:
+    async def _publish_decisions(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         try:
             await self._outbox.run(decided)
         except asyncio.CancelledError:
@@ -530,6 +536,6 @@ class Coordinator:
             if self._pending_verdicts < self.config.max_pending_verdicts:
                 self._room.set()
 
-    def _latency_ms(self, key: TallyKey) -> float | None:
+    def _latency_ms(self, key: AnyKey) -> float | None:
         last = self._last_vote.get(key)
         return (self._monotonic() - last) * 1000.0 if last is not None else None

@@ -47,10 +47,11 @@ Choices made here, beyond the architecture page:
 * **Refused votes.** A vote whose digest is :data:`REFUSED` (``b""``) is counted (the voter is no
   longer pending) but joins no answer group and is not unavailable: fail closed, it can only make
   DISPUTED more likely (an identity observation with status ``invalid``; the same shape fits a
-  DNSSEC ``bogus`` answer). Its voter's state is ``DISAGREE``. A tally built with ``refusable=True``
-  assumes a *pending* voter may be refused too: every completion then includes "all pending voters
-  refused", so early UNAVAILABLE needs ``best + unavail >= k`` (the page's plain rule, now exact),
-  not the ``max(best, 1)`` bound above.
+  DNSSEC ``bogus`` answer). Its voter's state is ``DISAGREE``. Only a tally built with
+  ``refusable=True`` takes them (another raises ``ValueError``): it assumes that a *pending* voter may
+  be refused too, so every completion includes "all pending voters refused" and early UNAVAILABLE
+  needs ``best + unavail >= k`` (the page's plain rule, exact again), not the ``max(best, 1)`` bound
+  above (which would settle UNAVAILABLE where a later refusal makes it DISPUTED).
 
 Cost: :meth:`RoundTally.add` is O(1) (per-digest counts and a running maximum; counts only grow, so
 the maximum never has to be recomputed); building a decision is O(n log n) and happens once.
@@ -305,6 +306,8 @@ class RoundTally:
         if self._decision is not None:
             return AddResult.CLOSED
         digest = vote.digest
+        if digest == REFUSED and not self._refusable:
+            raise ValueError("a REFUSED vote needs a tally built with refusable=True")
         digests[voter] = digest
         self._votes[voter] = vote.vote
         self._vote_digests.append(vote.vote_digest)

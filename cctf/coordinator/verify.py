@@ -13,14 +13,22 @@ suite policy, key, signature, time window; 9, the subject is a vote subject
     DNSSEC state is one its status admits (:func:`~cctf.bus_schemas.messages.dnssec_states_for`:
     any for an answer, ``bogus``/``indeterminate`` for SERVFAIL, ``indeterminate`` otherwise)
 
+Evidence (:meth:`BallotVerifier.verify_evidence`, type ``evidence`` on
+``cctf.v1.evidence.<region>.<agent>``) takes the same steps 1-13 (one shared implementation,
+:meth:`BallotVerifier._open`); its step 14 checks each observation (region, agent and round are the
+ballot's, its consistency, no ``(kind, subject)`` twice: ``first_bad_observation``).
+
 Each failure raises :class:`~cctf.bus_schemas.envelope.Rejected` with its reason.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Protocol, TypeVar
 
 from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, open_signed
+from cctf.bus_schemas.evidence import EvidenceBallot, decode_evidence, first_bad_observation
 from cctf.bus_schemas.messages import (
     Ballot,
     MessageType,
@@ -34,6 +42,20 @@ from cctf.clock import Clock
 from cctf.coordinator.replay import ReplayCache, ReplayCacheFull
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
+
+
+class _AgentMessage(Protocol):
+    """What steps 12-13 read of a ballot or an evidence ballot."""
+
+    @property
+    def agent(self) -> str: ...
+    @property
+    def region(self) -> str: ...
+    @property
+    def round(self) -> int: ...
+
+
+M = TypeVar("M", bound=_AgentMessage)
 
 
 @dataclass(frozen=True)
@@ -54,12 +76,16 @@ class BallotVerifier:
     times: TimePolicy = field(default_factory=TimePolicy)
     replay: ReplayCache = field(default_factory=ReplayCache)
 
-    def verify(self, data: bytes, subject: str) -> Ballot:
+    def _open(
+        self, data: bytes, subject: str, msg_type: MessageType, decode: Callable[[bytes], M]
+    ) -> M:
+        """Steps 1-13, shared by ballots and evidence (they differ in type, subject kind and
+        payload only)."""
         now = self.clock.now_ms()
         opened = open_signed(  # 1-9
             data,
             subject,
-            expected_type=MessageType.BALLOT,
+            expected_type=msg_type,
             role=Role.AGENT,
             trust=self.trust,
             policy=self.policy,
@@ -74,7 +100,7 @@ class BallotVerifier:
         if not fresh:
             raise Rejected(Reason.REPLAY, "nonce already seen")
         try:  # 11
-            ballot = decode_ballot(env.payload)
+            ballot = decode(env.payload)
         except PayloadError as exc:
             raise Rejected(Reason.MALFORMED, str(exc)) from None
         # 12
@@ -93,6 +119,11 @@ class BallotVerifier:
         current = self.rounds.current(now)  # 13
         if not (current - self.rounds.max_round_lag <= ballot.round <= current + 1):
             raise Rejected(Reason.ROUND, f"round {ballot.round} is outside the window at {current}")
+        return ballot
+
+    def verify(self, data: bytes, subject: str) -> Ballot:
+        """A ballot on a vote subject: steps 1-14."""
+        ballot = self._open(data, subject, MessageType.BALLOT, decode_ballot)  # 1-13
         for vote in ballot.votes:
             if vote.region != ballot.region:
                 raise Rejected(Reason.REGION, f"vote region {vote.region} is not {ballot.region}")
@@ -112,3 +143,12 @@ class BallotVerifier:
                     f"{vote.dnssec.value}",
                 )
         return ballot
+
+    def verify_evidence(self, data: bytes, subject: str) -> EvidenceBallot:
+        """An evidence ballot on an evidence subject: the same steps 1-13, then step 14 per
+        observation (:func:`cctf.bus_schemas.evidence.first_bad_observation`)."""
+        ev = self._open(data, subject, MessageType.EVIDENCE, decode_evidence)  # 1-13
+        bad = first_bad_observation(ev)  # 14
+        if bad is not None:
+            raise Rejected(Reason(bad[0]), bad[1])
+        return ev

@@ -176,7 +176,8 @@ def test_matches_brute_force_at_every_step(
     scenario: tuple[QuorumRule, list[str], list[VoteInput]], refusable: bool
 ) -> None:
     rule, voters, votes = scenario
-    # Refused votes are counted either way; ``refusable`` says pending voters may be refused too.
+    # ``refusable``: pending voters may be refused too (needed when any vote is refused).
+    refusable = refusable or any(v.digest == REFUSED for v in votes)
     tally = RoundTally(rule, reversed(voters), refusable=refusable)
     counted: dict[str, VoteInput] = {}
     equivocators: set[str] = set()
@@ -257,10 +258,10 @@ def test_order_independence(
     one_each = list(firsts.values())
     shuffled = data.draw(st.permutations(one_each))
 
+    refusable = any(v.digest == REFUSED for v in votes)
+
     def run(seq: Sequence[VoteInput]) -> Decision:
-        # refusable: the scenarios may hold refused votes, and only a refusable tally is
-        # order-independent then (a plain one settles UNAVAILABLE early, assuming none can come)
-        t = RoundTally(rule, voters, refusable=True)
+        t = RoundTally(rule, voters, refusable=refusable)
         for v in seq:
             t.add(v)
         return t.finalize()
@@ -303,9 +304,9 @@ def test_equivocation_and_duplicates_do_not_change_counts(
 # --- plain examples --------------------------------------------------------------------------------
 
 
-def run_3_of_5(digests: Sequence[bytes | None]) -> RoundTally:
+def run_3_of_5(digests: Sequence[bytes | None], *, refusable: bool = False) -> RoundTally:
     voters = voter_ids(5)
-    tally = RoundTally(QuorumRule(3, 5), voters)
+    tally = RoundTally(QuorumRule(3, 5), voters, refusable=refusable)
     for i, (v, d) in enumerate(zip(voters, digests, strict=False)):
         tally.add(VoteInput(v, d, b"vote-%d" % i))
     return tally
@@ -615,13 +616,15 @@ def test_completions_cover_every_assignment_for_small_cases() -> None:
 
 def test_refused_votes_join_no_group_and_are_not_unavailable() -> None:
     # three refused, two timeouts: with refused counted as unavailable this would be UNAVAILABLE
-    d = run_3_of_5([REFUSED, REFUSED, REFUSED, None, None]).finalize()
+    d = run_3_of_5([REFUSED, REFUSED, REFUSED, None, None], refusable=True).finalize()
     assert d.outcome is Outcome.DISPUTED
     assert states(d) == [VoterState.DISAGREE] * 3 + [VoterState.UNAVAILABLE] * 2
     assert d.voter_digests == (b"",) * 5
     # one agreeing group still wins over refusals
-    d = run_3_of_5([REFUSED, HONEST, REFUSED, HONEST, HONEST]).finalize()
+    d = run_3_of_5([REFUSED, HONEST, REFUSED, HONEST, HONEST], refusable=True).finalize()
     assert (d.outcome, d.answer_digest) == (Outcome.TRUSTED, HONEST)
+    with pytest.raises(ValueError, match="refusable"):  # a plain tally takes no refused vote
+        run_3_of_5([REFUSED])
 
 
 def test_refusable_tally_waits_where_a_pending_refusal_could_dispute() -> None:

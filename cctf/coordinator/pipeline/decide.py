@@ -26,12 +26,20 @@ def verdict_msg_id(qname: str, qtype: str, round_: int, region: str) -> str:
 
 
 class Decider:
-    def __init__(self, rule: QuorumRule, coordinator: str, ttl_ms: int, clock: Clock) -> None:
+    def __init__(
+        self,
+        rule: QuorumRule,
+        coordinator: str,
+        ttl_ms: int,
+        clock: Clock,
+        seq: SequenceClock | None = None,
+    ) -> None:
+        """``seq``: a sequence clock shared with other deciders of this coordinator (identity)."""
         self._rule = rule
         self._coordinator = coordinator
         self._ttl = ttl_ms
         self._clock = clock
-        self._seq = SequenceClock(clock)
+        self._seq = SequenceClock(clock) if seq is None else seq
 
     def verdict(self, key: TallyKey, decision: Decision) -> Verdict:
         """Raises :class:`~cctf.coordinator.verdicts.VerdictError` on an inconsistent decision."""

@@ -1,4 +1,5 @@
-"""Sign: one verdict -> one sealed envelope per verdict region, with its subject and message id.
+"""Sign: one verdict (DNS or identity) -> one sealed envelope per verdict region, with its subject
+and message id.
 
 CPU-bound but pure (the service runs it in worker threads). A verdict whose subject cannot be built
 (for instance a name whose token makes the subject too long) raises :class:`SignError`: the caller
@@ -10,8 +11,12 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from cctf.bus_schemas.messages import Verdict
+from cctf.bus_schemas.envelope import seal
+from cctf.bus_schemas.evidence import IdentityVerdict
+from cctf.bus_schemas.messages import MessageType, Verdict
+from cctf.bus_schemas.subjects import identity_verdict_subject
 from cctf.coordinator.pipeline.decide import verdict_msg_id
+from cctf.coordinator.pipeline.identity import identity_msg_id
 from cctf.coordinator.verdicts import seal_verdict
 from cctf.crypto.keys import SigningKey
 from cctf.errors import CctfError
@@ -42,7 +47,9 @@ class Signer:
     def regions(self) -> tuple[str, ...]:
         return self._regions
 
-    def seal(self, verdict: Verdict, payload: bytes) -> list[Sealed]:
+    def seal(self, verdict: Verdict | IdentityVerdict, payload: bytes) -> list[Sealed]:
+        if isinstance(verdict, IdentityVerdict):
+            return self.seal_identity(verdict, payload)
         out: list[Sealed] = []
         for region in self._regions:
             try:
@@ -50,5 +57,27 @@ class Signer:
                 msg_id = verdict_msg_id(verdict.qname, verdict.qtype, verdict.round, region)
             except ValueError as exc:  # IdError / SubjectError are ValueErrors
                 raise SignError(f"verdict for {verdict.qname[:80]!r}: {exc}") from None
+            out.append(Sealed(region, subject, data, msg_id))
+        return out
+
+    def seal_identity(self, verdict: IdentityVerdict, payload: bytes) -> list[Sealed]:
+        """An identity verdict: type ``identity`` on ``cctf.v1.verdict.<region>.<token>.<kind>``,
+        the envelope's lifetime the verdict's."""
+        out: list[Sealed] = []
+        kind = verdict.kind.value
+        for region in self._regions:
+            try:
+                subject = identity_verdict_subject(region, kind, verdict.subject)
+                msg_id = identity_msg_id(kind, verdict.subject, verdict.round, region)
+            except ValueError as exc:
+                raise SignError(f"identity verdict for {verdict.subject[:80]!r}: {exc}") from None
+            data = seal(
+                self._key,
+                subject,
+                MessageType.IDENTITY,
+                payload,
+                now_ms=verdict.issued_ms,
+                lifetime_ms=verdict.expires_ms - verdict.issued_ms,
+            )
             out.append(Sealed(region, subject, data, msg_id))
         return out

@@ -9,6 +9,13 @@ configured ``(name, qtype)`` pairs. Refusals of a vote are counted by reason:
 
 A verified ballot with no countable vote is refused as a whole with reason ``unconfigured_name``
 (it is terminated, never held, and never leads to a verdict).
+
+Evidence (subject ``cctf.v1.evidence.<region>.<agent>``, which the region's vote stream also holds) is
+dispatched on the subject's kind token to :meth:`BallotVerifier.verify_evidence` (the same steps; a
+message whose envelope type does not match its subject kind fails step 4, ``type``); each
+observation's ``(kind, subject)`` must be in the coordinator's ``identity:`` allow-list
+(:class:`~cctf.coordinator.pipeline.identity.IdentitySet`), others are refused as
+``unconfigured_name`` the same way. The result is a :class:`CheckedEvidence`.
 """
 
 from __future__ import annotations
@@ -17,17 +24,20 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cctf.bus_schemas.envelope import Rejected
+from cctf.bus_schemas.evidence import EvidenceBallot, Facts
 from cctf.bus_schemas.messages import Ballot, DnssecState, ResolverVote, VoteStatus, vote_digest
 from cctf.bus_schemas.subjects import SubjectError, normalize_name
 from cctf.coordinator.config import NameSet
+from cctf.coordinator.pipeline.identity import IdentityKey, IdentitySet, identity_vote
 from cctf.coordinator.tally import REFUSED, TallyKey, VoteInput
 from cctf.coordinator.verify import BallotVerifier
 
-__all__ = ["BAD_QNAME", "UNCONFIGURED", "Checked", "Refused", "VerifyStage"]
+__all__ = ["BAD_QNAME", "UNCONFIGURED", "Checked", "CheckedEvidence", "Refused", "VerifyStage"]
 
 BAD_QNAME: Final = "bad_qname"
 UNCONFIGURED: Final = "unconfigured_name"
 _CACHE_LIMIT: Final = 65_536
+_EVIDENCE_PREFIX: Final = "cctf.v1.evidence."
 
 
 @dataclass(frozen=True, slots=True)
@@ -44,10 +54,20 @@ class Checked:
     ignored: dict[str, int] = field(default_factory=dict)
 
 
+@dataclass(slots=True)
+class CheckedEvidence:
+    evidence: EvidenceBallot
+    votes: list[tuple[IdentityKey, VoteInput, Facts]]
+    ignored: dict[str, int] = field(default_factory=dict)
+
+
 class VerifyStage:
-    def __init__(self, verifier: BallotVerifier, names: NameSet) -> None:
+    def __init__(
+        self, verifier: BallotVerifier, names: NameSet, identity: IdentitySet | None = None
+    ) -> None:
         self._verifier = verifier
         self._names = names
+        self._identity = identity
         self._qnames: dict[str, str | None] = {}
 
     def qname(self, raw: str) -> str | None:
@@ -64,7 +84,9 @@ class VerifyStage:
         cache[raw] = name
         return name
 
-    def check(self, data: bytes, subject: str) -> Checked | Refused:
+    def check(self, data: bytes, subject: str) -> Checked | CheckedEvidence | Refused:
+        if subject.startswith(_EVIDENCE_PREFIX):
+            return self.check_evidence(data, subject)
         try:
             ballot = self._verifier.verify(data, subject)
         except Rejected as rej:
@@ -85,6 +107,26 @@ class VerifyStage:
         if not out.votes:
             reason = BAD_QNAME if ignored.keys() == {BAD_QNAME} else UNCONFIGURED
             return Refused(reason, f"no configured name among {len(ballot.votes)} votes", ignored)
+        return out
+
+    def check_evidence(self, data: bytes, subject: str) -> CheckedEvidence | Refused:
+        try:
+            ev = self._verifier.verify_evidence(data, subject)
+        except Rejected as rej:
+            return Refused(rej.reason.value, rej.detail)
+        out = CheckedEvidence(ev, [])
+        identity = self._identity
+        for obs in ev.observations:
+            if identity is None or not identity.admits(obs.kind.value, obs.subject):
+                out.ignored[UNCONFIGURED] = out.ignored.get(UNCONFIGURED, 0) + 1
+                continue
+            key = IdentityKey(obs.kind.value, obs.subject, ev.round)
+            out.votes.append((key, identity_vote(obs), obs.facts))
+        if not out.votes:
+            n = len(ev.observations)
+            return Refused(
+                UNCONFIGURED, f"no configured identity among {n} observations", out.ignored
+            )
         return out
 
 
