@@ -45,8 +45,12 @@ Roles:
 * ``coordinator`` manages its durables on the vote streams (create, info, delete; not pause), pulls
   and acknowledges from them, reads stream info, publishes verdicts. It keeps its LKG state in the
   KV bucket ``CCTF_LKG`` (publish on ``$KV.CCTF_LKG.>``; stream info, direct get and ephemeral
-  ordered consumers on ``KV_CCTF_LKG`` to read it back). It may not create, change, purge or
-  delete any stream.
+  ordered consumers on ``KV_CCTF_LKG`` to read it back). It publishes safe-mode announcements
+  (``cctf.v1.control.>``) and reads operator commands through its own ephemeral ordered consumer on
+  ``CCTF_CONTROL``. It may not create, change, purge or delete any stream, and may not publish
+  operator commands (``cctf.v1.operator.>``: only ``admin`` may).
+* the client also reads ``CCTF_CONTROL`` (the safe-mode announcements) as it reads verdict streams.
+
 * ``admin`` (set-up: streams) and ``sys`` (system account) are unrestricted.
 """
 
@@ -60,7 +64,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cctf.bus.kv import LKG_BUCKET, kv_stream_name
-from cctf.bus.streams import verdict_stream_name, votes_stream_name
+from cctf.bus.streams import CONTROL_STREAM, verdict_stream_name, votes_stream_name
 from cctf.ids import check_id
 
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
@@ -100,6 +104,7 @@ class StreamKind(enum.StrEnum):
     VERDICTS = "verdicts"
     LKG = "lkg"
     """The coordinators' LKG bucket (``KV_CCTF_LKG``, :mod:`cctf.bus.kv`)."""
+    CONTROL = "control"  # the one control stream (safe-mode announcements, operator commands)
     NONE = "none"
 
 
@@ -145,6 +150,7 @@ JS_API: Final[Mapping[str, str]] = {
 }
 
 _V, _D, _L, _N = StreamKind.VOTES, StreamKind.VERDICTS, StreamKind.LKG, StreamKind.NONE
+_C = StreamKind.CONTROL
 
 #: What each restricted role may call: (verb, stream kind). Everything else is refused.
 GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
@@ -157,6 +163,11 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("DIRECT.GET.LAST", _D),
             ("CONSUMER.CREATE", _D),  # unnamed: ephemeral, server-named, never a durable
             ("FC", _D),  # flow-control replies of its ordered (push) consumers
+            ("STREAM.INFO", _C),  # safe-mode announcements: read like verdicts
+            ("DIRECT.GET", _C),
+            ("DIRECT.GET.LAST", _C),
+            ("CONSUMER.CREATE", _C),
+            ("FC", _C),
         }
     ),
     Role.COORDINATOR: frozenset(
@@ -183,6 +194,9 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("CONSUMER.INFO", _L),
             ("CONSUMER.DELETE", _L),
             ("FC", _L),
+            ("STREAM.INFO", _C),  # operator commands: its own ordered consumer on the control
+            ("CONSUMER.CREATE", _C),  # stream (deliveries under its inbox), never a durable
+            ("FC", _C),
         }
     ),
 }
@@ -215,6 +229,8 @@ def stream_names(kind: StreamKind, regions: Sequence[str]) -> tuple[str, ...]:
         return tuple(verdict_stream_name(r) for r in regions)
     if kind is StreamKind.LKG:
         return (kv_stream_name(LKG_BUCKET),)
+    if kind is StreamKind.CONTROL:
+        return (CONTROL_STREAM,)
     return ()
 
 
@@ -274,6 +290,7 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
             publish_allow=(
                 "cctf.v1.verdict.>",
                 f"$KV.{LKG_BUCKET}.>",  # puts and deletes of its LKG state
+                "cctf.v1.control.>",
                 *granted_subjects(role, regions),
             ),
             subscribe_allow=(inbox,),

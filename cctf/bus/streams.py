@@ -22,6 +22,9 @@
 
 * ``CCTF_VERDICTS_<REGION>`` holds ``cctf.v1.verdict.<region>.>``; direct get is enabled so
   clients can read the latest verdict of a subject without a consumer.
+* ``CCTF_CONTROL`` (one for all regions) holds the signed safe-mode announcements
+  (``cctf.v1.control.<region>``) and operator commands (``cctf.v1.operator.<region>``); limits
+  retention, direct get (a region's state is its last announcement), no delete or purge.
 
 ``<REGION>`` is the region upper-cased with ``-`` replaced by ``_``.
 
@@ -56,6 +59,7 @@ from cctf.errors import CctfError
 from cctf.ids import check_id
 
 __all__ = [
+    "CONTROL_STREAM",
     "MIN_SERVER_VERSION",
     "PUBACK_LIMIT_ERR_CODE",
     "VERDICT_STREAM_PREFIX",
@@ -63,6 +67,7 @@ __all__ = [
     "VOTES_STREAM_PREFIX",
     "StreamSetupError",
     "check_server_version",
+    "control_stream_config",
     "ensure_streams",
     "evidence_subjects",
     "stream_token",
@@ -100,6 +105,13 @@ VERDICTS_MAX_AGE_S: Final = 24 * 3600.0
 VERDICTS_MAX_BYTES: Final = 64 * 1024 * 1024
 VERDICTS_MAX_MSGS_PER_SUBJECT: Final = 64
 DUPLICATE_WINDOW_S: Final = 120.0
+#: The control stream: safe-mode announcements and operator commands of every region.
+CONTROL_STREAM: Final = "CCTF_CONTROL"
+CONTROL_SUBJECTS: Final = ("cctf.v1.control.>", "cctf.v1.operator.>")
+CONTROL_MAX_AGE_S: Final = 7 * 24 * 3600.0
+CONTROL_MAX_BYTES: Final = 64 * 1024 * 1024
+CONTROL_MAX_MSGS_PER_SUBJECT: Final = 4096
+CONTROL_MAX_CONSUMERS: Final = 10_000
 
 #: ``PubAck`` error code of a publish refused by a stream limit with discard new (max messages, max
 #: bytes, max messages per subject).
@@ -253,6 +265,28 @@ def verdict_stream_config(region: str, replicas: int = 1) -> StreamConfig:
     )
 
 
+def control_stream_config(replicas: int = 1) -> StreamConfig:
+    """``CCTF_CONTROL``: safe-mode announcements and operator commands, kept a week."""
+    return StreamConfig(
+        name=CONTROL_STREAM,
+        description="CCTF signed safe-mode announcements and operator commands",
+        subjects=list(CONTROL_SUBJECTS),
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_msg_size=VOTES_MAX_MSG_SIZE,
+        max_consumers=CONTROL_MAX_CONSUMERS,
+        max_age=CONTROL_MAX_AGE_S,
+        max_bytes=CONTROL_MAX_BYTES,
+        max_msgs_per_subject=CONTROL_MAX_MSGS_PER_SUBJECT,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(
         exc,
@@ -290,7 +324,8 @@ async def ensure_streams(
     timeout_s: float = 30.0,
     votes_per_region: bool = True,
 ) -> dict[str, StreamInfo]:
-    """Create (or update to the current definition) the vote and verdict stream of every region.
+    """Create (or update to the current definition) the vote and verdict stream of every region,
+    and the control stream.
 
     ``js`` is a JetStream context or manager of a user allowed to create streams (``admin``).
     Errors meaning "cluster not ready" (no suitable peers, insufficient resources, 503, request
@@ -319,6 +354,7 @@ async def ensure_streams(
     else:
         configs = [_transition_votes_config(replicas)]
     configs += [verdict_stream_config(r, replicas) for r in regions]
+    configs.append(control_stream_config(replicas))
     deadline = time.monotonic() + timeout_s
     result: dict[str, StreamInfo] = {}
     for config in configs:

@@ -271,6 +271,8 @@ SUBJECT_KIND: Final[dict[MessageType, Kind]] = {
     MessageType.VERDICT: Kind.VERDICT,
     MessageType.EVIDENCE: Kind.EVIDENCE,
     MessageType.IDENTITY: Kind.VERDICT,
+    MessageType.SAFEMODE: Kind.CONTROL,
+    MessageType.SAFEMODE_COMMAND: Kind.OPERATOR,
 }
 
 
@@ -317,12 +319,14 @@ def open_signed(
     except SubjectError as exc:
         raise Rejected(Reason.SUBJECT, str(exc)) from None
     kind = SUBJECT_KIND[expected_type]
-    if kind is not Kind.VERDICT:
+    if kind is Kind.VOTE or kind is Kind.EVIDENCE:
         complete = parsed.agent is not None
     elif expected_type is MessageType.IDENTITY:
         complete = parsed.token is not None and parsed.identity_kind is not None
-    else:
+    elif kind is Kind.VERDICT:
         complete = parsed.token is not None and parsed.qtype is not None
+    else:  # control / operator subjects carry only the region
+        complete = True
     if parsed.kind is not kind or not complete:
         raise Rejected(Reason.SUBJECT, f"{subject!r} is not a {kind.value} subject")
     return OpenedMessage(checked.envelope, checked.signer, parsed)

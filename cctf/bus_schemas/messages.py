@@ -34,6 +34,8 @@ class MessageType(StrEnum):
     VERDICT = "verdict"
     EVIDENCE = "evidence"  # cctf.bus_schemas.evidence.EvidenceBallot, signed by an agent
     IDENTITY = "identity"  # cctf.bus_schemas.evidence.IdentityVerdict, signed by a coordinator
+    SAFEMODE = "safemode"  # cctf.bus_schemas.control
+    SAFEMODE_COMMAND = "safemode-command"  # cctf.bus_schemas.control
 
 
 class Transport(StrEnum):

@@ -10,6 +10,8 @@ Subjects (``v1`` is the protocol version)::
     cctf.v1.evidence.<region>.<agent>                   signed evidence ballots (identity)
     cctf.v1.verdict.<region>.<name-token>.<qtype>       signed verdicts (DNS; qtype upper-case)
     cctf.v1.verdict.<region>.<subject-token>.<kind>     signed identity verdicts (kind lower-case)
+    cctf.v1.control.<region>                            signed safe-mode announcements
+    cctf.v1.operator.<region>                           signed operator commands (safe mode)
 
 Names (:func:`normalize_name`, the one normaliser): lower-cased, absolute (trailing dot), RFC 1035
 bounded (at most 253 UTF-8 octets without the trailing dot, 1..63 octets per label).
@@ -71,6 +73,8 @@ class Kind(StrEnum):
     VOTE = "vote"
     EVIDENCE = "evidence"
     VERDICT = "verdict"
+    CONTROL = "control"
+    OPERATOR = "operator"
 
 
 def normalize_name(name: str) -> str:
@@ -252,6 +256,16 @@ def verdict_subject(region: str, qname: str, qtype: str) -> str:
     return subject
 
 
+def control_subject(region: str) -> str:
+    """Where the coordinator announces safe mode for ``region``: ``cctf.v1.control.<region>``."""
+    return f"{PREFIX}.control.{check_id(region, 'region')}"
+
+
+def operator_subject(region: str) -> str:
+    """Where an operator's safe-mode command for ``region`` goes: ``cctf.v1.operator.<region>``."""
+    return f"{PREFIX}.operator.{check_id(region, 'region')}"
+
+
 def vote_filter(region: str | None = None) -> str:
     return f"{PREFIX}.vote.{check_id(region, 'region')}.>" if region else f"{PREFIX}.vote.>"
 
@@ -276,13 +290,17 @@ def parse_subject(subject: str) -> ParsedSubject:
     if not isinstance(subject, str) or len(subject.encode()) > MAX_SUBJECT_BYTES:
         raise SubjectError("subject missing or too long")
     parts = subject.split(".")
-    if len(parts) < 5 or parts[0] != "cctf" or parts[1] != "v1":
+    if len(parts) < 4 or parts[0] != "cctf" or parts[1] != "v1":
         raise SubjectError(f"not a cctf.v1 subject: {subject!r}")
     try:
         kind = Kind(parts[2])
     except ValueError:
         raise SubjectError(f"unknown subject kind {parts[2]!r}") from None
     region = check_id(parts[3], "region")
+    if kind in (Kind.CONTROL, Kind.OPERATOR):
+        if len(parts) != 4:
+            raise SubjectError(f"{kind} subject must have 4 tokens: {subject!r}")
+        return ParsedSubject(kind, region)
     if kind in (Kind.VOTE, Kind.EVIDENCE):
         if len(parts) != 5:
             raise SubjectError(f"{kind} subject must have 5 tokens: {subject!r}")

@@ -25,6 +25,7 @@ from cctf.util.files import write_secret_json
 class Role(StrEnum):
     AGENT = "agent"
     COORDINATOR = "coordinator"
+    OPERATOR = "operator"  # signs safe-mode commands (cctf.bus_schemas.control)
 
 
 @dataclass(frozen=True)

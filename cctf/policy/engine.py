@@ -84,7 +84,7 @@ class PolicyEngine:
         if self.config.auto_safe_mode:
             for alarm in alarms:
                 for scope in alarm.scopes:
-                    t = self._safe.alarm(scope, alarm.round, alarm.why)
+                    t = self._safe.alarm(scope, alarm.round, alarm.why, alarm.rule.value)
                     if t is not None:
                         out.append(t)
         return out

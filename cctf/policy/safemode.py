@@ -47,6 +47,7 @@ class Transition:
     cause: Cause
     round: int
     reason: str
+    rule: str = ""  # the detector's rule when the cause is an alarm
 
 
 @dataclass(slots=True)
@@ -107,7 +108,7 @@ class SafeMode:
             else:
                 del self._names[scope.name]
 
-    def alarm(self, scope: Scope, round_: int, why: str) -> Transition | None:
+    def alarm(self, scope: Scope, round_: int, why: str, rule: str = "") -> Transition | None:
         """An alarm asks for safe mode in ``scope``: enter it, or restart its quiet count."""
         state = self._scopes.get(scope)
         if state is not None:
@@ -121,7 +122,7 @@ class SafeMode:
                 state.last_alarm = max(state.last_alarm, round_)
                 return None
         self._enter(scope, _State(False, round_, round_, why))
-        return Transition(scope, True, Cause.ALARM, round_, why)
+        return Transition(scope, True, Cause.ALARM, round_, why, rule)
 
     def operator(self, scope: Scope, enter: bool, round_: int, reason: str) -> Transition | None:
         """The operator enters (the scope becomes manual) or leaves ``scope``."""

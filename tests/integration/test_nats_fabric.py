@@ -30,6 +30,7 @@ from cctf.bus.accounts import (
 from cctf.bus.connect import connect, jetstream
 from cctf.bus.credentials import load_credentials
 from cctf.bus.streams import (
+    CONTROL_STREAM,
     StreamSetupError,
     ensure_streams,
     verdict_stream_name,
@@ -219,7 +220,11 @@ async def test_single_node_serves_jetstream(
     assert set(infos) == {
         *(votes_stream_name(r) for r in DEFAULT_REGIONS),
         *(verdict_stream_name(r) for r in DEFAULT_REGIONS),
+        CONTROL_STREAM,
     }
+    control = await js.stream_info(CONTROL_STREAM)
+    assert control.config.subjects == ["cctf.v1.control.>", "cctf.v1.operator.>"]
+    assert control.config.deny_delete and control.config.deny_purge and control.config.allow_direct
     votes = await js.stream_info("CCTF_VOTES_US_EAST")
     assert votes.config.subjects == ["cctf.v1.vote.us-east.>", "cctf.v1.evidence.us-east.>"]
     assert votes.config.duplicate_window == 120.0

@@ -1,0 +1,306 @@
+"""Safe mode as a coordinator stage: decisions -> policy engine -> decisions (held changes rewritten)
+and safe-mode announcements to sign (pure; time through a Clock).
+
+Between the tally and decide (``Coordinator._schedule``): every decided key goes through
+:meth:`SafeModeStage.apply`. The policy engine (:mod:`cctf.policy.engine`) scores the decision as the
+quorum made it, may enter or leave safe mode, and judges it with the answer hold: a TRUSTED
+decision the hold keeps back becomes **UNAVAILABLE** (no answer, every voter with an answer
+``disagree``), which the LKG stage never attests (a counted answer other than the basis is a
+disagreement). Votes are shown to the stage as they are counted (:meth:`SafeModeStage.vote`) so the
+TTL detector sees each voter's TTL.
+
+Every automatic decision (alarm, safe mode entered or left, answer held or let through after its
+hold) is returned as a :class:`Record` for one log line and a metric; every transition as a signed
+:class:`~cctf.bus_schemas.control.SafeModeAnnouncement` for ``cctf.v1.control.<region>``.
+Operator commands (:meth:`SafeModeStage.command`) must come verified
+(:class:`~cctf.coordinator.operator.CommandVerifier`).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Final
+
+from cctf.bus_schemas import messages as wire
+from cctf.bus_schemas.control import (
+    MAX_ACTIVE_SCOPES,
+    MAX_REASON_CHARS,
+    Action,
+    SafeModeAnnouncement,
+    SafeModeCause,
+    SafeModeCommand,
+    SafeModeState,
+)
+from cctf.bus_schemas.envelope import seal
+from cctf.bus_schemas.messages import MessageType, Outcome, VoterState
+from cctf.bus_schemas.subjects import control_subject
+from cctf.clock import Clock
+from cctf.coordinator.tally import Decision, TallyKey, VoteInput
+from cctf.coordinator.verdicts import SequenceClock
+from cctf.crypto.keys import SigningKey
+from cctf.policy.config import PolicyConfig
+from cctf.policy.engine import PolicyEngine
+from cctf.policy.model import Alarm, DecisionObs, LkgEvent, Scope, VoterObs
+from cctf.policy.safemode import Cause, Transition
+
+__all__ = ["ANNOUNCE_LIFETIME_MS", "Record", "SafeModeStage", "StageResult", "seal_announcement"]
+
+#: Lifetime of an announcement; the service re-announces every region's state well before.
+ANNOUNCE_LIFETIME_MS: Final = 5 * 60_000
+_MAX_TTL_KEYS: Final = 200_000
+
+_CAUSE = {
+    Cause.ALARM: SafeModeCause.ALARM,
+    Cause.OPERATOR: SafeModeCause.OPERATOR,
+    Cause.QUIET: SafeModeCause.QUIET,
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Record:
+    """One automatic decision, for one log line and its metric."""
+
+    event: (
+        str  # "alarm" | "safe_mode_entered" | "safe_mode_left" | "answer_held" | "answer_released"
+    )
+    label: str  # the metric label: the rule, or the cause
+    fields: dict[str, object]
+
+
+@dataclass(slots=True)
+class StageResult:
+    decided: list[tuple[TallyKey, Decision]]
+    records: list[Record] = field(default_factory=list)
+    announcements: list[SafeModeAnnouncement] = field(default_factory=list)
+
+
+def held_decision(d: Decision) -> Decision:
+    """``d`` as an UNAVAILABLE decision: no winning answer, every voter with an answer ``disagree``."""
+    digests = d.voter_digests or (b"",) * len(d.voters)
+    voters = tuple(
+        (v, VoterState.DISAGREE if dg else VoterState.UNAVAILABLE)
+        for (v, _s), dg in zip(d.voters, digests, strict=True)
+    )
+    return Decision(
+        outcome=Outcome.UNAVAILABLE,
+        answer_digest=None,
+        voters=voters,
+        vote_digests=d.vote_digests,
+        decided_early=d.decided_early,
+        equivocations=d.equivocations,
+        voter_digests=d.voter_digests,
+        winner=None,
+    )
+
+
+def seal_announcement(key: SigningKey, ann: SafeModeAnnouncement) -> tuple[str, bytes]:
+    subject = control_subject(ann.region)
+    data = seal(
+        key,
+        subject,
+        MessageType.SAFEMODE,
+        wire.encode(ann),
+        now_ms=ann.issued_ms,
+        lifetime_ms=ann.expires_ms - ann.issued_ms,
+    )
+    return subject, data
+
+
+class SafeModeStage:
+    def __init__(
+        self,
+        config: PolicyConfig,
+        regions: Sequence[str],
+        agent_regions: Mapping[str, str],
+        coordinator: str,
+        clock: Clock,
+        *,
+        lifetime_ms: int = ANNOUNCE_LIFETIME_MS,
+    ) -> None:
+        self.engine = PolicyEngine(config, regions)
+        self.regions = tuple(regions)
+        self._agent_regions = dict(agent_regions)
+        self._coordinator = coordinator
+        self._clock = clock
+        self._lifetime = lifetime_ms
+        self._seq = SequenceClock(clock)
+        self._ttls: dict[TallyKey, dict[str, int]] = {}
+
+    # ---- inputs -------------------------------------------------------------------------------
+
+    def vote(self, key: TallyKey, vote: VoteInput) -> None:
+        """A counted vote (its TTL feeds the TTL-mismatch detector)."""
+        if vote.vote is None or vote.digest is None:
+            return
+        ttls = self._ttls.get(key)
+        if ttls is None:
+            if len(self._ttls) >= _MAX_TTL_KEYS:
+                del self._ttls[next(iter(self._ttls))]
+            ttls = self._ttls[key] = {}
+        ttls[vote.voter] = vote.vote.ttl
+
+    def _obs(self, key: TallyKey, d: Decision) -> DecisionObs:
+        ttls = self._ttls.pop(key, {})
+        digests = d.voter_digests or (b"",) * len(d.voters)
+        voters = tuple(
+            VoterObs(
+                v,
+                self._agent_regions.get(v.split("/")[0], ""),
+                dg or None,
+                ttls.get(v),
+            )
+            for (v, _s), dg in zip(d.voters, digests, strict=True)
+        )
+        trusted = d.outcome is Outcome.TRUSTED
+        return DecisionObs(
+            key.qname, key.qtype, key.round, trusted, d.answer_digest if trusted else None, voters
+        )
+
+    def apply(self, decided: list[tuple[TallyKey, Decision]]) -> StageResult:
+        out = StageResult([])
+        for key, decision in decided:
+            step = self.engine.decision(self._obs(key, decision))
+            for alarm in step.alarms:
+                out.records.append(_alarm_record(alarm, key))
+            hold = step.hold
+            if hold is not None and hold.held:
+                decision = held_decision(decision)
+                out.records.append(
+                    Record(
+                        "answer_held",
+                        "held",
+                        _key_fields(key) | {"streak": hold.streak, "why": hold.reason},
+                    )
+                )
+            elif hold is not None and hold.trusted and hold.streak:
+                out.records.append(
+                    Record("answer_released", "released", _key_fields(key) | {"why": hold.reason})
+                )
+            out.decided.append((key, decision))
+            self._announce(step.transitions, out)
+        return out
+
+    def lkg(self, qname: str, qtype: str, round_: int, active: bool) -> StageResult:
+        """An LKG episode started (``active``) or ended for ``(qname, qtype)``."""
+        out = StageResult([])
+        step = self.engine.lkg(LkgEvent(qname, qtype, round_, active))
+        out.records += [_alarm_record(a, None) for a in step.alarms]
+        self._announce(step.transitions, out)
+        return out
+
+    def tick(self, round_: int) -> StageResult:
+        """Rounds pass without decisions: automatic scopes may leave."""
+        out = StageResult([])
+        self._announce(self.engine.tick(round_), out)
+        return out
+
+    def command(self, cmd: SafeModeCommand) -> StageResult:
+        """A verified operator command."""
+        out = StageResult([])
+        reason = f"operator {cmd.operator}: {cmd.reason}"[:MAX_REASON_CHARS]
+        t = self.engine.operator(Scope(cmd.region, cmd.scope), cmd.action is Action.ENTER, reason)
+        out.records.append(
+            Record(
+                "operator_command",
+                cmd.action.value,
+                {
+                    "operator": cmd.operator,
+                    "region": cmd.region,
+                    "scope": cmd.scope or "*",
+                    "changed": t is not None,
+                    "why": reason,
+                },
+            )
+        )
+        if t is not None:
+            self._announce([t], out)
+        else:  # nothing changed: say so, with the state, so the operator sees the effect
+            out.announcements.append(
+                self._announcement(
+                    cmd.region, cmd.scope, SafeModeState.STATUS, SafeModeCause.OPERATOR, "", reason
+                )
+            )
+        return out
+
+    def status(self, cause: SafeModeCause) -> list[SafeModeAnnouncement]:
+        """Every region's state as a ``status`` announcement (at start, and periodically)."""
+        return [
+            self._announcement(r, "", SafeModeState.STATUS, cause, "", f"{cause.value}")
+            for r in self.regions
+        ]
+
+    # ---- announcements ------------------------------------------------------------------------
+
+    def _active(self, region: str) -> list[str]:
+        return sorted({s.name for s in self.engine.active_in(region)})[:MAX_ACTIVE_SCOPES]
+
+    def _announcement(
+        self,
+        region: str,
+        scope: str,
+        state: SafeModeState,
+        cause: SafeModeCause,
+        rule: str,
+        reason: str,
+    ) -> SafeModeAnnouncement:
+        now = self._clock.now_ms()
+        seq = self._seq.next()
+        issued = max(now, seq // 1000)
+        return SafeModeAnnouncement(
+            region=region,
+            scope=scope,
+            state=state,
+            cause=cause,
+            rule=rule,
+            reason=reason[:MAX_REASON_CHARS],
+            round=max(self.engine.round, 0),
+            active=self._active(region),
+            issued_ms=issued,
+            expires_ms=issued + self._lifetime,
+            coordinator=self._coordinator,
+            seq=seq,
+        )
+
+    def _announce(self, transitions: list[Transition], out: StageResult) -> None:
+        for t in transitions:
+            event = "safe_mode_entered" if t.entered else "safe_mode_left"
+            out.records.append(
+                Record(
+                    event,
+                    t.cause.value,
+                    {"region": t.scope.region, "scope": t.scope.name or "*", "round": t.round}
+                    | {"why": t.reason},
+                )
+            )
+            out.announcements.append(
+                self._announcement(
+                    t.scope.region,
+                    t.scope.name,
+                    SafeModeState.ENTERED if t.entered else SafeModeState.LEFT,
+                    _CAUSE[t.cause],
+                    t.rule[:32] if t.cause is Cause.ALARM else "",
+                    t.reason,
+                )
+            )
+
+
+def _key_fields(key: TallyKey) -> dict[str, object]:
+    return {"qname": key.qname[:256], "qtype": key.qtype, "round": key.round}
+
+
+def _alarm_record(alarm: Alarm, key: TallyKey | None) -> Record:
+    fields: dict[str, object] = {
+        "rule": alarm.rule.value,
+        "series": alarm.series[:300],
+        "round": alarm.round,
+        "value": alarm.value,
+        "baseline": alarm.mean,
+        "z": round(alarm.z, 3) if math.isfinite(alarm.z) else None,
+        "threshold": alarm.threshold,
+        "why": alarm.why[:MAX_REASON_CHARS],
+    }
+    if key is not None:
+        fields |= _key_fields(key)
+    return Record("alarm", alarm.rule.value, fields)
