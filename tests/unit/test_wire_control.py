@@ -1,7 +1,7 @@
 """Safe-mode announcements and operator commands on the wire (§5.9, §5.10): codec properties, the
 reference verifiers (client: AnnouncementVerifier; coordinator: CommandVerifier) and the clean-room
 ones (tests/support/independent_control.py) agree on every accepted message and on every reason,
-and the stored test vector (docs/test-vectors/safemode.json) verifies with both."""
+and the stored test vector (docs/test-vectors/control/safemode.json) verifies with both."""
 
 from __future__ import annotations
 
@@ -410,11 +410,11 @@ def build_vector() -> dict[str, Any]:
     os.environ.get("CCTF_REGEN_VECTORS") != "1", reason="set CCTF_REGEN_VECTORS=1 to regenerate"
 )
 def test_regenerate_vector() -> None:
-    (VECTORS / "safemode.json").write_text(json.dumps(build_vector(), indent=2) + "\n")
+    (VECTORS / "control" / "safemode.json").write_text(json.dumps(build_vector(), indent=2) + "\n")
 
 
 def test_stored_vector_is_current_and_verifies_with_both() -> None:
-    stored = json.loads((VECTORS / "safemode.json").read_text())
+    stored = json.loads((VECTORS / "control" / "safemode.json").read_text())
     assert stored == build_vector()
     now = stored["receiver"]["now_ms"]
     a = stored["announcement"]
