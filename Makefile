@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 LOCK   := requirements.lock
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install lock demo test lint fmt bench clean
+.PHONY: install lock demo test lint fmt bench bench-identity clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ fmt: install
 ## bench: end-to-end latency and throughput against a same-run baseline (prints JSON on stdout)
 bench: install
 	@$(PY) benchmarks/run.py $(ARGS)
+
+## bench-identity: identity decisions/s and p99 (library vs SDK vs HTTP gateway; JSON). ARGS="--quick"
+bench-identity: install
+	@$(PY) benchmarks/identity.py $(ARGS)
 
 clean:
 	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis build *.egg-info

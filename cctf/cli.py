@@ -25,6 +25,9 @@ _COMMANDS: dict[str, str] = {
     "coordinator": "cctf.coordinator.cli",
     "watch": "cctf.client.cli",
     "check": "cctf.client.cli",
+    "workload": "cctf.client.identity_cli",
+    "validate": "cctf.client.identity_cli",
+    "gateway": "cctf.gateway.cli",
 }
 
 
