@@ -37,6 +37,12 @@ def votes_stream_for(region: str) -> tuple[str, str]:
     return streams.votes_stream_name(region), streams.votes_subjects(region)
 
 
+def region_filters(region: str) -> list[str]:
+    """The subjects a coordinator's durable consumes of ``region``'s vote stream: its ballots and
+    its identity evidence (``streams.votes_stream_subjects``)."""
+    return streams.votes_stream_subjects(region)
+
+
 @dataclass(frozen=True)
 class ConsumerSpec:
     durable: str
@@ -95,6 +101,7 @@ class RegionConsumer:
         self._conn = conn
         self.spec = spec
         self.stream, self.filter = votes_stream_for(spec.region)
+        self.filters = region_filters(spec.region)
         self._js: Any = conn.jetstream()
         self._psub: Any = None
 
@@ -108,7 +115,7 @@ class RegionConsumer:
             ack_wait=s.ack_wait_s,
             max_ack_pending=s.max_ack_pending,
             max_deliver=s.max_deliver,
-            filter_subject=self.filter,
+            filter_subjects=list(self.filters),
         )
 
     async def bind(self) -> None:
@@ -122,11 +129,15 @@ class RegionConsumer:
                 await self._js.add_consumer(self.stream, wanted)
             else:
                 have = info.config
-                if (have.ack_wait, have.max_ack_pending, have.max_deliver) != (
+                filters = list(
+                    have.filter_subjects or ([have.filter_subject] if have.filter_subject else [])
+                )
+                if (have.ack_wait, have.max_ack_pending, have.max_deliver, filters) != (
                     wanted.ack_wait,
                     wanted.max_ack_pending,
                     wanted.max_deliver,
-                ):
+                    wanted.filter_subjects,
+                ):  # e.g. a durable of a version that consumed ballots only: now evidence too
                     await self._js.add_consumer(self.stream, wanted)  # update of the same durable
             old = self._psub
             self._psub = await self._js.pull_subscribe_bind(durable=name, stream=self.stream)

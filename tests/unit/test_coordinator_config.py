@@ -7,7 +7,15 @@ from pathlib import Path
 
 import pytest
 
-from cctf.coordinator.config import ConfigError, NameSet, load_coordinator_config
+from cctf.config import convert_config
+from cctf.coordinator.config import (
+    ConfigError,
+    CoordinatorConfig,
+    NameSet,
+    load_coordinator_config,
+)
+from cctf.coordinator.pipeline.identity import IdentitySet
+from cctf.coordinator.tally import QuorumRule
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples"
 
@@ -24,12 +32,18 @@ def test_example_configs_load(name: str) -> None:
     assert address is not None and (address.host, address.port) == ("127.0.0.1", 9464)
     assert cfg.name_set.admits("www.example.com.", "AAAA")
     assert not cfg.name_set.admits("evil.example.com.", "A")
+    assert cfg.identity is not None
+    allow = IdentitySet(cfg.identity)
+    assert allow.admits("bundle", "demo.test") and allow.admits("jwks", "https://127.0.0.1:8444")
+    assert allow.admits("mtls", "spiffe://demo.test/api") and not allow.admits("bundle", "x.test")
+    assert cfg.identity_quorum == QuorumRule(3, 5) and len(cfg.identity_agents) == 5
 
 
 def test_yaml_and_json_examples_agree() -> None:
     y = load_coordinator_config(EXAMPLES / "coordinator.yaml")
     j = load_coordinator_config(EXAMPLES / "coordinator.json")
-    for field in ("coordinator", "region", "rule", "electorate", "names", "metrics", "nats"):
+    fields = ("coordinator", "region", "rule", "electorate", "names", "metrics", "nats")
+    for field in (*fields, "identity", "identity_electorate", "identity_rule"):
         assert getattr(y, field) == getattr(j, field), field
 
 
@@ -55,3 +69,34 @@ def test_unconfigured_and_wildcard_names() -> None:
     assert not names.admits("zone.test.", "A")  # strictly below the zone
     assert not names.admits("xzone.test.", "A")
     assert names.admits("anything.", "TXT") and not names.admits(".", "TXT")
+
+
+def _with(**over: object) -> CoordinatorConfig:
+    obj = json.loads((EXAMPLES / "coordinator.json").read_text())
+    obj.update(over)
+    return convert_config(obj, CoordinatorConfig, "coordinator config")
+
+
+def test_identity_defaults_and_errors() -> None:
+    cfg = _with(identity_electorate=[], identity_rule=None)
+    assert cfg.identity_agents == (
+        "agent-us-east",
+        "agent-eu-west",
+        "agent-ap-south",
+        "agent-us-west",
+        "agent-eu-north",
+    )
+    assert cfg.identity_quorum == QuorumRule(3, 5)
+    three = _with(identity_electorate=["a1", "a2", "a3"], identity_rule=None)
+    assert three.identity_quorum == QuorumRule(2, 3) and three.agent_ids >= {"a1", "agent-us-east"}
+    for over, message in (
+        ({"identity_rule": {"k": 2, "n": 5}}, "2\\*k > n"),
+        ({"identity_electorate": ["a1", "a1"], "identity_rule": None}, "twice"),
+        ({"identity_electorate": ["Bad"], "identity_rule": None}, "identity_electorate"),
+        ({"identity_rule": {"k": 2, "n": 3}}, "identity_rule.n is 3"),
+        ({"identity": None}, "need an identity: block"),
+        ({"identity": {"trust_domains": [{"name": "UPPER.test", "bundle_file": "b"}]}}, "identity"),
+    ):
+        with pytest.raises(ConfigError, match=message) as err:
+            _with(**over)
+        assert "\n" not in str(err.value)
