@@ -2,7 +2,7 @@
 
     cctf chaos serve [--zone FILE --origin ORIGIN] [--host H] [--port N] [fault options]
     cctf chaos set    SELECTOR (--blackhole|--servfail|--refused|--poison ADDR|--clear) [--ttl N]
-                      [--delay-ms N] [--json]
+                      [--delay-ms N] [--dnssec FAULT] [--json]
     cctf chaos status SELECTOR [--all] [--json]
 
     SELECTOR: --fabric PATH --resolver ID  |  --control HOST:PORT --token-file FILE
@@ -31,7 +31,7 @@ from cctf.chaos.control import (
     read_token_file,
     write_token_file,
 )
-from cctf.chaos.faults import MAX_DELAY_MS, MAX_TTL, FaultError, Faults
+from cctf.chaos.faults import DNSSEC_FAULTS, MAX_DELAY_MS, MAX_TTL, FaultError, Faults
 from cctf.errors import CctfError
 
 if TYPE_CHECKING:
@@ -126,6 +126,12 @@ def _add_fault_options(parser: argparse.ArgumentParser, *, with_clear: bool) -> 
     group.add_argument("--poison6", metavar="ADDR", help="forge this IPv6 address in AAAA answers")
     group.add_argument("--ttl", type=_ttl, metavar="N", help="override the TTL of answer records")
     group.add_argument("--delay-ms", type=_delay, metavar="N", help="answer N milliseconds late")
+    group.add_argument(
+        "--dnssec",
+        choices=DNSSEC_FAULTS,
+        help="DNSSEC fault of a signed zone (tampered: bad signature, expired: expired RRSIGs, "
+        "no-rrsig, wrong-ds / missing-ds: at delegations)",
+    )
 
 
 def _add_selector(parser: argparse.ArgumentParser, *, allow_all: bool) -> None:
@@ -153,6 +159,7 @@ def _faults_from_args(args: argparse.Namespace) -> Faults:
             poison6=args.poison6,
             ttl=args.ttl,
             delay_ms=args.delay_ms or 0,
+            dnssec=args.dnssec,
         )
     except FaultError as exc:
         raise _UsageError(str(exc)) from None
@@ -206,7 +213,12 @@ def _usage(message: str) -> int:
 def _cmd_set(args: argparse.Namespace) -> int:
     try:
         if args.clear:
-            if args.poison6 is not None or args.ttl is not None or args.delay_ms is not None:
+            if (
+                args.poison6 is not None
+                or args.ttl is not None
+                or args.delay_ms is not None
+                or args.dnssec is not None
+            ):
                 raise _UsageError("--clear cannot be combined with other fault options")
             faults = Faults()
         else:
@@ -214,7 +226,7 @@ def _cmd_set(args: argparse.Namespace) -> int:
             if not faults.active:
                 raise _UsageError(
                     "say what to set: --blackhole, --servfail, --refused, --poison ADDR, "
-                    "--poison6 ADDR, --ttl N, --delay-ms N, or --clear"
+                    "--poison6 ADDR, --ttl N, --delay-ms N, --dnssec FAULT, or --clear"
                 )
         targets = _targets(args)
     except _UsageError as exc:

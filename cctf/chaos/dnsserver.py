@@ -36,6 +36,7 @@ from cctf.chaos.responder import (
     Outcome,
     ZoneResponder,
 )
+from cctf.chaos.signing import SignedZone
 
 __all__ = ["FaultyDnsServer"]
 
@@ -57,7 +58,10 @@ class FaultyDnsServer:
     """Authoritative server for one zone with switchable faults, on UDP and TCP of one port.
 
     ``port=0`` picks a port that is free for both UDP and TCP. With ``control=True``, ``start()``
-    also starts a ``ControlServer`` (see ``control_port`` / ``control_token``).
+    also starts a ``ControlServer`` (see ``control_port`` / ``control_token``). A signed zone
+    (``signed=`` the :class:`~cctf.chaos.signing.SignedZone` it comes from, e.g.
+    ``FaultyDnsServer(s.zone, signed=s)`` with ``s = signed_demo_zone()``) is served with DNSSEC
+    records and the ``Faults.dnssec`` faults.
     """
 
     def __init__(
@@ -79,6 +83,7 @@ class FaultyDnsServer:
         control_port: int = 0,
         control_token: str | None = None,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        signed: SignedZone | None = None,
     ) -> None:
         try:
             ipaddress.ip_address(host)
@@ -97,7 +102,7 @@ class FaultyDnsServer:
         if tcp_idle_timeout <= 0:
             raise ValueError("tcp_idle_timeout must be positive")
         self.responder = ZoneResponder(
-            zone, udp_payload=udp_payload, max_query_bytes=max_query_bytes
+            zone, udp_payload=udp_payload, max_query_bytes=max_query_bytes, signed=signed
         )
         self.host = host
         self._requested_port = port

@@ -16,6 +16,9 @@ from cctf.errors import CctfError
 MAX_TTL = 2**31 - 1
 MAX_DELAY_MS = 60_000
 
+#: DNSSEC faults (a signed zone only; see ``cctf.chaos.signing``), the values of ``Faults.dnssec``.
+DNSSEC_FAULTS = ("tampered", "expired", "no-rrsig", "wrong-ds", "missing-ds")
+
 # Faults that decide the response code; at most one of them may be active at a time.
 _EXCLUSIVE = ("blackhole", "servfail", "refused", "poison")
 
@@ -35,6 +38,11 @@ class Faults:
     * ``poison6``: the same for AAAA queries with a forged IPv6 address.
     * ``ttl``: override the TTL of every answer RR.
     * ``delay_ms``: send each response this many milliseconds late (other queries are not blocked).
+    * ``dnssec`` (a signed zone, served to queries with the DO bit): ``tampered`` (A, AAAA and TXT
+      answers altered, their original RRSIGs kept: a bad signature), ``expired`` (every RRSIG
+      replaced by one whose validity ended a day ago), ``no-rrsig`` (signatures stripped),
+      ``wrong-ds`` (DS RRsets at delegation points replaced by a DS of an unrelated key, correctly
+      signed), ``missing-ds`` (DS RRsets left out of answers and referrals, with no NSEC proof).
 
     ``blackhole``, ``servfail``, ``refused`` and poisoning (``poison``/``poison6``) exclude each
     other; ``ttl`` and ``delay_ms`` combine with anything.
@@ -47,6 +55,7 @@ class Faults:
     poison6: str | None = None
     ttl: int | None = None
     delay_ms: int = 0
+    dnssec: str | None = None
 
     def __post_init__(self) -> None:
         for name in ("blackhole", "servfail", "refused"):
@@ -68,6 +77,8 @@ class Faults:
             or not 0 <= self.delay_ms <= MAX_DELAY_MS
         ):
             raise FaultError(f"delay_ms must be an integer in 0..{MAX_DELAY_MS}")
+        if self.dnssec is not None and self.dnssec not in DNSSEC_FAULTS:
+            raise FaultError(f"dnssec must be one of {', '.join(DNSSEC_FAULTS)} or null")
         active = [name for name in _EXCLUSIVE if self._mode_flag(name)]
         if len(active) > 1:
             raise FaultError(
@@ -106,6 +117,9 @@ class Faults:
             value = data.get(key)
             if value is not None and not isinstance(value, str):
                 raise FaultError(f"{key} must be an IP address string or null")
+        value = data.get("dnssec")
+        if value is not None and not isinstance(value, str):
+            raise FaultError(f"dnssec must be one of {', '.join(DNSSEC_FAULTS)} or null")
         return cls(**{str(k): v for k, v in data.items()})
 
     def describe(self) -> str:

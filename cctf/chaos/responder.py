@@ -3,8 +3,10 @@
 ``ZoneResponder.respond`` / ``handle`` are synchronous and never raise, so they can be fuzzed; the
 asyncio adapter (``cctf.chaos.dnsserver``) only moves bytes, frames TCP and applies delays.
 
-Scope: one zone, class IN, no DNSSEC signing, no wildcard expansion, no zone transfers (AXFR/IXFR
-are REFUSED). Delegations inside the zone produce referrals; in-zone CNAME chains are followed.
+Scope: one zone, class IN, no wildcard expansion, no zone transfers (AXFR/IXFR are REFUSED).
+Delegations inside the zone produce referrals; in-zone CNAME chains are followed. A signed zone
+(RRSIG/NSEC records, e.g. from :mod:`cctf.chaos.signing`) is served with its signatures and denial
+proofs to queries with the DO bit, and with the DNSSEC faults (:mod:`cctf.chaos.dnssecserve`).
 """
 
 from __future__ import annotations
@@ -25,7 +27,9 @@ import dns.rdatatype
 import dns.rrset
 import dns.zone
 
+from cctf.chaos.dnssecserve import ZoneSignatures
 from cctf.chaos.faults import Faults
+from cctf.chaos.signing import SignedZone
 
 __all__ = [
     "DEFAULT_UDP_PAYLOAD",
@@ -99,7 +103,11 @@ class ZoneResponder:
         *,
         udp_payload: int = DEFAULT_UDP_PAYLOAD,
         max_query_bytes: int = MAX_QUERY_BYTES,
+        signed: SignedZone | None = None,
     ) -> None:
+        """``signed``: the :class:`~cctf.chaos.signing.SignedZone` that ``zone`` comes from, for
+        the ``expired`` and ``wrong-ds`` DNSSEC faults (signatures in ``zone`` are served without
+        it too)."""
         if zone.origin is None:
             raise ValueError("the zone has no origin")
         if not MIN_UDP_PAYLOAD <= udp_payload <= 65535:
@@ -115,7 +123,7 @@ class ZoneResponder:
             by_type: dict[dns.rdatatype.RdataType, dns.rrset.RRset] = {}
             for rdataset in node.rdatasets:
                 if rdataset.covers != dns.rdatatype.NONE or len(rdataset) == 0:
-                    continue  # signatures are not served (no DNSSEC)
+                    continue  # signatures: served by self._dnssec
                 rdatas = [_absolute_rdata(rd, self.origin) for rd in rdataset]
                 by_type[rdataset.rdtype] = dns.rrset.from_rdata_list(owner, rdataset.ttl, rdatas)
             if by_type:
@@ -141,6 +149,9 @@ class ZoneResponder:
             for owner, by_type in self._rrsets.items()
             if owner != self.origin and dns.rdatatype.NS in by_type
         )
+        self._exists = frozenset(self._rrsets) | frozenset(self._ents)
+        sigs = ZoneSignatures(zone, signed)
+        self._dnssec = sigs if sigs.signed else None
 
     # -- public -----------------------------------------------------------------------------
 
@@ -221,6 +232,8 @@ class ZoneResponder:
                     for rr in response.answer
                 ]
                 applied.add("ttl")
+            if self._dnssec is not None and query.ednsflags & dns.flags.DO:
+                self._dnssec.decorate(response, qname, qtype, faults, applied, self._exists)
         return self._render(query, response, frozenset(applied), udp)
 
     def _answer(
