@@ -19,6 +19,12 @@ credentials read, resolvers checked). Commented examples: ``examples/agent.yaml`
     ballot_lifetime_ms: 30000       # optional, default 30000
     publish_timeout_ms: 400         # optional: one publish attempt's ack timeout,
                                     #   default min(2000, round_ms - query_deadline_ms)
+    identity: {...}                 # optional: trust domains, issuers, workloads to observe
+                                    #   (cctf.identity.targets.IdentityTargets; paths relative
+                                    #   to this file); published as evidence every round
+    identity_probe_every_ms: 10000  # optional: JWKS and workload endpoints are observed this
+                                    #   often (default: every round); bundles follow their
+                                    #   spiffe_refresh_hint (else the domain's refresh_ms)
 
 The NATS user must be ``agent-<region>``: the server only lets that user publish on
 ``cctf.v1.vote.<region>.>``, so any other user is a configuration mistake caught here, not on the bus.
@@ -48,6 +54,7 @@ from cctf.crypto.errors import CryptoError
 from cctf.crypto.keys import SigningKey, read_json
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 from cctf.errors import ConfigError as RootConfigError
+from cctf.identity.targets import IdentityTargets
 from cctf.ids import IdError, check_id, check_qtype
 
 __all__ = [
@@ -107,6 +114,10 @@ class AgentFile(ConfigStruct, frozen=True, kw_only=True):
     )
     publish_timeout_ms: (
         Annotated[int, msgspec.Meta(ge=MIN_PUBLISH_TIMEOUT_MS, le=MAX_PUBLISH_TIMEOUT_MS)] | None
+    ) = None
+    identity: IdentityTargets | None = None
+    identity_probe_every_ms: (
+        Annotated[int, msgspec.Meta(ge=MIN_ROUND_MS, le=MAX_ROUND_MS)] | None
     ) = None
 
     def __post_init__(self) -> None:
@@ -186,6 +197,8 @@ class AgentConfig:
     ballot_lifetime_ms: int = DEFAULT_BALLOT_LIFETIME_MS
     publish_timeout_ms: int = min(DEFAULT_MAX_PUBLISH_TIMEOUT_MS, DEFAULT_ROUND_MS * 4 // 10)
     trust_file: Path | None = None
+    identity: IdentityTargets | None = None  # paths anchored at the config file's directory
+    identity_probe_every_ms: int | None = None
 
     @classmethod
     def from_dict(cls, obj: Any, *, base_dir: Path | None = None) -> AgentConfig:
@@ -353,4 +366,6 @@ def _resolve(file: AgentFile, base: Path) -> AgentConfig:
         ballot_lifetime_ms=file.ballot_lifetime_ms,
         publish_timeout_ms=file.effective_publish_timeout_ms,
         trust_file=_path(file.trust, base) if file.trust is not None else None,
+        identity=file.identity.anchored(base) if file.identity is not None else None,
+        identity_probe_every_ms=file.identity_probe_every_ms,
     )

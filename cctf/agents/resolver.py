@@ -16,6 +16,13 @@ the agent
    and logged (:mod:`cctf.agents.publishing`). A retried publish that did land is deduplicated by the
    stream.
 
+With an ``identity:`` block (:class:`~cctf.identity.targets.IdentityTargets`), the same round also
+observes the configured trust domains' bundles, issuers' JWKS and workloads' TLS endpoints
+(:class:`~cctf.agents.evidence_run.EvidenceCollector`, concurrently with the DNS queries and by the
+same deadline) and publishes the observations as signed evidence ballots on
+``cctf.v1.evidence.<region>.<agent>`` (same stream, same retry rules, ``Nats-Msg-Id`` =
+:func:`~cctf.agents.evidence.evidence_msg_id`). Evidence never delays or fails the ballots.
+
 Rounds never pile up: a round is started only if the agent reaches its boundary in time
 (``max_start_lag_ms``); otherwise the rounds missed are skipped, counted and logged, and the agent waits
 for the next boundary. The loop survives NATS outages: the NATS client reconnects on its own, and the
@@ -36,6 +43,8 @@ from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, b
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
+from cctf.agents.evidence import build_evidence_ballots, evidence_id_secret, evidence_msg_id
+from cctf.agents.evidence_run import EvidenceCollector
 from cctf.agents.publishing import (
     MIN_ATTEMPT_MS,
     MSG_ID_HEADER,
@@ -47,9 +56,10 @@ from cctf.bus.streams import votes_stream_name
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
-from cctf.bus_schemas.subjects import normalize_name, vote_subject
+from cctf.bus_schemas.subjects import evidence_subject, normalize_name, vote_subject
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.keys import SigningKey
+from cctf.identity.targets import IdentityTargets
 from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger
 
@@ -109,6 +119,11 @@ class AgentStats:
     )
     last_round: int | None = None
     last_publish_ms: float | None = None
+    evidence_published: int = 0  # evidence ballots (parts) acknowledged
+    evidence_failed: int = 0  # evidence ballots given up
+    evidence_errors: int = 0  # evidence rounds aborted by an unexpected exception
+    #: observations by status (:class:`~cctf.bus_schemas.evidence.EvidenceStatus`)
+    observations_by_status: dict[str, int] = field(default_factory=dict)
 
 
 class ResolverAgent:
@@ -140,6 +155,8 @@ class ResolverAgent:
         stream: str | RegionStream | None = RegionStream.OWN,
         on_ballot: Callable[[BallotReport], None] | None = None,
         sleep: Sleep = asyncio.sleep,
+        identity: IdentityTargets | None = None,
+        identity_probe_every_ms: int | None = None,
     ) -> None:
         self.agent = check_id(agent, "agent id")
         self.region = check_id(region, "region")
@@ -199,6 +216,20 @@ class ResolverAgent:
         # the (qname, qtype) of each query_all result, names-major like query_all's output
         self._questions = [q for q in self.names for _ in self.resolvers]
         self._log = get_logger("cctf.agent").bind(agent=self.agent, region=self.region, kid=key.kid)
+        self.evidence_subject = evidence_subject(self.region, self.agent)
+        self._evidence_secret = evidence_id_secret(key)
+        collector = (
+            None
+            if identity is None
+            else EvidenceCollector(
+                identity,
+                agent=self.agent,
+                region=self.region,
+                clock=clock,
+                probe_every_ms=identity_probe_every_ms,
+            )
+        )
+        self.evidence = collector if collector is not None and collector.subjects else None
 
     @classmethod
     def from_config(
@@ -226,6 +257,8 @@ class ResolverAgent:
             publish_timeout_ms=config.publish_timeout_ms,
             on_ballot=on_ballot,
             sleep=sleep,
+            identity=config.identity,
+            identity_probe_every_ms=config.identity_probe_every_ms,
         )
 
     # ---- control
@@ -307,7 +340,30 @@ class ResolverAgent:
         return self.stats
 
     async def run_round(self, round_: int) -> BallotReport:
-        """One round: query, build, seal, publish every part (retrying until the round's end)."""
+        """One round: query, build, seal, publish every part (retrying until the round's end);
+        with identity targets, the round's evidence alongside (:meth:`_evidence_round`)."""
+        start_ms = round_ * self.round_ms
+        evidence = (
+            None
+            if self.evidence is None
+            else asyncio.ensure_future(
+                self._evidence_round(
+                    round_, start_ms + self.query_deadline_ms, start_ms + self.round_ms
+                )
+            )
+        )
+        try:
+            report = await self._ballot_round(round_)
+        except BaseException:
+            if evidence is not None:
+                evidence.cancel()
+                await asyncio.gather(evidence, return_exceptions=True)
+            raise
+        if evidence is not None:
+            await evidence
+        return report
+
+    async def _ballot_round(self, round_: int) -> BallotReport:
         start_ms = round_ * self.round_ms
         round_end = start_ms + self.round_ms
         query_end = start_ms + self.query_deadline_ms
@@ -409,11 +465,67 @@ class ResolverAgent:
     def _msg_id(self, round_: int, part: int) -> str:
         return ballot_msg_id(self.agent, round_, part, secret=self._id_secret)
 
-    async def _publish(self, data: bytes, msg_id: str, deadline_ms: int) -> PublishResult:
+    async def _evidence_round(self, round_: int, deadline_ms: int, round_end: int) -> None:
+        """Observe, build, seal and publish the round's evidence; never raises (but cancellation)."""
+        assert self.evidence is not None
+        try:
+            observations = await self.evidence.collect(round_, deadline_ms)
+            now = self._clock.now_ms()
+            ballots = build_evidence_ballots(self.agent, self.region, round_, observations, now)
+            sealed = [
+                seal(
+                    self._key,
+                    self.evidence_subject,
+                    MessageType.EVIDENCE,
+                    encode(b),
+                    now_ms=now,
+                    lifetime_ms=self.ballot_lifetime_ms,
+                )
+                for b in ballots
+            ]
+            results = await asyncio.gather(
+                *(
+                    self._publish(
+                        data,
+                        evidence_msg_id(self.agent, round_, part, secret=self._evidence_secret),
+                        round_end,
+                        subject=self.evidence_subject,
+                    )
+                    for part, data in enumerate(sealed)
+                )
+            )
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            self.stats.evidence_errors += 1
+            self._log.exception("evidence.error", round=round_)
+            return
+        statuses: dict[str, int] = {}
+        for o in observations:
+            statuses[o.status.value] = statuses.get(o.status.value, 0) + 1
+            by = self.stats.observations_by_status
+            by[o.status.value] = by.get(o.status.value, 0) + 1
+        ok = sum(r.ok for r in results)
+        self.stats.evidence_published += ok
+        self.stats.evidence_failed += len(results) - ok
+        event = "evidence.published" if ok == len(results) else "evidence.failed"
+        self._log.info(
+            event,
+            round=round_,
+            observations=len(observations),
+            statuses=statuses,
+            parts=len(results),
+            parts_ok=ok,
+            details=sorted({o.detail for o in observations if o.detail}),
+        )
+
+    async def _publish(
+        self, data: bytes, msg_id: str, deadline_ms: int, *, subject: str | None = None
+    ) -> PublishResult:
         """Publish one sealed part until acked or ``deadline_ms``; always the same bytes and id."""
         return await publish_until(
             self._js,
-            self.subject,
+            self.subject if subject is None else subject,
             data,
             msg_id,
             stream=self.stream,
