@@ -213,6 +213,9 @@ def test_example_configs_load(name: str) -> None:
     assert [r.id for r in cfg.resolvers] == ["r1", "r2", "r3"]
     assert cfg.names[0] == ("www.example.com.", "A")
     assert (cfg.round_ms, cfg.query_deadline_ms, cfg.ballot_lifetime_ms) == (1000, 600, 30000)
+    assert cfg.identity is not None and cfg.identity_probe_every_ms is None
+    assert [t.name for t in cfg.identity.trust_domains] == ["example.org"]
+    assert [w.endpoint for w in cfg.identity.workloads] == ["api.example.org:443"]
     # as written (credentials file): valid up to reading that file, which the example does not ship
     with pytest.raises(ConfigError, match=f"cannot read credentials file {creds}"):
         load_agent_config(EXAMPLES / name)
