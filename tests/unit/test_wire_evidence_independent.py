@@ -529,5 +529,5 @@ def test_subscriber_rules_beyond_structure() -> None:
         voters=voters,
         seq=verdict.seq + 5,
     )
-    with pytest.raises(iv.Reject, match="rollback"):
+    with pytest.raises(iv.Reject, match="bundle_rollback"):
         sub.verify(*sealed(later), now)
