@@ -32,7 +32,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TextIO
+from typing import Any, TextIO
 
 from cctf import telemetry
 from cctf.agents.dnsquery import ResolverSpec
@@ -51,7 +51,12 @@ from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
-from cctf.devfabric.demo_identity import check_fail_paths, start_identity_fabric
+from cctf.devfabric.demo_identity import (
+    check_fail_paths,
+    start_identity_fabric,
+    start_relying_party,
+    workload_line,
+)
 from cctf.devfabric.identity import IdentityFabric
 from cctf.devfabric.nats import NatsFabric
 from cctf.errors import CctfError
@@ -92,6 +97,7 @@ class DemoOptions:
     metrics_addr: str = "127.0.0.1"
     fail_paths: tuple[str, ...] = ()
     mtls_fault: str = "down"
+    gateway_port: int = 0
 
     def validate(self) -> None:
         check_fail_paths(self.fail_paths, self.mtls_fault)
@@ -166,6 +172,12 @@ class _Printer:
             print(json.dumps(verdict_to_json(v), sort_keys=True), file=self._out, flush=True)
         else:
             print(verdict_line(v), file=self._out, flush=True)
+
+    def workload(self, obj: dict[str, Any]) -> None:
+        if self._json:
+            print(json.dumps(obj, sort_keys=True), file=self._out, flush=True)
+        else:
+            print(workload_line(obj), file=self._out, flush=True)
 
 
 async def run_demo(
@@ -282,6 +294,7 @@ async def _run(
             verdict_regions=[VERDICT_REGION],
             round_ms=opts.round_ms,
             round_grace_ms=max(500, opts.round_ms // 2),
+            identity=identity.targets(VERDICT_REGION),
         ),
         coord_nc,
         key=coord_key,
@@ -292,6 +305,16 @@ async def _run(
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
     stack.push_async_callback(client_nc.close)
     client = TrustClient(client_nc, trust, VERDICT_REGION, round_ms=opts.round_ms)
+    relying_party = await start_relying_party(
+        client,
+        identity,
+        VERDICT_REGION,
+        stack,
+        printer.progress,
+        printer.workload,
+        round_ms=opts.round_ms,
+        gateway_port=opts.gateway_port,
+    )
     stream = await client.stream(VERDICT_REGION, deliver="new")
     stack.push_async_callback(stream.aclose)
     printer.progress(
@@ -325,6 +348,7 @@ async def _run(
             nc=nc,
             round_ms=opts.round_ms,
             on_ballot=lambda rep, r=region: note_ballot(rep, r),  # type: ignore[misc]
+            identity=identity.targets(region),
         )
         stack.callback(agent.stop)
         agent_tasks.append(asyncio.create_task(agent.run(rounds=opts.rounds)))
@@ -345,16 +369,23 @@ async def _run(
         if opts.rounds is None or not all(t.done() for t in agent_tasks):
             return False
         names = {n.lower() for n in opts.names}
-        return all(seen.get(r, set()) >= names for r in published)
+        return all(seen.get(r, set()) >= names for r in published) and all(
+            r in relying_party.decided for r in published
+        )
 
     async def consume() -> None:
         async for v in stream:
             printer.verdict(v)
             if on_verdict is not None:
                 on_verdict(v)
-            seen.setdefault(v.round, set()).add(v.qname)
+            names_seen = seen.setdefault(v.round, set())
+            before = len(names_seen)
+            names_seen.add(v.qname)
+            if len(names_seen) > before and names_seen >= all_names:
+                relying_party.round_complete(v.round)
             outcomes[v.outcome] = outcomes.get(v.outcome, 0) + 1
 
+    all_names = {n.lower() for n in opts.names}
     consumer = asyncio.create_task(consume())
     timeout_s = opts.timeout_s
     if timeout_s is None and opts.rounds is not None:
@@ -365,6 +396,8 @@ async def _run(
             if consumer.done():
                 consumer.result()  # re-raise a consumer failure
                 break
+            if (failure := relying_party.failed()) is not None:
+                raise failure
             if deadline is not None and time.monotonic() > deadline:
                 break
             await asyncio.sleep(0.05)

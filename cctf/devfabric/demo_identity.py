@@ -12,11 +12,19 @@ endpoint, OIDC issuer, workload TLS endpoints) and the ``--fail-path`` faults on
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
+from cctf.bus_schemas.evidence import IdentityKind
+from cctf.client.identity import IdentityClient, workload_to_json
+from cctf.client.sdk import TrustClient, TrustClientError
 from cctf.devfabric.identity import IdentityFabric, Mode, Presentation
+from cctf.gateway.app import create_app
+from cctf.gateway.server import GatewayServer
 
 PATHS = ("dns", "mtls", "oidc")
 MTLS_FAULTS = ("down", "wrong-identity")
@@ -75,3 +83,138 @@ async def start_identity_fabric(
     for line in apply_faults(fabric, fail_paths, mtls_fault):
         progress(line)
     return fabric
+
+
+def workload_line(obj: Mapping[str, Any]) -> str:
+    """``workload <spiffe-id> round=<r> <OUTCOME> dns=<state> mtls=<state> oidc=<state>`` with
+    each non-holding path's reason in parentheses (one line, no control characters)."""
+    parts = []
+    for path in PATHS:
+        p = obj["paths"][path]
+        reason = f"({p['reason']})" if p["state"] != "holds" and p["reason"] else ""
+        parts.append(f"{path}={p['state']}{reason}")
+    text = f"workload {obj['workload']} round={obj['round']} {obj['outcome'].upper()} " + " ".join(
+        parts
+    )
+    return "".join(c if c.isprintable() else "?" for c in text)
+
+
+def identity_subjects(fabric: IdentityFabric) -> list[tuple[IdentityKind, str]]:
+    """Every identity subject the demo's coordinator decides on."""
+    subjects: list[tuple[IdentityKind, str]] = [
+        (IdentityKind.BUNDLE, fabric.trust_domain.name),
+        (IdentityKind.JWKS, fabric.issuer.issuer_url),
+    ]
+    subjects.extend((IdentityKind.MTLS, w.spiffe_id) for w in fabric.workloads.values())
+    return subjects
+
+
+class RelyingParty:
+    """The demo's relying party: after each round's DNS verdicts, it waits (bounded) for that
+    round's identity verdicts, then negotiates every workload through the SDK, presenting the
+    workload's ID token (freshly minted by the local issuer, as the workload would present it).
+    Decisions are emitted in round order by one task; :meth:`close` stops it."""
+
+    def __init__(
+        self,
+        client: IdentityClient,
+        fabric: IdentityFabric,
+        emit: Callable[[dict[str, Any]], None],
+        *,
+        round_ms: int,
+    ) -> None:
+        self.client = client
+        self.fabric = fabric
+        self._emit = emit
+        self._round_ms = round_ms
+        self._queue: asyncio.Queue[int] = asyncio.Queue()
+        self.decided: set[int] = set()
+        self._task = asyncio.create_task(self._loop())
+
+    def round_complete(self, round_: int) -> None:
+        self._queue.put_nowait(round_)
+
+    async def close(self) -> None:
+        self._task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._task
+
+    def failed(self) -> BaseException | None:
+        if self._task.done() and not self._task.cancelled():
+            return self._task.exception()
+        return None
+
+    async def _loop(self) -> None:
+        while True:
+            round_ = await self._queue.get()
+            await self._await_identity_round(round_)
+            for w in self.fabric.workloads.values():
+                token = self.fabric.issuer.mint_id_token(w.spiffe_id, w.spec.audience)
+                try:
+                    decision = await self.client.workload(w.spiffe_id, token=token)
+                except TrustClientError as exc:
+                    self._emit(_undecided(w.spiffe_id, round_, str(exc)))
+                    continue
+                obj = workload_to_json(decision)
+                obj["round"] = round_
+                self._emit(obj)
+            self.decided.add(round_)
+
+    async def _await_identity_round(self, round_: int) -> None:
+        """Until every identity subject has a verdict of ``round_`` or later, or one and a half
+        rounds passed (a path that is down still gets its UNAVAILABLE verdict by the round's
+        deadline; waiting longer would let the round's DNS verdicts go stale)."""
+        deadline = time.monotonic() + 1.5 * self._round_ms / 1000 + 0.25
+        pending = identity_subjects(self.fabric)
+        while pending and time.monotonic() < deadline:
+            still = []
+            for kind, subject in pending:
+                try:
+                    v = await self.client.trust.identity_verdict(kind, subject)
+                except TrustClientError:
+                    still.append((kind, subject))
+                    continue
+                if v.round < round_:
+                    still.append((kind, subject))
+            pending = still
+            if pending:
+                await asyncio.sleep(0.1)
+
+
+def _undecided(spiffe_id: str, round_: int, why: str) -> dict[str, Any]:
+    reason = " ".join(why.split())[:200] or "lookup failed"
+    return {
+        "workload": spiffe_id,
+        "round": round_,
+        "outcome": "unavailable",
+        "reason": reason,
+        "policy": "",
+        "paths": {p: {"state": "unavailable", "reason": "lookup_failed"} for p in PATHS},
+    }
+
+
+async def start_relying_party(
+    trust: TrustClient,
+    fabric: IdentityFabric,
+    region: str,
+    stack: contextlib.AsyncExitStack,
+    progress: Callable[[str], None],
+    emit: Callable[[dict[str, Any]], None],
+    *,
+    round_ms: int,
+    gateway_host: str = "127.0.0.1",
+    gateway_port: int = 0,
+) -> RelyingParty:
+    """The SDK's identity client over ``trust``, the gateway serving it, and the per-round
+    negotiation of every workload."""
+    client = IdentityClient(trust, fabric.targets(region))
+    server = GatewayServer(create_app(client), gateway_host, gateway_port)
+    await server.start()
+    stack.push_async_callback(server.stop)
+    progress(
+        f"gateway: {server.url} (GET /v1/workloads/{{spiffe_id}}, /v1/trust/{{name}}, "
+        f"POST /v1/validate/token; OpenAPI {server.url}/openapi.json)"
+    )
+    rp = RelyingParty(client, fabric, emit, round_ms=round_ms)
+    stack.push_async_callback(rp.close)
+    return rp

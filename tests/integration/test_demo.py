@@ -48,7 +48,10 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
-def run_demo(tmp_path: Path, *args: str) -> tuple[list[dict[str, Any]], str]:
+def demo_output(
+    tmp_path: Path, *args: str
+) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
+    """``cctf demo --rounds 3 --json ...``: (name verdicts, workload decisions, stderr)."""
     workdir = tmp_path / "fabric"
     proc = subprocess.run(
         [
@@ -71,11 +74,19 @@ def run_demo(tmp_path: Path, *args: str) -> tuple[list[dict[str, Any]], str]:
         cwd=tmp_path,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
-    verdicts = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    objects = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    verdicts = [o for o in objects if "workload" not in o]
+    workloads = [o for o in objects if "workload" in o]
+    assert len(verdicts) + len(workloads) == len(objects)
     # Every name of every round arrived; nothing was left running.
     assert len(verdicts) >= 3 * len(DEMO_NAMES), proc.stderr[-2000:]
     assert processes_mentioning(str(workdir)) == []
-    return verdicts, proc.stderr
+    return verdicts, workloads, proc.stderr
+
+
+def run_demo(tmp_path: Path, *args: str) -> tuple[list[dict[str, Any]], str]:
+    verdicts, _, err = demo_output(tmp_path, *args)
+    return verdicts, err
 
 
 def test_demo_two_poisoned_resolvers_do_not_change_the_verdict(tmp_path: Path) -> None:

@@ -97,7 +97,14 @@ async def test_no_secret_on_the_bus_during_a_demo_run(tmp_path: Path, faults: bo
     # the capture saw every region's publishes and the verdicts
     for region in DEFAULT_REGIONS:
         assert any(s.startswith(f"cctf.v1.vote.{region}.") for s in subjects), (region, subjects)
+        assert any(s.startswith(f"cctf.v1.evidence.{region}.") for s in subjects), region
     assert any(s.startswith("cctf.v1.verdict.") for s in subjects)
+    for kind in ("bundle", "jwks", "mtls"):  # identity verdicts
+        assert any(s.startswith("cctf.v1.verdict.") and s.endswith("." + kind) for s in subjects)
+    # the relying party negotiated every workload, presenting tokens the fabric minted
+    decisions = [line for line in out.getvalue().splitlines() if '"workload"' in line]
+    assert len(decisions) >= 9
+    assert len(fabric.minted_tokens()) >= 9 + 1
     assert len(rest) > 50
 
     leaks = {}

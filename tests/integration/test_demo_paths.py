@@ -1,0 +1,154 @@
+"""`cctf demo` with its three trust paths, through the real CLI: every workload's negotiated
+decision (one JSON object each with ``workload``, ``outcome`` and ``paths``), ``--fail-path``
+taking paths down, and the gateway it starts and prints."""
+
+from __future__ import annotations
+
+import json
+import re
+import signal
+import subprocess
+import sys
+import urllib.parse
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import pytest
+from test_demo import demo_output, processes_mentioning
+
+pytestmark = pytest.mark.slow
+
+WORKLOADS = {"spiffe://demo.test/api", "spiffe://demo.test/auth", "spiffe://demo.test/db"}
+PATHS = ("dns", "mtls", "oidc")
+
+
+def by_round(workloads: list[dict[str, Any]]) -> dict[int, dict[str, dict[str, Any]]]:
+    rounds: dict[int, dict[str, dict[str, Any]]] = {}
+    for w in workloads:
+        assert set(w) >= {"workload", "outcome", "paths", "round", "reason", "policy"}, w
+        assert set(w["paths"]) == set(PATHS), w
+        for p in w["paths"].values():
+            assert set(p) == {"state", "reason"}, w
+            assert p["state"] in ("holds", "fails", "unavailable"), w
+        rounds.setdefault(w["round"], {})[w["workload"]] = w
+    # every round the demo ran has a decision for every workload, once
+    assert len(rounds) >= 3
+    assert all(set(ws) == WORKLOADS for ws in rounds.values())
+    assert len(workloads) == 3 * len(rounds)
+    return rounds
+
+
+def states(w: dict[str, Any]) -> tuple[str, str, str]:
+    return tuple(w["paths"][p]["state"] for p in PATHS)  # type: ignore[return-value]
+
+
+def last_round(workloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    rounds = by_round(workloads)
+    return list(rounds[max(rounds)].values())
+
+
+def test_all_three_paths_hold_and_every_workload_is_trusted(tmp_path: Path) -> None:
+    verdicts, workloads, err = demo_output(tmp_path, "--nodes", "1")
+    assert all(v["outcome"] == "trusted" for v in verdicts)
+    assert all(w["outcome"] != "refused" for w in workloads)
+    for w in last_round(workloads):
+        assert w["outcome"] == "trusted", w
+        assert states(w) == ("holds", "holds", "holds"), w
+    assert "SPIFFE trust domain demo.test" in err and "OIDC issuer https://127.0.0.1:" in err
+
+
+@pytest.mark.parametrize("path", PATHS)
+def test_one_path_down_still_trusted_by_the_other_two(tmp_path: Path, path: str) -> None:
+    _, workloads, err = demo_output(tmp_path, "--nodes", "1", "--fail-path", path)
+    for w in workloads:
+        assert w["paths"][path]["state"] == "unavailable", w
+        assert w["paths"][path]["reason"], w
+    for w in last_round(workloads):
+        assert w["outcome"] == "trusted", w
+        assert all(w["paths"][p]["state"] == "holds" for p in PATHS if p != path), w
+    if path != "dns":
+        assert f"fail-path {path}" in err
+
+
+def test_wrong_identity_fails_the_mtls_path(tmp_path: Path) -> None:
+    args = ("--nodes", "1", "--fail-path", "mtls", "--mtls-fault", "wrong-identity")
+    _, workloads, _ = demo_output(tmp_path, *args)
+    for w in workloads:
+        assert w["paths"]["mtls"]["state"] == "fails", w
+    for w in last_round(workloads):
+        assert w["outcome"] == "trusted", w  # dns + oidc: 2 of 3
+
+
+def test_two_paths_down_is_unavailable_never_trusted(tmp_path: Path) -> None:
+    args = ("--nodes", "1", "--fail-path", "mtls", "--fail-path", "oidc")
+    _, workloads, _ = demo_output(tmp_path, *args)
+    for w in workloads:
+        assert w["outcome"] == "unavailable", w
+        assert states(w)[1:] == ("unavailable", "unavailable"), w
+
+
+def test_text_output_names_each_workload_and_path(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [
+            *(sys.executable, "-m", "cctf", "demo", "--rounds", "2", "--nodes", "1"),
+            *("--dir", str(tmp_path / "fabric"), "--fabric-file", str(tmp_path / "fabric.json")),
+            *("--fail-path", "oidc"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    lines = [ln for ln in proc.stdout.splitlines() if ln.startswith("workload ")]
+    assert len(lines) >= 6
+    pattern = re.compile(
+        r"workload spiffe://demo\.test/(api|auth|db) round=\d+ (TRUSTED|UNAVAILABLE|REFUSED) "
+        r"dns=\S+ mtls=\S+ oidc=unavailable\(\S+\)"
+    )
+    assert all(pattern.fullmatch(ln) for ln in lines), lines
+
+
+def test_gateway_url_is_printed_and_serves_decisions(tmp_path: Path) -> None:
+    workdir = tmp_path / "fabric"
+    proc = subprocess.Popen(
+        [
+            *(sys.executable, "-m", "cctf", "demo", "--nodes", "1", "--json"),
+            *("--dir", str(workdir), "--fabric-file", str(tmp_path / "fabric.json")),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        cwd=tmp_path,
+    )
+    try:
+        assert proc.stdout is not None and proc.stderr is not None
+        url = None
+        for line in proc.stderr:
+            if m := re.search(r"gateway: (http://127\.0\.0\.1:\d+)", line):
+                url = m.group(1)
+                break
+        assert url is not None
+        for line in proc.stdout:  # the first workload decision: identity verdicts exist
+            if '"workload"' in line:
+                break
+        with urllib.request.urlopen(url + "/healthz", timeout=10) as r:
+            assert r.status == 200
+        sid = urllib.parse.quote("spiffe://demo.test/api", safe="")
+        with urllib.request.urlopen(f"{url}/v1/workloads/{sid}", timeout=10) as r:
+            body = json.loads(r.read())
+        assert body["workload"] == "spiffe://demo.test/api"
+        # no token presented over HTTP: the oidc path is unavailable, dns + mtls decide
+        assert body["paths"]["oidc"]["state"] == "unavailable"
+        assert body["paths"]["mtls"]["state"] == "holds", body
+        with urllib.request.urlopen(url + "/openapi.json", timeout=10) as r:
+            assert "/v1/workloads/{spiffe_id}" in json.loads(r.read())["paths"]
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+    assert proc.returncode == 143
+    assert processes_mentioning(str(workdir)) == []
