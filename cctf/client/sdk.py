@@ -56,7 +56,7 @@ import contextlib
 from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, Sequence
 from types import TracebackType
-from typing import Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Self
 
 from cctf.bus.accounts import NatsUser
 from cctf.bus.connect import Connection, connect
@@ -95,6 +95,10 @@ from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
 from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger, meter
+
+if TYPE_CHECKING:  # cctf.client.identity builds on this module
+    from cctf.client.identity import IdentityClient
+    from cctf.identity.targets import IdentityTargets
 
 __all__ = [
     "Deliver",
@@ -335,6 +339,15 @@ class TrustClient:
         return checked.verdict
 
     # ---- point look-ups
+
+    def identity(self, targets: IdentityTargets, **options: Any) -> IdentityClient:
+        """Workload and credential decisions over this client's verified verdicts:
+        ``client.identity(targets).workload(spiffe_id, token=...)``, ``.validate_certificate(pem)``,
+        ``.validate_token(jwt, audience)`` (:class:`cctf.client.identity.IdentityClient`;
+        ``options``: its keyword arguments)."""
+        from cctf.client.identity import IdentityClient
+
+        return IdentityClient(self, targets, **options)
 
     async def identity_verdict(
         self,

@@ -15,6 +15,7 @@ import pytest
 import schemathesis
 from clientcases import sealed, verdict
 from gatewayproc import GatewayProcess, prepare_streams
+from gatewayworld import RelyingWorld
 from hypothesis import HealthCheck, given, settings
 from schemathesis.specs.openapi.checks import negative_data_rejection
 from wirefactories import make_world
@@ -41,6 +42,16 @@ async def _publish(fabric: NatsFabric, messages: list[tuple[str, bytes]]) -> Non
         await nc.close()
 
 
+class _Collect:
+    """Stands in for the bus while the verdicts are made (published afterwards)."""
+
+    def __init__(self, into: list[tuple[str, bytes]]) -> None:
+        self.into = into
+
+    async def publish(self, subject: str, data: bytes) -> None:
+        self.into.append((subject, data))
+
+
 @pytest.fixture
 def gateway_process(
     tmp_path: Path, nats_single: NatsFabric, identity_fabric_thread: IdentityFabric
@@ -48,7 +59,18 @@ def gateway_process(
     prepare_streams(nats_single)
     world = make_world(start_ms=time.time_ns() // 1_000_000)
     names = ["example.com.", *(w.spec.dns_name for w in identity_fabric_thread.workloads.values())]
-    asyncio.run(_publish(nats_single, [sealed(world, verdict(world, n)) for n in names]))
+    messages = [sealed(world, verdict(world, n)) for n in names]
+    # TRUSTED bundle, JWKS and mtls verdicts: the validate and workload routes reach real material
+    rw = RelyingWorld(_Collect(messages), world, identity_fabric_thread)  # type: ignore[arg-type]
+
+    async def identity_verdicts() -> None:
+        await rw.bundle()
+        await rw.jwks()
+        for w in identity_fabric_thread.workloads.values():
+            await rw.mtls(w.spiffe_id)
+
+    asyncio.run(identity_verdicts())
+    asyncio.run(_publish(nats_single, messages))
     with GatewayProcess.start(
         tmp_path / "gw",
         nats_single,

@@ -67,7 +67,7 @@ class RelyingWorld:
         return identity_targets_from(self.fabric.targets_document(policy=policy, **kw))
 
     def client(self, trust: TrustClient, policy: dict[str, Any] | None = None) -> IdentityClient:
-        return IdentityClient(trust, self.targets(policy))
+        return trust.identity(self.targets(policy))  # TrustClient's entry to IdentityClient
 
     # ---- publishing signed verdicts
 
