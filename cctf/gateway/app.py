@@ -26,7 +26,7 @@ from __future__ import annotations
 import time
 from typing import Annotated, Any, Final, Protocol
 
-from fastapi import FastAPI, Header, Path, Query, Request, Response
+from fastapi import FastAPI, Header, Path, Query
 from fastapi.responses import JSONResponse, PlainTextResponse
 
 from cctf.bus_schemas.messages import Verdict
@@ -109,6 +109,40 @@ def _bearer(authorization: str | None) -> str | None:
     return token
 
 
+class _Measure:
+    """ASGI middleware: requests by route template and status, and handling time (a plain ASGI
+    wrapper: Starlette's ``BaseHTTPMiddleware`` costs a task and a stream per request)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        m = meter("cctf.gateway")
+        self.requests = m.create_counter(
+            "cctf_gateway_requests", description="gateway requests by route and status"
+        )
+        self.latency = m.create_histogram(
+            "cctf_gateway_request_seconds", unit="s", description="request handling time"
+        )
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = time.perf_counter()
+        status = {"code": 500}
+
+        async def tracked(message: Any) -> None:
+            if message["type"] == "http.response.start":
+                status["code"] = int(message["status"])
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracked)
+        finally:
+            label = getattr(scope.get("route"), "path", "unmatched")
+            self.requests.add(1, {"route": label, "status": str(status["code"])})
+            self.latency.record(time.perf_counter() - started, {"route": label})
+
+
 def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
     """The gateway application over ``backend``."""
     app = FastAPI(
@@ -120,24 +154,10 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
     )
     install_problem_handlers(app)
     app.add_middleware(BodyLimit, max_bytes=max_body_bytes)
-    m = meter("cctf.gateway")
-    requests = m.create_counter("cctf_gateway_requests", description="gateway requests by route")
-    decisions = m.create_counter("cctf_gateway_decisions", description="decisions by kind/outcome")
-    latency = m.create_histogram(
-        "cctf_gateway_request_seconds", unit="s", description="request handling time"
+    app.add_middleware(_Measure)
+    decisions = meter("cctf.gateway").create_counter(
+        "cctf_gateway_decisions", description="decisions answered, by kind and outcome"
     )
-
-    @app.middleware("http")
-    async def _measure(request: Request, call_next: Any) -> Response:
-        started = time.perf_counter()
-        response: Response = await call_next(request)
-        route = request.scope.get("route")
-        label = getattr(route, "path", "unmatched")
-        attrs = {"route": label, "status": str(response.status_code)}
-        requests.add(1, attrs)
-        latency.record(time.perf_counter() - started, {"route": label})
-        return response
-
     bus_errors: dict[int | str, dict[str, Any]] = {
         404: problem_doc("no verdict stored (no_verdict)"),
         502: problem_doc("the stored verdict failed verification (verdict_rejected)"),

@@ -8,7 +8,8 @@ A bundle is a JWK Set with optional ``spiffe_sequence`` (uint64) and ``spiffe_re
    ``too_many_keys``]; ``spiffe_sequence`` an integer 0..2^64-1 and ``spiffe_refresh_hint`` an integer
    0..2^31-1 if present [``bundle_malformed``];
 2. each key by its ``use``: ``x509-svid`` -> an X.509 authority, ``x5c`` holds exactly one base64
-   DER certificate [``x5c_count``, ``key_malformed``]; ``jwt-svid`` -> a JWT authority, a public JWK
+   DER certificate, and the JWK's key parameters, if given (``kty``), are that certificate's public
+   key [``x5c_count``, ``key_malformed``]; ``jwt-svid`` -> a JWT authority, a public JWK
    (``cctf.identity.jwk``) with a ``kid``, unique among the bundle's JWT authorities [``key_malformed``,
    ``duplicate_kid``]; any other or no ``use`` -> ignored (counted in ``ignored``), as the spec says;
 3. at least one authority [``empty_bundle``]: an empty key set invalidates the trust domain.
@@ -152,9 +153,20 @@ def _x509_authority(key: Mapping[str, Any], what: str) -> x509.Certificate:
         )
     try:
         der = base64.b64decode(x5c[0], validate=True) if isinstance(x5c[0], str) else b""
-        return x509.load_der_x509_certificate(der)
-    except (binascii.Error, ValueError):
+        cert = x509.load_der_x509_certificate(der)
+        cert_spki = cert.public_key().public_bytes(
+            serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+    except (binascii.Error, ValueError, TypeError):
         raise _fail(Reason.KEY_MALFORMED, f"{what}: x5c is not a base64 DER certificate") from None
+    if "kty" in key:
+        # the JWK's own key parameters, when given, must be the certificate's key
+        vk = parse_public_jwk({k: v for k, v in key.items() if k not in ("use", "x5c")}, what)
+        if vk.spki != cert_spki:
+            raise _fail(
+                Reason.KEY_MALFORMED, f"{what}: key parameters do not match the x5c certificate"
+            )
+    return cert
 
 
 def _canonical_jwt_keys(keys: tuple[VerificationKey, ...]) -> list[list[Any]]:

@@ -74,6 +74,19 @@ class PathResult:
     state: PathState
     reason: str = ""
 
+    @classmethod
+    def holds(cls, reason: str = "") -> PathResult:
+        return cls(PathState.HOLDS, reason)
+
+    @classmethod
+    def fails(cls, reason: str) -> PathResult:
+        """A failing path; ``reason`` is typically an ``IdentityError``'s ``reason`` value."""
+        return cls(PathState.FAILS, reason)
+
+    @classmethod
+    def unavailable(cls, reason: str) -> PathResult:
+        return cls(PathState.UNAVAILABLE, reason)
+
 
 class Policy(Protocol):
     """A monotone predicate over the set of holding paths: if it holds for a set, it holds for
@@ -185,6 +198,18 @@ class Negotiated:
 
     def path(self, path: Path) -> PathResult:
         return dict(self.paths)[path]
+
+    def as_dict(self) -> dict[str, object]:
+        """The JSON form every presenter uses (gateway, CLI ``--json``, demo)::
+
+        {"outcome": "trusted", "reason": "...",
+         "paths": {"dns": {"state": "holds", "reason": ""}, "mtls": {...}, "oidc": {...}}}
+        """
+        return {
+            "outcome": self.outcome.value,
+            "reason": self.reason,
+            "paths": {p.value: {"state": r.state.value, "reason": r.reason} for p, r in self.paths},
+        }
 
 
 _MISSING: Final = PathResult(PathState.UNAVAILABLE, "no_evidence")

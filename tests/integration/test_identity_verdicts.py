@@ -277,3 +277,20 @@ async def test_a_trusted_bundle_verdict_never_goes_back_in_sequence(fab: Fabric)
     latest = await fab.client.identity_verdict("bundle", DOMAIN)
     assert latest == v  # nothing newer was issued
     await fab.until(lambda: coordinator.stats().held_ballots == 0, "settled evidence")
+
+
+async def test_decided_at_the_round_deadline_when_agents_stay_silent(fab: Fabric) -> None:
+    coordinator = await fab.start()
+    r0 = fab.round
+    await fab.evidence("us-east", [fab.observation("us-east", digest=DIGEST_A)])
+    await fab.evidence("us-west", [fab.observation("us-west", digest=DIGEST_A)])
+    await fab.evidence("eu-west", [fab.observation("eu-west", EvidenceStatus.TIMEOUT)])
+    await fab.until(lambda: coordinator.stats().votes_accepted == 3, "three votes")
+    assert fab.client is not None
+    with pytest.raises(NoVerdict):  # 2 agree, 2 pending: could still be TRUSTED
+        await fab.client.identity_verdict("bundle", DOMAIN)
+    fab.world.clock.set((r0 + 1) * 1000 + 1500)  # the round's deadline (round_ms + grace)
+    v = await fab.verdict("bundle", DOMAIN, r0)
+    assert v.outcome is Outcome.UNAVAILABLE and not v.decided_early
+    assert states(v)["agent-ap-south"] is VoterState.UNAVAILABLE
+    await fab.until(lambda: coordinator.stats().held_ballots == 0, "settled evidence")

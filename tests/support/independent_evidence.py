@@ -374,7 +374,7 @@ class IdentitySubscriber:
     max_skew_ms: int = 5_000
     max_decision_delay_ms: int = 60_000
     last: dict[tuple[str, str, str], tuple[int, bytes]] = field(default_factory=dict)
-    sequences: dict[tuple[str, str], int] = field(default_factory=dict)
+    sequences: dict[str, int] = field(default_factory=dict)  # trust domain -> spiffe_sequence
 
     def verify(self, data: bytes, subject: str, now_ms: int) -> IdentityVerdict:
         env, key = verify_envelope(
@@ -416,12 +416,11 @@ class IdentitySubscriber:
             return v
         if prev is not None and v.seq <= prev[0]:
             raise Reject("rollback")
-        bundle_slot = (v.coordinator, v.subject)  # 17
-        if v.kind == "bundle" and v.outcome == "trusted":
-            floor = self.sequences.get(bundle_slot)
+        if v.kind == "bundle" and v.outcome == "trusted":  # 17: per trust domain, any coordinator
+            floor = self.sequences.get(v.subject)
             if floor is not None and v.facts.sequence < floor:
-                raise Reject("rollback", "spiffe_sequence went backwards")
-            self.sequences[bundle_slot] = v.facts.sequence
+                raise Reject("bundle_rollback", "spiffe_sequence went backwards")
+            self.sequences[v.subject] = max(v.facts.sequence, floor or 0)
         self.last[slot] = (v.seq, digest)
         return v
 

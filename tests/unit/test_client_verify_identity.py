@@ -13,7 +13,7 @@ from evidencefactories import (
     make_observation,
     seal_identity_verdict,
 )
-from hypothesis import given, settings
+from hypothesis import event, example, given, settings
 from hypothesis import strategies as st
 from wirefactories import ROUND_MS, START_MS, World, make_identity, make_world
 
@@ -242,3 +242,71 @@ def test_any_verdict_is_accepted_or_rejected_never_a_crash(v: IdentityVerdict, r
     except Rejected:
         return
     assert got == v
+
+
+# ------------------------------------------------- against the clean-room subscriber (wire §5.8)
+
+_STEP = st.tuples(
+    st.sampled_from(["coord-us-east", "coord-b"]),  # coordinator
+    st.sampled_from([IdentityKind.BUNDLE, IdentityKind.JWKS]),
+    st.integers(0, 3),  # spiffe_sequence
+    st.sampled_from([-1, 0, 1, 2, 3, 4]),  # seq offset from issued_ms * 1000 (-1: step 14.3)
+    st.booleans(),  # trusted (else every agent timed out: unavailable)
+    st.one_of(st.just(0), st.integers(1, 1500)),  # clock advance before this verdict, ms
+    st.sampled_from(["us-east"] * 5 + ["eu-west"]),  # subject region (verifiers pinned to us-east)
+    st.booleans(),  # send the previous message again instead
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.lists(_STEP, min_size=1, max_size=8))
+@example(  # a TRUSTED bundle, then a newer one of coord-b with a lower spiffe_sequence
+    [
+        ("coord-us-east", IdentityKind.BUNDLE, 3, 0, True, 0, "us-east", False),
+        ("coord-b", IdentityKind.BUNDLE, 2, 0, True, 1000, "us-east", False),
+    ]
+)
+def test_agrees_with_the_independent_subscriber(steps: list[tuple[object, ...]]) -> None:
+    import independent_evidence as ie
+    import independent_verifier as iv
+
+    w = world()
+    other = make_identity("coord-b", "us-east", role=Role.COORDINATOR)
+    w.extra.append(other)
+    signers = {w.coordinator.principal: w.coordinator, other.principal: other}
+    ours = verifier(w)
+    keys = [w.coordinator.entry, other.entry]
+    theirs = ie.IdentitySubscriber(
+        iv.trust_of(
+            *(
+                iv.Key(e.keys.suite.value, e.keys.raw, e.role.value, e.principal, e.region)
+                for e in keys
+            )
+        ),
+        region="us-east",
+    )
+    last: tuple[bytes, str] | None = None
+    for coord, kind, spiffe_seq, offset, trusted, advance, region, again in steps:
+        w.clock.advance(advance)  # type: ignore[arg-type]
+        if again and last is not None:
+            data, subject = last
+        else:
+            statuses = (EvidenceStatus.OK,) * 3 if trusted else (EvidenceStatus.TIMEOUT,) * 3
+            v = verdict(w, kind=kind, statuses=statuses, sequence=spiffe_seq, seq_offset=offset)
+            v = msgspec.structs.replace(v, coordinator=coord)
+            subject = identity_verdict_subject(region, v.kind, v.subject)  # type: ignore[arg-type]
+            data = seal_identity_verdict(signers[coord], v, subject=subject)  # type: ignore[index]
+            last = (data, subject)
+        now = w.clock.now_ms()
+        try:
+            ours.check(data, subject)
+            mine: str | None = None
+        except Rejected as exc:
+            mine = exc.reason.value
+        try:
+            theirs.verify(data, subject, now)
+            clean: str | None = None
+        except iv.Reject as exc:
+            clean = exc.reason
+        event(f"reason={mine}")
+        assert mine == clean, (mine, clean)

@@ -141,6 +141,17 @@ def test_refused(doc: bytes, reason: Reason) -> None:
     refused(reason, doc)
 
 
+def test_x509_authority_key_must_match_its_certificate() -> None:
+    other = SvidPki(TD)
+    jwk = {**other.x509_authority_jwk(), "x5c": PKI.x509_authority_jwk()["x5c"]}
+    with pytest.raises(IdentityError, match="do not match") as info:
+        parse_bundle(TD, enc({"keys": [jwk]}))
+    assert info.value.reason is Reason.KEY_MALFORMED
+    # without key parameters the certificate alone is the authority
+    bare = {"use": "x509-svid", "x5c": PKI.x509_authority_jwk()["x5c"]}
+    assert parse_bundle(TD, enc({"keys": [bare]})).x509_authorities == (PKI.root.cert,)
+
+
 def test_private_key_never_echoed() -> None:
     jwk = {**PKI.jwt_authorities[0].jwk(use="jwt-svid"), "d": "SECRETSECRET"}
     with pytest.raises(IdentityError) as info:

@@ -78,6 +78,23 @@ def test_three_of_three() -> None:
             assert got is Outcome.UNAVAILABLE
 
 
+def test_json_form() -> None:
+    got = negotiate(
+        DEFAULT_POLICY,
+        {Path.DNS: PathResult.holds(), Path.MTLS: PathResult.fails("wrong_spiffe_id")},
+    )
+    assert got.as_dict() == {
+        "outcome": "unavailable",
+        "reason": got.reason,
+        "paths": {
+            "dns": {"state": "holds", "reason": ""},
+            "mtls": {"state": "fails", "reason": "wrong_spiffe_id"},
+            "oidc": {"state": "unavailable", "reason": "no_evidence"},
+        },
+    }
+    assert PathResult.unavailable("no_token") == PathResult(U, "no_token")
+
+
 def test_missing_path_is_unavailable() -> None:
     got = negotiate(DEFAULT_POLICY, {Path.DNS: PathResult(H)})
     assert got.path(Path.OIDC) == PathResult(U, "no_evidence")
