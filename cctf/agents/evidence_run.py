@@ -27,12 +27,24 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass, field, replace
 from typing import Final
 
-from cctf.agents.evidence import Failure, Outcome, failure_of, observation
-from cctf.bus_schemas.evidence import EvidenceStatus, IdentityKind, Observation
+from cctf.agents.evidence import (
+    Failure,
+    Outcome,
+    build_evidence_ballots,
+    evidence_msg_id,
+    failure_of,
+    observation,
+)
+from cctf.agents.publishing import PublishResult
+from cctf.bus_schemas.envelope import seal
+from cctf.bus_schemas.evidence import EvidenceStatus, IdentityKind, Observation, encode
+from cctf.bus_schemas.messages import MessageType
+from cctf.bus_schemas.subjects import evidence_subject
 from cctf.clock import SYSTEM_CLOCK, Clock
+from cctf.crypto.keys import SigningKey
 from cctf.identity.bundle import MAX_BUNDLE_BYTES, RETRY_MS, FederationState, TrustBundle
 from cctf.identity.errors import IdentityError
 from cctf.identity.fetch import fetch_document, probe_tls
@@ -48,7 +60,13 @@ from cctf.identity.targets import (
 from cctf.identity.x509svid import parse_der_chain, verify_x509_svid
 from cctf.util.files import read_bounded
 
-__all__ = ["MIN_BUDGET_S", "EvidenceCollector"]
+__all__ = [
+    "MIN_BUDGET_S",
+    "EvidenceCollector",
+    "EvidenceReport",
+    "EvidenceStats",
+    "publish_evidence",
+]
 
 #: a fetch always gets at least this much time, even when the round's deadline is (nearly) past
 MIN_BUDGET_S: Final = 0.05
@@ -73,16 +91,12 @@ class EvidenceCollector:
         region: str,
         clock: Clock = SYSTEM_CLOCK,
         probe_every_ms: int | None = None,
-        fetch: Callable[..., Awaitable[bytes]] = fetch_document,
-        probe: Callable[..., Awaitable[list[bytes]]] = probe_tls,
     ) -> None:
         self.targets = targets
         self.agent = agent
         self.region = region
         self._clock = clock
         self.probe_every_ms = probe_every_ms
-        self._fetch = fetch
-        self._probe = probe
         self.states: dict[str, FederationState] = {
             t.name: FederationState(t.name, t.refresh_ms) for t in targets.trust_domains
         }
@@ -161,7 +175,7 @@ class EvidenceCollector:
             if t.bundle_file is not None:
                 return read_bounded(t.bundle_file, f"bundle of {t.name}", MAX_BUNDLE_BYTES)
             assert t.bundle_endpoint is not None
-            return await self._fetch(
+            return await fetch_document(
                 t.bundle_endpoint, max_bytes=MAX_BUNDLE_BYTES, ca_file=t.ca_file, timeout_s=budget
             )
         except asyncio.CancelledError:
@@ -198,7 +212,7 @@ class EvidenceCollector:
         loop = asyncio.get_running_loop()
         end = loop.time() + budget
         try:
-            data = await self._fetch(
+            data = await fetch_document(
                 i.discovery_location,
                 max_bytes=MAX_DISCOVERY_BYTES,
                 ca_file=i.ca_file,
@@ -206,7 +220,7 @@ class EvidenceCollector:
             )
             discovery = parse_discovery(i.issuer, data)
             left = max(MIN_BUDGET_S, end - loop.time())
-            keys = await self._fetch(
+            keys = await fetch_document(
                 discovery.jwks_uri, max_bytes=MAX_JWKS_BYTES, ca_file=i.ca_file, timeout_s=left
             )
             return _parse_jwks(keys)
@@ -221,7 +235,7 @@ class EvidenceCollector:
         try:
             assert w.endpoint is not None
             host, port = check_endpoint(w.endpoint)
-            return await self._probe(host, port, timeout_s=budget)
+            return await probe_tls(host, port, timeout_s=budget)
         except asyncio.CancelledError:
             raise
         except Exception as exc:
@@ -244,3 +258,93 @@ class EvidenceCollector:
             return failure_of(exc)
         except Exception as exc:  # a certificate the verifier chokes on: refused, not a crash
             return failure_of(exc)
+
+
+@dataclass(frozen=True, slots=True)
+class EvidenceReport:
+    """What happened to one round's evidence."""
+
+    round: int
+    observations: int
+    statuses: dict[str, int]  # observation status -> count
+    details: tuple[str, ...]  # the distinct reason codes, sorted
+    parts: int  # evidence ballots sent
+    parts_ok: int  # of which acknowledged
+
+    @property
+    def ok(self) -> bool:
+        return self.parts_ok == self.parts
+
+    def log_fields(self) -> dict[str, object]:
+        """What the agent logs about the round (counts and reason codes only)."""
+        return {
+            "round": self.round,
+            "observations": self.observations,
+            "statuses": self.statuses,
+            "parts": self.parts,
+            "parts_ok": self.parts_ok,
+            "details": list(self.details),
+        }
+
+
+@dataclass
+class EvidenceStats:
+    """An agent's evidence counters (monotonic within a process)."""
+
+    published: int = 0  # evidence ballots (parts) acknowledged
+    failed: int = 0  # evidence ballots given up
+    errors: int = 0  # evidence rounds aborted by an unexpected exception
+    #: observations by status (:class:`~cctf.bus_schemas.evidence.EvidenceStatus`)
+    by_status: dict[str, int] = field(default_factory=dict)
+
+    def add(self, report: EvidenceReport) -> None:
+        self.published += report.parts_ok
+        self.failed += report.parts - report.parts_ok
+        for status, count in report.statuses.items():
+            self.by_status[status] = self.by_status.get(status, 0) + count
+
+
+Publish = Callable[[bytes, str, int], Awaitable[PublishResult]]
+
+
+async def publish_evidence(
+    collector: EvidenceCollector,
+    round_: int,
+    *,
+    deadline_ms: int,
+    round_end: int,
+    key: SigningKey,
+    secret: bytes,
+    lifetime_ms: int,
+    clock: Clock,
+    publish: Publish,
+) -> EvidenceReport:
+    """One round's evidence: collect (until ``deadline_ms``), build the ballots, seal each on
+    ``cctf.v1.evidence.<region>.<agent>`` and ``publish(data, msg_id, round_end)`` them concurrently
+    (``msg_id`` = :func:`~cctf.agents.evidence.evidence_msg_id` with ``secret``)."""
+    observations = await collector.collect(round_, deadline_ms)
+    now = clock.now_ms()
+    agent, region = collector.agent, collector.region
+    subject = evidence_subject(region, agent)
+    ballots = build_evidence_ballots(agent, region, round_, observations, now)
+    sealed = [
+        seal(key, subject, MessageType.EVIDENCE, encode(b), now_ms=now, lifetime_ms=lifetime_ms)
+        for b in ballots
+    ]
+    results = await asyncio.gather(
+        *(
+            publish(data, evidence_msg_id(agent, round_, part, secret=secret), round_end)
+            for part, data in enumerate(sealed)
+        )
+    )
+    statuses: dict[str, int] = {}
+    for o in observations:
+        statuses[o.status.value] = statuses.get(o.status.value, 0) + 1
+    return EvidenceReport(
+        round=round_,
+        observations=len(observations),
+        statuses=statuses,
+        details=tuple(sorted({o.detail for o in observations if o.detail})),
+        parts=len(results),
+        parts_ok=sum(r.ok for r in results),
+    )

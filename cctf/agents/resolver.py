@@ -43,8 +43,8 @@ from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, b
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
-from cctf.agents.evidence import build_evidence_ballots, evidence_id_secret, evidence_msg_id
-from cctf.agents.evidence_run import EvidenceCollector
+from cctf.agents.evidence import evidence_id_secret
+from cctf.agents.evidence_run import EvidenceCollector, EvidenceStats, publish_evidence
 from cctf.agents.publishing import (
     MIN_ATTEMPT_MS,
     MSG_ID_HEADER,
@@ -119,11 +119,7 @@ class AgentStats:
     )
     last_round: int | None = None
     last_publish_ms: float | None = None
-    evidence_published: int = 0  # evidence ballots (parts) acknowledged
-    evidence_failed: int = 0  # evidence ballots given up
-    evidence_errors: int = 0  # evidence rounds aborted by an unexpected exception
-    #: observations by status (:class:`~cctf.bus_schemas.evidence.EvidenceStatus`)
-    observations_by_status: dict[str, int] = field(default_factory=dict)
+    evidence: EvidenceStats = field(default_factory=EvidenceStats)  # identity evidence counters
 
 
 class ResolverAgent:
@@ -466,57 +462,31 @@ class ResolverAgent:
         return ballot_msg_id(self.agent, round_, part, secret=self._id_secret)
 
     async def _evidence_round(self, round_: int, deadline_ms: int, round_end: int) -> None:
-        """Observe, build, seal and publish the round's evidence; never raises (but cancellation)."""
+        """Observe, seal and publish the round's evidence; never raises (but cancellation)."""
         assert self.evidence is not None
         try:
-            observations = await self.evidence.collect(round_, deadline_ms)
-            now = self._clock.now_ms()
-            ballots = build_evidence_ballots(self.agent, self.region, round_, observations, now)
-            sealed = [
-                seal(
-                    self._key,
-                    self.evidence_subject,
-                    MessageType.EVIDENCE,
-                    encode(b),
-                    now_ms=now,
-                    lifetime_ms=self.ballot_lifetime_ms,
-                )
-                for b in ballots
-            ]
-            results = await asyncio.gather(
-                *(
-                    self._publish(
-                        data,
-                        evidence_msg_id(self.agent, round_, part, secret=self._evidence_secret),
-                        round_end,
-                        subject=self.evidence_subject,
-                    )
-                    for part, data in enumerate(sealed)
-                )
+            report = await publish_evidence(
+                self.evidence,
+                round_,
+                deadline_ms=deadline_ms,
+                round_end=round_end,
+                key=self._key,
+                secret=self._evidence_secret,
+                lifetime_ms=self.ballot_lifetime_ms,
+                clock=self._clock,
+                publish=lambda data, msg_id, end: self._publish(
+                    data, msg_id, end, subject=self.evidence_subject
+                ),
             )
         except asyncio.CancelledError:
             raise
         except Exception:
-            self.stats.evidence_errors += 1
+            self.stats.evidence.errors += 1
             self._log.exception("evidence.error", round=round_)
             return
-        statuses: dict[str, int] = {}
-        for o in observations:
-            statuses[o.status.value] = statuses.get(o.status.value, 0) + 1
-            by = self.stats.observations_by_status
-            by[o.status.value] = by.get(o.status.value, 0) + 1
-        ok = sum(r.ok for r in results)
-        self.stats.evidence_published += ok
-        self.stats.evidence_failed += len(results) - ok
-        event = "evidence.published" if ok == len(results) else "evidence.failed"
+        self.stats.evidence.add(report)
         self._log.info(
-            event,
-            round=round_,
-            observations=len(observations),
-            statuses=statuses,
-            parts=len(results),
-            parts_ok=ok,
-            details=sorted({o.detail for o in observations if o.detail}),
+            "evidence.published" if report.ok else "evidence.failed", **report.log_fields()
         )
 
     async def _publish(

@@ -130,8 +130,9 @@ async def test_agent_publishes_verified_evidence_every_round(
     nc = await nats_connect(nats_single, "agent-us-east")
     agent = _agent(nc, fabric, dns)
     stats = await agent.run(rounds=2)
-    assert stats.ballots_published == 2 and stats.evidence_published == 2
-    assert stats.evidence_failed == stats.evidence_errors == 0
+    assert stats.ballots_published == 2 and stats.evidence.published == 2
+    assert stats.evidence.failed == stats.evidence.errors == 0
+    assert stats.evidence.by_status == {"ok": 2 * (2 + len(fabric.workloads))}
     got = await _evidence(admin, US)
     assert len(got) == 2
     bundle = parse_bundle(fabric.trust_domain.name, encode_json(fabric.trust_domain.document()))

@@ -131,7 +131,12 @@ async def test_redirects_stay_on_the_origin(
 ) -> None:
     ca = str(identity_fabric.web_ca_file)
     asked_other: list[str] = []
-    other = await tiny_https(lambda path: (asked_other.append(path), (200, {}, b"{}"))[1])
+
+    def elsewhere(path: str) -> tuple[int, dict[str, str], bytes]:
+        asked_other.append(path)
+        return 200, {}, b"{}"
+
+    other = await tiny_https(elsewhere)
     hops: list[str] = []
 
     def handler(path: str) -> tuple[int, dict[str, str], bytes]:
