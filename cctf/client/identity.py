@@ -50,17 +50,11 @@ __all__ = [
     "DEFAULT_MATERIAL_CACHE",
     "CredentialDecision",
     "IdentityClient",
-    "IdentityLookupError",
     "Material",
     "UnknownWorkload",
     "WorkloadDecision",
     "workload_to_json",
 ]
-
-
-class IdentityLookupError(TrustClientError):
-    """Key material could not be looked up for a reason other than the credential (reserved for the
-    gateway's 503 mapping together with :class:`FetchError`)."""
 
 
 class UnknownWorkload(TrustClientError, LookupError):

@@ -32,7 +32,6 @@ from fastapi.responses import JSONResponse, PlainTextResponse
 from cctf.bus_schemas.messages import Verdict
 from cctf.client.identity import (
     CredentialDecision,
-    IdentityLookupError,
     UnknownWorkload,
     WorkloadDecision,
     workload_to_json,
@@ -220,7 +219,7 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
             decision = await backend.workload(spiffe_id, token=token)
         except UnknownWorkload as exc:
             raise ProblemError(404, "unknown_workload", str(exc)) from None
-        except (FetchError, IdentityLookupError) as exc:
+        except FetchError as exc:
             raise _bus_problem(exc) from None
         result = workload_to_json(decision)
         decisions.add(1, {"kind": "workload", "outcome": str(result["outcome"])})
@@ -235,7 +234,7 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
     async def validate_certificate(body: CertificateRequest) -> dict[str, Any]:
         try:
             decision = await backend.validate_certificate(body.chain)
-        except (FetchError, IdentityLookupError) as exc:
+        except FetchError as exc:
             raise _bus_problem(exc) from None
         decisions.add(1, {"kind": "certificate", "outcome": decision.decision})
         return decision.to_json()
@@ -249,7 +248,7 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
     async def validate_token(body: TokenRequest) -> dict[str, Any]:
         try:
             decision = await backend.validate_token(body.token, body.audience)
-        except (FetchError, IdentityLookupError) as exc:
+        except FetchError as exc:
             raise _bus_problem(exc) from None
         decisions.add(1, {"kind": "token", "outcome": decision.decision})
         return decision.to_json()
