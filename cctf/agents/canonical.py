@@ -240,6 +240,11 @@ class Observation:
     detail: str
     dnssec: DnssecState = DnssecState.INDETERMINATE
     """The DNSSEC state the agent established for this response (see :mod:`cctf.agents.dnssec`)."""
+    response: dns.message.Message | None = dataclasses.field(
+        default=None, compare=False, repr=False
+    )
+    """The parsed response (answers and SERVFAILs of :func:`cctf.agents.dnsquery.query`), for the
+    agent's DNSSEC validation; never put on the wire."""
 
     @classmethod
     def failure(

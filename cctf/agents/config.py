@@ -25,6 +25,10 @@ credentials read, resolvers checked). Commented examples: ``examples/agent.yaml`
     identity_probe_every_ms: 10000  # optional: JWKS and workload endpoints are observed this
                                     #   often (default: every round); bundles follow their
                                     #   spiffe_refresh_hint (else the domain's refresh_ms)
+    dnssec:                         # optional (cctf.agents.dnssec)
+      trust_anchors: ["demo.test. 3600 IN DS 41211 13 2 5c0e..."]   # DS or DNSKEY lines, per zone
+      validating_resolvers: [r1]    # resolver ids whose AD / EDE count also over plain DNS to
+                                    #   loopback, and whose answers without AD are "insecure"
 
 The NATS user must be ``agent-<region>``: the server only lets that user publish on
 ``cctf.v1.vote.<region>.>``, so any other user is a configuration mistake caught here, not on the bus.
@@ -38,7 +42,7 @@ Passwords are held in :class:`NatsSettings` outside its ``repr`` and never logge
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated, Any, Final
 
@@ -46,6 +50,7 @@ import msgspec
 
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.dnsquery import ResolverSpec, prepare
+from cctf.agents.dnssec import TrustAnchors
 from cctf.bus.settings import NatsSettings, NatsSettingsError
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.subjects import normalize_name
@@ -95,6 +100,14 @@ def expected_nats_user(region: str) -> str:
 Ms = Annotated[int, msgspec.Meta(ge=1, le=MAX_ROUND_MS)]
 
 
+class DnssecFile(ConfigStruct, frozen=True, kw_only=True):
+    """The ``dnssec`` block: trust anchors (DS or DNSKEY zone-file lines) and the ids of the
+    resolvers the agent treats as validating (see :mod:`cctf.agents.dnssec`)."""
+
+    trust_anchors: list[str] = msgspec.field(default_factory=list)
+    validating_resolvers: list[str] = msgspec.field(default_factory=list)
+
+
 class AgentFile(ConfigStruct, frozen=True, kw_only=True):
     """An agent config file as written (YAML or JSON); see the module docstring. Field ranges are
     checked by msgspec, cross-field rules in ``__post_init__``; :meth:`AgentConfig.from_file` then
@@ -119,6 +132,7 @@ class AgentFile(ConfigStruct, frozen=True, kw_only=True):
     identity_probe_every_ms: (
         Annotated[int, msgspec.Meta(ge=MIN_ROUND_MS, le=MAX_ROUND_MS)] | None
     ) = None
+    dnssec: DnssecFile = msgspec.field(default_factory=DnssecFile)
 
     def __post_init__(self) -> None:
         try:
@@ -169,6 +183,15 @@ class AgentFile(ConfigStruct, frozen=True, kw_only=True):
                 f"{L.MAX_VOTES_PER_BALLOT} votes ({L.MAX_VOTES_PER_ROUND}) per round"
             )
         _parse_names(self.names)
+        try:
+            TrustAnchors.parse(self.dnssec.trust_anchors)
+        except RootConfigError as exc:
+            raise ValueError(str(exc)) from None
+        unknown = sorted(set(self.dnssec.validating_resolvers) - seen)
+        if unknown:
+            raise ValueError(
+                f"dnssec.validating_resolvers: {', '.join(unknown)} is not a configured resolver"
+            )
 
     @property
     def effective_query_deadline_ms(self) -> int:
@@ -199,6 +222,8 @@ class AgentConfig:
     trust_file: Path | None = None
     identity: IdentityTargets | None = None  # paths anchored at the config file's directory
     identity_probe_every_ms: int | None = None
+    trust_anchors: TrustAnchors = field(default_factory=TrustAnchors)
+    validating_resolvers: frozenset[str] = frozenset()
 
     @classmethod
     def from_dict(cls, obj: Any, *, base_dir: Path | None = None) -> AgentConfig:
@@ -368,4 +393,6 @@ def _resolve(file: AgentFile, base: Path) -> AgentConfig:
         trust_file=_path(file.trust, base) if file.trust is not None else None,
         identity=file.identity.anchored(base) if file.identity is not None else None,
         identity_probe_every_ms=file.identity_probe_every_ms,
+        trust_anchors=TrustAnchors.parse(file.dnssec.trust_anchors),
+        validating_resolvers=frozenset(file.dnssec.validating_resolvers),
     )

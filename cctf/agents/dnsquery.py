@@ -33,10 +33,11 @@ subjectAltName). The connection always goes to ``address``: ``tls_hostname`` is 
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import math
 import time
 from collections.abc import Sequence
-from typing import Final
+from typing import TYPE_CHECKING, Final
 
 import dns.flags
 import dns.message
@@ -55,6 +56,9 @@ from cctf.agents.spec import DEFAULT_PORTS, TLS_TRANSPORTS, ResolverSpec
 from cctf.agents.transports import prepare, send, tls_context
 from cctf.bus_schemas import limits as L
 from cctf.util.deadline import CANCEL_GRACE_S, abandon, hard_deadline
+
+if TYPE_CHECKING:
+    from cctf.agents.dnssecfetch import ChainValidator
 
 __all__ = [
     "DEFAULT_PORTS",
@@ -135,7 +139,10 @@ async def query(
         return Observation.failure(spec.id, spec.transport, status, detail, latency)
     latency = (time.perf_counter() - start) * 1000.0
     try:
-        return observation_from_response(spec.id, spec.transport, name, rdtype, response, latency)
+        obs = observation_from_response(spec.id, spec.transport, name, rdtype, response, latency)
+        if obs.status in (VoteStatus.ANSWER, VoteStatus.SERVFAIL):
+            obs = dataclasses.replace(obs, response=response)
+        return obs
     except Exception as exc:  # defensive: a response dnspython parsed but we cannot classify
         detail = f"unclassifiable response ({type(exc).__name__})"
         return Observation.failure(spec.id, spec.transport, VoteStatus.ERROR, detail, latency)
@@ -148,9 +155,13 @@ async def query_all(
     deadline_s: float,
     concurrency: int = 256,
     want_dnssec: bool = True,
+    dnssec: ChainValidator | None = None,
 ) -> list[Observation]:
     """Query every ``(qname, qtype)`` of *names* through every resolver of *specs*, at most
     *concurrency* at a time, all within one deadline.
+
+    With *dnssec*, each observation's DNSSEC state is set by it (own validation fetching chain
+    records through the same resolver, within the same deadline; resolver AD / EDE).
 
     Returns ``len(names) * len(specs)`` observations, names-major: the observation for ``names[i]``
     through ``specs[j]`` is at index ``i * len(specs) + j``. Returns within ``deadline_s`` plus a few
@@ -187,7 +198,10 @@ async def query_all(
             if remaining < _MIN_START_S:
                 detail = "not started before the deadline (concurrency bound)"
                 return Observation.failure(spec.id, spec.transport, VoteStatus.TIMEOUT, detail)
-            return await query(spec, name, rdtype, deadline_s=remaining, want_dnssec=want_dnssec)
+            obs = await query(spec, name, rdtype, deadline_s=remaining, want_dnssec=want_dnssec)
+            if dnssec is not None:
+                obs = await dnssec.annotate(spec, name, rdtype, obs, end)
+            return obs
         finally:
             gate.release()
 

@@ -45,6 +45,7 @@ from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
 from cctf.agents.evidence import evidence_id_secret
 from cctf.agents.evidence_run import EvidenceCollector, EvidenceStats, publish_evidence
+from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.publishing import (
     MIN_ATTEMPT_MS,
     MSG_ID_HEADER,
@@ -153,8 +154,12 @@ class ResolverAgent:
         sleep: Sleep = asyncio.sleep,
         identity: IdentityTargets | None = None,
         identity_probe_every_ms: int | None = None,
+        dnssec: ChainValidator | None = None,
     ) -> None:
         self.agent = check_id(agent, "agent id")
+        # DNSSEC state of every vote: own validation up to trust anchors, AD/EDE of resolvers on
+        # authenticated transports (no anchors: only the latter)
+        self.dnssec = dnssec if dnssec is not None else ChainValidator()
         self.region = check_id(region, "region")
         self.subject = vote_subject(self.region, self.agent)
         if not isinstance(key, SigningKey):
@@ -255,6 +260,7 @@ class ResolverAgent:
             sleep=sleep,
             identity=config.identity,
             identity_probe_every_ms=config.identity_probe_every_ms,
+            dnssec=ChainValidator(config.trust_anchors, config.validating_resolvers),
         )
 
     # ---- control
@@ -364,7 +370,9 @@ class ResolverAgent:
         round_end = start_ms + self.round_ms
         query_end = start_ms + self.query_deadline_ms
         deadline_s = max(0.001, (query_end - self._clock.now_ms()) / 1000)
-        observations = await query_all(self.resolvers, self.names, deadline_s=deadline_s)
+        observations = await query_all(
+            self.resolvers, self.names, deadline_s=deadline_s, dnssec=self.dnssec
+        )
         query_ms = float(self._clock.now_ms() - start_ms)
         observed: list[ObservedQuery] = [
             (qname, qtype, obs)

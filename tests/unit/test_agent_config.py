@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+import dns.name
 import pytest
 from wirefactories import make_identity
 
@@ -229,3 +230,22 @@ def _example(name: str) -> Any:
 
 def test_yaml_and_json_examples_agree() -> None:
     assert _example("agent.yaml") == _example("agent.json")
+
+
+def test_dnssec_block_is_checked(tmp_path: Path) -> None:
+    from cctf.chaos.signing import signed_demo_zone
+
+    anchor = signed_demo_zone().trust_anchor
+    good = {"trust_anchors": [anchor], "validating_resolvers": ["r1"]}
+    cfg = load_agent_config(write_config(tmp_path, dnssec=good))
+    assert cfg.validating_resolvers == frozenset({"r1"})
+    assert cfg.trust_anchors.covering(dns.name.from_text("www.demo.test.")) is not None
+    plain = load_agent_config(write_config(tmp_path))
+    assert plain.trust_anchors.zones == frozenset() and not plain.validating_resolvers
+    for block, message in (
+        ({"trust_anchors": ["demo.test. IN A 192.0.2.1"]}, r"dnssec.trust_anchors\[0\]"),
+        ({"validating_resolvers": ["r9"]}, "dnssec.validating_resolvers: r9"),
+        ({"anchors": []}, "anchors"),
+    ):
+        with pytest.raises(ConfigError, match=message):
+            load_agent_config(write_config(tmp_path, dnssec=block))

@@ -1,0 +1,226 @@
+"""Real DNSSEC interop (issue #5 acceptance): Debian's unbound validating a dnspython-signed zone
+served by the project's fault-injecting DNS server, and the agent's own validation through a plain
+(non-validating) unbound, both against the same trust anchor.
+
+Zones: a signed parent ``test.`` (the trust anchor: its DS) delegating to the signed demo zone
+``demo.test.`` with the child's DS; one chaos server each (unbound reaches them as stub zones). Two
+unbound processes for the whole module: ``validating`` (validator + iterator, the DS trust anchor,
+EDE on) and ``plain`` (iterator only: passes records and RRSIGs through, so the agent validates).
+
+secure → holds (AD from unbound, ``secure`` votes, a TRUSTED verdict stating ``secure``); a tampered
+record, expired RRSIGs and a broken (wrong or missing) DS → unbound answers SERVFAIL with a DNSSEC EDE
+code, the agent's own validation finds the answer ``bogus``, and the votes never make a TRUSTED verdict.
+
+Skipped (with the reason) when unbound is not installed, except on CI (``CI=true``), where that fails.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Iterator
+from pathlib import Path
+
+import dns.flags
+import dns.message
+import dns.name
+import dns.query
+import dns.rcode
+import dns.rdatatype
+import pytest
+from unboundhelpers import Unbound, find_binary
+from wirefactories import START_MS
+
+from cctf.agents.ballot import build_votes
+from cctf.agents.canonical import Observation
+from cctf.agents.dnsquery import query_all
+from cctf.agents.dnssec import DNSSEC_EDE_CODES, TrustAnchors
+from cctf.agents.dnssecfetch import ChainValidator
+from cctf.agents.spec import ResolverSpec
+from cctf.bus_schemas.messages import DnssecState, Outcome, Transport, VoteStatus
+from cctf.chaos.dnsserver import FaultyDnsServer
+from cctf.chaos.faults import Faults
+from cctf.chaos.signing import SignedZone, signed_parent_and_child
+from cctf.clock import FakeClock
+from cctf.coordinator.pipeline.decide import Decider
+from cctf.coordinator.pipeline.verify import vote_input
+from cctf.coordinator.tally import QuorumRule, TallyBook, TallyKey
+
+NAME = "www.demo.test."
+ROUND = START_MS // 1000
+RULE = QuorumRule(4, 6)
+
+
+class Zones:
+    """The parent and child chaos servers, on an event loop of their own (module scope)."""
+
+    def __init__(self) -> None:
+        self.parent_zone, self.child_zone = signed_parent_and_child()
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
+        self.parent = FaultyDnsServer(self.parent_zone.zone, signed=self.parent_zone)
+        self.child = FaultyDnsServer(self.child_zone.zone, signed=self.child_zone)
+
+    def start(self) -> None:
+        self.thread.start()
+        for srv in (self.parent, self.child):
+            asyncio.run_coroutine_threadsafe(srv.start(), self.loop).result(10)
+
+    def stop(self) -> None:
+        for srv in (self.parent, self.child):
+            asyncio.run_coroutine_threadsafe(srv.stop(), self.loop).result(10)
+        self.loop.call_soon_threadsafe(self.loop.stop)
+        self.thread.join(10)
+        self.loop.close()
+
+    def set(self, *, parent: Faults | None = None, child: Faults | None = None) -> None:
+        self.loop.call_soon_threadsafe(self.parent.set_faults, parent or Faults())
+        self.loop.call_soon_threadsafe(self.child.set_faults, child or Faults())
+        asyncio.run_coroutine_threadsafe(asyncio.sleep(0), self.loop).result(5)
+
+    @property
+    def anchor(self) -> SignedZone:
+        return self.parent_zone
+
+
+class World:
+    def __init__(self, zones: Zones, validating: Unbound, plain: Unbound) -> None:
+        self.zones = zones
+        self.validating = validating
+        self.plain = plain
+
+    def reset(self, **faults: Faults) -> None:
+        self.zones.set(**faults)
+        self.validating.flush()
+        self.plain.flush()
+
+
+@pytest.fixture(scope="module")
+def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
+    find_binary("unbound")
+    find_binary("unbound-control")
+    zones = Zones()
+    zones.start()
+    stubs = [("test.", zones.parent.port), ("demo.test.", zones.child.port)]
+    base = tmp_path_factory.mktemp("unbound")
+    validating = Unbound(
+        Path(base) / "validating", stubs=stubs, trust_anchors=[zones.anchor.trust_anchor]
+    )
+    plain = Unbound(Path(base) / "plain", stubs=stubs, validating=False)
+    try:
+        validating.start()
+        plain.start()
+        yield World(zones, validating, plain)
+    finally:
+        validating.stop()
+        plain.stop()
+        zones.stop()
+
+
+def _ask(port: int, name: str = NAME) -> dns.message.Message:
+    query = dns.message.make_query(name, "A", want_dnssec=True)
+    return dns.query.tcp(query, "127.0.0.1", port=port, timeout=5)
+
+
+def _specs(world: World) -> list[ResolverSpec]:
+    return [
+        ResolverSpec("validating", "127.0.0.1", world.validating.port, Transport.UDP),
+        ResolverSpec("plain", "127.0.0.1", world.plain.port, Transport.UDP),
+    ]
+
+
+async def _observe(world: World, name: str = NAME) -> dict[str, Observation]:
+    """One agent round's observations: the validating unbound is a listed validating resolver
+    (loopback), the plain one is validated by the agent up to the parent's DS."""
+    validator = ChainValidator(
+        TrustAnchors.parse([world.zones.anchor.trust_anchor]), validating={"validating"}
+    )
+    specs = _specs(world)
+    observations = await query_all(specs, [(name, "A")], deadline_s=5.0, dnssec=validator)
+    return {obs.resolver_id: obs for obs in observations}
+
+
+def _verdict(observations: dict[str, Observation]) -> tuple[Outcome, DnssecState]:
+    """Three agents seeing the same (their votes: 2 resolvers each, 6 voters, 4-of-6), tallied and
+    decided by the coordinator's own stages."""
+    voters = [f"agent-{a}/{r}" for a in "abc" for r in sorted(observations)]
+    book = TallyBook(RULE, voters, refusable=True)
+    decision = None
+    for agent in ("agent-a", "agent-b", "agent-c"):
+        observed = [(NAME, "A", obs) for obs in observations.values()]
+        for vote in build_votes(agent, "us-east", ROUND, observed, START_MS):
+            _, d = book.add(NAME, "A", ROUND, vote_input(vote))
+            decision = decision or d
+    if decision is None:
+        ((_, decision),) = book.expire(ROUND)
+    key = TallyKey(NAME, "A", ROUND)
+    verdict = Decider(RULE, "coord-1", 30_000, FakeClock(START_MS)).verdict(key, decision)
+    return verdict.outcome, verdict.dnssec
+
+
+async def test_secure_zone_holds(world: World) -> None:
+    world.reset()
+    direct = _ask(world.validating.port)
+    assert direct.rcode() == dns.rcode.NOERROR and direct.flags & dns.flags.AD
+    obs = await _observe(world)
+    assert {r: (o.status, o.dnssec) for r, o in obs.items()} == {
+        "validating": (VoteStatus.ANSWER, DnssecState.SECURE),
+        "plain": (VoteStatus.ANSWER, DnssecState.SECURE),
+    }
+    assert obs["validating"].answer == obs["plain"].answer == ("www.demo.test. A 192.0.2.10",)
+    assert _verdict(obs) == (Outcome.TRUSTED, DnssecState.SECURE)
+
+
+@pytest.mark.parametrize(
+    ("where", "fault"),
+    [
+        ("child", "tampered"),
+        ("child", "expired"),
+        ("child", "no-rrsig"),
+        ("parent", "wrong-ds"),
+        ("parent", "missing-ds"),
+    ],
+)
+async def test_broken_chains_are_bogus_and_never_trusted(
+    world: World, where: str, fault: str
+) -> None:
+    world.reset(**{where: Faults(dnssec=fault)})
+    direct = _ask(world.validating.port)
+    assert direct.rcode() == dns.rcode.SERVFAIL
+    codes = {opt.code for opt in direct.options if hasattr(opt, "code")}
+    assert codes & DNSSEC_EDE_CODES, f"unbound gave EDE {codes}"
+    obs = await _observe(world)
+    validating, plain = obs["validating"], obs["plain"]
+    assert (validating.status, validating.dnssec) == (VoteStatus.SERVFAIL, DnssecState.BOGUS)
+    assert plain.dnssec is DnssecState.BOGUS, plain
+    outcome, state = _verdict(obs)
+    assert outcome is not Outcome.TRUSTED
+    assert outcome is Outcome.DISPUTED  # bogus votes are not "unavailable": no last-known-good
+    assert state is DnssecState.INDETERMINATE
+    # and once the fault is gone, the same resolvers hold again
+    world.reset()
+    assert _verdict(await _observe(world)) == (Outcome.TRUSTED, DnssecState.SECURE)
+
+
+async def test_agent_fetches_each_chain_record_once_per_ttl(world: World) -> None:
+    world.reset()
+    validator = ChainValidator(TrustAnchors.parse([world.zones.anchor.trust_anchor]))
+    specs = [_specs(world)[1]]
+    names = [(f"{label}.demo.test.", "A") for label in ("www", "api", "db", "mail")]
+    first = await query_all(specs, names, deadline_s=5.0, dnssec=validator)
+    assert [o.dnssec for o in first] == [DnssecState.SECURE] * 4
+    fetched = validator.fetches
+    assert fetched == 3  # DNSKEY demo.test., DS demo.test., DNSKEY test.: shared by the 4 queries
+    again = await query_all(specs, names, deadline_s=5.0, dnssec=validator)
+    assert [o.dnssec for o in again] == [DnssecState.SECURE] * 4
+    assert validator.fetches == fetched  # cached
+
+
+def test_the_plain_unbound_passes_records_and_signatures_through(world: World) -> None:
+    # the control of the set-up: only the agent validates what the plain unbound returns
+    world.reset(child=Faults(dnssec="tampered"))
+    assert _ask(world.plain.port).rcode() == dns.rcode.NOERROR
+    assert not _ask(world.plain.port).flags & dns.flags.AD
+    world.reset()
+    assert dns.rdatatype.RRSIG in {rr.rdtype for rr in _ask(world.plain.port).answer}
+    assert dns.name.from_text(NAME) in {rr.name for rr in _ask(world.plain.port).answer}
