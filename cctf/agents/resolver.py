@@ -43,9 +43,9 @@ from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, b
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
+from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.evidence import evidence_id_secret
 from cctf.agents.evidence_run import EvidenceCollector, EvidenceStats, publish_evidence
-from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.publishing import (
     MIN_ATTEMPT_MS,
     MSG_ID_HEADER,
