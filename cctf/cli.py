@@ -28,6 +28,7 @@ _COMMANDS: dict[str, str] = {
     "workload": "cctf.client.identity_cli",
     "validate": "cctf.client.identity_cli",
     "gateway": "cctf.gateway.cli",
+    "safe-mode": "cctf.client.safemode_cli",
 }
 
 

@@ -54,7 +54,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Self
 
@@ -70,6 +70,7 @@ from cctf.bus.reader import (
     open_ordered_feed,
 )
 from cctf.bus.streams import verdict_stream_name, verdict_subjects
+from cctf.bus_schemas.control import SafeModeAnnouncement
 from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
@@ -83,6 +84,7 @@ from cctf.client.errors import (
 )
 from cctf.client.identity_reader import IdentityReader
 from cctf.client.present import verdict_line, verdict_to_json
+from cctf.client.safemode import SafeModeReader, SafeModeStatus
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
     DEFAULT_ROUND_MS,
@@ -365,6 +367,28 @@ class TrustClient:
         ``cached``: answer from the last verified one while it is valid and fresh."""
         region = self.region if region is None else check_id(region, "region")
         return await self._identity.verdict(kind, subject, region, cached=cached)
+
+    @property
+    def safe_modes(self) -> SafeModeReader:
+        """The reader of signed safe-mode announcements (:mod:`cctf.client.safemode`)."""
+        reader: SafeModeReader | None = getattr(self, "_safe_mode_reader", None)
+        if reader is None:
+            reader = SafeModeReader(
+                self.nc, self.trust, self.clock, self.policy, request_timeout=self._timeout
+            )
+            self._safe_mode_reader = reader
+        return reader
+
+    async def safe_mode(self, region: str | None = None) -> SafeModeStatus:
+        """The verified safe-mode state of ``region`` (default: the client's): its last signed
+        announcement. Fails closed like :meth:`check`."""
+        return await self.safe_modes.status(self.region if region is None else region)
+
+    def safe_mode_updates(
+        self, region: str | None = None, *, deliver: Deliver = "last_per_subject"
+    ) -> AsyncIterator[SafeModeAnnouncement]:
+        """Verified safe-mode announcements of ``region`` as they are published."""
+        return self.safe_modes.watch(self.region if region is None else region, deliver=deliver)
 
     async def check(self, name: str, qtype: str = "A", *, cached: bool = False) -> Verdict:
         """The latest verified verdict for ``(name, qtype)`` in the client's region.

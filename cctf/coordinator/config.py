@@ -40,6 +40,7 @@ from cctf.crypto.trust import TrustConfig
 from cctf.errors import ConfigError
 from cctf.identity.targets import IdentityTargets
 from cctf.ids import IdError, check_id, check_qtype
+from cctf.policy.config import PolicyConfig
 
 __all__ = [
     "ConfigError",
@@ -165,6 +166,8 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     identity: IdentityTargets | None = None
     identity_electorate: list[str] = msgspec.field(default_factory=list)
     identity_rule: RuleConfig | None = None
+    safe_mode: PolicyConfig = PolicyConfig()
+    safe_mode_refresh_ms: Annotated[int, msgspec.Meta(ge=1_000, le=240_000)] = 60_000
 
     def __post_init__(self) -> None:
         try:

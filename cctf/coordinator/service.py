@@ -29,6 +29,7 @@ from cctf.bus.publisher import Publisher
 from cctf.bus_schemas.envelope import TimePolicy
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.coordinator.config import CoordinatorConfig
+from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
@@ -37,7 +38,7 @@ from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
-from cctf.coordinator.pipeline.verify import Refused, VerifyStage
+from cctf.coordinator.pipeline.verify import Checked, Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
 from cctf.coordinator.tally import Decision, TallyBook
 from cctf.coordinator.verdicts import SequenceClock
@@ -184,6 +185,20 @@ class Coordinator:
         self._started = False
         self._failure: BaseException | None = None
         self._stop_task: asyncio.Task[None] | None = None
+        self.safe_mode = SafeModeControl(
+            config=c.safe_mode,
+            coordinator=c.coordinator,
+            regions=c.publish_regions,
+            agent_regions={e.principal: e.region for e in trust if e.role is Role.AGENT},
+            conn=conn,
+            key=self._key,
+            trust=trust,
+            suite_policy=c.policy,
+            clock=clock,
+            time_policy=time_policy,
+            refresh_ms=c.safe_mode_refresh_ms,
+            publish_timeout_s=c.publish_timeout_ms / 1000,
+        )
         self._outbox = Outbox(
             decider=Deciders(
                 Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock, seq), identity
@@ -216,6 +231,7 @@ class Coordinator:
         except CctfError as exc:
             raise CoordinatorError(str(exc)) from exc
         self._started = True
+        await self.safe_mode.start()
         name = self.coordinator
         self._tasks = [
             asyncio.create_task(self._fetch_loop(c), name=f"cctf-fetch-{name}-{c.spec.region}")
@@ -244,6 +260,7 @@ class Coordinator:
             await self._stopped.wait()
             return
         self._stopping.set()
+        await self.safe_mode.stop()
         self._room.set()
         self._work.set()
         self._space.set()
@@ -429,6 +446,8 @@ class Coordinator:
                 continue
             n.ballots += 1
             n.ignore_all(checked.ignored)
+            if isinstance(checked, Checked):
+                self.safe_mode.votes(checked.votes)  # the TTL detector sees every voter's TTL
             counted = tallies.count(checked)
             n.votes += len(counted.keys)
             for key in counted.keys:
@@ -502,6 +521,7 @@ class Coordinator:
         if up_to <= self._tallies.expired_through:
             return 0
         decided = self._tallies.expire(up_to)
+        self.safe_mode.tick(up_to)
         if decided:
             self._schedule(decided)
         return len(decided)
@@ -509,6 +529,7 @@ class Coordinator:
     # ---- verdicts -----------------------------------------------------------------------------
 
     def _schedule(self, decided: list[tuple[AnyKey, Decision]]) -> None:
+        decided = self.safe_mode.apply(decided)  # the policy stage: detectors, safe-mode holds
         self._pending_verdicts += len(decided)
         if self._pending_verdicts >= self.config.max_pending_verdicts:
             self._room.clear()
