@@ -40,6 +40,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         epilog=_EPILOG,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
+
     def _usage(_args: argparse.Namespace) -> int:
         sm.print_help()
         return EXIT_USAGE
