@@ -34,8 +34,10 @@ from cctf.bus.reader import OrderedFeed, open_ordered_feed
 from cctf.bus.streams import CONTROL_STREAM
 from cctf.bus_schemas.control import SafeModeAnnouncement, SafeModeCause
 from cctf.bus_schemas.envelope import Rejected, TimePolicy
+from cctf.bus_schemas.messages import Outcome
 from cctf.clock import Clock
 from cctf.coordinator.operator import CommandVerifier
+from cctf.coordinator.pipeline.identity import IdentityKey, IdentityStage
 from cctf.coordinator.pipeline.safemode import SafeModeStage, StageResult, seal_announcement
 from cctf.coordinator.tally import Decision, TallyKey, VoteInput
 from cctf.crypto.keys import SigningKey
@@ -131,8 +133,25 @@ class SafeModeControl:
         for key, vote in votes:
             self.stage.vote(key, vote)
 
-    def apply(self, decided: list[tuple[Any, Decision]]) -> list[tuple[Any, Decision]]:
-        """Pass DNS decisions through the policy stage (other keys are left as they are)."""
+    def apply(
+        self, decided: list[tuple[Any, Decision]], identity: IdentityStage | None = None
+    ) -> list[tuple[Any, Decision]]:
+        """Pass DNS decisions through the policy stage; TRUSTED ``mtls`` identity decisions feed
+        the identity-drift rule (with the facts ``identity`` counted); other keys pass as they are."""
+        if identity is not None:
+            for k, d in decided:
+                if (
+                    isinstance(k, IdentityKey)
+                    and k.kind == "mtls"
+                    and d.outcome is Outcome.TRUSTED
+                    and d.answer_digest is not None
+                    and (facts := identity.facts(k, d.answer_digest)) is not None
+                ):
+                    self._emit(
+                        self.stage.identity(
+                            k.subject, k.round, facts.key_digest, facts.not_before_ms
+                        )
+                    )
         dns = [(k, d) for k, d in decided if isinstance(k, TallyKey)]
         if not dns:
             return decided

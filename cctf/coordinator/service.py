@@ -529,7 +529,8 @@ class Coordinator:
     # ---- verdicts -----------------------------------------------------------------------------
 
     def _schedule(self, decided: list[tuple[AnyKey, Decision]]) -> None:
-        decided = self.safe_mode.apply(decided)  # the policy stage: detectors, safe-mode holds
+        # the policy stage: detectors, safe-mode holds (identity evidence feeds identity drift)
+        decided = self.safe_mode.apply(decided, self._tallies.identity)
         self._pending_verdicts += len(decided)
         if self._pending_verdicts >= self.config.max_pending_verdicts:
             self._room.clear()

@@ -42,8 +42,9 @@ def test_example_configs_load(name: str) -> None:
 def test_yaml_and_json_examples_agree() -> None:
     y = load_coordinator_config(EXAMPLES / "coordinator.yaml")
     j = load_coordinator_config(EXAMPLES / "coordinator.json")
+    assert y.safe_mode.auto_safe_mode and y.safe_mode.hold_rounds == 3  # docs/policy.md
     fields = ("coordinator", "region", "rule", "electorate", "names", "metrics", "nats")
-    for field in (*fields, "identity", "identity_electorate", "identity_rule"):
+    for field in (*fields, "identity", "identity_electorate", "identity_rule", "safe_mode"):
         assert getattr(y, field) == getattr(j, field), field
 
 

@@ -191,6 +191,10 @@ class IdentityStage:
             self._facts.setdefault(key, {}).setdefault(vote.digest, facts)
         return result, decision
 
+    def facts(self, key: IdentityKey, digest: bytes) -> Facts | None:
+        """The facts counted under ``digest`` for ``key`` (until its verdict is built)."""
+        return self._facts.get(key, {}).get(digest)
+
     def expire(self, up_to_round: int) -> list[tuple[IdentityKey, Decision]]:
         """Finalize every identity tally of a round up to ``up_to_round``."""
         return [

@@ -42,7 +42,7 @@ from cctf.coordinator.verdicts import SequenceClock
 from cctf.crypto.keys import SigningKey
 from cctf.policy.config import PolicyConfig
 from cctf.policy.engine import PolicyEngine
-from cctf.policy.model import Alarm, DecisionObs, LkgEvent, Scope, VoterObs
+from cctf.policy.model import Alarm, DecisionObs, IdentityObs, LkgEvent, Scope, VoterObs
 from cctf.policy.safemode import Cause, Transition
 
 __all__ = ["ANNOUNCE_LIFETIME_MS", "Record", "SafeModeStage", "StageResult", "seal_announcement"]
@@ -186,6 +186,16 @@ class SafeModeStage:
         """An LKG episode started (``active``) or ended for ``(qname, qtype)``."""
         out = StageResult([])
         step = self.engine.lkg(LkgEvent(qname, qtype, round_, active))
+        out.records += [_alarm_record(a, None) for a in step.alarms]
+        self._announce(step.transitions, out)
+        return out
+
+    def identity(
+        self, workload: str, round_: int, key_digest: bytes, not_before_ms: int
+    ) -> StageResult:
+        """The quorum's leaf key of ``workload`` (a TRUSTED ``mtls`` identity decision)."""
+        out = StageResult([])
+        step = self.engine.identity(IdentityObs(workload, round_, key_digest, not_before_ms))
         out.records += [_alarm_record(a, None) for a in step.alarms]
         self._announce(step.transitions, out)
         return out
