@@ -48,7 +48,7 @@ class PolicyEngine:
         self.config = config
         self.regions = tuple(regions)
         self._detectors = Detectors(config, self.regions)
-        self._safe = SafeMode(config.quiet_rounds, max_scopes=min(config.max_series, 10_000))
+        self._safe = SafeMode(config.quiet_rounds)  # at most 255 name scopes per region
         self._holds = AnswerHolds(config.hold_rounds, limit=config.max_series)
         self._round = -1
 
@@ -63,7 +63,7 @@ class PolicyEngine:
         return self._safe.active()
 
     def active_in(self, region: str) -> tuple[Scope, ...]:
-        return tuple(s for s in self._safe.active() if s.region == region)
+        return tuple(Scope(region, n) for n in self._safe.names_in(region))
 
     def is_manual(self, scope: Scope) -> bool:
         return self._safe.is_manual(scope)
@@ -90,9 +90,11 @@ class PolicyEngine:
         return out
 
     def _advance(self, round_: int) -> list[Transition]:
-        if round_ > self._round:
-            self._round = round_
-        return self._safe.tick(self._round)
+        """Scopes can only become quiet when the highest round moves: tick once per new round."""
+        if round_ <= self._round:
+            return []
+        self._round = round_
+        return self._safe.tick(round_)
 
     def decision(self, obs: DecisionObs) -> Step:
         alarms = self._detectors.decision(obs)

@@ -8,8 +8,9 @@ by an alarm (when automatic safe mode is on) or by the operator, and left
   so an automatic scope never leaves sooner than M rounds after entering or after its last alarm);
 * or by the operator. A scope the operator entered (or took over) never leaves automatically.
 
-At most ``max_scopes`` name scopes are kept; an alarm beyond that enters its *region* scope instead
-(fail closed: the region scope covers every name).
+At most ``max_scopes`` name scopes are kept per region (255: every announcement lists a region's
+active scopes, at most 256); an alarm (or operator command) beyond that enters its *region* scope
+instead (fail closed: the region scope covers every name).
 
 **Answer hold** (:class:`AnswerHolds`): per ``(qname, qtype)`` the last answer let through as TRUSTED,
 and a *candidate*: a different answer the quorum gave while the name was guarded (in safe mode). The
@@ -59,7 +60,7 @@ class _State:
 
 
 class SafeMode:
-    def __init__(self, quiet_rounds: int, max_scopes: int = 10_000) -> None:
+    def __init__(self, quiet_rounds: int, max_scopes: int = 255) -> None:
         if quiet_rounds < 1 or max_scopes < 1:
             raise ValueError("quiet_rounds and max_scopes must be positive")
         self._quiet = quiet_rounds
@@ -67,6 +68,7 @@ class SafeMode:
         self._scopes: dict[Scope, _State] = {}
         self._names: dict[str, int] = {}
         self._regions = 0
+        self._by_region: dict[str, set[str]] = {}
 
     @property
     def quiet_rounds(self) -> int:
@@ -86,12 +88,21 @@ class SafeMode:
         state = self._scopes.get(scope)
         return "" if state is None else state.reason
 
+    def names_in(self, region: str) -> list[str]:
+        """The active scopes of ``region`` as names (``""``: the region), sorted."""
+        return sorted(self._by_region.get(region, ()))
+
     def covers(self, name: str) -> bool:
         """Whether some active scope covers ``name`` (a region scope covers every name)."""
         return self._regions > 0 or name in self._names
 
+    def _full(self, scope: Scope) -> bool:
+        """A new name scope would exceed ``max_scopes`` name scopes in its region."""
+        return not scope.is_region and len(self._by_region.get(scope.region, ())) >= self._max
+
     def _enter(self, scope: Scope, state: _State) -> None:
         self._scopes[scope] = state
+        self._by_region.setdefault(scope.region, set()).add(scope.name)
         if scope.is_region:
             self._regions += 1
         else:
@@ -99,6 +110,10 @@ class SafeMode:
 
     def _leave(self, scope: Scope) -> None:
         del self._scopes[scope]
+        names = self._by_region[scope.region]
+        names.discard(scope.name)
+        if not names:
+            del self._by_region[scope.region]
         if scope.is_region:
             self._regions -= 1
         else:
@@ -114,7 +129,7 @@ class SafeMode:
         if state is not None:
             state.last_alarm = max(state.last_alarm, round_)
             return None
-        if not scope.is_region and len(self._scopes) >= self._max:
+        if self._full(scope):
             scope = Scope(scope.region)
             why = f"{why} [scope table full: whole region]"
             state = self._scopes.get(scope)
@@ -133,8 +148,15 @@ class SafeMode:
                 state.manual = True
                 state.reason = reason
                 return Transition(scope, True, Cause.OPERATOR, round_, reason) if changed else None
-            if not scope.is_region and len(self._scopes) >= self._max:
-                raise ValueError(f"safe mode already holds {self._max} scopes")
+            if self._full(scope):
+                scope, reason = Scope(scope.region), f"{reason} [scope table full: whole region]"
+                state = self._scopes.get(scope)
+                if state is not None:
+                    changed = not state.manual
+                    state.manual, state.reason = True, reason
+                    return (
+                        Transition(scope, True, Cause.OPERATOR, round_, reason) if changed else None
+                    )
             self._enter(scope, _State(True, round_, round_, reason))
             return Transition(scope, True, Cause.OPERATOR, round_, reason)
         if state is None:

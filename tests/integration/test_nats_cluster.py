@@ -42,7 +42,7 @@ async def test_cluster_creates_replicated_streams(
     infos = await ensure_streams(
         js, fabric.regions, replicas=3, timeout_s=30, votes_per_region=True
     )
-    assert len(infos) == 2 * len(fabric.regions)
+    assert len(infos) == 2 * len(fabric.regions) + 1 and "CCTF_CONTROL" in infos
     for name in infos:
         info = await js.stream_info(name)
         assert info.config.num_replicas == 3

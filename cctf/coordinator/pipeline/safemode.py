@@ -244,7 +244,7 @@ class SafeModeStage:
     # ---- announcements ------------------------------------------------------------------------
 
     def _active(self, region: str) -> list[str]:
-        return sorted({s.name for s in self.engine.active_in(region)})[:MAX_ACTIVE_SCOPES]
+        return [s.name for s in self.engine.active_in(region)][:MAX_ACTIVE_SCOPES]
 
     def _announcement(
         self,
