@@ -39,7 +39,7 @@ from cctf.clock import Clock
 from cctf.coordinator.operator import CommandVerifier
 from cctf.coordinator.pipeline.identity import IdentityKey, IdentityStage
 from cctf.coordinator.pipeline.safemode import SafeModeStage, StageResult, seal_announcement
-from cctf.coordinator.tally import Decision, TallyKey, VoteInput
+from cctf.coordinator.tally import Decision, TallyKey
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
@@ -128,10 +128,6 @@ class SafeModeControl:
         self._metrics = _Metrics.get()
 
     # ---- the stage (called by the service, synchronous) ---------------------------------------
-
-    def votes(self, votes: Sequence[tuple[TallyKey, VoteInput]]) -> None:
-        for key, vote in votes:
-            self.stage.vote(key, vote)
 
     def apply(
         self, decided: list[tuple[Any, Decision]], identity: IdentityStage | None = None

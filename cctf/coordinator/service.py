@@ -38,7 +38,7 @@ from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
-from cctf.coordinator.pipeline.verify import Checked, Refused, VerifyStage
+from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
 from cctf.coordinator.tally import Decision, TallyBook
 from cctf.coordinator.verdicts import SequenceClock
@@ -446,8 +446,6 @@ class Coordinator:
                 continue
             n.ballots += 1
             n.ignore_all(checked.ignored)
-            if isinstance(checked, Checked):
-                self.safe_mode.votes(checked.votes)  # the TTL detector sees every voter's TTL
             counted = tallies.count(checked)
             n.votes += len(counted.keys)
             for key in counted.keys:

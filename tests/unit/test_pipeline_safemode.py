@@ -33,13 +33,18 @@ COORD = make_identity("coord-a", EAST, role=Role.COORDINATOR)
 R0 = START_MS // 1000
 
 
-def decide(book: TallyBook, stage: SafeModeStage, round_: int, answers: list[str]) -> list:
+def decide(
+    book: TallyBook,
+    stage: SafeModeStage,
+    round_: int,
+    answers: list[str],
+    ttls: list[int] | None = None,
+) -> list:
     decided = []
-    for (agent, region, res), ans in zip(VOTERS, answers, strict=True):
-        vote = make_vote(agent, region, round_, qname=NAME, resolver_id=res, answer=[ans], ttl=300)
+    for (agent, region, res), ans, ttl in zip(VOTERS, answers, ttls or [300] * 5, strict=True):
+        vote = make_vote(agent, region, round_, qname=NAME, resolver_id=res, answer=[ans], ttl=ttl)
         key = TallyKey(NAME, "A", round_)
         vi = vote_input(vote)
-        stage.vote(key, vi)
         _r, d = book.add(NAME, "A", round_, vi)
         if d is not None:
             decided.append((key, d))
@@ -129,3 +134,24 @@ def test_commands_status_and_identity_drift() -> None:
     assert left.announcements[0].state is SafeModeState.LEFT and left.announcements[0].active == [
         wl
     ]
+
+
+def test_ttl_mismatch_reads_the_counted_votes() -> None:
+    clock = FakeClock(START_MS)
+    stage = SafeModeStage(PolicyConfig(), [EAST], {}, "coord-a", clock)
+    book = TallyBook(RULE, ELECTORATE)
+    records = []
+    for i in range(12):
+        ttls = [300, 300, 2, 300, 300] if i == 11 else None
+        key = TallyKey(NAME, "A", R0 + i)
+        decided = []
+        for (agent, region, res), ttl in zip(VOTERS, ttls or [300] * 5, strict=True):
+            vote = make_vote(
+                agent, region, R0 + i, qname=NAME, resolver_id=res, answer=["192.0.2.10"], ttl=ttl
+            )
+            _r, d = book.add(NAME, "A", R0 + i, vote_input(vote))
+            if d is not None:  # decided early, at the third vote: its TTLs are the counted ones
+                decided.append((key, d))
+        records += stage.apply(decided).records
+    alarms = [r for r in records if r.event == "alarm"]
+    assert [r.label for r in alarms] == ["ttl_mismatch"] and alarms[0].fields["round"] == R0 + 11

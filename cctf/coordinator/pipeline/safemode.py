@@ -6,8 +6,7 @@ Between the tally and decide (``Coordinator._schedule``): every decided key goes
 quorum made it, may enter or leave safe mode, and judges it with the answer hold: a TRUSTED
 decision the hold keeps back becomes **UNAVAILABLE** (no answer, every voter with an answer
 ``disagree``), which the LKG stage never attests (a counted answer other than the basis is a
-disagreement). Votes are shown to the stage as they are counted (:meth:`SafeModeStage.vote`) so the
-TTL detector sees each voter's TTL.
+disagreement). The TTL detector reads each voter's TTL from the decision's counted votes.
 
 Every automatic decision (alarm, safe mode entered or left, answer held or let through after its
 hold) is returned as a :class:`Record` for one log line and a metric; every transition as a signed
@@ -18,6 +17,7 @@ Operator commands (:meth:`SafeModeStage.command`) must come verified
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
@@ -37,7 +37,7 @@ from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, Outcome, VoterState
 from cctf.bus_schemas.subjects import control_subject
 from cctf.clock import Clock
-from cctf.coordinator.tally import Decision, TallyKey, VoteInput
+from cctf.coordinator.tally import Decision, TallyKey
 from cctf.coordinator.verdicts import SequenceClock
 from cctf.crypto.keys import SigningKey
 from cctf.policy.config import PolicyConfig
@@ -49,7 +49,6 @@ __all__ = ["ANNOUNCE_LIFETIME_MS", "Record", "SafeModeStage", "StageResult", "se
 
 #: Lifetime of an announcement; the service re-announces every region's state well before.
 ANNOUNCE_LIFETIME_MS: Final = 5 * 60_000
-_MAX_TTL_KEYS: Final = 200_000
 
 _CAUSE = {
     Cause.ALARM: SafeModeCause.ALARM,
@@ -77,21 +76,15 @@ class StageResult:
 
 
 def held_decision(d: Decision) -> Decision:
-    """``d`` as an UNAVAILABLE decision: no winning answer, every voter with an answer ``disagree``."""
+    """``d`` as an UNAVAILABLE decision: no winning answer, every voter with an answer ``disagree``
+    (the counted votes and their digests are kept as they were)."""
     digests = d.voter_digests or (b"",) * len(d.voters)
     voters = tuple(
         (v, VoterState.DISAGREE if dg else VoterState.UNAVAILABLE)
         for (v, _s), dg in zip(d.voters, digests, strict=True)
     )
-    return Decision(
-        outcome=Outcome.UNAVAILABLE,
-        answer_digest=None,
-        voters=voters,
-        vote_digests=d.vote_digests,
-        decided_early=d.decided_early,
-        equivocations=d.equivocations,
-        voter_digests=d.voter_digests,
-        winner=None,
+    return dataclasses.replace(
+        d, outcome=Outcome.UNAVAILABLE, answer_digest=None, voters=voters, winner=None
     )
 
 
@@ -126,32 +119,20 @@ class SafeModeStage:
         self._clock = clock
         self._lifetime = lifetime_ms
         self._seq = SequenceClock(clock)
-        self._ttls: dict[TallyKey, dict[str, int]] = {}
 
     # ---- inputs -------------------------------------------------------------------------------
 
-    def vote(self, key: TallyKey, vote: VoteInput) -> None:
-        """A counted vote (its TTL feeds the TTL-mismatch detector)."""
-        if vote.vote is None or vote.digest is None:
-            return
-        ttls = self._ttls.get(key)
-        if ttls is None:
-            if len(self._ttls) >= _MAX_TTL_KEYS:
-                del self._ttls[next(iter(self._ttls))]
-            ttls = self._ttls[key] = {}
-        ttls[vote.voter] = vote.vote.ttl
-
     def _obs(self, key: TallyKey, d: Decision) -> DecisionObs:
-        ttls = self._ttls.pop(key, {})
         digests = d.voter_digests or (b"",) * len(d.voters)
+        votes = d.counted_votes or (None,) * len(d.voters)
         voters = tuple(
             VoterObs(
                 v,
                 self._agent_regions.get(v.split("/")[0], ""),
                 dg or None,
-                ttls.get(v),
+                vote.ttl if vote is not None and dg else None,
             )
-            for (v, _s), dg in zip(d.voters, digests, strict=True)
+            for (v, _s), dg, vote in zip(d.voters, digests, votes, strict=True)
         )
         trusted = d.outcome is Outcome.TRUSTED
         return DecisionObs(
