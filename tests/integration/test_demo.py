@@ -164,6 +164,17 @@ def test_demo_rejects_impossible_options(tmp_path: Path) -> None:
     assert "cannot exceed" in proc.stderr
 
 
+def test_demo_bogus_dnssec_minority_is_outvoted_majority_never_trusted(tmp_path: Path) -> None:
+    verdicts, err = run_demo(tmp_path, "--nodes", "1", "--bogus", "2")
+    assert "tampered" in err
+    for v in verdicts:
+        assert v["outcome"] == "trusted", v
+        assert v["dnssec"] == "secure", v
+    (tmp_path / "3").mkdir()
+    verdicts, _ = run_demo(tmp_path / "3", "--nodes", "1", "--bogus", "3")
+    assert verdicts and all(v["outcome"] != "trusted" for v in verdicts)
+
+
 def _demo_cli(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
         [sys.executable, "-m", "cctf", "demo", "--dir", str(tmp_path / "fabric"), *args],

@@ -7,6 +7,7 @@ from __future__ import annotations
 import json
 import re
 import signal
+import socket
 import subprocess
 import sys
 import urllib.parse
@@ -50,7 +51,7 @@ def last_round(workloads: list[dict[str, Any]]) -> list[dict[str, Any]]:
 
 def test_all_three_paths_hold_and_every_workload_is_trusted(tmp_path: Path) -> None:
     verdicts, workloads, err = demo_output(tmp_path, "--nodes", "1")
-    assert all(v["outcome"] == "trusted" for v in verdicts)
+    assert all(v["outcome"] == "trusted" and v["dnssec"] == "secure" for v in verdicts)
     assert all(w["outcome"] != "refused" for w in workloads)
     for w in last_round(workloads):
         assert w["outcome"] == "trusted", w
@@ -152,3 +153,39 @@ def test_gateway_url_is_printed_and_serves_decisions(tmp_path: Path) -> None:
             proc.wait()
     assert proc.returncode == 143
     assert processes_mentioning(str(workdir)) == []
+
+
+def test_busy_gateway_port_is_one_line_and_leaves_nothing(tmp_path: Path) -> None:
+    workdir = tmp_path / "fabric"
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        proc = subprocess.run(
+            [
+                *(sys.executable, "-m", "cctf", "demo", "--nodes", "1", "--rounds", "1"),
+                *("--dir", str(workdir), "--fabric-file", str(tmp_path / "fabric.json")),
+                *("--gateway-port", str(port)),
+            ],
+            capture_output=True,
+            text=True,
+            timeout=120,
+            cwd=tmp_path,
+        )
+    assert proc.returncode == 1, proc.stderr[-2000:]
+    last = proc.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"cctf demo: error: cannot serve the gateway on 127.0.0.1:{port}")
+    assert "Traceback" not in proc.stderr
+    assert processes_mentioning(str(workdir)) == []
+
+
+def test_bad_gateway_port_is_a_usage_error(tmp_path: Path) -> None:
+    proc = subprocess.run(
+        [sys.executable, "-m", "cctf", "demo", "--gateway-port", "70000"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 2
+    assert "--gateway-port takes 0..65535" in proc.stderr
