@@ -5,7 +5,8 @@ served by the project's fault-injecting DNS server, and the agent's own validati
 Zones: a signed parent ``test.`` (the trust anchor: its DS) delegating to the signed demo zone
 ``demo.test.`` with the child's DS; one chaos server each (unbound reaches them as stub zones). Two
 unbound processes for the whole module: ``validating`` (validator + iterator, the DS trust anchor,
-EDE on) and ``plain`` (iterator only: passes records and RRSIGs through, so the agent validates).
+EDE on; plain DNS and DNS over TLS) and ``plain`` (iterator only: passes records and RRSIGs
+through, so the agent validates).
 
 secure → holds (AD from unbound, ``secure`` votes, a TRUSTED verdict stating ``secure``); a tampered
 record, expired RRSIGs and a broken (wrong or missing) DS → unbound answers SERVFAIL with a DNSSEC EDE
@@ -28,6 +29,7 @@ import dns.query
 import dns.rcode
 import dns.rdatatype
 import pytest
+from dnstestservers import make_pki
 from unboundhelpers import Unbound, find_binary
 from wirefactories import START_MS
 
@@ -48,7 +50,7 @@ from cctf.coordinator.tally import QuorumRule, TallyBook, TallyKey
 
 NAME = "www.demo.test."
 ROUND = START_MS // 1000
-RULE = QuorumRule(4, 6)
+RULE = QuorumRule(5, 9)
 
 
 class Zones:
@@ -84,10 +86,11 @@ class Zones:
 
 
 class World:
-    def __init__(self, zones: Zones, validating: Unbound, plain: Unbound) -> None:
+    def __init__(self, zones: Zones, validating: Unbound, plain: Unbound, ca_file: str) -> None:
         self.zones = zones
         self.validating = validating
         self.plain = plain
+        self.ca_file = ca_file
 
     def reset(self, **faults: Faults) -> None:
         self.zones.set(**faults)
@@ -103,14 +106,18 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     zones.start()
     stubs = [("test.", zones.parent.port), ("demo.test.", zones.child.port)]
     base = tmp_path_factory.mktemp("unbound")
+    pki = make_pki(Path(base) / "pki")
     validating = Unbound(
-        Path(base) / "validating", stubs=stubs, trust_anchors=[zones.anchor.trust_anchor]
+        Path(base) / "validating",
+        stubs=stubs,
+        trust_anchors=[zones.anchor.trust_anchor],
+        tls=(pki.cert_file, pki.key_file),
     )
     plain = Unbound(Path(base) / "plain", stubs=stubs, validating=False)
     try:
         validating.start()
         plain.start()
-        yield World(zones, validating, plain)
+        yield World(zones, validating, plain, pki.ca_file)
     finally:
         validating.stop()
         plain.stop()
@@ -123,9 +130,20 @@ def _ask(port: int, name: str = NAME) -> dns.message.Message:
 
 
 def _specs(world: World) -> list[ResolverSpec]:
+    assert world.validating.tls_port is not None
     return [
         ResolverSpec("validating", "127.0.0.1", world.validating.port, Transport.UDP),
         ResolverSpec("plain", "127.0.0.1", world.plain.port, Transport.UDP),
+        # the validating unbound over DoT, not listed as validating: its AD / EDE count because
+        # the transport is authenticated
+        ResolverSpec(
+            "dot",
+            "127.0.0.1",
+            world.validating.tls_port,
+            Transport.DOT,
+            tls_hostname="dns.test",
+            ca_file=world.ca_file,
+        ),
     ]
 
 
@@ -141,7 +159,7 @@ async def _observe(world: World, name: str = NAME) -> dict[str, Observation]:
 
 
 def _verdict(observations: dict[str, Observation]) -> tuple[Outcome, DnssecState]:
-    """Three agents seeing the same (their votes: 2 resolvers each, 6 voters, 4-of-6), tallied and
+    """Three agents seeing the same (their votes: 3 resolvers each, 9 voters, 5-of-9), tallied and
     decided by the coordinator's own stages."""
     voters = [f"agent-{a}/{r}" for a in "abc" for r in sorted(observations)]
     book = TallyBook(RULE, voters, refusable=True)
@@ -166,8 +184,10 @@ async def test_secure_zone_holds(world: World) -> None:
     assert {r: (o.status, o.dnssec) for r, o in obs.items()} == {
         "validating": (VoteStatus.ANSWER, DnssecState.SECURE),
         "plain": (VoteStatus.ANSWER, DnssecState.SECURE),
+        "dot": (VoteStatus.ANSWER, DnssecState.SECURE),
     }
-    assert obs["validating"].answer == obs["plain"].answer == ("www.demo.test. A 192.0.2.10",)
+    answers = {o.answer for o in obs.values()}
+    assert answers == {("www.demo.test. A 192.0.2.10",)}
     assert _verdict(obs) == (Outcome.TRUSTED, DnssecState.SECURE)
 
 
@@ -190,8 +210,9 @@ async def test_broken_chains_are_bogus_and_never_trusted(
     codes = {opt.code for opt in direct.options if hasattr(opt, "code")}
     assert codes & DNSSEC_EDE_CODES, f"unbound gave EDE {codes}"
     obs = await _observe(world)
-    validating, plain = obs["validating"], obs["plain"]
+    validating, plain, dot = obs["validating"], obs["plain"], obs["dot"]
     assert (validating.status, validating.dnssec) == (VoteStatus.SERVFAIL, DnssecState.BOGUS)
+    assert (dot.status, dot.dnssec) == (VoteStatus.SERVFAIL, DnssecState.BOGUS)
     assert plain.dnssec is DnssecState.BOGUS, plain
     outcome, state = _verdict(obs)
     assert outcome is not Outcome.TRUSTED
@@ -205,7 +226,7 @@ async def test_broken_chains_are_bogus_and_never_trusted(
 async def test_agent_fetches_each_chain_record_once_per_ttl(world: World) -> None:
     world.reset()
     validator = ChainValidator(TrustAnchors.parse([world.zones.anchor.trust_anchor]))
-    specs = [_specs(world)[1]]
+    specs = [_specs(world)[1]]  # the plain unbound: own validation
     names = [(f"{label}.demo.test.", "A") for label in ("www", "api", "db", "mail")]
     first = await query_all(specs, names, deadline_s=5.0, dnssec=validator)
     assert [o.dnssec for o in first] == [DnssecState.SECURE] * 4
@@ -224,3 +245,29 @@ def test_the_plain_unbound_passes_records_and_signatures_through(world: World) -
     world.reset()
     assert dns.rdatatype.RRSIG in {rr.rdtype for rr in _ask(world.plain.port).answer}
     assert dns.name.from_text(NAME) in {rr.name for rr in _ask(world.plain.port).answer}
+
+
+async def test_without_anchors_only_an_authenticated_resolver_is_believed(world: World) -> None:
+    """No trust anchor in the agent: the state comes from unbound's AD bit / EDE codes, believed
+    over DoT, not over plain DNS from a resolver the agent file does not list as validating."""
+    validator = ChainValidator()
+    specs = [s for s in _specs(world) if s.id in ("validating", "dot")]
+    world.reset()
+    states = {
+        o.resolver_id: (o.status, o.dnssec)
+        for o in await query_all(specs, [(NAME, "A")], deadline_s=5.0, dnssec=validator)
+    }
+    assert states == {
+        "validating": (VoteStatus.ANSWER, DnssecState.INDETERMINATE),
+        "dot": (VoteStatus.ANSWER, DnssecState.SECURE),
+    }
+    assert validator.fetches == 0
+    world.reset(child=Faults(dnssec="tampered"))
+    states = {
+        o.resolver_id: (o.status, o.dnssec)
+        for o in await query_all(specs, [(NAME, "A")], deadline_s=5.0, dnssec=validator)
+    }
+    assert states == {
+        "validating": (VoteStatus.SERVFAIL, DnssecState.INDETERMINATE),
+        "dot": (VoteStatus.SERVFAIL, DnssecState.BOGUS),
+    }

@@ -64,12 +64,15 @@ class Unbound:
         stubs: Sequence[tuple[str, int]],
         trust_anchors: Sequence[str] = (),
         validating: bool = True,
+        tls: tuple[str, str] | None = None,
     ) -> None:
+        """``tls``: ``(cert_file, key_file)`` to also serve DNS over TLS on :attr:`tls_port`."""
         self.binary = find_binary("unbound")
         self.control = find_binary("unbound-control")
         self.dir = workdir
         self.dir.mkdir(parents=True, exist_ok=True)
         self.port = free_port()
+        self.tls_port = free_port() if tls is not None else None
         self.conf = self.dir / "unbound.conf"
         self.log = self.dir / "unbound.log"
         lines = [
@@ -99,6 +102,13 @@ class Unbound:
             '  local-zone: "test." nodefault',  # RFC 6761 .test is a default local zone otherwise
             f'  module-config: "{"validator iterator" if validating else "iterator"}"',
         ]
+        if tls is not None:
+            lines += [
+                f"  interface: 127.0.0.1@{self.tls_port}",
+                f"  tls-port: {self.tls_port}",
+                f'  tls-service-pem: "{tls[0]}"',
+                f'  tls-service-key: "{tls[1]}"',
+            ]
         lines += [f'  trust-anchor: "{anchor}"' for anchor in trust_anchors]
         lines += [
             "remote-control:",
