@@ -1,6 +1,6 @@
 """``cctf chaos``: run a fault-injecting DNS server, and switch faults of running ones.
 
-    cctf chaos serve [--zone FILE --origin ORIGIN] [--host H] [--port N] [fault options]
+    cctf chaos serve [--zone FILE --origin ORIGIN] [--sign] [--host H] [--port N] [fault options]
     cctf chaos set    SELECTOR (--blackhole|--servfail|--refused|--poison ADDR|--clear) [--ttl N]
                       [--delay-ms N] [--dnssec FAULT] [--json]
     cctf chaos status SELECTOR [--all] [--json]
@@ -75,6 +75,11 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         metavar="FILE",
         help="where to write the control token, mode 0600 "
         "(default: .cctf/chaos-<dns-port>.token; removed on exit)",
+    )
+    serve.add_argument(
+        "--sign",
+        action="store_true",
+        help="sign the zone with fresh DNSSEC keys (printed: its DS trust anchor for agents)",
     )
     _add_fault_options(serve, with_clear=False)
     serve.set_defaults(func=_cmd_serve)
@@ -308,6 +313,7 @@ def _status_line(result: dict[str, Any]) -> str:
 
 def _cmd_serve(args: argparse.Namespace) -> int:
     from cctf.chaos.dnsserver import FaultyDnsServer
+    from cctf.chaos.signing import sign
     from cctf.chaos.zone import DEMO_ORIGIN, demo_zone, load_zone_file
 
     try:
@@ -316,6 +322,7 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             zone = load_zone_file(args.zone, args.origin or DEMO_ORIGIN)
         else:
             zone = demo_zone(args.origin or DEMO_ORIGIN)
+        signed = sign(zone) if args.sign else None
         server = FaultyDnsServer(
             zone,
             host=args.host,
@@ -323,18 +330,20 @@ def _cmd_serve(args: argparse.Namespace) -> int:
             faults=faults,
             control=True,
             control_port=args.control_port,
+            signed=signed,
         )
     except (_UsageError, ValueError) as exc:
         return _usage(str(exc))
     try:
         token_path = Path(args.token_file).absolute() if args.token_file else None
-        return asyncio.run(_serve(server, token_path))
+        anchors = signed.trust_anchors if signed is not None else []
+        return asyncio.run(_serve(server, token_path, anchors))
     except OSError as exc:
         print(f"cctf chaos serve: error: {exc}", file=sys.stderr)
         return EXIT_FAILED
 
 
-async def _serve(server: FaultyDnsServer, token_path: Path | None) -> int:
+async def _serve(server: FaultyDnsServer, token_path: Path | None, anchors: list[str]) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -348,6 +357,8 @@ async def _serve(server: FaultyDnsServer, token_path: Path | None) -> int:
         print(f"dns {_addr(server.host, server.port)} udp+tcp zone {server.responder.origin}")
         print(f"control {_addr(control.host, control.port)}")
         print(f"token-file {path}")
+        for anchor in anchors:
+            print(f"trust-anchor {anchor}")
         print(f"faults {server.faults.describe()}", flush=True)
         await stop.wait()
     finally:

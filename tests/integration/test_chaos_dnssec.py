@@ -3,8 +3,12 @@ switched through the control channel."""
 
 from __future__ import annotations
 
+import asyncio
+import signal
+import sys
 import time
 from collections.abc import AsyncIterator
+from pathlib import Path
 
 import dns.asyncquery
 import dns.dnssec
@@ -17,7 +21,7 @@ import pytest_asyncio
 
 from cctf.agents.dnssec import Fetch, TrustAnchors, Validation, validate
 from cctf.bus_schemas.messages import DnssecState
-from cctf.chaos.control import ChaosControlClient
+from cctf.chaos.control import ChaosControlClient, HostPort, read_token_file
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import DNSSEC_FAULTS, FaultError, Faults
 from cctf.chaos.signing import SignedZone, signed_demo_zone
@@ -95,3 +99,51 @@ def test_dnssec_fault_values_are_checked() -> None:
     with pytest.raises(FaultError, match="dnssec must be one of"):
         Faults.from_dict({"dnssec": 1})
     assert Faults.from_dict({"dnssec": "expired", "ttl": 5}).describe() == "ttl=5,dnssec=expired"
+
+
+async def test_cli_serve_sign_prints_the_trust_anchor(tmp_path: Path) -> None:
+    """``cctf chaos serve --sign --dnssec expired``: the printed DS anchor validates the served
+    zone once the fault is cleared over the control channel."""
+    token_file = tmp_path / "serve.token"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "cctf", "chaos", "serve", "--sign", "--dnssec", "expired",
+        "--token-file", str(token_file),
+        cwd=tmp_path, stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE,
+    )  # fmt: skip
+    assert proc.stdout is not None
+    try:
+        lines: dict[str, str] = {}
+        while "faults" not in lines:
+            line = (await asyncio.wait_for(proc.stdout.readline(), 20)).decode()
+            assert line, "serve exited early"
+            key, _, value = line.strip().partition(" ")
+            lines[key] = value
+        assert lines["faults"] == "dnssec=expired"
+        anchor = lines["trust-anchor"]
+        assert anchor.startswith("demo.test. 3600 IN DS ")
+        port = HostPort.parse(lines["dns"].split()[0]).port
+        control = HostPort.parse(lines["control"]).port
+        zone_anchor = TrustAnchors.parse([anchor])
+        assert (await _validate_remote(port, zone_anchor)).state is DnssecState.BOGUS
+        await ChaosControlClient(HOST, control, read_token_file(token_file)).clear()
+        assert (await _validate_remote(port, zone_anchor)).state is DnssecState.SECURE
+    finally:
+        if proc.returncode is None:
+            proc.send_signal(signal.SIGTERM)
+        code = await asyncio.wait_for(proc.wait(), 10)
+    assert code == 0
+
+
+async def _validate_remote(port: int, anchors: TrustAnchors) -> Validation:
+    qname = dns.name.from_text("www.demo.test.")
+    query = dns.message.make_query(qname, "A", want_dnssec=True)
+    response = await dns.asyncquery.tcp(query, HOST, port=port, timeout=2.0)
+    fetched: dict[Fetch, dns.message.Message | None] = {}
+    for _ in range(4):
+        out = validate(qname, dns.rdatatype.A, response, anchors, fetched, time.time())
+        if isinstance(out, Validation):
+            return out
+        for owner, rdtype in out.fetches:
+            q = dns.message.make_query(owner, rdtype, want_dnssec=True)
+            fetched[(owner, rdtype)] = await dns.asyncquery.tcp(q, HOST, port=port, timeout=2)
+    raise AssertionError("no end")
