@@ -326,6 +326,7 @@ def observation_from_response(
             ede=ede,
             latency_ms=latency,
             detail=_short(detail),
+            response=response if status in (VoteStatus.ANSWER, VoteStatus.SERVFAIL) else None,
         )
 
     if not response.flags & dns.flags.QR:

@@ -33,7 +33,6 @@ subjectAltName). The connection always goes to ``address``: ``tls_hostname`` is 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -139,10 +138,7 @@ async def query(
         return Observation.failure(spec.id, spec.transport, status, detail, latency)
     latency = (time.perf_counter() - start) * 1000.0
     try:
-        obs = observation_from_response(spec.id, spec.transport, name, rdtype, response, latency)
-        if obs.status in (VoteStatus.ANSWER, VoteStatus.SERVFAIL):
-            obs = dataclasses.replace(obs, response=response)
-        return obs
+        return observation_from_response(spec.id, spec.transport, name, rdtype, response, latency)
     except Exception as exc:  # defensive: a response dnspython parsed but we cannot classify
         detail = f"unclassifiable response ({type(exc).__name__})"
         return Observation.failure(spec.id, spec.transport, VoteStatus.ERROR, detail, latency)

@@ -173,11 +173,14 @@ class TrustAnchors:
 
     def covering(self, name: dns.name.Name) -> dns.name.Name | None:
         """The closest anchored zone at or above ``name``, or ``None``."""
-        best: dns.name.Name | None = None
-        for zone in self.zones:
-            if name.is_subdomain(zone) and (best is None or len(zone) > len(best)):
-                best = zone
-        return best
+        if not self.ds and not self.dnskeys:
+            return None
+        while True:
+            if name in self.ds or name in self.dnskeys:
+                return name
+            if len(name) <= 1:
+                return None
+            name = name.parent()
 
 
 def _parse_anchor(line: str) -> dns.rrset.RRset:

@@ -175,6 +175,8 @@ class ChainValidator:
             address=spec.address,
             validating=spec.id in self.validating,
         )
+        if result.state is obs.dnssec:
+            return obs  # nothing to change (the common case without anchors)
         detail = obs.detail
         if not detail and result.state is DnssecState.BOGUS:
             detail = f"dnssec {result.reason.value}: {result.detail}"[:200]
