@@ -107,6 +107,7 @@ class Reason(enum.StrEnum):
     UNPROVEN_DENIAL = "unproven_denial"
     CHAIN_UNAVAILABLE = "chain_unavailable"
     CHAIN_TOO_LONG = "chain_too_long"
+    VALIDATION_ERROR = "validation_error"
     RESOLVER_AD = "resolver_ad"
     RESOLVER_EDE = "resolver_ede"
     RESOLVER_NO_AD = "resolver_no_ad"

@@ -167,7 +167,11 @@ class ChainValidator:
             and obs.response is not None
             and self.anchors.covering(qname) is not None
         ):
-            own = await self.own(spec, qname, rdtype, obs.response, end)
+            try:
+                own = await self.own(spec, qname, rdtype, obs.response, end)
+            except Exception as exc:  # a validator bug must not turn the answer into a crash
+                detail = f"{type(exc).__name__}"
+                own = Validation(DnssecState.BOGUS, Reason.VALIDATION_ERROR, detail)
         result = vote_state(
             obs,
             own,

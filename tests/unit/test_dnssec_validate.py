@@ -277,3 +277,42 @@ def test_vote_state_from_resolver_signals() -> None:
     assert state(answer_ad, None, Transport.UDP, "192.0.2.53", True) is DnssecState.INDETERMINATE
     assert state(_obs(VoteStatus.TIMEOUT), None, Transport.DOT) is DnssecState.INDETERMINATE
     assert frozenset({6, 7, 8, 9, 10, 11, 12}) == DNSSEC_EDE_CODES
+
+
+@settings(max_examples=150, deadline=None)
+@given(st.data())
+def test_mutated_responses_never_crash_and_are_never_secure_when_data_changed(
+    data: st.DataObject,
+) -> None:
+    """Random byte edits of a signed response (and of the DNSKEY response it needs): validation
+    always ends with a state (no exception), and an answer whose data or signatures changed is
+    never secure."""
+    anchors = anchors_of(SIGNED)
+    good = ask(CHILD_ONLY, NO_FAULTS, WWW, A)
+    keys = ask(CHILD_ONLY, NO_FAULTS, SIGNED.origin, dns.rdatatype.DNSKEY)
+    target = data.draw(st.sampled_from(["answer", "dnskey"]))
+    raw = bytearray((good if target == "answer" else keys).to_wire())
+    for _ in range(data.draw(st.integers(1, 4))):
+        i = data.draw(st.integers(12, len(raw) - 1))
+        raw[i] ^= data.draw(st.integers(1, 255))
+    try:
+        mutated = dns.message.from_wire(bytes(raw))
+    except Exception:
+        return  # not a message: the agent would have classified it as an error
+    response, dnskeys = (mutated, keys) if target == "answer" else (good, mutated)
+    fetched: dict[Fetch, dns.message.Message | None] = {
+        (SIGNED.origin, dns.rdatatype.DNSKEY): dnskeys
+    }
+    out = validate(WWW, A, response, anchors, fetched, time.time())
+    assert isinstance(out, Validation | NeedRecords)
+    if isinstance(out, Validation) and out.state is DnssecState.SECURE:
+        # secure only if the signed data is still what was signed (TTLs are not signed)
+        def signed_data(m: dns.message.Message) -> set[tuple[str, int, str]]:
+            return {
+                (rr.name.to_text(), rr.rdtype, rd.to_text())
+                for rr in m.answer + m.authority
+                if rr.rdtype != dns.rdatatype.RRSIG
+                for rd in rr
+            }
+
+        assert signed_data(response) <= signed_data(good)
