@@ -44,7 +44,12 @@ from cctf.agents.resolver import BallotReport, ResolverAgent
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict
-from cctf.chaos.control import HostPort, ResolverEndpoint, write_fabric_resolvers
+from cctf.chaos.control import (
+    DEFAULT_FABRIC_PATH,
+    HostPort,
+    ResolverEndpoint,
+    write_fabric_resolvers,
+)
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
 from cctf.chaos.signing import signed_demo_zone
@@ -264,7 +269,8 @@ async def _run(
     signed = signed_demo_zone()
     anchors = TrustAnchors.parse(signed.trust_anchors)
     printer.progress(
-        f"demo zone {signed.origin} signed (ECDSA P-256); trust anchor {signed.trust_anchor}"
+        f"demo zone {signed.origin} DNSSEC-signed (ECDSA P-256, KSK {signed.ds[0].key_tag}), "
+        "agents validate up to its DS"
     )
     endpoints: dict[str, ResolverEndpoint] = {}
     servers: dict[str, FaultyDnsServer] = {}
@@ -383,14 +389,12 @@ async def _run(
         f"{len(regions)} agents running, {len(opts.names)} names, round {opts.round_ms} ms"
         + (f", {opts.rounds} rounds" if opts.rounds else "; Ctrl-C stops")
     )
+    fabric_opt = "" if opts.fabric_file == DEFAULT_FABRIC_PATH else f" --fabric {opts.fabric_file}"
     printer.progress(
-        f"change faults live: cctf chaos set --fabric {opts.fabric_file} "
-        f"--resolver {resolver_id(regions[0])} --dnssec tampered   (or --poison 203.0.113.99)"
+        f"live faults: cctf chaos set{fabric_opt} --resolver {resolver_id(regions[0])} "
+        "--dnssec tampered (or --poison IP)"
     )
-    printer.progress(
-        f"change faults live: cctf chaos set --fabric {opts.fabric_file} "
-        f"--resolver {resolver_id(regions[0])} --poison 203.0.113.99   (credentials: {creds_file})"
-    )
+    printer.progress(f"NATS credentials: {creds_file}")
 
     # 7. show verdicts
     seen: dict[int, set[str]] = {}

@@ -70,16 +70,14 @@ async def start_identity_fabric(
     await fabric.astart()
     stack.push_async_callback(fabric.astop)
     td = fabric.trust_domain
+    progress(f"web PKI of the HTTPS endpoints: {fabric.web_ca_file}")
     progress(
-        f"SPIFFE trust domain {td.name}: bundle endpoint {fabric.bundle.bundle_url(regions[0])} "
-        f"(one port per region; sequence {td.sequence}), web CA {fabric.web_ca_file}"
+        f"SPIFFE trust domain {td.name}: bundle {fabric.bundle.bundle_url(regions[0])} "
+        f"(sequence {td.sequence})"
     )
-    progress(f"OIDC issuer {fabric.issuer.issuer_url} (discovery + JWKS, ES256)")
+    progress(f"OIDC issuer {fabric.issuer.issuer_url} (ES256)")
     for w in fabric.workloads.values():
-        progress(
-            f"workload {w.spiffe_id} ({w.spec.dns_name}): X.509-SVID on "
-            f"{w.address(regions[0])} (one port per region)"
-        )
+        progress(f"workload {w.spiffe_id}: X.509-SVID on {w.address(regions[0])}")
     for line in apply_faults(fabric, fail_paths, mtls_fault):
         progress(line)
     return fabric
@@ -211,10 +209,7 @@ async def start_relying_party(
     server = GatewayServer(create_app(client), gateway_host, gateway_port)
     await server.start()
     stack.push_async_callback(server.stop)
-    progress(
-        f"gateway: {server.url} (GET /v1/workloads/{{spiffe_id}}, /v1/trust/{{name}}, "
-        f"POST /v1/validate/token; OpenAPI {server.url}/openapi.json)"
-    )
+    progress(f"gateway: {server.url} (OpenAPI: {server.url}/openapi.json)")
     rp = RelyingParty(client, fabric, emit, round_ms=round_ms)
     stack.push_async_callback(rp.close)
     return rp
