@@ -147,6 +147,18 @@ class Verdict(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_field
     dnssec: (
         DnssecState  # of the TRUSTED answer (see docs/wire-protocol.md §5.4), else indeterminate
     )
+    basis_round: Uint  # LKG: the TRUSTED round attested; = round for a fresh verdict
+    basis_ms: Uint  # LKG: when that TRUSTED decision was made; = issued_ms for a fresh verdict
+
+    @property
+    def is_lkg(self) -> bool:
+        """A Last-Known-Good attestation: it repeats the TRUSTED decision of ``basis_round``."""
+        return self.basis_round != self.round or self.basis_ms != self.issued_ms
+
+    @property
+    def staleness_ms(self) -> int:
+        """How old its evidence was when it was issued (0 for a fresh verdict)."""
+        return self.issued_ms - self.basis_ms
 
 
 PAYLOAD_TYPES: Final[dict[MessageType, type[msgspec.Struct]]] = {

@@ -32,6 +32,7 @@ from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import TimePolicy
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
 from cctf.config import ConfigStruct, load_config
+from cctf.coordinator.lkgconfig import LkgConfig
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.errors import CryptoError, SuiteError
 from cctf.crypto.keys import SigningKey, load_signing_key
@@ -168,6 +169,7 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     identity_rule: RuleConfig | None = None
     safe_mode: PolicyConfig = PolicyConfig()
     safe_mode_refresh_ms: Annotated[int, msgspec.Meta(ge=1_000, le=240_000)] = 60_000
+    lkg: LkgConfig = msgspec.field(default_factory=LkgConfig)
 
     def __post_init__(self) -> None:
         try:

@@ -18,7 +18,7 @@ from typing import Final
 
 from cctf import telemetry
 from cctf.bus.publisher import Publisher, PublishOutcome
-from cctf.bus_schemas.messages import encode
+from cctf.bus_schemas.messages import Verdict, encode
 from cctf.coordinator.counters import Counters
 from cctf.coordinator.pipeline.identity import IssueRefused
 from cctf.coordinator.pipeline.sign import Sealed, Signer, SignError
@@ -57,6 +57,7 @@ class Outbox:
         settle: Callable[[AnyKey], Awaitable[None]],
         latency: Callable[[AnyKey], float | None],
         log: Callable[..., None],
+        lkg: Callable[[Verdict], Verdict] | None = None,
     ) -> None:
         self._decider = decider
         self._signer = signer
@@ -68,6 +69,7 @@ class Outbox:
         self._settle = settle
         self._latency = latency
         self._log = log
+        self._lkg = lkg  # the LKG stage (cctf.coordinator.lkggate): fresh -> verdict to publish
 
     async def run(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         """Decide, sign and publish ``decided``; settle every key whose verdict is out or given up
@@ -76,6 +78,8 @@ class Outbox:
         for key, decision in decided:
             try:
                 verdict = self._decider.verdict(key, decision)
+                if self._lkg is not None and isinstance(verdict, Verdict):
+                    verdict = self._lkg(verdict)  # DNS verdicts only
             except IssueRefused as exc:  # a decision that must not be issued (bundle rollback)
                 self._log("verdict_refused", key=list(key)[:3], error=str(exc)[:_MAX_DETAIL])
                 self._counts.drop(exc.reason)

@@ -31,6 +31,7 @@ from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
+from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.decide import Decider
@@ -81,6 +82,13 @@ class CoordinatorStats:
     pending_verdicts: int
     queued: int
     throttled: dict[str, int]
+    lkg_verdicts: int = 0
+    """LKG attestations issued."""
+    lkg_names: int = 0
+    """Keys in an LKG episode now."""
+    lkg_loaded: int = 0
+    """LKG bases read back from the engine at start."""
+    lkg_store_errors: int = 0
 
 
 def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:
@@ -199,6 +207,11 @@ class Coordinator:
             refresh_ms=c.safe_mode_refresh_ms,
             publish_timeout_s=c.publish_timeout_ms / 1000,
         )
+        self._lkg = (
+            LkgGate(c.lkg, c.coordinator, self._key, log=self._log_limited)
+            if c.lkg.enabled
+            else None
+        )
         self._outbox = Outbox(
             decider=Deciders(
                 Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock, seq), identity
@@ -217,6 +230,7 @@ class Coordinator:
             settle=self._settle_key,
             latency=self._latency_ms,
             log=self._log_limited,
+            lkg=self._lkg.apply if self._lkg is not None else None,
         )
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -230,6 +244,8 @@ class Coordinator:
                 await consumer.bind()
         except CctfError as exc:
             raise CoordinatorError(str(exc)) from exc
+        if self._lkg is not None:  # bind the LKG bucket, read the state back, start its writer
+            await self._lkg.start(self._conn, self._stopping)
         self._started = True
         await self.safe_mode.start()
         name = self.coordinator
@@ -280,6 +296,8 @@ class Coordinator:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self._lkg is not None:  # its last flush of the LKG state (bounded)
+            await self._lkg.stop()
         leftovers = [d for _r, d in self._queues.drain()]
         leftovers += [self._handles[t] for t in self._ledger.drain() if t in self._handles]
         self._handles.clear()
@@ -340,6 +358,10 @@ class Coordinator:
             pending_verdicts=self._pending_verdicts,
             queued=len(self._queues),
             throttled=dict(n.throttled),
+            lkg_verdicts=self._lkg.attested if self._lkg is not None else 0,
+            lkg_names=self._lkg.in_lkg if self._lkg is not None else 0,
+            lkg_loaded=self._lkg.loaded if self._lkg is not None else 0,
+            lkg_store_errors=self._lkg.store_errors if self._lkg is not None else 0,
         )
 
     async def num_ack_pending(self) -> int:

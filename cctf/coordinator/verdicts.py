@@ -116,6 +116,8 @@ def build_verdict(
         coordinator=coordinator,
         seq=seq,
         dnssec=verdict_dnssec(decision, rule.k),
+        basis_round=round_,
+        basis_ms=issued_ms,
     )
 
 

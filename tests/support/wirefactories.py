@@ -262,6 +262,8 @@ def make_verdict(
     coordinator: str = "coord-a",
     seq: int = 1,
     dnssec: DnssecState = DnssecState.INDETERMINATE,
+    basis_round: int | None = None,
+    basis_ms: int | None = None,
 ) -> Verdict:
     """A verdict; for TRUSTED the answer defaults to one A record and ``n`` agreeing voters."""
     trusted = outcome is Outcome.TRUSTED
@@ -290,6 +292,8 @@ def make_verdict(
         coordinator=coordinator,
         seq=seq,
         dnssec=dnssec,
+        basis_round=round if basis_round is None else basis_round,
+        basis_ms=issued if basis_ms is None else basis_ms,
     )
 
 
@@ -575,4 +579,6 @@ def verdicts(draw: st.DrawFn, *, max_voters: int = 5) -> Verdict:
         coordinator=draw(ids),
         seq=draw(_uints),
         dnssec=draw(st.sampled_from(DnssecState)),
+        basis_round=draw(_uints),
+        basis_ms=draw(_uints),
     )
