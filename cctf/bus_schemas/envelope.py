@@ -72,6 +72,7 @@ class Reason(StrEnum):
     SEQUENCE = "sequence"
     STALE = "stale"
     BUNDLE_ROLLBACK = "bundle_rollback"  # identity verdicts: spiffe_sequence went backwards
+    LKG = "lkg"  # an LKG attestation refused by the subscriber's policy (accept_lkg=False)
 
 
 class Rejected(Exception):

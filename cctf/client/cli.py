@@ -30,12 +30,14 @@ EXIT_OK = 0
 EXIT_FAILURE = 1
 EXIT_USAGE = 2  # bad arguments (argparse's own code, and ours for bad values)
 EXIT_NOT_TRUSTED = 3
+EXIT_LKG = 4  # TRUSTED from Last-Known-Good evidence (an attestation during an outage)
 EXIT_INTERRUPTED = 130  # SIGINT
 EXIT_TERMINATED = 143  # SIGTERM
 
 _EXIT_CODES_WATCH = """\
 exit codes:
-  0    --count verdicts were printed
+  0    --count verdicts were printed (LKG attestations included, shown with
+       "LKG age=..s basis=<round>" and a JSON "lkg" object; --no-lkg skips them)
   1    error: unreadable credentials or trust file, connection failure, stream ended
   2    usage error (also a bad --region, --count, --round-ms or --min-suite value)
   130  interrupted (SIGINT, Ctrl-C)
@@ -44,11 +46,14 @@ exit codes:
 """
 _EXIT_CODES_CHECK = """\
 exit codes:
-  0    the latest verified verdict is TRUSTED
+  0    the latest verified verdict is TRUSTED (fresh evidence)
+  4    the latest verified verdict is an LKG attestation: TRUSTED from the
+       evidence of an earlier round during an outage (JSON "lkg": {age_ms,
+       basis_round, basis_ms})
   3    the latest verified verdict is DISPUTED or UNAVAILABLE
   1    no verdict, the verdict was rejected (bad signature, unknown key, expired,
-       stale: older than --max-age-ms, ...: fail closed), or an error (files,
-       connection, timeout)
+       stale: older than --max-age-ms, an LKG attestation with --no-lkg, ...:
+       fail closed), or an error (files, connection, timeout)
   2    usage error (also a bad NAME, --qtype, --region, --timeout, --max-age-ms,
        --round-ms or --min-suite value)
   130  interrupted (SIGINT, Ctrl-C)
@@ -72,6 +77,11 @@ def _common(p: argparse.ArgumentParser) -> None:
         type=int,
         default=DEFAULT_ROUND_MS,
         help=f"the deployment's round length in ms (default {DEFAULT_ROUND_MS})",
+    )
+    p.add_argument(
+        "--no-lkg",
+        action="store_true",
+        help="refuse Last-Known-Good attestations (TRUSTED from an earlier round's evidence)",
     )
     p.add_argument(
         "--log-level",
@@ -156,7 +166,13 @@ def _setup(args: argparse.Namespace) -> _Setup:
         creds.urls,
         user.name,
         user.password,
-        {"trust": trust, "policy": policy, "region": args.region, "round_ms": args.round_ms},
+        {
+            "trust": trust,
+            "policy": policy,
+            "region": args.region,
+            "round_ms": args.round_ms,
+            "accept_lkg": not args.no_lkg,
+        },
     )
 
 
@@ -314,4 +330,6 @@ async def _check(args: argparse.Namespace, setup: _Setup) -> int:
         except FetchError as exc:
             return _fail(str(exc))
     _emit(args, verdict)
-    return EXIT_OK if verdict.outcome is Outcome.TRUSTED else EXIT_NOT_TRUSTED
+    if verdict.outcome is not Outcome.TRUSTED:
+        return EXIT_NOT_TRUSTED
+    return EXIT_LKG if verdict.is_lkg else EXIT_OK

@@ -24,7 +24,9 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
     Keys: ``name``, ``qtype``, ``round``, ``outcome``, ``rcode``, ``answer``, ``agree``,
     ``disagree``, ``unavailable`` (voter ids), ``seq``, ``coordinator``, ``issued_ms``,
     ``expires_ms``, ``k``, ``n``, ``dnssec`` (the DNSSEC state of a TRUSTED answer: ``secure``,
-    ``insecure`` or ``indeterminate``; always ``indeterminate`` for other outcomes).
+    ``insecure`` or ``indeterminate``; always ``indeterminate`` for other outcomes), ``lkg``:
+    ``null`` for a fresh verdict; for a Last-Known-Good attestation ``{"age_ms": issued_ms -
+    basis_ms, "basis_round": ..., "basis_ms": ...}`` (the age of its evidence when it was issued).
     """
     return {
         "name": v.qname,
@@ -43,6 +45,11 @@ def verdict_to_json(v: Verdict) -> dict[str, Any]:
         "k": v.k,
         "n": v.n,
         "dnssec": v.dnssec.value,
+        "lkg": (
+            {"age_ms": v.staleness_ms, "basis_round": v.basis_round, "basis_ms": v.basis_ms}
+            if v.is_lkg
+            else None
+        ),
     }
 
 
@@ -67,11 +74,13 @@ def _printable(text: str) -> str:
 
 
 def verdict_line(v: Verdict) -> str:
-    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n> [dnssec=<state>]``.
+    """``<name> <qtype> round=<r> <OUTCOME> [rcode=<RCODE>] <answer…> agree=<a>/<n> [dnssec=<state>]
+    [LKG age=<s>s basis=<round>]``.
 
     ``rcode=`` appears only for a TRUSTED verdict whose rcode is not NOERROR (e.g. NXDOMAIN);
     ``dnssec=`` only for a TRUSTED verdict whose DNSSEC state is known (``secure`` or ``insecure``;
-    not for ``indeterminate``, which the JSON form still states). Names
+    not for ``indeterminate``, which the JSON form still states). An LKG attestation ends with
+    ``LKG age=<seconds, one decimal>s basis=<basis_round>`` (the outcome stays TRUSTED). Names
     and answers are shown with non-printable characters escaped (one verdict, one line).
     """
     parts = [_printable(v.qname), v.qtype, f"round={v.round}", v.outcome.value.upper()]
@@ -81,4 +90,6 @@ def verdict_line(v: Verdict) -> str:
     parts.append(f"agree={len(_voters(v, VoterState.AGREE))}/{v.n}")
     if v.outcome is Outcome.TRUSTED and v.dnssec is not DnssecState.INDETERMINATE:
         parts.append(f"dnssec={v.dnssec.value}")
+    if v.is_lkg:
+        parts.append(f"LKG age={v.staleness_ms / 1000:.1f}s basis={v.basis_round}")
     return " ".join(parts)

@@ -14,6 +14,15 @@ Current answers
     ``round_ms`` must be the deployment's: the verifier checks every verdict's round against its
     issue time (:func:`cctf.client.verify.check_times`).
 
+Last-Known-Good
+    During an outage (resolvers timing out, never a disagreement) the coordinator re-issues the
+    last TRUSTED decision of a name as an *LKG attestation*: a TRUSTED verdict whose
+    ``basis_round``/``basis_ms`` name the earlier round of its evidence (``Verdict.is_lkg``,
+    ``Verdict.staleness_ms``), valid at most 30 s, never beyond its cap (default 15 min after the
+    evidence). ``check`` and ``verdicts`` return them like any verdict unless the client was built
+    with ``accept_lkg=False``: then they are refused (:attr:`Reason.LKG`, counted in
+    :attr:`TrustClient.rejected`).
+
 Failing closed
     Nothing unverified is ever returned. ``check`` raises :class:`NoVerdict` when the stream holds no
     verdict for the subject, :class:`VerdictRejected` (with the :class:`Reason`) when the stored
@@ -87,6 +96,7 @@ from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.safemode import SafeModeReader, SafeModeStatus
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
+    DEFAULT_MAX_LKG_STALENESS_MS,
     DEFAULT_ROUND_MS,
     CheckedVerdict,
     VerdictTimes,
@@ -146,13 +156,20 @@ class TrustClient:
         round_ms: int = DEFAULT_ROUND_MS,
         max_age_ms: int | None = None,
         feed_inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
+        accept_lkg: bool = True,
+        max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS,
     ) -> None:
         """``round_ms``: the deployment's round length. ``max_age_ms``: the oldest verdict (by
         issue time) ``check`` and ``cached`` return as the current answer (default two rounds).
-        ``feed_inactive_threshold_s``: how long the server keeps a closed stream's consumer."""
+        ``feed_inactive_threshold_s``: how long the server keeps a closed stream's consumer.
+        ``accept_lkg``: whether Last-Known-Good attestations (``Verdict.is_lkg``: TRUSTED from
+        evidence of an earlier round, during an outage) are used; ``False`` refuses them
+        (:attr:`Reason.LKG`). ``max_lkg_staleness_ms``: an attestation is refused once its
+        evidence is older (the coordinator's default cap, 15 min; step 14e)."""
         if cache_size < 1:
             raise ValueError("cache_size must be positive")
-        self.times = VerdictTimes(round_ms=round_ms)
+        self.accept_lkg = accept_lkg
+        self.times = VerdictTimes(round_ms=round_ms, max_lkg_staleness_ms=max_lkg_staleness_ms)
         self.max_age_ms = self.times.default_max_age_ms() if max_age_ms is None else max_age_ms
         if self.max_age_ms < 0:
             raise ValueError("max_age_ms must not be negative")
@@ -213,6 +230,8 @@ class TrustClient:
         max_age_ms: int | None = None,
         log_errors: bool = True,
         initial_retries: int = 2,
+        accept_lkg: bool = True,
+        max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS,
         **connect_options: Any,
     ) -> TrustClient:
         """Connect to NATS as ``user`` (:func:`cctf.bus.connect.connect`, which sets the user's
@@ -250,6 +269,8 @@ class TrustClient:
             owns_connection=True,
             round_ms=round_ms,
             max_age_ms=max_age_ms,
+            accept_lkg=accept_lkg,
+            max_lkg_staleness_ms=max_lkg_staleness_ms,
         )
         client._error_logging = logging
         return client
@@ -296,6 +317,7 @@ class TrustClient:
                 region,
                 capacity=self._rollback_capacity,
                 times=self.times,
+                accept_lkg=self.accept_lkg,
             )
             self._verifiers[region] = v
         return v

@@ -16,7 +16,9 @@ a verdict subject ``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
     another digest); DISPUTED or
     UNAVAILABLE ⇒ ``rcode == 0`` and an empty answer (the wire contract), so no answer can be read
     out of a verdict that does not vouch for it. DNSSEC: a TRUSTED verdict is never ``bogus``; any
-    other verdict is ``indeterminate``
+    other verdict is ``indeterminate``. Basis (LKG): ``basis_round ≤ round`` and
+    ``basis_ms ≤ issued_ms``, both equal (a fresh verdict) or both lower (an LKG attestation, which
+    is TRUSTED)
 14. time (:func:`check_times`), with ``T`` the envelope's ``iat``, ``S`` the allowed skew
     (``TimePolicy.max_skew_ms``), ``R`` the deployment's ``round_ms`` and ``M`` the
     ``max_decision_delay_ms`` of :class:`VerdictTimes`:
@@ -29,9 +31,17 @@ a verdict subject ``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
        the subscriber's clock by the skew or more (:attr:`Reason.SEQUENCE`)
     d. ``round·R ≤ min(T, now) + S`` (the round had begun) and ``T < (round + 1)·R + M`` (it was
        decided at most ``M`` after it ended) (:attr:`Reason.ROUND`)
+    e. an LKG attestation (:func:`check_lkg`; ``L`` and ``C`` the ``max_lkg_lifetime_ms`` and
+       ``max_lkg_staleness_ms`` of :class:`VerdictTimes`): ``expires_ms − issued_ms ≤ L``
+       (:attr:`Reason.LIFETIME`); ``expires_ms − basis_ms ≤ C``: usable at most ``C`` after its
+       evidence (:attr:`Reason.STALE`); ``basis_round·R ≤ basis_ms + S`` and
+       ``basis_ms < (basis_round + 1)·R + M``: the basis was decided in its round's window, like d
+       (:attr:`Reason.ROUND`)
 
 15. optional, for one-shot look-ups (``max_age_ms`` given to :meth:`VerdictVerifier.check`):
     ``now − T ≤ max_age_ms`` — an older verdict is not the current answer (:attr:`Reason.STALE`)
+    (b) policy: a verifier built with ``accept_lkg=False`` refuses every LKG attestation
+    (:attr:`Reason.LKG`)
 16. rollback (:attr:`Reason.ROLLBACK`): per ``(coordinator, qname, qtype)`` the ``seq`` must be
     strictly greater than the last accepted one
 
@@ -111,6 +121,10 @@ SEQ_PER_MS = 1000
 DEFAULT_ROUND_MS = 1_000
 #: Default bound on how long after its round's end a verdict may be issued.
 DEFAULT_MAX_DECISION_DELAY_MS = 60_000
+#: Default bounds on an LKG attestation (step 14e): its lifetime, and how long after its evidence
+#: it may be used (the coordinator's defaults; a deployment with longer per-name caps sets both).
+DEFAULT_MAX_LKG_LIFETIME_MS = 30_000
+DEFAULT_MAX_LKG_STALENESS_MS = 15 * 60_000
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,10 +133,14 @@ class VerdictTimes:
 
     round_ms: int = DEFAULT_ROUND_MS
     max_decision_delay_ms: int = DEFAULT_MAX_DECISION_DELAY_MS
+    max_lkg_lifetime_ms: int = DEFAULT_MAX_LKG_LIFETIME_MS
+    max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS
 
     def __post_init__(self) -> None:
         if self.round_ms < 1 or self.max_decision_delay_ms < 0:
             raise ValueError("round_ms must be positive and max_decision_delay_ms non-negative")
+        if self.max_lkg_lifetime_ms < 1 or self.max_lkg_staleness_ms < 1:
+            raise ValueError("max_lkg_lifetime_ms and max_lkg_staleness_ms must be positive")
 
     def default_max_age_ms(self) -> int:
         """The default maximum age of a one-shot answer: two rounds."""
@@ -163,8 +181,10 @@ class VerdictVerifier:
         capacity: int = DEFAULT_CAPACITY,
         time_policy: TimePolicy = TimePolicy(),  # noqa: B008 - frozen, immutable
         times: VerdictTimes = VerdictTimes(),
+        accept_lkg: bool = True,
     ) -> None:
         self.trust = trust
+        self.accept_lkg = accept_lkg
         self.clock = clock
         self.policy = policy
         self.region = None if region is None else check_id(region, "region")
@@ -228,8 +248,15 @@ class VerdictVerifier:
             )
         _check_structure(verdict)  # 13
         check_times(verdict, env, now, self.time_policy.max_skew_ms, self.times)  # 14
+        check_lkg(verdict, self.time_policy.max_skew_ms, self.times)  # 14e
         if max_age_ms is not None:  # 15
             check_age(env.iat, now, max_age_ms)
+        if verdict.is_lkg and not self.accept_lkg:  # 15 (b)
+            raise Rejected(
+                Reason.LKG,
+                f"LKG attestation of round {verdict.basis_round} "
+                f"({verdict.staleness_ms} ms old) refused by policy",
+            )
         key: VerdictKey = (verdict.coordinator, qname, verdict.qtype)  # 16
         digest = hashlib.sha256(data).digest()
         what = f"{qname} {verdict.qtype} from {verdict.coordinator}"
@@ -323,6 +350,33 @@ def check_times(
         )
 
 
+def check_lkg(v: Verdict, max_skew_ms: int, times: VerdictTimes) -> None:
+    """Step 14e: the bounds of an LKG attestation (a fresh verdict passes). Raises
+    :class:`Rejected` (``lifetime``, ``stale`` or ``round``)."""
+    if not v.is_lkg:
+        return
+    if v.expires_ms - v.issued_ms > times.max_lkg_lifetime_ms:
+        raise Rejected(
+            Reason.LIFETIME,
+            f"LKG attestation valid {v.expires_ms - v.issued_ms} ms, more than "
+            f"{times.max_lkg_lifetime_ms} ms",
+        )
+    if v.expires_ms - v.basis_ms > times.max_lkg_staleness_ms:
+        raise Rejected(
+            Reason.STALE,
+            f"LKG attestation usable until {v.expires_ms - v.basis_ms} ms after its evidence, "
+            f"more than the cap {times.max_lkg_staleness_ms} ms",
+        )
+    start = v.basis_round * times.round_ms
+    if start > v.basis_ms + max_skew_ms or v.basis_ms >= (
+        start + times.round_ms + times.max_decision_delay_ms
+    ):
+        raise Rejected(
+            Reason.ROUND,
+            f"LKG basis round {v.basis_round} does not fit its decision time {v.basis_ms}",
+        )
+
+
 def check_age(iat_ms: int, now_ms: int, max_age_ms: int) -> None:
     """Step 15: a verdict issued more than ``max_age_ms`` ago is not the current answer."""
     if now_ms - iat_ms > max_age_ms:
@@ -360,3 +414,11 @@ def _check_structure(v: Verdict) -> None:
         raise bad(f"{v.outcome.value} verdict carries an answer")
     elif v.dnssec is not DnssecState.INDETERMINATE:
         raise bad(f"{v.outcome.value} verdict with DNSSEC state {v.dnssec.value}")
+    fresh = (v.basis_round, v.basis_ms) == (v.round, v.issued_ms)
+    if not fresh and not (v.basis_round < v.round and v.basis_ms < v.issued_ms):
+        raise bad(
+            f"basis round {v.basis_round} at {v.basis_ms} is neither the verdict's own "
+            f"(round {v.round} at {v.issued_ms}) nor older in both"
+        )
+    if not fresh and v.outcome is not Outcome.TRUSTED:
+        raise bad(f"an LKG attestation must be TRUSTED, not {v.outcome.value}")

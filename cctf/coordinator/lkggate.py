@@ -94,17 +94,12 @@ def metrics() -> LkgMetrics:
         return _metrics
 
 
-def dnssec_of(v: Verdict) -> str:
-    """The verdict's DNSSEC state ("" before the wire carries one)."""
-    return str(getattr(v, "dnssec", ""))
-
-
 def round_of(v: Verdict) -> Round:
     """What the stage needs of a fresh verdict. A counted vote that joined no group (its voter
     ``disagree`` without a digest: DNSSEC bogus) makes the round bogus."""
     digests = tuple(r.answer_digest for r in v.voters if r.answer_digest)
     bogus = any(r.state is VoterState.DISAGREE and not r.answer_digest for r in v.voters)
-    return Round(v.round, v.outcome, v.issued_ms, digests, bogus, v.answer_digest, dnssec_of(v))
+    return Round(v.round, v.outcome, v.issued_ms, digests, bogus, v.answer_digest, v.dnssec.value)
 
 
 class LkgGate:

@@ -122,6 +122,7 @@ def open_record(
         or v.round != rec.basis_round
         or v.issued_ms != rec.basis_ms
         or v.answer_digest != rec.answer_digest
+        or v.dnssec.value != rec.tag
     ):
         raise LkgStateError("the stored verdict does not match its record")
     basis = Basis(rec.basis_round, rec.basis_ms, rec.answer_digest, rec.tag, rec.verdict)

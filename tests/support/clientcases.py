@@ -176,7 +176,7 @@ def bad_messages(world: World) -> dict[str, tuple[str, bytes, Reason]]:
             subject,
             by(
                 world.coordinator.key,
-                msgspec.structs.replace(good, issued_ms=now - 1),
+                msgspec.structs.replace(good, issued_ms=now - 1, basis_ms=now - 1),
                 now_ms=now,
                 lifetime_ms=LIFETIME_MS,
             ),
@@ -186,8 +186,15 @@ def bad_messages(world: World) -> dict[str, tuple[str, bytes, Reason]]:
         "seq_behind_issue": (subject, replaced(seq=now * 1000 - 1), Reason.SEQUENCE),
         "round_far_future": (
             subject,
-            replaced(round=(now + 10 * DAY_MS) // ROUND_MS),
+            replaced(
+                round=(now + 10 * DAY_MS) // ROUND_MS,
+                basis_round=(now + 10 * DAY_MS) // ROUND_MS,
+            ),
             Reason.ROUND,
         ),
-        "round_long_ago": (subject, replaced(round=(now - DAY_MS) // ROUND_MS), Reason.ROUND),
+        "round_long_ago": (
+            subject,
+            replaced(round=(now - DAY_MS) // ROUND_MS, basis_round=(now - DAY_MS) // ROUND_MS),
+            Reason.ROUND,
+        ),
     }

@@ -769,10 +769,12 @@ class Verdict:
     coordinator: str
     seq: int
     dnssec: str
+    basis_round: int
+    basis_ms: int
 
     @classmethod
     def from_list(cls, x: Any) -> Verdict:
-        f = _arr(x, 17, "Verdict")
+        f = _arr(x, 19, "Verdict")
         return cls(
             qname=_qname_f(f[0], "qname"),
             qtype=_str_f(f[1], "qtype", pattern=_QTYPE),
@@ -793,6 +795,8 @@ class Verdict:
             coordinator=_str_f(f[14], "coordinator", pattern=_IDENT),
             seq=_uint_f(f[15], "seq"),
             dnssec=_enum_f(f[16], "dnssec", DNSSEC_STATES),
+            basis_round=_uint_f(f[17], "basis_round"),
+            basis_ms=_uint_f(f[18], "basis_ms"),
         )
 
 
@@ -877,6 +881,9 @@ class VerdictSubscriber:
     round_ms: int = 1_000
     max_skew_ms: int = 5_000
     max_decision_delay_ms: int = 60_000
+    max_lkg_lifetime_ms: int = 30_000
+    max_lkg_staleness_ms: int = 900_000
+    accept_lkg: bool = True
     last: dict[tuple[str, str, str], tuple[int, bytes]] = field(default_factory=dict)
 
     def verify(self, data: bytes, subject: str, now_ms: int) -> Verdict:
@@ -919,6 +926,18 @@ class VerdictSubscriber:
             raise Reject("round", "round starts after its issue time")
         if env.iat >= (v.round + 1) * self.round_ms + self.max_decision_delay_ms:
             raise Reject("round", "round ended too long before its issue time")
+        lkg = v.basis_round != v.round  # 14e (13 made both basis fields agree on this)
+        if lkg and v.expires_ms - v.issued_ms > self.max_lkg_lifetime_ms:
+            raise Reject("lifetime", "LKG attestation lives too long")
+        if lkg and v.expires_ms - v.basis_ms > self.max_lkg_staleness_ms:
+            raise Reject("stale", "LKG attestation usable beyond its cap")
+        if lkg and not (
+            v.basis_round * self.round_ms <= v.basis_ms + self.max_skew_ms
+            and v.basis_ms < (v.basis_round + 1) * self.round_ms + self.max_decision_delay_ms
+        ):
+            raise Reject("round", "LKG basis outside its round's window")
+        if lkg and not self.accept_lkg:  # policy
+            raise Reject("lkg")
         slot = (v.coordinator, qname, v.qtype)  # 15
         digest = hashlib.sha256(data).digest()
         prev = self.last.get(slot)
@@ -952,3 +971,9 @@ def _check_verdict_structure(v: Verdict) -> None:
         raise bad("answer in a verdict that is not trusted")
     elif v.dnssec != "indeterminate":
         raise bad("dnssec state in a verdict that is not trusted")
+    if (v.basis_round == v.round) != (v.basis_ms == v.issued_ms):
+        raise bad("basis round and time disagree on freshness")
+    if v.basis_round > v.round or v.basis_ms > v.issued_ms:
+        raise bad("basis newer than the verdict")
+    if v.basis_round != v.round and v.outcome != "trusted":
+        raise bad("LKG attestation that is not trusted")

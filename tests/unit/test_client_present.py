@@ -46,6 +46,7 @@ def test_verdict_to_json_and_line() -> None:
         "k": 2,
         "n": 3,
         "dnssec": "indeterminate",
+        "lkg": None,
     }
     json.dumps(out)
     assert verdict_line(v) == "example.com. A round=42 TRUSTED 93.184.216.34 agree=2/3"

@@ -95,7 +95,7 @@ SECRET = b"s" * 32
 def basis_of(v: msgspec.Struct) -> Basis[bytes]:
     from cctf.bus_schemas.messages import encode
 
-    return Basis(v.round, v.issued_ms, v.answer_digest, "", encode(v))  # type: ignore[attr-defined]
+    return Basis(v.round, v.issued_ms, v.answer_digest, v.dnssec.value, encode(v))  # type: ignore[attr-defined]
 
 
 def test_record_round_trip_and_tampering() -> None:

@@ -56,7 +56,7 @@ from wirefactories import (
 )
 
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.envelope import Rejected, decode_envelope, envelope_tbs
+from cctf.bus_schemas.envelope import Reason, Rejected, decode_envelope, envelope_tbs
 from cctf.bus_schemas.messages import (
     Ballot,
     DnssecState,
@@ -1228,8 +1228,24 @@ def _vector_messages() -> tuple[Ballot, Verdict]:
         coordinator="coord-us-east",
         seq=(NOW + 500) * 1000,
         dnssec=DnssecState.INSECURE,
+        basis_round=round_,
+        basis_ms=NOW + 500,
     )
     return ballot, verdict
+
+
+def _vector_lkg(verdict: Verdict) -> Verdict:
+    """An LKG attestation of ``verdict`` (the same evidence) one round later, during an outage."""
+    issued = NOW + 900
+    return msgspec.structs.replace(
+        verdict,
+        round=verdict.round + 1,
+        issued_ms=issued,
+        expires_ms=issued + 30_000,
+        seq=issued * 1000,
+        basis_round=verdict.round,
+        basis_ms=verdict.issued_ms,
+    )
 
 
 def _identity_json(ident: Identity) -> dict[str, Any]:
@@ -1337,12 +1353,14 @@ INVALID_TOKENS = [
 def build_vectors() -> dict[str, Any]:
     """The content of every file in docs/test-vectors/ (deterministic except ML-DSA signatures)."""
     ballot, verdict = _vector_messages()
+    lkg = _vector_lkg(verdict)
     files: dict[str, Any] = {}
     for suite in SuiteId:
         agent, coord = _vector_identities(suite)
         deterministic = suite is SuiteId.ED25519
         files[f"{suite.value}.json"] = {
-            "description": f"One sealed ballot and one sealed verdict, suite {suite.value}.",
+            "description": f"One sealed ballot, one sealed verdict and an LKG attestation of it "
+            f"one round later (lkg_verdict), suite {suite.value}.",
             "deterministic": deterministic,
             "note": (
                 "Ed25519 signatures are deterministic (RFC 8032): resealing these inputs with the "
@@ -1365,6 +1383,13 @@ def build_vectors() -> dict[str, Any]:
                 verdict_subject("us-east", verdict.qname, verdict.qtype),
                 verdict.issued_ms,
                 verdict.expires_ms - verdict.issued_ms,
+            ),
+            "lkg_verdict": _sealed_json(
+                coord,
+                lkg,
+                verdict_subject("us-east", lkg.qname, lkg.qtype),
+                lkg.issued_ms,
+                lkg.expires_ms - lkg.issued_ms,
             ),
         }
     files["name-tokens.json"] = {
@@ -1420,7 +1445,7 @@ def test_vectors_verify_with_both_implementations(name: str) -> None:
     clock = FakeClock(rcv["now_ms"])
     policy = SuitePolicy(SuiteId(rcv["minimum_suite"]))
 
-    for kind in ("ballot", "verdict"):
+    for kind in ("ballot", "verdict", "lkg_verdict"):
         part = vec[kind]
         data, subject = bytes.fromhex(part["envelope_hex"]), part["subject"]
         # the same tbs from the stored envelope, computed by both implementations
@@ -1448,6 +1473,16 @@ def test_vectors_verify_with_both_implementations(name: str) -> None:
             ).verify(data, subject, rcv["now_ms"])
             assert iv.encode_name_token(indep.qname) == name_token(real.qname) == part["name_token"]
             assert subject == iv.verdict_subject(rcv["verdict_region"], indep.qname, indep.qtype)
+            assert real.is_lkg is (kind == "lkg_verdict") is (indep.basis_round != indep.round)
+            if real.is_lkg:  # both refuse it by policy
+                with pytest.raises(Rejected) as refused:
+                    VerdictVerifier(trust, clock, policy, accept_lkg=False).verify(data, subject)
+                assert refused.value.reason is Reason.LKG
+                with pytest.raises(iv.Reject) as refused_iv:
+                    iv.VerdictSubscriber(
+                        trust=mine, min_suite=rcv["minimum_suite"], accept_lkg=False
+                    ).verify(data, subject, rcv["now_ms"])
+                assert refused_iv.value.reason == "lkg"
         assert named(real) == named(indep) == part["message"]
         assert encode(real).hex() == part["envelope"]["payload"]
 
@@ -1523,7 +1558,7 @@ def test_vectors_are_what_the_code_would_write() -> None:
     for name in SUITE_FILES:
         stored, new = _load(name), fresh[name]
         if not new["deterministic"]:
-            for kind in ("ballot", "verdict"):
+            for kind in ("ballot", "verdict", "lkg_verdict"):
                 for part in (stored[kind], new[kind]):
                     part.pop("envelope_hex")
                     part["envelope"]["auth"].pop("signatures")
