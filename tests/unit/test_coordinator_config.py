@@ -44,8 +44,27 @@ def test_yaml_and_json_examples_agree() -> None:
     j = load_coordinator_config(EXAMPLES / "coordinator.json")
     assert y.safe_mode.auto_safe_mode and y.safe_mode.hold_rounds == 3  # docs/policy.md
     fields = ("coordinator", "region", "rule", "electorate", "names", "metrics", "nats")
-    for field in (*fields, "identity", "identity_electorate", "identity_rule", "safe_mode"):
+    for field in (*fields, "identity", "identity_electorate", "identity_rule", "safe_mode", "lkg"):
         assert getattr(y, field) == getattr(j, field), field
+
+
+def test_lkg_example_and_rules() -> None:
+    from cctf.coordinator.lkgconfig import LkgConfig, LkgNameCap
+
+    y = load_coordinator_config(EXAMPLES / "coordinator.yaml")
+    policy = y.lkg.policy()
+    assert policy.cap_ms(("api.example.com.", "A")) == 120_000
+    assert policy.cap_ms(("www.example.com.", "A")) == 900_000
+    assert policy.lifetime_ms == 30_000
+    with pytest.raises(ValueError, match="twice"):
+        LkgConfig(
+            names=[
+                LkgNameCap(name="a.example.", max_staleness_ms=5_000),
+                LkgNameCap(name="A.example", max_staleness_ms=6_000),
+            ]
+        )
+    with pytest.raises(ValueError, match="lkg.names"):
+        LkgNameCap(name="a..b", max_staleness_ms=5_000)
 
 
 def test_errors_name_the_file_and_field(tmp_path: Path) -> None:
