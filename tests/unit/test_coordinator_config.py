@@ -63,7 +63,7 @@ def test_lkg_example_and_rules() -> None:
                 LkgNameCap(name="A.example", max_staleness_ms=6_000),
             ]
         )
-    with pytest.raises(ValueError, match="lkg.names"):
+    with pytest.raises(ValueError, match=r"lkg\.names"):
         LkgNameCap(name="a..b", max_staleness_ms=5_000)
 
 
