@@ -51,7 +51,7 @@ R0 = START_MS // 1000
 Answer = Sequence[str] | None | str  # "bogus": a DNSSEC-bogus SERVFAIL
 
 
-async def until(pred: Callable[[], bool], what: str, timeout: float = 15.0) -> None:
+async def until(pred: Callable[[], bool], what: str, timeout: float = 60.0) -> None:
     deadline = time.monotonic() + timeout
     while not pred():
         if time.monotonic() > deadline:
@@ -131,7 +131,7 @@ class Lab:
 
     async def wait_stored(self, n: int) -> list[tuple[str, bytes]]:
         """The coordinator's records once there are ``n`` (its writer is asynchronous)."""
-        deadline = time.monotonic() + 10
+        deadline = time.monotonic() + 60
         while len(got := await self.stored()) != n:
             assert time.monotonic() < deadline, f"{len(got)} records stored, not {n}"
             await asyncio.sleep(0.05)
