@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ssl
 import time
 from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
@@ -22,12 +23,14 @@ from typing import Any
 from cctf.bus_schemas.evidence import IdentityKind
 from cctf.client.identity import IdentityClient, workload_to_json
 from cctf.client.sdk import TrustClient, TrustClientError
-from cctf.devfabric.identity import IdentityFabric, Mode, Presentation
+from cctf.devfabric.identity import IdentityFabric, Mode, Presentation, WorkloadEndpoint
 from cctf.gateway.app import create_app
 from cctf.gateway.server import GatewayServer
+from cctf.identity.fetch import FetchError, probe_tls
 
 PATHS = ("dns", "mtls", "oidc")
 MTLS_FAULTS = ("down", "wrong-identity")
+CHAIN_TIMEOUT_S = 1.0
 
 
 def check_fail_paths(paths: Sequence[str], mtls_fault: str) -> None:
@@ -110,7 +113,8 @@ def identity_subjects(fabric: IdentityFabric) -> list[tuple[IdentityKind, str]]:
 class RelyingParty:
     """The demo's relying party: after each round's DNS verdicts, it waits (bounded) for that
     round's identity verdicts, then negotiates every workload through the SDK, presenting the
-    workload's ID token (freshly minted by the local issuer, as the workload would present it).
+    workload's ID token (freshly minted by the local issuer, as the workload would present it) and
+    the X.509-SVID chain its endpoint presents to the relying party.
     Decisions are emitted in round order by one task; :meth:`close` stops it."""
 
     def __init__(
@@ -120,9 +124,11 @@ class RelyingParty:
         emit: Callable[[dict[str, Any]], None],
         *,
         round_ms: int,
+        region: str,
     ) -> None:
         self.client = client
         self.fabric = fabric
+        self.region = region
         self._emit = emit
         self._round_ms = round_ms
         self._queue: asyncio.Queue[int] = asyncio.Queue()
@@ -148,8 +154,9 @@ class RelyingParty:
             await self._await_identity_round(round_)
             for w in self.fabric.workloads.values():
                 token = self.fabric.issuer.mint_id_token(w.spiffe_id, w.spec.audience)
+                chain = await self._presented_chain(w)
                 try:
-                    decision = await self.client.workload(w.spiffe_id, token=token)
+                    decision = await self.client.workload(w.spiffe_id, token=token, chain=chain)
                 except TrustClientError as exc:
                     self._emit(_undecided(w.spiffe_id, round_, str(exc)))
                     continue
@@ -157,6 +164,16 @@ class RelyingParty:
                 obj["round"] = round_
                 self._emit(obj)
             self.decided.add(round_)
+
+    async def _presented_chain(self, workload: WorkloadEndpoint) -> str | None:
+        """The PEM chain the workload's endpoint presents to this relying party (validated locally
+        by the SDK as well as against the mtls verdict); ``None`` when it cannot be reached."""
+        host, _, port = workload.address(self.region).rpartition(":")
+        try:
+            ders = await probe_tls(host, int(port), timeout_s=CHAIN_TIMEOUT_S)
+        except FetchError:
+            return None
+        return "".join(ssl.DER_cert_to_PEM_cert(d) for d in ders)
 
     async def _await_identity_round(self, round_: int) -> None:
         """Until every identity subject has a verdict of ``round_`` or later, or one and a half
@@ -210,6 +227,6 @@ async def start_relying_party(
     await server.start()
     stack.push_async_callback(server.stop)
     progress(f"gateway: {server.url} (OpenAPI: {server.url}/openapi.json)")
-    rp = RelyingParty(client, fabric, emit, round_ms=round_ms)
+    rp = RelyingParty(client, fabric, emit, round_ms=round_ms, region=region)
     stack.push_async_callback(rp.close)
     return rp
