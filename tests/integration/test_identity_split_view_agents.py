@@ -189,3 +189,22 @@ async def test_three_different_views_are_disputed_never_trusted(
         for v in disputed:
             assert (v.facts_digest, v.facts.key_digest) == (b"", b"")
             assert all(r.state is not VoterState.AGREE for r in v.voters)
+
+
+async def test_empty_bundles_never_count_and_are_not_unavailable(
+    tmp_path: Path, nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    def empty_in_three(f: IdentityFabric) -> None:
+        for region in ("us-east", "us-west", "eu-west"):
+            f.bundle.empty(view=region)  # those agents refuse it: invalid (empty_bundle)
+
+    async with running(tmp_path, nats_single, nats_connect, empty_in_three) as run:
+        verdicts = await run.verdicts(
+            lambda vs: sum(v.outcome is Outcome.DISPUTED for v in vs) >= 2
+        )
+        assert all(v.outcome is Outcome.DISPUTED for v in verdicts), verdicts
+        # a DISPUTED decision needs best + pending < 3: the three refusals are always counted
+        for v in verdicts:
+            records = {r.voter: (r.state, r.answer_digest) for r in v.voters}
+            for region in ("us-east", "us-west", "eu-west"):
+                assert records[f"agent-{region}"] == (VoterState.DISAGREE, b""), records
