@@ -13,6 +13,7 @@ from evidencefactories import (
     DIGEST_B,
     make_evidence_ballot,
     make_observation,
+    observations,
     seal_evidence,
 )
 from hypothesis import given, settings
@@ -403,3 +404,44 @@ def test_verdict_follows_the_plain_rule_and_is_always_consistent(
     assert v.outcome is want
     if want is Outcome.TRUSTED:
         assert groups[v.facts_digest] >= 3
+
+
+_CONFIGURED = {IdentityKind.BUNDLE: DOMAIN, IdentityKind.JWKS: ISSUER, IdentityKind.MTLS: WORKLOAD}
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    st.lists(
+        st.one_of(
+            observations(),  # anything strict decoding accepts (mostly refused by step 14)
+            st.tuples(st.sampled_from(IdentityKind), st.sampled_from(EvidenceStatus)),
+        ),
+        max_size=4,
+    ),
+    st.sampled_from(["us-east", "eu-west"]),
+)
+def test_verify_stage_never_raises_and_keeps_only_what_it_may(
+    items: list[Observation | tuple[IdentityKind, EvidenceStatus]], subject_region: str
+) -> None:
+    w = world()
+    stage = verify_stage(w)
+    agent = w.agent("us-east")
+    cast = [
+        make_observation(agent.principal, "us-east", w.round, i[0], _CONFIGURED[i[0]], i[1])
+        if isinstance(i, tuple)
+        else i
+        for i in items
+    ]
+    subject = evidence_subject(subject_region, agent.principal)
+    data = seal_evidence(
+        agent, make_evidence_ballot(agent, w.round, cast), now_ms=w.clock.now_ms(), subject=subject
+    )
+    got = stage.check(data, subject)
+    if isinstance(got, Refused):
+        assert got.reason in {r.value for r in Reason} | {UNCONFIGURED}
+        return
+    assert isinstance(got, CheckedEvidence) and subject_region == "us-east"
+    for key, vote, _facts in got.votes:
+        assert key.round == w.round and IdentitySet(targets()).admits(key.kind, key.subject)
+        assert vote.voter == agent.principal
+    assert len(got.votes) + got.ignored.get(UNCONFIGURED, 0) == len(cast)
