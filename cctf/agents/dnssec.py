@@ -13,14 +13,17 @@ same resolver for it and calls again. States (RFC 4035 §4.3):
 * ``bogus`` — a trust anchor covers the name and any step fails (the reason code says which:
   :class:`Reason`); a chain record that could not be fetched is bogus too (fail closed: with an
   anchor configured the name is expected signed, and "could not check" must not count as an answer);
-* ``indeterminate`` — no trust anchor covers the name (own validation says nothing);
-* ``insecure`` is never produced by own validation: this implementation does not evaluate NSEC
-  proofs of an unsigned delegation (no DS), so a name under an anchor whose chain ends without a
-  DS is ``bogus`` (``missing_ds``). Configure anchors only for zones that are signed all the way.
+* ``insecure`` — the data is unsigned and a zone cut between the anchor and the name is proven to
+  be an unsigned delegation: the DS query for it is answered without DS and with the parent's NSEC
+  at that name (NS bit set, neither DS nor SOA), that NSEC validated up to the anchor (RFC 4035
+  §5.2; ``insecure_delegation``). Without such a proof unsigned data is ``bogus`` (stripping
+  signatures is not a downgrade), as is a signed zone whose parent publishes no DS (``missing_ds``);
+* ``indeterminate`` — no trust anchor covers the name (own validation says nothing).
 
 Negative answers: NODATA needs the NSEC at the name (without the type or CNAME in its bitmap) or an
 NSEC covering an empty non-terminal; NXDOMAIN needs an NSEC covering the name. The wildcard NSEC of an
-NXDOMAIN is not checked (documented limitation); NSEC3 is not supported (``bogus``: ``unproven_denial``).
+NXDOMAIN is not checked (documented limitation); NSEC3 is not supported (``bogus``: ``unproven_denial``;
+no NSEC3 insecure-delegation proof either).
 
 **Resolver signals.** :func:`vote_state` combines own validation with the AD bit and Extended DNS Error
 codes of the resolver: own validation decides whenever a trust anchor covers the name; otherwise AD
@@ -108,6 +111,7 @@ class Reason(enum.StrEnum):
     CHAIN_UNAVAILABLE = "chain_unavailable"
     CHAIN_TOO_LONG = "chain_too_long"
     VALIDATION_ERROR = "validation_error"
+    INSECURE_DELEGATION = "insecure_delegation"
     RESOLVER_AD = "resolver_ad"
     RESOLVER_EDE = "resolver_ede"
     RESOLVER_NO_AD = "resolver_no_ad"
@@ -364,6 +368,46 @@ class _Chain:
             return keys
         return _check_sig(rrset, sigs, signer, keys, self.now)
 
+    def insecure(self, name: dns.name.Name) -> Validation | NeedRecords | None:
+        """An ``insecure`` result when a zone cut between the anchor and ``name`` is proven
+        unsigned: the DS query for it is answered with no DS and the parent's NSEC at that name,
+        validated up to the anchor, with the NS bit and neither DS nor SOA (RFC 4035 §5.2). ``None``
+        when there is no such proof (the unsigned data then stays bogus)."""
+        cands: list[dns.name.Name] = []
+        n = name
+        while n != self.anchor and n.is_subdomain(self.anchor):
+            cands.append(n)
+            n = n.parent()
+        if not cands or len(cands) > MAX_CHAIN_DEPTH:
+            return None
+        cands.reverse()  # from the anchor down
+        need = tuple((c, _DS) for c in cands if (c, _DS) not in self.fetched)
+        if need:
+            return NeedRecords(need)
+        for cut in cands:
+            msg = self.fetched[(cut, _DS)]
+            if msg is None:
+                return None
+            if _find(msg.answer, cut, _DS) is not None:
+                continue  # a signed delegation: look further down
+            nsec = _find(msg.authority, cut, _NSEC)
+            if nsec is None or len(nsec) != 1:
+                continue
+            rd = nsec[0]
+            assert isinstance(rd, dns.rdtypes.ANY.NSEC.NSEC)
+            types = {t for window, bitmap in rd.windows for t in _types(window, bitmap)}
+            if dns.rdatatype.NS not in types or _DS in types or dns.rdatatype.SOA in types:
+                continue
+            proof = self.rrset(nsec, msg.authority)
+            if isinstance(proof, NeedRecords):
+                return proof
+            if proof is not None:
+                return None  # a forged or broken proof proves nothing
+            return Validation(
+                DnssecState.INSECURE, Reason.INSECURE_DELEGATION, f"{cut} is delegated unsigned"
+            )
+        return None
+
 
 def _ds_matches(zone: dns.name.Name, key: dns.rdata.Rdata, ds: dns.rdtypes.ANY.DS.DS) -> bool:
     if not isinstance(key, dns.rdtypes.ANY.DNSKEY.DNSKEY) or key.flags & 0x0100 == 0:
@@ -426,14 +470,28 @@ def validate(
     chain = _Chain(anchors, anchor, fetched, now_s)
     data = [rr for rr in response.answer if rr.rdtype != _RRSIG]
     needs: list[Fetch] = []
+    insecure: list[Validation] = []
+
+    def check(rrset: dns.rrset.RRset, section: list[dns.rrset.RRset]) -> Validation | None:
+        """Add what ``rrset`` needs, or note it is provably unsigned; a failure to return."""
+        result = chain.rrset(rrset, section)
+        if isinstance(result, Validation) and result.reason is Reason.MISSING_RRSIG:
+            proof = chain.insecure(rrset.name)
+            result = result if proof is None else proof
+        if isinstance(result, NeedRecords):
+            needs.extend(f for f in result.fetches if f not in needs)
+        elif result is not None and result.state is DnssecState.INSECURE:
+            insecure.append(result)
+        elif result is not None:
+            return result
+        return None
+
     for rrset in data:
         if not rrset.name.is_subdomain(anchor):
             return _bogus(Reason.WRONG_SIGNER, f"{rrset.name} is outside anchor {anchor}")
-        result = chain.rrset(rrset, response.answer)
-        if isinstance(result, NeedRecords):
-            needs += [f for f in result.fetches if f not in needs]
-        elif result is not None:
-            return result
+        failed = check(rrset, response.answer)
+        if failed is not None:
+            return failed
     last = data[-1] if data else None
     denied = None
     if last is None:
@@ -442,18 +500,24 @@ def validate(
         denied = last[0].target
     if denied is not None and denied.is_subdomain(anchor):
         nsecs = [rr for rr in response.authority if rr.rdtype == _NSEC]
+        before = len(insecure)
         for rrset in [rr for rr in response.authority if rr.rdtype in (_NSEC, dns.rdatatype.SOA)]:
-            result = chain.rrset(rrset, response.authority)
-            if isinstance(result, NeedRecords):
-                needs += [f for f in result.fetches if f not in needs]
-            elif result is not None:
-                return result
-        if not needs and not _denial_proven(denied, qtype, rcode == dns.rcode.NXDOMAIN, nsecs):
+            failed = check(rrset, response.authority)
+            if failed is not None:
+                return failed
+        unsigned = len(insecure) > before  # the denial comes from a provably unsigned zone
+        if (
+            not needs
+            and not unsigned
+            and not _denial_proven(denied, qtype, rcode == dns.rcode.NXDOMAIN, nsecs)
+        ):
             return _bogus(
                 Reason.UNPROVEN_DENIAL, f"no NSEC proves that {denied} {qtype!s} is absent"
             )
     if needs:
         return NeedRecords(tuple(needs))
+    if insecure:
+        return insecure[0]
     return Validation(DnssecState.SECURE, Reason.SECURE)
 
 

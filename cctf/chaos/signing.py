@@ -30,7 +30,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import dns.dnssec
@@ -54,7 +54,9 @@ __all__ = [
     "ZoneKey",
     "sign",
     "signed_demo_zone",
+    "signed_parent",
     "signed_parent_and_child",
+    "signed_parent_and_unsigned_child",
 ]
 
 #: Validity of the signatures made by :func:`sign`: from an hour ago to 30 days ahead.
@@ -213,6 +215,35 @@ def signed_demo_zone(
     return sign(demo_zone(origin), now_s=now_s, validity_s=validity_s)
 
 
+def signed_parent(
+    parent_origin: str,
+    children: Mapping[str, Sequence[dns.rdtypes.ANY.DS.DS]],
+    *,
+    child_ns_address: str = "127.0.0.1",
+    now_s: float | None = None,
+) -> SignedZone:
+    """A signed parent zone delegating each child (NS ``ns1.<child>`` with glue
+    ``child_ns_address``) with the given DS records; a child without DS records is an insecure
+    delegation (the parent's NSEC at it proves there is no DS)."""
+    parent_name = dns.name.from_text(parent_origin)
+    lines = [
+        f"$ORIGIN {parent_name.to_text()}",
+        "$TTL 300",
+        "@ 3600 IN SOA ns1 hostmaster 2024010101 7200 3600 1209600 60",
+        "@ 3600 IN NS ns1",
+        f"ns1 IN A {child_ns_address}",
+    ]
+    for child, ds in children.items():
+        child_name = dns.name.from_text(child)
+        if not child_name.is_subdomain(parent_name) or child_name == parent_name:
+            raise ValueError(f"{child} is not below {parent_origin}")
+        ns = f"ns1.{child_name.to_text()}"
+        lines += [f"{child_name.to_text()} 3600 IN NS {ns}", f"{ns} 3600 IN A {child_ns_address}"]
+        lines += [f"{child_name.to_text()} 3600 IN DS {rd.to_text()}" for rd in ds]
+    zone = dns.zone.from_text("\n".join(lines) + "\n", origin=parent_name, relativize=False)
+    return sign(zone, now_s=now_s)
+
+
 def signed_parent_and_child(
     parent_origin: str = "test.",
     child_origin: str = DEMO_ORIGIN,
@@ -228,20 +259,22 @@ def signed_parent_and_child(
     the chain.
     """
     child = signed_demo_zone(child_origin, now_s=now_s)
-    parent_name = dns.name.from_text(parent_origin)
-    child_name = child.origin
-    if not child_name.is_subdomain(parent_name) or child_name == parent_name:
-        raise ValueError(f"{child_origin} is not below {parent_origin}")
-    ns = f"ns1.{child_name.to_text()}"
-    lines = [
-        f"$ORIGIN {parent_name.to_text()}",
-        "$TTL 300",
-        "@ 3600 IN SOA ns1 hostmaster 2024010101 7200 3600 1209600 60",
-        "@ 3600 IN NS ns1",
-        f"ns1 IN A {child_ns_address}",
-        f"{child_name.to_text()} 3600 IN NS {ns}",
-        f"{ns} 3600 IN A {child_ns_address}",
-    ]
-    lines += [f"{child_name.to_text()} 3600 IN DS {ds.to_text()}" for ds in child.ds]
-    parent_zone = dns.zone.from_text("\n".join(lines) + "\n", origin=parent_name, relativize=False)
-    return sign(parent_zone, now_s=now_s), child
+    parent = signed_parent(
+        parent_origin, {child_origin: child.ds}, child_ns_address=child_ns_address, now_s=now_s
+    )
+    return parent, child
+
+
+def signed_parent_and_unsigned_child(
+    parent_origin: str = "test.",
+    child_origin: str = DEMO_ORIGIN,
+    *,
+    child_ns_address: str = "127.0.0.1",
+    now_s: float | None = None,
+) -> tuple[SignedZone, dns.zone.Zone]:
+    """A signed parent delegating ``child_origin`` without a DS (an insecure delegation: the
+    parent's NSEC at the delegation point proves there is no DS) and the unsigned demo zone."""
+    parent = signed_parent(
+        parent_origin, {child_origin: ()}, child_ns_address=child_ns_address, now_s=now_s
+    )
+    return parent, demo_zone(child_origin)

@@ -42,7 +42,8 @@ from cctf.agents.spec import ResolverSpec
 from cctf.bus_schemas.messages import DnssecState, Outcome, Transport, VoteStatus
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
-from cctf.chaos.signing import SignedZone, signed_parent_and_child
+from cctf.chaos.signing import SignedZone, signed_demo_zone, signed_parent
+from cctf.chaos.zone import demo_zone
 from cctf.clock import FakeClock
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.verify import vote_input
@@ -57,19 +58,24 @@ class Zones:
     """The parent and child chaos servers, on an event loop of their own (module scope)."""
 
     def __init__(self) -> None:
-        self.parent_zone, self.child_zone = signed_parent_and_child()
+        self.child_zone = signed_demo_zone()
+        # test. delegates demo.test. (signed, with its DS) and plain.test. (unsigned, no DS)
+        self.parent_zone = signed_parent(
+            "test.", {"demo.test.": self.child_zone.ds, "plain.test.": ()}
+        )
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
         self.parent = FaultyDnsServer(self.parent_zone.zone, signed=self.parent_zone)
         self.child = FaultyDnsServer(self.child_zone.zone, signed=self.child_zone)
+        self.unsigned = FaultyDnsServer(demo_zone("plain.test."))
 
     def start(self) -> None:
         self.thread.start()
-        for srv in (self.parent, self.child):
+        for srv in (self.parent, self.child, self.unsigned):
             asyncio.run_coroutine_threadsafe(srv.start(), self.loop).result(10)
 
     def stop(self) -> None:
-        for srv in (self.parent, self.child):
+        for srv in (self.parent, self.child, self.unsigned):
             asyncio.run_coroutine_threadsafe(srv.stop(), self.loop).result(10)
         self.loop.call_soon_threadsafe(self.loop.stop)
         self.thread.join(10)
@@ -104,7 +110,11 @@ def world(tmp_path_factory: pytest.TempPathFactory) -> Iterator[World]:
     find_binary("unbound-control")
     zones = Zones()
     zones.start()
-    stubs = [("test.", zones.parent.port), ("demo.test.", zones.child.port)]
+    stubs = [
+        ("test.", zones.parent.port),
+        ("demo.test.", zones.child.port),
+        ("plain.test.", zones.unsigned.port),
+    ]
     base = tmp_path_factory.mktemp("unbound")
     pki = make_pki(Path(base) / "pki")
     validating = Unbound(
@@ -158,20 +168,21 @@ async def _observe(world: World, name: str = NAME) -> dict[str, Observation]:
     return {obs.resolver_id: obs for obs in observations}
 
 
-def _verdict(observations: dict[str, Observation]) -> tuple[Outcome, DnssecState]:
+def _verdict(observations: dict[str, Observation], name: str = NAME) -> tuple[Outcome, DnssecState]:
     """Three agents seeing the same (their votes: 3 resolvers each, 9 voters, 5-of-9), tallied and
     decided by the coordinator's own stages."""
     voters = [f"agent-{a}/{r}" for a in "abc" for r in sorted(observations)]
     book = TallyBook(RULE, voters, refusable=True)
     decision = None
     for agent in ("agent-a", "agent-b", "agent-c"):
-        observed = [(NAME, "A", obs) for obs in observations.values()]
+        observed = [(name, "A", obs) for obs in observations.values()]
         for vote in build_votes(agent, "us-east", ROUND, observed, START_MS):
-            _, d = book.add(NAME, "A", ROUND, vote_input(vote))
+            _, d = book.add(name, "A", ROUND, vote_input(vote))
             decision = decision or d
     if decision is None:
         ((_, decision),) = book.expire(ROUND)
-    key = TallyKey(NAME, "A", ROUND)
+    assert decision is not None
+    key = TallyKey(name, "A", ROUND)
     verdict = Decider(RULE, "coord-1", 30_000, FakeClock(START_MS)).verdict(key, decision)
     return verdict.outcome, verdict.dnssec
 
@@ -271,3 +282,24 @@ async def test_without_anchors_only_an_authenticated_resolver_is_believed(world:
         "validating": (VoteStatus.SERVFAIL, DnssecState.INDETERMINATE),
         "dot": (VoteStatus.SERVFAIL, DnssecState.BOGUS),
     }
+
+
+async def test_a_provably_unsigned_delegation_is_insecure_and_can_hold(world: World) -> None:
+    """plain.test. is delegated without DS by the signed test.: unbound answers without AD, the
+    agent's own validation finds the parent's signed NSEC proof; the verdict holds, stating
+    ``insecure`` (a relying party requiring DNSSEC refuses it)."""
+    world.reset()
+    name = "www.plain.test."
+    direct = _ask(world.validating.port, name)
+    assert direct.rcode() == dns.rcode.NOERROR and not direct.flags & dns.flags.AD
+    obs = await _observe(world, name)
+    assert {r: (o.status, o.dnssec) for r, o in obs.items()} == {
+        "validating": (VoteStatus.ANSWER, DnssecState.INSECURE),
+        "plain": (VoteStatus.ANSWER, DnssecState.INSECURE),
+        "dot": (VoteStatus.ANSWER, DnssecState.INSECURE),
+    }
+    assert _verdict(obs, name) == (Outcome.TRUSTED, DnssecState.INSECURE)
+    # the downgrade: the signed demo.test. with its signatures stripped is not insecure
+    world.reset(child=Faults(dnssec="no-rrsig"))
+    obs = await _observe(world)
+    assert {o.dnssec for o in obs.values()} == {DnssecState.BOGUS}

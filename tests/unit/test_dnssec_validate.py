@@ -30,7 +30,12 @@ from cctf.agents.dnssec import (
 from cctf.bus_schemas.messages import DnssecState, Transport, VoteStatus
 from cctf.chaos.faults import Faults
 from cctf.chaos.responder import ZoneResponder
-from cctf.chaos.signing import SignedZone, signed_demo_zone, signed_parent_and_child
+from cctf.chaos.signing import (
+    SignedZone,
+    signed_demo_zone,
+    signed_parent_and_child,
+    signed_parent_and_unsigned_child,
+)
 from cctf.errors import ConfigError
 
 SIGNED = signed_demo_zone()
@@ -316,3 +321,37 @@ def test_mutated_responses_never_crash_and_are_never_secure_when_data_changed(
             }
 
         assert signed_data(response) <= signed_data(good)
+
+
+UNSIGNED_PARENT, UNSIGNED_CHILD = signed_parent_and_unsigned_child()
+UNSIGNED_PARENT_R = ZoneResponder(UNSIGNED_PARENT.zone, signed=UNSIGNED_PARENT)
+UNSIGNED_CHILD_R = ZoneResponder(UNSIGNED_CHILD)
+
+
+def insecure_chain(parent: Faults = NO_FAULTS) -> Route:
+    def route(name: dns.name.Name, rdtype: dns.rdatatype.RdataType) -> tuple[ZoneResponder, Faults]:
+        if rdtype == dns.rdatatype.DS or name == UNSIGNED_PARENT.origin:
+            return UNSIGNED_PARENT_R, parent
+        return UNSIGNED_CHILD_R, NO_FAULTS
+
+    return route
+
+
+@pytest.mark.parametrize(("name", "rdtype"), [("www.demo.test.", "A"), ("nope.demo.test.", "A")])
+def test_a_proven_unsigned_delegation_is_insecure(name: str, rdtype: str) -> None:
+    got = run(insecure_chain(), anchors_of(UNSIGNED_PARENT), name, rdtype)
+    assert (got.state, got.reason) == (DnssecState.INSECURE, Reason.INSECURE_DELEGATION)
+
+
+@pytest.mark.parametrize("fault", ["no-rrsig", "expired"])
+def test_an_insecure_proof_that_does_not_validate_is_bogus(fault: str) -> None:
+    got = run(insecure_chain(Faults(dnssec=fault)), anchors_of(UNSIGNED_PARENT))
+    assert got.state is DnssecState.BOGUS
+
+
+def test_stripped_signatures_of_a_signed_zone_are_not_a_downgrade_to_insecure() -> None:
+    # the parent has a DS for the child: no NSEC can say "unsigned", stripping stays bogus
+    got = run(chain(child=Faults(dnssec="no-rrsig")), anchors_of(PARENT))
+    assert (got.state, got.reason) == (DnssecState.BOGUS, Reason.MISSING_RRSIG)
+    got = run(single(Faults(dnssec="no-rrsig")), anchors_of(SIGNED))
+    assert (got.state, got.reason) == (DnssecState.BOGUS, Reason.MISSING_RRSIG)
