@@ -15,6 +15,7 @@ from __future__ import annotations
 
 from collections import OrderedDict
 from collections.abc import Callable
+from typing import Final
 
 from cctf.bus.connect import Connection
 from cctf.bus.reader import ReadError, last_message
@@ -29,9 +30,18 @@ from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
 
-__all__ = ["IdentityReader"]
+__all__ = ["IdentityReader", "is_identity_verdict_subject"]
 
 _Key = tuple[str, str, str]  # (region, kind, subject)
+_KINDS: Final = frozenset(f".{k.value}" for k in IdentityKind)
+
+
+def is_identity_verdict_subject(subject: str) -> bool:
+    """Whether a subject of a verdict stream is an identity verdict's (its last token is an identity
+    kind, lower case; a DNS verdict's is an upper-case qtype): a DNS verdict stream skips those
+    without counting them as rejected."""
+    dot = subject.rfind(".")
+    return dot >= 0 and subject[dot:] in _KINDS
 
 
 class IdentityReader:

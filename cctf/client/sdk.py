@@ -48,7 +48,9 @@ Cache
     :class:`VerdictRejected` (``rollback`` or ``stale``).
 
 Streams
-    Each iterator owns one :class:`cctf.bus.reader.OrderedFeed` (an ephemeral ordered push consumer,
+    Identity verdicts share the region's verdict stream (subjects ending in a lower-case identity
+    kind); a DNS verdict stream passes over them without counting them (they could never verify as
+    DNS verdicts; :meth:`TrustClient.identity_verdict` reads them). Each iterator owns one :class:`cctf.bus.reader.OrderedFeed` (an ephemeral ordered push consumer,
     memory storage, no acks, flow control, heartbeats, bounded client-side buffer:
     ``PENDING_MSGS_LIMIT`` / ``PENDING_BYTES_LIMIT``; an overrun is a gap the ordered consumer
     repairs by re-creating itself). Closing, cancelling or garbage-collecting the iterator
@@ -91,7 +93,7 @@ from cctf.client.errors import (
     TrustClientError,
     VerdictRejected,
 )
-from cctf.client.identity_reader import IdentityReader
+from cctf.client.identity_reader import IdentityReader, is_identity_verdict_subject
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.safemode import SafeModeReader, SafeModeStatus
 from cctf.client.verify import (
@@ -503,6 +505,8 @@ class VerdictStream:
             except StopAsyncIteration:
                 await self.aclose()
                 break
+            if is_identity_verdict_subject(msg.subject):
+                continue  # shares the verdict stream; read by TrustClient.identity_verdict
             try:
                 return self.client._verify(self.region, msg.data, msg.subject).verdict
             except Rejected:

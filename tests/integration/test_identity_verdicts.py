@@ -24,13 +24,13 @@ from evidencefactories import (
     seal_evidence,
 )
 from nats.aio.client import Client
-from wirefactories import START_MS, World, make_world
+from wirefactories import START_MS, World, make_verdict, make_world, seal_verdict
 
 from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.envelope import Reason
 from cctf.bus_schemas.evidence import EvidenceStatus, IdentityKind, IdentityVerdict, Observation
 from cctf.bus_schemas.messages import Outcome, VoterState
-from cctf.bus_schemas.subjects import evidence_subject
+from cctf.bus_schemas.subjects import evidence_subject, verdict_subject
 from cctf.client.sdk import NoVerdict, TrustClient
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.pipeline.identity import BUNDLE_ROLLBACK
@@ -294,3 +294,32 @@ async def test_decided_at_the_round_deadline_when_agents_stay_silent(fab: Fabric
     assert v.outcome is Outcome.UNAVAILABLE and not v.decided_early
     assert states(v)["agent-ap-south"] is VoterState.UNAVAILABLE
     await fab.until(lambda: coordinator.stats().held_ballots == 0, "settled evidence")
+
+
+async def test_dns_verdict_streams_pass_over_identity_verdicts_without_rejecting(
+    fab: Fabric,
+) -> None:
+    """Identity verdicts share the region's verdict stream: a DNS verdict stream skips them (they
+    are read by identity_verdict), it neither yields nor counts them as rejected."""
+    await fab.start()
+    r0 = fab.round
+    for region in REGIONS:
+        await fab.evidence(region, [fab.observation(region, digest=DIGEST_A)])
+    await fab.verdict("bundle", DOMAIN, r0)
+    client = fab.client
+    assert client is not None
+    js = fab.admin.jetstream()
+    agent = fab.world.agent("us-east")  # a genuinely bad message on a DNS subject is still counted
+    bad = seal_evidence(agent, make_evidence_ballot(agent, r0, []), now_ms=fab.world.clock.now_ms())
+    await js.publish(verdict_subject("us-east", "bad.example.", "A"), bad)
+    now = fab.world.clock.now_ms()  # then a genuine DNS verdict, after both in stream order
+    sentinel = make_verdict("example.com.", "A", r0, issued_ms=now, seq=now * 1000 + 1,
+                            coordinator=fab.world.coordinator.principal)  # fmt: skip
+    await js.publish(
+        verdict_subject("us-east", "example.com.", "A"),
+        seal_verdict(fab.world.coordinator, sentinel, now_ms=now),
+    )
+    async with await client.stream(deliver="all") as stream:
+        got = await asyncio.wait_for(anext(stream), 10)
+    assert got == sentinel
+    assert dict(client.rejected) == {Reason.TYPE.value: 1}, client.rejected
