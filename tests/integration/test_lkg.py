@@ -9,6 +9,8 @@ ballot (us-east r1..r3, eu-west r1..r2: 3-of-5); ``None`` is a resolver that tim
 from __future__ import annotations
 
 import asyncio
+import io
+import json
 import time
 from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
@@ -20,6 +22,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from wirefactories import START_MS, Identity, make_ballot, make_vote, make_world, seal_ballot
 
+from cctf import telemetry
 from cctf.bus.connect import jetstream
 from cctf.bus.kv import LKG_BUCKET, Bucket
 from cctf.bus.streams import ensure_streams
@@ -165,6 +168,27 @@ UP = (HONEST, HONEST, HONEST)
 
 
 async def test_an_outage_after_trusted_is_attested_each_round_then_trusted_again(lab: Lab) -> None:
+    buf = io.StringIO()
+    telemetry.configure_logging(json=True, level="info", stream=buf)
+    try:
+        await _outage_and_back(lab)
+    finally:
+        telemetry.configure_logging()
+    events = [json.loads(line) for line in buf.getvalue().splitlines() if '"lkg_' in line]
+    episodes = [(e["event"], e.get("reason")) for e in events if e["event"] != "lkg_state_loaded"]
+    assert episodes == [("lkg_started", None), ("lkg_ended", "trusted")]  # one line each
+    assert events[-1]["attestations"] == 2 and events[-1]["qname"] == NAME
+    text = telemetry.prometheus_text()
+    assert "cctf_lkg_verdicts_total" in text and "cctf_lkg_names" in text
+    assert any(
+        line.startswith("cctf_lkg_episodes_total{")
+        and 'event="ended"' in line
+        and 'reason="trusted"' in line
+        for line in text.splitlines()
+    )
+
+
+async def _outage_and_back(lab: Lab) -> None:
     c = await lab.start()
     fresh = await lab.round(R0, UP, (HONEST, HONEST))
     assert fresh.outcome is Outcome.TRUSTED and not fresh.is_lkg
