@@ -8,7 +8,7 @@ each phase it counts, per round, the names whose verified verdict was TRUSTED fr
 LKG, or not trusted (UNAVAILABLE / DISPUTED / no verdict), and prints one JSON object:
 
     .venv/bin/python benchmarks/lkg_blackhole.py [--blackhole 3] [--before 5] [--outage 20]
-                                                 [--nodes 1|3]
+                                                 [--nodes 1|3] [--cap-ms MS]
 
 ``availability_pct`` = names with a TRUSTED verdict (fresh or LKG) over names x rounds of the phase;
 ``false_trust`` = TRUSTED verdicts whose answer is not the zone's (always 0 here: the blackhole forges
@@ -33,10 +33,13 @@ from cctf.bus_schemas.messages import Outcome, Verdict
 from cctf.chaos.control import ChaosControlClient, load_fabric_resolvers
 from cctf.chaos.faults import Faults
 from cctf.chaos.zone import DEMO_NAMES
+from cctf.coordinator.lkgconfig import LkgConfig
 from cctf.devfabric.demo import DemoOptions, run_demo
 
 
-async def measure(blackhole: int, before: int, outage: int, nodes: int) -> dict[str, Any]:
+async def measure(
+    blackhole: int, before: int, outage: int, nodes: int, cap_ms: int | None = None
+) -> dict[str, Any]:
     by_round: dict[int, dict[str, Verdict]] = defaultdict(dict)
     names = set(DEMO_NAMES)
 
@@ -46,7 +49,12 @@ async def measure(blackhole: int, before: int, outage: int, nodes: int) -> dict[
 
     with tempfile.TemporaryDirectory(prefix="cctf-lkg-bench-") as tmp:
         fabric_file = Path(tmp) / "fabric.json"
-        opts = DemoOptions(nodes=nodes, fabric_file=fabric_file, workdir=Path(tmp) / "work")
+        opts = DemoOptions(
+            nodes=nodes,
+            fabric_file=fabric_file,
+            workdir=Path(tmp) / "work",
+            lkg=LkgConfig(max_staleness_ms=cap_ms) if cap_ms else None,
+        )
         stop = asyncio.Event()
         demo = asyncio.create_task(
             run_demo(opts, out=io.StringIO(), err=io.StringIO(), stop=stop, on_verdict=on_verdict)
@@ -91,6 +99,7 @@ async def measure(blackhole: int, before: int, outage: int, nodes: int) -> dict[
     def phase(rounds: list[int]) -> dict[str, Any]:
         fresh = lkg = not_trusted = 0
         ages: list[int] = []
+        last_lkg_round = None
         for r in rounds:
             got = by_round.get(r, {})
             for name in names:
@@ -100,6 +109,7 @@ async def measure(blackhole: int, before: int, outage: int, nodes: int) -> dict[
                 elif v.is_lkg:
                     lkg += 1
                     ages.append(v.staleness_ms)
+                    last_lkg_round = r
                 else:
                     fresh += 1
         total = len(rounds) * len(names)
@@ -111,6 +121,7 @@ async def measure(blackhole: int, before: int, outage: int, nodes: int) -> dict[
             "not_trusted": not_trusted,
             "availability_pct": round(100.0 * (fresh + lkg) / total, 3) if total else None,
             "max_lkg_age_ms": max(ages, default=0),
+            "lkg_rounds": (last_lkg_round - rounds[0] + 1) if last_lkg_round is not None else 0,
             "false_trust": 0,
         }
 
@@ -123,6 +134,7 @@ async def measure(blackhole: int, before: int, outage: int, nodes: int) -> dict[
         "rule": "3-of-5",
         "names": len(names),
         "nodes": nodes,
+        "cap_ms": cap_ms or LkgConfig().max_staleness_ms,
         "before": phase([r for r in warm if r <= start_round][-before:]),
         "outage": phase(outage_rounds),
         "outage_s": round(outage_s, 1),
@@ -136,8 +148,9 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--before", type=int, default=5)
     p.add_argument("--outage", type=int, default=20)
     p.add_argument("--nodes", type=int, default=1, choices=(1, 3))
+    p.add_argument("--cap-ms", type=int, default=None, help="the LKG cap (default 15 min)")
     args = p.parse_args(argv)
-    result = asyncio.run(measure(args.blackhole, args.before, args.outage, args.nodes))
+    result = asyncio.run(measure(args.blackhole, args.before, args.outage, args.nodes, args.cap_ms))
     json.dump(result, sys.stdout, indent=2)
     print()
     return 0

@@ -56,6 +56,7 @@ from cctf.chaos.signing import signed_demo_zone
 from cctf.chaos.zone import DEMO_NAMES
 from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
+from cctf.coordinator.lkgconfig import LkgConfig
 from cctf.coordinator.service import Coordinator
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey, save_signing_key
@@ -107,6 +108,7 @@ class DemoOptions:
     metrics_addr: str = "127.0.0.1"
     fail_paths: tuple[str, ...] = ()
     mtls_fault: str = "down"
+    lkg: LkgConfig | None = None  # the coordinator's lkg: block (default: its defaults)
     gateway_port: int = 0
     bogus: int = 0
 
@@ -320,6 +322,7 @@ async def _run(
             verdict_regions=[VERDICT_REGION],
             round_ms=opts.round_ms,
             round_grace_ms=max(500, opts.round_ms // 2),
+            lkg=opts.lkg or LkgConfig(),
             identity=identity.targets(VERDICT_REGION),
         ),
         coord_nc,

@@ -24,7 +24,7 @@ from wirefactories import START_MS, Identity, make_ballot, make_vote, make_world
 
 from cctf import telemetry
 from cctf.bus.connect import jetstream
-from cctf.bus.kv import LKG_BUCKET, Bucket
+from cctf.bus.kv import LKG_BUCKET, Bucket, kv_stream_name
 from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.envelope import Reason
 from cctf.bus_schemas.messages import DnssecState, Outcome, Verdict, VoteStatus
@@ -141,13 +141,12 @@ class Lab:
         return got
 
 
-@pytest_asyncio.fixture
-async def lab(nats_single: NatsFabric, nats_connect: Any) -> AsyncIterator[Lab]:
+async def _lab(fabric: NatsFabric, nats_connect: Any) -> AsyncIterator[Lab]:
     world = make_world((EAST, WEST))
     world.clock.set(START_MS + 100)
-    admin = await nats_connect(nats_single, "admin")
-    await ensure_streams(admin.jetstream(), [EAST, WEST], 1)
-    h = Lab(nats_single, world.clock, admin, dict(world.agents), world.coordinator, nats_connect)
+    admin = await nats_connect(fabric, "admin")
+    await ensure_streams(admin.jetstream(), [EAST, WEST], fabric.stream_replicas, timeout_s=60)
+    h = Lab(fabric, world.clock, admin, dict(world.agents), world.coordinator, nats_connect)
     h.verifier = VerdictVerifier(h.trust, h.clock, region=EAST)
 
     async def on_verdict(msg: Msg) -> None:  # every verdict passes the subscriber's checks
@@ -161,6 +160,19 @@ async def lab(nats_single: NatsFabric, nats_connect: Any) -> AsyncIterator[Lab]:
         yield h
     finally:
         await h.stop_all()
+
+
+@pytest_asyncio.fixture
+async def lab(nats_single: NatsFabric, nats_connect: Any) -> AsyncIterator[Lab]:
+    async for h in _lab(nats_single, nats_connect):
+        yield h
+
+
+@pytest_asyncio.fixture
+async def lab3(nats_cluster: NatsFabric, nats_connect: Any) -> AsyncIterator[Lab]:
+    """The same on a 3-node cluster: streams and the LKG bucket R3."""
+    async for h in _lab(nats_cluster, nats_connect):
+        yield h
 
 
 OUTAGE: tuple[Answer, ...] = (None, None, None)
@@ -261,6 +273,17 @@ async def test_the_cap_is_never_exceeded_then_fails_closed(lab: Lab) -> None:
 
 
 async def test_lkg_survives_a_coordinator_restart(lab: Lab) -> None:
+    await restart_keeps_lkg(lab)
+
+
+@pytest.mark.cluster
+async def test_lkg_survives_a_coordinator_restart_on_a_cluster(lab3: Lab) -> None:
+    info = await lab3.admin.jetstream().stream_info(kv_stream_name(LKG_BUCKET))
+    assert info.config.num_replicas == 3
+    await restart_keeps_lkg(lab3)
+
+
+async def restart_keeps_lkg(lab: Lab) -> None:
     await lab.start()
     fresh = await lab.round(R0, UP, (HONEST, HONEST))
     ((key, _),) = await lab.wait_stored(1)
