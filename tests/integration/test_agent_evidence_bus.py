@@ -274,11 +274,15 @@ async def test_evidence_is_pinned_to_the_agents_region(
 
 
 async def test_no_token_private_key_or_certificate_on_the_bus(
-    nats_single: NatsFabric, nats_connect: Any, fabric: IdentityFabric, dns: FaultyDnsServer
+    nats_single: NatsFabric,
+    nats_connect: Any,
+    fabric: IdentityFabric,
+    dns: FaultyDnsServer,
+    capfd: pytest.CaptureFixture[str],
 ) -> None:
     """Capture every message on cctf.v1.> while agents observe a fabric with every kind of fault
     (and tokens minted); none holds a token (JWT shape or a minted one), a PEM block, a private key
-    encoding of the fabric or the DER of any of its certificates."""
+    encoding of the fabric or the DER of any of its certificates; neither do the agents' logs."""
     admin = await _bus(nats_single, nats_connect)
     captured: list[Msg] = []
 
@@ -305,6 +309,10 @@ async def test_no_token_private_key_or_certificate_on_the_bus(
         assert find_leaks(msg.data, fabric) == [], msg.subject
         for value in (msg.headers or {}).values():
             assert find_leaks(value.encode(), fabric) == [], msg.subject
+    # nor in what the agents logged
+    out, err = capfd.readouterr()
+    assert "evidence.published" in out + err
+    assert find_leaks((out + err).encode(), fabric) == []
     # positive control: the scanner does see each kind of secret
     token = fabric.minted_tokens()[0].encode()
     assert find_leaks(b"x" + token + b"y", fabric)
