@@ -245,6 +245,21 @@ async def test_split_view_is_seen_by_one_region_only(
         eu_obs[("jwks", fabric.issuer.issuer_url)].facts_digest
     )
 
+    # eu-west, which holds the genuine bundle, is now shown the other keys under the same
+    # spiffe_sequence: its federation state refuses them (sequence_conflict) and keeps validating
+    # the workloads under the genuine bundle it accepted
+    fabric.bundle.tamper(view=EU)
+    await asyncio.sleep(1.1)  # past the 1 s refresh hint
+    await eu.run(rounds=1)
+    eu_obs = _by_subject((await _evidence(admin, EU))[-1][1])
+    assert (eu_obs[("bundle", td)].status, eu_obs[("bundle", td)].detail) == (
+        "invalid",
+        "sequence_conflict",
+    )
+    assert all(eu_obs[("mtls", w.spiffe_id)].status == "ok" for w in fabric.workloads.values())
+    assert eu.evidence is not None and eu.evidence.bundle_of(td) is not None
+    assert eu.evidence.bundle_of(td).digest == genuine.digest  # type: ignore[union-attr]
+
 
 async def test_evidence_is_pinned_to_the_agents_region(
     nats_single: NatsFabric, nats_connect: Any
