@@ -50,6 +50,7 @@ from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
 from cctf.chaos.zone import demo_zone
 from cctf.client.safemode import SafeModeReader
+from cctf.client.sdk import TrustClient
 from cctf.client.verify import VerdictVerifier
 from cctf.clock import FakeClock
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
@@ -243,6 +244,9 @@ async def test_hysteresis_on_a_poison_flip_and_a_legitimate_change(fab: Fabric) 
             NAME,
         )
         assert NAME in entered.active and "z " in entered.reason and "baseline" in entered.reason
+        sdk = TrustClient(await fab.connect(fab.fabric, "client"), fab.trust, EAST, fab.clock)
+        status = await sdk.safe_mode()  # the SDK: the region's last announcement, verified
+        assert status.covers(NAME) and not status.covers("other.demo.test.")
         fab.poison(east, None)
         back = await fab.round(r + 1)
         assert _answer(back) == [HONEST]  # the previous answer is trusted again at once
