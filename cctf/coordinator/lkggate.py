@@ -110,8 +110,12 @@ class LkgGate:
         key: SigningKey,
         *,
         log: Callable[..., None] | None = None,
+        on_episode: Callable[[str, str, int, bool], None] | None = None,
     ) -> None:
+        """``on_episode(qname, qtype, round, started)``: told when an LKG episode starts or ends
+        (the policy stage's ``lkg_use`` rule)."""
         self.config = config
+        self._on_episode = on_episode
         self.coordinator = coordinator
         self.stage: LkgStage[Verdict] = LkgStage(config.policy())
         self._secret = key.derive_secret(MAC_LABEL)
@@ -164,6 +168,8 @@ class LkgGate:
 
     def _event(self, key: LkgKey, ev: Event) -> None:
         qname, qtype = key
+        if self._on_episode is not None:
+            self._on_episode(qname, qtype, ev.round, ev.kind is EventKind.STARTED)
         if ev.kind is EventKind.STARTED:
             self._m.names.add(1)
             self._m.episodes.add(1, {"event": "started", "reason": ""})

@@ -208,7 +208,13 @@ class Coordinator:
             publish_timeout_s=c.publish_timeout_ms / 1000,
         )
         self._lkg = (
-            LkgGate(c.lkg, c.coordinator, self._key, log=self._log_limited)
+            LkgGate(
+                c.lkg,
+                c.coordinator,
+                self._key,
+                log=self._log_limited,
+                on_episode=self.safe_mode.lkg,  # the policy stage's lkg_use rule
+            )
             if c.lkg.enabled
             else None
         )

@@ -18,6 +18,7 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+import dns.exception
 import dns.message
 import pytest
 import pytest_asyncio
@@ -120,15 +121,16 @@ class Fabric:
         await self.coordinator.start()
         return self.coordinator
 
-    async def round(self, r: int) -> Verdict:
+    async def round(self, r: int, *, deadline: bool = False) -> Verdict:
         """One round: ask every chaos server, publish each agent's signed ballot of what its
-        resolvers said, and return the verdict (published in us-east)."""
+        resolvers said, and return the verdict (published in us-east). ``deadline``: the round
+        cannot be decided early (timeouts), so move the clock past its deadline."""
         self.clock.set(r * 1000 + 100)
         ballots: dict[str, list[Any]] = {EAST: [], WEST: []}
         for (region, res), srv in self.dns.items():
             try:
-                response: dns.message.Message | None = await udp(srv, NAME, timeout=1.0)
-            except TimeoutError:
+                response: dns.message.Message | None = await udp(srv, NAME, timeout=0.3)
+            except (TimeoutError, dns.exception.Timeout):
                 response = None
             agent = self.agents[region].principal
             if response is None:
@@ -158,6 +160,8 @@ class Fabric:
             nc = self.agent_nc.get(region) or await self.connect(self.fabric, f"agent-{region}")
             self.agent_nc[region] = nc
             await nc.jetstream().publish(agent.subject, data, timeout=5.0)
+        if deadline:
+            self.clock.set((r + 1) * 1000 + 1600)  # the default grace is 1.5 s
         await _until(
             lambda: any(v.round == r for v in self.verdicts[before:]), what=f"verdict of round {r}"
         )
@@ -166,6 +170,10 @@ class Fabric:
     def poison(self, servers: Sequence[tuple[str, str]], address: str | None) -> None:
         for key in servers:
             self.dns[key].set_faults(Faults(poison=address))
+
+    def blackhole(self, servers: Sequence[tuple[str, str]], on: bool) -> None:
+        for key in servers:
+            self.dns[key].set_faults(Faults(blackhole=on))
 
 
 @pytest_asyncio.fixture
@@ -345,3 +353,21 @@ async def test_operator_commands_are_authenticated(fab: Fabric) -> None:
     finally:
         watcher.cancel()
         await asyncio.gather(watcher, return_exceptions=True)
+
+
+async def test_lkg_use_raises_an_alarm_and_guards_the_name(fab: Fabric) -> None:
+    coordinator = await fab.start(auto_safe_mode=True)
+    r0 = START_MS // 1000 + 1
+    for i in range(3):
+        assert _answer(await fab.round(r0 + i)) == [HONEST]
+    east = [k for k in RESOLVERS if k[0] == EAST]
+    fab.blackhole(east, True)  # 3 of 5 time out: UNAVAILABLE from timeouts, served from LKG
+    outage = await fab.round(r0 + 3, deadline=True)
+    assert outage.outcome is Outcome.TRUSTED and outage.is_lkg and _answer(outage) == [HONEST]
+    stats = coordinator.safe_mode.stats
+    assert stats.alarms.get("lkg_use") == 1 and coordinator.safe_mode.active(EAST) == [NAME]
+    fab.blackhole(east, False)
+    fab.poison(list(RESOLVERS), CHANGED)  # back with another answer: held, as the name is guarded
+    r = r0 + 6  # the clock passed round r0 + 4's start
+    held = await fab.round(r)
+    assert held.outcome is Outcome.UNAVAILABLE and stats.held == 1
