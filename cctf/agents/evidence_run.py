@@ -45,6 +45,7 @@ from cctf.bus_schemas.messages import MessageType
 from cctf.bus_schemas.subjects import evidence_subject
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.keys import SigningKey
+from cctf.errors import ConfigError
 from cctf.identity.bundle import MAX_BUNDLE_BYTES, RETRY_MS, FederationState, TrustBundle
 from cctf.identity.errors import IdentityError
 from cctf.identity.fetch import fetch_document, probe_tls
@@ -173,7 +174,10 @@ class EvidenceCollector:
     async def _bundle_bytes(self, t: TrustDomainTarget, budget: float) -> bytes | Failure:
         try:
             if t.bundle_file is not None:
-                return read_bounded(t.bundle_file, f"bundle of {t.name}", MAX_BUNDLE_BYTES)
+                try:
+                    return read_bounded(t.bundle_file, f"bundle of {t.name}", MAX_BUNDLE_BYTES)
+                except ConfigError:  # missing, unreadable or over the cap
+                    return Failure(EvidenceStatus.ERROR, "bundle_file_unreadable")
             assert t.bundle_endpoint is not None
             return await fetch_document(
                 t.bundle_endpoint, max_bytes=MAX_BUNDLE_BYTES, ca_file=t.ca_file, timeout_s=budget

@@ -133,6 +133,8 @@ async def fetch_document(
         raise FetchError(FetchReason.TLS_FAILED, f"{shown(url)}: {_why(exc)}") from None
     except OSError as exc:
         raise FetchError(FetchReason.CONNECT_FAILED, f"{shown(url)}: {_why(exc)}") from None
+    except (httpx2.InvalidURL, ValueError) as exc:  # a URL httpx cannot use (after our checks)
+        raise FetchError(FetchReason.BAD_URL, f"{shown(url)}: {_why(exc)}") from None
 
 
 async def _get(

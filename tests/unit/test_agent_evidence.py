@@ -240,3 +240,37 @@ def test_observation_of_a_real_svid_is_metadata_only(fabric: IdentityFabric) -> 
         assert der not in data
     for secret in fabric.secret_material():
         assert secret not in data
+
+
+async def test_collector_reads_bundle_files(fabric: IdentityFabric, tmp_path: Path) -> None:
+    """A ``bundle_file`` trust domain (no network): read each refresh, through the federation
+    state; a missing file is an error observation, an emptied one invalidates the domain."""
+    from cctf.agents.evidence_run import EvidenceCollector
+    from cctf.identity.targets import identity_targets_from
+
+    path = fabric.write_bundle_file(tmp_path / "bundle.json")
+    missing = tmp_path / "nope.json"
+    targets = identity_targets_from(
+        {
+            "trust_domains": [
+                {"name": TD, "bundle_file": str(path), "refresh_ms": 1000},
+                {"name": "other.test", "bundle_file": str(missing)},
+            ]
+        }
+    )
+    collector = EvidenceCollector(targets, agent=AGENT, region=REGION)
+    now = int(time.time() * 1000)
+    first, absent = await collector.collect(ROUND, now + 500)
+    bundle = parse_bundle(TD, path.read_bytes())
+    assert (first.status, first.facts.key_digest) == (EvidenceStatus.OK, bundle.digest)
+    assert (absent.status, absent.detail) == (EvidenceStatus.ERROR, "bundle_file_unreadable")
+    doc = fabric.trust_domain.document(sequence=bundle.sequence + 1)  # type: ignore[operator]
+    doc["keys"] = []
+    path.write_bytes(encode_json(doc))
+    # not due yet: the last result is reported again (cached), for the new round
+    again, _ = collector.observations(ROUND + 1)
+    assert again.status is EvidenceStatus.OK and again.round == ROUND + 1
+    collector.states[TD] = dataclasses.replace(collector.states[TD], next_refresh_ms=0)
+    emptied, _ = await collector.collect(ROUND + 2, now + 500)
+    assert (emptied.status, emptied.detail) == (EvidenceStatus.INVALID, "empty_bundle")
+    assert collector.bundle_of(TD) is None
