@@ -383,7 +383,7 @@ async def _run(
             nc=nc,
             round_ms=opts.round_ms,
             on_ballot=lambda rep, r=region: note_ballot(rep, r),  # type: ignore[misc]
-            identity=identity.targets(region),
+            identity=identity.targets(region, issuer_view=True),
             dnssec=ChainValidator(anchors),
         )
         stack.callback(agent.stop)

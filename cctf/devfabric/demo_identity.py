@@ -222,7 +222,7 @@ async def start_relying_party(
 ) -> RelyingParty:
     """The SDK's identity client over ``trust``, the gateway serving it, and the per-round
     negotiation of every workload."""
-    client = IdentityClient(trust, fabric.targets(region))
+    client = IdentityClient(trust, fabric.targets(region, issuer_view=True))
     server = GatewayServer(create_app(client), gateway_host, gateway_port)
     await server.start()
     stack.push_async_callback(server.stop)

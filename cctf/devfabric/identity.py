@@ -9,12 +9,14 @@ workload TLS endpoints on loopback, for tests and ``cctf demo`` (imported by no 
 * ``trust_domain``: :class:`LocalTrustDomain` (root + intermediate CA, JWT authorities,
   ``spiffe_sequence``); ``bundle_file`` holds its bundle document as well;
 * ``bundle``: :class:`BundleEndpoint`, one port per region (``bundle.bundle_url(region)``);
-* ``issuer``: :class:`OidcIssuer` (``issuer.issuer_url``; ``mint_id_token``);
+* ``issuer``: :class:`OidcIssuer` (``issuer.issuer_url``; ``mint_id_token``), also one port per
+  region (``issuer.discovery_url(region)``: the same issuer, that view's ``jwks_uri``);
 * ``workloads``: SPIFFE ID -> :class:`WorkloadEndpoint`, one port per region
   (``workload.address(region)``).
 
 Fault knobs (run time, next connection): ``set_mode("down"|"hang"|"up", view=...)`` on any server;
-``bundle.tamper/rollback/empty/serve/restore``; ``issuer.swap_jwks/serve_jwks/serve_discovery``;
+``bundle.tamper/rollback/empty/serve/restore``; ``issuer.swap_jwks/serve_jwks/serve_discovery``
+(per view too, reaching the regions configured with ``targets(region, issuer_view=True)``);
 ``workload.present(Presentation.WRONG_IDENTITY|EXPIRED|NOT_YET_VALID|UNTRUSTED, view=...)``;
 ``reset_faults()`` undoes them all.
 
@@ -99,7 +101,7 @@ class IdentityFabric:
             trust_domain, now=t, sequence=sequence, refresh_hint_s=refresh_hint_s
         )
         self.bundle = BundleEndpoint(self.trust_domain, self.regions, web_ctx, host)
-        self.issuer = OidcIssuer(web_ctx, host, now=t)
+        self.issuer = OidcIssuer(web_ctx, host, now=t, views=self.regions)
         self.workload_specs = tuple(workloads)
         self.workloads: dict[str, WorkloadEndpoint] = {}
         for spec in workloads:
@@ -189,10 +191,13 @@ class IdentityFabric:
         *,
         bundle_file: bool = False,
         policy: dict[str, Any] | None = None,
+        issuer_view: bool = False,
     ) -> dict[str, Any]:
         """The fabric as an ``identity:`` block (plain data, e.g. for an agent file): the bundle
         endpoint and workload endpoints of ``region``'s view (the first region's when ``None``);
-        ``bundle_file=True`` names :attr:`bundle_file` instead of the endpoint."""
+        ``bundle_file=True`` names :attr:`bundle_file` instead of the endpoint; ``issuer_view=True``
+        gives the issuer the ``discovery_url`` of ``region``'s view (so the issuer's per-view knobs
+        reach that region: split view), else its own discovery location."""
         view = region or self.regions[0]
         ca = str(self.web_ca_file)
         domain: dict[str, Any] = {"name": self.trust_domain.name}
@@ -203,6 +208,9 @@ class IdentityFabric:
             domain["ca_file"] = ca
         issuer = self.issuer.issuer_url
         audiences = sorted({w.spec.audience for w in self.workloads.values()} or {AUDIENCE})
+        issuer_entry: dict[str, Any] = {"issuer": issuer, "audiences": audiences, "ca_file": ca}
+        if issuer_view:
+            issuer_entry["discovery_url"] = self.issuer.discovery_url(view)
         workloads = []
         for w in self.workloads.values():
             entry: dict[str, Any] = {
@@ -217,7 +225,7 @@ class IdentityFabric:
             workloads.append(entry)
         return {
             "trust_domains": [domain],
-            "issuers": [{"issuer": issuer, "audiences": audiences, "ca_file": ca}],
+            "issuers": [issuer_entry],
             "workloads": workloads,
         }
 

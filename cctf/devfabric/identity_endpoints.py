@@ -34,6 +34,7 @@ BUNDLE_PATH = "/bundle.json"
 DISCOVERY_PATH = "/.well-known/openid-configuration"
 JWKS_PATH = "/jwks"
 SVID_LIFETIME_S = 86_400
+ISSUER_VIEW = "issuer"
 
 
 class LocalTrustDomain:
@@ -179,13 +180,20 @@ class BundleEndpoint(ViewServer):
 
 
 class OidcIssuer(ViewServer):
-    """A local OIDC issuer: discovery at ``/.well-known/openid-configuration``, JWKS at ``/jwks``
-    (issuer URL ``https://host:port``). Knobs: :meth:`swap_jwks` (serve other keys than the ones
-    it signs with), :meth:`serve_jwks` / :meth:`serve_discovery` (any body), :meth:`restore`."""
+    """A local OIDC issuer: discovery at ``/.well-known/openid-configuration``, JWKS at ``/jwks``.
 
-    def __init__(self, context: ssl.SSLContext, host: str, *, now: float) -> None:
+    Its issuer URL is ``https://host:port`` of the view ``issuer``; with ``views`` (regions) it
+    also listens once per view, each serving a discovery document that names the same issuer and a
+    ``jwks_uri`` on that view (for a target's ``discovery_url``), so one region can be shown other
+    keys (split view). Knobs (``view=None``: every view): :meth:`swap_jwks` (serve keys the issuer
+    does not sign with), :meth:`serve_jwks` / :meth:`serve_discovery` (any body),
+    :meth:`restore`."""
+
+    def __init__(
+        self, context: ssl.SSLContext, host: str, *, now: float, views: Sequence[str] = ()
+    ) -> None:
         super().__init__(
-            ("issuer",),
+            (ISSUER_VIEW, *views),
             context,
             host=host,
             serve=route({DISCOVERY_PATH: self._discovery, JWKS_PATH: self._jwks}),
@@ -193,18 +201,22 @@ class OidcIssuer(ViewServer):
         self.now = now
         self.keys: list[JwtKey] = [JwtKey.generate()]
         self.rogue_keys: list[JwtKey] = [JwtKey.generate()]
-        self._jwks_body: bytes | None = None
-        self._discovery_body: bytes | None = None
+        self._jwks_body: dict[str | None, bytes] = {}
+        self._discovery_body: dict[str | None, bytes] = {}
         self.minted: list[str] = []
 
     @property
     def issuer_url(self) -> str:
-        return self.url("issuer")
+        return self.url(ISSUER_VIEW)
 
-    def discovery(self) -> dict[str, Any]:
+    def discovery_url(self, view: str = ISSUER_VIEW) -> str:
+        """Where ``view`` serves its discovery document."""
+        return self.url(view) + DISCOVERY_PATH
+
+    def discovery(self, view: str = ISSUER_VIEW) -> dict[str, Any]:
         return {
             "issuer": self.issuer_url,
-            "jwks_uri": self.issuer_url + JWKS_PATH,
+            "jwks_uri": self.url(view) + JWKS_PATH,
             "response_types_supported": ["id_token"],
             "subject_types_supported": ["public"],
             "id_token_signing_alg_values_supported": ["ES256"],
@@ -213,34 +225,48 @@ class OidcIssuer(ViewServer):
     def jwks(self) -> dict[str, Any]:
         return jwks_document(self.keys)
 
-    def _discovery(self, _view: str) -> Response:
-        body = self._discovery_body
-        return json_response(encode_json(self.discovery()) if body is None else body)
+    def _discovery(self, view: str) -> Response:
+        body = self._discovery_body.get(view, self._discovery_body.get(None))
+        return json_response(encode_json(self.discovery(view)) if body is None else body)
 
-    def _jwks(self, _view: str) -> Response:
-        body = self._jwks_body
+    def _jwks(self, view: str) -> Response:
+        body = self._jwks_body.get(view, self._jwks_body.get(None))
         return json_response(encode_json(self.jwks()) if body is None else body)
 
-    def serve_jwks(self, body: bytes | Mapping[str, Any] | None) -> None:
-        self._jwks_body = (
-            None if body is None else (body if isinstance(body, bytes) else encode_json(body))
-        )
+    def _set(
+        self,
+        table: dict[str | None, bytes],
+        body: bytes | Mapping[str, Any] | None,
+        view: str | None,
+    ) -> None:
+        if view is None:
+            table.clear()
+        else:
+            self._check_view(view)
+            table.pop(view, None)
+        if body is not None:
+            table[view] = body if isinstance(body, bytes) else encode_json(body)
 
-    def serve_discovery(self, body: bytes | Mapping[str, Any] | None) -> None:
-        self._discovery_body = (
-            None if body is None else (body if isinstance(body, bytes) else encode_json(body))
-        )
+    def serve_jwks(
+        self, body: bytes | Mapping[str, Any] | None, *, view: str | None = None
+    ) -> None:
+        self._set(self._jwks_body, body, view)
 
-    def swap_jwks(self) -> None:
-        """Serve a JWKS of keys the issuer does not sign with (tokens stop validating)."""
-        self.serve_jwks(jwks_document(self.rogue_keys))
+    def serve_discovery(
+        self, body: bytes | Mapping[str, Any] | None, *, view: str | None = None
+    ) -> None:
+        self._set(self._discovery_body, body, view)
+
+    def swap_jwks(self, *, view: str | None = None) -> None:
+        """Serve a JWKS of keys the issuer does not sign with (its tokens stop validating there)."""
+        self.serve_jwks(jwks_document(self.rogue_keys), view=view)
 
     def rotate(self) -> None:
         self.keys.append(JwtKey.generate())
 
-    def restore(self) -> None:
-        self._jwks_body = None
-        self._discovery_body = None
+    def restore(self, *, view: str | None = None) -> None:
+        self.serve_jwks(None, view=view)
+        self.serve_discovery(None, view=view)
 
     def mint_id_token(
         self,

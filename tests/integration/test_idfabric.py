@@ -293,3 +293,30 @@ async def test_leak_scanner_sees_every_kind_of_secret(identity_fabric: IdentityF
         b"prefix" + identity_fabric.secret_material()[0] + b"suffix",
     ):
         assert find_leaks(b"{...}" + planted + b"{...}", identity_fabric), planted[:40]
+
+
+async def test_issuer_split_view_through_discovery_url(identity_fabric: IdentityFabric) -> None:
+    issuer = identity_fabric.issuer
+    ca = identity_fabric.web_ca_file
+    (target,) = identity_fabric.targets(REGION, issuer_view=True).issuers
+    assert target.issuer == issuer.issuer_url
+    assert target.discovery_location == issuer.discovery_url(REGION) != issuer.discovery_url()
+    keysets = {}
+    for view in (REGION, OTHER):
+        raw = (await fetch(issuer.discovery_url(view), ca)).content
+        disco = parse_discovery(issuer.issuer_url, raw)  # names the one issuer from every view
+        assert disco.jwks_uri == issuer.url(view) + "/jwks"
+        keysets[view] = disco.jwks_uri
+    genuine = await fetch_json(keysets[OTHER], ca)
+    issuer.swap_jwks(view=REGION)
+    swapped = await fetch_json(keysets[REGION], ca)
+    assert swapped != genuine and await fetch_json(keysets[OTHER], ca) == genuine
+    assert await fetch_json(issuer.issuer_url + "/jwks", ca) == genuine
+    issuer.set_mode("down", view=OTHER)
+    with pytest.raises(httpx2.ConnectError):
+        await fetch(keysets[OTHER], ca)
+    identity_fabric.reset_faults()
+    assert await fetch_json(keysets[REGION], ca) == genuine
+    # without issuer_view the targets name no discovery_url: the issuer's own location
+    (plain,) = identity_fabric.targets(REGION).issuers
+    assert plain.discovery_url is None
