@@ -7,8 +7,9 @@ Routes (every error is an RFC 9457 problem, :mod:`cctf.gateway.problems`):
     ``verdict_rejected`` (the stored verdict failed verification: fail closed); 503 ``bus_unavailable``.
 ``GET /v1/workloads/{spiffe_id}``
     The negotiated decision for a configured workload. A token for its OIDC path may be presented
-    as ``Authorization: Bearer <token>`` (validated, never logged, never stored). 404
-    ``unknown_workload``.
+    as ``Authorization: Bearer <token>`` (validated, never logged, never stored), a certificate
+    chain for its mtls path as RFC 9440 ``Client-Cert`` / ``Client-Cert-Chain`` headers. 404
+    ``unknown_workload``; 400 ``bad_client_cert``.
 ``POST /v1/validate/certificate`` ``{"chain": PEM}`` / ``POST /v1/validate/token`` ``{"token", "audience"}``
     Local validation under quorum-verified keys: 200 with ``decision`` ``valid`` or ``invalid`` and
     the reasons (an invalid credential is an answer, not an error).
@@ -38,6 +39,13 @@ from cctf.client.identity import (
 )
 from cctf.client.present import verdict_to_json
 from cctf.client.sdk import FetchError, NoVerdict, VerdictRejected
+from cctf.gateway.clientcert import (
+    CERT_PATTERN,
+    CHAIN_PATTERN,
+    MAX_HEADER_CHARS,
+    ClientCertError,
+    chain_pem,
+)
 from cctf.gateway.models import (
     MAX_TOKEN,
     CertificateRequest,
@@ -196,6 +204,7 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
         "/v1/workloads/{spiffe_id:path}",
         response_model=WorkloadResult,
         responses={
+            400: problem_doc("Client-Cert / Client-Cert-Chain not RFC 9440 (bad_client_cert)"),
             401: problem_doc("Authorization is not 'Bearer <token>' (bad_authorization)"),
             404: problem_doc("the workload is not configured (unknown_workload)"),
             503: problem_doc("the bus cannot be asked (bus_unavailable)"),
@@ -213,10 +222,32 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
                 description="Bearer token for the OIDC path (never logged)",
             ),
         ] = None,
+        client_cert: Annotated[
+            str,
+            Header(
+                alias="Client-Cert",
+                max_length=MAX_HEADER_CHARS,
+                pattern=CERT_PATTERN,
+                description="RFC 9440: the presented leaf certificate, :base64 DER: (mtls path)",
+            ),
+        ] = "",
+        client_cert_chain: Annotated[
+            str,
+            Header(
+                alias="Client-Cert-Chain",
+                max_length=MAX_HEADER_CHARS,
+                pattern=CHAIN_PATTERN,
+                description="RFC 9440: its intermediates, :base64 DER: list",
+            ),
+        ] = "",
     ) -> dict[str, Any]:
         token = _bearer(authorization)
         try:
-            decision = await backend.workload(spiffe_id, token=token)
+            chain = chain_pem(client_cert or None, client_cert_chain or None)
+        except ClientCertError as exc:
+            raise ProblemError(400, "bad_client_cert", str(exc)) from None
+        try:
+            decision = await backend.workload(spiffe_id, token=token, chain=chain)
         except UnknownWorkload as exc:
             raise ProblemError(404, "unknown_workload", str(exc)) from None
         except FetchError as exc:

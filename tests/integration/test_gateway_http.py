@@ -4,6 +4,7 @@ published OpenAPI document."""
 
 from __future__ import annotations
 
+import base64
 import io
 import json
 from collections.abc import AsyncIterator
@@ -237,6 +238,31 @@ async def test_workload_decision_and_its_problems(gw: Gateway) -> None:
         "bad_authorization",
     )
     problem(await gw.http.get("/v1/workloads/spiffe://demo.test/nobody"), 404, "unknown_workload")
+
+
+async def test_workload_with_a_chain_in_rfc9440_headers(gw: Gateway) -> None:
+    from cryptography.hazmat.primitives.serialization import Encoding
+
+    fab = gw.rw.fabric
+    api = fab.workload("api")
+    await gw.rw.bundle()
+    await gw.rw.mtls(api.spiffe_id)
+
+    def headers(spiffe_id: str) -> dict[str, str]:
+        leaf, *rest = fab.workload(spiffe_id).issued().chain
+        sf = [
+            ":" + base64.b64encode(c.public_bytes(Encoding.DER)).decode() + ":"
+            for c in (leaf, *rest)
+        ]
+        return {"Client-Cert": sf[0], "Client-Cert-Chain": ", ".join(sf[1:])}
+
+    url = f"/v1/workloads/{api.spiffe_id}"
+    body = (await gw.http.get(url, headers=headers(api.spiffe_id))).json()
+    assert body["paths"]["mtls"] == {"state": "holds", "reason": "chain_valid"}
+    body = (await gw.http.get(url, headers=headers("db"))).json()
+    assert body["paths"]["mtls"] == {"state": "fails", "reason": "wrong_spiffe_id"}
+    r = await gw.http.get(url, headers={"Client-Cert": "nope"})  # not the documented pattern
+    assert problem(r, 422, "invalid_request")["errors"][0]["loc"] == ["header", "Client-Cert"]
 
 
 async def test_tokens_are_never_logged(gw: Gateway) -> None:
