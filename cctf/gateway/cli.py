@@ -2,7 +2,8 @@
 
 Logs (JSON lines) go to stderr; one ``gateway_listening`` line carries the URL. Exit codes: 0 stopped
 by SIGTERM/SIGINT (in every state: connecting, serving; within a few seconds), 1 cannot run (NATS
-unreachable at start, the address cannot be bound), 2 invalid configuration (or a file it names).
+still unreachable after a few minutes of retries, the address cannot be bound), 2 invalid
+configuration (or a file it names).
 """
 
 from __future__ import annotations
@@ -22,6 +23,8 @@ __all__ = ["register"]
 EXIT_STOPPED: Final = 0
 EXIT_FAILED: Final = 1
 EXIT_CONFIG: Final = 2
+#: first-connection attempts per server (0.2 - 0.5 s apart: a few minutes) before exit 1
+CONNECT_RETRIES: Final = 600
 
 
 def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
@@ -85,6 +88,8 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
             request_timeout=config.request_timeout_ms / 1000,
             round_ms=config.round_ms,
             max_age_ms=config.max_age_ms,
+            # a service waits for NATS (minutes, like the coordinator); SIGTERM ends the wait
+            initial_retries=CONNECT_RETRIES,
         )
     )
     await asyncio.wait({connecting, waiter}, return_when=asyncio.FIRST_COMPLETED)
