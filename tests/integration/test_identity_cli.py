@@ -82,6 +82,18 @@ async def test_workload_exit_codes(
     assert code == 0, err
     assert out.startswith(f"{api.spiffe_id} TRUSTED dns=holds")
 
+    # a presented chain on the mtls path: validated under the quorum bundle, for this workload only
+    await rw.mtls(api.spiffe_id)
+    chain = tmp_path / "chain.pem"
+    chain.write_bytes(identity_fabric.workload("db").issued().chain_pem())
+    code, out, err = await run_cli(
+        "workload", api.spiffe_id, "--chain-file", str(chain), *opts, "--json"
+    )
+    assert code == 3, err  # dns holds, mtls fails (another workload's SVID), oidc no token
+    body = json.loads(out)
+    assert body["paths"]["mtls"] == {"state": "fails", "reason": "wrong_spiffe_id"}
+    assert body["outcome"] == "unavailable"
+
     code, _, err = await run_cli("workload", "spiffe://demo.test/nobody", *opts)
     assert code == 1 and "not configured" in err
     code, _, err = await run_cli("workload", "spiffe://Demo.test/x", *opts)
