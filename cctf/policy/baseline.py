@@ -58,3 +58,22 @@ class Ewma:
         score = self.score(x, s)
         self.update(x, s)
         return score
+
+    def alarm(self, x: float, s: DetectorSettings) -> Score | None:
+        """:meth:`observe`, returning the score only when it alarms (the detectors' hot path: the
+        same arithmetic, no object for a quiet sample)."""
+        n, mean, var = self.samples, self.mean, self.var
+        out: Score | None = None
+        if n >= max(1, s.warmup):
+            std = max(math.sqrt(var), s.min_std)
+            z = (x - mean) / std
+            if z >= s.threshold:
+                out = Score(x, mean, std, z, n, True)
+        if n == 0:
+            self.mean, self.var = x, 0.0
+        else:
+            d = x - mean
+            self.mean = mean + s.alpha * d
+            self.var = (1.0 - s.alpha) * (var + s.alpha * d * d)
+        self.samples = n + 1
+        return out

@@ -27,7 +27,7 @@ is a function of the inputs in order: the same inputs give the same alarms.
 
 from __future__ import annotations
 
-import itertools
+import functools
 import math
 from collections import Counter, deque
 from collections.abc import Callable, Sequence
@@ -74,6 +74,36 @@ def name_key(qname: str, qtype: str) -> str:
     return f"{qname} {qtype}"
 
 
+def _region_scope(region: str) -> tuple[Scope, ...]:
+    return (Scope(region),)
+
+
+class _Window:
+    """The last ``size`` statuses of one (voter, name) and the number of changes between them,
+    kept incrementally."""
+
+    __slots__ = ("_items", "_size", "changes")
+
+    def __init__(self, size: int) -> None:
+        self._items: deque[bool] = deque()
+        self._size = size
+        self.changes = 0
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    def push(self, status: bool) -> int:
+        items = self._items
+        if items and items[-1] != status:
+            self.changes += 1
+        items.append(status)
+        if len(items) > self._size:
+            first = items.popleft()
+            if first != items[0]:
+                self.changes -= 1
+        return self.changes
+
+
 def _plurality(digests: Sequence[bytes]) -> bytes | None:
     if not digests:
         return None
@@ -88,7 +118,7 @@ class Detectors:
         self._regions = tuple(regions)
         limit = config.max_series
         self._series: Bounded[Ewma] = Bounded(limit)
-        self._windows: Bounded[deque[bool]] = Bounded(limit)
+        self._windows: Bounded[_Window] = Bounded(limit)
         self._last_trusted: Bounded[tuple[int, bytes]] = Bounded(limit)
         self._lkg: Bounded[bool] = Bounded(limit)
         self._leaf: Bounded[tuple[bytes, int]] = Bounded(limit)
@@ -107,12 +137,17 @@ class Detectors:
         round_: int,
         value: float,
         settings: DetectorSettings,
-        scopes: tuple[Scope, ...],
+        scopes: Callable[[], tuple[Scope, ...]],
         out: list[Alarm],
-        detail: str = "",
+        detail: Callable[[], str] = str,
     ) -> None:
-        score = self._series.setdefault(series, Ewma).observe(value, settings)
-        if score.alarm:
+        """Fold ``value`` into ``series``; on an alarm, build it (scopes and detail only then)."""
+        ewma = self._series.get(series)
+        if ewma is None:
+            ewma = Ewma()
+            self._series.put(series, ewma)
+        score = ewma.alarm(value, settings)
+        if score is not None:
             out.append(
                 Alarm(
                     rule,
@@ -123,8 +158,8 @@ class Detectors:
                     score.std,
                     score.z,
                     settings.threshold,
-                    scopes,
-                    detail,
+                    scopes(),
+                    detail(),
                 )
             )
 
@@ -132,83 +167,100 @@ class Detectors:
         cfg = self._cfg
         out: list[Alarm] = []
         name = name_key(obs.qname, obs.qtype)
-        answering = [v for v in obs.voters if v.digest is not None]
+        voters = obs.voters
+        answering = [v for v in voters if v.digest is not None]
         plural = (
             obs.digest if obs.trusted else _plurality([v.digest for v in answering if v.digest])
         )
         off = {v.voter for v in answering if v.digest != plural}
-        if obs.voters:
-            share = len(off) / len(obs.voters)
+        scopes = functools.partial(self._name_scopes, obs.qname)
+        if voters:
+            n_off, n = len(off), len(voters)
             self._sample(
                 Rule.DISAGREEMENT,
                 f"disagreement:{name}",
                 obs.round,
-                share,
+                n_off / n,
                 cfg.disagreement,
-                self._name_scopes(obs.qname),
+                scopes,
                 out,
-                f"{len(off)} of {len(obs.voters)} voters off the plurality answer",
+                lambda: f"{n_off} of {n} voters off the plurality answer",
             )
-        for region in sorted({v.region for v in obs.voters}):
-            members = [v for v in obs.voters if v.region == region]
-            n_off = sum(v.voter in off for v in members)
+        regions: dict[str, list[int]] = {}
+        for v in voters:
+            counts = regions.get(v.region)
+            if counts is None:
+                counts = regions[v.region] = [0, 0]
+            counts[0] += 1
+            counts[1] += v.voter in off
+        for region in sorted(regions):
+            members, r_off = regions[region]
             self._sample(
                 Rule.REGION_DISAGREEMENT,
                 f"region_disagreement:{region}",
                 obs.round,
-                n_off / len(members),
+                r_off / members,
                 cfg.region_disagreement,
-                (Scope(region),),
+                functools.partial(_region_scope, region),
                 out,
-                f"{n_off} of {len(members)} voters of {region} off the plurality on {name}",
+                functools.partial(
+                    "{} of {} voters of {} off the plurality on {}".format,
+                    r_off,
+                    members,
+                    region,
+                    name,
+                ),
             )
-        for v in obs.voters:
-            window = self._windows.setdefault(
-                f"{v.voter} {name}", lambda: deque(maxlen=cfg.flap_window)
-            )
-            window.append(v.digest is not None)
-            items = list(window)
-            changes = sum(a != b for a, b in itertools.pairwise(items))
+        for v in voters:
+            window = self._windows.get(f"{v.voter} {name}")
+            if window is None:
+                window = _Window(cfg.flap_window)
+                self._windows.put(f"{v.voter} {name}", window)
+            changes = window.push(v.digest is not None)
             self._sample(
                 Rule.FLAPPING,
                 f"flapping:{v.voter}",
                 obs.round,
                 float(changes),
                 cfg.flapping,
-                (Scope(v.region),),
+                functools.partial(_region_scope, v.region),
                 out,
-                f"{changes} status changes on {name} in the last {len(items)} observations",
+                functools.partial(
+                    "{} status changes on {} in the last {} observations".format,
+                    changes,
+                    name,
+                    len(window),
+                ),
             )
         if obs.trusted and obs.digest is not None:
-            ttls = [v.ttl for v in answering if v.digest == obs.digest and v.ttl is not None]
+            digest = obs.digest
+            ttls = [v.ttl for v in answering if v.digest == digest and v.ttl is not None]
             if len(ttls) >= 2:
-                spread = math.log2(max(ttls) + 1) - math.log2(min(ttls) + 1)
+                lo, hi = min(ttls), max(ttls)
                 self._sample(
                     Rule.TTL_MISMATCH,
                     f"ttl_mismatch:{name}",
                     obs.round,
-                    spread,
+                    math.log2(hi + 1) - math.log2(lo + 1),
                     cfg.ttl_mismatch,
-                    self._name_scopes(obs.qname),
+                    scopes,
                     out,
-                    f"TTLs {min(ttls)}..{max(ttls)} among the agreeing voters",
+                    lambda: f"TTLs {lo}..{hi} among the agreeing voters",
                 )
             last = self._last_trusted.get(name)
             if last is None or obs.round > last[0]:
-                self._last_trusted.put(name, (obs.round, obs.digest))
+                self._last_trusted.put(name, (obs.round, digest))
                 if last is not None:
-                    changed = obs.digest != last[1]
+                    previous = last[1]
                     self._sample(
                         Rule.ANSWER_CHANGE,
                         f"answer_change:{name}",
                         obs.round,
-                        1.0 if changed else 0.0,
+                        1.0 if digest != previous else 0.0,
                         cfg.answer_change,
-                        self._name_scopes(obs.qname),
+                        scopes,
                         out,
-                        f"answer {obs.digest.hex()[:12]} after {last[1].hex()[:12]}"
-                        if changed
-                        else "",
+                        lambda: f"answer {digest.hex()[:12]} after {previous.hex()[:12]}",
                     )
         return out
 

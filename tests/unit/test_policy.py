@@ -6,6 +6,7 @@ that holds N rounds is trusted exactly at its N-th round, a flip shorter than N 
 
 from __future__ import annotations
 
+import itertools
 import math
 
 import pytest
@@ -320,3 +321,14 @@ def test_policy_config_bounds() -> None:
         convert_config({"hold_rounds": 5, "quiet_rounds": 4}, PolicyConfig, "policy")
     with pytest.raises(ConfigError, match="alpha"):
         convert_config({"disagreement": {"alpha": 0}}, PolicyConfig, "policy")
+
+
+@given(st.lists(st.booleans(), max_size=50), st.integers(2, 9))
+def test_flap_window_counts_changes_like_the_definition(statuses: list[bool], size: int) -> None:
+    from cctf.policy.detectors import _Window
+
+    w = _Window(size)
+    for i, s in enumerate(statuses):
+        last = statuses[max(0, i + 1 - size) : i + 1]
+        assert w.push(s) == sum(a != b for a, b in itertools.pairwise(last))
+        assert len(w) == len(last)
