@@ -269,13 +269,9 @@ async def test_hysteresis_on_a_poison_flip_and_a_legitimate_change(fab: Fabric) 
         assert (
             stats.held == HOLD and stats.released == 1 and stats.alarms.get("answer_change", 0) >= 1
         )
-        # quiet for M rounds after the last alarm (the change's first round): the scope leaves
-        last = r + 3 + HOLD
-        while not any(a.state is SafeModeState.LEFT for a in seen):
-            assert last < r + 2 + QUIET + 3, "safe mode did not leave after its quiet rounds"
-            await fab.round(last)
-            last += 1
-            await asyncio.sleep(0.2)
+        # quiet for M rounds after the last alarm (the flip's round): both regions' scopes left
+        assert stats.left == 2 and coordinator.safe_mode.active(EAST) == []
+        await _until(lambda: any(a.state is SafeModeState.LEFT for a in seen), what="left")
         left = next(a for a in seen if a.state is SafeModeState.LEFT)
         assert left.cause is SafeModeCause.QUIET and left.active == [] and left.scope == NAME
         assert left.round - entered.round >= QUIET
