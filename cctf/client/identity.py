@@ -128,10 +128,15 @@ class IdentityClient:
         fetch: Fetcher | None = None,
         cache_size: int = DEFAULT_MATERIAL_CACHE,
         require_dnssec: bool = False,
+        dns_lkg_holds: bool = False,
     ) -> None:
+        """``require_dnssec``: the dns path holds only for a DNSSEC-secure answer;
+        ``dns_lkg_holds``: a Last-Known-Good DNS attestation counts as holding (default: the
+        path is unavailable while only LKG stands behind it)."""
         self.trust = trust
         self.targets = targets
         self.require_dnssec = require_dnssec
+        self.dns_lkg_holds = dns_lkg_holds
         self.materials = MaterialStore(trust, targets, fetch=fetch, cache_size=cache_size)
 
     # ---- plumbing the gateway uses
@@ -312,7 +317,13 @@ class IdentityClient:
             return dns_path(
                 None, "", missing=f"verdict_{exc.reason.value}", require_secure=self.require_dnssec
             )
-        return dns_path(v.outcome, v.dnssec.value, require_secure=self.require_dnssec)
+        return dns_path(
+            v.outcome,
+            v.dnssec.value,
+            require_secure=self.require_dnssec,
+            lkg=v.is_lkg,
+            lkg_holds=self.dns_lkg_holds,
+        )
 
     async def _mtls(self, target: WorkloadTarget, chain: str | bytes | None) -> PathResult:
         if target.endpoint is None and chain is None:

@@ -10,10 +10,12 @@ quorum-verified keys) or the reason why there is none, and returns a
     2. DISPUTED -> fails (``disputed``);
     3. TRUSTED with DNSSEC ``bogus`` -> fails (``dnssec_bogus``; the coordinator never lets a bogus
        vote count, so this is defence in depth);
-    4. TRUSTED with ``require_secure`` and a state other than ``secure``: ``insecure`` -> fails
+    4. a Last-Known-Good attestation (TRUSTED repeated while the resolvers time out, issue #8) ->
+       unavailable (``dns_lkg``: no live quorum stands behind it), unless ``lkg_holds``;
+    5. TRUSTED with ``require_secure`` and a state other than ``secure``: ``insecure`` -> fails
        (``dnssec_insecure``: an unsigned answer where a signed one is required), ``indeterminate`` ->
        unavailable (``dnssec_indeterminate``);
-    5. TRUSTED -> holds (reason ``dnssec_<state>``).
+    6. TRUSTED -> holds (reason ``dnssec_<state>``).
 ``mtls`` (:func:`mtls_path`) -- the coordinator's ``mtls`` identity verdict for the SPIFFE ID, and a
 chain the caller presented:
     1. no verdict / refused / UNAVAILABLE -> unavailable;
@@ -68,9 +70,16 @@ def _first(reasons: tuple[str, ...], default: str) -> str:
 
 
 def dns_path(
-    outcome: Outcome | None, dnssec: str, *, missing: str = "no_verdict", require_secure: bool
+    outcome: Outcome | None,
+    dnssec: str,
+    *,
+    missing: str = "no_verdict",
+    require_secure: bool,
+    lkg: bool = False,
+    lkg_holds: bool = False,
 ) -> PathResult:
-    """``outcome``/``dnssec`` of the verified DNS verdict (``None``: none, ``missing`` says why)."""
+    """``outcome``/``dnssec`` of the verified DNS verdict (``None``: none, ``missing`` says why);
+    ``lkg``: the verdict is a Last-Known-Good attestation (``Verdict.is_lkg``)."""
     if outcome is None:
         return PathResult(UNAVAILABLE, missing)
     if outcome is Outcome.UNAVAILABLE:
@@ -79,6 +88,8 @@ def dns_path(
         return PathResult(FAILS, "disputed")
     if dnssec == "bogus":
         return PathResult(FAILS, "dnssec_bogus")
+    if lkg and not lkg_holds:
+        return PathResult(UNAVAILABLE, "dns_lkg")
     if require_secure and dnssec != "secure":
         if dnssec == "insecure":
             return PathResult(FAILS, "dnssec_insecure")

@@ -77,6 +77,7 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(stop.wait())
+    log.info("gateway_connecting", urls=urls, user=user, region=config.region)
     connecting = asyncio.create_task(
         TrustClient.connect(
             urls,
@@ -110,6 +111,7 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
             config.identity,
             cache_size=config.material_cache,
             require_dnssec=config.require_dnssec,
+            dns_lkg_holds=config.dns_lkg_holds,
         )
         host, port = config.address
         server = GatewayServer(

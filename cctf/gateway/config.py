@@ -50,6 +50,7 @@ class GatewayConfig(ConfigStruct, frozen=True, kw_only=True):
     request_timeout_ms: Annotated[int, msgspec.Meta(ge=10, le=60_000)] = 2000
     max_body_bytes: Annotated[int, msgspec.Meta(ge=1024, le=MAX_BODY_LIMIT)] = 96 * 1024
     require_dnssec: bool = False
+    dns_lkg_holds: bool = False
     material_cache: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
 
     def __post_init__(self) -> None:

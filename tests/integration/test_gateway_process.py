@@ -10,6 +10,7 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 from gatewayproc import free_port
 
@@ -31,12 +32,20 @@ def _config(tmp_path: Path, **doc: object) -> Path:
     return path
 
 
-def _start(config: Path) -> subprocess.Popen[bytes]:
+def _start(config: Path, stderr: Any = subprocess.PIPE) -> subprocess.Popen[bytes]:
     return subprocess.Popen(
         [sys.executable, "-m", "cctf", "gateway", "--config", str(config)],
         stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
+        stderr=stderr,
     )
+
+
+def _wait_for(path: Path, needle: str, proc: subprocess.Popen[bytes], timeout_s: float) -> None:
+    deadline = time.monotonic() + timeout_s
+    while needle not in path.read_text(errors="replace"):
+        assert proc.poll() is None, path.read_text(errors="replace")[-2000:]
+        assert time.monotonic() < deadline, f"no {needle!r} in {timeout_s} s"
+        time.sleep(0.05)
 
 
 def test_bad_config_is_exit_2_with_one_line(tmp_path: Path) -> None:
@@ -47,12 +56,16 @@ def test_bad_config_is_exit_2_with_one_line(tmp_path: Path) -> None:
 
 
 def test_sigterm_while_connecting_to_an_unreachable_nats_is_exit_0(tmp_path: Path) -> None:
-    proc = _start(_config(tmp_path))
-    time.sleep(2.0)  # importing, then retrying the connection
-    assert proc.poll() is None
-    proc.send_signal(signal.SIGTERM)
-    proc.communicate(timeout=10)
-    assert proc.returncode == 0
+    log = tmp_path / "stderr"
+    with log.open("wb") as err:
+        proc = _start(_config(tmp_path), stderr=err)
+        # signal handlers are in place and the connection is being tried (refused, retried)
+        _wait_for(log, "gateway_connecting", proc, 60)
+        time.sleep(0.5)
+        assert proc.poll() is None
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(timeout=10)
+    assert proc.returncode == 0, log.read_text()[-2000:]
 
 
 def test_an_address_in_use_is_exit_1(tmp_path: Path, nats_single: object) -> None:

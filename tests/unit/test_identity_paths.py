@@ -27,6 +27,15 @@ class Cred:
     unavailable: bool = False
 
 
+def test_dns_path_lkg_is_unavailable_unless_allowed() -> None:
+    r = dns_path(Outcome.TRUSTED, "secure", require_secure=False, lkg=True)
+    assert (r.state, r.reason) == (UNAVAILABLE, "dns_lkg")
+    r = dns_path(Outcome.TRUSTED, "secure", require_secure=False, lkg=True, lkg_holds=True)
+    assert (r.state, r.reason) == (HOLDS, "dnssec_secure")
+    r = dns_path(Outcome.TRUSTED, "bogus", require_secure=False, lkg=True, lkg_holds=True)
+    assert r.state is FAILS  # LKG never launders a bogus answer
+
+
 @pytest.mark.parametrize(
     ("outcome", "dnssec", "secure", "state", "reason"),
     [
@@ -48,13 +57,20 @@ def test_dns_path_table(
     assert (r.state, r.reason) == (state, reason)
 
 
-@given(st.sampled_from([None, *Outcome]), st.sampled_from(DNSSEC), st.booleans())
+@given(
+    st.sampled_from([None, *Outcome]),
+    st.sampled_from(DNSSEC),
+    st.booleans(),
+    st.booleans(),
+    st.booleans(),
+)
 def test_dns_path_holds_only_for_a_trusted_non_bogus_answer(
-    outcome: Outcome | None, dnssec: str, secure: bool
+    outcome: Outcome | None, dnssec: str, secure: bool, lkg: bool, lkg_holds: bool
 ) -> None:
-    r = dns_path(outcome, dnssec, require_secure=secure)
+    r = dns_path(outcome, dnssec, require_secure=secure, lkg=lkg, lkg_holds=lkg_holds)
     if r.state is HOLDS:
         assert outcome is Outcome.TRUSTED and dnssec != "bogus"
+        assert not lkg or lkg_holds
         assert not secure or dnssec == "secure"
         # requiring DNSSEC never makes a path hold that did not hold without it
         assert dns_path(outcome, dnssec, require_secure=False).state is HOLDS
