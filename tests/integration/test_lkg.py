@@ -333,3 +333,31 @@ async def test_disabled_lkg_keeps_unavailable(lab: Lab) -> None:
     await lab.round(R0, UP, (HONEST, HONEST))
     v = await lab.round(R0 + 1, OUTAGE, (None, None))
     assert v.outcome is Outcome.UNAVAILABLE and c.stats().lkg_verdicts == 0
+
+
+@pytest.mark.cluster
+async def test_the_rules_and_expiry_on_a_cluster(lab3: Lab) -> None:
+    """On a 3-node cluster (R3 streams and bucket): never-trusted, bogus, the cap, and an
+    attestation that is not re-issued expires at the client (fail closed)."""
+    lab = lab3
+    c = await lab.start(names=[LkgNameCap(name=NAME, max_staleness_ms=5_000)])
+    assert not (await lab.round(R0, OUTAGE, (None, None), qname=OTHER)).is_lkg  # never trusted
+    fresh = await lab.round(R0 + 1, UP, (HONEST, HONEST))
+    lkg = await lab.round(R0 + 2, OUTAGE, (None, None))
+    assert lkg.is_lkg and lkg.basis_ms == fresh.issued_ms
+    assert lkg.expires_ms == fresh.issued_ms + 5_000  # min(now + 30 s, basis + cap)
+    nc = await lab.connect(lab.fabric, "client")
+    client = TrustClient(nc, lab.trust, EAST, lab.clock, max_age_ms=60_000)
+    assert (await client.check(NAME)).is_lkg
+    lab.clock.set(lkg.expires_ms)  # no newer round: the last attestation runs out
+    with pytest.raises(VerdictRejected) as info:
+        await client.check(NAME)
+    assert info.value.reason is Reason.EXPIRED
+    at_cap = await lab.round(R0 + 6, OUTAGE, (None, None))
+    assert at_cap.outcome is Outcome.UNAVAILABLE and not at_cap.is_lkg  # fail closed at the cap
+    await lab.round(R0 + 7, UP, (HONEST, HONEST))
+    assert (await lab.round(R0 + 8, (None, "bogus", None), (None, None))).outcome is not (
+        Outcome.TRUSTED
+    )
+    assert not (await lab.round(R0 + 9, OUTAGE, (None, None))).is_lkg  # forgotten after bogus
+    assert c.stats().lkg_names == 0
