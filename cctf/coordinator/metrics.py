@@ -20,7 +20,14 @@ Prometheus name                                        kind       labels
 ``cctf_verdicts_dropped_total``                        counter    ``reason`` (expired,
                                                                   unpublishable)
 ``cctf_decision_latency_milliseconds``                 histogram  (last counted vote → publish)
+``cctf_lkg_verdicts_total``                            counter    (LKG attestations issued)
+``cctf_lkg_names``                                     gauge      (keys in an LKG episode now)
+``cctf_lkg_episodes_total``                            counter    ``event`` (started, ended),
+                                                                  ``reason`` (of an end)
+``cctf_lkg_store_errors_total``                        counter    (LKG state reads and writes)
 =====================================================  =========  ============================
+
+The ``cctf_lkg_*`` instruments are created by :mod:`cctf.coordinator.lkggate`.
 
 Instruments are process-wide and created once; several coordinators in one process (tests) share
 them, so tests read per-instance numbers from ``Coordinator.stats()``.
