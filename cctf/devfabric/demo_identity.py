@@ -30,7 +30,7 @@ from cctf.identity.fetch import FetchError, probe_tls
 
 PATHS = ("dns", "mtls", "oidc")
 MTLS_FAULTS = ("down", "wrong-identity")
-CHAIN_TIMEOUT_S = 1.0
+CHAIN_TIMEOUT_S = 3.0
 
 
 def check_fail_paths(paths: Sequence[str], mtls_fault: str) -> None:

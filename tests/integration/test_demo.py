@@ -48,6 +48,28 @@ def processes_mentioning(text: str) -> list[int]:
     return pids
 
 
+def stop_demo(proc: subprocess.Popen[Any]) -> None:
+    """Stop a demo a failed assertion left running: SIGTERM first (it stops its nats-servers, which
+    run in sessions of their own and would outlive a SIGKILLed demo), SIGKILL only as a last
+    resort."""
+    if proc.poll() is not None:
+        return
+    proc.terminate()
+    try:
+        proc.wait(timeout=30)
+        return
+    except subprocess.TimeoutExpired:
+        pass
+    for pipe in (proc.stdout, proc.stderr):  # a demo blocked writing to a full pipe: EPIPE
+        if pipe is not None:
+            pipe.close()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def demo_output(
     tmp_path: Path, *args: str
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], str]:
@@ -235,9 +257,7 @@ def test_demo_serves_metrics_on_the_given_port(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGTERM)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_demo(proc)
     assert proc.returncode == 143, proc.stderr.read() if proc.stderr else ""
 
 
@@ -269,9 +289,7 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_demo(proc)
     assert proc.returncode == 130, proc.stderr.read() if proc.stderr else ""  # as --help says
     deadline = time.monotonic() + 5
     while processes_mentioning(str(workdir)) and time.monotonic() < deadline:
@@ -297,9 +315,7 @@ def test_demo_piped_into_head_stops_quietly(tmp_path: Path) -> None:
         proc.stdout.close()  # like head(1) exiting after one line
         proc.wait(timeout=60)
     finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait()
+        stop_demo(proc)
     err = proc.stderr.read()
     assert "Traceback" not in err, err[-3000:]
     assert proc.returncode == 141, err[-3000:]
