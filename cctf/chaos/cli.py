@@ -4,6 +4,7 @@
     cctf chaos set    SELECTOR (--blackhole|--servfail|--refused|--poison ADDR|--clear) [--ttl N]
                       [--delay-ms N] [--dnssec FAULT] [--json]
     cctf chaos status SELECTOR [--all] [--json]
+    cctf chaos run    SCENARIO|all [--checks N] [--json]   (see cctf.chaos.runcli)
 
     SELECTOR: --fabric PATH --resolver ID  |  --control HOST:PORT --token-file FILE
 
@@ -94,6 +95,10 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     _add_selector(status, allow_all=True)
     status.add_argument("--json", action="store_true", help="print the result as JSON")
     status.set_defaults(func=_cmd_status)
+
+    from cctf.chaos.runcli import add_run_parser
+
+    add_run_parser(sub)
 
 
 def _print_help(parser: argparse.ArgumentParser) -> int:

@@ -31,7 +31,7 @@ import signal
 import sys
 import tempfile
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
@@ -87,6 +87,25 @@ def agent_id(region: str) -> str:
 def poison_address(index: int) -> str:
     """The forged A record of the ``index``-th poisoned resolver: distinct per resolver."""
     return f"203.0.113.{66 + index}"
+
+
+def make_keys_and_trust(
+    workdir: Path, regions: Sequence[str], suite: SuiteId
+) -> tuple[dict[str, SigningKey], SigningKey, TrustConfig]:
+    """Fresh signing keys for one agent per region and the coordinator, saved under
+    ``workdir/keys``, and the trust config naming them (saved as ``workdir/trust.json``)."""
+    agent_keys = {r: SigningKey.generate(suite) for r in regions}
+    coord_key = SigningKey.generate(suite)
+    trust = TrustConfig(
+        [TrustEntry(Role.AGENT, agent_id(r), r, agent_keys[r].public) for r in regions]
+        + [TrustEntry(Role.COORDINATOR, COORDINATOR_ID, VERDICT_REGION, coord_key.public)]
+    )
+    keydir = workdir / "keys"
+    for r in regions:
+        save_signing_key(keydir / f"{agent_id(r)}.key.json", agent_keys[r])
+    save_signing_key(keydir / f"{COORDINATOR_ID}.key.json", coord_key)
+    trust.save(workdir / "trust.json")
+    return agent_keys, coord_key, trust
 
 
 @dataclass(frozen=True)
@@ -243,18 +262,7 @@ async def _run(
 ) -> int:
     regions = DEFAULT_REGIONS
     # 1. keys and trust
-    agent_keys = {r: SigningKey.generate(opts.suite) for r in regions}
-    coord_key = SigningKey.generate(opts.suite)
-    trust = TrustConfig(
-        [TrustEntry(Role.AGENT, agent_id(r), r, agent_keys[r].public) for r in regions]
-        + [TrustEntry(Role.COORDINATOR, COORDINATOR_ID, VERDICT_REGION, coord_key.public)]
-    )
-    keydir = workdir / "keys"
-    for r in regions:
-        save_signing_key(keydir / f"{agent_id(r)}.key.json", agent_keys[r])
-    save_signing_key(keydir / f"{COORDINATOR_ID}.key.json", coord_key)
-    trust_file = workdir / "trust.json"
-    trust.save(trust_file)
+    agent_keys, coord_key, trust = make_keys_and_trust(workdir, regions, opts.suite)
     printer.progress(f"keys: {len(regions)} agents + 1 coordinator, suite {opts.suite.value}")
 
     # 2. NATS
