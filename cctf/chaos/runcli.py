@@ -118,7 +118,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             reports.append(asyncio.run(run_scenario(sc, args.checks, _progress)))
         except KeyboardInterrupt:
             raise
-        except Exception as exc:  # noqa: BLE001 - reported, the suite goes on
+        except Exception as exc:
             _progress(f"{sc.name}: failed to run: {type(exc).__name__}: {exc}")
             reports.append({"scenario": sc.name, "parameters": sc.to_params(), "error": str(exc)})
     if args.json:

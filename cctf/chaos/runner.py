@@ -161,8 +161,10 @@ class _Run:
                 await asyncio.sleep(delay)
             try:
                 await self.apply(step)
-            except Exception as exc:  # noqa: BLE001 - a failed step is reported, the run goes on
-                self.events.append({"round": step.at_round, "action": step.action, "error": str(exc)})
+            except Exception as exc:
+                self.events.append(
+                    {"round": step.at_round, "action": step.action, "error": str(exc)}
+                )
                 self.progress(f"step {step.action} at round {step.at_round} failed: {exc}")
 
     async def apply(self, step: Step) -> None:
@@ -224,7 +226,7 @@ class _Run:
         """Forged verdicts signed with the Ed25519 half of the coordinator's key alone."""
         f = self.fabric
         assert f.coord_key is not None
-        weak = SigningKey(SuiteId.ED25519, (f.coord_key._seeds[0],))  # noqa: SLF001 - the attack
+        weak = SigningKey(SuiteId.ED25519, (f.coord_key._seeds[0],))
         latest: dict[str, bytes] = {}
         for subject, data in self.captured:
             latest[subject] = data
@@ -266,7 +268,7 @@ def _verdict_of(data: bytes) -> Verdict | None:
     try:
         env = decode_envelope(data)
         return wire.decode_verdict(env.payload)
-    except Exception:  # noqa: BLE001 - not a verdict
+    except Exception:
         return None
 
 

@@ -187,7 +187,8 @@ def poison(o: Options, *, dnssec: bool) -> Scenario:
     for same in (True, False):
         for c in range(1, 5) if same else range(2, 5):
             faults = {
-                i: {"poison": FORGED[0] if same else FORGED[i - 1]} for i in range(N_RESOLVERS - c, 5)
+                i: {"poison": FORGED[0] if same else FORGED[i - 1]}
+                for i in range(N_RESOLVERS - c, 5)
             }
             steps.append(_clear(r))
             steps.append(_dns(r, faults))
@@ -271,7 +272,10 @@ def nats_node_loss(o: Options) -> Scenario:
         "nats-node-loss",
         {"killed": "one nats-server of three (SIGKILL), restarted after a phase"},
         3 * p,
-        (Step(p, "nats", {"op": "kill", "node": 1}), Step(2 * p, "nats", {"op": "start", "node": 1})),
+        (
+            Step(p, "nats", {"op": "kill", "node": 1}),
+            Step(2 * p, "nats", {"op": "start", "node": 1}),
+        ),
         (("healthy", 0), ("node down", p), ("node back", 2 * p)),
         recover_round=p,
         round_ms=o.round_ms,
@@ -330,7 +334,7 @@ _BUILDERS = {
 SCENARIOS: tuple[str, ...] = tuple(_BUILDERS)
 
 
-def build(name: str, options: Options = Options()) -> Scenario:  # noqa: B008 - frozen
+def build(name: str, options: Options = Options()) -> Scenario:
     if options.round_ms < 200:
         raise ScenarioError("--round-ms must be at least 200")
     if options.phase_rounds < 3:
@@ -341,7 +345,7 @@ def build(name: str, options: Options = Options()) -> Scenario:  # noqa: B008 - 
     return builder(options)
 
 
-def all_scenarios(options: Options = Options()) -> list[Scenario]:  # noqa: B008 - frozen
+def all_scenarios(options: Options = Options()) -> list[Scenario]:
     """What ``all`` runs: every scenario, plus ``answer-change`` and ``poison`` in safe mode."""
     out = [build(n, options) for n in SCENARIOS]
     if not options.safe_mode:
