@@ -65,6 +65,13 @@ def add_run_parser(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> 
         help="LKG cap of dns-blackhole in rounds (default 2 phases)",
     )
     run.add_argument(
+        "--colluders",
+        type=_positive,
+        nargs="+",
+        default=[1, 2, 3, 4],
+        help="poison: colluding resolvers, one phase each (default: 1 2 3 4)",
+    )
+    run.add_argument(
         "--log-level",
         default="error",
         choices=("debug", "info", "warning", "error"),
@@ -104,6 +111,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
         safe_mode=args.safe_mode,
         hold_rounds=args.hold_rounds,
         lkg_cap_rounds=args.lkg_cap_rounds,
+        colluders=tuple(args.colluders),
     )
     try:
         scenarios: list[Scenario] = (

@@ -11,6 +11,8 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
+import os
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +32,7 @@ from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.messages import Transport
 from cctf.chaos.control import HostPort, ResolverEndpoint
 from cctf.chaos.dnsserver import FaultyDnsServer
+from cctf.chaos.netns import Partition
 from cctf.chaos.responder import ZoneResponder
 from cctf.chaos.scenarios.catalog import Scenario
 from cctf.chaos.scenarios.score import Answer, answer_of
@@ -51,6 +54,7 @@ from cctf.devfabric.demo import (
 )
 from cctf.devfabric.nats import NatsFabric
 from cctf.policy.config import PolicyConfig
+from cctf.util.files import write_secret_file
 
 Progress = Callable[[str], None]
 
@@ -113,6 +117,7 @@ class ChaosFabric:
     signed: SignedZone | None = None
     agent_tasks: list[asyncio.Task[Any]] = field(default_factory=list)
     agents: list[ResolverAgent] = field(default_factory=list)
+    partition: Partition | None = None
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -138,15 +143,24 @@ class ChaosFabric:
             self.signed = sign(zone)
             zone = self.signed.zone
             anchors = TrustAnchors.parse(self.signed.trust_anchors)
-        for _region in self.regions:
-            server = FaultyDnsServer(zone, control=True, signed=self.signed)
+        if sc.partition is not None:
+            self.partition = Partition(os.getpid())
+            await asyncio.to_thread(self.partition.create)
+            self.stack.push_async_callback(self.partition.aclose)
+        for i, _region in enumerate(self.regions):
+            host = (
+                self.partition.host_addr
+                if self.partition is not None and i == sc.partition
+                else "127.0.0.1"
+            )
+            server = FaultyDnsServer(zone, host=host, control=True, signed=self.signed)
             await server.start()
             self.stack.push_async_callback(server.stop)
             self.servers.append(server)
             assert server.control_port is not None and server.control_token is not None
             self.endpoints.append(
                 ResolverEndpoint(
-                    dns=HostPort("127.0.0.1", server.port),
+                    dns=HostPort(host, server.port),
                     control=HostPort("127.0.0.1", server.control_port),
                     token=server.control_token,
                 )
@@ -168,6 +182,9 @@ class ChaosFabric:
         for i, region in enumerate(self.regions):
             clock = SkewClock()
             self.agent_clocks.append(clock)
+            if i == sc.partition:
+                await self._start_partitioned_agent(region, i)
+                continue
             nc = await self.nats.connect(f"agent-{region}", name=agent_id(region))
             self.stack.push_async_callback(nc.close)
             agent = ResolverAgent(
@@ -194,6 +211,42 @@ class ChaosFabric:
         self.stack.push_async_callback(self._stop_agents)
         self.progress(
             f"coordinator {sc.k}-of-5, 5 agents, {len(DEMO_NAMES)} names, round {sc.round_ms} ms"
+        )
+
+    async def _start_partitioned_agent(self, region: str, index: int) -> None:
+        """``cctf agent run`` inside the namespace, through the relay to NATS."""
+        assert self.partition is not None and self.nats is not None
+        port = await self.partition.relay_to(int(self.nats.urls[0].rsplit(":", 1)[1]))
+        user = self.nats.user(f"agent-{region}")
+        config = {
+            "agent": agent_id(region),
+            "region": region,
+            "key_file": str(self.workdir / "keys" / f"{agent_id(region)}.key.json"),
+            "nats": {
+                "user": user.name,
+                "password": user.password,
+                "urls": [f"nats://{self.partition.host_addr}:{port}"],
+            },
+            "resolvers": [
+                {
+                    "id": resolver_id(region),
+                    "address": self.partition.host_addr,
+                    "port": self.servers[index].port,
+                    "transport": "udp",
+                }
+            ],
+            "names": [[n, "A"] for n in DEMO_NAMES],
+            "round_ms": self.scenario.round_ms,
+            "dnssec": {
+                "trust_anchors": list(self.signed.trust_anchors) if self.signed else [],
+            },
+        }
+        path = self.workdir / f"agent-{region}.json"
+        write_secret_file(path, json.dumps(config, indent=2) + "\n")
+        await self.partition.start_agent(path, self.workdir / f"agent-{region}.log")
+        self.progress(
+            f"agent {agent_id(region)} in network namespace {self.partition.netns} "
+            f"({self.partition.ns_addr})"
         )
 
     async def _stop_agents(self) -> None:

@@ -92,6 +92,8 @@ class _Run:
         self.events: list[dict[str, Any]] = []
         self.flood_task: asyncio.Task[None] | None = None
         self.flood_sent = 0
+        self.killed: list[Any] = []
+        self.cut_region_ballots: Counter[str] = Counter()
         self.t0 = 0.0
 
     def now_ms(self) -> int:
@@ -118,10 +120,14 @@ class _Run:
         deadline = time.monotonic() + WARMUP_TIMEOUT_S
         while time.monotonic() < deadline:
             views = [seen_of(client.cached(n)) for n in DEMO_NAMES]
-            if all(s is Seen.TRUSTED for s, _ in views):
+            agents_up = self.sc.partition is None or self.cut_region_ballots["warm-up"] > 0
+            if agents_up and all(s is Seen.TRUSTED for s, _ in views):
                 return
             await asyncio.sleep(0.05)
-        raise TimeoutError("the fabric gave no TRUSTED verdict for every name within 60 s")
+        raise TimeoutError(
+            "the fabric gave no TRUSTED verdict for every name (or the namespaced agent did not "
+            "vote) within 60 s"
+        )
 
     async def check_loop(self) -> None:
         client = self.fabric.client
@@ -183,12 +189,16 @@ class _Run:
                 await f.start_coordinator()
         elif step.action == "nats":
             assert f.nats is not None
-            servers = list(f.nats)
-            node = servers[int(a["node"])]
             if a["op"] == "kill":
+                leader = await asyncio.to_thread(f.nats.meta_leader)
+                node = f.nats.server(leader) if leader else next(iter(f.nats))
+                self.killed.append(node)
                 node.kill()
+                self.events.append({"killed": node.name})
             else:
-                await asyncio.to_thread(node.start)
+                for node in self.killed:
+                    await asyncio.to_thread(node.start)
+                self.killed.clear()
         elif step.action == "replay":
             await self.replay()
         elif step.action == "downgrade":
@@ -200,6 +210,12 @@ class _Run:
                 self.flood_task.cancel()
                 with contextlib.suppress(asyncio.CancelledError):
                     await self.flood_task
+        elif step.action == "partition":
+            assert f.partition is not None
+            if a["op"] == "cut":
+                f.partition.cut()
+            else:
+                f.partition.heal()
         elif step.action == "skew":
             if a["target"] == "coordinator":
                 f.coord_clock.offset_ms = int(a["offset_ms"])
@@ -213,6 +229,15 @@ class _Run:
             if len(self.captured) < 10_000 and msg.subject.endswith(".A"):
                 self.captured.append((msg.subject, msg.data))
 
+        sc = self.sc
+        if sc.partition is not None:
+            region = self.fabric.regions[sc.partition]
+
+            async def on_ballot(_msg: Any) -> None:
+                phase = (self.report.phase_at(self.now_ms()) if self.t0 else None) or "warm-up"
+                self.cut_region_ballots[phase] += 1
+
+            await self.fabric.admin.subscribe(vote_subject(region, agent_id(region)), cb=on_ballot)
         return await self.fabric.admin.subscribe("cctf.v1.verdict.>", cb=on_msg)
 
     async def replay(self) -> None:
@@ -321,6 +346,9 @@ async def run_scenario(sc: Scenario, checks: int, progress: Progress) -> dict[st
             out.update(run.report.to_dict())
             out["false_trust_beyond_model"] = run.beyond.total.false_trust
             out["client_rejected"] = dict(Counter(fabric.client.rejected))
+            if sc.partition is not None:
+                # ballot messages of the cut-off region's agent seen on the bus, per phase
+                out["partitioned_agent_messages"] = dict(run.cut_region_ballots)
             if run.flood_sent:
                 out["flood_sent"] = run.flood_sent
             out["events"] = run.events

@@ -158,7 +158,9 @@ def test_blackhole_cap_fits_between_phases() -> None:
 
 
 def test_poison_beyond_model_only_for_k_or_more_same_forged_without_dnssec() -> None:
-    assert build("poison").beyond_model == ("poison-3 same", "poison-4 same")
+    assert build("poison").beyond_model == ("poison-3 same", "poison-4 same", "aftermath")
+    names = [n for n, _ in build("poison").phases]
+    assert names.index("poison-4 different") < names.index("poison-3 same")
     assert build("poison-dnssec").beyond_model == ()
 
 

@@ -18,11 +18,12 @@ Actions (and their ``args``):
 * ``flood``: ``op`` ``start`` | ``stop``, ``region`` index: garbage at full speed on that agent's
   vote subject with its own credentials;
 * ``skew``: ``target`` ``agent`` | ``coordinator``, ``index`` (agent), ``offset_ms``;
-* ``partition``: ``op`` ``cut`` | ``heal``, ``region`` index.
+* ``partition``: ``op`` ``cut`` | ``heal`` (the scenario's ``partition`` region).
 """
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
@@ -33,6 +34,11 @@ N_RESOLVERS = 5
 FORGED = ("203.0.113.66", "203.0.113.67", "203.0.113.68", "203.0.113.69")
 CHANGED_ADDRESS = "192.0.2.99"
 CHANGED_LABEL = "www"
+K = 3  # the quorum rule of the chaos fabric: 3 of 5
+SAFE_MODE_WARMUP_ROUNDS = 8
+#: rounds after the last collusion whose false trust is still the collusion's (forged verdicts
+#: stay fresh at subscribers for two rounds, plus the round in flight)
+AFTERMATH_ROUNDS = 3
 
 
 class ScenarioError(ValueError):
@@ -55,6 +61,7 @@ class Options:
     safe_mode: bool = False
     hold_rounds: int = 3
     lkg_cap_rounds: int | None = None
+    colluders: tuple[int, ...] = (1, 2, 3, 4)  # poison: colluding resolvers per phase
 
 
 @dataclass(frozen=True)
@@ -66,12 +73,14 @@ class Scenario:
     phases: tuple[tuple[str, int], ...]  # (phase name, start round), in order
     recover_round: int | None = None
     round_ms: int = 1_000
-    k: int = 3
+    k: int = K
     nodes: int = 1
     dnssec: bool = True
     safe_mode: bool = False
     hold_rounds: int = 3
     lkg_cap_ms: int = 15 * 60_000
+    #: region index whose agent runs in a network namespace (the partition scenario)
+    partition: int | None = None
     #: phases whose false trust is the documented limit of the k-of-5 rule (colluders >= k)
     beyond_model: tuple[str, ...] = ()
 
@@ -177,32 +186,47 @@ def ttl_mismatch(o: Options) -> Scenario:
     )
 
 
+def _warmup(o: Options) -> int:
+    """The healthy rounds before the first change: in safe mode the detectors need a baseline
+    (``answer_change`` warm-up, 5 observations) before they can raise an alarm."""
+    return max(o.phase_rounds, SAFE_MODE_WARMUP_ROUNDS) if o.safe_mode else o.phase_rounds
+
+
 def poison(o: Options, *, dnssec: bool) -> Scenario:
-    """1..4 colluders with the same forged answer, then 2..4 with different ones."""
+    """Colluders with the same forged answer, then with different ones; the colluder counts the
+    k-of-5 rule cannot resist (``k`` or more with the same forged answer, no DNSSEC) run last,
+    followed by an aftermath phase (their forged verdicts still fresh at subscribers), so their
+    false trust is never mistaken for the other phases'."""
     p = o.phase_rounds
     steps: list[Step] = []
     phases: list[tuple[str, int]] = [("healthy", 0)]
     beyond: list[str] = []
-    r = p
-    for same in (True, False):
-        for c in range(1, 5) if same else range(2, 5):
-            faults = {
-                i: {"poison": FORGED[0] if same else FORGED[i - 1]}
-                for i in range(N_RESOLVERS - c, 5)
-            }
-            steps.append(_clear(r))
-            steps.append(_dns(r, faults))
-            name = f"poison-{c} {'same' if same else 'different'}"
-            phases.append((name, r))
-            if same and c >= 3 and not dnssec:
-                beyond.append(name)
-            r += p
+    plan = [(c, False) for c in o.colluders if c >= 2] + [(c, True) for c in o.colluders]
+    # within the model first (DNSSEC defends all of them), the limit of the rule last
+    plan.sort(key=lambda cs: (cs[1] and cs[0] >= K and not dnssec, not cs[1], cs[0]))
+    r = _warmup(o)
+    for c, same in plan:
+        faults = {
+            i: {"poison": FORGED[0] if same else FORGED[i - 1]} for i in range(N_RESOLVERS - c, 5)
+        }
+        steps.append(_clear(r))
+        steps.append(_dns(r, faults))
+        name = f"poison-{c} {'same' if same else 'different'}"
+        phases.append((name, r))
+        if same and c >= K and not dnssec:
+            beyond.append(name)
+        r += p
     steps.append(_clear(r))
-    phases.append(("cleared", r))
+    if beyond:
+        phases.append(("aftermath", r))
+        beyond.append("aftermath")
+        phases.append(("cleared", r + AFTERMATH_ROUNDS))
+    else:
+        phases.append(("cleared", r))
     return Scenario(
         "poison" if not dnssec else "poison-dnssec",
-        {"colluders": [1, 2, 3, 4], "forged": ["same", "different"]},
-        r + p,
+        {"colluders": list(o.colluders), "forged": ["same", "different"]},
+        r + p + (AFTERMATH_ROUNDS if beyond else 0),
         tuple(steps),
         tuple(phases),
         recover_round=r,
@@ -216,13 +240,14 @@ def poison(o: Options, *, dnssec: bool) -> Scenario:
 
 def answer_change(o: Options) -> Scenario:
     p = o.phase_rounds
+    w = _warmup(o)
     return Scenario(
         "answer-change",
         {"name": f"{CHANGED_LABEL}.demo.test.", "new_address": CHANGED_ADDRESS},
-        3 * p,
-        (Step(p, "zone", {"label": CHANGED_LABEL, "address": CHANGED_ADDRESS}),),
-        (("before", 0), ("after change", p)),
-        recover_round=p,
+        w + 2 * p,
+        (Step(w, "zone", {"label": CHANGED_LABEL, "address": CHANGED_ADDRESS}),),
+        (("before", 0), ("after change", w)),
+        recover_round=w,
         round_ms=o.round_ms,
         safe_mode=o.safe_mode,
         hold_rounds=o.hold_rounds,
@@ -270,7 +295,7 @@ def nats_node_loss(o: Options) -> Scenario:
     p = o.phase_rounds
     return Scenario(
         "nats-node-loss",
-        {"killed": "one nats-server of three (SIGKILL), restarted after a phase"},
+        {"killed": "the JetStream meta leader of three nats-servers (SIGKILL), restarted"},
         3 * p,
         (
             Step(p, "nats", {"op": "kill", "node": 1}),
@@ -315,6 +340,20 @@ def clock_skew(o: Options) -> Scenario:
     )
 
 
+def partition(o: Options) -> Scenario:
+    p = o.phase_rounds
+    return Scenario(
+        "partition",
+        {"region": 4, "how": "agent in a network namespace, all its packets dropped (nftables)"},
+        3 * p,
+        (Step(p, "partition", {"op": "cut"}), Step(2 * p, "partition", {"op": "heal"})),
+        (("healthy", 0), ("region cut off", p), ("healed", 2 * p)),
+        recover_round=2 * p,
+        round_ms=o.round_ms,
+        partition=4,
+    )
+
+
 _BUILDERS = {
     "dns-blackhole": dns_blackhole,
     "dns-flap": dns_flap,
@@ -328,6 +367,7 @@ _BUILDERS = {
     "nats-node-loss": nats_node_loss,
     "agent-flood": agent_flood,
     "clock-skew": clock_skew,
+    "partition": partition,
 }
 
 #: Every scenario, in the order ``all`` runs them.
@@ -339,6 +379,8 @@ def build(name: str, options: Options = Options()) -> Scenario:
         raise ScenarioError("--round-ms must be at least 200")
     if options.phase_rounds < 3:
         raise ScenarioError("--phase-rounds must be at least 3")
+    if not options.colluders or not all(1 <= c <= 4 for c in options.colluders):
+        raise ScenarioError("colluders take 1..4")
     builder = _BUILDERS.get(name)
     if builder is None:
         raise ScenarioError(f"unknown scenario {name!r} (known: {', '.join(SCENARIOS)}, all)")
@@ -349,12 +391,6 @@ def all_scenarios(options: Options = Options()) -> list[Scenario]:
     """What ``all`` runs: every scenario, plus ``answer-change`` and ``poison`` in safe mode."""
     out = [build(n, options) for n in SCENARIOS]
     if not options.safe_mode:
-        safe = Options(
-            round_ms=options.round_ms,
-            phase_rounds=options.phase_rounds,
-            safe_mode=True,
-            hold_rounds=options.hold_rounds,
-            lkg_cap_rounds=options.lkg_cap_rounds,
-        )
+        safe = dataclasses.replace(options, safe_mode=True)
         out += [build("answer-change", safe), build("poison", safe)]
     return out
