@@ -11,8 +11,8 @@ same resolver for it and calls again. States (RFC 4035 §4.3):
 
 * ``secure`` — every signature on the way verifies, within its validity window, up to an anchor;
 * ``bogus`` — a trust anchor covers the name and any step fails (the reason code says which:
-  :class:`Reason`); a chain record that could not be fetched is bogus too (fail closed: with an
-  anchor configured the name is expected signed, and "could not check" must not count as an answer);
+  :class:`Reason`); a chain record that could not be fetched is ``chain_unavailable`` (the agent's
+  adapter then reports the query as a timeout: "could not check" never counts as an answer);
 * ``insecure`` — the data is unsigned and a zone cut between the anchor and the name is proven to
   be an unsigned delegation: the DS query for it is answered without DS and with the parent's NSEC
   at that name (NS bit set, neither DS nor SOA), that NSEC validated up to the anchor (RFC 4035
@@ -387,7 +387,9 @@ class _Chain:
         for cut in cands:
             msg = self.fetched[(cut, _DS)]
             if msg is None:
-                return None
+                return _bogus(
+                    Reason.CHAIN_UNAVAILABLE, f"the DS RRset of {cut} could not be fetched"
+                )
             if _find(msg.answer, cut, _DS) is not None:
                 continue  # a signed delegation: look further down
             nsec = _find(msg.authority, cut, _NSEC)

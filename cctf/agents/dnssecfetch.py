@@ -8,8 +8,10 @@ round's query deadline; then it combines the result with the resolver's AD bit /
 
 Fetched chain records are cached per resolver for their TTL, at most :data:`MAX_CACHE_S` (so a key
 roll is seen within minutes) and at most :data:`MAX_CACHE_ENTRIES` entries; concurrent queries of a
-round that need the same record share one fetch. Failed fetches are not cached (the validation that
-needed one ends ``bogus``: ``chain_unavailable``).
+round that need the same record share one fetch. Failed fetches are not cached: the validation that
+needed one ends ``chain_unavailable``, and the observation becomes a ``timeout`` (the vote is
+unavailable, as if the query had not finished: unchecked data never counts as an answer, and a slow
+round is not turned into a dispute).
 """
 
 from __future__ import annotations
@@ -172,6 +174,17 @@ class ChainValidator:
             except Exception as exc:  # a validator bug must not turn the answer into a crash
                 detail = f"{type(exc).__name__}"
                 own = Validation(DnssecState.BOGUS, Reason.VALIDATION_ERROR, detail)
+        if own is not None and own.reason is Reason.CHAIN_UNAVAILABLE:
+            # the chain could not be fetched in time: like a query that did not finish, the vote is
+            # unavailable (never an answer, which would let unchecked data count; never bogus,
+            # which would turn a slow round into a dispute)
+            return Observation.failure(
+                obs.resolver_id,
+                obs.transport,
+                VoteStatus.TIMEOUT,
+                f"dnssec chain not fetched in time ({own.detail})",
+                obs.latency_ms,
+            )
         result = vote_state(
             obs,
             own,

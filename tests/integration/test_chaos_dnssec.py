@@ -19,8 +19,11 @@ import dns.rdatatype
 import pytest
 import pytest_asyncio
 
+from cctf.agents.dnsquery import query
 from cctf.agents.dnssec import Fetch, TrustAnchors, Validation, validate
-from cctf.bus_schemas.messages import DnssecState
+from cctf.agents.dnssecfetch import ChainValidator
+from cctf.agents.spec import ResolverSpec
+from cctf.bus_schemas.messages import DnssecState, Transport, VoteStatus
 from cctf.chaos.control import ChaosControlClient, HostPort, read_token_file
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import DNSSEC_FAULTS, FaultError, Faults
@@ -147,3 +150,24 @@ async def _validate_remote(port: int, anchors: TrustAnchors) -> Validation:
             q = dns.message.make_query(owner, rdtype, want_dnssec=True)
             fetched[(owner, rdtype)] = await dns.asyncquery.tcp(q, HOST, port=port, timeout=2)
     raise AssertionError("no end")
+
+
+async def test_a_chain_not_fetched_in_time_is_a_timeout_not_an_answer(
+    signed: tuple[FaultyDnsServer, SignedZone],
+) -> None:
+    srv, zone = signed
+    spec = ResolverSpec("r1", HOST, srv.port, Transport.UDP)
+    validator = ChainValidator(TrustAnchors.parse([zone.trust_anchor]))
+    qname = dns.name.from_text("www.demo.test.")
+    obs = await query(spec, qname, "A", deadline_s=2.0)
+    assert obs.status is VoteStatus.ANSWER and obs.response is not None
+    loop = asyncio.get_running_loop()
+    late = await validator.annotate(spec, qname, dns.rdatatype.A, obs, loop.time())
+    assert (late.status, late.dnssec, late.answer) == (
+        VoteStatus.TIMEOUT,
+        DnssecState.INDETERMINATE,
+        (),
+    )
+    assert "dnssec chain not fetched in time" in late.detail
+    on_time = await validator.annotate(spec, qname, dns.rdatatype.A, obs, loop.time() + 2.0)
+    assert (on_time.status, on_time.dnssec) == (VoteStatus.ANSWER, DnssecState.SECURE)
