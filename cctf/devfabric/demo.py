@@ -52,7 +52,7 @@ from cctf.chaos.control import (
 )
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
-from cctf.chaos.signing import signed_demo_zone
+from cctf.chaos.signing import SignedZone, signed_demo_zone
 from cctf.chaos.zone import DEMO_NAMES
 from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
@@ -175,6 +175,8 @@ class DemoParts:
     nats: NatsFabric
     identity: IdentityFabric
     workdir: Path
+    signing_keys: tuple[SigningKey, ...] = ()  # agents' and coordinator's (leak checks)
+    zone: SignedZone | None = None  # the signed demo zone (its KSK and ZSK: leak checks)
 
 
 class DemoError(CctfError):
@@ -314,7 +316,8 @@ async def _run(
         mtls_fault=opts.mtls_fault,
     )
     if on_start is not None:
-        await on_start(DemoParts(fabric, identity, workdir))
+        keys = (*agent_keys.values(), coord_key)
+        await on_start(DemoParts(fabric, identity, workdir, signing_keys=keys, zone=signed))
 
     # 5. coordinator and subscriber
     rule = QuorumRule(opts.k, len(regions))

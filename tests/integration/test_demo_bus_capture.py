@@ -5,13 +5,15 @@ CCTF account (where every region's publishes are imported and every stream lives
 
 Every message is scanned by ``find_leaks`` (tests/support/idfabric.py): JWT-shaped strings and every
 token the fabric minted, PEM markers, the PKCS#8 / SEC1 DER and the raw scalar of every private key
-the fabric generated, and the DER of every certificate it issued. A planted control message shows
-the capture and the scanner see what they must.
+the fabric generated, and the DER of every certificate it issued; and for the demo's own secrets
+(every agent's and the coordinator's signing seeds, the demo zone's KSK and ZSK) their raw, hex and
+base64 forms. A planted control message shows the capture and the scanner see what they must.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
 import io
 from pathlib import Path
 
@@ -23,6 +25,7 @@ from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.connect import connect
 from cctf.devfabric.demo import DemoOptions, DemoParts, run_demo
 from cctf.devfabric.identity import Presentation
+from cctf.devfabric.identity_pki import private_key_secrets
 
 pytestmark = pytest.mark.slow
 
@@ -34,6 +37,19 @@ def _raw(msg: Msg) -> bytes:
         k.encode() + b":" + v.encode() + b"\n" for k, v in (msg.headers or {}).items()
     )
     return msg.subject.encode() + b"\n" + msg.reply.encode() + b"\n" + headers + msg.data
+
+
+def demo_secret_material(parts: DemoParts) -> list[bytes]:
+    """Raw, hex and base64 forms of every signing seed and the zone's private keys."""
+    raw: list[bytes] = [seed for key in parts.signing_keys for seed in key._seeds]
+    assert parts.zone is not None
+    for zk in (parts.zone.ksk, parts.zone.zsk):
+        raw.extend(private_key_secrets(zk.private))
+    out: list[bytes] = []
+    for secret in raw:
+        out += [secret, secret.hex().encode(), base64.b64encode(secret).rstrip(b"=")]
+        out.append(base64.urlsafe_b64encode(secret).rstrip(b"="))
+    return out
 
 
 def inject_faults(parts: DemoParts) -> None:
@@ -107,9 +123,14 @@ async def test_no_secret_on_the_bus_during_a_demo_run(tmp_path: Path, faults: bo
     assert len(fabric.minted_tokens()) >= 9 + 1
     assert len(rest) > 50
 
+    # the demo's own secrets: agents' and coordinator's signing seeds, the zone's KSK and ZSK
+    demo_secrets = demo_secret_material(parts)
+    assert len(demo_secrets) >= 3 * (6 * 2 + 2)
     leaks = {}
     for m in rest:
-        reasons = find_leaks(_raw(m), fabric)
+        raw = _raw(m)
+        reasons = find_leaks(raw, fabric)
+        reasons += [f"demo secret ({len(s)} bytes)" for s in demo_secrets if s in raw]
         if reasons:
             leaks[m.subject] = reasons
     assert leaks == {}
