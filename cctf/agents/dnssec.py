@@ -21,8 +21,9 @@ same resolver for it and calls again. States (RFC 4035 §4.3):
 * ``indeterminate`` — no trust anchor covers the name (own validation says nothing).
 
 Negative answers: NODATA needs the NSEC at the name (without the type or CNAME in its bitmap) or an
-NSEC covering an empty non-terminal; NXDOMAIN needs an NSEC covering the name. The wildcard NSEC of an
-NXDOMAIN is not checked (documented limitation); NSEC3 is not supported (``bogus``: ``unproven_denial``;
+NSEC covering an empty non-terminal; NXDOMAIN needs an NSEC covering the name and one covering the
+wildcard at the closest encloser, which no NSEC may own (RFC 4035 §5.4). Wildcard-synthesised
+positive answers and NSEC3 are not supported (``bogus``: ``unproven_denial`` / ``bad_signature``;
 no NSEC3 insecure-delegation proof either).
 
 **Resolver signals.** :func:`vote_state` combines own validation with the AD bit and Extended DNS Error
@@ -420,27 +421,48 @@ def _ds_matches(zone: dns.name.Name, key: dns.rdata.Rdata, ds: dns.rdtypes.ANY.D
         return False
 
 
+def _covers(owner: dns.name.Name, nxt: dns.name.Name, name: dns.name.Name) -> bool:
+    """Whether the NSEC ``owner`` -> ``nxt`` covers ``name`` (canonical order; the last NSEC of the
+    chain points back to the apex)."""
+    return bool(owner < name and (name < nxt or nxt <= owner))
+
+
+def _nxdomain_proven(name: dns.name.Name, nsecs: list[tuple[dns.name.Name, dns.name.Name]]) -> bool:
+    """RFC 4035 §5.4: an NSEC covers ``name``, and an NSEC covers the wildcard at the closest
+    encloser (which no NSEC may own: the wildcard would exist and synthesise the name)."""
+    covering = next(((o, n) for o, n in nsecs if _covers(o, n, name)), None)
+    if covering is None or len(name) < 2:
+        return False
+    encloser = name.parent()
+    while len(encloser) > 1 and not any(x.is_subdomain(encloser) for x in covering):
+        encloser = encloser.parent()
+    wildcard = dns.name.Name((b"*", *encloser.labels))
+    if any(o == wildcard for o, _ in nsecs):
+        return False
+    return any(_covers(o, n, wildcard) for o, n in nsecs)
+
+
 def _denial_proven(
     name: dns.name.Name,
     qtype: dns.rdatatype.RdataType,
     nxdomain: bool,
     nsecs: list[dns.rrset.RRset],
 ) -> bool:
+    pairs: list[tuple[dns.name.Name, dns.name.Name]] = []
     for rrset in nsecs:
         for rd in rrset:
             assert isinstance(rd, dns.rdtypes.ANY.NSEC.NSEC)
+            pairs.append((rrset.name, rd.next))
+            if nxdomain:
+                continue
             types = {t for window, bitmap in rd.windows for t in _types(window, bitmap)}
             owner, nxt = rrset.name, rd.next
-            covers = owner < name and (name < nxt or nxt <= owner)
-            if nxdomain:
-                if covers:
-                    return True
-            elif owner == name:
+            if owner == name:
                 if qtype not in types and dns.rdatatype.CNAME not in types:
                     return True
-            elif covers and nxt.is_subdomain(name):  # an empty non-terminal
+            elif _covers(owner, nxt, name) and nxt.is_subdomain(name):  # an empty non-terminal
                 return True
-    return False
+    return nxdomain and _nxdomain_proven(name, pairs)
 
 
 def _types(window: int, bitmap: bytes) -> Iterable[int]:

@@ -10,6 +10,7 @@ import dns.message
 import dns.name
 import dns.rdata
 import dns.rdataclass
+import dns.rdataset
 import dns.rdatatype
 import dns.rrset
 import pytest
@@ -32,10 +33,12 @@ from cctf.chaos.faults import Faults
 from cctf.chaos.responder import ZoneResponder
 from cctf.chaos.signing import (
     SignedZone,
+    sign,
     signed_demo_zone,
     signed_parent_and_child,
     signed_parent_and_unsigned_child,
 )
+from cctf.chaos.zone import demo_zone
 from cctf.errors import ConfigError
 
 SIGNED = signed_demo_zone()
@@ -355,3 +358,29 @@ def test_stripped_signatures_of_a_signed_zone_are_not_a_downgrade_to_insecure() 
     assert (got.state, got.reason) == (DnssecState.BOGUS, Reason.MISSING_RRSIG)
     got = run(single(Faults(dnssec="no-rrsig")), anchors_of(SIGNED))
     assert (got.state, got.reason) == (DnssecState.BOGUS, Reason.MISSING_RRSIG)
+
+
+def test_an_nxdomain_under_an_existing_wildcard_is_not_proven() -> None:
+    """RFC 4035 §5.4: the chaos server does not expand wildcards, so it answers NXDOMAIN for a name
+    that "*.demo.test." would synthesise; the NSEC owned by the wildcard shows it exists: bogus.
+    Without a wildcard the same kind of NXDOMAIN is secure (the wildcard NSEC covers "*")."""
+    zone = demo_zone()
+    zone.replace_rdataset("*.demo.test.", dns.rdataset.from_text("IN", "A", 300, "192.0.2.77"))
+    signed = sign(zone)
+    responder = ZoneResponder(signed.zone, signed=signed)
+    got = run(lambda n, t: (responder, NO_FAULTS), anchors_of(signed), "nothere.demo.test.")
+    assert (got.state, got.reason) == (DnssecState.BOGUS, Reason.UNPROVEN_DENIAL)
+    got = run(single(), anchors_of(SIGNED), "nothere.demo.test.")
+    assert got.state is DnssecState.SECURE
+    # and an NXDOMAIN whose wildcard proof (here: the apex NSEC, demo.test. -> api) was dropped
+    response = ask(CHILD_ONLY, NO_FAULTS, dns.name.from_text("nothere.demo.test."), A)
+    apex_nsec = (SIGNED.origin, dns.rdatatype.NSEC)
+    before = len(response.authority)
+    response.authority = [
+        rr
+        for rr in response.authority
+        if (rr.name, rr.covers if rr.rdtype == dns.rdatatype.RRSIG else rr.rdtype) != apex_nsec
+    ]
+    assert len(response.authority) == before - 2  # the NSEC and its RRSIG
+    got = run(single(), anchors_of(SIGNED), "nothere.demo.test.", response=response)
+    assert (got.state, got.reason) == (DnssecState.BOGUS, Reason.UNPROVEN_DENIAL)
