@@ -110,6 +110,7 @@ class ChaosFabric:
     trust: TrustConfig | None = None
     coord_key: SigningKey | None = None
     coordinator: Coordinator | None = None
+    coord_nc: Any = None
     coord_clock: SkewClock = field(default_factory=SkewClock)
     agent_clocks: list[SkewClock] = field(default_factory=list)
     servers: list[FaultyDnsServer] = field(default_factory=list)
@@ -288,6 +289,18 @@ class ChaosFabric:
         )
         await coordinator.start()
         self.coordinator = coordinator
+        self.coord_nc = nc
+
+    async def crash_coordinator(self) -> None:
+        """A crash, as near as in-process gets: its NATS connection drops first (no nak, no last
+        flush of LKG state, nothing handed over), then its tasks are cancelled."""
+        if self.coordinator is None:
+            return
+        with contextlib.suppress(Exception):
+            await self.coord_nc.close()
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(self.coordinator.stop(), 10)
+        self.coordinator = None
 
     async def stop_coordinator(self) -> None:
         if self.coordinator is not None:

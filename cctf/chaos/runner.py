@@ -183,7 +183,9 @@ class _Run:
         elif step.action == "zone":
             f.change_zone(a["label"], a["address"])
         elif step.action == "coordinator":
-            if a["op"] == "stop":
+            if a["op"] == "crash":
+                await f.crash_coordinator()
+            elif a["op"] == "stop":
                 await f.stop_coordinator()
             else:
                 await f.start_coordinator()

@@ -11,7 +11,8 @@ Actions (and their ``args``):
   through the control channel; an empty mapping clears that resolver);
 * ``zone``: ``label``, ``address``: a legitimate change of the honest zone, served by every
   resolver (re-signed with the zone's keys when signed) — also a ground-truth change;
-* ``coordinator``: ``op`` ``stop`` | ``start``;
+* ``coordinator``: ``op`` ``crash`` (its connection dropped, then its tasks cancelled) | ``stop``
+  (graceful) | ``start`` (a new coordinator, same config and key: LKG state from the KV bucket);
 * ``nats``: ``op`` ``kill`` | ``start``, ``node`` index;
 * ``replay``: re-publish the genuine verdicts captured so far (old rounds) on their subjects;
 * ``downgrade``: publish verdicts for a forged answer signed with a weaker suite (Ed25519 only);
@@ -282,9 +283,9 @@ def coordinator_crash(o: Options) -> Scenario:
     p = o.phase_rounds
     return Scenario(
         "coordinator-crash",
-        {"down_rounds": 3},
+        {"down_rounds": 3, "how": "connection dropped, tasks cancelled, restarted in-process"},
         3 * p,
-        (Step(p, "coordinator", {"op": "stop"}), Step(p + 3, "coordinator", {"op": "start"})),
+        (Step(p, "coordinator", {"op": "crash"}), Step(p + 3, "coordinator", {"op": "start"})),
         (("healthy", 0), ("coordinator down", p), ("restarted", p + 3)),
         recover_round=p + 3,
         round_ms=o.round_ms,
