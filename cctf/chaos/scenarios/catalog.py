@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from cctf.chaos.scenarios.score import Phase
+from cctf.errors import CctfError
 
 N_RESOLVERS = 5
 FORGED = ("203.0.113.66", "203.0.113.67", "203.0.113.68", "203.0.113.69")
@@ -42,7 +43,7 @@ SAFE_MODE_WARMUP_ROUNDS = 8
 AFTERMATH_ROUNDS = 3
 
 
-class ScenarioError(ValueError):
+class ScenarioError(CctfError, ValueError):
     """Unknown scenario or bad option (one line)."""
 
 
