@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import contextlib
 import json
+import signal
 import sys
 import time
 from typing import Any
@@ -121,14 +123,37 @@ def _cmd_run(args: argparse.Namespace) -> int:
         print(f"cctf chaos run: {exc}", file=sys.stderr)
         return EXIT_USAGE
     reports: list[dict[str, Any]] = []
-    for sc in scenarios:
-        try:
-            reports.append(asyncio.run(run_scenario(sc, args.checks, _progress)))
-        except KeyboardInterrupt:
-            raise
-        except Exception as exc:
-            _progress(f"{sc.name}: failed to run: {type(exc).__name__}: {exc}")
-            reports.append({"scenario": sc.name, "parameters": sc.to_params(), "error": str(exc)})
+    received: list[int] = []
+
+    async def run_all() -> None:
+        # SIGINT/SIGTERM cancel the run: every process, socket and namespace it started is
+        # stopped by the runner's exit stack before the command exits (128 + the signal)
+        loop = asyncio.get_running_loop()
+        task = asyncio.current_task()
+        assert task is not None
+
+        def on_signal(sig: int) -> None:
+            received.append(sig)
+            task.cancel()
+
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, on_signal, sig)
+        for sc in scenarios:
+            try:
+                reports.append(await run_scenario(sc, args.checks, _progress))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                _progress(f"{sc.name}: failed to run: {type(exc).__name__}: {exc}")
+                reports.append(
+                    {"scenario": sc.name, "parameters": sc.to_params(), "error": str(exc)}
+                )
+
+    with contextlib.suppress(asyncio.CancelledError):
+        asyncio.run(run_all())
+    if received:
+        _progress(f"stopped by signal {received[0]}; everything it started is stopped")
+        return 128 + received[0]
     if args.json:
         if args.scenario == "all":
             print(json.dumps({"scenarios": reports}, sort_keys=True))

@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
+import shutil
 import tempfile
 import time
 from collections import Counter
@@ -21,8 +23,10 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+import msgspec
+
 from cctf.bus_schemas import messages as wire
-from cctf.bus_schemas.envelope import seal
+from cctf.bus_schemas.envelope import decode_envelope, seal
 from cctf.bus_schemas.messages import MessageType, Outcome, Verdict
 from cctf.bus_schemas.subjects import vote_subject
 from cctf.chaos.faults import Faults
@@ -290,8 +294,6 @@ class _Run:
 
 
 def _verdict_of(data: bytes) -> Verdict | None:
-    from cctf.bus_schemas.envelope import decode_envelope
-
     try:
         env = decode_envelope(data)
         return wire.decode_verdict(env.payload)
@@ -300,14 +302,10 @@ def _verdict_of(data: bytes) -> Verdict | None:
 
 
 def _replace(v: Verdict, **changes: Any) -> Verdict:
-    import msgspec
-
     return msgspec.structs.replace(v, **changes)
 
 
 def _jsonable(args: Any) -> dict[str, Any]:
-    import json
-
     return dict(json.loads(json.dumps(dict(args), default=str)))
 
 
@@ -316,6 +314,7 @@ async def run_scenario(sc: Scenario, checks: int, progress: Progress) -> dict[st
     if checks < 1:
         raise ValueError("--checks must be at least 1")
     root = Path(tempfile.mkdtemp(prefix="cctf-chaos-"))
+    progress(f"{sc.name}: working directory {root}")
     try:
         async with contextlib.AsyncExitStack() as stack:
             fabric = ChaosFabric(sc, root, progress, stack)
@@ -356,6 +355,4 @@ async def run_scenario(sc: Scenario, checks: int, progress: Progress) -> dict[st
             out["events"] = run.events
             return out
     finally:
-        import shutil
-
         shutil.rmtree(root, ignore_errors=True)

@@ -11,6 +11,7 @@ import asyncio
 import json
 import os
 import shutil
+import signal
 import subprocess
 import sys
 from typing import Any
@@ -146,3 +147,27 @@ def test_partition_cuts_the_namespaced_agent_off_and_heals() -> None:
     assert seen.get("healthy", 0) + seen.get("warm-up", 0) > 0  # it voted from its namespace
     assert seen.get("region cut off", 0) == 0  # nothing got through the cut
     assert seen.get("healed", 0) > 0
+
+
+def test_sigterm_stops_the_run_and_everything_it_started() -> None:
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cctf", "chaos", "run", "dns-flap", "--round-ms", str(ROUND_MS)],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    assert proc.stderr is not None
+    workdir = ""
+    for line in proc.stderr:  # wait until the fabric runs
+        if "working directory " in line:
+            workdir = line.rsplit("working directory ", 1)[1].strip()
+        if "fabric healthy" in line:
+            break
+    assert workdir.startswith("/")
+    proc.send_signal(signal.SIGTERM)
+    _out, err = proc.communicate(timeout=60)
+    assert proc.returncode == 128 + signal.SIGTERM, err
+    assert "everything it started is stopped" in err
+    # no process of this run is left behind (nats-servers run from its working directory)
+    left = subprocess.run(["pgrep", "-f", workdir], capture_output=True, text=True, check=False)
+    assert left.stdout.strip() == "", left.stdout
