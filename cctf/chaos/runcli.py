@@ -176,6 +176,9 @@ def table(reports: list[dict[str, Any]]) -> str:
         rows.append([label] + [_cell(r.get(k)) for k, _ in _COLUMNS])
         for p in r.get("phases", []):
             rows.append(["  " + p["phase"]] + [_cell(p.get(k)) for k, _ in _COLUMNS[:-1]])
+        for key, group in r.items():  # named groups of phases (e.g. lkg_within_cap)
+            if isinstance(group, dict) and "phases" in group:
+                rows.append([f"  = {key}"] + [_cell(group.get(k)) for k, _ in _COLUMNS[:-1]])
     widths = [max(len(row[i]) for row in [head, *rows] if i < len(row)) for i in range(len(head))]
     lines = ["  ".join(c.ljust(widths[i]) for i, c in enumerate(row)) for row in [head, *rows]]
     return "\n".join(line.rstrip() for line in lines)

@@ -344,7 +344,7 @@ async def run_scenario(sc: Scenario, checks: int, progress: Progress) -> dict[st
                     await sub.unsubscribe()
             assert fabric.client is not None
             out: dict[str, Any] = {"scenario": sc.name, "parameters": sc.to_params()}
-            out.update(run.report.to_dict())
+            out.update(run.report.to_dict(sc.groups))
             out["false_trust_beyond_model"] = run.beyond.total.false_trust
             out["client_rejected"] = dict(Counter(fabric.client.rejected))
             if sc.partition is not None:

@@ -62,6 +62,8 @@ def test_dns_blackhole_lkg_within_the_cap_then_fail_closed() -> None:
     assert within["availability_pct"] >= 90.0, within  # 100 on an idle machine (RESILIENCE.md)
     assert after["correct"] == 0 and after["unavailable"] == after["checks"] > 0, after
     assert _phase(report, "blackhole-2")["lkg_served"] == 0
+    assert report["lkg_within_cap"]["lkg_served"] > 0
+    assert report["after_cap"]["availability_pct"] == 0.0
     assert report["time_to_recover_ms"] is not None
 
 

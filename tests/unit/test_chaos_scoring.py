@@ -110,6 +110,8 @@ def test_report_aggregation(checks: list[tuple[int, Seen, tuple[str, ...]]]) -> 
     assert d["integrity_pct"] == pct(len(checks) - scores.count(Score.FALSE_TRUST), len(checks))
     assert d["availability_pct"] == pct(scores.count(Score.CORRECT), len(checks))
     assert sum(p["checks"] for p in d["phases"]) == len(checks)
+    both = report.to_dict({"ab": ("a", "b")})["ab"]
+    assert {k: v for k, v in both.items() if k != "phases"} == report.total.to_dict()
     assert d["phases"][1]["checks"] == sum(1 for at, _, _ in checks if at >= 10_000)
     # time to recover: first correct check after the last bad one at or after 5 s
     late = [(at, s) for (at, _, _), s in zip(checks, scores, strict=True) if at >= 5_000]
@@ -143,6 +145,7 @@ def test_every_scenario_is_well_formed(name: str) -> None:
     starts = [r for _, r in sc.phases]
     assert starts == sorted(starts) and starts[0] == 0
     assert all(p in dict(sc.phases) for p in sc.beyond_model)
+    assert all(p in dict(sc.phases) for g in sc.groups.values() for p in g)
     params = sc.to_params()
     assert params["round_ms"] == 500 and params["rule"] == "3-of-5"
 

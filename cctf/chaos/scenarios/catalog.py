@@ -81,6 +81,8 @@ class Scenario:
     safe_mode: bool = False
     hold_rounds: int = 3
     lkg_cap_ms: int = 15 * 60_000
+    #: named sets of phases reported together (e.g. ``lkg_within_cap``)
+    groups: Mapping[str, tuple[str, ...]] = field(default_factory=dict)
     #: region index whose agent runs in a network namespace (the partition scenario)
     partition: int | None = None
     #: phases whose false trust is the documented limit of the k-of-5 rule (colluders >= k)
@@ -154,6 +156,10 @@ def dns_blackhole(o: Options) -> Scenario:
         recover_round=clear,
         round_ms=o.round_ms,
         lkg_cap_ms=cap_rounds * o.round_ms,
+        groups={
+            "lkg_within_cap": ("blackhole-3 (lkg)", "blackhole-5 (lkg within cap)"),
+            "after_cap": ("blackhole-5 (after cap: fail closed)",),
+        },
     )
 
 

@@ -195,9 +195,22 @@ class Report:
             return None
         return self._first_ok_after_bad_ms - self.recover_from_ms
 
-    def to_dict(self) -> dict[str, Any]:
+    def group(self, phases: Iterable[str]) -> Counts:
+        """The counts of several phases together."""
+        out = Counts()
+        for name in phases:
+            c = self.per_phase[name]
+            for key in ("checks", "correct", "false_trust", "false_deny", "unavailable"):
+                setattr(out, key, getattr(out, key) + getattr(c, key))
+            out.lkg_served += c.lkg_served
+        return out
+
+    def to_dict(self, groups: Mapping[str, Sequence[str]] | None = None) -> dict[str, Any]:
+        """The report; ``groups``: named sets of phases also reported together."""
         out = self.total.to_dict()
         out["time_to_recover_ms"] = self.time_to_recover_ms
+        for name, phases in (groups or {}).items():
+            out[name] = {"phases": list(phases), **self.group(phases).to_dict()}
         out["phases"] = [
             {"phase": p.name, "start_ms": p.start_ms, **self.per_phase[p.name].to_dict()}
             for p in self.phases
