@@ -27,6 +27,9 @@ from cctf.devfabric.identity import IdentityFabric, Mode, Presentation, Workload
 from cctf.gateway.app import create_app
 from cctf.gateway.server import GatewayServer
 from cctf.identity.fetch import FetchError, probe_tls
+from cctf.telemetry import get_logger
+
+_log = get_logger("cctf.demo")
 
 PATHS = ("dns", "mtls", "oidc")
 MTLS_FAULTS = ("down", "wrong-identity")
@@ -160,6 +163,10 @@ class RelyingParty:
                 except TrustClientError as exc:
                     self._emit(_undecided(w.spiffe_id, round_, str(exc)))
                     continue
+                except Exception as exc:  # a bug must cost one decision, not the demo
+                    _log.error("workload_decision_failed", workload=w.spiffe_id, error=repr(exc))
+                    self._emit(_undecided(w.spiffe_id, round_, f"internal error: {exc!r}"))
+                    continue
                 obj = workload_to_json(decision)
                 obj["round"] = round_
                 self._emit(obj)
@@ -171,7 +178,7 @@ class RelyingParty:
         host, _, port = workload.address(self.region).rpartition(":")
         try:
             ders = await probe_tls(host, int(port), timeout_s=CHAIN_TIMEOUT_S)
-        except FetchError:
+        except (FetchError, OSError, ValueError):
             return None
         return "".join(ssl.DER_cert_to_PEM_cert(d) for d in ders)
 
@@ -186,7 +193,7 @@ class RelyingParty:
             for kind, subject in pending:
                 try:
                     v = await self.client.trust.identity_verdict(kind, subject)
-                except TrustClientError:
+                except Exception:  # none yet, refused, bus busy: wait for the next look
                     still.append((kind, subject))
                     continue
                 if v.round < round_:
