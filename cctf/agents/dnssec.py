@@ -60,8 +60,8 @@ import dns.tokenizer
 
 from cctf.agents.canonical import Observation
 from cctf.agents.spec import TLS_TRANSPORTS
+from cctf.agents.trustanchors import MAX_ANCHORS, TrustAnchors
 from cctf.bus_schemas.messages import DnssecState, Transport, VoteStatus
-from cctf.errors import ConfigError
 
 __all__ = [
     "DNSSEC_EDE_CODES",
@@ -82,8 +82,6 @@ __all__ = [
 DNSSEC_EDE_CODES: Final = frozenset(range(6, 13))
 #: Zone cuts followed from the signer up to an anchor.
 MAX_CHAIN_DEPTH: Final = 8
-#: Trust anchor records an agent file may configure.
-MAX_ANCHORS: Final = 64
 
 _RRSIG = dns.rdatatype.RRSIG
 _DNSKEY = dns.rdatatype.DNSKEY
@@ -135,77 +133,6 @@ class NeedRecords:
 
 def _bogus(reason: Reason, detail: str) -> Validation:
     return Validation(DnssecState.BOGUS, reason, detail[:200])
-
-
-@dataclasses.dataclass(frozen=True)
-class TrustAnchors:
-    """Trust anchors per zone: DS records and/or DNSKEY records (zone-file lines)."""
-
-    ds: Mapping[dns.name.Name, tuple[dns.rdtypes.ANY.DS.DS, ...]] = dataclasses.field(
-        default_factory=dict
-    )
-    dnskeys: Mapping[dns.name.Name, tuple[dns.rdtypes.ANY.DNSKEY.DNSKEY, ...]] = dataclasses.field(
-        default_factory=dict
-    )
-
-    @classmethod
-    def parse(cls, lines: Iterable[str]) -> TrustAnchors:
-        """From zone-file lines ``<zone> [ttl] [IN] DS|DNSKEY <rdata>`` (e.g. a
-        :attr:`cctf.chaos.signing.SignedZone.trust_anchor`). Raises :class:`ConfigError` naming the
-        bad entry."""
-        ds: dict[dns.name.Name, list[dns.rdtypes.ANY.DS.DS]] = {}
-        keys: dict[dns.name.Name, list[dns.rdtypes.ANY.DNSKEY.DNSKEY]] = {}
-        items = list(lines)
-        if len(items) > MAX_ANCHORS:
-            raise ConfigError(f"dnssec.trust_anchors: more than {MAX_ANCHORS} entries")
-        for i, line in enumerate(items):
-            where = f"dnssec.trust_anchors[{i}]"
-            if not isinstance(line, str) or not line.strip() or len(line) > 4096:
-                raise ConfigError(f"{where}: expected a DS or DNSKEY record line")
-            try:
-                rrset = _parse_anchor(line)
-            except (dns.exception.DNSException, ValueError) as exc:
-                raise ConfigError(f"{where}: not a DS or DNSKEY record: {exc}") from None
-            for rd in rrset:
-                if isinstance(rd, dns.rdtypes.ANY.DS.DS):
-                    ds.setdefault(rrset.name, []).append(rd)
-                elif isinstance(rd, dns.rdtypes.ANY.DNSKEY.DNSKEY):
-                    keys.setdefault(rrset.name, []).append(rd)
-        return cls({n: tuple(v) for n, v in ds.items()}, {n: tuple(v) for n, v in keys.items()})
-
-    @property
-    def zones(self) -> frozenset[dns.name.Name]:
-        return frozenset(self.ds) | frozenset(self.dnskeys)
-
-    def covering(self, name: dns.name.Name) -> dns.name.Name | None:
-        """The closest anchored zone at or above ``name``, or ``None``."""
-        if not self.ds and not self.dnskeys:
-            return None
-        while True:
-            if name in self.ds or name in self.dnskeys:
-                return name
-            if len(name) <= 1:
-                return None
-            name = name.parent()
-
-
-def _parse_anchor(line: str) -> dns.rrset.RRset:
-    tok = line.split()
-    if len(tok) < 3:
-        raise ValueError("too short")
-    name = dns.name.from_text(tok[0])
-    rest = tok[1:]
-    ttl = 0
-    if rest and rest[0].isdigit():
-        ttl = int(rest[0])
-        rest = rest[1:]
-    if rest and rest[0].upper() == "IN":
-        rest = rest[1:]
-    if len(rest) < 2 or rest[0].upper() not in ("DS", "DNSKEY"):
-        raise ValueError("the type must be DS or DNSKEY")
-    rdtype = dns.rdatatype.from_text(rest[0].upper())
-    rd = dns.rdata.from_text(dns.rdataclass.IN, rdtype, " ".join(rest[1:]))
-    return dns.rrset.from_rdata_list(name, ttl, [rd])
 
 
 # --------------------------------------------------------------------------------------------------
