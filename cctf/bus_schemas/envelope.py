@@ -73,6 +73,7 @@ class Reason(StrEnum):
     STALE = "stale"
     BUNDLE_ROLLBACK = "bundle_rollback"  # identity verdicts: spiffe_sequence went backwards
     LKG = "lkg"  # an LKG attestation refused by the subscriber's policy (accept_lkg=False)
+    COORDINATOR_QUORUM = "coordinator_quorum"  # fewer than k configured coordinators agree (k-of-m)
 
 
 class Rejected(Exception):

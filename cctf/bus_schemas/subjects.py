@@ -9,6 +9,8 @@ Subjects (``v1`` is the protocol version)::
     cctf.v1.vote.<region>.<agent>                       signed ballots of resolver votes
     cctf.v1.evidence.<region>.<agent>                   signed evidence ballots (identity)
     cctf.v1.verdict.<region>.<name-token>.<qtype>       signed verdicts (DNS; qtype upper-case)
+    cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>
+                                                        the same, per coordinator (k-of-m, HA)
     cctf.v1.verdict.<region>.<subject-token>.<kind>     signed identity verdicts (kind lower-case)
     cctf.v1.control.<region>                            signed safe-mode announcements
     cctf.v1.operator.<region>                           signed operator commands (safe mode)
@@ -247,10 +249,15 @@ def evidence_subject(region: str, agent: str) -> str:
     return f"{PREFIX}.evidence.{check_id(region, 'region')}.{check_id(agent, 'agent id')}"
 
 
-def verdict_subject(region: str, qname: str, qtype: str) -> str:
+def verdict_subject(region: str, qname: str, qtype: str, coordinator: str | None = None) -> str:
+    """``cctf.v1.verdict.<region>.<name-token>.<qtype>``; with ``coordinator`` (deployments of
+    several coordinators, see docs/wire-protocol.md §5.6) that coordinator's own subject
+    ``...<qtype>.<coordinator>``, so the last verdict of each coordinator stays readable."""
     subject = (
         f"{PREFIX}.verdict.{check_id(region, 'region')}.{name_token(qname)}.{check_qtype(qtype)}"
     )
+    if coordinator is not None:
+        subject += "." + check_id(coordinator, "coordinator")
     if len(subject) > MAX_SUBJECT_BYTES:  # cannot happen (at most 313 bytes); kept as a guard
         raise SubjectError(f"verdict subject for {qname!r} exceeds {MAX_SUBJECT_BYTES} bytes")
     return subject
@@ -283,6 +290,7 @@ class ParsedSubject:
     qtype: str | None = None  # DNS verdicts only
     token: str | None = None  # name token (DNS) or subject token (identity) of a verdict subject
     identity_kind: IdentityKind | None = None  # identity verdicts only (then qtype is None)
+    coordinator: str | None = None  # DNS verdicts on a per-coordinator subject (7 tokens)
 
 
 def parse_subject(subject: str) -> ParsedSubject:
@@ -305,8 +313,19 @@ def parse_subject(subject: str) -> ParsedSubject:
         if len(parts) != 5:
             raise SubjectError(f"{kind} subject must have 5 tokens: {subject!r}")
         return ParsedSubject(kind, region, agent=check_id(parts[4], "agent id"))
+    if len(parts) == 7 and parts[5] not in _IDENTITY_KINDS:  # a per-coordinator DNS verdict
+        token = check_token(parts[4])
+        qname = None if is_digest_token(token) else name_from_token(token)
+        return ParsedSubject(
+            kind,
+            region,
+            qname=qname,
+            qtype=check_qtype(parts[5]),
+            token=token,
+            coordinator=check_id(parts[6], "coordinator"),
+        )
     if len(parts) != 6:
-        raise SubjectError(f"verdict subject must have 6 tokens: {subject!r}")
+        raise SubjectError(f"verdict subject must have 6 tokens (7 per coordinator): {subject!r}")
     if parts[5] in _IDENTITY_KINDS:  # identity verdict: the token is always a digest
         if not is_digest_token(parts[4]):
             raise SubjectError(f"identity verdict subject without a digest token: {subject!r}")

@@ -9,7 +9,8 @@ a verdict subject ``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
     (:attr:`Reason.REGION`)
 10. payload: strict verdict decoding (:attr:`Reason.MALFORMED`)
 11. the payload's (normalized) qname and its qtype equal the subject's (:attr:`Reason.SUBJECT`)
-12. the payload's coordinator equals the signing key's principal (:attr:`Reason.PRINCIPAL`)
+12. the payload's coordinator equals the signing key's principal, and so does the subject's
+    coordinator token of a per-coordinator subject (:attr:`Reason.PRINCIPAL`)
 13. structure (:attr:`Reason.MALFORMED`): ``2k > n`` (so ``k ≤ n``), ``len(voters) == n`` with
     distinct voter ids, ``issued_ms < expires_ms``; TRUSTED ⇒ ``answer_digest`` equals
     ``answer_digest(rcode, answer)`` and at least ``k`` voters are ``agree`` (none of them with
@@ -245,6 +246,11 @@ class VerdictVerifier:
             raise Rejected(
                 Reason.PRINCIPAL,
                 f"verdict coordinator {verdict.coordinator} signed by {signer.principal}'s key",
+            )
+        if parsed.coordinator is not None and parsed.coordinator != signer.principal:  # 12
+            raise Rejected(
+                Reason.PRINCIPAL,
+                f"verdict of {signer.principal} on the subject of coordinator {parsed.coordinator}",
             )
         _check_structure(verdict)  # 13
         check_times(verdict, env, now, self.time_policy.max_skew_ms, self.times)  # 14

@@ -170,6 +170,9 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     safe_mode: PolicyConfig = PolicyConfig()
     safe_mode_refresh_ms: Annotated[int, msgspec.Meta(ge=1_000, le=240_000)] = 60_000
     lkg: LkgConfig = msgspec.field(default_factory=LkgConfig)
+    #: DNS verdicts on ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>``: set it on
+    #: every coordinator of a k-of-m deployment (clients read each coordinator's last verdict).
+    per_coordinator_subjects: bool = False
 
     def __post_init__(self) -> None:
         try:

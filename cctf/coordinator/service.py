@@ -222,7 +222,7 @@ class Coordinator:
             decider=Deciders(
                 Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock, seq), identity
             ),
-            signer=Signer(self._key, c.publish_regions),
+            signer=Signer(self._key, c.publish_regions, per_coordinator=c.per_coordinator_subjects),
             publisher=Publisher(
                 conn,
                 clock,

@@ -122,14 +122,21 @@ def build_verdict(
 
 
 def seal_verdict(
-    key: SigningKey, verdict: Verdict, region: str, payload: bytes | None = None
+    key: SigningKey,
+    verdict: Verdict,
+    region: str,
+    payload: bytes | None = None,
+    *,
+    per_coordinator: bool = False,
 ) -> tuple[str, bytes]:
     """Sign ``verdict`` for ``region``: returns ``(subject, envelope bytes)``.
 
     The envelope's lifetime is the verdict's (``issued_ms`` .. ``expires_ms``). ``payload`` may
     pass the already encoded verdict, so a verdict published to several regions is encoded once.
+    ``per_coordinator``: the coordinator's own subject (``...<qtype>.<coordinator>``, k-of-m).
     """
-    subject = verdict_subject(region, verdict.qname, verdict.qtype)
+    coordinator = verdict.coordinator if per_coordinator else None
+    subject = verdict_subject(region, verdict.qname, verdict.qtype, coordinator)
     data = seal(
         key,
         subject,

@@ -504,7 +504,9 @@ async def test_trusted_despite_two_poisoned_voters_decided_early(harness: Harnes
     west = await h.wait_verdict("example.com.", WEST)
     assert west == v
     ids = sorted(m.headers["Nats-Msg-Id"] for _, _, m in h.verdicts if m.headers)
-    assert ids == sorted(verdict_msg_id("example.com.", "A", ROUND0, r) for r in (EAST, WEST))
+    assert ids == sorted(
+        verdict_msg_id("example.com.", "A", ROUND0, r, v.coordinator) for r in (EAST, WEST)
+    )
     js = h.admin.jetstream()
     stored = await js.get_last_msg(
         verdict_stream_name(EAST), verdict_subject(EAST, "example.com.", "A")

@@ -424,19 +424,27 @@ def parse_vote_subject(s: str) -> tuple[str, str] | None:
     return parts[3], parts[4]
 
 
-def parse_verdict_subject(s: str) -> tuple[str, str, str] | None:
-    """Return (region, name token, qtype), or None if ``s`` is not a valid verdict subject."""
+def parse_verdict_subject(s: str) -> tuple[str, str, str, str | None] | None:
+    """Return (region, name token, qtype, coordinator or None), or None if ``s`` is not a valid
+    DNS verdict subject (6 tokens, or 7 with the coordinator's id last: §2, §5.4)."""
     parts = s.split(".")
-    if len(s.encode()) > MAX_SUBJECT or len(parts) != 6 or parts[:3] != ["cctf", "v1", "verdict"]:
+    if (
+        len(s.encode()) > MAX_SUBJECT
+        or len(parts) not in (6, 7)
+        or parts[:3] != ["cctf", "v1", "verdict"]
+    ):
         return None
-    region, token, qtype = parts[3:]
+    region, token, qtype = parts[3:6]
+    coordinator = parts[6] if len(parts) == 7 else None
     if not (_IDENT.fullmatch(region) and _QTYPE.fullmatch(qtype)):
+        return None
+    if coordinator is not None and not _IDENT.fullmatch(coordinator):
         return None
     try:
         check_name_token(token)
     except ValueError:
         return None
-    return region, token, qtype
+    return region, token, qtype, coordinator
 
 
 # --------------------------------------------------------------------------------------------------
@@ -899,7 +907,7 @@ class VerdictSubscriber:
         parsed = parse_verdict_subject(subject)  # 9
         if parsed is None:
             raise Reject("subject")
-        s_region, s_token, s_qtype = parsed
+        s_region, s_token, s_qtype, s_coordinator = parsed
         if self.region is not None and s_region != self.region:
             raise Reject("region_mismatch")
         v = decode_verdict(env.payload)  # 10
@@ -912,6 +920,8 @@ class VerdictSubscriber:
         if (encode_name_token(qname), v.qtype) != (s_token, s_qtype):
             raise Reject("subject")
         if v.coordinator != key.principal:  # 12
+            raise Reject("principal_mismatch")
+        if s_coordinator is not None and s_coordinator != key.principal:
             raise Reject("principal_mismatch")
         _check_verdict_structure(v)  # 13
         # 14: times, seq and round against the envelope and the clock

@@ -76,15 +76,17 @@ def test_seq_and_issued_time_always_agree() -> None:
 
 
 def test_message_id_is_derived_from_what_is_decided() -> None:
-    a = verdict_msg_id("example.com.", "A", 7, "us-east")
-    assert a == "v1.example_com.A.7.us-east"
-    assert a == verdict_msg_id("example.com.", "A", 7, "us-east")  # any coordinator, any time
-    assert a != verdict_msg_id("example.com.", "A", 8, "us-east")
-    assert a != verdict_msg_id("example.com.", "AAAA", 7, "us-east")
-    assert a != verdict_msg_id("example.com.", "A", 7, "eu-west")
+    a = verdict_msg_id("example.com.", "A", 7, "us-east", "c1")
+    assert a == "v1.example_com.A.7.us-east.c1"
+    assert a == verdict_msg_id("example.com.", "A", 7, "us-east", "c1")  # any time
+    assert a != verdict_msg_id("example.com.", "A", 8, "us-east", "c1")
+    assert a != verdict_msg_id("example.com.", "AAAA", 7, "us-east", "c1")
+    assert a != verdict_msg_id("example.com.", "A", 7, "eu-west", "c1")
+    # several coordinators at once (k-of-m): each one's verdict is stored, none de-duplicated
+    assert a != verdict_msg_id("example.com.", "A", 7, "us-east", "c2")
     name = ("\u00e9" * 30 + ".") * 4  # escaped token > 253 characters: the digest form
-    long = verdict_msg_id(name, "A", 7, "us-east")
-    assert long == f"v1.{name_token(name)}.A.7.us-east" and len(long) < 300
+    long = verdict_msg_id(name, "A", 7, "us-east", "c1")
+    assert long == f"v1.{name_token(name)}.A.7.us-east.c1" and len(long) < 300
 
 
 @given(st.text(alphabet="abc-.\u00e9", min_size=1, max_size=60))
@@ -94,7 +96,7 @@ def test_message_ids_are_injective_over_names(suffix: str) -> None:
         normalize_name(n1)
     except IdError:
         assume(False)
-    assert verdict_msg_id(n1, "A", 1, "r") != verdict_msg_id(n2, "A", 1, "r")
+    assert verdict_msg_id(n1, "A", 1, "r", "c") != verdict_msg_id(n2, "A", 1, "r", "c")
 
 
 def test_sign_seals_once_per_region_with_real_keys() -> None:
@@ -106,7 +108,7 @@ def test_sign_seals_once_per_region_with_real_keys() -> None:
     assert [s.region for s in sealed] == ["us-east", "eu-west"]
     for s in sealed:
         assert s.subject == verdict_subject(s.region, "example.com.", "A")
-        assert s.msg_id == verdict_msg_id("example.com.", "A", ROUND, s.region)
+        assert s.msg_id == verdict_msg_id("example.com.", "A", ROUND, s.region, "coord-1")
         checked = verify_envelope(
             s.data,
             s.subject,
@@ -205,3 +207,38 @@ def test_servfail_bogus_votes_make_a_round_disputed_not_unavailable() -> None:
         if decision is not None:
             break
     assert decision is not None and decision.outcome is Outcome.UNAVAILABLE
+
+
+def test_per_coordinator_subjects_verify_and_bind_the_coordinator() -> None:
+    """k-of-m deployments: ``...<qtype>.<coordinator>``; a verdict moved to another coordinator's
+    subject is refused (step 12), even though the envelope signature covers that subject."""
+    from cctf.bus_schemas.envelope import Reason, Rejected, seal
+    from cctf.bus_schemas.subjects import SubjectError, parse_subject
+    from cctf.client.verify import VerdictVerifier
+
+    coord = make_identity("coord-1", "us-east", role=Role.COORDINATOR)
+    key, decision = _decided()
+    verdict = Decider(RULE, "coord-1", 30_000, FakeClock(START_MS + 10)).verdict(key, decision)
+    (s,) = Signer(coord.key, ["us-east"], per_coordinator=True).seal(verdict, encode(verdict))
+    assert s.subject == "cctf.v1.verdict.us-east.example_com.A.coord-1"
+    assert s.subject == verdict_subject("us-east", "example.com.", "A", "coord-1")
+    parsed = parse_subject(s.subject)
+    assert (parsed.coordinator, parsed.qtype, parsed.qname) == ("coord-1", "A", "example.com.")
+    verifier = VerdictVerifier(make_trust(coord), FakeClock(START_MS + 20), region="us-east")
+    assert verifier.verify(s.data, s.subject) == verdict
+    other = "cctf.v1.verdict.us-east.example_com.A.coord-2"
+    life = verdict.expires_ms - verdict.issued_ms
+    payload = encode(verdict)
+    moved = seal(
+        coord.key, other, MessageType.VERDICT, payload, now_ms=verdict.issued_ms, lifetime_ms=life
+    )
+    with pytest.raises(Rejected) as exc:
+        VerdictVerifier(make_trust(coord), FakeClock(START_MS + 20)).verify(moved, other)
+    assert exc.value.reason is Reason.PRINCIPAL
+    for bad in (
+        "cctf.v1.verdict.us-east.example_com.A.Coord",
+        "cctf.v1.verdict.us-east.example_com.A.c1.x",
+        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.c1",
+    ):
+        with pytest.raises(SubjectError):
+            parse_subject(bad)

@@ -336,7 +336,8 @@ def test_filters() -> None:
         "cctf.v1.verdict.us-east.example_com",
         "cctf.v1.verdict.us-east.example_com.a",
         "cctf.v1.verdict.us-east.~61.A",
-        "cctf.v1.verdict.us-east.example_com.A.x",
+        "cctf.v1.verdict.us-east.example_com.A.X",  # ".x" is a per-coordinator subject (§5.6)
+        "cctf.v1.verdict.us-east.example_com.A.x.y",
         "cctf.v1.evidence.us-east",
         "cctf.v1.vote.us-east." + "a" * 1020,
     ],

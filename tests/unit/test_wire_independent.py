@@ -309,7 +309,7 @@ def _parse_real(subject: str) -> Any:
     if p.kind is Kind.VOTE:
         return ("vote", p.region, p.agent)
     if p.kind is Kind.VERDICT:
-        return ("verdict", p.region, p.token, p.qtype)
+        return ("verdict", p.region, p.token, p.qtype, p.coordinator)
     return ("evidence",)
 
 
@@ -340,9 +340,13 @@ subject_parts = st.lists(
             lambda t: f"cctf.v1.verdict.{t[0]}.{name_token_or(t[1])}.{t[2]}"
         ),
         st.tuples(ids, ids).map(lambda t: f"cctf.v1.vote.{t[0]}.{t[1]}"),
+        st.tuples(ids, dns_like, qtypes, st.one_of(ids, st.text(max_size=4))).map(
+            lambda t: f"cctf.v1.verdict.{t[0]}.{name_token_or(t[1])}.{t[2]}.{t[3]}"
+        ),
     )
 )
 @example("cctf.v1.vote.us-east.agent-a")
+@example("cctf.v1.verdict.us-east.www_demo_test.A.coord-b")
 @example("cctf.v1.verdict.us-east.~2e.A")
 def test_subject_parsing_agrees(subject: str) -> None:
     real = _parse_real(subject)
@@ -1103,6 +1107,17 @@ VERDICT_CASES: dict[str, tuple[Callable[[], bytes], str, str]] = {
         "round",
     ),
     "envelope-expired": (lambda: _vsealed(lifetime_ms=0), VSUBJECT, "expired"),
+    # several coordinators (§5.4, k-of-m): the coordinator's own subject, and only its own
+    "per-coordinator-subject": (
+        lambda: _vsealed(subject=verdict_subject("us-east", QNAME, "A", C.principal)),
+        verdict_subject("us-east", QNAME, "A", C.principal),
+        OK,
+    ),
+    "other-coordinators-subject": (
+        lambda: _vsealed(subject=verdict_subject("us-east", QNAME, "A", "coord-z")),
+        verdict_subject("us-east", QNAME, "A", "coord-z"),
+        "principal_mismatch",
+    ),
 }
 
 

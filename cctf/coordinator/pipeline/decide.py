@@ -5,9 +5,10 @@
   follows ``seq``, a fraction of a millisecond ahead). The verifier only admits rounds up to the
   current one plus one, so a verdict's ``round`` never starts more than one round after ``issued_ms``.
 * The message id is derived from what the verdict decides, never from a counter:
-  ``v1.<name-token>.<qtype>.<round>.<region>`` with the subject layer's name token (injective, at most
-  253 characters: a digest form for long names), so identical verdicts of several coordinators, or a
-  retried publish, de-duplicate in the verdict stream (``Nats-Msg-Id``, duplicate window).
+  ``v1.<name-token>.<qtype>.<round>.<region>.<coordinator>`` with the subject layer's name token
+  (injective, at most 253 characters: a digest form for long names), so a retried publish
+  de-duplicates in the verdict stream (``Nats-Msg-Id``, duplicate window), while the verdicts of
+  several coordinators running at once (k-of-m, docs/wire-protocol.md §5.6) are all stored.
 """
 
 from __future__ import annotations
@@ -21,8 +22,8 @@ from cctf.coordinator.verdicts import SequenceClock, build_verdict
 __all__ = ["Decider", "verdict_msg_id"]
 
 
-def verdict_msg_id(qname: str, qtype: str, round_: int, region: str) -> str:
-    return f"v1.{name_token(qname)}.{qtype}.{round_}.{region}"
+def verdict_msg_id(qname: str, qtype: str, round_: int, region: str, coordinator: str) -> str:
+    return f"v1.{name_token(qname)}.{qtype}.{round_}.{region}.{coordinator}"
 
 
 class Decider:

@@ -37,11 +37,16 @@ class Sealed:
 
 
 class Signer:
-    def __init__(self, key: SigningKey, regions: Sequence[str]) -> None:
+    def __init__(
+        self, key: SigningKey, regions: Sequence[str], *, per_coordinator: bool = False
+    ) -> None:
+        """``per_coordinator``: DNS verdicts on the coordinator's own subject
+        ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>`` (k-of-m deployments)."""
         if not regions:
             raise ValueError("at least one verdict region is needed")
         self._key = key
         self._regions = tuple(regions)
+        self._per_coordinator = per_coordinator
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -53,8 +58,12 @@ class Signer:
         out: list[Sealed] = []
         for region in self._regions:
             try:
-                subject, data = seal_verdict(self._key, verdict, region, payload)
-                msg_id = verdict_msg_id(verdict.qname, verdict.qtype, verdict.round, region)
+                subject, data = seal_verdict(
+                    self._key, verdict, region, payload, per_coordinator=self._per_coordinator
+                )
+                msg_id = verdict_msg_id(
+                    verdict.qname, verdict.qtype, verdict.round, region, verdict.coordinator
+                )
             except ValueError as exc:  # IdError / SubjectError are ValueErrors
                 raise SignError(f"verdict for {verdict.qname[:80]!r}: {exc}") from None
             out.append(Sealed(region, subject, data, msg_id))
