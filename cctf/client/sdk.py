@@ -47,6 +47,15 @@ Cache
     returns the newer cached verdict if it is still valid and fresh, and otherwise raises
     :class:`VerdictRejected` (``rollback`` or ``stale``).
 
+k-of-m coordinators
+    With ``coordinators=CoordinatorPolicy(k, of)`` (``cctf check --coordinators 2:c1,c2,c3``) the
+    client reads the last verdict of each configured coordinator from its own subject
+    (``...<qtype>.<coordinator>``, docs/wire-protocol.md §5.4), verifies each one fully, and returns a
+    verdict only when ``k`` of them signed the same statement for the same round
+    (:mod:`cctf.client.coordquorum`); otherwise ``check`` raises :class:`VerdictRejected` with
+    :attr:`Reason.COORDINATOR_QUORUM` (counted in :attr:`TrustClient.rejected`). ``verdicts`` yields
+    a key once, when its ``k``-th agreeing verdict arrives. Only combined verdicts are cached.
+
 Streams
     Identity verdicts share the region's verdict stream (subjects ending in a lower-case identity
     kind); a DNS verdict stream passes over them without counting them (they could never verify as
@@ -86,6 +95,7 @@ from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
+from cctf.client.coordquorum import CoordinatorPolicy, QuorumCombiner, combine
 from cctf.client.errors import (
     FALL_BACK,
     FetchError,
@@ -160,6 +170,7 @@ class TrustClient:
         feed_inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
         accept_lkg: bool = True,
         max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS,
+        coordinators: CoordinatorPolicy | None = None,
     ) -> None:
         """``round_ms``: the deployment's round length. ``max_age_ms``: the oldest verdict (by
         issue time) ``check`` and ``cached`` return as the current answer (default two rounds).
@@ -170,6 +181,8 @@ class TrustClient:
         evidence is older (the coordinator's default cap, 15 min; step 14e)."""
         if cache_size < 1:
             raise ValueError("cache_size must be positive")
+        #: k-of-m coordinator policy (``None``: any one trusted coordinator's verdict is used).
+        self.coordinators = coordinators
         self.accept_lkg = accept_lkg
         self.times = VerdictTimes(round_ms=round_ms, max_lkg_staleness_ms=max_lkg_staleness_ms)
         self.max_age_ms = self.times.default_max_age_ms() if max_age_ms is None else max_age_ms
@@ -234,6 +247,7 @@ class TrustClient:
         initial_retries: int = 2,
         accept_lkg: bool = True,
         max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS,
+        coordinators: CoordinatorPolicy | None = None,
         **connect_options: Any,
     ) -> TrustClient:
         """Connect to NATS as ``user`` (:func:`cctf.bus.connect.connect`, which sets the user's
@@ -273,6 +287,7 @@ class TrustClient:
             max_age_ms=max_age_ms,
             accept_lkg=accept_lkg,
             max_lkg_staleness_ms=max_lkg_staleness_ms,
+            coordinators=coordinators,
         )
         client._error_logging = logging
         return client
@@ -325,7 +340,13 @@ class TrustClient:
         return v
 
     def _verify(
-        self, region: str, data: bytes, subject: str, *, max_age_ms: int | None = None
+        self,
+        region: str,
+        data: bytes,
+        subject: str,
+        *,
+        max_age_ms: int | None = None,
+        cache: bool = True,
     ) -> CheckedVerdict:
         """Verify, count, log and cache; raises :class:`Rejected`."""
         try:
@@ -335,13 +356,17 @@ class TrustClient:
             raise
         self.accepted += 1
         self._m_accepted.add(1, {"region": region})
+        if cache:
+            self._remember(region, checked)
+        return checked
+
+    def _remember(self, region: str, checked: CheckedVerdict) -> None:
         v = checked.verdict
         key = (region, checked.key[1], v.qtype)
         self._cache[key] = checked
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return checked
 
     def _count_rejected(self, reason: str, region: str, subject: str, detail: str) -> None:
         self.rejected[reason] += 1
@@ -424,6 +449,8 @@ class TrustClient:
         subject = verdict_subject(self.region, name, qtype)
         if cached and (hit := self.cached(name, qtype)) is not None:
             return hit
+        if self.coordinators is not None:
+            return await self._check_quorum(name, qtype, self.coordinators)
         try:
             raw = await last_message(
                 self.nc, verdict_stream_name(self.region), subject, request_timeout_s=self._timeout
@@ -441,6 +468,43 @@ class TrustClient:
             if exc.reason in FALL_BACK and (newer := self.cached(name, qtype)) is not None:
                 return newer
             raise VerdictRejected(subject, exc) from exc
+
+    async def _check_quorum(self, name: str, qtype: str, policy: CoordinatorPolicy) -> Verdict:
+        """``check`` under a k-of-m policy: the last verdict of each configured coordinator."""
+        subjects = [verdict_subject(self.region, name, qtype, c) for c in policy.of]
+        stream = verdict_stream_name(self.region)
+        raws = await asyncio.gather(
+            *(last_message(self.nc, stream, s, request_timeout_s=self._timeout) for s in subjects),
+            return_exceptions=True,
+        )
+        checked: list[CheckedVerdict] = []
+        errors = 0
+        for subject, raw in zip(subjects, raws, strict=True):
+            if isinstance(raw, BaseException):
+                if not isinstance(raw, ReadError):
+                    raise raw
+                errors += 1
+            elif raw is not None:
+                with contextlib.suppress(Rejected):  # counted and logged by _verify
+                    checked.append(
+                        self._verify(
+                            self.region, raw, subject, max_age_ms=self.max_age_ms, cache=False
+                        )
+                    )
+        subject = verdict_subject(self.region, name, qtype)
+        if errors == len(subjects):
+            raise FetchError(f"no coordinator's verdict could be read for {subject}")
+        try:
+            used = combine(policy, [c.verdict for c in checked])
+        except Rejected as exc:
+            if not checked and errors == 0:
+                raise NoVerdict(subject) from None
+            self._count_rejected(exc.reason.value, self.region, subject, exc.detail)
+            if (newer := self.cached(name, qtype)) is not None:
+                return newer
+            raise VerdictRejected(subject, exc) from exc
+        self._remember(self.region, next(c for c in checked if c.verdict is used.verdict))
+        return used.verdict
 
     # ---- streams
 
@@ -493,6 +557,8 @@ class VerdictStream:
         self.region = region
         self._feed = feed
         self._closed = False
+        policy = client.coordinators
+        self._combiner = None if policy is None else QuorumCombiner(policy)
 
     def __aiter__(self) -> Self:
         return self
@@ -508,7 +574,15 @@ class VerdictStream:
             if is_identity_verdict_subject(msg.subject):
                 continue  # shares the verdict stream; read by TrustClient.identity_verdict
             try:
-                return self.client._verify(self.region, msg.data, msg.subject).verdict
+                if self._combiner is None:
+                    return self.client._verify(self.region, msg.data, msg.subject).verdict
+                checked = self.client._verify(self.region, msg.data, msg.subject, cache=False)
+                used = self._combiner.add(checked.verdict)
+                if used is not None:
+                    if used.verdict is checked.verdict:
+                        self.client._remember(self.region, checked)
+                    return used.verdict
+                continue
             except Rejected:
                 continue  # counted and logged by _verify
             except Exception as exc:  # never let one message end the stream

@@ -1,0 +1,218 @@
+"""Several coordinators at once, k-of-m at the subscriber (issue #8 scope 2), over real nats-server.
+
+Three coordinators (own keys, own durable consumers on the interest-retention vote streams,
+``per_coordinator_subjects``) decide every key from their own view; a ``TrustClient`` with the policy
+2-of-3 uses a verdict only when two of them signed the same statement. One coordinator is stopped
+mid-run: verified verdicts keep flowing with no gap over 2 s (the issue's bound) and no key is ever
+used twice or with two statements. A verdict signed by one rogue coordinator key alone is never used.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import pytest
+from wirefactories import (
+    START_MS,
+    Identity,
+    make_ballot,
+    make_identity,
+    make_trust,
+    make_verdict,
+    make_vote,
+    make_world,
+    seal_ballot,
+)
+
+from cctf.bus.streams import ensure_streams
+from cctf.bus_schemas.envelope import Reason
+from cctf.bus_schemas.messages import Outcome
+from cctf.client.coordquorum import CoordinatorPolicy
+from cctf.client.errors import VerdictRejected
+from cctf.client.sdk import TrustClient
+from cctf.coordinator.config import CoordinatorConfig, RuleConfig
+from cctf.coordinator.service import Coordinator
+from cctf.coordinator.verdicts import seal_verdict
+from cctf.crypto.trust import Role
+from cctf.devfabric.nats import NatsFabric
+
+EAST = "us-east"
+HONEST = ("93.184.216.34",)
+FORGED = ("6.6.6.6",)
+ELECTORATE = tuple(f"agent-us-east/r{i}" for i in range(1, 6))
+NAMES = [("live.example.", "A"), ("forged.example.", "A")]
+COORDS = ("c1", "c2", "c3")
+POLICY = CoordinatorPolicy(2, COORDS)
+
+
+def _coord(name: str) -> Identity:
+    return make_identity(name, EAST, role=Role.COORDINATOR)
+
+
+class Fabric:
+    def __init__(self, fabric: NatsFabric, connect: Any) -> None:
+        world = make_world((EAST,))
+        self.fabric, self.connect = fabric, connect
+        self.clock = world.clock
+        self.clock.set(START_MS + 100)
+        self.agent = world.agents[EAST]
+        self.coords = {c: _coord(c) for c in COORDS}
+        self.trust = make_trust(self.agent, *self.coords.values())
+        self.running: dict[str, Coordinator] = {}
+
+    async def start(self, name: str) -> None:
+        nc = await self.connect(
+            self.fabric, "coordinator", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+        )
+        config = CoordinatorConfig(
+            coordinator=name,
+            region=EAST,
+            rule=RuleConfig(k=3, n=5),
+            electorate=list(ELECTORATE),
+            names=[list(n) for n in NAMES],  # type: ignore[misc]
+            per_coordinator_subjects=True,
+            fetch_timeout_ms=100,
+            tick_ms=20,
+            publish_timeout_ms=1000,
+            max_backoff_ms=300,
+        )
+        c = Coordinator(config, nc, key=self.coords[name].key, trust=self.trust, clock=self.clock)
+        await c.start()
+        self.running[name] = c
+
+    async def stop_all(self) -> None:
+        for c in self.running.values():
+            await c.stop()
+
+    async def ballot(self, nc: Any, qname: str, answers: Sequence[str]) -> None:
+        r = self.clock.now_ms() // 1000
+        votes = [
+            make_vote(self.agent.principal, EAST, r, qname=qname, resolver_id=f"r{i}", answer=a)
+            for i, a in enumerate([answers] * 3, start=1)
+        ]
+        ballot = make_ballot(self.agent.principal, EAST, r, votes=votes)
+        data = seal_ballot(self.agent, ballot, now_ms=self.clock.now_ms())
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                await nc.jetstream().publish(self.agent.subject, data, timeout=1.0)
+                return
+            except Exception:
+                assert time.monotonic() < deadline, "could not publish a ballot"
+                await asyncio.sleep(0.1)
+
+
+async def _run_failover(fabric: NatsFabric, nats_connect: Any) -> dict[str, Any]:
+    f = Fabric(fabric, nats_connect)
+    admin = await nats_connect(fabric, "admin", max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    await ensure_streams(admin.jetstream(), [EAST], fabric.stream_replicas)
+    agent_nc = await nats_connect(
+        fabric, f"agent-{EAST}", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
+    client_nc = await nats_connect(
+        fabric, "client", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
+    client = TrustClient(client_nc, f.trust, EAST, clock=f.clock, coordinators=POLICY)
+    used: list[tuple[float, Any]] = []
+
+    async def watch() -> None:
+        async for v in client.verdicts():
+            used.append((time.monotonic(), v))
+
+    try:
+        for name in COORDS:
+            await f.start(name)
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.3)
+        rounds, kill_after = 16, 6
+        for i in range(rounds):
+            f.clock.advance(1000)
+            await f.ballot(agent_nc, "live.example.", HONEST)
+            if i == kill_after:
+                killed_at = time.monotonic()
+                await f.running.pop("c1").stop()  # the first coordinator goes away mid-run
+            await asyncio.sleep(0.25)
+        await asyncio.sleep(1.5)
+        watcher.cancel()
+        live = [(t, v) for t, v in used if v.qname == "live.example."]
+        keys = [(v.qname, v.qtype, v.round) for _, v in live]
+        times = [t for t, _ in live]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        return {
+            "used": live,
+            "keys": keys,
+            "max_gap_s": max(gaps) if gaps else None,
+            "killed_at": killed_at,
+            "rejected": dict(client.rejected),
+        }
+    finally:
+        await f.stop_all()
+        for nc in (client_nc, agent_nc, admin):
+            await nc.close()
+
+
+def _assert_failover(result: dict[str, Any]) -> None:
+    live = result["used"]
+    assert len(result["keys"]) == len(set(result["keys"])), "a key was used twice"
+    assert all(v.outcome is Outcome.TRUSTED and v.answer == list(HONEST) for _, v in live)
+    after = [t for t, _ in live if t > result["killed_at"]]
+    assert len(after) >= 5, f"verdicts stopped after the kill: {result}"
+    assert result["max_gap_s"] is not None and result["max_gap_s"] <= 2.0, result
+
+
+async def test_two_of_three_survives_a_coordinator_stop_single_node(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    _assert_failover(await _run_failover(nats_single, nats_connect))
+
+
+async def test_two_of_three_survives_a_coordinator_stop_cluster(
+    nats_cluster: NatsFabric, nats_connect: Any
+) -> None:
+    _assert_failover(await _run_failover(nats_cluster, nats_connect))
+
+
+async def test_one_rogue_coordinator_key_alone_is_never_used(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    """c3's key is stolen: it signs a forged TRUSTED answer on its own subject. The 2-of-3 client
+    refuses it (coordinator_quorum); a client trusting any one coordinator would have used it."""
+    f = Fabric(nats_single, nats_connect)
+    admin = await nats_connect(
+        nats_single, "admin", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
+    await ensure_streams(admin.jetstream(), [EAST], nats_single.stream_replicas)
+    client_nc = await nats_connect(nats_single, "client", max_reconnect_attempts=1)
+    try:
+        now = f.clock.now_ms()
+
+        async def sign(name: str) -> None:
+            v = make_verdict(
+                "forged.example.",
+                round=now // 1000,
+                answer=FORGED,
+                coordinator=name,
+                seq=now * 1000 + 1,
+                issued_ms=now,
+                expires_ms=now + 30_000,
+            )
+            subject, data = seal_verdict(f.coords[name].key, v, EAST, per_coordinator=True)
+            await admin.jetstream().publish(subject, data)
+
+        await sign("c3")
+        strict = TrustClient(client_nc, f.trust, EAST, clock=f.clock, coordinators=POLICY)
+        with pytest.raises(VerdictRejected) as exc:
+            await strict.check("forged.example.")
+        assert exc.value.reason is Reason.COORDINATOR_QUORUM  # type: ignore[attr-defined]
+        assert strict.rejected[Reason.COORDINATOR_QUORUM.value] == 1
+        assert strict.cached("forged.example.") is None
+        # a second configured coordinator signing the same statement is what k=2 asks for
+        await sign("c2")
+        assert (await strict.check("forged.example.")).answer == list(FORGED)
+    finally:
+        await client_nc.close()
+        await admin.close()
