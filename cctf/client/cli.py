@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from cctf.client.coordquorum import parse_policy
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.sdk import FetchError, NoVerdict, TrustClient, VerdictRejected
 from cctf.client.verify import DEFAULT_ROUND_MS
@@ -82,6 +83,14 @@ def _common(p: argparse.ArgumentParser) -> None:
         "--no-lkg",
         action="store_true",
         help="refuse Last-Known-Good attestations (TRUSTED from an earlier round's evidence)",
+    )
+    p.add_argument(
+        "--coordinators",
+        default=None,
+        metavar="K:C1,C2,...",
+        help="k-of-m coordinators: use a verdict only when K of the listed coordinators signed "
+        "the same outcome and answer for the round (e.g. 2:c1,c2,c3); else fail closed "
+        "(reason coordinator_quorum)",
     )
     p.add_argument(
         "--log-level",
@@ -172,6 +181,7 @@ def _setup(args: argparse.Namespace) -> _Setup:
             "region": args.region,
             "round_ms": args.round_ms,
             "accept_lkg": not args.no_lkg,
+            "coordinators": None if args.coordinators is None else parse_policy(args.coordinators),
         },
     )
 
@@ -199,6 +209,11 @@ def _usage_error(args: argparse.Namespace) -> str | None:
         SuitePolicy.parse(args.min_suite)
     except (IdError, CryptoError) as exc:
         return str(exc)
+    if args.coordinators is not None:
+        try:
+            parse_policy(args.coordinators)
+        except ValueError as exc:
+            return str(exc)
     if args.round_ms < 1:
         return "--round-ms must be positive"
     if getattr(args, "count", None) is not None and args.count < 1:

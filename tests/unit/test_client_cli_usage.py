@@ -24,12 +24,16 @@ CHECK_BAD = [
     ["example.com", "--max-age-ms", "-5"],
     ["example.com", "--round-ms", "0"],
     ["example.com", "--min-suite", "rot13"],
+    ["example.com", "--coordinators", "1:c1,c2"],  # 2k > m violated
+    ["example.com", "--coordinators", "c1,c2,c3"],
+    ["example.com", "--coordinators", "2:c1,c1,c2"],
 ]
 WATCH_BAD = [
     ["--count", "0"],
     ["--count", "-1"],
     ["--region=-bad"],
     ["--round-ms", "-5"],
+    ["--coordinators", "2:C1,c2,c3"],
 ]
 
 
