@@ -155,6 +155,16 @@ class SigningKey:
             for comp, key in zip(COMPONENTS[self.suite], self._keys, strict=True)
         )
 
+    def sign_note_text(self, text: bytes) -> tuple[bytes, ...]:
+        """Component signatures over a C2SP signed-note text, for :mod:`cctf.translog.note`:
+        Ed25519 per RFC 8032 over the text itself, ML-DSA-65 over the text with an empty FIPS 204
+        context. Domain separation from :meth:`sign`: a note text never holds a 0x00 byte (refused
+        here) while every Ed25519 message of :meth:`sign` does (``label || 0x00 || tbs``), and every
+        ML-DSA-65 signature of :meth:`sign` has a non-empty context."""
+        if b"\x00" in text:
+            raise SignatureError("a note text must not contain a 0x00 byte")
+        return tuple(key.sign(text) for key in self._keys)
+
     def derive_secret(self, label: str) -> bytes:
         """A 32-byte secret for ``label``, derived from the private seeds (HMAC-SHA256): stable for
         this key, unknown to anyone without it, and unrelated for different labels."""
