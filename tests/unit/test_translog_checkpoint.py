@@ -265,3 +265,13 @@ def test_note_parser_fuzz_raises_only_note_error(data: st.DataObject) -> None:
     except TranslogError:
         return
     assert cp == _cp()  # only a change to an ignored part (e.g. nothing) may still verify
+
+
+def test_sign_note_text_refuses_nul_and_differs_from_envelope_signing() -> None:
+    from cctf.crypto.errors import SignatureError
+
+    with pytest.raises(SignatureError):
+        KEY.sign_note_text(b"a\x00b\n")
+    text = _cp().encode()
+    with pytest.raises(SignatureError):  # a note signature is no envelope signature
+        KEY.public.verify(text, KEY.sign_note_text(text))
