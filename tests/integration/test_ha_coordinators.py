@@ -12,98 +12,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-from collections.abc import Sequence
 from typing import Any
 
 import pytest
-from wirefactories import (
-    START_MS,
-    Identity,
-    make_ballot,
-    make_identity,
-    make_trust,
-    make_verdict,
-    make_vote,
-    make_world,
-    seal_ballot,
-)
+from hafabric import COORDS, EAST, FORGED, HONEST, POLICY, Fabric
+from wirefactories import make_verdict
 
 from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.envelope import Reason
 from cctf.bus_schemas.messages import Outcome
-from cctf.client.coordquorum import CoordinatorPolicy
 from cctf.client.errors import VerdictRejected
 from cctf.client.sdk import TrustClient
-from cctf.coordinator.config import CoordinatorConfig, RuleConfig
-from cctf.coordinator.service import Coordinator
 from cctf.coordinator.verdicts import seal_verdict
-from cctf.crypto.trust import Role
 from cctf.devfabric.nats import NatsFabric
-
-EAST = "us-east"
-HONEST = ("93.184.216.34",)
-FORGED = ("6.6.6.6",)
-ELECTORATE = tuple(f"agent-us-east/r{i}" for i in range(1, 6))
-NAMES = [("live.example.", "A"), ("forged.example.", "A")]
-COORDS = ("c1", "c2", "c3")
-POLICY = CoordinatorPolicy(2, COORDS)
-
-
-def _coord(name: str) -> Identity:
-    return make_identity(name, EAST, role=Role.COORDINATOR)
-
-
-class Fabric:
-    def __init__(self, fabric: NatsFabric, connect: Any) -> None:
-        world = make_world((EAST,))
-        self.fabric, self.connect = fabric, connect
-        self.clock = world.clock
-        self.clock.set(START_MS + 100)
-        self.agent = world.agents[EAST]
-        self.coords = {c: _coord(c) for c in COORDS}
-        self.trust = make_trust(self.agent, *self.coords.values())
-        self.running: dict[str, Coordinator] = {}
-
-    async def start(self, name: str) -> None:
-        nc = await self.connect(
-            self.fabric, "coordinator", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-        )
-        config = CoordinatorConfig(
-            coordinator=name,
-            region=EAST,
-            rule=RuleConfig(k=3, n=5),
-            electorate=list(ELECTORATE),
-            names=[list(n) for n in NAMES],  # type: ignore[misc]
-            per_coordinator_subjects=True,
-            fetch_timeout_ms=100,
-            tick_ms=20,
-            publish_timeout_ms=1000,
-            max_backoff_ms=300,
-        )
-        c = Coordinator(config, nc, key=self.coords[name].key, trust=self.trust, clock=self.clock)
-        await c.start()
-        self.running[name] = c
-
-    async def stop_all(self) -> None:
-        for c in self.running.values():
-            await c.stop()
-
-    async def ballot(self, nc: Any, qname: str, answers: Sequence[str]) -> None:
-        r = self.clock.now_ms() // 1000
-        votes = [
-            make_vote(self.agent.principal, EAST, r, qname=qname, resolver_id=f"r{i}", answer=a)
-            for i, a in enumerate([answers] * 3, start=1)
-        ]
-        ballot = make_ballot(self.agent.principal, EAST, r, votes=votes)
-        data = seal_ballot(self.agent, ballot, now_ms=self.clock.now_ms())
-        deadline = time.monotonic() + 30
-        while True:
-            try:
-                await nc.jetstream().publish(self.agent.subject, data, timeout=1.0)
-                return
-            except Exception:
-                assert time.monotonic() < deadline, "could not publish a ballot"
-                await asyncio.sleep(0.1)
 
 
 async def _run_failover(fabric: NatsFabric, nats_connect: Any) -> dict[str, Any]:
@@ -156,6 +77,7 @@ async def _run_failover(fabric: NatsFabric, nats_connect: Any) -> dict[str, Any]
 
 
 def _assert_failover(result: dict[str, Any]) -> None:
+    print(f"ha-failover max_gap_s={result['max_gap_s']:.3f} used={len(result['used'])}")
     live = result["used"]
     assert len(result["keys"]) == len(set(result["keys"])), "a key was used twice"
     assert all(v.outcome is Outcome.TRUSTED and v.answer == list(HONEST) for _, v in live)
