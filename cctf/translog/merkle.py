@@ -186,6 +186,8 @@ def _check_hash(value: object, what: str) -> bytes:
 
 
 def _check_proof(proof: Sequence[bytes]) -> list[bytes]:
+    if not isinstance(proof, list | tuple):
+        raise ProofError("bad-proof", "a proof is a list of hashes")
     if len(proof) > MAX_PROOF_HASHES:
         raise ProofError("proof-too-long", f"a proof holds at most {MAX_PROOF_HASHES} hashes")
     return [_check_hash(p, "proof hash") for p in proof]

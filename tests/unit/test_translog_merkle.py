@@ -167,6 +167,10 @@ def test_inclusion_reasons() -> None:
         ([leaf, 2, 5, [root] * 65, root], "proof-too-long"),
         ([leaf, -1, 5, p, root], "size-out-of-range"),
         ([leaf, 2, 2**63, p, root], "size-out-of-range"),
+        ([leaf, 2, True, p, root], "size-out-of-range"),
+        ([leaf, 2, 5, None, root], "bad-proof"),
+        ([leaf, 2, 5, b"".join(p), root], "bad-proof"),
+        ([leaf, 2, 5, [*p[:-1], "x" * 32], root], "hash-length"),
     ]
     for args, reason in cases:
         with pytest.raises(ProofError) as exc:
@@ -280,3 +284,17 @@ def test_resume_from_leaf_hashes_gives_same_tree() -> None:
     for i in range(tree.size):
         resumed.append_leaf_hash(tree.leaf_hash(i))
     assert resumed.root() == tree.root() == ref.mth(entries)
+
+
+@settings(max_examples=15, deadline=None)
+@given(st.integers(70, 3000), st.data())
+def test_bigger_trees_sampled_against_reference(size: int, data: st.DataObject) -> None:
+    entries = [i.to_bytes(2, "big") * 3 for i in range(size)]
+    tree = _tree(entries)
+    assert tree.root() == ref.mth(entries)
+    for _ in range(3):
+        n = data.draw(st.integers(2, size))
+        m = data.draw(st.integers(1, n - 1))
+        assert tree.inclusion_proof(m, n) == ref.path(m, entries[:n])
+        assert tree.consistency_proof(m, n) == ref.proof(m, entries[:n])
+        verify_consistency(m, n, tree.consistency_proof(m, n), tree.root(m), tree.root(n))
