@@ -89,6 +89,7 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
             request_timeout=config.request_timeout_ms / 1000,
             round_ms=config.round_ms,
             max_age_ms=config.max_age_ms,
+            coordinators=None if config.coordinators is None else config.coordinators.policy(),
             # a service waits for NATS (minutes, like the coordinator); SIGTERM ends the wait
             initial_retries=CONNECT_RETRIES,
         )

@@ -14,6 +14,7 @@ from typing import Annotated, Final
 import msgspec
 
 from cctf.bus.settings import NatsSettings
+from cctf.client.coordquorum import CoordinatorPolicy
 from cctf.client.verify import DEFAULT_ROUND_MS
 from cctf.config import ConfigStruct, load_config
 from cctf.crypto.errors import CryptoError
@@ -38,6 +39,19 @@ def parse_listen(text: str) -> tuple[str, int]:
     return host, int(port)
 
 
+class CoordinatorsConfig(ConfigStruct, frozen=True, kw_only=True):
+    """``coordinators: {k: 2, of: [c1, c2, c3]}``: k-of-m coordinators (cctf.client.coordquorum)."""
+
+    k: int
+    of: list[str]
+
+    def __post_init__(self) -> None:
+        self.policy()  # ValueError with the rule's own message
+
+    def policy(self) -> CoordinatorPolicy:
+        return CoordinatorPolicy(self.k, tuple(self.of))
+
+
 class GatewayConfig(ConfigStruct, frozen=True, kw_only=True):
     region: str
     trust_file: str
@@ -52,6 +66,7 @@ class GatewayConfig(ConfigStruct, frozen=True, kw_only=True):
     require_dnssec: bool = False
     dns_lkg_holds: bool = False
     material_cache: Annotated[int, msgspec.Meta(ge=1, le=4096)] = 64
+    coordinators: CoordinatorsConfig | None = None
 
     def __post_init__(self) -> None:
         try:

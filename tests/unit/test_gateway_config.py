@@ -32,6 +32,8 @@ def test_the_example_loads_with_anchored_paths() -> None:
         ({"max_body_bytes": 10}, "max_body_bytes"),
         ({"surprise": 1}, "surprise"),
         ({"identity": {"workloads": [{"spiffe_id": "spiffe://x.test/a"}]}}, "trust domain"),
+        ({"coordinators": {"k": 1, "of": ["c1", "c2"]}}, "2k > m"),
+        ({"coordinators": {"k": 2, "of": ["c1", "c1", "c2"]}}, "twice"),
     ],
 )
 def test_bad_values_are_one_line_config_errors(
@@ -54,3 +56,19 @@ def test_parse_listen() -> None:
     assert parse_listen("[::1]:0") == ("::1", 0)
     with pytest.raises(ValueError):
         parse_listen("host:99999")
+
+
+def test_coordinators_policy_k_of_m(tmp_path: Path) -> None:
+    doc = {
+        "region": "us-east",
+        "trust_file": "trust.json",
+        "nats": {"credentials": "creds.json", "user": "client"},
+        "coordinators": {"k": 2, "of": ["c1", "c2", "c3"]},
+    }
+    path = tmp_path / "gw.json"
+    path.write_text(json.dumps(doc))
+    config = load_gateway_config(path)
+    assert config.coordinators is not None
+    policy = config.coordinators.policy()
+    assert (policy.k, policy.of) == (2, ("c1", "c2", "c3"))
+    assert load_gateway_config(EXAMPLES / "gateway.yaml").coordinators is None  # commented out
