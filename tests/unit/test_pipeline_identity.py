@@ -325,8 +325,9 @@ def test_one_sequence_for_dns_and_identity_verdicts_and_derived_message_ids() ->
     v1 = deciders.verdict(IdentityKey("bundle", DOMAIN, w.round), d)
     assert seq.last == v1.seq
     assert tallies.live == 1 and tallies.expire(w.round) == []
-    mid = identity_msg_id("bundle", DOMAIN, 7, "us-east")
-    assert mid == f"v1.id.{identity_token('bundle', DOMAIN)}.bundle.7.us-east"
+    mid = identity_msg_id("bundle", DOMAIN, 7, "us-east", "coord-a")
+    assert mid == f"v1.id.{identity_token('bundle', DOMAIN)}.bundle.7.us-east.coord-a"
+    assert mid != identity_msg_id("bundle", DOMAIN, 7, "us-east", "coord-b")  # k-of-m
 
 
 # ----------------------------------------------------------------------- sign, then client verify
@@ -341,7 +342,9 @@ def test_signed_identity_verdict_verifies_at_the_client() -> None:
     assert [s.subject for s in sealed_all] == [
         identity_verdict_subject(r, "mtls", WORKLOAD) for r in ("us-east", "eu-west")
     ]
-    assert sealed_all[1].msg_id == identity_msg_id("mtls", WORKLOAD, w.round, "eu-west")
+    assert sealed_all[1].msg_id == identity_msg_id(
+        "mtls", WORKLOAD, w.round, "eu-west", v.coordinator
+    )
     for s in sealed_all:
         verifier = IdentityVerifier(w.trust, w.clock, region=s.region, times=VerdictTimes())
         assert verifier.verify(s.data, s.subject) == v

@@ -18,7 +18,8 @@
   (the same :class:`~cctf.coordinator.verdicts.SequenceClock` instance, so ``seq`` is strictly
   increasing per coordinator across DNS and identity verdicts, and ``seq // 1000 == issued_ms``);
   ``expires_ms = issued_ms + verdict_ttl_ms``. Message id ``v1.id.<subject-token>.<kind>.<round>.
-  <region>`` (derived from what it decides).
+  <region>.<coordinator>`` (derived from what it decides; the coordinator keeps several coordinators'
+  verdicts apart in the duplicate window).
 * **Bundle sequence** (:class:`BundleFloor`): the coordinator never issues a TRUSTED ``bundle``
   verdict whose ``spiffe_sequence`` is lower than that of the last TRUSTED one it issued for the trust
   domain; such a decision is dropped as :data:`BUNDLE_ROLLBACK` (counted, its evidence settled, no
@@ -90,8 +91,8 @@ class IssueRefused(VerdictError):
         self.reason = reason
 
 
-def identity_msg_id(kind: str, subject: str, round_: int, region: str) -> str:
-    return f"v1.id.{identity_token(kind, subject)}.{kind}.{round_}.{region}"
+def identity_msg_id(kind: str, subject: str, round_: int, region: str, coordinator: str) -> str:
+    return f"v1.id.{identity_token(kind, subject)}.{kind}.{round_}.{region}.{coordinator}"
 
 
 class IdentitySet:

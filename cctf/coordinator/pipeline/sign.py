@@ -77,7 +77,9 @@ class Signer:
         for region in self._regions:
             try:
                 subject = identity_verdict_subject(region, kind, verdict.subject)
-                msg_id = identity_msg_id(kind, verdict.subject, verdict.round, region)
+                msg_id = identity_msg_id(
+                    kind, verdict.subject, verdict.round, region, verdict.coordinator
+                )
             except ValueError as exc:
                 raise SignError(f"identity verdict for {verdict.subject[:80]!r}: {exc}") from None
             data = seal(
