@@ -138,3 +138,72 @@ async def test_one_rogue_coordinator_key_alone_is_never_used(
     finally:
         await client_nc.close()
         await admin.close()
+
+
+async def test_rolling_restart_of_the_cluster_under_two_of_three(
+    nats_cluster: NatsFabric, nats_connect: Any
+) -> None:
+    """A rolling restart (each nats-server in turn: SIGTERM, start again, wait healthy) while three
+    coordinators run: every round whose ballot the stream acknowledged ends in a used 2-of-3 verdict
+    (late if need be), never two for one key. The largest gap is printed (RESILIENCE.md)."""
+    f = Fabric(nats_cluster, nats_connect)
+    admin = await nats_connect(
+        nats_cluster, "admin", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
+    await ensure_streams(admin.jetstream(), [EAST], nats_cluster.stream_replicas)
+    agent_nc = await nats_connect(
+        nats_cluster, f"agent-{EAST}", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
+    client_nc = await nats_connect(
+        nats_cluster, "client", max_reconnect_attempts=-1, reconnect_time_wait=0.1
+    )
+    client = TrustClient(client_nc, f.trust, EAST, clock=f.clock, coordinators=POLICY)
+    used: list[tuple[float, Any]] = []
+
+    async def watch() -> None:
+        async for v in client.verdicts(deliver="all"):
+            used.append((time.monotonic(), v))
+
+    def rolling() -> None:
+        for server in nats_cluster.servers:
+            server.restart()
+            server.wait_healthy(js_enabled_only=True, timeout_s=30)
+
+    try:
+        for name in COORDS:
+            await f.start(name)
+        watcher = asyncio.create_task(watch())
+        await asyncio.sleep(0.3)
+        restart = asyncio.create_task(asyncio.to_thread(rolling))
+        published: list[int] = []
+        last_round = None
+        while not restart.done() or len(published) < 8:
+            f.clock.advance(250)
+            r = f.clock.now_ms() // 1000
+            if r != last_round:
+                await f.ballot(agent_nc, "live.example.", HONEST)
+                published.append(r)
+                last_round = r
+            await asyncio.sleep(0.25)
+        await restart
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            got = {v.round for _, v in used if v.qname == "live.example."}
+            if set(published) <= got:
+                break
+            f.clock.advance(250)  # let late rounds pass their deadline
+            await asyncio.sleep(0.25)
+        watcher.cancel()
+        live = [(t, v) for t, v in used if v.qname == "live.example."]
+        keys = [v.round for _, v in live]
+        times = [t for t, _ in live]
+        gaps = [b - a for a, b in itertools.pairwise(times)]
+        print(f"ha-rolling max_gap_s={max(gaps):.3f} rounds={len(published)} used={len(live)}")
+        assert len(keys) == len(set(keys)), "a key was used twice"
+        assert all(v.outcome is Outcome.TRUSTED for _, v in live)
+        missing = sorted(set(published) - set(keys))
+        assert not missing, f"acknowledged rounds without a used verdict: {missing}"
+    finally:
+        await f.stop_all()
+        for nc in (client_nc, agent_nc, admin):
+            await nc.close()
