@@ -12,6 +12,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.request
 from pathlib import Path
@@ -232,6 +233,18 @@ def test_demo_busy_metrics_port_is_one_line_and_starts_nothing(tmp_path: Path) -
     assert processes_mentioning(str(tmp_path / "fabric")) == []
 
 
+def _err(tmp_path: Path) -> str:
+    """The demo's stderr, written to a file (never an unread pipe: a full pipe blocks the demo)."""
+    return (tmp_path / "demo.err").read_text(errors="replace")
+
+
+def _drain(proc: subprocess.Popen[str]) -> None:
+    """Keep reading the demo's stdout in the background so a full pipe cannot block it."""
+    assert proc.stdout is not None
+    out = proc.stdout
+    threading.Thread(target=lambda: [None for _ in out], daemon=True).start()
+
+
 def test_demo_serves_metrics_on_the_given_port(tmp_path: Path) -> None:
     with socket.socket() as probe:
         probe.bind(("127.0.0.1", 0))
@@ -243,13 +256,14 @@ def test_demo_serves_metrics_on_the_given_port(tmp_path: Path) -> None:
             *("--metrics-port", str(port)),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "demo.err").open("w"),  # a full unread pipe would block the demo
         text=True,
         cwd=tmp_path,
     )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # the first verdict: the coordinator has decided once
+        _drain(proc)
         assert "TRUSTED" in first, first
         with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=10) as resp:
             body = resp.read().decode()
@@ -258,7 +272,7 @@ def test_demo_serves_metrics_on_the_given_port(tmp_path: Path) -> None:
         proc.wait(timeout=60)
     finally:
         stop_demo(proc)
-    assert proc.returncode == 143, proc.stderr.read() if proc.stderr else ""
+    assert proc.returncode == 143, _err(tmp_path)[-3000:]
 
 
 def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
@@ -275,22 +289,23 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
             str(tmp_path / "fabric.json"),
         ],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "demo.err").open("w"),  # a full unread pipe would block the demo
         text=True,
         cwd=tmp_path,
     )
     try:
         assert proc.stdout is not None
         first = proc.stdout.readline()  # blocks until the first verdict is printed
+        _drain(proc)
         if "TRUSTED" not in first:  # say why the demo ended early
             proc.wait(timeout=60)
-            raise AssertionError(f"first line {first!r}; stderr: {proc.stderr.read()[-3000:]}")
+            raise AssertionError(f"first line {first!r}; stderr: {_err(tmp_path)[-3000:]}")
         assert processes_mentioning(str(workdir)), "the fabric should be running"
         proc.send_signal(signal.SIGINT)
         proc.wait(timeout=60)
     finally:
         stop_demo(proc)
-    assert proc.returncode == 130, proc.stderr.read() if proc.stderr else ""  # as --help says
+    assert proc.returncode == 130, _err(tmp_path)[-3000:]  # as --help says
     deadline = time.monotonic() + 5
     while processes_mentioning(str(workdir)) and time.monotonic() < deadline:
         time.sleep(0.1)
@@ -304,11 +319,11 @@ def test_demo_piped_into_head_stops_quietly(tmp_path: Path) -> None:
     proc = subprocess.Popen(
         [sys.executable, "-m", "cctf", "demo", "--dir", str(workdir)],
         stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
+        stderr=(tmp_path / "demo.err").open("w"),  # a full unread pipe would block the demo
         text=True,
         cwd=tmp_path,
     )
-    assert proc.stdout is not None and proc.stderr is not None
+    assert proc.stdout is not None
     try:
         first = proc.stdout.readline()
         assert "TRUSTED" in first, first
@@ -316,7 +331,7 @@ def test_demo_piped_into_head_stops_quietly(tmp_path: Path) -> None:
         proc.wait(timeout=60)
     finally:
         stop_demo(proc)
-    err = proc.stderr.read()
+    err = _err(tmp_path)
     assert "Traceback" not in err, err[-3000:]
     assert proc.returncode == 141, err[-3000:]
     assert not processes_mentioning(str(workdir)), "the fabric should be gone"
