@@ -24,7 +24,7 @@ from clientbus import (  # noqa: F401 - fixtures bus, cli_files
     wait_consumers,
 )
 from clientcases import NAME, OTHER, REGION, bad_messages, sealed, verdict
-from wirefactories import ROUND_MS, World, flip_byte, make_world
+from wirefactories import ROUND_MS, World, flip_byte, make_world, seal_verdict
 
 from cctf.bus_schemas.envelope import Reason
 from cctf.bus_schemas.messages import Outcome, Verdict
@@ -319,3 +319,22 @@ def test_cli_help_documents_exit_codes() -> None:
     check_help = choices["check"].format_help()
     assert "3    the latest verified verdict is DISPUTED or UNAVAILABLE" in check_help
     assert "exit codes" in choices["watch"].format_help()
+
+
+async def test_cli_check_coordinators_policy(bus: Bus, cli_files: tuple[World, list[str]]) -> None:
+    """``--coordinators 2:<c>,c2,c3``: the world's coordinator alone on its own subject is not
+    enough (exit 1, coordinator_quorum); without the policy its verdict is read as before."""
+    world, opts = cli_files
+    v = verdict(world, seq=1)
+    subject = verdict_subject(REGION, v.qname, v.qtype, v.coordinator)
+    data = seal_verdict(
+        world.coordinator,
+        v,
+        now_ms=v.issued_ms,
+        subject=subject,
+        lifetime_ms=v.expires_ms - v.issued_ms,
+    )
+    await bus.publish(subject, data)
+    policy = f"2:{v.coordinator},c2,c3"
+    rc, _, err = await run_cli("check", "example.com", *opts, *LENIENT, "--coordinators", policy)
+    assert rc == 1 and "coordinator_quorum" in err, err
