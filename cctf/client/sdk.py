@@ -84,7 +84,6 @@ from cctf.bus.reader import (
     DEFAULT_INACTIVE_THRESHOLD_S,
     DELIVER_POLICIES,
     Deliver,
-    OrderedFeed,
     ReadError,
     last_message,
     open_ordered_feed,
@@ -95,7 +94,7 @@ from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
-from cctf.client.coordquorum import CoordinatorPolicy, QuorumCombiner, combine
+from cctf.client.coordquorum import CoordinatorPolicy, combine
 from cctf.client.errors import (
     FALL_BACK,
     FetchError,
@@ -103,9 +102,10 @@ from cctf.client.errors import (
     TrustClientError,
     VerdictRejected,
 )
-from cctf.client.identity_reader import IdentityReader, is_identity_verdict_subject
+from cctf.client.identity_reader import IdentityReader
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.safemode import SafeModeReader, SafeModeStatus
+from cctf.client.stream import VerdictStream
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
     DEFAULT_MAX_LKG_STALENESS_MS,
@@ -139,8 +139,6 @@ __all__ = [
 #: Bounds of one iterator's client-side buffer (flow control slows the server down before these).
 PENDING_MSGS_LIMIT: Final = 1024
 PENDING_BYTES_LIMIT: Final = 32 * 1024 * 1024
-#: ``rejected`` counter key for an unexpected exception while handling a message (a bug, not input).
-INTERNAL_ERROR: Final = "internal_error"
 #: Seconds :meth:`TrustClient.close` waits for a drain before closing the connection outright.
 CLOSE_DRAIN_S: Final = 1.0
 
@@ -547,64 +545,3 @@ class TrustClient:
         async with await self.stream(region, deliver=deliver) as vs:
             async for verdict in vs:
                 yield verdict
-
-
-class VerdictStream:
-    """An open subscription yielding verified verdicts (an async iterator and context manager)."""
-
-    def __init__(self, client: TrustClient, region: str, feed: OrderedFeed) -> None:
-        self.client = client
-        self.region = region
-        self._feed = feed
-        self._closed = False
-        policy = client.coordinators
-        self._combiner = None if policy is None else QuorumCombiner(policy)
-
-    def __aiter__(self) -> Self:
-        return self
-
-    async def __anext__(self) -> Verdict:
-        """The next message that verifies; ends when the stream or the connection is closed."""
-        while not self._closed:
-            try:
-                msg = await anext(self._feed)
-            except StopAsyncIteration:
-                await self.aclose()
-                break
-            if is_identity_verdict_subject(msg.subject):
-                continue  # shares the verdict stream; read by TrustClient.identity_verdict
-            try:
-                if self._combiner is None:
-                    return self.client._verify(self.region, msg.data, msg.subject).verdict
-                checked = self.client._verify(self.region, msg.data, msg.subject, cache=False)
-                used = self._combiner.add(checked.verdict)
-                if used is not None:
-                    if used.verdict is checked.verdict:
-                        self.client._remember(self.region, checked)
-                    return used.verdict
-                continue
-            except Rejected:
-                continue  # counted and logged by _verify
-            except Exception as exc:  # never let one message end the stream
-                self.client._count_rejected(INTERNAL_ERROR, self.region, msg.subject, repr(exc))
-                continue
-        raise StopAsyncIteration
-
-    async def aclose(self) -> None:
-        """Unsubscribe (the server then removes the ephemeral consumer). Idempotent."""
-        if self._closed:
-            return
-        self._closed = True
-        self.client._streams.discard(self)
-        await self._feed.close()
-
-    async def __aenter__(self) -> Self:
-        return self
-
-    async def __aexit__(
-        self,
-        exc_type: type[BaseException] | None,
-        exc: BaseException | None,
-        tb: TracebackType | None,
-    ) -> None:
-        await self.aclose()

@@ -1,0 +1,82 @@
+"""``VerdictStream``: one open subscription of a :class:`cctf.client.sdk.TrustClient` yielding
+verified verdicts (see that module's docstring, *Streams* and *k-of-m coordinators*)."""
+
+from __future__ import annotations
+
+from types import TracebackType
+from typing import TYPE_CHECKING, Final, Self
+
+from cctf.bus.reader import OrderedFeed
+from cctf.bus_schemas.envelope import Rejected
+from cctf.bus_schemas.messages import Verdict
+from cctf.client.coordquorum import QuorumCombiner
+from cctf.client.identity_reader import is_identity_verdict_subject
+
+if TYPE_CHECKING:  # the client builds streams; a stream calls back into its client
+    from cctf.client.sdk import TrustClient
+
+__all__ = ["INTERNAL_ERROR", "VerdictStream"]
+
+#: ``rejected`` counter key for an unexpected exception while handling a message (a bug, not input).
+INTERNAL_ERROR: Final = "internal_error"
+
+
+class VerdictStream:
+    """An open subscription yielding verified verdicts (an async iterator and context manager)."""
+
+    def __init__(self, client: TrustClient, region: str, feed: OrderedFeed) -> None:
+        self.client = client
+        self.region = region
+        self._feed = feed
+        self._closed = False
+        policy = client.coordinators
+        self._combiner = None if policy is None else QuorumCombiner(policy)
+
+    def __aiter__(self) -> Self:
+        return self
+
+    async def __anext__(self) -> Verdict:
+        """The next message that verifies; ends when the stream or the connection is closed."""
+        while not self._closed:
+            try:
+                msg = await anext(self._feed)
+            except StopAsyncIteration:
+                await self.aclose()
+                break
+            if is_identity_verdict_subject(msg.subject):
+                continue  # shares the verdict stream; read by TrustClient.identity_verdict
+            try:
+                if self._combiner is None:
+                    return self.client._verify(self.region, msg.data, msg.subject).verdict
+                checked = self.client._verify(self.region, msg.data, msg.subject, cache=False)
+                used = self._combiner.add(checked.verdict)
+                if used is not None:
+                    if used.verdict is checked.verdict:
+                        self.client._remember(self.region, checked)
+                    return used.verdict
+                continue
+            except Rejected:
+                continue  # counted and logged by _verify
+            except Exception as exc:  # never let one message end the stream
+                self.client._count_rejected(INTERNAL_ERROR, self.region, msg.subject, repr(exc))
+                continue
+        raise StopAsyncIteration
+
+    async def aclose(self) -> None:
+        """Unsubscribe (the server then removes the ephemeral consumer). Idempotent."""
+        if self._closed:
+            return
+        self._closed = True
+        self.client._streams.discard(self)
+        await self._feed.close()
+
+    async def __aenter__(self) -> Self:
+        return self
+
+    async def __aexit__(
+        self,
+        exc_type: type[BaseException] | None,
+        exc: BaseException | None,
+        tb: TracebackType | None,
+    ) -> None:
+        await self.aclose()
