@@ -19,7 +19,6 @@ import contextlib
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
 from typing import Final
 
 from cctf import telemetry
@@ -41,6 +40,7 @@ from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
 from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import ReplayCache
+from cctf.coordinator.stats import CoordinatorError, CoordinatorStats, vote_regions
 from cctf.coordinator.tally import Decision, TallyBook
 from cctf.coordinator.verdicts import SequenceClock
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
@@ -54,54 +54,6 @@ _MAX_DETAIL: Final = 300
 Token = tuple[str, int]
 
 _log = telemetry.get_logger("cctf.coordinator")
-
-
-class CoordinatorError(CctfError, RuntimeError):
-    """The coordinator cannot run (e.g. its NATS connection closed for good)."""
-
-
-@dataclass(frozen=True)
-class CoordinatorStats:
-    """A snapshot of one coordinator's counters (the metrics are process-wide; these are not)."""
-
-    ballots_accepted: int
-    votes_accepted: int
-    votes_ignored: dict[str, int]
-    rejected: dict[str, int]
-    terminated: dict[str, int]
-    terminated_by_region: dict[str, dict[str, int]]
-    acked: int
-    equivocations: int
-    verdicts: dict[str, int]
-    verdict_messages: int
-    publish_retries: int
-    verdicts_dropped: dict[str, int]
-    held_ballots: int
-    open_keys: int
-    live_tallies: int
-    pending_verdicts: int
-    queued: int
-    throttled: dict[str, int]
-    lkg_verdicts: int = 0
-    """LKG attestations issued."""
-    lkg_names: int = 0
-    """Keys in an LKG episode now."""
-    lkg_loaded: int = 0
-    """LKG bases read back from the engine at start."""
-    lkg_store_errors: int = 0
-
-
-def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:
-    """The regions whose vote streams to consume: configured, or those of the electorate's agents
-    (and of the identity electorate's)."""
-    if config.vote_regions:
-        return tuple(config.vote_regions)
-    agents = config.agent_ids
-    regions = {e.region for e in trust if e.role is Role.AGENT and e.principal in agents}
-    missing = agents - {e.principal for e in trust if e.role is Role.AGENT}
-    if missing:
-        raise CoordinatorError(f"electorate agents without a trusted key: {sorted(missing)}")
-    return tuple(sorted(regions))
 
 
 class Coordinator:
