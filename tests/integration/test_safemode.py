@@ -150,6 +150,7 @@ class Fabric:
                 )
             ballots[region].append(vote)
         before = len(self.verdicts)
+        accepted = self.coordinator.stats().ballots_accepted if self.coordinator else 0
         for region, votes in ballots.items():
             agent = self.agents[region]
             data = seal_ballot(
@@ -161,6 +162,13 @@ class Fabric:
             self.agent_nc[region] = nc
             await nc.jetstream().publish(agent.subject, data, timeout=5.0)
         if deadline:
+            if self.coordinator is not None:  # moved past the deadline before the ballots are
+                # tallied, the round would expire empty (no verdict) and its ballots come too late
+                c = self.coordinator
+                await _until(
+                    lambda: c.stats().ballots_accepted >= accepted + len(ballots),
+                    what=f"ballots of round {r} accepted",
+                )
             self.clock.set((r + 1) * 1000 + 1600)  # the default grace is 1.5 s
         await _until(
             lambda: any(v.round == r for v in self.verdicts[before:]), what=f"verdict of round {r}"
