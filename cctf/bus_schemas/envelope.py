@@ -74,6 +74,9 @@ class Reason(StrEnum):
     BUNDLE_ROLLBACK = "bundle_rollback"  # identity verdicts: spiffe_sequence went backwards
     LKG = "lkg"  # an LKG attestation refused by the subscriber's policy (accept_lkg=False)
     COORDINATOR_QUORUM = "coordinator_quorum"  # fewer than k configured coordinators agree (k-of-m)
+    CERT_UNLOGGED = "cert_unlogged"  # ca gate: no certificate for the signer's key in the CA log
+    CERT_EXPIRED = "cert_expired"  # ca gate: every logged certificate of the key is out of validity
+    CERT_REVOKED = "cert_revoked"  # ca gate: the key's only valid certificates are revoked
 
 
 class Rejected(Exception):

@@ -36,6 +36,7 @@ class MessageType(StrEnum):
     IDENTITY = "identity"  # cctf.bus_schemas.evidence.IdentityVerdict, signed by a coordinator
     SAFEMODE = "safemode"  # cctf.bus_schemas.control
     SAFEMODE_COMMAND = "safemode-command"  # cctf.bus_schemas.control
+    CERT_REQUEST = "cert-request"  # cctf.ca.request.CertRequest, signed by an agent (docs/ca.md)
 
 
 class Transport(StrEnum):
