@@ -12,9 +12,12 @@ Wire form (MessagePack array, fields in this order)::
     exp      int    expiry, ms since the Unix epoch
     nonce    bin    16 random bytes
     payload  bin    the MessagePack-encoded message of ``type``
-    auth     array  the authenticator: ["sig", [sig, ...]] (one signature per suite component);
-                    the first element names the kind, so further kinds (e.g. a signed Merkle tree
-                    head with an inclusion proof) can be added without a new protocol version.
+    auth     array  the authenticator, its first element names the kind:
+                    ["sig", [sig, ...]]  one signature per suite component;
+                    ["tlog", subjects, index, proof, [size, root]]  batch signing: the message is
+                    leaf ``index`` of its signer's transparency log, ``proof`` its RFC 9162
+                    inclusion proof in the tree of ``size`` leaves whose signed checkpoint (a
+                    C2SP signed note, published apart on ``cctf.v1.head...``) has ``root``.
 
 The signed bytes bind the NATS subject, which is *not* inside the envelope, so a message replayed onto
 another subject fails verification::
@@ -25,6 +28,11 @@ another subject fails verification::
 failure raises :class:`Rejected` with a machine-readable :class:`Reason`. :func:`open_signed` is the one
 "open a signed message" step both verifiers (coordinator: ballots; subscriber: verdicts) start with:
 steps 1–8, then step 9, the subject is of the kind the message type travels on.
+
+The ``"tlog"`` authenticator (wire-protocol.md §3.2): :class:`TlogAuth` is its codec (decoded in step
+2, with its structural rules) and :func:`log_entry_bytes` the log entry a batch-signed message is
+leaf of; the producer is ``cctf.coordinator.pipeline.batchsign``. Step 7 for ``"tlog"`` (head cache,
+inclusion proof: reasons ``head_unknown``, ``head_mismatch``, ``proof``) is the verifier side's.
 """
 
 from __future__ import annotations
@@ -77,6 +85,9 @@ class Reason(StrEnum):
     CERT_UNLOGGED = "cert_unlogged"  # ca gate: no certificate for the signer's key in the CA log
     CERT_EXPIRED = "cert_expired"  # ca gate: every logged certificate of the key is out of validity
     CERT_REVOKED = "cert_revoked"  # ca gate: the key's only valid certificates are revoked
+    HEAD_UNKNOWN = "head_unknown"  # "tlog": no verified checkpoint of (kid, size) is known
+    HEAD_MISMATCH = "head_mismatch"  # "tlog": the verified checkpoint has another root
+    PROOF = "proof"  # "tlog": the inclusion proof does not verify
 
 
 class Rejected(Exception):
@@ -97,7 +108,37 @@ class SigAuth(msgspec.Struct, tag="sig", array_like=True, frozen=True, forbid_un
     sigs: Annotated[list[Signature], msgspec.Meta(min_length=1, max_length=L.MAX_SIGNATURES)]
 
 
-Authenticator = SigAuth
+#: A SHA-256 hash (a Merkle tree node or root).
+Hash32 = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
+#: A subject named inside a ``"tlog"`` authenticator (a valid subject is ASCII, so chars = bytes).
+TlogSubject = Annotated[str, msgspec.Meta(min_length=1, max_length=L.MAX_SUBJECT_BYTES)]
+MAX_TLOG_SUBJECTS: Final = 16
+MAX_PROOF_HASHES: Final = 64  # = cctf.translog.merkle.MAX_PROOF_HASHES
+MAX_TREE_SIZE: Final = 2**63 - 1
+
+
+class TlogHead(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+    """``[size, root]``: the tree head an inclusion proof is against."""
+
+    size: Annotated[int, msgspec.Meta(ge=1, le=MAX_TREE_SIZE)]
+    root: Hash32
+
+
+class TlogAuth(
+    msgspec.Struct, tag="tlog", array_like=True, frozen=True, forbid_unknown_fields=True
+):
+    """Authenticator kind ``tlog`` (wire-protocol.md §3.2): the message is leaf ``index`` of its
+    signer's log; ``subjects`` is every subject this same message is published on."""
+
+    subjects: Annotated[list[TlogSubject], msgspec.Meta(min_length=1, max_length=MAX_TLOG_SUBJECTS)]
+    index: Annotated[int, msgspec.Meta(ge=0, le=MAX_TREE_SIZE)]
+    proof: Annotated[list[Hash32], msgspec.Meta(max_length=MAX_PROOF_HASHES)]
+    head: TlogHead
+
+
+Authenticator = SigAuth | TlogAuth
+
+LOG_ENTRY_DOMAIN: Final = "CCTF-LOG-ENTRY-v1"
 
 
 class Envelope(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
@@ -130,6 +171,43 @@ def tbs_bytes(
 ) -> bytes:
     """The exact bytes every signature covers."""
     return _ENCODER.encode([TBS_DOMAIN, v, type, subject, suite, kid, iat, exp, nonce, payload])
+
+
+def log_entry_bytes(
+    *,
+    v: int,
+    type: str,
+    subjects: list[str],
+    suite: str,
+    kid: str,
+    iat: int,
+    exp: int,
+    nonce: bytes,
+    payload: bytes,
+) -> bytes:
+    """The transparency-log entry of a ``"tlog"``-authenticated message (§3.2): like ``tbs`` but
+    with the list of every subject it is published on; its leaf hash is ``SHA-256(0x00 || entry)``.
+    """
+    return _ENCODER.encode(
+        [LOG_ENTRY_DOMAIN, v, type, subjects, suite, kid, iat, exp, nonce, payload]
+    )
+
+
+def envelope_log_entry(env: Envelope) -> bytes:
+    """The log entry of an envelope whose authenticator is ``"tlog"``."""
+    if not isinstance(env.auth, TlogAuth):
+        raise ValueError("only a tlog-authenticated envelope is a log entry")
+    return log_entry_bytes(
+        v=env.v,
+        type=env.type,
+        subjects=env.auth.subjects,
+        suite=env.suite,
+        kid=env.kid,
+        iat=env.iat,
+        exp=env.exp,
+        nonce=env.nonce,
+        payload=env.payload,
+    )
 
 
 def envelope_tbs(env: Envelope, subject: str) -> bytes:
@@ -190,6 +268,48 @@ def encode_envelope(env: Envelope) -> bytes:
     return _ENCODER.encode(env)
 
 
+def _skip(data: bytes, pos: int) -> int:
+    """The position after the msgpack uint, str or bin at ``pos`` (the types of fields 0-7)."""
+    b = data[pos]
+    if b <= 0x7F:
+        return pos + 1
+    if 0xA0 <= b <= 0xBF:
+        return pos + 1 + (b & 0x1F)
+    if b in (0xCC, 0xCD, 0xCE, 0xCF):
+        return pos + 1 + (1 << (b - 0xCC))
+    if b in (0xD9, 0xC4):
+        return pos + 2 + data[pos + 1]
+    if b in (0xDA, 0xC5):
+        return pos + 3 + int.from_bytes(data[pos + 1 : pos + 3])
+    if b in (0xDB, 0xC6):
+        return pos + 5 + int.from_bytes(data[pos + 1 : pos + 5])
+    raise IndexError("not a uint, str or bin")
+
+
+def _auth_has_kind(data: bytes) -> bool:
+    """Whether ``auth`` is an array of at least 2 elements by its header (§3.2: a shorter one is
+    ``malformed`` whatever its first element; what follows the kind may be truncated). Only asked
+    once fields 0-7 decoded and decoding failed at the kind."""
+    if data[:1] != b"\x99":  # not the canonical 9-element header: judged by the kind alone
+        return True
+    try:
+        pos = 1  # the envelope's fixarray header
+        for _ in range(8):
+            pos = _skip(data, pos)
+        b = data[pos]
+        if 0x90 <= b <= 0x9F:
+            n = b & 0x0F
+        elif b == 0xDC:
+            n = int.from_bytes(data[pos + 1 : pos + 3])
+        elif b == 0xDD:
+            n = int.from_bytes(data[pos + 1 : pos + 5])
+        else:
+            return False
+    except IndexError:
+        return False
+    return n >= 2
+
+
 def decode_envelope(data: bytes) -> Envelope:
     """Steps 1–2: size cap, then strict decoding. Raises :class:`Rejected`."""
     if len(data) > L.MAX_ENVELOPE_BYTES:
@@ -197,7 +317,7 @@ def decode_envelope(data: bytes) -> Envelope:
     try:
         env = _DECODER.decode(data)
     except msgspec.ValidationError as exc:
-        if "`$[8][0]`" in str(exc):
+        if "`$[8][0]`" in str(exc) and _auth_has_kind(data):
             raise Rejected(Reason.AUTH_KIND, f"unsupported authenticator: {exc}") from None
         raise Rejected(Reason.MALFORMED, f"invalid envelope: {exc}") from None
     except (msgspec.DecodeError, UnicodeDecodeError) as exc:  # invalid UTF-8 in a str field
@@ -205,6 +325,8 @@ def decode_envelope(data: bytes) -> Envelope:
     # One envelope, one encoding: e.g. an int re-tagged uint64 -> int64 decodes to the same value.
     if _ENCODER.encode(env) != data:
         raise Rejected(Reason.MALFORMED, "envelope is not in canonical encoding")
+    if isinstance(env.auth, TlogAuth) and len(set(env.auth.subjects)) != len(env.auth.subjects):
+        raise Rejected(Reason.MALFORMED, "a tlog authenticator lists a subject twice")
     return env
 
 
@@ -257,6 +379,8 @@ def verify_envelope(
         raise Rejected(Reason.UNKNOWN_KEY, str(exc)) from None
     if signer.keys.suite is not suite:
         raise Rejected(Reason.SUITE, f"key {env.kid} is a {signer.keys.suite.value} key")
+    if not isinstance(env.auth, SigAuth):  # 7, "tlog": needs a head cache (verifier side)
+        raise Rejected(Reason.HEAD_UNKNOWN, "no verified log head is available to this receiver")
     try:
         signer.keys.verify(envelope_tbs(env, subject), env.auth.sigs)  # 7
     except SignatureError as exc:
