@@ -11,10 +11,15 @@ three coordinators (``per_coordinator_subjects``) and a verifying subscriber ``c
 ``--settle-s``. Victim classes:
 
 * ``meta-leader``: the JetStream meta leader;
-* ``stream-leader``: among the other nodes, the one leading the most vote streams (``CCTF_VOTES_*``;
-  the meta leader only if it leads them all); its vote streams are in the report;
-* ``follower``: a node that is neither (the one leading the fewest vote streams);
-* ``coordinator``: one coordinator process (``c1``, ``c2``, ``c3`` in turn).
+* ``stream-leader``: the node leading every vote stream (``CCTF_VOTES_*``): before each node kill
+  the leadership of every vote stream is moved to one node other than the meta leader (step-down
+  with a preferred placement), so the three classes are three distinct roles (in the report);
+* ``follower``: the third node, neither meta leader nor leader of a vote stream;
+* ``coordinator``: one coordinator process (``c1``, ``c2``, ``c3`` in turn);
+* ``rolling-sigterm`` / ``rolling-ldm`` (``--rolls`` times, not in the default list): a planned
+  rolling restart, every node in turn (the meta leader last) stopped with SIGTERM or lame duck mode
+  (SIGUSR2, ``nats-server --signal ldm``), started again, and the next one only once every vote
+  stream has its leader and both followers current again (the procedure of deploy/nats/README.md).
 
 Per kill: ``max_gap_s``, the largest time between two consecutive verdicts used by the subscriber for
 one name (the largest over the names), from ``--pre-s`` before the kill until the end of the settle
@@ -33,6 +38,7 @@ import argparse
 import asyncio
 import itertools
 import json
+import signal
 import sys
 import tempfile
 import time
@@ -42,11 +48,12 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from resilience_fabric import COORDS, Arrival, Fabric  # noqa: E402
+from resilience_fabric import COORDS, Arrival, Fabric
 
-from cctf.bus.streams import votes_stream_name  # noqa: E402
+from cctf.bus.streams import votes_stream_name
 
 VICTIMS = ("meta-leader", "stream-leader", "follower", "coordinator")
+ROLLING = ("rolling-sigterm", "rolling-ldm")
 BOUND_S = 2.0
 
 
@@ -63,7 +70,7 @@ async def cluster_roles(fab: Fabric) -> dict[str, Any]:
     for r in fab.regions:
         try:
             info = await js.stream_info(votes_stream_name(r))
-        except Exception:  # noqa: S112 - a stream without a leader this instant
+        except Exception:
             continue
         leader = info.cluster.leader if info.cluster else None
         if leader in led:
@@ -71,18 +78,33 @@ async def cluster_roles(fab: Fabric) -> dict[str, Any]:
     return {"meta": meta, "vote_streams_led": led}
 
 
+async def place_vote_streams(fab: Fabric, home: str) -> None:
+    """Move the leadership of every vote stream to ``home`` (stream leader step-down with a
+    preferred placement), so each victim class is one role only."""
+    assert fab.auditor is not None
+    nc = fab.auditor.nc
+    js = nc.jetstream()
+    for r in fab.regions:
+        stream = votes_stream_name(r)
+        for _ in range(6):
+            try:
+                info = await js.stream_info(stream)
+                if info.cluster is not None and info.cluster.leader == home:
+                    break
+                body = json.dumps({"placement": {"preferred": home}}).encode()
+                await nc.request(f"$JS.API.STREAM.LEADER.STEPDOWN.{stream}", body, timeout=5)
+            except Exception as exc:
+                log(f"step-down of {stream}: {exc!r}")
+            await asyncio.sleep(0.5)
+
+
 def pick_node(victim: str, roles: dict[str, Any]) -> str:
+    """The meta leader; the node leading the vote streams; or the third one."""
     meta, led = roles["meta"], roles["vote_streams_led"]
     if victim == "meta-leader":
         return str(meta)
     others = sorted((n for n in led if n != meta), key=lambda n: (-len(led[n]), n))
-    if victim == "stream-leader":
-        if not led[others[0]]:
-            return str(meta)  # the meta leader leads every vote stream
-        return others[0]
-    leader = others[0] if led[others[0]] else meta
-    rest = sorted((n for n in led if n not in (meta, leader)), key=lambda n: (len(led[n]), n))
-    return rest[0]
+    return others[0] if victim == "stream-leader" else others[1]
 
 
 async def wait_cluster_current(fab: Fabric, timeout_s: float = 60.0) -> float:
@@ -111,32 +133,92 @@ async def wait_cluster_current(fab: Fabric, timeout_s: float = 60.0) -> float:
     return time.monotonic() - t0
 
 
+async def wait_flowing(fab: Fabric, round_ms: int, timeout_s: float = 90.0) -> float:
+    """Until every name had a used verdict in the last 1.5 rounds (so no gap runs on into the next
+    episode); returns the seconds waited beyond the settle time."""
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        recent = time.monotonic() - 1.5 * round_ms / 1000
+        last: dict[str, float] = {}
+        for a in reversed(fab.arrivals):
+            if a.t < recent:
+                break
+            last.setdefault(a.name, a.t)
+        if set(last) >= set(fab.names):
+            return time.monotonic() - t0
+        await asyncio.sleep(0.1)
+    return time.monotonic() - t0
+
+
+async def roll(fab: Fabric, mode: str, roles: dict[str, Any]) -> list[dict[str, Any]]:
+    """A rolling restart: every node in turn (the meta leader last), stopped with SIGTERM or lame
+    duck mode (SIGUSR2), started again, and the next one only once every vote stream is current."""
+    assert fab.nats is not None
+    order = sorted((s.name for s in fab.nats.servers), key=lambda n: (n == roles["meta"], n))
+    steps = []
+    for name in order:
+        server = fab.nats.server(name)
+        t0 = time.monotonic()
+        if mode == "rolling-ldm":
+            await asyncio.to_thread(server.lame_duck)
+        else:
+            await asyncio.to_thread(server.stop)
+        t1 = time.monotonic()
+        await asyncio.to_thread(server.start, wait=True, timeout_s=60)
+        rejoin = await wait_cluster_current(fab)
+        steps.append({"node": name, "stop_s": round(t1 - t0, 3), "rejoin_s": round(rejoin, 3)})
+        log(f"{mode}: {name} stopped in {t1 - t0:.1f}s, back and current in {rejoin:.1f}s")
+    return steps
+
+
 async def episode(fab: Fabric, victim: str, i: int, args: argparse.Namespace) -> dict[str, Any]:
     assert fab.nats is not None
     roles = await cluster_roles(fab)
     if victim == "coordinator":
         target = COORDS[i % len(COORDS)]
+    elif victim in ROLLING:
+        target = "all"
     else:
+        home = sorted(n for n in roles["vote_streams_led"] if n != roles["meta"])[0]
+        await place_vote_streams(fab, home)
+        await wait_cluster_current(fab)
+        await asyncio.sleep(2.0)  # the step-downs stay out of the measured window
+        roles = await cluster_roles(fab)
         target = pick_node(victim, roles)
+    before = {c: await fab.scrape(c) for c in COORDS}
     start_wall, start_t = time.time(), time.monotonic()
     await asyncio.sleep(args.pre_s)
     t_kill, wall_kill = time.monotonic(), time.time()
-    if victim == "coordinator":
-        await fab.coords[target].kill()
+    steps: list[dict[str, Any]] = []
+    at_kill: dict[str, float] = {}
+    rejoin_s = 0.0
+    if victim in ROLLING:
+        steps = await roll(fab, victim, roles)
     else:
-        await asyncio.to_thread(fab.nats.server(target).kill)
-    log(f"{victim} #{i + 1}: SIGKILL {target} (roles {roles})")
-    await asyncio.sleep(args.down_s)
+        if victim == "coordinator":
+            at_kill = await fab.scrape(target)  # this incarnation's counters die with it
+            await fab.coords[target].kill()
+        else:
+            await asyncio.to_thread(fab.nats.server(target).kill)
+        log(f"{victim} #{i + 1}: SIGKILL {target} (roles {roles})")
+        await asyncio.sleep(args.down_s)
+        if victim == "coordinator":
+            await fab.coords[target].start()
+        else:
+            server = fab.nats.server(target)
+            await asyncio.to_thread(server.start, wait=True, timeout_s=60)
+            rejoin_s = await wait_cluster_current(fab)
     t_restart = time.monotonic()
-    if victim == "coordinator":
-        await fab.coords[target].start()
-        rejoin_s = 0.0
-    else:
-        server = fab.nats.server(target)
-        await asyncio.to_thread(server.start, wait=True, timeout_s=60)
-        rejoin_s = await wait_cluster_current(fab)
     await asyncio.sleep(args.settle_s)
+    recovery_s = await wait_flowing(fab, args.round_ms)
     end_t, end_wall = time.monotonic(), time.time()
+    after = {c: await fab.scrape(c) for c in COORDS}
+    deltas = {}
+    for c in COORDS:
+        if c == target:  # killed and restarted: (at the kill - before) + (now - 0)
+            deltas[c] = counter_delta(before[c], at_kill, after[c])
+        else:
+            deltas[c] = counter_delta(before[c], after[c], {})
     return {
         "victim": target,
         "roles": roles,
@@ -146,7 +228,31 @@ async def episode(fab: Fabric, victim: str, i: int, args: argparse.Namespace) ->
         "wall_kill": wall_kill,
         "down_s": round(t_restart - t_kill, 3),
         "rejoin_s": round(rejoin_s, 3),
+        "recovery_wait_s": round(recovery_s, 3),
+        "steps": steps,
+        "counters": deltas,
     }
+
+
+def _short(key: str) -> str:
+    """``cctf_x_total{otel_scope_name="..",...,reason="round"}`` -> ``cctf_x_total{reason="round"}``."""
+    name, _, labels = key.partition("{")
+    kept = [kv for kv in labels.rstrip("}").split(",") if kv and not kv.startswith("otel_scope")]
+    return f"{name}{{{','.join(kept)}}}" if kept else name
+
+
+def counter_delta(
+    start: dict[str, float], end: dict[str, float], restarted: dict[str, float]
+) -> dict[str, float]:
+    """Counter increases over an episode (``restarted``: counters of a new incarnation from 0)."""
+    out: dict[str, float] = defaultdict(float)
+    for k in set(start) | set(end):
+        if k.endswith("_total") or "_total{" in k:
+            out[_short(k)] += max(0.0, end.get(k, 0.0) - start.get(k, 0.0))
+    for k, v in restarted.items():
+        if k.endswith("_total") or "_total{" in k:
+            out[_short(k)] += v
+    return {k: v for k, v in sorted(out.items()) if v}
 
 
 def gaps(arrivals: list[Arrival], names: tuple[str, ...], t0: float, t1: float) -> dict[str, Any]:
@@ -177,7 +283,7 @@ def gaps(arrivals: list[Arrival], names: tuple[str, ...], t0: float, t1: float) 
 
 def account(
     fab: Fabric, r0: int, r1: int
-) -> tuple[int, int, list[dict[str, Any]], dict[str, list[int]]]:
+) -> tuple[int, int, list[dict[str, Any]], dict[str, dict[str, Any]]]:
     """Ballots stored for rounds r0..r1: (acked, accounted at the subscriber, unaccounted, per
     coordinator the rounds of stored ballots it published no verdict for)."""
     assert fab.auditor is not None
@@ -185,6 +291,7 @@ def account(
     acked = accounted = 0
     unaccounted: list[dict[str, Any]] = []
     no_verdict: dict[str, set[int]] = defaultdict(set)
+    missing_by_c: dict[str, int] = defaultdict(int)
     for agent, rnd, _seq in sorted(fab.auditor.ballots):
         if not r0 <= rnd <= r1:
             continue
@@ -197,7 +304,13 @@ def account(
         for c in COORDS:
             if any((c, n, rnd) not in fab.auditor.verdicts for n in fab.names):
                 no_verdict[c].add(rnd)
-    return acked, accounted, unaccounted, {c: sorted(v) for c, v in no_verdict.items()}
+                missing_by_c[c] += 1
+    return (
+        acked,
+        accounted,
+        unaccounted,
+        {c: {"rounds": sorted(v), "ballots": missing_by_c[c]} for c, v in no_verdict.items()},
+    )
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -205,6 +318,10 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     fab = Fabric(workdir, round_ms=args.round_ms)
     episodes: dict[str, list[dict[str, Any]]] = {v: [] for v in args.victims}
     counters: dict[str, dict[str, float]] = {}
+    loop, me = asyncio.get_running_loop(), asyncio.current_task()
+    assert me is not None
+    for sig in (signal.SIGINT, signal.SIGTERM):  # stop every process started, then exit
+        loop.add_signal_handler(sig, me.cancel)
     try:
         log(f"starting the fabric in {workdir}")
         await fab.start()
@@ -212,7 +329,7 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
         log(f"verdicts flowing; warm-up {args.warmup_s}s")
         await asyncio.sleep(args.warmup_s)
         for victim in args.victims:
-            for i in range(args.kills):
+            for i in range(args.rolls if victim in ROLLING else args.kills):
                 episodes[victim].append(await episode(fab, victim, i, args))
         log("draining late rounds")
         await asyncio.sleep(max(5.0, 4 * args.round_ms / 1000))
@@ -220,6 +337,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
             counters[c] = await fab.scrape(c)
     finally:
         await fab.stop()
+        if args.raw is not None:
+            raw = {
+                "arrivals": [vars(a) for a in fab.arrivals],
+                "ballots": sorted(fab.auditor.ballots) if fab.auditor else [],
+                "verdicts": sorted(fab.auditor.verdicts.items()) if fab.auditor else [],
+                "episodes": episodes,
+            }
+            args.raw.write_text(json.dumps(raw, default=str))
     return report(fab, args, episodes, counters, workdir)
 
 
@@ -257,6 +382,14 @@ def report(
             w0, w1 = e["wall_window"]
             r0, r1 = int(w0 // rs) + 1, int(w1 // rs) - 1
             acked, accounted, missing, no_verdict = account(fab, r0, r1)
+            expired = {  # ballots each coordinator settled without a verdict, by reason
+                c: {
+                    k.split('reason="')[1].split('"')[0]: v
+                    for k, v in cs.items()
+                    if k.startswith("cctf_messages_terminated_total") and 'reason="' in k
+                }
+                for c, cs in e["counters"].items()
+            }
             kills.append(
                 {
                     "victim": e["victim"],
@@ -267,9 +400,17 @@ def report(
                     "ballots_acked": acked,
                     "ballots_accounted": accounted,
                     "unaccounted": missing[:20],
-                    "rounds_without_verdict_by_coordinator": no_verdict,
+                    "without_verdict_by_coordinator": no_verdict,
+                    "counted_expired_by_coordinator": expired,
+                    "unaccounted_by_coordinator": {
+                        c: max(0, v["ballots"] - sum(expired.get(c, {}).values()))
+                        for c, v in no_verdict.items()
+                    },
+                    "coordinator_counters": e["counters"],
                     "down_s": e["down_s"],
                     "rejoin_s": e["rejoin_s"],
+                    "recovery_wait_s": e["recovery_wait_s"],
+                    "steps": e["steps"],
                 }
             )
         summary = {
@@ -299,7 +440,13 @@ def report(
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--kills", type=int, default=5, help="kills per victim class (default 5)")
-    p.add_argument("--victims", default=",".join(VICTIMS), help="comma-separated victim classes")
+    p.add_argument(
+        "--victims",
+        default=",".join(VICTIMS),
+        help="comma-separated victim classes: " + ", ".join(VICTIMS + ROLLING),
+    )
+    p.add_argument("--rolls", type=int, default=1, help="rolling restarts per rolling-* class")
+    p.add_argument("--raw", type=Path, default=None, help="write arrivals/ballots/verdicts here")
     p.add_argument("--down-s", type=float, default=6.0, help="seconds a victim stays down")
     p.add_argument("--settle-s", type=float, default=6.0, help="seconds after its restart")
     p.add_argument("--pre-s", type=float, default=2.0, help="seconds measured before each kill")
@@ -309,9 +456,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--out", type=Path, default=None, help="also write the JSON here")
     args = p.parse_args(argv)
     args.victims = [v for v in args.victims.split(",") if v]
-    bad = [v for v in args.victims if v not in VICTIMS]
+    bad = [v for v in args.victims if v not in VICTIMS + ROLLING]
     if bad:
-        p.error(f"unknown victim class {bad[0]!r} (choose from {', '.join(VICTIMS)})")
+        p.error(f"unknown victim class {bad[0]!r} (choose from {', '.join(VICTIMS + ROLLING)})")
     if args.kills < 1:
         p.error("--kills must be at least 1")
     return args

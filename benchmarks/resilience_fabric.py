@@ -164,9 +164,17 @@ class Fabric:
         for i, r in enumerate(self.regions):
             self.dns[r] = self._proc(
                 f"dns-{r}",
-                [*CCTF, "chaos", "serve", "--port", str(ports[2 * i])]
-                + ["--control-port", str(ports[2 * i + 1])]
-                + ["--token-file", str(w / f"dns-{r}.token")],
+                [
+                    *CCTF,
+                    "chaos",
+                    "serve",
+                    "--port",
+                    str(ports[2 * i]),
+                    "--control-port",
+                    str(ports[2 * i + 1]),
+                    "--token-file",
+                    str(w / f"dns-{r}.token"),
+                ],
             )
             await self.dns[r].start()
         names = [[n, "A"] for n in self.names]
@@ -212,9 +220,21 @@ class Fabric:
             await self.agents[r].start()
         self.subscriber = self._proc(
             "subscriber",
-            [*CCTF, "watch", "--credentials", str(creds), "--trust", str(trust)]
-            + ["--region", VERDICT_REGION, "--coordinators", "2:" + ",".join(COORDS)]
-            + ["--round-ms", str(self.round_ms), "--json"],
+            [
+                *CCTF,
+                "watch",
+                "--credentials",
+                str(creds),
+                "--trust",
+                str(trust),
+                "--region",
+                VERDICT_REGION,
+                "--coordinators",
+                "2:" + ",".join(COORDS),
+                "--round-ms",
+                str(self.round_ms),
+                "--json",
+            ],
         )
         await self.subscriber.start(stdout_pipe=True)
         self._reader = asyncio.create_task(self._read_subscriber())
@@ -250,9 +270,7 @@ class Fabric:
         """The coordinator's ``cctf_*`` counters (its current incarnation), or {} if down."""
         port = self.metrics_ports[coordinator]
         try:
-            reader, writer = await asyncio.wait_for(
-                asyncio.open_connection("127.0.0.1", port), 2.0
-            )
+            reader, writer = await asyncio.wait_for(asyncio.open_connection("127.0.0.1", port), 2.0)
             writer.write(b"GET /metrics HTTP/1.0\r\nHost: 127.0.0.1\r\n\r\n")
             body = await asyncio.wait_for(reader.read(), 5.0)
             writer.close()

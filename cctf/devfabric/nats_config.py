@@ -38,6 +38,8 @@ from cctf.bus.accounts import (
 __all__ = [
     "DEFAULT_MAX_FILE_STORE",
     "DEFAULT_MAX_MEMORY_STORE",
+    "LAME_DUCK_DURATION",
+    "LAME_DUCK_GRACE_PERIOD",
     "MAX_SUBSCRIPTIONS_PER_CONNECTION",
     "password_env_var",
     "render_accounts_conf",
@@ -51,6 +53,11 @@ DEFAULT_MAX_FILE_STORE: Final = 2 * 1024 * 1024 * 1024
 #: Subscriptions one connection may hold (a client needs one per verdict stream it follows plus its
 #: inbox; nats-server cannot limit per user with config-file accounts, only per connection).
 MAX_SUBSCRIPTIONS_PER_CONNECTION: Final = 1024
+#: Lame duck mode (SIGUSR2, ``NatsServer.lame_duck``): the server hands its JetStream leaderships over
+#: at once, waits the grace period, then closes its client connections spread over the duration
+#: (nats-server refuses less than 30 s) and exits. Defaults are 10 s and 2 min.
+LAME_DUCK_GRACE_PERIOD: Final = "1s"
+LAME_DUCK_DURATION: Final = "30s"
 
 _ROLE_COMMENTS: Final[Mapping[Role, str]] = {
     Role.ADMIN: "Set-up only (creating streams): unrestricted within the account. Keep it off agents.",
@@ -256,6 +263,10 @@ def render_server_config(
         'write_deadline: "10s"',
         'ping_interval: "20s"',
         "ping_max: 3",
+        # lame duck (SIGUSR2, a rolling restart): JetStream leadership is handed over at once,
+        # clients are moved off after the grace period, spread over the duration (30 s minimum)
+        f"lame_duck_grace_period: {_q(LAME_DUCK_GRACE_PERIOD)}",
+        f"lame_duck_duration: {_q(LAME_DUCK_DURATION)}",
         "debug: false",
         "trace: false",
         "logtime: true",

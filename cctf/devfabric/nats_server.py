@@ -442,6 +442,28 @@ class NatsServer:
             self._forget()
             return proc.returncode
 
+    def lame_duck(self, *, timeout_s: float = 90.0) -> int | None:
+        """Lame duck mode (SIGUSR2, what ``nats-server --signal ldm`` sends): the planned way out of a
+        cluster. The server hands its JetStream leaderships over, stops accepting clients, closes its
+        connections over ``lame_duck_duration`` and exits; waits for that (SIGKILL after
+        ``timeout_s``). Returns the exit code."""
+        with self._lock:
+            proc = self._proc
+            if proc is None:
+                return None
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    proc.send_signal(signal.SIGUSR2)
+                try:
+                    proc.wait(timeout=timeout_s)
+                except subprocess.TimeoutExpired:
+                    _log.warning("nats-server %s still up after lame duck; killing it", self.name)
+                    with contextlib.suppress(ProcessLookupError):
+                        proc.kill()
+                    proc.wait(timeout=10)
+            self._forget()
+            return proc.returncode
+
     def restart(self, *, wait: bool = True, timeout_s: float = 20.0) -> None:
         """Stop (if running) and start again with the same ports and store."""
         self.stop()
