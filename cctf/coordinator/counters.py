@@ -24,6 +24,7 @@ class Counters:
         self.equivocations = 0
         self.verdict_messages = 0
         self.retries = 0
+        self.clock_rewinds = 0  # the clock stepped back below the expired rounds
         self.ignored: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self.terminated: dict[str, int] = {}

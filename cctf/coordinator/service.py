@@ -320,6 +320,7 @@ class Coordinator:
             lkg_names=self._lkg.in_lkg if self._lkg is not None else 0,
             lkg_loaded=self._lkg.loaded if self._lkg is not None else 0,
             lkg_store_errors=self._lkg.store_errors if self._lkg is not None else 0,
+            clock_rewinds=n.clock_rewinds,
         )
 
     async def num_ack_pending(self) -> int:
@@ -496,7 +497,19 @@ class Coordinator:
     def expire_due(self) -> int:
         """Finalize every round whose deadline has passed; schedule their verdicts."""
         up_to = self.due_round(self._clock.now_ms())
-        if up_to <= self._tallies.expired_through:
+        through = self._tallies.expired_through
+        if up_to < through:  # the clock stepped back: decide the current rounds at once
+            kept = self._tallies.rewind(up_to)
+            self._counts.clock_rewinds += 1
+            _log.warning(
+                "clock_stepped_back",
+                coordinator=self.coordinator,
+                expired_through=through,
+                due_round=up_to,
+                rounds_kept_closed=kept,
+            )
+            return 0
+        if up_to == through:
             return 0
         decided = self._tallies.expire(up_to)
         self.safe_mode.tick(up_to)

@@ -45,6 +45,8 @@ class CoordinatorStats:
     lkg_loaded: int = 0
     """LKG bases read back from the engine at start."""
     lkg_store_errors: int = 0
+    clock_rewinds: int = 0
+    """Times the clock stepped back below the expired rounds (``clock_stepped_back`` log line)."""
 
 
 def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:

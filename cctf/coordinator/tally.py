@@ -43,6 +43,8 @@ Choices made here, beyond the architecture page:
   classified), then forgets them. Votes for any round at or below the highest expired round never
   open a tally: without a retained tally they return ``CLOSED``. So a key is decided, and its decision
   emitted, at most once, and the book holds at most ``(retain_rounds + 1) * max_open`` tallies.
+  :meth:`TallyBook.rewind` (the clock stepped back) reopens the expired rounds that were empty and
+  keeps the others closed (``cctf.coordinator.rewind``), so that still holds.
 
 * **Refused votes.** A vote whose digest is :data:`REFUSED` (``b""``) is counted (the voter is no
   longer pending) but joins no answer group and is not unavailable: fail closed, it can only make
@@ -60,7 +62,7 @@ the maximum never has to be recomputed); building a decision is O(n log n) and h
 from __future__ import annotations
 
 import enum
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import NamedTuple
 
@@ -69,6 +71,7 @@ from cctf.bus_schemas.messages import (  # the wire enums, re-exported
     ResolverVote,
     VoterState,
 )
+from cctf.coordinator.rewind import ExpiryHorizon
 
 __all__ = [
     "REFUSED",
@@ -387,7 +390,7 @@ class TallyBook:
 
     __slots__ = (
         "_electorate",
-        "_expired_through",
+        "_horizon",
         "_live",
         "_live_rounds",
         "_max_open",
@@ -420,7 +423,7 @@ class TallyBook:
         self._live_rounds: dict[int, list[TallyKey]] = {}
         self._retained_rounds: dict[int, list[TallyKey]] = {}
         self._live = 0
-        self._expired_through = -1
+        self._horizon = ExpiryHorizon()
 
     @property
     def live(self) -> int:
@@ -434,8 +437,9 @@ class TallyBook:
 
     @property
     def expired_through(self) -> int:
-        """The highest round passed to :meth:`expire` (``-1`` before the first call)."""
-        return self._expired_through
+        """The highest round passed to :meth:`expire` (``-1`` before the first call), or the
+        round of the last :meth:`rewind` since."""
+        return self._horizon.through
 
     def get(self, qname: str, qtype: str, round_: int) -> RoundTally | None:
         """The tally for a key, while held."""
@@ -449,7 +453,7 @@ class TallyBook:
         if tally is None:
             if not _is_int(round_) or round_ < 0:
                 raise ValueError(f"round must be a non-negative integer, got {round_!r}")
-            if round_ <= self._expired_through:
+            if self._horizon.closed(round_):
                 return AddResult.CLOSED, None
             if vote.voter not in self._electorate.members:
                 return AddResult.UNKNOWN_VOTER, None
@@ -477,7 +481,7 @@ class TallyBook:
         if not _is_int(up_to_round):
             raise ValueError(f"up_to_round must be an integer, got {up_to_round!r}")
         out: list[tuple[TallyKey, Decision]] = []
-        if up_to_round > self._expired_through:
+        if up_to_round > self._horizon.through:
             rounds = sorted(r for r in self._live_rounds if r <= up_to_round)
             for r in rounds:
                 keys = self._live_rounds.pop(r)
@@ -487,9 +491,23 @@ class TallyBook:
                         out.append((key, tally.finalize()))
                 self._live -= len(keys)
                 self._retained_rounds[r] = keys
-            self._expired_through = up_to_round
-        horizon = self._expired_through - self._retain_rounds
-        for r in [r for r in self._retained_rounds if r <= horizon]:
+            self._horizon.expired(up_to_round, rounds)
+        self._forget(lambda r: r <= self._horizon.through - self._retain_rounds)
+        return out
+
+    def rewind(self, to_round: int) -> int:
+        """The clock stepped back: ``to_round`` (below :attr:`expired_through`) is due now.
+
+        Rounds above it that were expired empty may open again; the non-empty ones stay closed
+        (``cctf.coordinator.rewind``), their retained tallies forgotten. Returns how many rounds
+        stay closed; 0 (nothing changed) unless ``to_round < expired_through``."""
+        if not _is_int(to_round) or to_round >= self._horizon.through:
+            return 0
+        kept = self._horizon.rewind(to_round)
+        self._forget(lambda r: r > to_round)
+        return kept
+
+    def _forget(self, drop: Callable[[int], bool]) -> None:
+        for r in [r for r in self._retained_rounds if drop(r)]:
             for key in self._retained_rounds.pop(r):
                 del self._tallies[key]
-        return out

@@ -149,22 +149,35 @@ def seal_verdict(
 
 
 class SequenceClock:
-    """Strictly increasing verdict sequence numbers: ``seq = max(last + 1, now_ms * 1000)``.
+    """Verdict sequence numbers: ``seq = max(last + 1, now_ms * 1000)``, strictly increasing while
+    the clock does not step back.
 
     Seeding from the wall clock (in µs-sized steps) keeps numbers increasing across restarts as
     long as the clock does not go back, and leaves room for 1000 verdicts per millisecond before
-    the sequence runs ahead of the clock (it then just counts up).
+    the sequence runs ahead of the clock (it then just counts up). When ``last + 1`` is more than
+    ``max_lead_ms`` ahead of the clock, the clock stepped back (it ran ahead and was set right):
+    the sequence starts again from the clock (``rewinds`` counts it), so verdicts are issued at the
+    clock's time at once instead of minutes ahead of it (which subscribers refuse). A subscriber
+    that accepted a higher ``seq`` for a key refuses that key's next verdicts as a rollback until
+    the clock passes it again: at most its allowed skew (docs/wire-protocol.md §5.4, step 14c).
     """
 
-    def __init__(self, clock: Clock, last: int = 0) -> None:
+    def __init__(self, clock: Clock, last: int = 0, max_lead_ms: int = 1_000) -> None:
         self._clock = clock
         self._last = last
+        self._max_lead = max_lead_ms * 1000
+        self.rewinds = 0
 
     @property
     def last(self) -> int:
         return self._last
 
     def next(self) -> int:
-        seq = max(self._last + 1, self._clock.now_ms() * 1000)
+        floor = self._clock.now_ms() * 1000
+        seq = self._last + 1
+        if seq - floor > self._max_lead:  # the clock stepped back
+            self.rewinds += 1
+            seq = floor
+        seq = max(seq, floor)
         self._last = seq
         return seq

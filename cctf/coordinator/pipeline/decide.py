@@ -2,7 +2,8 @@
 
 * ``seq`` and ``issued_ms`` agree: ``seq // 1000 == issued_ms`` always (``seq`` is
   ``max(last + 1, now_ms * 1000)``; if more than 1000 verdicts fall in one millisecond, ``issued_ms``
-  follows ``seq``, a fraction of a millisecond ahead). The verifier only admits rounds up to the
+  follows ``seq``, a fraction of a millisecond ahead; after the clock stepped back the sequence
+  starts again from the clock, :class:`~cctf.coordinator.verdicts.SequenceClock`). The verifier only admits rounds up to the
   current one plus one, so a verdict's ``round`` never starts more than one round after ``issued_ms``.
 * The message id is derived from what the verdict decides, never from a counter:
   ``v1.<name-token>.<qtype>.<round>.<region>.<coordinator>`` with the subject layer's name token

@@ -202,6 +202,10 @@ class IdentityStage:
             (IdentityKey(k.qtype, k.qname, k.round), d) for k, d in self._book.expire(up_to_round)
         ]
 
+    def rewind(self, to_round: int) -> int:
+        """The clock stepped back (:meth:`TallyBook.rewind`)."""
+        return self._book.rewind(to_round)
+
     def verdict(self, key: IdentityKey, decision: Decision) -> IdentityVerdict:
         """Raises :class:`VerdictError` (inconsistent) or :class:`IssueRefused` (bundle rollback)."""
         groups = self._facts.pop(key, {})

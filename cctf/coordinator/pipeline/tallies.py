@@ -90,6 +90,13 @@ class Tallies:
             decided.extend(self.identity.expire(up_to_round))
         return decided
 
+    def rewind(self, to_round: int) -> int:
+        """The clock stepped back to ``to_round``: reopen the empty expired rounds above it (both
+        kinds of tallies); returns how many rounds stay closed (DNS)."""
+        if self.identity is not None:
+            self.identity.rewind(to_round)
+        return self.dns.rewind(to_round)
+
 
 class Deciders:
     """``verdict(key, decision)`` for either kind of key (raises :class:`VerdictError`)."""
