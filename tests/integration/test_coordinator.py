@@ -194,8 +194,12 @@ def test_sequence_clock_strictly_increases_and_survives_restart() -> None:
     clock.advance(1)
     restarted = SequenceClock(clock)  # a new process, no memory of `last`
     assert restarted.next() > last
-    frozen = SequenceClock(FakeClock(5), last=10**9)  # ahead of the clock: still +1
-    assert [frozen.next(), frozen.next()] == [10**9 + 1, 10**9 + 2]
+    frozen = SequenceClock(FakeClock(5), last=505_000)  # 0.5 s ahead of the clock: still +1
+    assert [frozen.next(), frozen.next()] == [505_001, 505_002]
+    # more than max_lead_ms (1 s) ahead: the clock stepped back, the sequence restarts from it
+    # (tests/unit/test_tally_rewind.py)
+    stepped = SequenceClock(FakeClock(5), last=10**9)
+    assert stepped.next() == 5_000 and stepped.rewinds == 1
 
 
 def _config_obj(**over: Any) -> dict[str, Any]:
