@@ -47,9 +47,10 @@ Roles:
   KV bucket ``CCTF_LKG`` (publish on ``$KV.CCTF_LKG.>``; stream info, direct get and ephemeral
   ordered consumers on ``KV_CCTF_LKG`` to read it back). It publishes safe-mode announcements
   (``cctf.v1.control.>``) and reads operator commands through its own ephemeral ordered consumer on
-  ``CCTF_CONTROL``. It may not create, change, purge or delete any stream, and may not publish
+  ``CCTF_CONTROL``. It publishes its log heads (``cctf.v1.head.>``). It may not create, change, purge or delete any stream, and may not publish
   operator commands (``cctf.v1.operator.>``: only ``admin`` may).
-* the client also reads ``CCTF_CONTROL`` (the safe-mode announcements) as it reads verdict streams.
+* the client also reads ``CCTF_CONTROL`` (the safe-mode announcements) and the heads streams
+  ``CCTF_HEADS_<REGION>`` (signed log checkpoints) as it reads verdict streams.
 
 * ``admin`` (set-up: streams) and ``sys`` (system account) are unrestricted.
 """
@@ -64,7 +65,12 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cctf.bus.kv import LKG_BUCKET, kv_stream_name
-from cctf.bus.streams import CONTROL_STREAM, verdict_stream_name, votes_stream_name
+from cctf.bus.streams import (
+    CONTROL_STREAM,
+    heads_stream_name,
+    verdict_stream_name,
+    votes_stream_name,
+)
 from cctf.ids import check_id
 
 DEFAULT_REGIONS: tuple[str, ...] = ("us-east", "us-west", "eu-west", "eu-central", "ap-south")
@@ -105,6 +111,7 @@ class StreamKind(enum.StrEnum):
     LKG = "lkg"
     """The coordinators' LKG bucket (``KV_CCTF_LKG``, :mod:`cctf.bus.kv`)."""
     CONTROL = "control"  # the one control stream (safe-mode announcements, operator commands)
+    HEADS = "heads"  # every region's heads stream (signed log checkpoints, CCTF_HEADS_<REGION>)
     NONE = "none"
 
 
@@ -151,6 +158,7 @@ JS_API: Final[Mapping[str, str]] = {
 
 _V, _D, _L, _N = StreamKind.VOTES, StreamKind.VERDICTS, StreamKind.LKG, StreamKind.NONE
 _C = StreamKind.CONTROL
+_H = StreamKind.HEADS
 
 #: What each restricted role may call: (verb, stream kind). Everything else is refused.
 GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
@@ -168,6 +176,11 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("DIRECT.GET.LAST", _C),
             ("CONSUMER.CREATE", _C),
             ("FC", _C),
+            ("STREAM.INFO", _H),  # log heads: the exact head a verdict names (direct get), or all
+            ("DIRECT.GET", _H),
+            ("DIRECT.GET.LAST", _H),
+            ("CONSUMER.CREATE", _H),
+            ("FC", _H),
         }
     ),
     Role.COORDINATOR: frozenset(
@@ -176,6 +189,7 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("STREAM.NAMES", _N),
             ("STREAM.INFO", _V),
             ("STREAM.INFO", _D),
+            ("STREAM.INFO", _H),
             ("CONSUMER.CREATE.NAMED", _V),
             ("CONSUMER.CREATE.FILTERED", _V),
             ("CONSUMER.DURABLE.CREATE", _V),
@@ -231,6 +245,8 @@ def stream_names(kind: StreamKind, regions: Sequence[str]) -> tuple[str, ...]:
         return (kv_stream_name(LKG_BUCKET),)
     if kind is StreamKind.CONTROL:
         return (CONTROL_STREAM,)
+    if kind is StreamKind.HEADS:
+        return tuple(heads_stream_name(r) for r in regions)
     return ()
 
 
@@ -289,6 +305,7 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
         return UserPermissions(
             publish_allow=(
                 "cctf.v1.verdict.>",
+                "cctf.v1.head.>",  # its signed log checkpoints (batch signing)
                 f"$KV.{LKG_BUCKET}.>",  # puts and deletes of its LKG state
                 "cctf.v1.control.>",
                 *granted_subjects(role, regions),

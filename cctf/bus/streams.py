@@ -22,6 +22,9 @@
 
 * ``CCTF_VERDICTS_<REGION>`` holds ``cctf.v1.verdict.<region>.>``; direct get is enabled so
   clients can read the latest verdict of a subject without a consumer.
+* ``CCTF_HEADS_<REGION>`` holds ``cctf.v1.head.<region>.>``: the signed log checkpoints of batch-
+  signing coordinators (raw signed notes, wire-protocol.md §2, §3.2.1), one per subject, direct get
+  (a client reads the exact head a verdict names), kept as long as verdicts, bounded bytes.
 * ``CCTF_CONTROL`` (one for all regions) holds the signed safe-mode announcements
   (``cctf.v1.control.<region>``) and operator commands (``cctf.v1.operator.<region>``); limits
   retention, direct get (a region's state is its last announcement), no delete or purge.
@@ -60,6 +63,7 @@ from cctf.ids import check_id
 
 __all__ = [
     "CONTROL_STREAM",
+    "HEADS_STREAM_PREFIX",
     "MIN_SERVER_VERSION",
     "PUBACK_LIMIT_ERR_CODE",
     "VERDICT_STREAM_PREFIX",
@@ -70,6 +74,9 @@ __all__ = [
     "control_stream_config",
     "ensure_streams",
     "evidence_subjects",
+    "heads_stream_config",
+    "heads_stream_name",
+    "heads_subjects",
     "stream_token",
     "verdict_stream_config",
     "verdict_stream_name",
@@ -84,6 +91,7 @@ _log = logging.getLogger(__name__)
 
 VOTES_STREAM_PREFIX: Final = "CCTF_VOTES_"
 VERDICT_STREAM_PREFIX: Final = "CCTF_VERDICTS_"
+HEADS_STREAM_PREFIX: Final = "CCTF_HEADS_"
 
 #: TRANSITION ONLY, do not use in new code: the old single vote stream (``cctf.v1.vote.>``), made by
 #: ``ensure_streams(..., votes_per_region=False)`` for tests that read ballots back from a limits
@@ -105,6 +113,10 @@ VERDICTS_MAX_AGE_S: Final = 24 * 3600.0
 VERDICTS_MAX_BYTES: Final = 64 * 1024 * 1024
 VERDICTS_MAX_MSGS_PER_SUBJECT: Final = 64
 DUPLICATE_WINDOW_S: Final = 120.0
+#: Heads (signed checkpoints, about 4.6 KB each, so ~14,000 per region): the recent ones, for live
+#: verification; older heads are the durable log's (CCTF_LOG, its API).
+HEADS_MAX_BYTES: Final = 64 * 1024 * 1024
+HEADS_MAX_MSG_SIZE: Final = 16 * 1024 + 4096
 #: The control stream: safe-mode announcements and operator commands of every region.
 CONTROL_STREAM: Final = "CCTF_CONTROL"
 CONTROL_SUBJECTS: Final = ("cctf.v1.control.>", "cctf.v1.operator.>")
@@ -229,6 +241,36 @@ def verdict_subjects(region: str) -> str:
     return f"cctf.v1.verdict.{_region(region)}.>"
 
 
+def heads_stream_name(region: str) -> str:
+    """``CCTF_HEADS_<REGION>``."""
+    return HEADS_STREAM_PREFIX + stream_token(region)
+
+
+def heads_subjects(region: str) -> str:
+    """The subject filter of a region's heads stream: ``cctf.v1.head.<region>.>``."""
+    return f"cctf.v1.head.{_region(region)}.>"
+
+
+def heads_stream_config(region: str, replicas: int = 1) -> StreamConfig:
+    """``CCTF_HEADS_<REGION>``: one message per head subject (a head never changes), direct get."""
+    return StreamConfig(
+        name=heads_stream_name(region),
+        description=f"CCTF signed log heads (checkpoints) for region {region}",
+        subjects=[heads_subjects(region)],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_msg_size=HEADS_MAX_MSG_SIZE,
+        max_consumers=VERDICTS_MAX_CONSUMERS,
+        max_age=VERDICTS_MAX_AGE_S,
+        max_bytes=HEADS_MAX_BYTES,
+        max_msgs_per_subject=1,
+        discard=DiscardPolicy.OLD,
+        allow_direct=True,
+    )
+
+
 def _transition_votes_config(replicas: int) -> StreamConfig:
     return StreamConfig(
         name=VOTES_STREAM,
@@ -324,8 +366,8 @@ async def ensure_streams(
     timeout_s: float = 30.0,
     votes_per_region: bool = True,
 ) -> dict[str, StreamInfo]:
-    """Create (or update to the current definition) the vote and verdict stream of every region,
-    and the control stream.
+    """Create (or update to the current definition) the vote, verdict and heads stream of every
+    region, and the control stream.
 
     ``js`` is a JetStream context or manager of a user allowed to create streams (``admin``).
     Errors meaning "cluster not ready" (no suitable peers, insufficient resources, 503, request
@@ -354,6 +396,7 @@ async def ensure_streams(
     else:
         configs = [_transition_votes_config(replicas)]
     configs += [verdict_stream_config(r, replicas) for r in regions]
+    configs += [heads_stream_config(r, replicas) for r in regions]
     configs.append(control_stream_config(replicas))
     deadline = time.monotonic() + timeout_s
     result: dict[str, StreamInfo] = {}

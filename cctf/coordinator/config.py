@@ -23,16 +23,17 @@ from __future__ import annotations
 
 import re
 from pathlib import Path
-from typing import Annotated, Final
+from typing import Annotated, Final, Literal
 
 import msgspec
 
 from cctf.bus.settings import NatsSettings
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.envelope import TimePolicy
+from cctf.bus_schemas.envelope import MAX_TLOG_SUBJECTS, TimePolicy
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
 from cctf.config import ConfigStruct, load_config
 from cctf.coordinator.lkgconfig import LkgConfig
+from cctf.coordinator.pipeline.batchsign import MAX_BATCH
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.errors import CryptoError, SuiteError
 from cctf.crypto.keys import SigningKey, load_signing_key
@@ -173,6 +174,15 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     #: DNS verdicts on ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>``: set it on
     #: every coordinator of a k-of-m deployment (clients read each coordinator's last verdict).
     per_coordinator_subjects: bool = False
+    #: ``batch``: DNS verdicts are batch-signed (one signed log head per batch, each verdict an
+    #: inclusion proof, authenticator "tlog", published on EVERY verdict region); ``per_verdict``:
+    #: one hybrid signature per verdict and region ("sig"). A batch closes at ``batch_max`` verdicts
+    #: or ``batch_window_ms`` after its first one; its verdicts wait for the log append at most
+    #: ``log_wait_ms``.
+    signing: Literal["batch", "per_verdict"] = "per_verdict"
+    batch_window_ms: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 5
+    batch_max: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = 1024
+    log_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 300
 
     def __post_init__(self) -> None:
         try:
@@ -213,6 +223,8 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
         if self.metrics is not None:
             HostPort.parse(self.metrics)
         self._check_identity()
+        if self.signing == "batch" and len(self.publish_regions) > MAX_TLOG_SUBJECTS:
+            raise ValueError(f"signing: batch publishes to at most {MAX_TLOG_SUBJECTS} regions")
 
     def _check_identity(self) -> None:
         if self.identity is None:

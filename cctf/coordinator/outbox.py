@@ -2,7 +2,10 @@
 (publish, bounded retry), settling each key once its verdict is out or given up.
 
 Signing dominates (about 1 ms per hybrid signature): verdicts are signed in chunks of 32 and each chunk
-is published while the next is signed, so the first verdicts of a large batch go out early. A verdict
+is published while the next is signed, so the first verdicts of a large batch go out early. With batch
+signing (``batcher``, ``cctf.coordinator.batcher``) DNS verdicts are handed to the batch stage all at
+once instead (one signed log head per batch, the same ``"tlog"`` envelope on every verdict region);
+identity verdicts keep their own signatures. A verdict
 that cannot be built or sealed is settled at once as ``unpublishable``; one that cannot be published is
 retried until it expires, then settled as ``expired``: no key ever holds ballots for good.
 """
@@ -18,8 +21,10 @@ from typing import Final
 
 from cctf import telemetry
 from cctf.bus.publisher import Publisher, PublishOutcome
-from cctf.bus_schemas.messages import Verdict, encode
+from cctf.bus_schemas.messages import MessageType, Verdict, encode
+from cctf.coordinator.batcher import BatchClosed, BatchSigner
 from cctf.coordinator.counters import Counters
+from cctf.coordinator.pipeline.batchsign import BatchItem
 from cctf.coordinator.pipeline.identity import IssueRefused
 from cctf.coordinator.pipeline.sign import Sealed, Signer, SignError
 from cctf.coordinator.pipeline.tallies import AnyKey, AnyVerdict, Deciders
@@ -58,6 +63,7 @@ class Outbox:
         latency: Callable[[AnyKey], float | None],
         log: Callable[..., None],
         lkg: Callable[[Verdict], Verdict] | None = None,
+        batcher: BatchSigner | None = None,
     ) -> None:
         self._decider = decider
         self._signer = signer
@@ -70,6 +76,7 @@ class Outbox:
         self._latency = latency
         self._log = log
         self._lkg = lkg  # the LKG stage (cctf.coordinator.lkggate): fresh -> verdict to publish
+        self._batcher = batcher
 
     async def run(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         """Decide, sign and publish ``decided``; settle every key whose verdict is out or given up
@@ -92,8 +99,9 @@ class Outbox:
                 continue
             jobs.append(_Job(key, verdict, encode(verdict)))
         publishing: list[tuple[list[_Job], asyncio.Future[list[bool | None]]]] = []
-        for start in range(0, len(jobs), _PUBLISH_CHUNK):
-            part = jobs[start : start + _PUBLISH_CHUNK]
+        chunk = _PUBLISH_CHUNK if self._batcher is None else max(1, len(jobs))
+        for start in range(0, len(jobs), chunk):
+            part = jobs[start : start + chunk]
             if not await self._sign(part):
                 break  # stopping
             for job in part:
@@ -120,6 +128,48 @@ class Outbox:
 
     async def _sign(self, jobs: list[_Job]) -> bool:
         """Seal every verdict for every verdict region, in worker threads for larger batches."""
+        if self._batcher is not None:
+            return await self._sign_batched(jobs, self._batcher)
+        return await self._sign_each(jobs)
+
+    async def _sign_batched(self, jobs: list[_Job], batcher: BatchSigner) -> bool:
+        """DNS verdicts through the batch stage (one ``"tlog"`` envelope for all their regions),
+        identity verdicts signed one by one."""
+        dns: list[tuple[_Job, list[tuple[str, str, str]]]] = []
+        others: list[_Job] = []
+        for job in jobs:
+            if not isinstance(job.verdict, Verdict):
+                others.append(job)
+                continue
+            try:
+                dns.append((job, self._signer.targets(job.verdict)))
+            except SignError as exc:
+                self._log("verdict_unpublishable", error=str(exc)[:_MAX_DETAIL])
+        if others and not await self._sign_each(others):
+            return False
+        if not dns:
+            return True
+        items = [
+            BatchItem(
+                MessageType.VERDICT,
+                tuple(subject for _r, subject, _m in targets),
+                job.payload,
+                job.verdict.issued_ms,
+                job.verdict.expires_ms,
+            )
+            for job, targets in dns
+        ]
+        try:
+            envelopes = await batcher.seal(items)
+        except BatchClosed:
+            return False
+        for (job, targets), data in zip(dns, envelopes, strict=True):
+            job.sealed = [
+                Sealed(region, subject, data, msg_id) for region, subject, msg_id in targets
+            ]
+        return True
+
+    async def _sign_each(self, jobs: list[_Job]) -> bool:
         if len(jobs) * len(self._signer.regions) <= 2:
             sealed = self._seal_chunk(jobs)
         else:

@@ -27,6 +27,7 @@ from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
 from cctf.bus.publisher import Publisher
 from cctf.bus_schemas.envelope import TimePolicy
 from cctf.clock import SYSTEM_CLOCK, Clock
+from cctf.coordinator.batcher import batch_stage
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
@@ -170,17 +171,21 @@ class Coordinator:
             if c.lkg.enabled
             else None
         )
+        publisher = Publisher(
+            conn,
+            clock,
+            timeout_s=c.publish_timeout_ms / 1000,
+            max_backoff_s=c.max_backoff_ms / 1000,
+        )
+        self.batcher = batch_stage(  # signing: batch (one signed log head per batch)
+            c, self._key, publisher, self._executor, self._stopping, clock, on_fatal=self._fail
+        )
         self._outbox = Outbox(
             decider=Deciders(
                 Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock, seq), identity
             ),
             signer=Signer(self._key, c.publish_regions, per_coordinator=c.per_coordinator_subjects),
-            publisher=Publisher(
-                conn,
-                clock,
-                timeout_s=c.publish_timeout_ms / 1000,
-                max_backoff_s=c.max_backoff_ms / 1000,
-            ),
+            publisher=publisher,
             counts=self._counts,
             executor=self._executor,
             workers=c.signing_workers,
@@ -189,6 +194,7 @@ class Coordinator:
             latency=self._latency_ms,
             log=self._log_limited,
             lkg=self._lkg.apply if self._lkg is not None else None,
+            batcher=self.batcher,
         )
 
     # ---- lifecycle ------------------------------------------------------------------------------
@@ -205,6 +211,8 @@ class Coordinator:
         if self._lkg is not None:  # bind the LKG bucket, read the state back, start its writer
             await self._lkg.start(self._conn, self._stopping)
         self._started = True
+        if self.batcher is not None:
+            self.batcher.start()
         await self.safe_mode.start()
         name = self.coordinator
         self._tasks = [
@@ -254,6 +262,8 @@ class Coordinator:
             for task in pending:
                 with contextlib.suppress(asyncio.CancelledError, Exception):
                     await task
+        if self.batcher is not None:  # refuse what is queued, drain the log appends (bounded)
+            await self.batcher.stop()
         if self._lkg is not None:  # its last flush of the LKG state (bounded)
             await self._lkg.stop()
         leftovers = [d for _r, d in self._queues.drain()]

@@ -33,6 +33,7 @@ from cctf.bus.streams import (
     CONTROL_STREAM,
     StreamSetupError,
     ensure_streams,
+    heads_stream_name,
     verdict_stream_name,
     votes_stream_name,
 )
@@ -220,6 +221,7 @@ async def test_single_node_serves_jetstream(
     assert set(infos) == {
         *(votes_stream_name(r) for r in DEFAULT_REGIONS),
         *(verdict_stream_name(r) for r in DEFAULT_REGIONS),
+        *(heads_stream_name(r) for r in DEFAULT_REGIONS),
         CONTROL_STREAM,
     }
     control = await js.stream_info(CONTROL_STREAM)
@@ -235,6 +237,10 @@ async def test_single_node_serves_jetstream(
     assert verdicts.config.subjects == ["cctf.v1.verdict.eu-west.>"]
     assert verdicts.config.allow_direct is True
     assert verdicts.config.max_msgs_per_subject == 64
+    heads = await js.stream_info("CCTF_HEADS_EU_WEST")
+    assert heads.config.subjects == ["cctf.v1.head.eu-west.>"]
+    assert heads.config.allow_direct is True and heads.config.max_msgs_per_subject == 1
+    assert heads.config.discard == nats.js.api.DiscardPolicy.OLD
     # idempotent
     await setup_streams(js, fabric.regions)
 

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.evidence import IdentityVerdict
 from cctf.bus_schemas.messages import MessageType, Verdict
-from cctf.bus_schemas.subjects import identity_verdict_subject
+from cctf.bus_schemas.subjects import identity_verdict_subject, verdict_subject
 from cctf.coordinator.pipeline.decide import verdict_msg_id
 from cctf.coordinator.pipeline.identity import identity_msg_id
 from cctf.coordinator.verdicts import seal_verdict
@@ -67,6 +67,22 @@ class Signer:
             except ValueError as exc:  # IdError / SubjectError are ValueErrors
                 raise SignError(f"verdict for {verdict.qname[:80]!r}: {exc}") from None
             out.append(Sealed(region, subject, data, msg_id))
+        return out
+
+    def targets(self, verdict: Verdict) -> list[tuple[str, str, str]]:
+        """``(region, subject, msg_id)`` of a DNS verdict in every verdict region (batch signing:
+        the same envelope goes to all of them); raises :class:`SignError` like :meth:`seal`."""
+        coordinator = verdict.coordinator if self._per_coordinator else None
+        out: list[tuple[str, str, str]] = []
+        for region in self._regions:
+            try:
+                subject = verdict_subject(region, verdict.qname, verdict.qtype, coordinator)
+                msg_id = verdict_msg_id(
+                    verdict.qname, verdict.qtype, verdict.round, region, verdict.coordinator
+                )
+            except ValueError as exc:
+                raise SignError(f"verdict for {verdict.qname[:80]!r}: {exc}") from None
+            out.append((region, subject, msg_id))
         return out
 
     def seal_identity(self, verdict: IdentityVerdict, payload: bytes) -> list[Sealed]:

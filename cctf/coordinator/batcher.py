@@ -1,0 +1,335 @@
+"""The batch-sign stage of the coordinator (``signing: batch``): collects verdicts into batches,
+seals each batch with ONE signed log head (:class:`~cctf.coordinator.pipeline.batchsign.BatchLog`,
+in a worker thread), publishes the head, appends the batch to the durable log, and hands each
+verdict its ``"tlog"`` envelope.
+
+Order per batch (D2-D4, wire-protocol.md §3.2.1)::
+
+    close (batch_max verdicts, or batch_window_ms after the first) -> seal (worker thread)
+      -> publish the head on every verdict region (same connection, written before any verdict)
+      -> append the LogBatch record (in order after the previous batch's append)
+      -> release the envelopes once the append is acked, or after log_wait_ms at most
+         (then counted as published_before_logged; the append keeps retrying until acked)
+
+Batches are sealed one at a time (the tree is not thread-safe) while earlier batches are still being
+published. A fenced log (another writer) or a seal failure fails closed: ``on_fatal`` is called (the
+service stops) and the verdicts waiting are refused (:class:`BatchClosed`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import Awaitable, Callable, Sequence
+from concurrent.futures import Executor
+from dataclasses import dataclass, field
+from typing import Final
+
+from cctf import telemetry
+from cctf.bus.publisher import Publisher, PublishOutcome
+from cctf.bus_schemas.heads import head_msg_id, head_subject
+from cctf.clock import Clock
+from cctf.coordinator.config import CoordinatorConfig
+from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch
+from cctf.crypto.keys import SigningKey
+from cctf.errors import CctfError
+from cctf.translog.merkle import MerkleTree
+
+__all__ = ["BatchClosed", "BatchSigner", "BatchStats", "LogAppend", "batch_stage"]
+
+_log = telemetry.get_logger("cctf.coordinator")
+
+#: Bytes of log entries in one batch (a record must stay under ~1 MiB with its checkpoint).
+MAX_BATCH_ENTRY_BYTES: Final = 900 * 1024
+_ENTRY_OVERHEAD: Final = 160  # entry bytes beyond the payload (domain, subjects, ids, nonce)
+_RETRY_FIRST_S: Final = 0.05
+_RETRY_MAX_S: Final = 2.0
+
+#: Append one sealed batch to the durable log; raises on failure (a fencing error is fatal:
+#: :data:`fatal_errors`).
+LogAppend = Callable[[SealedBatch], Awaitable[None]]
+
+
+class BatchClosed(CctfError):
+    """The batch stage stopped (service stopping, or failed closed): the verdict is not sealed."""
+
+
+@dataclass
+class BatchStats:
+    batches: int = 0
+    verdicts: int = 0
+    heads_published: int = 0
+    head_publish_failures: int = 0
+    appends: int = 0
+    append_retries: int = 0
+    published_before_logged: int = 0
+    largest_batch: int = 0
+
+
+@dataclass
+class _Pending:
+    items: list[tuple[BatchItem, asyncio.Future[bytes]]] = field(default_factory=list)
+    entry_bytes: int = 0
+
+
+class BatchSigner:
+    def __init__(
+        self,
+        log: BatchLog,
+        *,
+        coordinator: str,
+        regions: Sequence[str],
+        publisher: Publisher,
+        executor: Executor,
+        stopping: asyncio.Event,
+        window_ms: int = 5,
+        batch_max: int = 1024,
+        log_wait_ms: int = 300,
+        head_ttl_ms: int = 30_000,
+        append: LogAppend | None = None,
+        fatal_errors: tuple[type[BaseException], ...] = (),
+        on_fatal: Callable[[BaseException], None] | None = None,
+        now_ms: Callable[[], int],
+    ) -> None:
+        self._log = log
+        self._coordinator = coordinator
+        self._regions = tuple(regions)
+        self._publisher = publisher
+        self._executor = executor
+        self._stopping = stopping
+        self._window_s = window_ms / 1000
+        self._max = batch_max
+        self._log_wait_s = log_wait_ms / 1000
+        self._head_ttl_ms = head_ttl_ms
+        self._append = append
+        self._fatal_errors = fatal_errors
+        self._on_fatal = on_fatal
+        self._now_ms = now_ms
+        self._pending = _Pending()
+        self._kick = asyncio.Event()
+        self._full = asyncio.Event()
+        self._task: asyncio.Task[None] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_append: asyncio.Task[None] | None = None
+        self._closed: BaseException | None = None
+        self.stats = BatchStats()
+
+    @property
+    def regions(self) -> tuple[str, ...]:
+        return self._regions
+
+    def start(self) -> None:
+        if self._task is None:
+            self._task = asyncio.get_running_loop().create_task(
+                self._run(), name=f"cctf-batch-{self._coordinator}"
+            )
+
+    async def seal(self, items: Sequence[BatchItem]) -> list[bytes]:
+        """The ``"tlog"`` envelope of every item, once its batch is sealed, its head published and
+        its append acked (or ``log_wait_ms`` passed). Raises :class:`BatchClosed` when stopping."""
+        if self._closed is not None or self._stopping.is_set():
+            raise BatchClosed("the batch stage is stopped")
+        self.start()
+        loop = asyncio.get_running_loop()
+        futures: list[asyncio.Future[bytes]] = []
+        pending = self._pending
+        for item in items:
+            fut: asyncio.Future[bytes] = loop.create_future()
+            pending.items.append((item, fut))
+            pending.entry_bytes += len(item.payload) + _ENTRY_OVERHEAD
+            futures.append(fut)
+        self._kick.set()
+        if len(pending.items) >= self._max or pending.entry_bytes >= MAX_BATCH_ENTRY_BYTES:
+            self._full.set()
+        return list(await asyncio.gather(*futures))
+
+    async def stop(self, timeout_s: float = 2.0) -> None:
+        """Refuse what is still queued, let the appends in flight finish (bounded)."""
+        self._close(BatchClosed("the coordinator is stopping"))
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+        if self._tasks:
+            _done, left = await asyncio.wait(list(self._tasks), timeout=timeout_s)
+            for task in left:
+                task.cancel()
+            for task in left:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _close(self, exc: BaseException) -> None:
+        if self._closed is None:
+            self._closed = exc
+        for _item, fut in self._pending.items:
+            if not fut.done():
+                fut.set_exception(BatchClosed(str(exc)))
+        self._pending = _Pending()
+
+    def _fatal(self, exc: BaseException) -> None:
+        _log.error("batch_stage_failed", coordinator=self._coordinator, error=str(exc)[:300])
+        self._close(exc)
+        if self._on_fatal is not None:
+            self._on_fatal(exc)
+
+    # ---- the batch loop --------------------------------------------------------------------
+
+    def _take(self) -> list[tuple[BatchItem, asyncio.Future[bytes]]]:
+        pending = self._pending
+        taken: list[tuple[BatchItem, asyncio.Future[bytes]]] = []
+        size = 0
+        rest = 0
+        for i, (item, fut) in enumerate(pending.items):
+            cost = len(item.payload) + _ENTRY_OVERHEAD
+            if len(taken) >= self._max or (taken and size + cost > MAX_BATCH_ENTRY_BYTES):
+                rest = i
+                break
+            taken.append((item, fut))
+            size += cost
+        else:
+            rest = len(pending.items)
+        left = pending.items[rest:]
+        self._pending = _Pending(left, sum(len(i.payload) + _ENTRY_OVERHEAD for i, _ in left))
+        if not left:
+            self._full.clear()
+        return taken
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while self._closed is None:
+            if not self._pending.items:
+                self._kick.clear()
+                await self._kick.wait()
+                continue
+            if not self._full.is_set() and self._window_s > 0:
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(self._full.wait(), self._window_s)
+            batch = [(it, f) for it, f in self._take() if not f.cancelled()]
+            if not batch:
+                continue
+            try:
+                sealed = await loop.run_in_executor(
+                    self._executor, self._log.seal, [it for it, _ in batch]
+                )
+            except asyncio.CancelledError:
+                for _it, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(BatchClosed("stopping"))
+                raise
+            except Exception as exc:  # the tree may be appended: fail closed
+                for _it, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(BatchClosed(f"seal failed: {exc}"))
+                self._fatal(exc)
+                return
+            s = self.stats
+            s.batches += 1
+            s.verdicts += len(batch)
+            s.largest_batch = max(s.largest_batch, len(batch))
+            self._publish_heads(sealed)
+            await asyncio.sleep(0)  # the head publishes are written before any verdict
+            append = self._spawn(self._append_in_order(sealed, self._last_append))
+            self._last_append = append
+            self._spawn(self._release(sealed, batch, append))
+
+    def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
+        task: asyncio.Task[None] = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return task
+
+    def _publish_heads(self, sealed: SealedBatch) -> None:
+        data = sealed.checkpoint.encode("utf-8")
+        msg_id = head_msg_id(self._coordinator, sealed.size)
+        until = self._now_ms() + self._head_ttl_ms
+        for region in self._regions:
+            subject = head_subject(region, self._coordinator, sealed.size)
+            self._spawn(self._publish_head(subject, data, msg_id, until))
+
+    async def _publish_head(self, subject: str, data: bytes, msg_id: str, until: int) -> None:
+        result = await self._publisher.publish(subject, data, msg_id, until, self._stopping)
+        if result.outcome is PublishOutcome.PUBLISHED:
+            self.stats.heads_published += 1
+        else:
+            self.stats.head_publish_failures += 1
+            _log.warning("head_publish_failed", subject=subject, error=result.last_error[:300])
+
+    async def _append_in_order(
+        self, sealed: SealedBatch, previous: asyncio.Task[None] | None
+    ) -> None:
+        if previous is not None:
+            with contextlib.suppress(BaseException):
+                await asyncio.shield(previous)
+        if self._append is None:
+            return
+        delay = _RETRY_FIRST_S
+        while True:
+            try:
+                await self._append(sealed)
+            except asyncio.CancelledError:
+                raise
+            except self._fatal_errors as exc:
+                self._fatal(exc)
+                raise
+            except Exception as exc:  # the stream has no leader, a timeout: retried until acked
+                self.stats.append_retries += 1
+                _log.warning("log_append_retry", size=sealed.size, error=repr(exc)[:300])
+                if self._stopping.is_set():
+                    raise
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, _RETRY_MAX_S)
+            else:
+                self.stats.appends += 1
+                return
+
+    async def _release(
+        self,
+        sealed: SealedBatch,
+        batch: list[tuple[BatchItem, asyncio.Future[bytes]]],
+        append: asyncio.Task[None],
+    ) -> None:
+        done, _ = await asyncio.wait({append}, timeout=self._log_wait_s)
+        if append in done and append.exception() is not None and self._closed is not None:
+            for _it, fut in batch:  # fenced: nothing of this batch is published
+                if not fut.done():
+                    fut.set_exception(BatchClosed("the log refused the batch"))
+            return
+        if append not in done:
+            self.stats.published_before_logged += len(batch)
+        for (_it, fut), data in zip(batch, sealed.envelopes, strict=True):
+            if not fut.done():
+                fut.set_result(data)
+
+
+def batch_stage(
+    config: CoordinatorConfig,
+    key: SigningKey,
+    publisher: Publisher,
+    executor: Executor,
+    stopping: asyncio.Event,
+    clock: Clock,
+    *,
+    append: LogAppend | None = None,
+    tree: MerkleTree | None = None,
+    fatal_errors: tuple[type[BaseException], ...] = (),
+    on_fatal: Callable[[BaseException], None] | None = None,
+) -> BatchSigner | None:
+    """The batch stage a coordinator config asks for (``None`` for ``signing: per_verdict``)."""
+    if config.signing != "batch":
+        return None
+    return BatchSigner(
+        BatchLog(key, tree),
+        coordinator=config.coordinator,
+        regions=config.publish_regions,
+        publisher=publisher,
+        executor=executor,
+        stopping=stopping,
+        window_ms=config.batch_window_ms,
+        batch_max=config.batch_max,
+        log_wait_ms=config.log_wait_ms,
+        head_ttl_ms=config.verdict_ttl_ms,
+        append=append,
+        fatal_errors=fatal_errors,
+        on_fatal=on_fatal,
+        now_ms=clock.now_ms,
+    )

@@ -1,0 +1,116 @@
+"""Batch signing (``signing: batch``) against a real nats-server: each verdict is ONE "tlog" envelope
+published on every verdict region, its signed head published before it (same connection) and stored
+in the region's heads stream, its inclusion proof verifying against that head; heads stay consistent.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest_asyncio
+from nats.aio.msg import Msg
+from test_coordinator import EAST, HONEST, WEST, Harness, _make_harness, _until
+
+from cctf.bus.streams import heads_stream_name
+from cctf.bus_schemas.envelope import TlogAuth, decode_envelope, envelope_log_entry
+from cctf.bus_schemas.heads import head_subject, log_origin, parse_head_subject
+from cctf.bus_schemas.messages import Outcome, decode_verdict
+from cctf.devfabric.nats import NatsFabric
+from cctf.translog.checkpoint import Checkpoint
+from cctf.translog.merkle import leaf_hash, verify_inclusion
+from cctf.translog.note import NoteVerifier, open_checkpoint
+
+QNAMES = ("example.com.", "after.example.", "before.example.")
+
+
+class Seen:
+    """Everything on ``cctf.v1.verdict.>`` and ``cctf.v1.head.>``, in arrival order."""
+
+    def __init__(self) -> None:
+        self.order: list[tuple[str, bytes]] = []
+
+    async def on_msg(self, msg: Msg) -> None:
+        self.order.append((msg.subject, msg.data))
+
+    def verdicts(self) -> list[tuple[str, bytes]]:
+        return [(s, d) for s, d in self.order if s.startswith("cctf.v1.verdict.")]
+
+
+@pytest_asyncio.fixture
+async def batch_harness(
+    nats_single: NatsFabric, nats_connect: Any
+) -> AsyncIterator[tuple[Harness, Seen]]:
+    h = await _make_harness(nats_single, nats_connect)
+    seen = Seen()
+    await h.admin.subscribe("cctf.v1.verdict.>", cb=seen.on_msg)
+    await h.admin.subscribe("cctf.v1.head.>", cb=seen.on_msg)
+    await h.admin.flush()
+    try:
+        yield h, seen
+    finally:
+        for c in h.coordinators:
+            await c.stop()
+
+
+async def test_batch_signed_verdicts_are_one_envelope_on_every_region_after_their_head(
+    batch_harness: tuple[Harness, Seen],
+) -> None:
+    h, seen = batch_harness
+    coordinator = await h.start_coordinator(signing="batch", batch_window_ms=20)
+    for qname in QNAMES:  # 3 names, decided at once by the west ballots
+        await h.ballot(EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST}, qname=qname)
+    for qname in QNAMES:
+        await h.ballot(WEST, {"r1": HONEST, "r2": HONEST}, qname=qname)
+    await _until(lambda: len(seen.verdicts()) == 2 * len(QNAMES), 15.0, "6 verdict messages")
+
+    verifier = NoteVerifier(log_origin(h.coord.key.kid), h.coord.key.public)
+    heads: dict[int, Checkpoint] = {}
+    by_name: dict[str, dict[str, bytes]] = {}
+    for subject, data in seen.order:
+        if subject.startswith("cctf.v1.head."):
+            parsed = parse_head_subject(subject)
+            cp = open_checkpoint(data, verifier, log_origin(h.coord.key.kid))
+            assert (parsed.coordinator, parsed.size) == (h.coord.principal, cp.size)
+            heads[cp.size] = cp
+            continue
+        env = decode_envelope(data)
+        auth = env.auth
+        assert isinstance(auth, TlogAuth) and env.kid == h.coord.key.kid
+        assert subject in auth.subjects and len(auth.subjects) == 2
+        head = heads.get(auth.head.size)
+        assert head is not None, "a verdict arrived before its head"
+        assert head.root_hash == auth.head.root
+        verify_inclusion(
+            leaf_hash(envelope_log_entry(env)),
+            auth.index,
+            auth.head.size,
+            auth.proof,
+            head.root_hash,
+        )
+        verdict = decode_verdict(env.payload)
+        assert verdict.outcome is Outcome.TRUSTED
+        by_name.setdefault(verdict.qname, {})[subject.split(".")[3]] = data
+    assert set(by_name) == set(QNAMES)
+    for regions in by_name.values():  # the same bytes on both regions
+        assert set(regions) == {EAST, WEST} and regions[EAST] == regions[WEST]
+    # one log: every leaf index once, heads consistent sizes
+    indexes = sorted(decode_envelope(d).auth.index for d in (r[EAST] for r in by_name.values()))  # type: ignore[union-attr]
+    assert indexes == list(range(len(QNAMES)))
+    # heads are stored, one per subject, readable by direct get
+    js = h.admin.jetstream()
+    for size, cp in heads.items():
+        for region in (EAST, WEST):
+            stored = await js.get_last_msg(
+                heads_stream_name(region), head_subject(region, h.coord.principal, size)
+            )
+            assert open_checkpoint(stored.data, verifier).root_hash == cp.root_hash
+    await h.consumer_drained(h.coord.principal)
+    assert coordinator.batcher is not None
+    stats = coordinator.batcher.stats
+    assert stats.verdicts == len(QNAMES) and stats.batches == len(heads)
+    assert stats.heads_published == 2 * len(heads)
+    st = coordinator.stats()
+    assert st.verdicts == {"trusted": len(QNAMES)} and st.verdict_messages == 2 * len(QNAMES)
+    await asyncio.sleep(0)
