@@ -6,7 +6,7 @@ PY     := $(VENV)/bin/python
 LOCK   := requirements.lock
 STAMP  := $(VENV)/.installed-stamp
 
-.PHONY: install lock demo test lint fmt bench bench-identity clean
+.PHONY: install lock demo test lint fmt bench bench-load bench-identity clean
 
 install: $(STAMP)
 
@@ -48,6 +48,10 @@ fmt: install
 ## bench: end-to-end latency and throughput against a same-run baseline (prints JSON on stdout)
 bench: install
 	@$(PY) benchmarks/run.py $(ARGS)
+
+## bench-load: the whole local fabric at N = 100, 300, 1000, 3000 names per 1 s round (JSON). ARGS="--quick"
+bench-load: install
+	@$(PY) benchmarks/load.py $(ARGS)
 
 ## bench-identity: identity decisions/s and p99 (library vs SDK vs HTTP gateway; JSON). ARGS="--quick"
 bench-identity: install

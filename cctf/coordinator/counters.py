@@ -35,6 +35,8 @@ class Counters:
         self._d_rejected: dict[str, int] = {}
         self.terminated_by_region: dict[str, dict[str, int]] = {}
         self.throttled: dict[str, int] = {}  # region -> fetch pauses for its rate budget
+        self.rounds_shed = 0
+        self.expired: dict[str, int] = {}  # ballots acked without a verdict, by reason
         self._d_terminated: dict[tuple[str, str], int] = {}
         self._metrics = instruments()
 
@@ -66,6 +68,16 @@ class Counters:
     def drop(self, reason: str) -> None:
         _bump(self.dropped, reason)
         self._metrics.verdicts_dropped.add(1, {"reason": reason})
+
+    def shed_round(self) -> None:
+        self.rounds_shed += 1
+        self._metrics.rounds_shed.add(1)
+
+    def expire(self, reason: str, n: int = 1) -> None:
+        """``n`` ballots acknowledged without a verdict for their round (e.g. ``shed``)."""
+        if n:
+            _bump(self.expired, reason, n)
+            self._metrics.ballots_expired.add(n, {"reason": reason})
 
     def flush(self) -> None:
         m = self._metrics

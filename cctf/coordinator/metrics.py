@@ -20,6 +20,9 @@ Prometheus name                                        kind       labels
 ``cctf_verdicts_dropped_total``                        counter    ``reason`` (expired,
                                                                   unpublishable)
 ``cctf_decision_latency_milliseconds``                 histogram  (last counted vote → publish)
+``cctf_rounds_shed_total``                             counter    (rounds shed under overload)
+``cctf_ballots_expired_total``                         counter    ``reason`` (shed: acknowledged,
+                                                                  no verdict for their round)
 ``cctf_lkg_verdicts_total``                            counter    (LKG attestations issued)
 ``cctf_lkg_names``                                     gauge      (keys in an LKG episode now)
 ``cctf_lkg_episodes_total``                            counter    ``event`` (started, ended),
@@ -61,6 +64,8 @@ class CoordinatorMetrics:
     publish_retries: Counter
     verdicts_dropped: Counter
     decision_latency: Histogram
+    rounds_shed: Counter
+    ballots_expired: Counter
 
     def rejected(self, reason: str, count: int = 1) -> None:
         self.messages_rejected.add(count, {"reason": reason})
@@ -117,6 +122,14 @@ def instruments() -> CoordinatorMetrics:
                     unit="ms",
                     description="From the arrival of the last counted vote to the verdict publish",
                     explicit_bucket_boundaries_advisory=list(LATENCY_BUCKETS_MS),
+                ),
+                rounds_shed=m.create_counter(
+                    "cctf_rounds_shed",
+                    description="Rounds shed under overload (undecided 2 rounds after the deadline)",
+                ),
+                ballots_expired=m.create_counter(
+                    "cctf_ballots_expired",
+                    description="Ballots acknowledged without a verdict for their round, by reason",
                 ),
             )
         return _instruments

@@ -33,6 +33,7 @@ from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
+from cctf.coordinator.overload import Scheduler
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
@@ -135,8 +136,6 @@ class Coordinator:
         self._limiter = LogLimiter(20, monotonic)
         self._executor = ThreadPoolExecutor(c.signing_workers, thread_name_prefix="cctf-sign")
         self._tasks: list[asyncio.Task[None]] = []
-        self._publish_tasks: set[asyncio.Task[None]] = set()
-        self._pending_verdicts = 0
         self._work = asyncio.Event()
         self._room = asyncio.Event()  # set while pending verdicts are below the bound
         self._room.set()
@@ -196,6 +195,20 @@ class Coordinator:
             lkg=self._lkg.apply if self._lkg is not None else None,
             batcher=self.batcher,
         )
+        self._scheduler = Scheduler(  # D6: newest rounds first, old undecided rounds shed
+            outbox=self._outbox,
+            counts=self._counts,
+            release=self._release,
+            log=self._log_limited,
+            room=self._room,
+            stopping=self._stopping,
+            coordinator=c.coordinator,
+            round_ms=c.round_ms,
+            grace_ms=c.round_grace_ms,
+            shed_after=c.shed_after_rounds,
+            chunk=c.schedule_chunk,
+            max_pending=c.max_pending_verdicts,
+        )
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -221,6 +234,10 @@ class Coordinator:
         ]
         self._tasks.append(asyncio.create_task(self._process_loop(), name=f"cctf-process-{name}"))
         self._tasks.append(asyncio.create_task(self._deadline_loop(), name=f"cctf-deadline-{name}"))
+        self._tasks += [  # sign-and-publish workers: signing of one overlaps publishing of another
+            asyncio.create_task(self._scheduler.worker(), name=f"cctf-outbox-{name}-{i}")
+            for i in range(self.config.signing_workers + 1)
+        ]
         c = self.config
         _log.info(
             "coordinator_started",
@@ -246,6 +263,7 @@ class Coordinator:
         self._room.set()
         self._work.set()
         self._space.set()
+        self._scheduler.wake()
         fetch_wait = self.config.fetch_timeout_ms / 1000 + 1.0
         for task in self._tasks:
             if task.get_name().startswith("cctf-fetch"):
@@ -255,8 +273,8 @@ class Coordinator:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._publish_tasks:
-            _done, pending = await asyncio.wait(list(self._publish_tasks), timeout=1.0)
+        if self._scheduler.tasks:
+            _done, pending = await asyncio.wait(list(self._scheduler.tasks), timeout=1.0)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -266,6 +284,7 @@ class Coordinator:
             await self.batcher.stop()
         if self._lkg is not None:  # its last flush of the LKG state (bounded)
             await self._lkg.stop()
+        self._scheduler.drain()  # their ballots are held: nak'd below for a successor
         leftovers = [d for _r, d in self._queues.drain()]
         leftovers += [self._handles[t] for t in self._ledger.drain() if t in self._handles]
         self._handles.clear()
@@ -323,7 +342,7 @@ class Coordinator:
             held_ballots=self._ledger.held,
             open_keys=self._ledger.open_keys,
             live_tallies=self._tallies.live,
-            pending_verdicts=self._pending_verdicts,
+            pending_verdicts=self._scheduler.pending,
             queued=len(self._queues),
             throttled=dict(n.throttled),
             lkg_verdicts=self._lkg.attested if self._lkg is not None else 0,
@@ -331,6 +350,9 @@ class Coordinator:
             lkg_loaded=self._lkg.loaded if self._lkg is not None else 0,
             lkg_store_errors=self._lkg.store_errors if self._lkg is not None else 0,
             clock_rewinds=n.clock_rewinds,
+            rounds_shed=n.rounds_shed,
+            ballots_expired=dict(n.expired),
+            scheduled=self._scheduler.queued,
         )
 
     async def num_ack_pending(self) -> int:
@@ -487,6 +509,7 @@ class Coordinator:
         while not self._stopping.is_set():
             try:
                 self.expire_due()
+                await self._scheduler.shed_due(self._clock.now_ms())
                 due = self._ledger.due(int(self._monotonic() * 1000))
                 for token in due.expired:
                     d = self._handles.pop(token, None)
@@ -531,33 +554,22 @@ class Coordinator:
 
     def _schedule(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         # the policy stage: detectors, safe-mode holds (identity evidence feeds identity drift)
-        decided = self.safe_mode.apply(decided, self._tallies.identity)
-        self._pending_verdicts += len(decided)
-        if self._pending_verdicts >= self.config.max_pending_verdicts:
-            self._room.clear()
-        task = asyncio.get_running_loop().create_task(self._publish_decisions(decided))
-        self._publish_tasks.add(task)
-        task.add_done_callback(self._publish_tasks.discard)
+        self._scheduler.schedule(self.safe_mode.apply(decided, self._tallies.identity))
 
     async def _settle_key(self, key: AnyKey) -> None:
         """The verdict of ``key`` is out or given up: acknowledge the ballots no longer waiting."""
+        await self._release(key)
+
+    async def _release(self, key: AnyKey) -> int:
+        """:meth:`_settle_key`, returning how many ballots were acknowledged."""
         self._last_vote.pop(key, None)
+        acked = 0
         for token in self._ledger.settle(key):
             d = self._handles.pop(token, None)
             if d is not None:
                 await self._ack(d)
-
-    async def _publish_decisions(self, decided: list[tuple[AnyKey, Decision]]) -> None:
-        try:
-            await self._outbox.run(decided)
-        except asyncio.CancelledError:
-            raise
-        except Exception:  # a bug: keep serving
-            _log.exception("publish_failed", coordinator=self.coordinator)
-        finally:
-            self._pending_verdicts -= len(decided)
-            if self._pending_verdicts < self.config.max_pending_verdicts:
-                self._room.set()
+                acked += 1
+        return acked
 
     def _latency_ms(self, key: AnyKey) -> float | None:
         last = self._last_vote.get(key)

@@ -47,6 +47,12 @@ class CoordinatorStats:
     lkg_store_errors: int = 0
     clock_rewinds: int = 0
     """Times the clock stepped back below the expired rounds (``clock_stepped_back`` log line)."""
+    rounds_shed: int = 0
+    """Rounds shed under overload (D6: still undecided ``shed_after_rounds`` after the deadline)."""
+    ballots_expired: dict[str, int] | None = None
+    """Ballots acknowledged without a verdict for their round, by reason (``shed``)."""
+    scheduled: int = 0
+    """Decided keys waiting to be signed and published (newest round first)."""
 
 
 def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:

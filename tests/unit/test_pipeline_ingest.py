@@ -29,6 +29,15 @@ def test_turns_rotate_the_starting_region() -> None:
     assert q.take() == [] and len(q) == 0
 
 
+def test_a_region_is_served_newest_first() -> None:
+    # D6: under overload the newest ballots are verified and tallied first
+    q: FairQueues[int] = FairQueues(["a"], limit=10, batch=2)
+    q.offer("a", [1, 2, 3])
+    assert [item for _, item in q.take()] == [3, 2]
+    q.offer("a", [4])
+    assert [item for _, item in q.take()] == [4, 1]
+
+
 def test_drain_returns_everything_queued() -> None:
     q: FairQueues[int] = FairQueues(["a", "b"], limit=10, batch=1)
     q.offer("a", [1])

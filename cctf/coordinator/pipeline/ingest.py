@@ -4,7 +4,9 @@ Each region's queue holds at most ``limit`` deliveries; :meth:`FairQueues.offer`
 fit (the caller terminates those with reason ``shed``: only the region that sent too much loses
 messages). :meth:`FairQueues.take` returns at most ``batch`` deliveries of every region, starting with
 the region after the one that started the previous turn, so a flooding region gets one batch per turn
-like every other region, however much it sends. :class:`RateBudget` caps how many deliveries per
+like every other region, however much it sends. Within a region the newest delivery is served first
+(design decision D6, *Graceful overload*: when the coordinator falls behind, the newest round's
+ballots are verified and tallied before older ones, which may then be too late and are shed). :class:`RateBudget` caps how many deliveries per
 second the coordinator fetches from one region at all.
 """
 
@@ -60,14 +62,15 @@ class FairQueues(Generic[H]):
         return shed
 
     def take(self) -> list[tuple[str, H]]:
-        """One turn: up to ``batch`` deliveries of each region, regions in rotating order."""
+        """One turn: up to ``batch`` deliveries of each region (newest first), regions in rotating
+        order."""
         out: list[tuple[str, H]] = []
         n = len(self._order)
         for i in range(n):
             region = self._order[(self._start + i) % n]
             queue = self._queues[region]
             for _ in range(min(self._batch, len(queue))):
-                out.append((region, queue.popleft()))
+                out.append((region, queue.pop()))
         self._start = (self._start + 1) % n
         return out
 

@@ -1,0 +1,420 @@
+"""Load: the whole local fabric at N names per 1 s round (issue #9, "Graceful overload", D6).
+
+    .venv/bin/python benchmarks/load.py [--names 100,300,1000,3000] [--rounds 20] [--warmup 3]
+                                        [--nodes 3] [--set KEY=JSON ...] [--quick]
+    make bench-load ARGS="--rounds 30"
+
+What runs, all on 127.0.0.1, each part in its own process (so the two cores are shared the way a
+real deployment's machines would not be, but no part is charged another's CPU):
+
+* a NATS JetStream cluster (``NatsFabric``, 3 nodes by default, R3 streams);
+* five authoritative DNS servers (``FaultyDnsServer``, no faults) in one child process, serving a
+  DNSSEC-signed zone of ``n<i>.load.test.`` A records (as many as the largest N);
+* five real agents, ``cctf agent run`` processes (one per region, one resolver each, validating
+  DNSSEC up to the zone's DS), asking the first N names every round; a round's votes are split over
+  several ballots when they exceed the agents' ballot bounds;
+* one real coordinator, ``cctf coordinator run`` (3-of-5, 1 s rounds, names ``*.load.test.``,
+  Prometheus endpoint), with ``--set`` overrides of its config;
+* the harness: a verifying ``TrustClient`` verdict stream (the subscriber) and a core subscription
+  on the vote subjects that timestamps every ballot part (its ``Nats-Msg-Id`` names agent, round,
+  part).
+
+Per N the agents are (re)started with N names, run ``--warmup`` rounds, then ``--rounds`` measured
+rounds; the harness waits until the shed horizon of the last measured round has passed, stops the
+agents and lets the coordinator go idle before the next N. Per N it reports, under
+``names_per_round.<N>``:
+
+* ``complete_rounds_pct``: measured rounds for which every one of the N names has a verified verdict;
+* ``lag_p50_ms`` / ``lag_p99_ms`` / ``lag_max_ms``: per verified verdict of a measured round, from
+  its round's ballots (the moment the k-th agent's last ballot part of that round was seen on the
+  bus: from then on every name has a quorum of ballots) to its verification at the subscriber;
+* ``lag_from_round_start_p99_ms``: the same from the round's start (``round * 1000`` ms, wall clock);
+* ``shed_rounds`` (coordinator ``cctf_rounds_shed_total``), ``verdicts_shed``, ``ballots_expired``,
+  verdicts expected / verified, ballot parts per agent per round, agents' rounds seen, and the CPU
+  seconds per round of each process group (``cpu_s_per_round``: harness, coordinator, nats_server,
+  agents, dns): where the time goes.
+
+One JSON object on stdout (progress on stderr). ``--quick``: N = 30, 3 measured rounds, one node (the smoke test ``tests/integration/test_bench_load_smoke.py``).
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import contextlib
+import json
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench_fabric import SUITE, scrape
+from harness import (
+    COORDINATOR_ID,
+    REGIONS,
+    VERDICT_REGION,
+    K,
+    N,
+    Pids,
+    Progress,
+    agent_id,
+    check_stop,
+    cpu_snapshot,
+    free_port,
+    percentile,
+    resolver_id,
+    run_main,
+    spawn,
+    stop_process,
+    tail,
+    wait_until,
+)
+from loadparts import DNS_CHILD, ORIGIN, Watch, metrics_delta, name
+
+from cctf.bus.streams import ensure_streams
+from cctf.client.sdk import FetchError, TrustClient
+from cctf.crypto.keys import SigningKey, save_signing_key
+from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.devfabric.nats import NatsFabric
+
+ROUND_MS = 1_000
+ROUND_GRACE_MS = 1_500
+SHED_AFTER_ROUNDS = 2
+DEFAULT_NAMES = (100, 300, 1000, 3000)
+LOG_LEVEL = "warning"
+_AGENT_CMD = (sys.executable, "-m", "cctf", "agent", "run")
+
+
+class LoadFabric:
+    def __init__(self, tmp: Path, stack: contextlib.AsyncExitStack, progress: Progress) -> None:
+        self.tmp = tmp
+        self.stack = stack
+        self.progress = progress
+        self.watch = Watch()
+        self.pids: Pids = {}
+        self.agent_procs: list[subprocess.Popen[bytes]] = []
+
+    async def start(self, *, nodes: int, max_names: int, overrides: dict[str, Any]) -> None:
+        tmp, stack, progress = self.tmp, self.stack, self.progress
+        keys = {r: SigningKey.generate(SUITE) for r in REGIONS}
+        coord_key = SigningKey.generate(SUITE)
+        trust = TrustConfig(
+            [TrustEntry(Role.AGENT, agent_id(r), r, keys[r].public) for r in REGIONS]
+            + [TrustEntry(Role.COORDINATOR, COORDINATOR_ID, VERDICT_REGION, coord_key.public)]
+        )
+        for r in REGIONS:
+            save_signing_key(tmp / f"{agent_id(r)}.key.json", keys[r])
+        save_signing_key(tmp / "coordinator.key.json", coord_key)
+        trust.save(tmp / "trust.json")
+
+        progress(f"DNS: signing a {max_names}-name zone, five servers in a child process")
+        dns_proc = spawn(
+            [sys.executable, "-c", DNS_CHILD, str(max_names), str(N)],
+            stdin=subprocess.PIPE,
+            stdout=subprocess.PIPE,
+        )
+        assert dns_proc.stdout is not None and dns_proc.stdin is not None
+        line = await asyncio.wait_for(asyncio.to_thread(dns_proc.stdout.readline), 120)
+        info = json.loads(line)
+        self.dns_ports: list[int] = info["ports"]
+        self.anchor: str = info["anchor"]
+        stdin = dns_proc.stdin
+
+        async def stop_dns() -> None:
+            with contextlib.suppress(Exception):
+                stdin.close()
+            await stop_process(dns_proc, timeout_s=5.0)
+
+        stack.push_async_callback(stop_dns)
+        self.pids["dns"] = [dns_proc.pid]
+
+        progress(f"starting JetStream ({nodes} node{'s' if nodes > 1 else ''})")
+        nats = await NatsFabric.astart(tmp / "nats", nodes=nodes, regions=REGIONS)
+        stack.push_async_callback(nats.astop)
+        self.creds = nats.write_credentials(tmp / "credentials.json")
+        admin = await nats.connect("admin", name="load-admin", for_tests=True)
+        stack.push_async_callback(admin.close)
+        await ensure_streams(admin.jetstream(), REGIONS, nats.stream_replicas)
+        self.pids["nats_server"] = [s.pid for s in nats.servers if s.pid is not None]
+        await admin.subscribe("cctf.v1.vote.>", cb=self.watch.on_ballot)
+
+        self.metrics_port = free_port()
+        config = {
+            "coordinator": COORDINATOR_ID,
+            "region": VERDICT_REGION,
+            "key_file": str(tmp / "coordinator.key.json"),
+            "trust_file": str(tmp / "trust.json"),
+            "nats": {"user": "coordinator", "credentials": str(self.creds)},
+            "rule": {"k": K, "n": N},
+            "electorate": [f"{agent_id(r)}/{resolver_id(r)}" for r in REGIONS],
+            "round_ms": ROUND_MS,
+            "round_grace_ms": ROUND_GRACE_MS,
+            "verdict_regions": [VERDICT_REGION],
+            "names": [["*." + ORIGIN, "A"]],
+            "metrics": f"127.0.0.1:{self.metrics_port}",
+            **overrides,
+        }
+        self.shed_after = int(config.get("shed_after_rounds", SHED_AFTER_ROUNDS))
+        config_path = tmp / "coordinator.json"
+        config_path.write_text(json.dumps(config, indent=2))
+        self.coord_log = tmp / "coordinator.log"
+        log_file = open(self.coord_log, "wb")  # noqa: SIM115 - closed by the exit stack
+        stack.callback(log_file.close)
+        progress("starting the coordinator process")
+        cmd = [sys.executable, "-m", "cctf", "coordinator", "run", "--config", str(config_path)]
+        coord = spawn(
+            [*cmd, "--log-level", "warning"],
+            stdin=subprocess.DEVNULL,
+            stdout=log_file,
+            stderr=log_file,
+            cwd=tmp,
+        )
+        self.coord = coord
+        stack.push_async_callback(lambda: stop_process(coord, timeout_s=15.0))
+        self.pids["coordinator"] = [coord.pid]
+        port = self.metrics_port
+
+        async def metrics_ready() -> bool:
+            return await asyncio.to_thread(scrape, port) is not None
+
+        await wait_until(metrics_ready, 60.0, "the coordinator's metrics endpoint", self.check)
+
+        client_nc = await nats.connect("client", name="load-subscriber", for_tests=True)
+        stack.push_async_callback(client_nc.close)
+        client = TrustClient(client_nc, trust, VERDICT_REGION, round_ms=ROUND_MS)
+        deadline = time.monotonic() + 60
+        while True:
+            check_stop()
+            try:
+                stream = await client.stream(VERDICT_REGION, deliver="new")
+                break
+            except FetchError:
+                if time.monotonic() > deadline:
+                    raise
+                await asyncio.sleep(0.5)
+        stack.push_async_callback(stream.aclose)
+
+        async def consume() -> None:
+            async for verdict in stream:
+                self.watch.on_verdict(verdict)
+
+        task = asyncio.create_task(consume())
+
+        async def stop_consume() -> None:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+
+        stack.push_async_callback(stop_consume)
+        self.stack.push_async_callback(self.stop_agents)
+
+    def check(self) -> None:
+        if self.coord.poll() is not None:
+            raise RuntimeError(
+                f"coordinator exited with {self.coord.returncode}:\n{tail(self.coord_log)}"
+            )
+
+    def scrape(self) -> dict[str, float] | None:
+        return scrape(self.metrics_port)
+
+    def start_agents(self, names: int) -> None:
+        self.agent_procs = []
+        self.pids["agents"] = []
+        for region, port in zip(REGIONS, self.dns_ports, strict=True):
+            config = {
+                "agent": agent_id(region),
+                "region": region,
+                "key_file": f"{agent_id(region)}.key.json",
+                "trust": "trust.json",
+                "nats": {"user": f"agent-{region}", "credentials": str(self.creds)},
+                "resolvers": [
+                    {
+                        "id": resolver_id(region),
+                        "address": "127.0.0.1",
+                        "port": port,
+                        "transport": "udp",
+                    }
+                ],
+                "names": [[name(i), "A"] for i in range(names)],
+                "round_ms": ROUND_MS,
+                "dnssec": {"trust_anchors": [self.anchor]},
+            }
+            path = self.tmp / f"{agent_id(region)}.json"
+            path.write_text(json.dumps(config))
+            log = open(self.tmp / f"{agent_id(region)}.{names}.log", "wb")  # noqa: SIM115
+            self.stack.callback(log.close)
+            proc = spawn(
+                [*_AGENT_CMD, "--config", str(path), "--log-level", LOG_LEVEL],
+                stdin=subprocess.DEVNULL,
+                stdout=log,
+                stderr=log,
+                cwd=self.tmp,
+            )
+            self.agent_procs.append(proc)
+            self.pids["agents"].append(proc.pid)
+
+    async def stop_agents(self) -> None:
+        await asyncio.gather(*(stop_process(p, timeout_s=10.0) for p in self.agent_procs))
+        self.agent_procs = []
+
+
+async def measure_n(fab: LoadFabric, n: int, rounds: int, warmup: int) -> dict[str, Any]:
+    progress = fab.progress
+    watch = fab.watch
+
+    def current() -> int:
+        return time.time_ns() // 1_000_000 // ROUND_MS
+
+    # agents start at the next boundary once up (importing and connecting takes seconds on a
+    # loaded machine): the warm-up rounds count from the first round all five published
+    started = current()
+    fab.start_agents(n)
+    deadline = time.monotonic() + 90
+    while len({a for (r, a) in watch.part_seen if r > started}) < N:
+        check_stop()
+        fab.check()
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"N={n}: not every agent published within 90 s")
+        await asyncio.sleep(0.1)
+    first = current() + 1 + warmup
+    last = first + rounds - 1
+    progress(f"N={n}: agents up; measuring rounds {first}..{last} ({rounds} rounds)")
+
+    while current() < first:
+        check_stop()
+        fab.check()
+        await asyncio.sleep(0.1)
+    before_m = await asyncio.to_thread(fab.scrape)
+    before_cpu = cpu_snapshot(fab.pids)
+    while current() <= last:
+        check_stop()
+        fab.check()
+        await asyncio.sleep(0.1)
+    after_cpu = cpu_snapshot(fab.pids)
+    # wait until the last measured round is past its shed horizon (+ a tick), then stop the agents
+    horizon_ms = (last + 1 + fab.shed_after) * ROUND_MS + ROUND_GRACE_MS + 500
+    while time.time_ns() // 1_000_000 < horizon_ms:
+        check_stop()
+        await asyncio.sleep(0.1)
+    await fab.stop_agents()
+    # drain: until no verdict for 2 s (bounded)
+    deadline = time.monotonic() + 30
+    while time.perf_counter() - watch.last_verdict < 2.0 and time.monotonic() < deadline:
+        await asyncio.sleep(0.2)
+    after_m = await asyncio.to_thread(fab.scrape)
+
+    lags: list[float] = []
+    lags_start: list[float] = []
+    complete = 0
+    verified = 0
+    per_round: list[dict[str, Any]] = []
+    expected_names = {name(i) for i in range(n)}
+    for r in range(first, last + 1):
+        got = {q: t for q, t in watch.verdicts.get(r, {}).items() if q in expected_names}
+        verified += len(got)
+        if len(got) == n:
+            complete += 1
+        t_ballots = watch.ballots_at(r)
+        if t_ballots is not None:
+            lags += [(t - t_ballots) * 1000 for t in got.values()]
+        walls = watch.verdict_wall.get(r, {})
+        lags_start += [(w * 1000 - r * ROUND_MS) for q, w in walls.items() if q in expected_names]
+        per_round.append({"round": r, "verdicts": len(got)})
+    lags.sort()
+    lags_start.sort()
+    parts = [len(p) for (r, _a), p in watch.parts.items() if first <= r <= last]
+    agents_seen = [
+        sum(1 for (rr, _a) in watch.part_seen if rr == r) for r in range(first, last + 1)
+    ]
+    cpu = {
+        role: round(((after_cpu.get(role) or 0.0) - (b or 0.0)) / rounds, 3)
+        for role, b in before_cpu.items()
+        if b is not None and after_cpu.get(role) is not None
+    }
+    out: dict[str, Any] = {
+        "complete_rounds_pct": round(100.0 * complete / rounds, 2),
+        "lag_p50_ms": round(percentile(lags, 50), 1) if lags else None,
+        "lag_p99_ms": round(percentile(lags, 99), 1) if lags else None,
+        "lag_max_ms": round(lags[-1], 1) if lags else None,
+        "lag_from_round_start_p99_ms": round(percentile(lags_start, 99), 1) if lags_start else None,
+        "rounds": rounds,
+        "complete_rounds": complete,
+        "verdicts_expected": n * rounds,
+        "verdicts_verified": verified,
+        "ballot_parts_per_agent_round": max(parts) if parts else 0,
+        "agents_per_round_min": min(agents_seen) if agents_seen else 0,
+        "cpu_s_per_round": cpu,
+        "coordinator": metrics_delta(before_m, after_m),
+        "verdicts_per_round": [p["verdicts"] for p in per_round],
+    }
+    out["shed_rounds"] = out["coordinator"].get("shed_rounds")
+    progress(
+        f"N={n}: {out['complete_rounds_pct']} % complete, lag p99 {out['lag_p99_ms']} ms, "
+        f"shed {out['shed_rounds']}, cpu/round {cpu}"
+    )
+    return out
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--names", default=",".join(map(str, DEFAULT_NAMES)))
+    parser.add_argument("--rounds", type=int, default=20)
+    parser.add_argument("--warmup", type=int, default=3)
+    parser.add_argument("--nodes", type=int, choices=(1, 3), default=3)
+    parser.add_argument("--quick", action="store_true")
+    parser.add_argument("--keep-workdir", action="store_true", help="keep the logs and configs")
+    parser.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=JSON",
+        help="coordinator config override, e.g. --set signing='\"per_verdict\"'",
+    )
+    args = parser.parse_args()
+    if args.quick:
+        args.names, args.rounds, args.warmup, args.nodes = "30", 3, 1, 1
+    sizes = [int(x) for x in args.names.split(",") if x]
+    overrides: dict[str, Any] = {}
+    for item in args.set:
+        key, _, value = item.partition("=")
+        overrides[key] = json.loads(value)
+
+    async def work(progress: Progress) -> dict[str, Any]:
+        tmp = Path(tempfile.mkdtemp(prefix="cctf-load-"))
+        try:
+            async with contextlib.AsyncExitStack() as stack:
+                fab = LoadFabric(tmp, stack, progress)
+                await fab.start(nodes=args.nodes, max_names=max(sizes), overrides=overrides)
+                results: dict[str, Any] = {}
+                for n in sizes:
+                    results[str(n)] = await measure_n(fab, n, args.rounds, args.warmup)
+                return {
+                    "names_per_round": results,
+                    "config": {
+                        "nodes": args.nodes,
+                        "rounds": args.rounds,
+                        "warmup": args.warmup,
+                        "round_ms": ROUND_MS,
+                        "quorum": f"{K}-of-{N}",
+                        "agents": N,
+                        "resolvers_per_agent": 1,
+                        "dnssec": "validated by each agent up to the zone's DS",
+                        "coordinator_overrides": overrides,
+                        "python": sys.version.split()[0],
+                    },
+                }
+        finally:
+            if args.keep_workdir:
+                progress(f"workdir kept: {tmp}")
+            else:
+                shutil.rmtree(tmp, ignore_errors=True)
+
+    budget = 120 + len(sizes) * (args.rounds + args.warmup + 20) * 1.5
+    return run_main(work, budget_s=budget)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,113 @@
+"""Parts of ``benchmarks/load.py``: the DNS child process, the harness's view of the bus (ballot
+parts and verified verdicts, timestamped) and the coordinator's counters over one phase."""
+
+from __future__ import annotations
+
+import contextlib
+import time
+from collections import defaultdict
+from typing import Any
+
+from harness import K
+
+ORIGIN = "load.test."
+
+
+def name(i: int) -> str:
+    return f"n{i}.{ORIGIN}"
+
+
+#: The DNS child: five FaultyDnsServers serving one signed zone of ``n<i>.load.test.`` names; prints
+#: ``{"ports": [...], "anchor": "<DS line>"}`` and serves until its stdin closes.
+DNS_CHILD = """
+import asyncio, json, sys
+import dns.zone
+from cctf.chaos.dnsserver import FaultyDnsServer
+from cctf.chaos.signing import sign
+
+async def main(count, servers):
+    origin = "load.test."
+    lines = ["$TTL 300", "@ IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ IN NS ns1",
+             "ns1 IN A 192.0.2.253"]
+    lines += [f"n{i} IN A 10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(count)]
+    zone = dns.zone.from_text("\\n".join(lines) + "\\n", origin=origin, relativize=False)
+    signed = sign(zone)
+    running = []
+    for _ in range(servers):
+        s = FaultyDnsServer(signed.zone, signed=signed, max_pending=65536)
+        await s.start()
+        running.append(s)
+    print(json.dumps({"ports": [s.port for s in running], "anchor": signed.trust_anchor}),
+          flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+    for s in running:
+        await s.stop()
+
+asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
+"""
+
+
+class Watch:
+    """The harness's view: ballot parts seen on the bus and verified verdicts, timestamped."""
+
+    def __init__(self) -> None:
+        # (round, agent) -> perf_counter of the latest part seen; parts per (round, agent)
+        self.part_seen: dict[tuple[int, str], float] = {}
+        self.parts: dict[tuple[int, str], set[int]] = defaultdict(set)
+        self.verdicts: dict[int, dict[str, float]] = defaultdict(dict)  # round -> qname -> t
+        self.verdict_wall: dict[int, dict[str, float]] = defaultdict(dict)
+        self.outcomes: dict[str, int] = defaultdict(int)
+        self.last_verdict = time.perf_counter()
+        self.total = 0
+
+    async def on_ballot(self, msg: Any) -> None:
+        now = time.perf_counter()
+        msg_id = (msg.headers or {}).get("Nats-Msg-Id", "")
+        parts = msg_id.split(".")  # cctf-ballot.<agent>.<round>.<part>.<tag>
+        if len(parts) != 5 or parts[0] != "cctf-ballot":
+            return
+        with contextlib.suppress(ValueError):
+            key = (int(parts[2]), parts[1])
+            self.part_seen[key] = now
+            self.parts[key].add(int(parts[3]))
+
+    def on_verdict(self, verdict: Any) -> None:
+        now = time.perf_counter()
+        self.last_verdict = now
+        self.total += 1
+        if verdict.qname.endswith("." + ORIGIN):
+            self.verdicts[verdict.round].setdefault(verdict.qname, now)
+            self.verdict_wall[verdict.round].setdefault(verdict.qname, time.time())
+            self.outcomes[verdict.outcome.value] += 1
+
+    def ballots_at(self, round_: int) -> float | None:
+        """When the k-th agent's last part of ``round_`` was seen (None: fewer than k agents)."""
+        times = sorted(t for (r, _a), t in self.part_seen.items() if r == round_)
+        return times[K - 1] if len(times) >= K else None
+
+
+def metrics_delta(
+    before: dict[str, float] | None, after: dict[str, float] | None
+) -> dict[str, Any]:
+    if before is None or after is None:
+        return {"error": "coordinator metrics endpoint not reachable"}
+    d = {k: v - before.get(k, 0.0) for k, v in after.items()}
+
+    def by(metric: str, label: str) -> dict[str, int]:
+        out: dict[str, int] = {}
+        for k, v in d.items():
+            if k.startswith(metric + "{") and v and f'{label}="' in k:
+                out[k.split(f'{label}="')[1].split('"')[0]] = int(v)
+        return out
+
+    return {
+        "shed_rounds": int(d.get("cctf_rounds_shed_total", 0)),
+        "verdicts_dropped": by("cctf_verdicts_dropped_total", "reason"),
+        "ballots_expired": by("cctf_ballots_expired_total", "reason"),
+        "verdicts_published": by("cctf_verdicts_total", "outcome"),
+        "ballots_accepted": int(d.get("cctf_ballots_accepted_total", 0)),
+        "votes_accepted": int(d.get("cctf_votes_accepted_total", 0)),
+        "votes_ignored": by("cctf_votes_ignored_total", "result"),
+        "rejected": by("cctf_messages_rejected_total", "reason"),
+        "terminated": by("cctf_messages_terminated_total", "reason"),
+    }
