@@ -84,6 +84,10 @@ MAX_BALLOT_LIFETIME_MS: Final = 10 * 60_000
 MIN_PUBLISH_TIMEOUT_MS: Final = 10
 MAX_PUBLISH_TIMEOUT_MS: Final = 60_000
 DEFAULT_MAX_PUBLISH_TIMEOUT_MS: Final = 2_000
+#: D6: one round's votes are split over ballots of at most this many votes / payload bytes
+DEFAULT_BALLOT_MAX_VOTES: Final = 1_000
+DEFAULT_BALLOT_MAX_BYTES: Final = 256 * 1024
+MIN_BALLOT_MAX_BYTES: Final = 16 * 1024
 KEY_SUFFIX: Final = ".key.json"
 PUB_SUFFIX: Final = ".pub.json"
 
@@ -133,6 +137,12 @@ class AgentFile(ConfigStruct, frozen=True, kw_only=True):
         Annotated[int, msgspec.Meta(ge=MIN_ROUND_MS, le=MAX_ROUND_MS)] | None
     ) = None
     dnssec: DnssecFile = msgspec.field(default_factory=DnssecFile)
+    ballot_max_votes: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTES_PER_BALLOT)] = (
+        DEFAULT_BALLOT_MAX_VOTES
+    )
+    ballot_max_bytes: Annotated[
+        int, msgspec.Meta(ge=MIN_BALLOT_MAX_BYTES, le=L.MAX_PAYLOAD_BYTES)
+    ] = DEFAULT_BALLOT_MAX_BYTES
 
     def __post_init__(self) -> None:
         try:
@@ -224,6 +234,8 @@ class AgentConfig:
     identity_probe_every_ms: int | None = None
     trust_anchors: TrustAnchors = field(default_factory=TrustAnchors)
     validating_resolvers: frozenset[str] = frozenset()
+    ballot_max_votes: int = DEFAULT_BALLOT_MAX_VOTES
+    ballot_max_bytes: int = DEFAULT_BALLOT_MAX_BYTES
 
     @classmethod
     def from_dict(cls, obj: Any, *, base_dir: Path | None = None) -> AgentConfig:
@@ -395,4 +407,6 @@ def _resolve(file: AgentFile, base: Path) -> AgentConfig:
         identity_probe_every_ms=file.identity_probe_every_ms,
         trust_anchors=TrustAnchors.parse(file.dnssec.trust_anchors),
         validating_resolvers=frozenset(file.dnssec.validating_resolvers),
+        ballot_max_votes=file.ballot_max_votes,
+        ballot_max_bytes=file.ballot_max_bytes,
     )

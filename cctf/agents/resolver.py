@@ -155,6 +155,8 @@ class ResolverAgent:
         identity: IdentityTargets | None = None,
         identity_probe_every_ms: int | None = None,
         dnssec: ChainValidator | None = None,
+        ballot_max_votes: int = L.MAX_VOTES_PER_BALLOT,
+        ballot_max_bytes: int = L.MAX_PAYLOAD_BYTES,
     ) -> None:
         self.agent = check_id(agent, "agent id")
         # DNSSEC state of every vote: own validation up to trust anchors, AD/EDE of resolvers on
@@ -205,6 +207,13 @@ class ResolverAgent:
             if max_start_lag_ms is None
             else int(max_start_lag_ms)
         )
+        if not 1 <= ballot_max_votes <= L.MAX_VOTES_PER_BALLOT:
+            raise ValueError(f"ballot_max_votes must be in 1..{L.MAX_VOTES_PER_BALLOT}")
+        if not 1024 <= ballot_max_bytes <= L.MAX_PAYLOAD_BYTES:
+            raise ValueError(f"ballot_max_bytes must be in 1024..{L.MAX_PAYLOAD_BYTES}")
+        # D6: a round's votes split over bounded ballots, each verified and tallied on its own
+        self.ballot_max_votes = ballot_max_votes
+        self.ballot_max_bytes = ballot_max_bytes
         self._nc = nc
         self._js = nc.jetstream()
         # the stream a publish must land in (Nats-Expected-Stream); None: whichever holds the subject
@@ -261,6 +270,8 @@ class ResolverAgent:
             identity=config.identity,
             identity_probe_every_ms=config.identity_probe_every_ms,
             dnssec=ChainValidator(config.trust_anchors, config.validating_resolvers),
+            ballot_max_votes=config.ballot_max_votes,
+            ballot_max_bytes=config.ballot_max_bytes,
         )
 
     # ---- control
@@ -379,7 +390,15 @@ class ResolverAgent:
             for (qname, qtype), obs in zip(self._questions, observations, strict=True)
         ]
         now = self._clock.now_ms()
-        ballots = build_ballots(self.agent, self.region, round_, observed, now)
+        ballots = build_ballots(
+            self.agent,
+            self.region,
+            round_,
+            observed,
+            now,
+            max_votes=self.ballot_max_votes,
+            max_payload_bytes=self.ballot_max_bytes,
+        )
         sealed = [
             seal(
                 self._key,

@@ -53,6 +53,17 @@ def test_config_loads_with_defaults(tmp_path: Path) -> None:
     assert cfg.load_key().kid == ME.kid
 
 
+def test_ballot_bounds_default_and_range(tmp_path: Path) -> None:
+    # D6: a round's votes are split over bounded ballots
+    cfg = load_agent_config(write_config(tmp_path))
+    assert (cfg.ballot_max_votes, cfg.ballot_max_bytes) == (1000, 256 * 1024)
+    cfg = load_agent_config(write_config(tmp_path, ballot_max_votes=10, ballot_max_bytes=20_000))
+    assert (cfg.ballot_max_votes, cfg.ballot_max_bytes) == (10, 20_000)
+    for bad in ({"ballot_max_votes": 0}, {"ballot_max_votes": 5000}, {"ballot_max_bytes": 100}):
+        with pytest.raises(ConfigError, match="ballot_max"):
+            load_agent_config(write_config(tmp_path, **bad))
+
+
 def test_config_from_credentials_file(tmp_path: Path) -> None:
     creds = tmp_path / "creds.json"
     creds.write_text(
