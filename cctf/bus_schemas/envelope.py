@@ -31,8 +31,11 @@ steps 1–8, then step 9, the subject is of the kind the message type travels on
 
 The ``"tlog"`` authenticator (wire-protocol.md §3.2): :class:`TlogAuth` is its codec (decoded in step
 2, with its structural rules) and :func:`log_entry_bytes` the log entry a batch-signed message is
-leaf of; the producer is ``cctf.coordinator.pipeline.batchsign``. Step 7 for ``"tlog"`` (head cache,
-inclusion proof: reasons ``head_unknown``, ``head_mismatch``, ``proof``) is the verifier side's.
+leaf of; the producer is ``cctf.coordinator.pipeline.batchsign``. Step 7 for ``"tlog"`` is
+:func:`verify_tlog` against the receiver's injected :class:`~cctf.bus_schemas.tlog.HeadLookup` (the
+verified heads, :class:`cctf.client.heads.HeadCache`; reasons ``subject``, ``head_unknown``,
+``head_mismatch``, ``proof``); a receiver with no head lookup (the coordinator's ballot path)
+refuses ``"tlog"`` as ``auth_kind``.
 """
 
 from __future__ import annotations
@@ -47,10 +50,13 @@ import msgspec
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import MessageType
 from cctf.bus_schemas.subjects import Kind, ParsedSubject, SubjectError, parse_subject
+from cctf.bus_schemas.tlog import HeadLookup, LogPosition
 from cctf.crypto.errors import KeyError_, SignatureError, SuiteError
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.translog.errors import ProofError
+from cctf.translog.merkle import leaf_hash, verify_inclusion
 
 PROTOCOL_VERSION: Final = 1
 TBS_DOMAIN: Final = "CCTF-ENVELOPE-v1"
@@ -88,6 +94,7 @@ class Reason(StrEnum):
     HEAD_UNKNOWN = "head_unknown"  # "tlog": no verified checkpoint of (kid, size) is known
     HEAD_MISMATCH = "head_mismatch"  # "tlog": the verified checkpoint has another root
     PROOF = "proof"  # "tlog": the inclusion proof does not verify
+    SPLIT_VIEW = "split_view"  # a log showed two views (cctf.client.heads.SplitViewError)
 
 
 class Rejected(Exception):
@@ -342,6 +349,41 @@ class TimePolicy:
 class VerifiedEnvelope:
     envelope: Envelope
     signer: TrustEntry
+    log: LogPosition | None = None  # where a "tlog" message sits in its signer's log
+
+
+def verify_tlog(env: Envelope, auth: TlogAuth, subject: str, heads: HeadLookup) -> LogPosition:
+    """Step 7 for ``"tlog"`` (wire-protocol.md §3.2.1): (a) ``subject`` is one of
+    ``auth.subjects`` [``subject``]; (b) the verified checkpoint of ``(kid, head.size)`` is known to
+    ``heads`` [``head_unknown``] and its root equals ``head.root`` [``head_mismatch``]; (c) the
+    inclusion proof of the leaf ``SHA-256(0x00 || entry)`` at ``index`` verifies against it
+    (RFC 9162 §2.1.3.2) [``proof``]."""
+    if subject not in auth.subjects:  # a
+        raise Rejected(Reason.SUBJECT, f"{subject!r} is not among the message's tlog subjects")
+    size = auth.head.size
+    root = heads.verified_root(env.kid, size)  # b
+    if root is None:
+        raise Rejected(Reason.HEAD_UNKNOWN, f"no verified head of size {size} for key {env.kid}")
+    if root != auth.head.root:
+        raise Rejected(
+            Reason.HEAD_MISMATCH,
+            f"the verified head of size {size} for key {env.kid} has another root",
+        )
+    try:  # c
+        verify_inclusion(leaf_hash(envelope_log_entry(env)), auth.index, size, auth.proof, root)
+    except ProofError as exc:
+        raise Rejected(Reason.PROOF, str(exc)) from None
+    return LogPosition(env.kid, auth.index, size, root)
+
+
+def tlog_head_of(data: bytes) -> tuple[str, int] | None:
+    """``(kid, head size)`` of a decodable ``"tlog"`` envelope (what a receiver fetches when step 7
+    says ``head_unknown``), else ``None``. Never raises."""
+    try:
+        env = decode_envelope(data)
+    except Rejected:
+        return None
+    return (env.kid, env.auth.head.size) if isinstance(env.auth, TlogAuth) else None
 
 
 def verify_envelope(
@@ -354,12 +396,15 @@ def verify_envelope(
     policy: SuitePolicy,
     now_ms: int,
     time_policy: TimePolicy = TimePolicy(),
+    heads: HeadLookup | None = None,
 ) -> VerifiedEnvelope:
     """Verify everything about an envelope that does not depend on its payload.
 
     1. size cap; 2. strict decode; 3. protocol version; 4. message type; 5. suite policy
     (anti-downgrade); 6. known key id for ``role``, and the key's suite equals the claimed suite;
-    7. every component signature over the to-be-signed bytes, which bind ``subject``;
+    7. ``"sig"``: every component signature over the to-be-signed bytes, which bind ``subject``;
+    ``"tlog"`` (only with ``heads``, else [``auth_kind``]): :func:`verify_tlog`, the log entry
+    (whose subjects list binds ``subject``) is included in a checkpoint ``heads`` verified;
     8. time window: ``iat ≤ now + skew``, ``now < exp``, ``exp - iat ≤ max lifetime``.
 
     Replay, region pinning and payload checks are the caller's (they need state or the payload).
@@ -379,19 +424,23 @@ def verify_envelope(
         raise Rejected(Reason.UNKNOWN_KEY, str(exc)) from None
     if signer.keys.suite is not suite:
         raise Rejected(Reason.SUITE, f"key {env.kid} is a {signer.keys.suite.value} key")
-    if not isinstance(env.auth, SigAuth):  # 7, "tlog": needs a head cache (verifier side)
-        raise Rejected(Reason.HEAD_UNKNOWN, "no verified log head is available to this receiver")
-    try:
-        signer.keys.verify(envelope_tbs(env, subject), env.auth.sigs)  # 7
-    except SignatureError as exc:
-        raise Rejected(Reason.SIGNATURE, str(exc)) from None
+    position = None
+    if isinstance(env.auth, TlogAuth):  # 7 ("tlog")
+        if heads is None:
+            raise Rejected(Reason.AUTH_KIND, f"{env.type} messages are not batch-signed here")
+        position = verify_tlog(env, env.auth, subject, heads)
+    else:
+        try:
+            signer.keys.verify(envelope_tbs(env, subject), env.auth.sigs)  # 7 ("sig")
+        except SignatureError as exc:
+            raise Rejected(Reason.SIGNATURE, str(exc)) from None
     if env.iat > now_ms + time_policy.max_skew_ms:  # 8
         raise Rejected(Reason.NOT_YET_VALID, f"issued {env.iat - now_ms} ms in the future")
     if now_ms >= env.exp:
         raise Rejected(Reason.EXPIRED, f"expired {now_ms - env.exp} ms ago")
     if env.exp - env.iat > time_policy.max_lifetime_ms or env.exp < env.iat:
         raise Rejected(Reason.LIFETIME, f"lifetime {env.exp - env.iat} ms is out of bounds")
-    return VerifiedEnvelope(env, signer)
+    return VerifiedEnvelope(env, signer, position)
 
 
 #: The subject kind each message type travels on (step 9).
@@ -412,6 +461,7 @@ class OpenedMessage:
     envelope: Envelope
     signer: TrustEntry
     subject: ParsedSubject
+    log: LogPosition | None = None  # a batch-signed ("tlog") message's place in the log
 
 
 def open_signed(
@@ -424,6 +474,7 @@ def open_signed(
     policy: SuitePolicy,
     now_ms: int,
     time_policy: TimePolicy = TimePolicy(),
+    heads: HeadLookup | None = None,
 ) -> OpenedMessage:
     """Open a signed message received on ``subject``: steps 1–8 (:func:`verify_envelope`), then
 
@@ -431,7 +482,9 @@ def open_signed(
        carry an agent, verdicts a name token and a qtype, identity verdicts a subject token and an
        identity kind) [``subject``].
 
-    The payload is not decoded: that and every type-specific step is the caller's.
+    The payload is not decoded: that and every type-specific step is the caller's. ``heads``:
+    the verified checkpoints ``"tlog"`` messages are checked against (none: ``"tlog"`` is refused,
+    ``auth_kind``).
     """
     checked = verify_envelope(  # 1-8
         data,
@@ -442,6 +495,7 @@ def open_signed(
         policy=policy,
         now_ms=now_ms,
         time_policy=time_policy,
+        heads=heads,
     )
     try:  # 9
         parsed = parse_subject(subject)
@@ -458,4 +512,4 @@ def open_signed(
         complete = True
     if parsed.kind is not kind or not complete:
         raise Rejected(Reason.SUBJECT, f"{subject!r} is not a {kind.value} subject")
-    return OpenedMessage(checked.envelope, checked.signer, parsed)
+    return OpenedMessage(checked.envelope, checked.signer, parsed, checked.log)

@@ -1,9 +1,12 @@
 """Verdict verification: the subscriber's numbered checks (pure, no I/O).
 
-Steps 1–9 are the shared :func:`cctf.bus_schemas.envelope.open_signed` with
+Steps 1–9 are :func:`open_pinned`, the shared :func:`cctf.bus_schemas.envelope.open_signed` with
 ``expected_type=verdict`` and ``role=coordinator`` (size, decode, version, type, suite policy, known
-coordinator key, signature over bytes that bind the subject, envelope time window; 9, the subject is
-a verdict subject ``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
+coordinator key; 7, the signature over bytes that bind the subject, or for a batch-signed verdict
+(``"tlog"``) the inclusion proof of its log entry under a head verified once by the injected
+``heads`` (:class:`cctf.client.heads.HeadCache`) [``subject``, ``head_unknown``, ``head_mismatch``,
+``proof``]; envelope time window; 9, the subject is a verdict subject
+``cctf.v1.verdict.<region>.<name-token>.<qtype>``). Then:
 
 9.  (continued) when the verifier is pinned to a region, the subject's region must equal it
     (:attr:`Reason.REGION`)
@@ -79,7 +82,14 @@ from collections import OrderedDict
 from dataclasses import dataclass
 from typing import Generic, Protocol, TypeVar
 
-from cctf.bus_schemas.envelope import Envelope, Reason, Rejected, TimePolicy, open_signed
+from cctf.bus_schemas.envelope import (
+    Envelope,
+    OpenedMessage,
+    Reason,
+    Rejected,
+    TimePolicy,
+    open_signed,
+)
 from cctf.bus_schemas.messages import (
     DnssecState,
     MessageType,
@@ -91,6 +101,7 @@ from cctf.bus_schemas.messages import (
     decode_verdict,
 )
 from cctf.bus_schemas.subjects import SubjectError, name_token, normalize_name
+from cctf.bus_schemas.tlog import HeadLookup, LogPosition
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
@@ -158,6 +169,7 @@ class CheckedVerdict:
     envelope_exp_ms: int  # the envelope's own expiry (the verdict is usable until the earlier one)
     issued_ms: int  # the envelope's issue time (= the verdict's ``issued_ms``)
     duplicate: bool  # exactly the last accepted message for ``key`` again
+    log: LogPosition | None = None  # a batch-signed verdict's place in its coordinator's log
 
     @property
     def valid_until_ms(self) -> int:
@@ -183,8 +195,12 @@ class VerdictVerifier:
         time_policy: TimePolicy = TimePolicy(),  # noqa: B008 - frozen, immutable
         times: VerdictTimes = VerdictTimes(),
         accept_lkg: bool = True,
+        heads: HeadLookup | None = None,
     ) -> None:
+        """``heads``: the verified log heads batch-signed (``"tlog"``) verdicts are checked
+        against; without it such verdicts are refused (``auth_kind``)."""
         self.trust = trust
+        self.heads = heads
         self.accept_lkg = accept_lkg
         self.clock = clock
         self.policy = policy
@@ -211,21 +227,18 @@ class VerdictVerifier:
         ``max_age_ms``: refuse a verdict issued longer ago than this (step 15, one-shot look-ups).
         """
         now = self.clock.now_ms()
-        opened = open_signed(  # 1-9
+        opened = open_pinned(  # 1-9
             data,
             subject,
             expected_type=MessageType.VERDICT,
-            role=Role.COORDINATOR,
             trust=self.trust,
             policy=self.policy,
             now_ms=now,
             time_policy=self.time_policy,
+            region=self.region,
+            heads=self.heads,
         )
         env, signer, parsed = opened.envelope, opened.signer, opened.subject
-        if self.region is not None and parsed.region != self.region:  # 9 (pinning)
-            raise Rejected(
-                Reason.REGION, f"subject region {parsed.region} is not the expected {self.region}"
-            )
         try:  # 10
             verdict = decode_verdict(env.payload)
         except PayloadError as exc:
@@ -268,7 +281,41 @@ class VerdictVerifier:
         what = f"{qname} {verdict.qtype} from {verdict.coordinator}"
         duplicate = self._last.check(key, verdict.seq, digest, what)
         self._last.record(key, verdict.seq, digest)
-        return CheckedVerdict(verdict, key, env.kid, env.exp, env.iat, duplicate)
+        return CheckedVerdict(verdict, key, env.kid, env.exp, env.iat, duplicate, opened.log)
+
+
+def open_pinned(
+    data: bytes,
+    subject: str,
+    *,
+    expected_type: MessageType,
+    trust: TrustConfig,
+    policy: SuitePolicy,
+    now_ms: int,
+    time_policy: TimePolicy,
+    region: str | None,
+    heads: HeadLookup | None = None,
+) -> OpenedMessage:
+    """Steps 1–9 of every subscriber verifier (DNS, identity and safe-mode): the shared
+    :func:`open_signed` for a coordinator-signed message of ``expected_type`` (``heads``: the
+    verified log heads of batch-signed messages), then, when the verifier is pinned to ``region``,
+    the subject's region equals it [``region_mismatch``]."""
+    opened = open_signed(
+        data,
+        subject,
+        expected_type=expected_type,
+        role=Role.COORDINATOR,
+        trust=trust,
+        policy=policy,
+        now_ms=now_ms,
+        time_policy=time_policy,
+        heads=heads,
+    )
+    if region is not None and opened.subject.region != region:
+        raise Rejected(
+            Reason.REGION, f"subject region {opened.subject.region} is not the expected {region}"
+        )
+    return opened
 
 
 class SeqMemory(Generic[K]):

@@ -1,6 +1,7 @@
 """Safe-mode announcement verification: the subscriber's numbered checks (pure, no I/O).
 
-Steps 1–9 are :func:`cctf.bus_schemas.envelope.open_signed` with ``expected_type=safemode`` and
+Steps 1–9 are :func:`cctf.client.verify.open_pinned` (the shared
+:func:`cctf.bus_schemas.envelope.open_signed`) with ``expected_type=safemode`` and
 ``role=coordinator`` (9: the subject is a control subject ``cctf.v1.control.<region>``). Then:
 
 9.  (continued) when pinned to a region, the subject's region is it (:attr:`Reason.REGION`)
@@ -33,13 +34,13 @@ from cctf.bus_schemas.control import (
     check_scope,
     decode_announcement,
 )
-from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, open_signed
+from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy
 from cctf.bus_schemas.messages import MessageType, PayloadError
 from cctf.bus_schemas.subjects import SubjectError
-from cctf.client.verify import seq_bounds
+from cctf.client.verify import open_pinned, seq_bounds
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
-from cctf.crypto.trust import Role, TrustConfig
+from cctf.crypto.trust import TrustConfig
 from cctf.ids import check_id
 
 __all__ = ["AnnouncementVerifier", "CheckedAnnouncement"]
@@ -76,19 +77,17 @@ class AnnouncementVerifier:
 
     def check(self, data: bytes, subject: str) -> CheckedAnnouncement:
         now = self.clock.now_ms()
-        opened = open_signed(  # 1-9
+        opened = open_pinned(  # 1-9 (and 9, pinning)
             data,
             subject,
             expected_type=MessageType.SAFEMODE,
-            role=Role.COORDINATOR,
             trust=self.trust,
             policy=self.policy,
             now_ms=now,
             time_policy=self.time_policy,
+            region=self.region,
         )
         env, signer, parsed = opened.envelope, opened.signer, opened.subject
-        if self.region is not None and parsed.region != self.region:  # 9
-            raise Rejected(Reason.REGION, f"subject region {parsed.region} is not {self.region}")
         try:  # 10
             ann = decode_announcement(env.payload)
         except PayloadError as exc:

@@ -6,9 +6,10 @@ The identity counterpart of :class:`cctf.client.verify.VerdictVerifier` (``docs/
 (step 14), :func:`cctf.client.verify.check_age` (step 15) and :class:`cctf.client.verify.SeqMemory`
 (step 16). Every failure raises :class:`~cctf.bus_schemas.envelope.Rejected` with its reason.
 
-1–9. :func:`open_signed` with ``expected_type=identity`` and ``role=coordinator``: size, decode,
-     version, type, suite policy, known coordinator key, signature over bytes that bind the subject,
-     envelope time window; 9, the subject is an identity verdict subject
+1–9. :func:`cctf.client.verify.open_pinned` (:func:`open_signed` with ``expected_type=identity``
+     and ``role=coordinator``): size, decode, version, type, suite policy, known coordinator key,
+     signature over bytes that bind the subject (or, batch-signed, the inclusion proof under a
+     verified head), envelope time window; 9, the subject is an identity verdict subject
      ``cctf.v1.verdict.<region>.<subject-token>.<kind>`` [``subject``]
 9.   (continued) when the verifier is pinned to a region, the subject's region equals it
      [``region_mismatch``]
@@ -39,7 +40,7 @@ import hashlib
 from collections import OrderedDict
 from dataclasses import dataclass
 
-from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, open_signed
+from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy
 from cctf.bus_schemas.evidence import (
     IdentityKind,
     IdentityVerdict,
@@ -48,16 +49,18 @@ from cctf.bus_schemas.evidence import (
 )
 from cctf.bus_schemas.messages import MessageType, Outcome, PayloadError
 from cctf.bus_schemas.subjects import SubjectError, identity_token
+from cctf.bus_schemas.tlog import HeadLookup
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
     SeqMemory,
     VerdictTimes,
     check_age,
     check_times,
+    open_pinned,
 )
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
-from cctf.crypto.trust import Role, TrustConfig
+from cctf.crypto.trust import TrustConfig
 from cctf.ids import check_id
 
 __all__ = ["CheckedIdentity", "IdentityKey", "IdentityVerifier"]
@@ -94,8 +97,10 @@ class IdentityVerifier:
         capacity: int = DEFAULT_CAPACITY,
         time_policy: TimePolicy = TimePolicy(),  # noqa: B008 - frozen, immutable
         times: VerdictTimes = VerdictTimes(),  # noqa: B008 - frozen, immutable
+        heads: HeadLookup | None = None,
     ) -> None:
         self.trust = trust
+        self.heads = heads
         self.clock = clock
         self.policy = policy
         self.region = None if region is None else check_id(region, "region")
@@ -118,21 +123,18 @@ class IdentityVerifier:
     def check(self, data: bytes, subject: str, *, max_age_ms: int | None = None) -> CheckedIdentity:
         """Verify ``data`` received on ``subject`` (steps 1–17); raises :class:`Rejected`."""
         now = self.clock.now_ms()
-        opened = open_signed(  # 1-9
+        opened = open_pinned(  # 1-9 (and 9, pinning)
             data,
             subject,
             expected_type=MessageType.IDENTITY,
-            role=Role.COORDINATOR,
             trust=self.trust,
             policy=self.policy,
             now_ms=now,
             time_policy=self.time_policy,
+            region=self.region,
+            heads=self.heads,
         )
         env, signer, parsed = opened.envelope, opened.signer, opened.subject
-        if self.region is not None and parsed.region != self.region:  # 9 (pinning)
-            raise Rejected(
-                Reason.REGION, f"subject region {parsed.region} is not the expected {self.region}"
-            )
         try:  # 10
             v = decode_identity_verdict(env.payload)
         except PayloadError as exc:
