@@ -8,8 +8,8 @@ The identity counterpart of :class:`cctf.client.verify.VerdictVerifier` (``docs/
 
 1–9. :func:`cctf.client.verify.open_pinned` (:func:`open_signed` with ``expected_type=identity``
      and ``role=coordinator``): size, decode, version, type, suite policy, known coordinator key,
-     signature over bytes that bind the subject (or, batch-signed, the inclusion proof under a
-     verified head), envelope time window; 9, the subject is an identity verdict subject
+     signature over bytes that bind the subject (identity verdicts are never batch-signed),
+     envelope time window; 9, the subject is an identity verdict subject
      ``cctf.v1.verdict.<region>.<subject-token>.<kind>`` [``subject``]
 9.   (continued) when the verifier is pinned to a region, the subject's region equals it
      [``region_mismatch``]
@@ -49,7 +49,6 @@ from cctf.bus_schemas.evidence import (
 )
 from cctf.bus_schemas.messages import MessageType, Outcome, PayloadError
 from cctf.bus_schemas.subjects import SubjectError, identity_token
-from cctf.bus_schemas.tlog import HeadLookup
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
     SeqMemory,
@@ -97,10 +96,8 @@ class IdentityVerifier:
         capacity: int = DEFAULT_CAPACITY,
         time_policy: TimePolicy = TimePolicy(),  # noqa: B008 - frozen, immutable
         times: VerdictTimes = VerdictTimes(),  # noqa: B008 - frozen, immutable
-        heads: HeadLookup | None = None,
     ) -> None:
         self.trust = trust
-        self.heads = heads
         self.clock = clock
         self.policy = policy
         self.region = None if region is None else check_id(region, "region")
@@ -132,7 +129,6 @@ class IdentityVerifier:
             now_ms=now,
             time_policy=self.time_policy,
             region=self.region,
-            heads=self.heads,
         )
         env, signer, parsed = opened.envelope, opened.signer, opened.subject
         try:  # 10

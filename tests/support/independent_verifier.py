@@ -894,8 +894,9 @@ class VerdictSubscriber:
     accept_lkg: bool = True
     last: dict[tuple[str, str, str], tuple[int, bytes]] = field(default_factory=dict)
 
-    def verify(self, data: bytes, subject: str, now_ms: int) -> Verdict:
-        env, key = verify_envelope(
+    def open(self, data: bytes, subject: str, now_ms: int) -> tuple[Any, Key]:
+        """§3.3 steps 1–8 (a batch-signed subscriber replaces this, see independent_tlog)."""
+        return verify_envelope(
             data,
             subject,
             expected_type="verdict",
@@ -904,6 +905,9 @@ class VerdictSubscriber:
             now_ms=now_ms,
             min_suite=self.min_suite,
         )
+
+    def verify(self, data: bytes, subject: str, now_ms: int) -> Verdict:
+        env, key = self.open(data, subject, now_ms)
         parsed = parse_verdict_subject(subject)  # 9
         if parsed is None:
             raise Reject("subject")
