@@ -314,10 +314,11 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
         )
     if role is Role.CLIENT:
         return UserPermissions(
-            publish_allow=tuple(
-                client_api_subject(s) or s for s in granted_subjects(role, regions)
+            publish_allow=(
+                *(client_api_subject(s) or s for s in granted_subjects(role, regions)),
+                CLIENT_GOSSIP_SUBJECTS,
             ),
-            subscribe_allow=(inbox,),
+            subscribe_allow=(inbox, *CLIENT_HEAD_SUBJECTS),
         )
     region = user_name[len(AGENT_PREFIX) :]
     return UserPermissions(
@@ -361,6 +362,15 @@ class Account:
     exports: tuple[Export, ...] = ()
     imports: tuple[Import, ...] = ()
 
+
+#: Log heads (design D3): the client's live copy (core, a stream import from ``CCTF``; heads are
+#: self-authenticating signed notes, and ``CCTF_HEADS_<REGION>`` must keep the FIRST head of each
+#: subject, ``discard_new_per_subject``, so that a push delivery aimed at a head subject cannot
+#: displace one) and the heads clients gossip to each other (core only, inside ``CLIENTS``; no
+#: stream stores them).
+HEAD_SUBJECTS: Final = "cctf.v1.head.>"
+CLIENT_GOSSIP_SUBJECTS: Final = "cctf.v1.gossip.>"
+CLIENT_HEAD_SUBJECTS: Final = (HEAD_SUBJECTS, CLIENT_GOSSIP_SUBJECTS)
 
 #: The JetStream API prefix of the client (account ``CLIENTS``): its imports of ``CCTF``'s API.
 CLIENT_JS_API_PREFIX: Final = "JS.CCTF.API"
@@ -435,6 +445,8 @@ def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
         for s in client_services
     ]
     client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, client_inbox))
+    exports.append(Export(ExportKind.STREAM, HEAD_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
+    client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, HEAD_SUBJECTS))
     clients = Account(CLIENT_ACCOUNT_NAME, jetstream=False, imports=tuple(client_imports))
     return (Account(ACCOUNT_NAME, jetstream=True, exports=tuple(exports)), clients, *agents)
 

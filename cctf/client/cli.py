@@ -186,11 +186,20 @@ def _setup(args: argparse.Namespace) -> _Setup:
     )
 
 
-def _emit(args: argparse.Namespace, verdict: Any) -> None:
+def _emit(args: argparse.Namespace, verdict: Any, client: TrustClient) -> None:
+    """One verdict; a batch-signed one with its log position (JSON ``"log"``: ``{"origin",
+    "index", "size", "root"}``, ``null`` for a per-verdict signature; text: ``log=<index>/<size>``)."""
+    checked = client.last_checked(verdict.qname, verdict.qtype)
+    position = checked.log if checked is not None and checked.verdict is verdict else None
     if args.json:
-        print(json.dumps(verdict_to_json(verdict), separators=(",", ":")), flush=True)
+        shown = verdict_to_json(verdict)
+        shown["log"] = None if position is None else position.to_json()
+        print(json.dumps(shown, separators=(",", ":")), flush=True)
     else:
-        print(verdict_line(verdict), flush=True)
+        line = verdict_line(verdict)
+        if position is not None:
+            line += f" log={position.index}/{position.size}"
+        print(line, flush=True)
 
 
 def _fail(message: str, code: int = EXIT_FAILURE) -> int:
@@ -297,7 +306,7 @@ async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
         seen = 0
         try:
             async for verdict in client.verdicts(deliver=args.deliver):
-                _emit(args, verdict)
+                _emit(args, verdict, client)
                 seen += 1
                 if args.count is not None and seen >= args.count:
                     return EXIT_OK
@@ -344,7 +353,7 @@ async def _check(args: argparse.Namespace, setup: _Setup) -> int:
             return _fail(f"rejected ({exc.reason.value}): {exc.detail}")
         except FetchError as exc:
             return _fail(str(exc))
-    _emit(args, verdict)
+        _emit(args, verdict, client)
     if verdict.outcome is not Outcome.TRUSTED:
         return EXIT_NOT_TRUSTED
     return EXIT_LKG if verdict.is_lkg else EXIT_OK

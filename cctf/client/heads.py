@@ -158,6 +158,7 @@ class HeadCache:
         self._roots: OrderedDict[tuple[str, int], bytes] = OrderedDict()
         self._verifiers: dict[str, NoteVerifier] = {}
         self._logs: dict[str, _Log] = {}
+        self._newest: dict[str, VerifiedHead] = {}
         #: Split views seen (oldest first, at most :data:`MAX_SPLIT_VIEWS`).
         self.split_views: list[SplitView] = []
         #: Notes whose signatures were verified (each ``(kid, size)`` once; refusals not counted).
@@ -273,7 +274,14 @@ class HeadCache:
 
     # ---- consistency
 
+    def newest(self) -> dict[str, VerifiedHead]:
+        """The largest verified head of each log (what a subscriber gossips)."""
+        return dict(self._newest)
+
     def _track(self, head: VerifiedHead) -> None:
+        newest = self._newest.get(head.kid)
+        if newest is None or head.size > newest.size:
+            self._newest[head.kid] = head
         log = self._logs.get(head.kid)
         if log is None:
             self._logs[head.kid] = _Log(head.kid, head.coordinator, head, OrderedDict())

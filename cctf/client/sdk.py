@@ -47,6 +47,10 @@ Cache
     returns the newer cached verdict if it is still valid and fresh, and otherwise raises
     :class:`VerdictRejected` (``rollback`` or ``stale``).
 
+Batch-signed verdicts (``"tlog"``)
+    are checked against log heads verified once (:attr:`TrustClient.heads`), fed live, by direct
+    get and by gossip, with the split-view alarm: :mod:`cctf.client.headfeed`.
+
 k-of-m coordinators
     With ``coordinators=CoordinatorPolicy(k, of)`` (``cctf check --coordinators 2:c1,c2,c3``) the
     client reads the last verdict of each configured coordinator from its own subject
@@ -90,7 +94,7 @@ from cctf.bus.reader import (
 )
 from cctf.bus.streams import verdict_stream_name, verdict_subjects
 from cctf.bus_schemas.control import SafeModeAnnouncement
-from cctf.bus_schemas.envelope import Rejected
+from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
@@ -102,6 +106,8 @@ from cctf.client.errors import (
     TrustClientError,
     VerdictRejected,
 )
+from cctf.client.headfeed import ConsistencySource, HeadFeed, verify_fetching
+from cctf.client.heads import HeadCache
 from cctf.client.identity_reader import IdentityReader
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.safemode import SafeModeReader, SafeModeStatus
@@ -169,6 +175,8 @@ class TrustClient:
         accept_lkg: bool = True,
         max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS,
         coordinators: CoordinatorPolicy | None = None,
+        gossip: bool = True,
+        consistency: ConsistencySource | None = None,
     ) -> None:
         """``round_ms``: the deployment's round length. ``max_age_ms``: the oldest verdict (by
         issue time) ``check`` and ``cached`` return as the current answer (default two rounds).
@@ -176,7 +184,10 @@ class TrustClient:
         ``accept_lkg``: whether Last-Known-Good attestations (``Verdict.is_lkg``: TRUSTED from
         evidence of an earlier round, during an outage) are used; ``False`` refuses them
         (:attr:`Reason.LKG`). ``max_lkg_staleness_ms``: an attestation is refused once its
-        evidence is older (the coordinator's default cap, 15 min; step 14e)."""
+        evidence is older (the coordinator's default cap, 15 min; step 14e). ``gossip``: publish
+        the heads verified here on ``cctf.v1.gossip.<region>`` (they are always checked when
+        others gossip them). ``consistency``: where consistency proofs between the heads seen come
+        from (the log API); without it only forks (two heads of one size) are detected."""
         if cache_size < 1:
             raise ValueError("cache_size must be positive")
         #: k-of-m coordinator policy (``None``: any one trusted coordinator's verdict is used).
@@ -218,6 +229,12 @@ class TrustClient:
             on_rejected=self._count_rejected,
         )
         m = meter("cctf.client")
+        #: Verified log heads of batch-signed verdicts (:mod:`cctf.client.heads`), fed live, by
+        #: direct get and by gossip (:mod:`cctf.client.headfeed`; split-view alarm).
+        self.head_feed = HeadFeed(
+            nc, trust, request_timeout=request_timeout, gossip=gossip, consistency=consistency
+        )
+        self.heads: HeadCache = self.head_feed.cache
         self._m_rejected = m.create_counter(
             "cctf_client_verdicts_rejected", description="verdicts that failed verification"
         )
@@ -299,6 +316,7 @@ class TrustClient:
         self._closed = True
         for stream in list(self._streams):
             await stream.aclose()
+        await self.head_feed.close()
         if self._owns_connection and not self.nc.is_closed:
             if self.nc.is_connected:  # a drain while reconnecting would wait for the server
                 with contextlib.suppress(Exception):
@@ -333,6 +351,7 @@ class TrustClient:
                 capacity=self._rollback_capacity,
                 times=self.times,
                 accept_lkg=self.accept_lkg,
+                heads=self.heads,
             )
             self._verifiers[region] = v
         return v
@@ -345,18 +364,33 @@ class TrustClient:
         *,
         max_age_ms: int | None = None,
         cache: bool = True,
+        quiet_head_unknown: bool = False,
     ) -> CheckedVerdict:
         """Verify, count, log and cache; raises :class:`Rejected`."""
         try:
             checked = self.verifier(region).check(data, subject, max_age_ms=max_age_ms)
         except Rejected as exc:
-            self._count_rejected(exc.reason.value, region, subject, exc.detail)
+            if not (quiet_head_unknown and exc.reason is Reason.HEAD_UNKNOWN):
+                self._count_rejected(exc.reason.value, region, subject, exc.detail)
             raise
         self.accepted += 1
         self._m_accepted.add(1, {"region": region})
         if cache:
             self._remember(region, checked)
         return checked
+
+    def raise_for_split_view(self) -> None:
+        """Raise :class:`~cctf.client.heads.SplitViewError` (a :class:`Rejected`, reason
+        ``split_view``) if a coordinator's log was seen showing two views."""
+        self.heads.raise_for_split_view()
+
+    def last_checked(
+        self, name: str, qtype: str = "A", region: str | None = None
+    ) -> CheckedVerdict | None:
+        """The details of the latest verified verdict for ``(name, qtype)`` (its signing key, its
+        log position when batch-signed), whatever its age (no I/O)."""
+        region = self.region if region is None else check_id(region, "region")
+        return self._cache.get((region, normalize_name(name), check_qtype(qtype)))
 
     def _remember(self, region: str, checked: CheckedVerdict) -> None:
         v = checked.verdict
@@ -447,6 +481,7 @@ class TrustClient:
         subject = verdict_subject(self.region, name, qtype)
         if cached and (hit := self.cached(name, qtype)) is not None:
             return hit
+        await self.head_feed.watch_quietly(self.region)
         if self.coordinators is not None:
             return await self._check_quorum(name, qtype, self.coordinators)
         try:
@@ -460,7 +495,9 @@ class TrustClient:
         try:
             # Verified against the subject we asked for: the signature binds it, so a message
             # stored under another subject cannot be passed off as this one.
-            checked = self._verify(self.region, raw, subject, max_age_ms=self.max_age_ms)
+            checked = await verify_fetching(
+                self, self.region, raw, subject, max_age_ms=self.max_age_ms
+            )
             return checked.verdict
         except Rejected as exc:
             if exc.reason in FALL_BACK and (newer := self.cached(name, qtype)) is not None:
@@ -485,8 +522,8 @@ class TrustClient:
             elif raw is not None:
                 with contextlib.suppress(Rejected):  # counted and logged by _verify
                     checked.append(
-                        self._verify(
-                            self.region, raw, subject, max_age_ms=self.max_age_ms, cache=False
+                        await verify_fetching(
+                            self, self.region, raw, subject, max_age_ms=self.max_age_ms, cache=False
                         )
                     )
         subject = verdict_subject(self.region, name, qtype)
@@ -515,6 +552,7 @@ class TrustClient:
         region = self.region if region is None else check_id(region, "region")
         if deliver not in DELIVER_POLICIES:
             raise ValueError(f"deliver must be one of {list(DELIVER_POLICIES)}, not {deliver!r}")
+        await self.head_feed.watch_quietly(region)
         try:
             feed = await open_ordered_feed(
                 self.nc,

@@ -10,6 +10,7 @@ from cctf.bus.reader import OrderedFeed
 from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.messages import Verdict
 from cctf.client.coordquorum import QuorumCombiner
+from cctf.client.headfeed import verify_fetching
 from cctf.client.identity_reader import is_identity_verdict_subject
 
 if TYPE_CHECKING:  # the client builds streams; a stream calls back into its client
@@ -47,8 +48,12 @@ class VerdictStream:
                 continue  # shares the verdict stream; read by TrustClient.identity_verdict
             try:
                 if self._combiner is None:
-                    return self.client._verify(self.region, msg.data, msg.subject).verdict
-                checked = self.client._verify(self.region, msg.data, msg.subject, cache=False)
+                    return (
+                        await verify_fetching(self.client, self.region, msg.data, msg.subject)
+                    ).verdict
+                checked = await verify_fetching(
+                    self.client, self.region, msg.data, msg.subject, cache=False
+                )
                 used = self._combiner.add(checked.verdict)
                 if used is not None:
                     if used.verdict is checked.verdict:

@@ -1,0 +1,296 @@
+"""``HeadFeed``: keeps a subscriber's :class:`~cctf.client.heads.HeadCache` fed from the bus (a thin
+adapter; the checks are the cache's, pure).
+
+* Live: a core subscription on ``cctf.v1.head.<region>.>`` per region read (design D3: a head is
+  published, as raw signed-note bytes, BEFORE the verdicts of its batch and on the same
+  connection, so it normally arrives first).
+* Catch-up: when a verdict names a head the cache lacks (envelope step 7 says ``head_unknown``),
+  :meth:`HeadFeed.fetch` reads the last message of the exact head subject
+  ``cctf.v1.head.<region>.<coordinator>.<size>`` from stream ``CCTF_HEADS_<REGION>`` by direct get
+  (``<coordinator>``: the principal of the verdict's kid in the trust config).
+* Gossip: every :data:`GOSSIP_INTERVAL_S` the newest verified head of each log, if it changed, is
+  published (core only, the raw note) on ``cctf.v1.gossip.<region>``; heads other subscribers
+  gossip there are checked like any head (a validly signed head that forks or is inconsistent
+  with the ones seen here raises the split-view alarm).
+* Consistency: an optional :class:`ConsistencySource` (the log API, ``cctf log serve``) is asked
+  for the proofs the cache lists as pending (:meth:`HeadCache.pending`), a bounded number per
+  interval.
+
+A bad head (unverifiable note, wrong subject) is counted by reason in :attr:`HeadFeed.rejected`,
+logged, and dropped: a head is only ever used once its note verified. Nothing here raises for a
+message from the bus.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections import Counter
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, Final, Protocol
+
+from cctf.bus.connect import Connection
+from cctf.bus.reader import ReadError, last_message
+from cctf.bus.streams import heads_stream_name
+from cctf.bus_schemas.envelope import Reason, Rejected, tlog_head_of
+from cctf.bus_schemas.heads import head_filter, head_subject, parse_head_subject
+from cctf.client.heads import HeadCache, HeadError, SplitView, VerifiedHead
+from cctf.crypto.errors import KeyError_
+from cctf.crypto.trust import Role, TrustConfig
+from cctf.ids import IdError, check_id
+from cctf.telemetry import get_logger, meter
+
+if TYPE_CHECKING:  # the client owns a feed; verify_fetching calls back into it
+    from cctf.client.sdk import TrustClient
+    from cctf.client.verify import CheckedVerdict
+
+__all__ = [
+    "GOSSIP_INTERVAL_S",
+    "ConsistencySource",
+    "HeadFeed",
+    "gossip_subject",
+    "verify_fetching",
+]
+
+GOSSIP_PREFIX: Final = "cctf.v1.gossip"
+#: How often the newest verified heads are gossiped and pending consistency proofs asked for.
+GOSSIP_INTERVAL_S: Final = 1.0
+#: Consistency proofs asked for per interval (the rest wait for the next one).
+PROOFS_PER_INTERVAL: Final = 16
+#: Pending-message bound of the core subscriptions (beyond it the server drops: a dropped head is
+#: fetched by direct get when a verdict needs it).
+PENDING_MSGS: Final = 8192
+PENDING_BYTES: Final = 64 * 1024 * 1024
+
+_log = get_logger("cctf.client.heads")
+
+
+def gossip_subject(region: str) -> str:
+    """``cctf.v1.gossip.<region>``: where subscribers gossip the heads they verified."""
+    return f"{GOSSIP_PREFIX}.{check_id(region, 'region')}"
+
+
+class ConsistencySource(Protocol):
+    """Where consistency proofs come from (the log API of ``cctf log serve``)."""
+
+    async def consistency(self, coordinator: str, size1: int, size2: int) -> Sequence[bytes]: ...
+
+
+class HeadFeed:
+    """Live heads, direct get of missing ones, gossip and consistency checks for one client."""
+
+    def __init__(
+        self,
+        nc: Connection,
+        trust: TrustConfig,
+        *,
+        request_timeout: float = 2.0,
+        gossip: bool = True,
+        gossip_interval_s: float = GOSSIP_INTERVAL_S,
+        consistency: ConsistencySource | None = None,
+    ) -> None:
+        self.nc = nc
+        self.cache = HeadCache(trust, on_split_view=self._split_view)
+        self.gossip = gossip
+        self.consistency = consistency
+        #: Heads refused, by reason (``HeadError.reason``, ``fetch_error``).
+        self.rejected: Counter[str] = Counter()
+        #: Heads verified from each source (``live``, ``fetch``, ``gossip``).
+        self.added: Counter[str] = Counter()
+        self._timeout = request_timeout
+        self._interval = gossip_interval_s
+        m = meter("cctf.client")
+        self._m_split_view = m.create_counter(
+            "cctf_client_split_view_total",
+            description="split views seen: two signed heads of one log that cannot both be true",
+        )
+        self._m_rejected = m.create_counter(
+            "cctf_client_heads_rejected", description="log heads that failed verification"
+        )
+        self._regions: dict[str, list[Any]] = {}
+        self._gossiped: dict[str, int] = {}  # kid -> size last gossiped
+        self._task: asyncio.Task[None] | None = None
+        self._starting: dict[str, asyncio.Lock] = {}
+        self._closed = False
+
+    # ---- subscriptions
+
+    async def watch(self, region: str) -> None:
+        """Subscribe to ``region``'s heads (and its gossip) once; idempotent. Raises
+        ``ReadError`` when the bus refuses."""
+        region = check_id(region, "region")
+        if region in self._regions or self._closed:
+            return
+        lock = self._starting.setdefault(region, asyncio.Lock())
+        async with lock:
+            if region in self._regions:
+                return
+            subs: list[Any] = []
+            try:
+                subs.append(await self._subscribe(head_filter(region), self._on_head_msg))
+                subs.append(await self._subscribe(gossip_subject(region), self._on_gossip_msg))
+                await self.nc.flush(timeout=max(1, round(self._timeout)))
+            except Exception as exc:
+                for sub in subs:
+                    with contextlib.suppress(Exception):
+                        await sub.unsubscribe()
+                raise ReadError(f"cannot subscribe to the heads of {region}: {exc}") from exc
+            self._regions[region] = subs
+        if self._task is None and (self.gossip or self.consistency is not None):
+            self._task = asyncio.create_task(self._tick_loop(), name="cctf-head-gossip")
+
+    async def watch_quietly(self, region: str) -> None:
+        """:meth:`watch`, a refusal logged instead of raised (heads are then only fetched when a
+        verdict names one)."""
+        try:
+            await self.watch(region)
+        except ReadError as exc:
+            _log.warning("heads_unavailable", region=region, error=str(exc))
+
+    async def _subscribe(self, subject: str, handler: Callable[[Any], Any]) -> Any:
+        return await self.nc.subscribe(
+            subject, cb=handler, pending_msgs_limit=PENDING_MSGS, pending_bytes_limit=PENDING_BYTES
+        )
+
+    async def close(self) -> None:
+        self._closed = True
+        if self._task is not None:
+            self._task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await self._task
+            self._task = None
+        regions, self._regions = self._regions, {}
+        if self.nc.is_closed:
+            return
+        for subs in regions.values():
+            for sub in subs:
+                with contextlib.suppress(Exception):
+                    await sub.unsubscribe()
+
+    # ---- messages
+
+    async def _on_head_msg(self, msg: Any) -> None:
+        try:
+            hs = parse_head_subject(msg.subject)
+        except IdError as exc:
+            self._refuse("bad_subject", msg.subject, str(exc))
+            return
+        self.add(msg.data, "live", coordinator=hs.coordinator, size=hs.size)
+
+    async def _on_gossip_msg(self, msg: Any) -> None:
+        self.add(msg.data, "gossip")
+
+    def add(
+        self, note: bytes, source: str, *, coordinator: str | None = None, size: int | None = None
+    ) -> VerifiedHead | None:
+        """Hand one head to the cache; count and log a refusal (never raises)."""
+        try:
+            head = self.cache.add_note(note, coordinator=coordinator, size=size)
+        except HeadError as exc:
+            self._refuse(exc.reason, source, exc.detail)
+            return None
+        except Exception as exc:  # a bug, not input: never let one message end a subscription
+            self._refuse("internal_error", source, repr(exc))
+            return None
+        if head is not None:
+            self.added[source] += 1
+        return head
+
+    def _refuse(self, reason: str, where: str, detail: str) -> None:
+        self.rejected[reason] += 1
+        self._m_rejected.add(1, {"reason": reason})
+        _log.warning("head_rejected", reason=reason, source=where, detail=detail)
+
+    def _split_view(self, view: SplitView) -> None:
+        """The alarm: metric and one log line (the exception is on demand, from the cache)."""
+        self._m_split_view.add(1, {"kind": view.kind, "coordinator": view.coordinator})
+        _log.error(
+            "split_view", kind=view.kind, coordinator=view.coordinator, detail=view.describe()
+        )
+
+    # ---- catch-up
+
+    async def fetch_for(self, data: bytes, region: str) -> bool:
+        """Fetch the head a ``"tlog"`` envelope names, when the cache lacks it. ``True`` when the
+        cache knows it afterwards."""
+        named = tlog_head_of(data)
+        if named is None:
+            return False
+        return await self.fetch(*named, region=region)
+
+    async def fetch(self, kid: str, size: int, *, region: str) -> bool:
+        if self.cache.verified_root(kid, size) is not None:
+            return True
+        try:
+            coordinator = self.cache.trust.get(kid, Role.COORDINATOR).principal
+            subject = head_subject(region, coordinator, size)
+        except (KeyError_, IdError):
+            return False  # step 7 reports head_unknown; nothing to fetch
+        try:
+            raw = await last_message(
+                self.nc, heads_stream_name(region), subject, request_timeout_s=self._timeout
+            )
+        except ReadError as exc:
+            self._refuse("fetch_error", subject, str(exc))
+            return False
+        if raw is None:
+            return False
+        self.add(raw, "fetch", coordinator=coordinator, size=size)
+        return self.cache.verified_root(kid, size) is not None
+
+    # ---- gossip and consistency
+
+    async def _tick_loop(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(self._interval)
+            try:
+                await self.tick()
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # the bus went away for a moment: try again next tick
+                _log.info("head_gossip_failed", error=repr(exc))
+
+    async def tick(self) -> None:
+        """One round of gossip and consistency checks (also called by the loop)."""
+        if self.gossip and self.nc.is_connected:
+            for kid, head in self.cache.newest().items():
+                if self._gossiped.get(kid) == head.size:
+                    continue
+                self._gossiped[kid] = head.size
+                for region in list(self._regions):
+                    await self.nc.publish(gossip_subject(region), head.note)
+        if self.consistency is not None:
+            for kid, size1, size2 in self.cache.pending(limit=PROOFS_PER_INTERVAL):
+                anchor = self.cache.anchor(kid)
+                if anchor is None:
+                    continue
+                try:
+                    proof = await self.consistency.consistency(anchor.coordinator, size1, size2)
+                except Exception as exc:
+                    self._refuse("consistency_unavailable", kid, repr(exc))
+                    break
+                self.cache.add_consistency(kid, size1, size2, proof)
+
+
+async def verify_fetching(
+    client: TrustClient,
+    region: str,
+    data: bytes,
+    subject: str,
+    *,
+    max_age_ms: int | None = None,
+    cache: bool = True,
+) -> CheckedVerdict:
+    """``client._verify``; a batch-signed verdict naming a head not verified here yet gets its
+    head fetched (direct get) and is verified again once. Raises :class:`Rejected`."""
+    try:
+        return client._verify(
+            region, data, subject, max_age_ms=max_age_ms, cache=cache, quiet_head_unknown=True
+        )
+    except Rejected as exc:
+        if exc.reason is not Reason.HEAD_UNKNOWN:
+            raise
+        if not await client.head_feed.fetch_for(data, region):
+            client._count_rejected(exc.reason.value, region, subject, exc.detail)
+            raise
+    return client._verify(region, data, subject, max_age_ms=max_age_ms, cache=cache)
