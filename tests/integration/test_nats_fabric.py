@@ -124,7 +124,8 @@ def test_users_passwords_and_permissions() -> None:
     assert agent.subscribe_allow == ("_INBOX.agent-us-east.>",)
     client = permissions_for("client", DEFAULT_REGIONS)
     assert client is not None
-    assert not any(s.startswith("cctf.v1.") for s in client.publish_allow)
+    # the one bus subject a client publishes on: the heads it gossips (core, no stream stores it)
+    assert [s for s in client.publish_allow if s.startswith("cctf.v1.")] == ["cctf.v1.gossip.>"]
     assert not any("STREAM.CREATE" in s or "CCTF_VOTES" in s for s in client.publish_allow)
     assert permissions_for("admin", DEFAULT_REGIONS) is None
     with pytest.raises(ValueError):

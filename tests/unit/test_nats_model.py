@@ -106,8 +106,9 @@ def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     assert not clients.jetstream and not clients.exports
     services = {i.subject for i in clients.imports if i.kind is ExportKind.SERVICE}
     streams = {i.subject for i in clients.imports if i.kind is ExportKind.STREAM}
-    # one-way (stream) import: only the deliveries to its own inbox; everything else a service
-    assert streams == {"_INBOX.client.>"}
+    # one-way (stream) imports: the deliveries to its own inbox and the live log heads
+    # (self-authenticating signed notes, design D3); everything else a service
+    assert streams == {"_INBOX.client.>", "cctf.v1.head.>"}
     assert services == set(granted_subjects(Role.CLIENT, ["us-east", "eu-west"]))
     assert not any("CCTF_VOTES" in s or s.startswith("cctf.v1.") for s in services)
     # its API calls are reached under its own prefix (its account's $JS.API is the server's)
@@ -123,4 +124,5 @@ def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     assert not any(s.startswith("$JS.API") for s in perms.publish_allow)
     assert {
         imp.to or imp.subject for imp in clients.imports if imp.kind is ExportKind.SERVICE
-    } == set(perms.publish_allow)
+    } | {"cctf.v1.gossip.>"} == set(perms.publish_allow)  # gossip stays inside CLIENTS
+    assert perms.subscribe_allow == ("_INBOX.client.>", "cctf.v1.head.>", "cctf.v1.gossip.>")
