@@ -122,7 +122,7 @@ def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     perms = permissions_for("client", ["us-east", "eu-west"])
     assert perms is not None
     assert not any(s.startswith("$JS.API") for s in perms.publish_allow)
-    assert {
-        imp.to or imp.subject for imp in clients.imports if imp.kind is ExportKind.SERVICE
-    } | {"cctf.v1.gossip.>"} == set(perms.publish_allow)  # gossip stays inside CLIENTS
+    assert {imp.to or imp.subject for imp in clients.imports if imp.kind is ExportKind.SERVICE} | {
+        "cctf.v1.gossip.>"
+    } == set(perms.publish_allow)  # gossip stays inside CLIENTS
     assert perms.subscribe_allow == ("_INBOX.client.>", "cctf.v1.head.>", "cctf.v1.gossip.>")
