@@ -133,12 +133,29 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
                 file=sys.stderr,
             )
             return 1
+        renewer = None
+        if config.ca is not None:  # a certificate before the first round, renewed at 2/3
+            from cctf.ca.renew import CertRenewer
+
+            renewer = CertRenewer(
+                nc, key, agent=config.agent, region=config.region, config=config.ca
+            )
+            try:
+                await renewer.obtain_until(0)  # one try now; the task keeps trying
+            except asyncio.CancelledError:
+                _uncancel(main_task)
+                log.info("agent.cancelled", state="certificate")
+                return 0
+            renewer.start()
         agent = ResolverAgent.from_config(config, nc, key=key)
         try:
             await agent.run(rounds)
         except asyncio.CancelledError:
             _uncancel(main_task)
             log.info("agent.cancelled", state="running")
+        finally:
+            if renewer is not None:
+                await renewer.stop()
         return 0
     finally:
         if hard_stop is not None:

@@ -29,6 +29,10 @@ credentials read, resolvers checked). Commented examples: ``examples/agent.yaml`
       trust_anchors: ["demo.test. 3600 IN DS 41211 13 2 5c0e..."]   # DS or DNSKEY lines, per zone
       validating_resolvers: [r1]    # resolver ids whose AD / EDE count also over plain DNS to
                                     #   loopback, and whose answers without AD are "insecure"
+    ca:                             # optional (cctf.ca.config.AgentCaConfig, docs/ca.md): get a
+      trust_domain: cctf.test       #   certificate from the CA before the first round and renew
+      intermediate: ca/intermediate.pem   # it at 2/3 of its lifetime
+      cert_dir: certs
 
 The NATS user must be ``agent-<region>``: the server only lets that user publish on
 ``cctf.v1.vote.<region>.>``, so any other user is a configuration mistake caught here, not on the bus.
@@ -54,6 +58,7 @@ from cctf.agents.dnssec import TrustAnchors
 from cctf.bus.settings import NatsSettings, NatsSettingsError
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.subjects import normalize_name
+from cctf.ca.config import AgentCaConfig
 from cctf.config import ConfigStruct, convert_config, load_config
 from cctf.crypto.errors import CryptoError
 from cctf.crypto.keys import SigningKey, read_json
@@ -143,6 +148,7 @@ class AgentFile(ConfigStruct, frozen=True, kw_only=True):
     ballot_max_bytes: Annotated[
         int, msgspec.Meta(ge=MIN_BALLOT_MAX_BYTES, le=L.MAX_PAYLOAD_BYTES)
     ] = DEFAULT_BALLOT_MAX_BYTES
+    ca: AgentCaConfig | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -236,6 +242,7 @@ class AgentConfig:
     validating_resolvers: frozenset[str] = frozenset()
     ballot_max_votes: int = DEFAULT_BALLOT_MAX_VOTES
     ballot_max_bytes: int = DEFAULT_BALLOT_MAX_BYTES
+    ca: AgentCaConfig | None = None  # certificates from the CA, renewed at 2/3 (cctf.ca.renew)
 
     @classmethod
     def from_dict(cls, obj: Any, *, base_dir: Path | None = None) -> AgentConfig:
@@ -409,4 +416,5 @@ def _resolve(file: AgentFile, base: Path) -> AgentConfig:
         validating_resolvers=frozenset(file.dnssec.validating_resolvers),
         ballot_max_votes=file.ballot_max_votes,
         ballot_max_bytes=file.ballot_max_bytes,
+        ca=file.ca.anchored(base) if file.ca is not None else None,
     )

@@ -399,10 +399,15 @@ def agent_account_name(region: str) -> str:
     return "AGENT_" + validate_region(region).upper().replace("-", "_")
 
 
-def agent_service_subjects(region: str) -> tuple[str, str]:
-    """What a region's agents publish (and their account imports from ``CCTF`` as services)."""
+def agent_service_subjects(region: str) -> tuple[str, ...]:
+    """What a region's agents publish (and their account imports from ``CCTF`` as services): its
+    ballots, its evidence, and its certificate requests to the CA (``cctf.ca.service``)."""
     region = validate_region(region)
-    return (f"cctf.v1.vote.{region}.>", f"cctf.v1.evidence.{region}.>")
+    return (
+        f"cctf.v1.vote.{region}.>",
+        f"cctf.v1.evidence.{region}.>",
+        f"cctf.v1.ca.issue.{region}.>",
+    )
 
 
 def account_of(user_name: str) -> str:

@@ -126,6 +126,16 @@ class CertRegistry:
             raise Rejected(Reason.CERT_EXPIRED, f"key {kid}: no certificate valid yet")
         raise Rejected(Reason.CERT_EXPIRED, f"key {kid}: last certificate expired at {last}")
 
+    def kids(self) -> list[str]:
+        return list(self._by_kid)
+
+    def find(self, serial: str) -> AgentCert | None:
+        for rec in self._by_kid.values():
+            for c in rec.certs:
+                if c.serial == serial:
+                    return c
+        return None
+
     def certs_of(self, kid: str) -> list[AgentCert]:
         rec = self._by_kid.get(kid)
         return list(rec.certs) if rec is not None else []

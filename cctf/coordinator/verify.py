@@ -8,6 +8,9 @@ suite policy, key, signature, time window; 9, the subject is a vote subject
 11. payload: strict ballot decoding
 12. regional pinning: subject region = key region = ballot region (and every vote's), and subject
     agent = key principal = ballot agent (and every vote's)
+12a. certificate gate (only with the ``ca:`` config section): the signer's key id holds a logged,
+    valid, unrevoked certificate now (:meth:`cctf.ca.registry.CertRegistry.check`)
+    [``cert_unlogged``, ``cert_expired``, ``cert_revoked``]
 13. round freshness: ``current - max_round_lag ≤ round ≤ current + 1``, every vote in the ballot round
 14. every vote's answer digest matches its answer (for ``answer`` votes) or is empty, and its
     DNSSEC state is one its status admits (:func:`~cctf.bus_schemas.messages.dnssec_states_for`:
@@ -44,6 +47,13 @@ from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
 
 
+class CertCheck(Protocol):
+    """Step 12a (:class:`cctf.ca.registry.CertRegistry`): raises ``Rejected`` if ``kid`` holds no
+    valid certificate at ``now_ms``."""
+
+    def check(self, kid: str, now_ms: int) -> object: ...
+
+
 class _AgentMessage(Protocol):
     """What steps 12-13 read of a ballot or an evidence ballot."""
 
@@ -75,6 +85,7 @@ class BallotVerifier:
     rounds: RoundPolicy = field(default_factory=RoundPolicy)
     times: TimePolicy = field(default_factory=TimePolicy)
     replay: ReplayCache = field(default_factory=ReplayCache)
+    certs: CertCheck | None = None  # step 12a, with the coordinator's ``ca:`` section
 
     def _open(
         self, data: bytes, subject: str, msg_type: MessageType, decode: Callable[[bytes], M]
@@ -116,6 +127,8 @@ class BallotVerifier:
                 f"subject agent {parsed.agent}, key principal {signer.principal}, "
                 f"ballot agent {ballot.agent} differ",
             )
+        if self.certs is not None:  # 12a
+            self.certs.check(env.kid, now)
         current = self.rounds.current(now)  # 13
         if not (current - self.rounds.max_round_lag <= ballot.round <= current + 1):
             raise Rejected(Reason.ROUND, f"round {ballot.round} is outside the window at {current}")

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 
 import pytest
@@ -306,3 +307,141 @@ def test_random_serials_are_positive_and_bounded() -> None:
     for _ in range(100):
         s = random_serial()
         assert 2**126 <= s < 2**127
+
+
+# ---- configs -------------------------------------------------------------------------------------
+
+
+def test_example_ca_config_loads_with_anchored_paths() -> None:
+    from pathlib import Path
+
+    from cctf.ca.config import load_ca_config
+
+    examples = Path(__file__).resolve().parents[2] / "examples"
+    c = load_ca_config(examples / "ca.yaml")
+    assert c.trust_domain == "cctf.test" and c.intermediate == str(examples / "ca/intermediate.pem")
+    assert c.default_lifetime_ms == HOUR and c.max_lifetime_ms == MAX_LIFETIME_MS
+    assert c.nats is not None
+
+
+def test_ca_sections_are_checked() -> None:
+    from pathlib import Path
+
+    from cctf.ca.config import AgentCaConfig, CaGateConfig
+    from cctf.config import convert_config
+    from cctf.errors import ConfigError
+
+    gate = convert_config(
+        {"trust_domain": "cctf.test", "intermediate": "i.pem", "log_key": "k.json"},
+        CaGateConfig,
+        "ca",
+    )
+    assert gate.anchored(Path("/x")).intermediate == "/x/i.pem"
+    for bad in (
+        {"trust_domain": "Bad_TD", "intermediate": "i", "log_key": "k"},
+        {"trust_domain": "cctf.test", "intermediate": "i"},
+        {"trust_domain": "cctf.test", "intermediate": "i", "log_key": "k", "extra": 1},
+    ):
+        with pytest.raises(ConfigError):
+            convert_config(bad, CaGateConfig, "ca")
+    base = {"trust_domain": "cctf.test", "intermediate": "i", "cert_dir": "c"}
+    assert convert_config(base, AgentCaConfig, "ca").lifetime_ms == 0
+    with pytest.raises(ConfigError):
+        convert_config({**base, "lifetime_ms": 500}, AgentCaConfig, "ca")
+
+
+# ---- registry against a brute-force model -----------------------------------------------------
+
+_POOL: dict[str, object] = {}
+
+
+def _pool() -> tuple[object, list[object]]:
+    """Two agents, six certificates each with different windows (made once: real signatures)."""
+    if not _POOL:
+        w = make_ca_world()
+        certs = []
+        for agent in w.agents:
+            for start_s, life_s in ((0, 4), (3, 4), (6, 3), (8, 10), (20, 2), (2, 30)):
+                certs.append(w.issue(agent, START_MS + start_s * 1000, life_s * 1000))
+        _POOL["w"], _POOL["certs"] = w, certs
+    return _POOL["w"], _POOL["certs"]  # type: ignore[return-value]
+
+
+@given(st.data())
+def test_registry_matches_a_brute_force_model(data: st.DataObject) -> None:
+    """Any order of logged certificates and revocations, any query time: ``check`` gives what a
+    direct reading of the rules (docs/ca.md §5) over the logged entries gives."""
+    from cctf.ca.issuer import Issued
+
+    w, pool = _pool()
+    issued: list[Issued] = pool  # type: ignore[assignment]
+    ops = data.draw(
+        st.lists(
+            st.tuples(st.sampled_from(["cert", "revoke"]), st.integers(0, len(issued) - 1)),
+            max_size=16,
+        )
+    )
+    reg = w.registry()  # type: ignore[attr-defined]
+    logged: list[Issued] = []
+    revoked: set[str] = set()
+    for op, i in ops:
+        it = issued[i]
+        if op == "cert":
+            reg.add(it.entry)
+            logged.append(it)
+        else:
+            reg.add(w.issuer.revoke(it.cert, RevocationReason.SUPERSEDED, now_ms=0))  # type: ignore[attr-defined]
+            revoked.add(it.cert.serial)
+    for agent in w.agents:  # type: ignore[attr-defined]
+        kid = w.agents[agent].key.kid  # type: ignore[attr-defined]
+        now = START_MS // 1000 * 1000 + data.draw(st.integers(-2_000, 40_000))
+        mine = [x.cert for x in logged if x.cert.binding.kid == kid]
+        valid = [c for c in mine if c.not_before_ms <= now < c.not_after_ms]
+        good = [c for c in valid if c.serial not in revoked]
+        if not mine:
+            expected: str | None = "cert_unlogged"
+        elif good:
+            expected = None
+        elif valid:
+            expected = "cert_revoked"
+        else:
+            expected = "cert_expired"
+        try:
+            got = reg.check(kid, now)
+        except Rejected as exc:
+            assert exc.reason.value == expected
+        else:
+            assert expected is None and got in good
+            assert got.not_after_ms == max(c.not_after_ms for c in good)
+
+
+_REQ: dict[str, object] = {}
+
+
+@given(st.data())
+def test_every_mutation_of_a_request_is_refused(data: st.DataObject) -> None:
+    """Flip, truncate or extend any byte of a valid signed request: the CA refuses it with a
+    reason (never an exception of another kind, never a certificate)."""
+    if not _REQ:
+        w = make_ca_world()
+        _REQ["w"], _REQ["req"] = w, w.agents["agent-us-east"].request(START_MS)
+    w, (subject, raw) = _REQ["w"], _REQ["req"]  # type: ignore[misc]
+    buf = bytearray(raw)
+    kind = data.draw(st.sampled_from(["flip", "truncate", "extend"]))
+    if kind == "flip":
+        i = data.draw(st.integers(0, len(buf) - 1))
+        buf[i] ^= data.draw(st.integers(1, 255))
+    elif kind == "truncate":
+        buf = buf[: data.draw(st.integers(0, len(buf) - 1))]
+    else:
+        buf += data.draw(st.binary(min_size=1, max_size=8))
+    with pytest.raises(CaError):
+        w.issuer.issue(bytes(buf), subject, now_ms=START_MS, serial=1)  # type: ignore[attr-defined]
+
+
+@given(st.binary(max_size=300))
+def test_response_decoder_raises_only_its_error(raw: bytes) -> None:
+    from cctf.ca.request import decode_response
+
+    with contextlib.suppress(CaError):
+        decode_response(raw)

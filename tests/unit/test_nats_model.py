@@ -89,6 +89,7 @@ def test_account_layout_pins_each_region_to_its_own_services() -> None:
         assert {i.subject for i in imports} == {
             f"cctf.v1.vote.{region}.>",
             f"cctf.v1.evidence.{region}.>",
+            f"cctf.v1.ca.issue.{region}.>",  # certificate requests (cctf.ca.service)
         }
         assert not accounts[name].exports
     exports = accounts[ACCOUNT_NAME].exports
