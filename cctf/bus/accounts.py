@@ -67,6 +67,7 @@ from typing import Final
 from cctf.bus.kv import LKG_BUCKET, kv_stream_name
 from cctf.bus.streams import (
     CONTROL_STREAM,
+    LOG_STREAM,
     heads_stream_name,
     verdict_stream_name,
     votes_stream_name,
@@ -86,6 +87,14 @@ CLIENT_USER = "client"
 SYSTEM_USER = "sys"
 ROUTE_USER = "route"
 AGENT_PREFIX = "agent-"
+
+#: Log records: a coordinator publishes ``cctf.v1.log.<its id>`` (one token). Allow lists only, so
+#: the shared coordinator user could also publish on another log's subject (as on another
+#: coordinator's verdict subjects): such a record cannot carry the log key's signature, fences the
+#: log's writer (fail closed) and fails every mirror (docs/threat-model.md, "Durable log").
+LOG_PUBLISH: Final = "cctf.v1.log.*"
+#: The log API (``cctf log serve``, request-reply): ``cctf.v1.logapi.<log-id>.<op>``.
+LOG_API_SUBJECTS: Final = "cctf.v1.logapi.>"
 
 #: The inbox prefix of every connection is ``_INBOX.<user>`` (see :func:`inbox_prefix`).
 INBOX_ROOT: Final = "_INBOX"
@@ -112,6 +121,7 @@ class StreamKind(enum.StrEnum):
     """The coordinators' LKG bucket (``KV_CCTF_LKG``, :mod:`cctf.bus.kv`)."""
     CONTROL = "control"  # the one control stream (safe-mode announcements, operator commands)
     HEADS = "heads"  # every region's heads stream (signed log checkpoints, CCTF_HEADS_<REGION>)
+    LOG = "log"  # the durable transparency logs (CCTF_LOG, cctf.bus.logstream)
     NONE = "none"
 
 
@@ -159,6 +169,7 @@ JS_API: Final[Mapping[str, str]] = {
 _V, _D, _L, _N = StreamKind.VOTES, StreamKind.VERDICTS, StreamKind.LKG, StreamKind.NONE
 _C = StreamKind.CONTROL
 _H = StreamKind.HEADS
+_G = StreamKind.LOG
 
 #: What each restricted role may call: (verb, stream kind). Everything else is refused.
 GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
@@ -181,6 +192,11 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("DIRECT.GET.LAST", _H),
             ("CONSUMER.CREATE", _H),
             ("FC", _H),
+            ("STREAM.INFO", _G),  # the durable logs: cctf log verify|head|proof|consistency
+            ("DIRECT.GET", _G),
+            ("DIRECT.GET.LAST", _G),
+            ("CONSUMER.CREATE", _G),
+            ("FC", _G),
         }
     ),
     Role.COORDINATOR: frozenset(
@@ -211,6 +227,14 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("STREAM.INFO", _C),  # operator commands: its own ordered consumer on the control
             ("CONSUMER.CREATE", _C),  # stream (deliveries under its inbox), never a durable
             ("FC", _C),
+            # its log (cctf.bus.logstream): resume (ordered consumer), leader reads of the last
+            # record (fence checks), direct get for the log API; publish below
+            ("STREAM.INFO", _G),
+            ("STREAM.MSG.GET", _G),
+            ("DIRECT.GET", _G),
+            ("DIRECT.GET.LAST", _G),
+            ("CONSUMER.CREATE", _G),
+            ("FC", _G),
         }
     ),
 }
@@ -247,6 +271,8 @@ def stream_names(kind: StreamKind, regions: Sequence[str]) -> tuple[str, ...]:
         return (CONTROL_STREAM,)
     if kind is StreamKind.HEADS:
         return tuple(heads_stream_name(r) for r in regions)
+    if kind is StreamKind.LOG:
+        return (LOG_STREAM,)
     return ()
 
 
@@ -308,15 +334,17 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
                 "cctf.v1.head.>",  # its signed log checkpoints (batch signing)
                 f"$KV.{LKG_BUCKET}.>",  # puts and deletes of its LKG state
                 "cctf.v1.control.>",
+                LOG_PUBLISH,  # its own log's records
                 *granted_subjects(role, regions),
             ),
-            subscribe_allow=(inbox,),
+            subscribe_allow=(inbox, LOG_API_SUBJECTS),  # cctf log serve answers the log API
         )
     if role is Role.CLIENT:
         return UserPermissions(
             publish_allow=(
                 *(client_api_subject(s) or s for s in granted_subjects(role, regions)),
                 CLIENT_GOSSIP_SUBJECTS,
+                LOG_API_SUBJECTS,
             ),
             subscribe_allow=(inbox, *CLIENT_HEAD_SUBJECTS),
         )
@@ -445,10 +473,12 @@ def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
     client_inbox = inbox_prefix(CLIENT_USER) + ".>"
     exports += [Export(ExportKind.SERVICE, s, (CLIENT_ACCOUNT_NAME,)) for s in client_services]
     exports.append(Export(ExportKind.STREAM, client_inbox, (CLIENT_ACCOUNT_NAME,)))
+    exports.append(Export(ExportKind.SERVICE, LOG_API_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
     client_imports = [
         Import(ExportKind.SERVICE, ACCOUNT_NAME, s, to=client_api_subject(s))
         for s in client_services
     ]
+    client_imports.append(Import(ExportKind.SERVICE, ACCOUNT_NAME, LOG_API_SUBJECTS))
     client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, client_inbox))
     exports.append(Export(ExportKind.STREAM, HEAD_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
     client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, HEAD_SUBJECTS))

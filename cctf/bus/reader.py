@@ -84,10 +84,18 @@ async def last_message(
 
 @dataclass(frozen=True, slots=True)
 class Delivered:
-    """One message of a feed: the subject it was stored under and its data."""
+    """One message of a feed: the subject it was stored under, its data and stream sequence."""
 
     subject: str
     data: bytes
+    seq: int = 0
+
+
+def _stream_seq(msg: Msg) -> int:
+    try:
+        return int(msg.metadata.sequence.stream)
+    except (ValueError, AttributeError, TypeError, nats.errors.Error):
+        return 0
 
 
 class OrderedFeed:
@@ -120,7 +128,7 @@ class OrderedFeed:
         except StopAsyncIteration:
             await self.close()
             raise
-        return Delivered(msg.subject, msg.data)
+        return Delivered(msg.subject, msg.data, _stream_seq(msg))
 
     async def close(self) -> None:
         """Unsubscribe (best effort; the server then removes the consumer). Idempotent."""

@@ -25,6 +25,10 @@
 * ``CCTF_HEADS_<REGION>`` holds ``cctf.v1.head.<region>.>``: the signed log checkpoints of batch-
   signing coordinators (raw signed notes, wire-protocol.md §2, §3.2.1), one per subject, direct get
   (a client reads the exact head a verdict names), kept as long as verdicts, bounded bytes.
+* ``CCTF_LOG`` (one for all logs, :func:`log_stream_config`) holds ``cctf.v1.log.<log-id>``: the
+  durable transparency logs (one record per signed batch, :mod:`cctf.bus.logstream`); file storage,
+  no max_age, large ``max_bytes`` with discard new (a full log refuses, never forgets), no delete
+  or purge, direct get.
 * ``CCTF_CONTROL`` (one for all regions) holds the signed safe-mode announcements
   (``cctf.v1.control.<region>``) and operator commands (``cctf.v1.operator.<region>``); limits
   retention, direct get (a region's state is its last announcement), no delete or purge.
@@ -64,6 +68,7 @@ from cctf.ids import check_id
 __all__ = [
     "CONTROL_STREAM",
     "HEADS_STREAM_PREFIX",
+    "LOG_STREAM",
     "MIN_SERVER_VERSION",
     "PUBACK_LIMIT_ERR_CODE",
     "VERDICT_STREAM_PREFIX",
@@ -77,6 +82,7 @@ __all__ = [
     "heads_stream_config",
     "heads_stream_name",
     "heads_subjects",
+    "log_stream_config",
     "stream_token",
     "verdict_stream_config",
     "verdict_stream_name",
@@ -124,6 +130,14 @@ CONTROL_MAX_AGE_S: Final = 7 * 24 * 3600.0
 CONTROL_MAX_BYTES: Final = 64 * 1024 * 1024
 CONTROL_MAX_MSGS_PER_SUBJECT: Final = 4096
 CONTROL_MAX_CONSUMERS: Final = 10_000
+
+#: The durable transparency logs (``cctf.v1.log.<log-id>``, :mod:`cctf.bus.logstream`).
+LOG_STREAM: Final = "CCTF_LOG"
+LOG_SUBJECTS: Final = "cctf.v1.log.>"
+LOG_MAX_BYTES: Final = 512 * 1024 * 1024
+#: One record (``cctf.translog.record.MAX_RECORD_BYTES``, 1 MiB - 8 KiB) plus its headers.
+LOG_MAX_MSG_SIZE: Final = 1024 * 1024
+LOG_MAX_CONSUMERS: Final = 10_000
 
 #: ``PubAck`` error code of a publish refused by a stream limit with discard new (max messages, max
 #: bytes, max messages per subject).
@@ -329,6 +343,26 @@ def control_stream_config(replicas: int = 1) -> StreamConfig:
     )
 
 
+def log_stream_config(replicas: int = 1) -> StreamConfig:
+    """``CCTF_LOG``: every durable log, never aged out; full = refuse new records (discard new)."""
+    return StreamConfig(
+        name=LOG_STREAM,
+        description="CCTF transparency logs (one LogBatch record per signed head)",
+        subjects=[LOG_SUBJECTS],
+        retention=RetentionPolicy.LIMITS,
+        storage=StorageType.FILE,
+        num_replicas=replicas,
+        duplicate_window=DUPLICATE_WINDOW_S,
+        max_msg_size=LOG_MAX_MSG_SIZE,
+        max_consumers=LOG_MAX_CONSUMERS,
+        max_bytes=LOG_MAX_BYTES,
+        discard=DiscardPolicy.NEW,
+        allow_direct=True,
+        deny_delete=True,
+        deny_purge=True,
+    )
+
+
 def _is_transient(exc: BaseException) -> bool:
     if isinstance(
         exc,
@@ -367,7 +401,7 @@ async def ensure_streams(
     votes_per_region: bool = True,
 ) -> dict[str, StreamInfo]:
     """Create (or update to the current definition) the vote, verdict and heads stream of every
-    region, and the control stream.
+    region, the control stream and the log stream.
 
     ``js`` is a JetStream context or manager of a user allowed to create streams (``admin``).
     Errors meaning "cluster not ready" (no suitable peers, insufficient resources, 503, request
@@ -398,6 +432,7 @@ async def ensure_streams(
     configs += [verdict_stream_config(r, replicas) for r in regions]
     configs += [heads_stream_config(r, replicas) for r in regions]
     configs.append(control_stream_config(replicas))
+    configs.append(log_stream_config(replicas))
     deadline = time.monotonic() + timeout_s
     result: dict[str, StreamInfo] = {}
     for config in configs:

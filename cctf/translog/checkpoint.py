@@ -27,6 +27,7 @@ __all__ = [
     "MAX_EXTENSION_LINES",
     "Checkpoint",
     "check_note_text",
+    "check_origin",
     "parse_checkpoint",
 ]
 
@@ -100,6 +101,14 @@ def _check_origin(origin: object) -> None:
     assert isinstance(origin, str)
     if origin != origin.strip():
         raise CheckpointError("bad-origin", "the origin line has leading or trailing spaces")
+
+
+def check_origin(origin: object) -> str:
+    """``origin`` if it is a valid origin line (1..255 bytes, no control character, no newline, no
+    leading or trailing space), else :class:`CheckpointError`."""
+    _check_origin(origin)
+    assert isinstance(origin, str)
+    return origin
 
 
 def parse_checkpoint(body: bytes) -> Checkpoint:

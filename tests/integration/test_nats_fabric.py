@@ -31,6 +31,7 @@ from cctf.bus.connect import connect, jetstream
 from cctf.bus.credentials import load_credentials
 from cctf.bus.streams import (
     CONTROL_STREAM,
+    LOG_STREAM,
     StreamSetupError,
     ensure_streams,
     heads_stream_name,
@@ -124,8 +125,12 @@ def test_users_passwords_and_permissions() -> None:
     assert agent.subscribe_allow == ("_INBOX.agent-us-east.>",)
     client = permissions_for("client", DEFAULT_REGIONS)
     assert client is not None
-    # the one bus subject a client publishes on: the heads it gossips (core, no stream stores it)
-    assert [s for s in client.publish_allow if s.startswith("cctf.v1.")] == ["cctf.v1.gossip.>"]
+    # the bus subjects a client publishes on: the heads it gossips (core, no stream stores it) and
+    # the log API (request-reply)
+    assert [s for s in client.publish_allow if s.startswith("cctf.v1.")] == [
+        "cctf.v1.gossip.>",
+        "cctf.v1.logapi.>",
+    ]
     assert not any("STREAM.CREATE" in s or "CCTF_VOTES" in s for s in client.publish_allow)
     assert permissions_for("admin", DEFAULT_REGIONS) is None
     with pytest.raises(ValueError):
@@ -224,7 +229,11 @@ async def test_single_node_serves_jetstream(
         *(verdict_stream_name(r) for r in DEFAULT_REGIONS),
         *(heads_stream_name(r) for r in DEFAULT_REGIONS),
         CONTROL_STREAM,
+        LOG_STREAM,
     }
+    log = await js.stream_info(LOG_STREAM)
+    assert log.config.subjects == ["cctf.v1.log.>"] and log.config.max_age in (0, None)
+    assert log.config.discard == nats.js.api.DiscardPolicy.NEW and log.config.deny_purge
     control = await js.stream_info(CONTROL_STREAM)
     assert control.config.subjects == ["cctf.v1.control.>", "cctf.v1.operator.>"]
     assert control.config.deny_delete and control.config.deny_purge and control.config.allow_direct

@@ -12,6 +12,7 @@ from cctf.bus.accounts import (
     CLIENT_JS_API_PREFIX,
     DEFAULT_REGIONS,
     GRANTS,
+    LOG_API_SUBJECTS,
     ExportKind,
     Role,
     StreamKind,
@@ -27,6 +28,9 @@ from cctf.bus.streams import (
     MIN_SERVER_VERSION,
     StreamSetupError,
     check_server_version,
+    control_stream_config,
+    log_stream_config,
+    verdict_stream_config,
     votes_stream_config,
     votes_stream_name,
     votes_subjects,
@@ -100,6 +104,16 @@ def test_account_layout_pins_each_region_to_its_own_services() -> None:
     assert len({a for e in exports for a in e.accounts}) == len(DEFAULT_REGIONS) + 1
 
 
+def _matches(pattern: str, subject: str) -> bool:
+    pt, st_ = pattern.split("."), subject.split(".")
+    for i, tok in enumerate(pt):
+        if tok == ">":
+            return len(st_) > i
+        if i >= len(st_) or (tok != "*" and tok != st_[i]):
+            return False
+    return len(pt) == len(st_)
+
+
 def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     accounts = {a.name: a for a in accounts_for(["us-east", "eu-west"])}
     assert account_of("client") == CLIENT_ACCOUNT_NAME
@@ -110,7 +124,18 @@ def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     # one-way (stream) imports: the deliveries to its own inbox and the live log heads
     # (self-authenticating signed notes, design D3); everything else a service
     assert streams == {"_INBOX.client.>", "cctf.v1.head.>"}
-    assert services == set(granted_subjects(Role.CLIENT, ["us-east", "eu-west"]))
+    # ... and the log API (request-reply on cctf.v1.logapi.>, a subject no stream holds)
+    assert services == set(granted_subjects(Role.CLIENT, ["us-east", "eu-west"])) | {
+        LOG_API_SUBJECTS
+    }
+    held = [
+        *votes_stream_config("us-east").subjects,
+        *verdict_stream_config("us-east").subjects,
+        *control_stream_config().subjects,
+        *log_stream_config().subjects,
+    ]
+    assert not any(_matches(p, "cctf.v1.logapi.c1.head") for p in held)
+    services.discard(LOG_API_SUBJECTS)
     assert not any("CCTF_VOTES" in s or s.startswith("cctf.v1.") for s in services)
     # its API calls are reached under its own prefix (its account's $JS.API is the server's)
     for imp in clients.imports:
