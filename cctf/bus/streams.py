@@ -134,7 +134,7 @@ CONTROL_MAX_CONSUMERS: Final = 10_000
 #: The durable transparency logs (``cctf.v1.log.<log-id>``, :mod:`cctf.bus.logstream`).
 LOG_STREAM: Final = "CCTF_LOG"
 LOG_SUBJECTS: Final = "cctf.v1.log.>"
-LOG_MAX_BYTES: Final = 512 * 1024 * 1024
+LOG_MAX_BYTES: Final = 256 * 1024 * 1024
 #: One record (``cctf.translog.record.MAX_RECORD_BYTES``, 1 MiB - 8 KiB) plus its headers.
 LOG_MAX_MSG_SIZE: Final = 1024 * 1024
 LOG_MAX_CONSUMERS: Final = 10_000
