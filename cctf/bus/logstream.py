@@ -72,6 +72,7 @@ _log = logging.getLogger(__name__)
 #: JetStream error codes: wrong last (subject) sequence, message over the stream's max_msg_size.
 _ERR_WRONG_LAST_SEQUENCE: Final = 10071
 _ERR_MESSAGE_TOO_LARGE: Final = 10054
+_ERR_STREAM_NOT_FOUND: Final = 10059
 
 
 class LogReadError(TranslogError):
@@ -114,7 +115,9 @@ async def _leader_get(
             raw = await js.get_msg(LOG_STREAM, subject=log_subject(log_id), direct=direct)
         else:
             raw = await js.get_msg(LOG_STREAM, seq=seq, direct=direct)
-    except nats.js.errors.NotFoundError:
+    except nats.js.errors.NotFoundError as exc:
+        if exc.err_code == _ERR_STREAM_NOT_FOUND:
+            raise LogReadError("no-stream", f"stream {LOG_STREAM} does not exist") from None
         return None
     if seq is not None and raw.subject != log_subject(log_id):
         return (raw.seq or 0, b"")  # another log's message: never ours
@@ -128,6 +131,8 @@ async def last_record(conn: Connection, log_id: str, *, leader: bool = True) -> 
     bus cannot be asked; :class:`RecordError` for a stored record that does not decode."""
     try:
         got = await _leader_get(conn, log_id, None, direct=not leader)
+    except LogReadError:
+        raise
     except (TimeoutError, nats.errors.Error) as exc:
         raise LogReadError("unavailable", f"cannot read {log_subject(log_id)}: {exc!r}") from exc
     return None if got is None else _decode(*got)

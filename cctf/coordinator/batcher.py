@@ -118,6 +118,21 @@ class BatchSigner:
     def regions(self) -> tuple[str, ...]:
         return self._regions
 
+    def attach_log(
+        self,
+        tree: MerkleTree,
+        append: LogAppend,
+        fatal_errors: tuple[type[BaseException], ...],
+    ) -> None:
+        """Resume the durable log before the first batch (``cctf.coordinator.durablelog``): the
+        tree re-derived from the stored records, the append of each sealed batch, the append
+        errors that fail the stage closed (fenced, full, too large)."""
+        if self._task is not None or self._log.size:
+            raise RuntimeError("the durable log is attached before the first batch")
+        self._log.tree = tree
+        self._append = append
+        self._fatal_errors = fatal_errors
+
     def start(self) -> None:
         if self._task is None:
             self._task = asyncio.get_running_loop().create_task(

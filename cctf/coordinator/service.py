@@ -31,6 +31,7 @@ from cctf.coordinator.batcher import batch_stage
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
+from cctf.coordinator.durablelog import CoordinatorLog
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
@@ -179,6 +180,7 @@ class Coordinator:
         self.batcher = batch_stage(  # signing: batch (one signed log head per batch)
             c, self._key, publisher, self._executor, self._stopping, clock, on_fatal=self._fail
         )
+        self.durable_log = CoordinatorLog(conn, c.coordinator, self._key)
         self._outbox = Outbox(
             decider=Deciders(
                 Decider(c.quorum, c.coordinator, c.verdict_ttl_ms, clock, seq), identity
@@ -223,6 +225,11 @@ class Coordinator:
             raise CoordinatorError(str(exc)) from exc
         if self._lkg is not None:  # bind the LKG bucket, read the state back, start its writer
             await self._lkg.start(self._conn, self._stopping)
+        if self.batcher is not None:  # D4: resume the durable log before the first batch
+            try:
+                await self.durable_log.attach(self.batcher)
+            except CctfError as exc:
+                raise CoordinatorError(f"log {self.coordinator}: {exc}") from exc
         self._started = True
         if self.batcher is not None:
             self.batcher.start()
@@ -282,6 +289,7 @@ class Coordinator:
                     await task
         if self.batcher is not None:  # refuse what is queued, drain the log appends (bounded)
             await self.batcher.stop()
+            self.durable_log.close()
         if self._lkg is not None:  # its last flush of the LKG state (bounded)
             await self._lkg.stop()
         self._scheduler.drain()  # their ballots are held: nak'd below for a successor
