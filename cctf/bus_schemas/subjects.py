@@ -12,6 +12,8 @@ Subjects (``v1`` is the protocol version)::
     cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>
                                                         the same, per coordinator (k-of-m, HA)
     cctf.v1.verdict.<region>.<subject-token>.<kind>     signed identity verdicts (kind lower-case)
+    cctf.v1.verdict.<region>.<subject-token>.<kind>.<coordinator>
+                                                        the same, per coordinator (k-of-m, HA)
     cctf.v1.control.<region>                            signed safe-mode announcements
     cctf.v1.operator.<region>                           signed operator commands (safe mode)
 
@@ -226,10 +228,15 @@ def identity_token(kind: IdentityKind | str, subject: str) -> str:
     return _b32_token(hashlib.sha256(raw).digest())
 
 
-def identity_verdict_subject(region: str, kind: IdentityKind | str, subject: str) -> str:
-    """``cctf.v1.verdict.<region>.<identity_token(kind, subject)>.<kind>`` (at most 109 bytes)."""
+def identity_verdict_subject(
+    region: str, kind: IdentityKind | str, subject: str, coordinator: str | None = None
+) -> str:
+    """``cctf.v1.verdict.<region>.<identity_token(kind, subject)>.<kind>`` (at most 109 bytes);
+    with ``coordinator`` that coordinator's own subject ``...<kind>.<coordinator>`` (k-of-m,
+    docs/wire-protocol.md §5.6), so the last identity verdict of each coordinator stays readable."""
     token = identity_token(kind, subject)
-    return f"{PREFIX}.verdict.{check_id(region, 'region')}.{token}.{IdentityKind(kind).value}"
+    out = f"{PREFIX}.verdict.{check_id(region, 'region')}.{token}.{IdentityKind(kind).value}"
+    return out if coordinator is None else out + "." + check_id(coordinator, "coordinator")
 
 
 def identity_verdict_filter(region: str, kind: IdentityKind | str) -> str:
@@ -290,7 +297,7 @@ class ParsedSubject:
     qtype: str | None = None  # DNS verdicts only
     token: str | None = None  # name token (DNS) or subject token (identity) of a verdict subject
     identity_kind: IdentityKind | None = None  # identity verdicts only (then qtype is None)
-    coordinator: str | None = None  # DNS verdicts on a per-coordinator subject (7 tokens)
+    coordinator: str | None = None  # verdicts on a per-coordinator subject (7 tokens)
 
 
 def parse_subject(subject: str) -> ParsedSubject:
@@ -324,12 +331,19 @@ def parse_subject(subject: str) -> ParsedSubject:
             token=token,
             coordinator=check_id(parts[6], "coordinator"),
         )
-    if len(parts) != 6:
+    if len(parts) not in (6, 7):
         raise SubjectError(f"verdict subject must have 6 tokens (7 per coordinator): {subject!r}")
     if parts[5] in _IDENTITY_KINDS:  # identity verdict: the token is always a digest
         if not is_digest_token(parts[4]):
             raise SubjectError(f"identity verdict subject without a digest token: {subject!r}")
-        return ParsedSubject(kind, region, token=parts[4], identity_kind=IdentityKind(parts[5]))
+        coordinator = check_id(parts[6], "coordinator") if len(parts) == 7 else None
+        return ParsedSubject(
+            kind,
+            region,
+            token=parts[4],
+            identity_kind=IdentityKind(parts[5]),
+            coordinator=coordinator,
+        )
     token = check_token(parts[4])
     qname = None if is_digest_token(token) else name_from_token(token)
     return ParsedSubject(kind, region, qname=qname, qtype=check_qtype(parts[5]), token=token)

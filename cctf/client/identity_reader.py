@@ -37,11 +37,12 @@ _KINDS: Final = frozenset(f".{k.value}" for k in IdentityKind)
 
 
 def is_identity_verdict_subject(subject: str) -> bool:
-    """Whether a subject of a verdict stream is an identity verdict's (its last token is an identity
-    kind, lower case; a DNS verdict's is an upper-case qtype): a DNS verdict stream skips those
-    without counting them as rejected."""
-    dot = subject.rfind(".")
-    return dot >= 0 and subject[dot:] in _KINDS
+    """Whether a subject of a verdict stream is an identity verdict's (its sixth token is an
+    identity kind, lower case; a DNS verdict's is an upper-case qtype; a seventh token is the
+    coordinator of a per-coordinator subject): a DNS verdict stream skips those without counting
+    them as rejected."""
+    parts = subject.split(".", 6)
+    return len(parts) >= 6 and "." + parts[5] in _KINDS
 
 
 class IdentityReader:

@@ -16,7 +16,8 @@ The identity counterpart of :class:`cctf.client.verify.VerdictVerifier` (``docs/
 10.  strict payload decoding as ``IdentityVerdict`` [``malformed``]
 11.  the subject token equals ``identity_token(kind, subject)`` of the payload and the subject's kind
      equals the payload's ``kind`` [``subject``]
-12.  the payload's ``coordinator`` equals the signing key's principal [``principal_mismatch``]
+12.  the payload's ``coordinator`` equals the signing key's principal, and so does the subject's
+     coordinator token of a per-coordinator subject ``...<kind>.<coordinator>`` [``principal_mismatch``]
 13.  consistency (:func:`cctf.bus_schemas.evidence.check_identity_verdict`) [``malformed``]:
      ``k ≤ n < 2k``, ``n`` distinct agent ids, ``issued_ms < expires_ms``; TRUSTED ⇒ the facts have
      their kind's shape, ``facts_digest`` is the digest of ``(kind, subject, facts)``, at least ``k``
@@ -149,6 +150,11 @@ class IdentityVerifier:
             raise Rejected(
                 Reason.PRINCIPAL,
                 f"identity verdict coordinator {v.coordinator} signed by {signer.principal}'s key",
+            )
+        if parsed.coordinator is not None and parsed.coordinator != signer.principal:
+            raise Rejected(
+                Reason.PRINCIPAL,
+                f"identity verdict of {signer.principal} on {parsed.coordinator}'s subject",
             )
         try:  # 13
             check_identity_verdict(v)

@@ -40,8 +40,9 @@ class Signer:
     def __init__(
         self, key: SigningKey, regions: Sequence[str], *, per_coordinator: bool = False
     ) -> None:
-        """``per_coordinator``: DNS verdicts on the coordinator's own subject
-        ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>`` (k-of-m deployments)."""
+        """``per_coordinator``: DNS and identity verdicts on the coordinator's own subject
+        ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>`` and
+        ``...<subject-token>.<kind>.<coordinator>`` (k-of-m deployments)."""
         if not regions:
             raise ValueError("at least one verdict region is needed")
         self._key = key
@@ -92,7 +93,8 @@ class Signer:
         kind = verdict.kind.value
         for region in self._regions:
             try:
-                subject = identity_verdict_subject(region, kind, verdict.subject)
+                coordinator = verdict.coordinator if self._per_coordinator else None
+                subject = identity_verdict_subject(region, kind, verdict.subject, coordinator)
                 msg_id = identity_msg_id(
                     kind, verdict.subject, verdict.round, region, verdict.coordinator
                 )
