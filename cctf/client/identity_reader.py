@@ -9,10 +9,17 @@ maximum age) and returns it. Fail closed like ``TrustClient.check``: :class:`NoV
 verdict than one already accepted (``rollback`` or ``stale``) and the newer accepted one is still
 valid and fresh, that one is returned. One verifier per region keeps the rollback floors (per
 ``(coordinator, kind, subject)``) and the bundle-sequence floor (per trust domain).
+
+k-of-m: under a :class:`~cctf.client.coordquorum.CoordinatorPolicy` (``TrustClient(coordinators=)``)
+the reader fetches the last message of each configured coordinator's own subject
+``...<subject-token>.<kind>.<coordinator>``, verifies each (steps 1–17) and uses a verdict only
+when ``k`` of them signed the same statement (:func:`cctf.client.identity_quorum.combine_identity`);
+less fails closed (``coordinator_quorum``).
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import OrderedDict
 from collections.abc import Callable
 from typing import Final
@@ -23,7 +30,9 @@ from cctf.bus.streams import verdict_stream_name
 from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.subjects import check_identity_kind, identity_verdict_subject
+from cctf.client.coordquorum import CoordinatorPolicy
 from cctf.client.errors import FALL_BACK, FetchError, NoVerdict, VerdictRejected
+from cctf.client.identity_quorum import combine_identity
 from cctf.client.verify import VerdictTimes
 from cctf.client.verify_identity import CheckedIdentity, IdentityVerifier
 from cctf.clock import Clock
@@ -59,7 +68,9 @@ class IdentityReader:
         request_timeout: float,
         max_age_ms: int,
         on_rejected: Callable[[str, str, str, str], None],
+        coordinators: Callable[[], CoordinatorPolicy | None] = lambda: None,
     ) -> None:
+        """``coordinators``: the client's current k-of-m policy (``None``: any one coordinator)."""
         self._nc = nc
         self._trust = trust
         self._clock = clock
@@ -70,6 +81,7 @@ class IdentityReader:
         self._timeout = request_timeout
         self.max_age_ms = max_age_ms
         self._on_rejected = on_rejected
+        self._coordinators = coordinators
         self._verifiers: dict[str, IdentityVerifier] = {}
         self._cache: OrderedDict[_Key, CheckedIdentity] = OrderedDict()
 
@@ -106,6 +118,8 @@ class IdentityReader:
         wire_subject = identity_verdict_subject(region, k, subject)  # SubjectError on bad input
         if cached and (hit := self.cached(k, subject, region)) is not None:
             return hit
+        if (policy := self._coordinators()) is not None:
+            return await self._verdict_quorum(k, subject, region, policy)
         try:
             raw = await last_message(
                 self._nc,
@@ -124,9 +138,54 @@ class IdentityReader:
             if exc.reason in FALL_BACK and (newer := self.cached(k, subject, region)) is not None:
                 return newer
             raise VerdictRejected(wire_subject, exc) from exc
-        key = (region, k.value, subject)
+        self._remember(region, checked)
+        return checked.verdict
+
+    async def _verdict_quorum(
+        self, k: IdentityKind, subject: str, region: str, policy: CoordinatorPolicy
+    ) -> IdentityVerdict:
+        """``verdict`` under a k-of-m policy: the last identity verdict of each coordinator."""
+        subjects = [identity_verdict_subject(region, k, subject, c) for c in policy.of]
+        stream = verdict_stream_name(region)
+        raws = await asyncio.gather(
+            *(last_message(self._nc, stream, s, request_timeout_s=self._timeout) for s in subjects),
+            return_exceptions=True,
+        )
+        checked: list[CheckedIdentity] = []
+        errors = 0
+        for wire_subject, raw in zip(subjects, raws, strict=True):
+            if isinstance(raw, BaseException):
+                if not isinstance(raw, ReadError):
+                    raise raw
+                errors += 1
+                continue
+            if raw is None:
+                continue
+            try:
+                v = self.verifier(region).check(raw, wire_subject, max_age_ms=self.max_age_ms)
+            except Rejected as exc:
+                self._on_rejected(exc.reason.value, region, wire_subject, exc.detail)
+                continue
+            checked.append(v)
+        base = identity_verdict_subject(region, k, subject)
+        if errors == len(subjects):
+            raise FetchError(f"no coordinator's identity verdict could be read for {base}")
+        try:
+            used = combine_identity(policy, [c.verdict for c in checked])
+        except Rejected as exc:
+            if not checked and errors == 0:
+                raise NoVerdict(base) from None
+            self._on_rejected(exc.reason.value, region, base, exc.detail)
+            if (newer := self.cached(k, subject, region)) is not None:
+                return newer
+            raise VerdictRejected(base, exc) from exc
+        self._remember(region, next(c for c in checked if c.verdict is used.verdict))
+        return used.verdict
+
+    def _remember(self, region: str, checked: CheckedIdentity) -> None:
+        v = checked.verdict
+        key = (region, v.kind.value, v.subject)
         self._cache[key] = checked
         self._cache.move_to_end(key)
         while len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
-        return checked.verdict

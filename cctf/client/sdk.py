@@ -227,6 +227,7 @@ class TrustClient:
             request_timeout=request_timeout,
             max_age_ms=self.max_age_ms,
             on_rejected=self._count_rejected,
+            coordinators=lambda: self.coordinators,  # k-of-m for identity verdicts too
         )
         m = meter("cctf.client")
         #: Verified log heads of batch-signed verdicts (:mod:`cctf.client.heads`), fed live, by

@@ -175,8 +175,9 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     safe_mode: PolicyConfig = PolicyConfig()
     safe_mode_refresh_ms: Annotated[int, msgspec.Meta(ge=1_000, le=240_000)] = 60_000
     lkg: LkgConfig = msgspec.field(default_factory=LkgConfig)
-    #: DNS verdicts on ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>``: set it on
-    #: every coordinator of a k-of-m deployment (clients read each coordinator's last verdict).
+    #: DNS verdicts on ``cctf.v1.verdict.<region>.<name-token>.<qtype>.<coordinator>`` (identity
+    #: verdicts on ``...<subject-token>.<kind>.<coordinator>``): set it on every coordinator of a
+    #: k-of-m deployment (clients read each coordinator's last verdict).
     per_coordinator_subjects: bool = False
     #: ``batch``: DNS verdicts are batch-signed (one signed log head per batch, each verdict an
     #: inclusion proof, authenticator "tlog", published on EVERY verdict region); ``per_verdict``:

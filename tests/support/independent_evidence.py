@@ -96,15 +96,20 @@ def parse_evidence_subject(s: str) -> tuple[str, str] | None:
     return parts[3], parts[4]
 
 
-def parse_identity_verdict_subject(s: str) -> tuple[str, str, str] | None:
-    """(region, subject token, kind), or None."""
+def parse_identity_verdict_subject(s: str) -> tuple[str, str, str, str | None] | None:
+    """(region, subject token, kind, coordinator of a per-coordinator subject or None), or None."""
     parts = s.split(".")
-    if len(s.encode()) > MAX_SUBJECT or len(parts) != 6 or parts[:3] != ["cctf", "v1", "verdict"]:
+    if len(s.encode()) > MAX_SUBJECT or len(parts) not in (6, 7):
         return None
-    region, token, kind = parts[3:]
+    if parts[:3] != ["cctf", "v1", "verdict"]:
+        return None
+    region, token, kind = parts[3:6]
+    coordinator = parts[6] if len(parts) == 7 else None
+    if coordinator is not None and not _IDENT.fullmatch(coordinator):
+        return None
     if not _IDENT.fullmatch(region) or kind not in KINDS or not is_digest_token(token):
         return None
-    return region, token, kind
+    return region, token, kind, coordinator
 
 
 # ----------------------------------------------------------------------------------- §5.5 messages
@@ -389,13 +394,15 @@ class IdentitySubscriber:
         parsed = parse_identity_verdict_subject(subject)  # 9
         if parsed is None:
             raise Reject("subject")
-        s_region, s_token, s_kind = parsed
+        s_region, s_token, s_kind, s_coordinator = parsed
         if self.region is not None and s_region != self.region:
             raise Reject("region_mismatch")
         v = decode_identity_verdict(env.payload)  # 10
         if v.kind != s_kind or identity_token(v.kind, v.subject) != s_token:  # 11
             raise Reject("subject")
         if v.coordinator != key.principal:  # 12
+            raise Reject("principal_mismatch")
+        if s_coordinator is not None and s_coordinator != key.principal:  # 12 (per coordinator)
             raise Reject("principal_mismatch")
         _check_structure(v)  # 13
         if v.issued_ms != env.iat or v.expires_ms > env.exp:  # 14

@@ -144,6 +144,21 @@ def test_step_12_coordinator_is_the_key_principal() -> None:
     assert reason(verifier(w).check, by_agent, subject) is Reason.UNKNOWN_KEY
 
 
+def test_step_12_per_coordinator_subject_is_the_signers() -> None:
+    w = world()
+    other = make_identity("coord-b", "us-east", role=Role.COORDINATOR)
+    w.extra.append(other)
+    v = verdict(w)
+    own = identity_verdict_subject("us-east", "bundle", DOMAIN, w.coordinator.principal)
+    assert own.endswith(".bundle." + w.coordinator.principal)
+    data = seal_identity_verdict(w.coordinator, v, subject=own)
+    assert verifier(w).check(data, own).verdict == v
+    # coord-us-east's genuine verdict sealed on coord-b's subject: refused
+    on_b = identity_verdict_subject("us-east", "bundle", DOMAIN, "coord-b")
+    moved = seal_identity_verdict(w.coordinator, v, subject=on_b)
+    assert reason(verifier(w).check, moved, on_b) is Reason.PRINCIPAL
+
+
 def test_step_13_consistency() -> None:
     w = world()
     v = verdict(w)

@@ -238,7 +238,8 @@ def test_per_coordinator_subjects_verify_and_bind_the_coordinator() -> None:
     for bad in (
         "cctf.v1.verdict.us-east.example_com.A.Coord",
         "cctf.v1.verdict.us-east.example_com.A.c1.x",
-        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.c1",
+        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.C1",
+        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.c1.x",
     ):
         with pytest.raises(SubjectError):
             parse_subject(bad)

@@ -199,6 +199,8 @@ _parts = st.lists(
 @settings(max_examples=400)
 @given(st.one_of(_parts, st.tuples(ids, ids).map(lambda t: f"cctf.v1.evidence.{t[0]}.{t[1]}")))
 @example("cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls")
+@example("cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.c1")
+@example("cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.C1")
 def test_subject_parsing_agrees(subject: str) -> None:
     try:
         p = parse_subject(subject)
@@ -206,7 +208,9 @@ def test_subject_parsing_agrees(subject: str) -> None:
         p = None
     evidence = None if p is None or p.kind.value != "evidence" else (p.region, p.agent)
     identity = (
-        None if p is None or p.identity_kind is None else (p.region, p.token, p.identity_kind.value)
+        None
+        if p is None or p.identity_kind is None
+        else (p.region, p.token, p.identity_kind.value, p.coordinator)
     )
     assert evidence == ie.parse_evidence_subject(subject)
     assert identity == ie.parse_identity_verdict_subject(subject)
