@@ -98,7 +98,7 @@ from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
-from cctf.client.coordquorum import CoordinatorPolicy, combine
+from cctf.client.coordquorum import CoordinatorPolicy
 from cctf.client.errors import (
     FALL_BACK,
     FetchError,
@@ -110,6 +110,7 @@ from cctf.client.headfeed import ConsistencySource, HeadFeed, verify_fetching
 from cctf.client.heads import HeadCache
 from cctf.client.identity_reader import IdentityReader
 from cctf.client.present import verdict_line, verdict_to_json
+from cctf.client.quorumcheck import check_quorum
 from cctf.client.safemode import SafeModeReader, SafeModeStatus
 from cctf.client.stream import VerdictStream
 from cctf.client.verify import (
@@ -484,7 +485,7 @@ class TrustClient:
             return hit
         await self.head_feed.watch_quietly(self.region)
         if self.coordinators is not None:
-            return await self._check_quorum(name, qtype, self.coordinators)
+            return await check_quorum(self, name, qtype, self.coordinators)
         try:
             raw = await last_message(
                 self.nc, verdict_stream_name(self.region), subject, request_timeout_s=self._timeout
@@ -504,43 +505,6 @@ class TrustClient:
             if exc.reason in FALL_BACK and (newer := self.cached(name, qtype)) is not None:
                 return newer
             raise VerdictRejected(subject, exc) from exc
-
-    async def _check_quorum(self, name: str, qtype: str, policy: CoordinatorPolicy) -> Verdict:
-        """``check`` under a k-of-m policy: the last verdict of each configured coordinator."""
-        subjects = [verdict_subject(self.region, name, qtype, c) for c in policy.of]
-        stream = verdict_stream_name(self.region)
-        raws = await asyncio.gather(
-            *(last_message(self.nc, stream, s, request_timeout_s=self._timeout) for s in subjects),
-            return_exceptions=True,
-        )
-        checked: list[CheckedVerdict] = []
-        errors = 0
-        for subject, raw in zip(subjects, raws, strict=True):
-            if isinstance(raw, BaseException):
-                if not isinstance(raw, ReadError):
-                    raise raw
-                errors += 1
-            elif raw is not None:
-                with contextlib.suppress(Rejected):  # counted and logged by _verify
-                    checked.append(
-                        await verify_fetching(
-                            self, self.region, raw, subject, max_age_ms=self.max_age_ms, cache=False
-                        )
-                    )
-        subject = verdict_subject(self.region, name, qtype)
-        if errors == len(subjects):
-            raise FetchError(f"no coordinator's verdict could be read for {subject}")
-        try:
-            used = combine(policy, [c.verdict for c in checked])
-        except Rejected as exc:
-            if not checked and errors == 0:
-                raise NoVerdict(subject) from None
-            self._count_rejected(exc.reason.value, self.region, subject, exc.detail)
-            if (newer := self.cached(name, qtype)) is not None:
-                return newer
-            raise VerdictRejected(subject, exc) from exc
-        self._remember(self.region, next(c for c in checked if c.verdict is used.verdict))
-        return used.verdict
 
     # ---- streams
 
