@@ -165,3 +165,45 @@ async def test_cctf_check_json_shows_the_log_position(
     code, out, err = await run_cli("check", NAME, *common, *LENIENT)
     assert code == 0, err
     assert out.strip().endswith("log=0/1")
+
+
+async def test_a_batch_signing_coordinator_end_to_end(nats_single: Any, nats_connect: Any) -> None:
+    """A real coordinator (``signing: batch``) publishing to both regions; TrustClients of each
+    region (the ``client`` user) take its heads live and verify every verdict, log positions in
+    one log, the same leaf on both regions."""
+    from test_coordinator import EAST, HONEST, WEST, _make_harness
+
+    h = await _make_harness(nats_single, nats_connect)
+    clients = {}
+    streams = {}
+    try:
+        for region in (EAST, WEST):
+            nc = await nats_connect(nats_single, "client")
+            clients[region] = TrustClient(nc, h.trust, region, clock=h.clock, gossip=False)
+            streams[region] = await clients[region].stream()
+        await h.start_coordinator(signing="batch", batch_window_ms=20)
+        qnames = ("example.com.", "after.example.", "before.example.")
+        for qname in qnames:
+            await h.ballot(EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST}, qname=qname)
+        for qname in qnames:
+            await h.ballot(WEST, {"r1": HONEST, "r2": HONEST}, qname=qname)
+        positions: dict[str, dict[str, tuple[int, int]]] = {}
+        for region in (EAST, WEST):
+            got = await take(streams[region], len(qnames), timeout=20)
+            assert sorted(v.qname for v in got) == sorted(qnames)
+            client = clients[region]
+            for v in got:
+                checked = client.last_checked(v.qname, v.qtype)
+                assert checked is not None and checked.log is not None
+                assert checked.log.kid == h.coord.key.kid
+                positions.setdefault(v.qname, {})[region] = (checked.log.index, checked.log.size)
+            assert client.rejected == Counter()
+            assert client.heads.verified >= 1 and not client.heads.split_views
+        assert all(p[EAST][0] == p[WEST][0] for p in positions.values())  # one leaf, two regions
+        assert sorted(p[EAST][0] for p in positions.values()) == [0, 1, 2]
+    finally:
+        for region, vs in streams.items():
+            await vs.aclose()
+            await clients[region].close()
+        for c in h.coordinators:
+            await c.stop()
