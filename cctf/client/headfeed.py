@@ -98,6 +98,9 @@ class HeadFeed:
         #: Heads verified from each source (``live``, ``fetch``, ``gossip``).
         self.added: Counter[str] = Counter()
         self._timeout = request_timeout
+        #: Consistency proofs that could not be obtained (each try counted; logged once per outage).
+        self.consistency_unavailable = 0
+        self._consistency_ok = True
         self._interval = gossip_interval_s
         m = meter("cctf.client")
         self._m_split_view = m.create_counter(
@@ -266,9 +269,13 @@ class HeadFeed:
                     continue
                 try:
                     proof = await self.consistency.consistency(anchor.coordinator, size1, size2)
-                except Exception as exc:
-                    self._refuse("consistency_unavailable", kid, repr(exc))
+                except Exception as exc:  # no log API (yet), a timeout, a malformed reply
+                    self.consistency_unavailable += 1
+                    if self._consistency_ok:  # one log line per outage, not one per second
+                        _log.warning("consistency_unavailable", log=kid, error=str(exc)[:300])
+                    self._consistency_ok = False
                     break
+                self._consistency_ok = True
                 self.cache.add_consistency(kid, size1, size2, proof)
 
 

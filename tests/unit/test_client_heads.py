@@ -154,3 +154,38 @@ def test_two_coordinators_logs_are_tracked_apart() -> None:
     cache.add_note(theirs.head_note(5))  # same size, another log: no fork
     assert not cache.split_views
     assert cache.verified_root(other.kid, 5) == theirs.tree.root(5)
+
+
+class _Source:
+    """A log API stand-in answering from a real tree (or failing), as ``ConsistencySource``."""
+
+    def __init__(self, log: TestLog | None) -> None:
+        self.log = log
+        self.asked: list[tuple[str, int, int]] = []
+
+    async def consistency(self, coordinator: str, size1: int, size2: int) -> list[bytes]:
+        self.asked.append((coordinator, size1, size2))
+        if self.log is None:
+            raise RuntimeError("no responder")
+        return self.log.tree.consistency_proof(size1, size2)
+
+
+async def test_the_feed_asks_for_pending_consistency_proofs() -> None:
+    from cctf.client.headfeed import HeadFeed
+
+    source = _Source(None)
+    feed = HeadFeed(None, WORLD.trust, gossip=False, consistency=source)  # type: ignore[arg-type]
+    feed.add(LOG.head_note(5), "test")
+    feed.add(LOG.head_note(9), "test")
+    await feed.tick()
+    await feed.tick()
+    assert feed.consistency_unavailable == 2 and feed.cache.pending() == [(KID, 5, 9)]
+    source.log = LOG
+    await feed.tick()
+    assert source.asked[-1] == (COORD.principal, 5, 9)
+    assert feed.cache.pending() == [] and feed.cache.anchor(KID).size == 9  # type: ignore[union-attr]
+    # a log API serving another history: the alarm, counted as split views
+    feed.add(_log(12, tag="b").head_note(12), "test")
+    source.log = _log(12, tag="b")
+    await feed.tick()
+    assert [v.kind for v in feed.cache.split_views] == ["inconsistent"]
