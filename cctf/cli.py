@@ -29,6 +29,7 @@ _COMMANDS: dict[str, str] = {
     "validate": "cctf.client.identity_cli",
     "gateway": "cctf.gateway.cli",
     "safe-mode": "cctf.client.safemode_cli",
+    "log": "cctf.logmon.cli",
 }
 
 

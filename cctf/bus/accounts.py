@@ -308,6 +308,9 @@ class UserPermissions:
     subscribe_allow: tuple[str, ...]
     publish_deny: tuple[str, ...] = ()
     subscribe_deny: tuple[str, ...] = ()
+    allow_responses: bool = False
+    """nats-server ``allow_responses``: it may publish ONE reply to each request it received (on
+    the request's reply subject, a ``_R_.`` subject across a service import), nothing else."""
 
 
 def validate_region(region: str) -> str:
@@ -338,6 +341,7 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
                 *granted_subjects(role, regions),
             ),
             subscribe_allow=(inbox, LOG_API_SUBJECTS),  # cctf log serve answers the log API
+            allow_responses=True,  # ... one reply per request
         )
     if role is Role.CLIENT:
         return UserPermissions(

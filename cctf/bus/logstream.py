@@ -169,6 +169,8 @@ async def read_records(
     if last is None and not follow:
         return
     last_seq = 0 if last is None else last.seq
+    if last is None and progress is not None:
+        progress(0, 0)  # nothing stored yet: caught up
     try:
         feed = await open_ordered_feed(conn, LOG_STREAM, log_subject(log_id), deliver="all")
     except Exception as exc:

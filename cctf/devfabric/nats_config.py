@@ -108,6 +108,8 @@ def _render_user(name: str, password: str, regions: Sequence[str], indent: str) 
             if deny:
                 lines.append(f"{indent}      deny: {_qlist(deny)}")
             lines.append(f"{indent}    }}")
+        if perms.allow_responses:
+            lines.append(f"{indent}    allow_responses: true")
         lines.append(f"{indent}  }}")
     lines.append(f"{indent}}}")
     return lines
