@@ -166,7 +166,7 @@ async def test_log_commands_and_api(
         api = LogApiClient(client_nc, timeout_s=1.0)
         for _ in range(100):
             try:
-                size, root, note = await api.head("c1")
+                size, root, _note = await api.head("c1")
                 break
             except ApiError:
                 await asyncio.sleep(0.1)
