@@ -15,6 +15,7 @@ Subjects (``v1`` is the protocol version)::
     cctf.v1.verdict.<region>.<subject-token>.<kind>.<coordinator>
                                                         the same, per coordinator (k-of-m, HA)
     cctf.v1.control.<region>                            signed safe-mode announcements
+    cctf.v1.control.<region>.<coordinator>              the same, per coordinator (k-of-m)
     cctf.v1.operator.<region>                           signed operator commands (safe mode)
 
 Names (:func:`normalize_name`, the one normaliser): lower-cased, absolute (trailing dot), RFC 1035
@@ -270,9 +271,11 @@ def verdict_subject(region: str, qname: str, qtype: str, coordinator: str | None
     return subject
 
 
-def control_subject(region: str) -> str:
-    """Where the coordinator announces safe mode for ``region``: ``cctf.v1.control.<region>``."""
-    return f"{PREFIX}.control.{check_id(region, 'region')}"
+def control_subject(region: str, coordinator: str | None = None) -> str:
+    """Where the coordinator announces safe mode for ``region``: ``cctf.v1.control.<region>``;
+    with ``coordinator`` (several coordinators, k-of-m) its own ``cctf.v1.control.<region>.<coordinator>``."""
+    out = f"{PREFIX}.control.{check_id(region, 'region')}"
+    return out if coordinator is None else out + "." + check_id(coordinator, "coordinator")
 
 
 def operator_subject(region: str) -> str:
@@ -312,6 +315,8 @@ def parse_subject(subject: str) -> ParsedSubject:
     except ValueError:
         raise SubjectError(f"unknown subject kind {parts[2]!r}") from None
     region = check_id(parts[3], "region")
+    if kind is Kind.CONTROL and len(parts) == 5:  # a coordinator's own control subject
+        return ParsedSubject(kind, region, coordinator=check_id(parts[4], "coordinator"))
     if kind in (Kind.CONTROL, Kind.OPERATOR):
         if len(parts) != 4:
             raise SubjectError(f"{kind} subject must have 4 tokens: {subject!r}")

@@ -7,12 +7,21 @@ announcement of a region is its whole state (its ``active`` list). :class:`SafeM
 steps, rollback per (coordinator, region)); :meth:`SafeModeReader.watch` streams verified
 announcements (an ordered consumer), skipping and counting the ones that fail verification.
 ``TrustClient.safe_mode`` / ``TrustClient.safe_mode_updates`` are the SDK's entry points.
+
+k-of-m: under the client's :class:`~cctf.client.coordquorum.CoordinatorPolicy` the reader fetches
+the last announcement of each configured coordinator's own subject
+``cctf.v1.control.<region>.<coordinator>``, verifies each and combines them
+(:func:`cctf.client.safemode_quorum.combine_safe_mode`: a scope is active when ``k`` coordinators list
+it; fewer than ``k`` valid announcements fail closed, ``coordinator_quorum``); ``watch`` then follows
+every coordinator's subject (``cctf.v1.control.<region>.*``) and yields the verified announcements of
+the configured coordinators.
 """
 
 from __future__ import annotations
 
+import asyncio
 from collections import Counter
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 
 from cctf.bus.connect import Connection
@@ -21,7 +30,9 @@ from cctf.bus.streams import CONTROL_STREAM
 from cctf.bus_schemas.control import SafeModeAnnouncement
 from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.subjects import control_subject
+from cctf.client.coordquorum import CoordinatorPolicy
 from cctf.client.errors import FetchError, NoVerdict, VerdictRejected
+from cctf.client.safemode_quorum import combine_safe_mode
 from cctf.client.verify_control import AnnouncementVerifier
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
@@ -39,6 +50,10 @@ class SafeModeStatus:
     """A region's verified safe-mode state: ``active`` scopes (``""``: the whole region)."""
 
     announcement: SafeModeAnnouncement
+    combined: tuple[str, ...] | None = None
+    """k-of-m: the scopes at least ``k`` coordinators list (``announcement`` is the newest)."""
+    signers: tuple[str, ...] = ()
+    """k-of-m: the coordinators whose announcements were combined."""
 
     @property
     def region(self) -> str:
@@ -46,11 +61,12 @@ class SafeModeStatus:
 
     @property
     def active(self) -> tuple[str, ...]:
-        return tuple(self.announcement.active)
+        return tuple(self.announcement.active) if self.combined is None else self.combined
 
     def covers(self, name: str) -> bool:
         """Whether ``name`` (normalised DNS name or SPIFFE ID) is in safe mode in this region."""
-        return "" in self.announcement.active or name in self.announcement.active
+        active = self.active
+        return "" in active or name in active
 
 
 class SafeModeReader:
@@ -62,7 +78,10 @@ class SafeModeReader:
         policy: SuitePolicy,
         *,
         request_timeout: float = 2.0,
+        coordinators: Callable[[], CoordinatorPolicy | None] = lambda: None,
     ) -> None:
+        """``coordinators``: the client's current k-of-m policy (``None``: one coordinator)."""
+        self._coordinators = coordinators
         self._nc = nc
         self._trust = trust
         self._clock = clock
@@ -82,6 +101,8 @@ class SafeModeReader:
         """The region's last announcement, verified. Raises :class:`NoVerdict` (none stored),
         :class:`VerdictRejected` (fails verification: fail closed) or :class:`FetchError`."""
         region = check_id(region, "region")
+        if (policy := self._coordinators()) is not None:
+            return await self._status_quorum(region, policy)
         subject = control_subject(region)
         try:
             data = await last_message(
@@ -97,13 +118,47 @@ class SafeModeReader:
             self.rejected[rej.reason.value] += 1
             raise VerdictRejected(subject, rej) from None
 
+    async def _status_quorum(self, region: str, policy: CoordinatorPolicy) -> SafeModeStatus:
+        subjects = [control_subject(region, c) for c in policy.of]
+        raws = await asyncio.gather(
+            *(
+                last_message(self._nc, CONTROL_STREAM, s, request_timeout_s=self._timeout)
+                for s in subjects
+            ),
+            return_exceptions=True,
+        )
+        anns: list[SafeModeAnnouncement] = []
+        errors = 0
+        for subject, raw in zip(subjects, raws, strict=True):
+            if isinstance(raw, BaseException):
+                if not isinstance(raw, ReadError):
+                    raise raw
+                errors += 1
+            elif raw is not None:
+                try:
+                    anns.append(self.verifier(region).verify(raw, subject))
+                except Rejected as rej:
+                    self.rejected[rej.reason.value] += 1
+        base = control_subject(region)
+        if errors == len(subjects):
+            raise FetchError(f"no coordinator's safe-mode state could be read for {base}")
+        if not anns and errors == 0:
+            raise NoVerdict(base)
+        try:
+            c = combine_safe_mode(policy, anns)
+        except Rejected as rej:
+            self.rejected[rej.reason.value] += 1
+            raise VerdictRejected(base, rej) from None
+        return SafeModeStatus(c.announcement, c.active, c.signers)
+
     async def watch(
         self, region: str, *, deliver: Deliver = "last_per_subject"
     ) -> AsyncIterator[SafeModeAnnouncement]:
         """Verified announcements of ``region`` as they come (by default starting with the last
         stored one); those failing verification are logged, counted and skipped."""
         region = check_id(region, "region")
-        subject = control_subject(region)
+        policy = self._coordinators()
+        subject = control_subject(region) if policy is None else control_subject(region) + ".*"
         try:
             feed = await open_ordered_feed(
                 self._nc, CONTROL_STREAM, subject, deliver=deliver, request_timeout_s=self._timeout
@@ -113,7 +168,9 @@ class SafeModeReader:
         async with feed:
             async for msg in feed:
                 try:
-                    yield self.verifier(region).verify(msg.data, msg.subject)
+                    ann = self.verifier(region).verify(msg.data, msg.subject)
+                    if policy is None or ann.coordinator in policy.of:
+                        yield ann
                 except Rejected as rej:
                     self.rejected[rej.reason.value] += 1
                     _log.warning(

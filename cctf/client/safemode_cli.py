@@ -76,6 +76,12 @@ def _common(p: argparse.ArgumentParser, *, user: str, trust_required: bool) -> N
         + ("" if trust_required else ": wait for the answer"),
     )
     p.add_argument("--min-suite", default="hybrid-ed25519-ml-dsa-65", help="weakest suite accepted")
+    p.add_argument(
+        "--coordinators",
+        default=None,
+        metavar="K:C1,C2,...",
+        help="k-of-m: combine the announcements of these coordinators (their own subjects)",
+    )
     p.add_argument("--timeout", type=float, default=10.0, help="seconds to wait (default 10)")
     p.add_argument("--json", action="store_true", help="print JSON lines")
 
@@ -112,6 +118,7 @@ class _Bad(ValueError):
 
 def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     from cctf.bus.credentials import load_credentials
+    from cctf.client.coordquorum import parse_policy
     from cctf.crypto.errors import CryptoError
     from cctf.crypto.policy import SuitePolicy
     from cctf.crypto.trust import TrustConfig
@@ -121,7 +128,8 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
     try:
         check_id(args.region, "region")
         policy = SuitePolicy.parse(args.min_suite)
-    except (IdError, CryptoError) as exc:
+        coordinators = None if args.coordinators is None else parse_policy(args.coordinators)
+    except (IdError, CryptoError, ValueError) as exc:
         raise _Bad(str(exc)) from None
     if not (0 < args.timeout <= 3600):
         raise _Bad("--timeout must be more than 0 and at most 3600 seconds")
@@ -132,7 +140,7 @@ def _prepare(args: argparse.Namespace) -> dict[str, Any]:
         raise ValueError(str(exc)) from None
     if args.user not in creds.users:
         raise ValueError(f"user {args.user!r} is not in {args.credentials}")
-    return {"creds": creds, "trust": trust, "policy": policy}
+    return {"creds": creds, "trust": trust, "policy": policy, "coordinators": coordinators}
 
 
 async def _connect(args: argparse.Namespace, creds: Any) -> Any:
@@ -178,7 +186,7 @@ async def _command(args: argparse.Namespace, prepared: dict[str, Any], key: Any,
     from cctf.bus_schemas.control import Action, SafeModeCause, SafeModeCommand
     from cctf.bus_schemas.envelope import Rejected, seal
     from cctf.bus_schemas.messages import MessageType, encode
-    from cctf.bus_schemas.subjects import control_subject, operator_subject
+    from cctf.bus_schemas.subjects import operator_subject
     from cctf.client.verify_control import AnnouncementVerifier
     from cctf.clock import SYSTEM_CLOCK
 
@@ -203,7 +211,9 @@ async def _command(args: argparse.Namespace, prepared: dict[str, Any], key: Any,
         feed = None
         trust = prepared["trust"]
         if trust is not None:
-            feed = await open_ordered_feed(nc, CONTROL_STREAM, control_subject(args.region))
+            # every coordinator's answer: the region's subject and per-coordinator subjects
+            # (cctf.v1.control.<region>.<coordinator>); other regions are refused by the verifier
+            feed = await open_ordered_feed(nc, CONTROL_STREAM, "cctf.v1.control.>")
         try:
             await nc.jetstream().publish(
                 subject, data, timeout=args.timeout, headers={MSG_ID: f"op1.{data[-32:].hex()}"}
@@ -268,13 +278,30 @@ async def _read(args: argparse.Namespace, prepared: dict[str, Any], watch: bool)
         nc = await _connect(args, prepared["creds"])
     except Exception as exc:
         return _fail(f"cannot connect: {exc or type(exc).__name__}")
+    coordinators = prepared["coordinators"]
     reader = SafeModeReader(
-        nc, prepared["trust"], SYSTEM_CLOCK, prepared["policy"], request_timeout=args.timeout
+        nc,
+        prepared["trust"],
+        SYSTEM_CLOCK,
+        prepared["policy"],
+        request_timeout=args.timeout,
+        coordinators=lambda: coordinators,
     )
     try:
         if not watch:
             status = await reader.status(args.region)
-            _print(args, status.announcement)
+            if status.combined is None:
+                _print(args, status.announcement)
+                return EXIT_OK
+            import msgspec
+
+            shown = msgspec.structs.replace(status.announcement, active=list(status.combined))
+            if args.json:
+                obj = announcement_json(shown)
+                obj["signers"] = list(status.signers)
+                print(json.dumps(obj), flush=True)
+            else:
+                print(announcement_line(shown) + " signers=" + ",".join(status.signers), flush=True)
             return EXIT_OK
         seen = 0
         async for a in reader.watch(args.region):

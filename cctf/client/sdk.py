@@ -457,7 +457,12 @@ class TrustClient:
         reader: SafeModeReader | None = getattr(self, "_safe_mode_reader", None)
         if reader is None:
             reader = SafeModeReader(
-                self.nc, self.trust, self.clock, self.policy, request_timeout=self._timeout
+                self.nc,
+                self.trust,
+                self.clock,
+                self.policy,
+                request_timeout=self._timeout,
+                coordinators=lambda: self.coordinators,  # k-of-m for safe mode too
             )
             self._safe_mode_reader = reader
         return reader

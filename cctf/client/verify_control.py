@@ -7,7 +7,8 @@ Steps 1–9 are :func:`cctf.client.verify.open_pinned` (the shared
 9.  (continued) when pinned to a region, the subject's region is it (:attr:`Reason.REGION`)
 10. strict payload decoding (:attr:`Reason.MALFORMED`)
 11. the payload's ``region`` equals the subject's (:attr:`Reason.SUBJECT`)
-12. ``coordinator`` equals the signing key's principal (:attr:`Reason.PRINCIPAL`)
+12. ``coordinator`` equals the signing key's principal, and so does the subject's coordinator token
+    of a per-coordinator subject ``cctf.v1.control.<region>.<coordinator>`` (:attr:`Reason.PRINCIPAL`)
 13. structure (:attr:`Reason.MALFORMED`): ``scope`` and every ``active`` entry are valid scopes
     (:func:`cctf.bus_schemas.control.check_scope`), ``active`` is sorted and distinct; ``entered``
     ⇒ ``scope`` is in ``active``, ``left`` ⇒ it is not; cause ``alarm`` ⇔ a non-empty ``rule``;
@@ -94,9 +95,13 @@ class AnnouncementVerifier:
             raise Rejected(Reason.MALFORMED, str(exc)) from None
         if ann.region != parsed.region:  # 11
             raise Rejected(Reason.SUBJECT, f"announcement for {ann.region} on {subject!r}")
-        if ann.coordinator != signer.principal:  # 12
+        if ann.coordinator != signer.principal or parsed.coordinator not in (  # 12
+            None,
+            signer.principal,
+        ):
             raise Rejected(
-                Reason.PRINCIPAL, f"coordinator {ann.coordinator} signed by {signer.principal}"
+                Reason.PRINCIPAL,
+                f"coordinator {ann.coordinator} on {subject[:200]!r} signed by {signer.principal}",
             )
         _check_structure(ann)  # 13
         if ann.issued_ms != env.iat or ann.expires_ms > env.exp:  # 14

@@ -7,8 +7,9 @@
 * Every automatic decision is one log line (``policy_alarm``, ``safe_mode_entered``,
   ``safe_mode_left``, ``answer_held``, ``answer_released``, with its one-line ``why``) and a metric.
 * Announcements are sealed and published in order by one task on ``cctf.v1.control.<region>``
-  (message id ``sm1.<region>.<seq>``), a ``status`` of every region at start and every
-  ``refresh_ms``.
+  (``...<region>.<coordinator>`` with ``per_coordinator``; message id
+  ``sm1.<region>.<coordinator>.<seq>``, so several coordinators never de-duplicate each other), a
+  ``status`` of every region at start and every ``refresh_ms``.
 * Operator commands are read from ``CCTF_CONTROL`` (``cctf.v1.operator.>``) through an ordered
   consumer, verified (:class:`~cctf.coordinator.operator.CommandVerifier`), applied and answered
   with an announcement; a refused one is counted and logged with its reason, and changes nothing.
@@ -109,8 +110,11 @@ class SafeModeControl:
         time_policy: TimePolicy | None = None,
         refresh_ms: int = 60_000,
         publish_timeout_s: float = 2.0,
+        per_coordinator: bool = False,
     ) -> None:
+        """``per_coordinator``: announce on ``cctf.v1.control.<region>.<coordinator>`` (k-of-m)."""
         self.stage = SafeModeStage(config, regions, agent_regions, coordinator, clock)
+        self._per_coordinator = per_coordinator
         self.stats = SafeModeStats()
         self._coordinator = coordinator
         self._conn = conn
@@ -217,12 +221,18 @@ class SafeModeControl:
         while True:
             ann = await self._queue.get()
             try:
-                subject, data = seal_announcement(self._key, ann)
+                subject, data = seal_announcement(
+                    self._key, ann, per_coordinator=self._per_coordinator
+                )
             except ValueError as exc:  # a bug: never wedge the loop
                 _log.error("safe_mode_announcement_unsealable", error=str(exc)[:300])
                 continue
             r = await self._publisher.publish(
-                subject, data, f"sm1.{ann.region}.{ann.seq}", ann.expires_ms, self._stopping
+                subject,
+                data,
+                f"sm1.{ann.region}.{ann.coordinator}.{ann.seq}",
+                ann.expires_ms,
+                self._stopping,
             )
             if r.outcome is PublishOutcome.PUBLISHED:
                 self.stats.announcements += 1

@@ -159,6 +159,7 @@ class Coordinator:
             time_policy=time_policy,
             refresh_ms=c.safe_mode_refresh_ms,
             publish_timeout_s=c.publish_timeout_ms / 1000,
+            per_coordinator=c.per_coordinator_subjects,
         )
         self._lkg = (
             LkgGate(

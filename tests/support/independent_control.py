@@ -24,6 +24,16 @@ def parse_region_subject(s: str, kind: str) -> str | None:
     return parts[3] if _IDENT.fullmatch(parts[3]) else None
 
 
+def parse_control_subject(s: str) -> tuple[str, str | None] | None:
+    """(region, coordinator of a per-coordinator subject or None), or None."""
+    parts = s.split(".")
+    if len(parts) == 5 and len(s.encode()) <= iv.MAX_SUBJECT and _IDENT.fullmatch(parts[4]):
+        region = parse_region_subject(".".join(parts[:4]), "control")
+        return None if region is None else (region, parts[4])
+    region = parse_region_subject(s, "control")
+    return None if region is None else (region, None)
+
+
 def valid_scope(scope: str) -> bool:
     if scope == "":
         return True
@@ -94,15 +104,16 @@ class AnnouncementSubscriber:
             now_ms=now_ms,
             **self.kw,
         )
-        region = parse_region_subject(subject, "control")
-        if region is None:
+        parsed = parse_control_subject(subject)
+        if parsed is None:
             raise iv.Reject("subject")
+        region, s_coordinator = parsed
         if self.region is not None and region != self.region:
             raise iv.Reject("region_mismatch")
         a = decode_announcement(env.payload)
         if a.region != region:
             raise iv.Reject("subject")
-        if a.coordinator != key.principal:
+        if a.coordinator != key.principal or s_coordinator not in (None, key.principal):
             raise iv.Reject("principal_mismatch")
         if not valid_scope(a.scope) or not all(valid_scope(s) for s in a.active):
             raise iv.Reject("malformed", "scope")

@@ -206,8 +206,14 @@ def test_subjects_and_scopes() -> None:
     assert operator_subject("eu-west") == "cctf.v1.operator.eu-west"
     p = parse_subject("cctf.v1.control.us-east")
     assert (p.kind.value, p.region) == ("control", "us-east")
+    p = parse_subject("cctf.v1.control.us-east.c1")  # a coordinator's own subject (k-of-m)
+    assert (p.region, p.coordinator) == ("us-east", "c1")
+    assert control_subject("us-east", "c1") == "cctf.v1.control.us-east.c1"
+    assert ic.parse_control_subject("cctf.v1.control.us-east.c1") == ("us-east", "c1")
     for bad in (
-        "cctf.v1.control.us-east.x",
+        "cctf.v1.control.us-east.X",
+        "cctf.v1.control.us-east.c1.x",
+        "cctf.v1.operator.us-east.c1",
         "cctf.v1.control.US",
         "cctf.v1.operator",
         "cctf.v1.vote.a",
@@ -215,6 +221,7 @@ def test_subjects_and_scopes() -> None:
         with pytest.raises(SubjectError):
             parse_subject(bad)
         assert ic.parse_region_subject(bad, "control") is None
+        assert ic.parse_control_subject(bad) is None
     assert scope_of("WWW.Demo.Test") == "www.demo.test."
     for bad_scope in ("www.demo.test", "a..b.", "spiffe://", "spiffe://x y", "x" * 600):
         with pytest.raises(SubjectError):
@@ -250,6 +257,16 @@ ANN_CASES: dict[str, tuple[Any, str, str]] = {
     ),
     "wrong-type": (lambda: sealed(ann(), msg_type=MessageType.VERDICT), A_SUBJ, "type"),
     "principal": (lambda: sealed(ann(coordinator="coord-b")), A_SUBJ, "principal_mismatch"),
+    "per-coordinator": (
+        lambda: sealed(ann(), subject=control_subject("us-east", "coord-a")),
+        control_subject("us-east", "coord-a"),
+        "ok",
+    ),
+    "on-another-coordinators-subject": (
+        lambda: sealed(ann(), subject=control_subject("us-east", "coord-b")),
+        control_subject("us-east", "coord-b"),
+        "principal_mismatch",
+    ),
     "entered-not-active": (lambda: sealed(ann(active=[])), A_SUBJ, "malformed"),
     "left-still-active": (
         lambda: sealed(ann(state=SafeModeState.LEFT, cause=SafeModeCause.QUIET, rule="")),

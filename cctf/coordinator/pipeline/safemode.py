@@ -88,8 +88,11 @@ def held_decision(d: Decision) -> Decision:
     )
 
 
-def seal_announcement(key: SigningKey, ann: SafeModeAnnouncement) -> tuple[str, bytes]:
-    subject = control_subject(ann.region)
+def seal_announcement(
+    key: SigningKey, ann: SafeModeAnnouncement, *, per_coordinator: bool = False
+) -> tuple[str, bytes]:
+    """``per_coordinator``: on the coordinator's own ``cctf.v1.control.<region>.<coordinator>``."""
+    subject = control_subject(ann.region, ann.coordinator if per_coordinator else None)
     data = seal(
         key,
         subject,
