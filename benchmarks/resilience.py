@@ -25,11 +25,16 @@ Per kill: ``max_gap_s``, the largest time between two consecutive verdicts used 
 one name (the largest over the names), from ``--pre-s`` before the kill until the end of the settle
 time (an interval still open at the end counts up to it); ``max_gap_any_s``, the same over all names
 together; and the ballots the vote streams stored (acknowledged) for the rounds of that window:
-``ballots_acked``, ``ballots_accounted`` (a verdict for every name of its round reached the
-subscriber, late if need be), and the rest listed as ``unaccounted`` (agent, round, names without a
-used verdict). At the end each coordinator's ``cctf_*`` counters (its current incarnation) are added
-(ballots counted as expired, with their reasons) and, per coordinator, the rounds of stored ballots it
-published no verdict for. One JSON object on stdout (and ``--out``); progress on stderr.
+``ballots_acked``; ``ballots_in_used_verdict`` (a verdict for every name of its round reached the
+subscriber, late if need be) and ``ballots_without_used_verdict`` (listed: agent, round, names);
+and per coordinator (``c`` read from the verdict stream, its ``cctf_*`` counters scraped before and
+after the episode and just before it is killed) the stored ballots of rounds it published no verdict
+for, the ballots it terminated in the episode by reason (``cctf_messages_terminated_total``: counted
+as expired, e.g. ``round``), and ``unaccounted_by_coordinator`` = the first minus the second (at
+least 0); ``ballots_unaccounted`` is their sum: (ballot, coordinator) pairs that ended neither in a
+verdict for their round nor in a counted expiry. ``ok`` per class: no gap over 2 s, nothing
+unaccounted, every stored ballot's round with a used verdict. One JSON object on stdout (and
+``--out``); progress on stderr.
 """
 
 from __future__ import annotations
@@ -48,9 +53,9 @@ from typing import Any
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from resilience_fabric import COORDS, Arrival, Fabric
+from resilience_fabric import COORDS, VERDICT_REGION, Arrival, Fabric
 
-from cctf.bus.streams import votes_stream_name
+from cctf.bus.streams import verdict_stream_name, votes_stream_name
 
 VICTIMS = ("meta-leader", "stream-leader", "follower", "coordinator")
 ROLLING = ("rolling-sigterm", "rolling-ldm")
@@ -75,7 +80,13 @@ async def cluster_roles(fab: Fabric) -> dict[str, Any]:
         leader = info.cluster.leader if info.cluster else None
         if leader in led:
             led[leader].append(r)
-    return {"meta": meta, "vote_streams_led": led}
+    verdicts = None
+    try:
+        info = await js.stream_info(verdict_stream_name(VERDICT_REGION))
+        verdicts = info.cluster.leader if info.cluster else None
+    except Exception:  # no leader this instant
+        pass
+    return {"meta": meta, "vote_streams_led": led, "verdict_stream_leader": verdicts}
 
 
 async def place_vote_streams(fab: Fabric, home: str) -> None:
@@ -390,22 +401,26 @@ def report(
                 }
                 for c, cs in e["counters"].items()
             }
+            unaccounted = {
+                c: max(0, int(v["ballots"] - sum(expired.get(c, {}).values())))
+                for c, v in no_verdict.items()
+            }
             kills.append(
                 {
                     "victim": e["victim"],
                     "meta_leader": e["roles"]["meta"],
                     "vote_streams_led": e["roles"]["vote_streams_led"].get(e["victim"], []),
+                    "verdict_stream_leader": e["roles"]["verdict_stream_leader"],
                     **g,
                     "rounds": [r0, r1],
                     "ballots_acked": acked,
-                    "ballots_accounted": accounted,
-                    "unaccounted": missing[:20],
+                    "ballots_in_used_verdict": accounted,
+                    "ballots_without_used_verdict": acked - accounted,
+                    "without_used_verdict": missing[:20],
                     "without_verdict_by_coordinator": no_verdict,
                     "counted_expired_by_coordinator": expired,
-                    "unaccounted_by_coordinator": {
-                        c: max(0, v["ballots"] - sum(expired.get(c, {}).values()))
-                        for c, v in no_verdict.items()
-                    },
+                    "unaccounted_by_coordinator": unaccounted,
+                    "ballots_unaccounted": sum(unaccounted.values()),
                     "coordinator_counters": e["counters"],
                     "down_s": e["down_s"],
                     "rejoin_s": e["rejoin_s"],
@@ -419,11 +434,16 @@ def report(
             "gaps_s": [k["max_gap_s"] for k in kills],
             "kills_with_gap_over_2s": sum(k["max_gap_s"] > BOUND_S for k in kills),
             "ballots_acked": sum(k["ballots_acked"] for k in kills),
-            "ballots_accounted": sum(k["ballots_accounted"] for k in kills),
+            "ballots_in_used_verdict": sum(k["ballots_in_used_verdict"] for k in kills),
+            "ballots_without_used_verdict": sum(k["ballots_without_used_verdict"] for k in kills),
+            "ballots_unaccounted": sum(k["ballots_unaccounted"] for k in kills),
             "per_kill": kills,
         }
-        summary["ballots_unaccounted"] = summary["ballots_acked"] - summary["ballots_accounted"]
-        ok = summary["kills_with_gap_over_2s"] == 0 and summary["ballots_unaccounted"] == 0
+        ok = (
+            summary["kills_with_gap_over_2s"] == 0
+            and summary["ballots_unaccounted"] == 0
+            and summary["ballots_without_used_verdict"] == 0
+        )
         summary["ok"] = ok
         all_ok = all_ok and ok
         out["victims"][victim] = summary
@@ -474,7 +494,8 @@ def main(argv: list[str] | None = None) -> int:
     for v, s in result["victims"].items():
         log(
             f"{v}: gaps {s['gaps_s']} max {s['max_gap_s']} s; ballots acked "
-            f"{s['ballots_acked']} accounted {s['ballots_accounted']}"
+            f"{s['ballots_acked']}, without a used verdict {s['ballots_without_used_verdict']}, "
+            f"unaccounted {s['ballots_unaccounted']}"
         )
     return 0
 

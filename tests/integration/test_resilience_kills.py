@@ -43,5 +43,6 @@ def test_one_kill_per_victim_class_keeps_verdicts_flowing(tmp_path: Path) -> Non
         print(f"kill victim={victim} max_gap_s={s['max_gap_s']} acked={s['ballots_acked']}")
         assert s["ballots_acked"] > 0, (victim, kill)
         assert s["max_gap_s"] <= 2.0, (victim, kill)
-        assert s["ballots_unaccounted"] == 0, (victim, kill["unaccounted"])
+        assert s["ballots_unaccounted"] == 0, (victim, kill)
+        assert s["ballots_without_used_verdict"] == 0, (victim, kill["without_used_verdict"])
     assert result["subscriber_lines_unparsed"] == 0
