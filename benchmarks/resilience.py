@@ -161,15 +161,33 @@ async def wait_flowing(fab: Fabric, round_ms: int, timeout_s: float = 90.0) -> f
     return time.monotonic() - t0
 
 
+async def step_down_meta(fab: Fabric, name: str, timeout_s: float = 20.0) -> None:
+    """Ask the meta leader to step down and wait until another node leads the meta group."""
+    assert fab.nats is not None and fab.auditor is not None
+    t0 = time.monotonic()
+    while time.monotonic() - t0 < timeout_s:
+        try:
+            await fab.auditor.nc.request("$JS.API.META.LEADER.STEPDOWN", b"{}", timeout=5)
+        except Exception as exc:
+            log(f"meta step-down: {exc!r}")
+        await asyncio.sleep(0.5)
+        leader = await asyncio.to_thread(fab.nats.meta_leader)
+        if leader and leader != name:
+            return
+
+
 async def roll(fab: Fabric, mode: str, roles: dict[str, Any]) -> list[dict[str, Any]]:
-    """A rolling restart: every node in turn (the meta leader last), stopped with SIGTERM or lame
-    duck mode (SIGUSR2), started again, and the next one only once every vote stream is current."""
+    """A rolling restart: every node in turn (the meta leader last, asked to step down first),
+    stopped with SIGTERM or lame duck mode (SIGUSR2), started again, and the next one only once
+    every vote stream is current."""
     assert fab.nats is not None
     order = sorted((s.name for s in fab.nats.servers), key=lambda n: (n == roles["meta"], n))
     steps = []
     for name in order:
         server = fab.nats.server(name)
         t0 = time.monotonic()
+        if await asyncio.to_thread(fab.nats.meta_leader) == name:
+            await step_down_meta(fab, name)
         if mode == "rolling-ldm":
             await asyncio.to_thread(server.lame_duck)
         else:
@@ -359,6 +377,15 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(fab, args, episodes, counters, workdir)
 
 
+def terminated_by_reason(counters: dict[str, float]) -> dict[str, float]:
+    """Ballots a coordinator terminated (settled without counting them), by reason, all regions."""
+    out: dict[str, float] = defaultdict(float)
+    for k, v in counters.items():
+        if k.startswith("cctf_messages_terminated_total") and 'reason="' in k:
+            out[k.split('reason="')[1].split('"')[0]] += v
+    return dict(out)
+
+
 def report(
     fab: Fabric,
     args: argparse.Namespace,
@@ -393,14 +420,7 @@ def report(
             w0, w1 = e["wall_window"]
             r0, r1 = int(w0 // rs) + 1, int(w1 // rs) - 1
             acked, accounted, missing, no_verdict = account(fab, r0, r1)
-            expired = {  # ballots each coordinator settled without a verdict, by reason
-                c: {
-                    k.split('reason="')[1].split('"')[0]: v
-                    for k, v in cs.items()
-                    if k.startswith("cctf_messages_terminated_total") and 'reason="' in k
-                }
-                for c, cs in e["counters"].items()
-            }
+            expired = {c: terminated_by_reason(cs) for c, cs in e["counters"].items()}
             unaccounted = {
                 c: max(0, int(v["ballots"] - sum(expired.get(c, {}).values())))
                 for c, v in no_verdict.items()
