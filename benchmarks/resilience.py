@@ -11,9 +11,10 @@ three coordinators (``per_coordinator_subjects``) and a verifying subscriber ``c
 ``--settle-s``. Victim classes:
 
 * ``meta-leader``: the JetStream meta leader;
-* ``stream-leader``: the node leading every vote stream (``CCTF_VOTES_*``): before each node kill
-  the leadership of every vote stream is moved to one node other than the meta leader (step-down
-  with a preferred placement), so the three classes are three distinct roles (in the report);
+* ``stream-leader``: the node leading every vote stream (``CCTF_VOTES_*``) and the verdict stream
+  (``CCTF_VERDICTS_US_EAST``): before each node kill the leadership of these streams is moved to one
+  node other than the meta leader (step-down with a preferred placement), so the three classes are
+  three distinct roles (in the report);
 * ``follower``: the third node, neither meta leader nor leader of a vote stream;
 * ``coordinator``: one coordinator process (``c1``, ``c2``, ``c3`` in turn);
 * ``rolling-sigterm`` / ``rolling-ldm`` (``--rolls`` times, not in the default list): a planned
@@ -55,6 +56,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from resilience_fabric import COORDS, VERDICT_REGION, Arrival, Fabric
 
+from cctf.bus.accounts import SYSTEM_USER
 from cctf.bus.streams import verdict_stream_name, votes_stream_name
 
 VICTIMS = ("meta-leader", "stream-leader", "follower", "coordinator")
@@ -89,14 +91,14 @@ async def cluster_roles(fab: Fabric) -> dict[str, Any]:
     return {"meta": meta, "vote_streams_led": led, "verdict_stream_leader": verdicts}
 
 
-async def place_vote_streams(fab: Fabric, home: str) -> None:
-    """Move the leadership of every vote stream to ``home`` (stream leader step-down with a
-    preferred placement), so each victim class is one role only."""
+async def place_streams(fab: Fabric, home: str) -> None:
+    """Move the leadership of every vote stream and of the verdict stream to ``home`` (stream
+    leader step-down with a preferred placement), so each victim class is one role only."""
     assert fab.auditor is not None
     nc = fab.auditor.nc
     js = nc.jetstream()
-    for r in fab.regions:
-        stream = votes_stream_name(r)
+    streams = [votes_stream_name(r) for r in fab.regions] + [verdict_stream_name(VERDICT_REGION)]
+    for stream in streams:
         for _ in range(6):
             try:
                 info = await js.stream_info(stream)
@@ -163,17 +165,21 @@ async def wait_flowing(fab: Fabric, round_ms: int, timeout_s: float = 90.0) -> f
 
 async def step_down_meta(fab: Fabric, name: str, timeout_s: float = 20.0) -> None:
     """Ask the meta leader to step down and wait until another node leads the meta group."""
-    assert fab.nats is not None and fab.auditor is not None
-    t0 = time.monotonic()
-    while time.monotonic() - t0 < timeout_s:
-        try:
-            await fab.auditor.nc.request("$JS.API.META.LEADER.STEPDOWN", b"{}", timeout=5)
-        except Exception as exc:
-            log(f"meta step-down: {exc!r}")
-        await asyncio.sleep(0.5)
-        leader = await asyncio.to_thread(fab.nats.meta_leader)
-        if leader and leader != name:
-            return
+    assert fab.nats is not None
+    sys_nc = await fab.nats.connect(SYSTEM_USER, max_reconnect_attempts=-1, reconnect_time_wait=0.1)
+    try:
+        t0 = time.monotonic()
+        while time.monotonic() - t0 < timeout_s:
+            try:  # a system-account request
+                await sys_nc.request("$JS.API.META.LEADER.STEPDOWN", b"{}", timeout=5)
+            except Exception as exc:
+                log(f"meta step-down: {exc!r}")
+            await asyncio.sleep(0.5)
+            leader = await asyncio.to_thread(fab.nats.meta_leader)
+            if leader and leader != name:
+                return
+    finally:
+        await sys_nc.close()
 
 
 async def roll(fab: Fabric, mode: str, roles: dict[str, Any]) -> list[dict[str, Any]]:
@@ -209,7 +215,7 @@ async def episode(fab: Fabric, victim: str, i: int, args: argparse.Namespace) ->
         target = "all"
     else:
         home = sorted(n for n in roles["vote_streams_led"] if n != roles["meta"])[0]
-        await place_vote_streams(fab, home)
+        await place_streams(fab, home)
         await wait_cluster_current(fab)
         await asyncio.sleep(2.0)  # the step-downs stay out of the measured window
         roles = await cluster_roles(fab)
