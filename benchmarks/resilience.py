@@ -30,10 +30,13 @@ together; and the ballots the vote streams stored (acknowledged) for the rounds 
 subscriber, late if need be) and ``ballots_without_used_verdict`` (listed: agent, round, names);
 and per coordinator (``c`` read from the verdict stream, its ``cctf_*`` counters scraped before and
 after the episode and just before it is killed) the stored ballots of rounds it published no verdict
-for, the ballots it terminated in the episode by reason (``cctf_messages_terminated_total``: counted
-as expired, e.g. ``round``), and ``unaccounted_by_coordinator`` = the first minus the second (at
-least 0); ``ballots_unaccounted`` is their sum: (ballot, coordinator) pairs that ended neither in a
-verdict for their round nor in a counted expiry. ``ok`` per class: no gap over 2 s, nothing
+for, the ballots it settled in the episode without a verdict, by reason (terminated,
+``cctf_messages_terminated_total``, e.g. ``round``; or counted as expired,
+``cctf_ballots_expired_total``: ``shed``, ``superseded``, ``late``), and
+``unaccounted_by_coordinator`` = the first minus the second (at least 0; counters are aggregates,
+so this is a lower bound). ``ballots_unaccounted``: the stored ballots whose round has no used
+verdict at the subscriber and that some coordinator neither published a verdict for nor counted as
+expired (the same difference, over those ballots, the largest over the coordinators). ``ok`` per class: no gap over 2 s, nothing
 unaccounted, every stored ballot's round with a used verdict. One JSON object on stdout (and
 ``--out``); progress on stderr.
 """
@@ -319,14 +322,16 @@ def gaps(arrivals: list[Arrival], names: tuple[str, ...], t0: float, t1: float) 
 def account(
     fab: Fabric, r0: int, r1: int
 ) -> tuple[int, int, list[dict[str, Any]], dict[str, dict[str, Any]]]:
-    """Ballots stored for rounds r0..r1: (acked, accounted at the subscriber, unaccounted, per
-    coordinator the rounds of stored ballots it published no verdict for)."""
+    """Ballots stored for rounds r0..r1: (acked, in a used verdict's round at the subscriber, the
+    others, per coordinator the rounds of stored ballots it published no verdict for: ``ballots``,
+    and ``unused`` of them also without a used verdict at the subscriber)."""
     assert fab.auditor is not None
     used = {(a.name, a.round) for a in fab.arrivals}
     acked = accounted = 0
     unaccounted: list[dict[str, Any]] = []
     no_verdict: dict[str, set[int]] = defaultdict(set)
     missing_by_c: dict[str, int] = defaultdict(int)
+    unused_by_c: dict[str, int] = defaultdict(int)
     for agent, rnd, _seq in sorted(fab.auditor.ballots):
         if not r0 <= rnd <= r1:
             continue
@@ -340,12 +345,12 @@ def account(
             if any((c, n, rnd) not in fab.auditor.verdicts for n in fab.names):
                 no_verdict[c].add(rnd)
                 missing_by_c[c] += 1
-    return (
-        acked,
-        accounted,
-        unaccounted,
-        {c: {"rounds": sorted(v), "ballots": missing_by_c[c]} for c, v in no_verdict.items()},
-    )
+                unused_by_c[c] += bool(missing)
+    per_c = {
+        c: {"rounds": sorted(v), "ballots": missing_by_c[c], "unused": unused_by_c[c]}
+        for c, v in no_verdict.items()
+    }
+    return acked, accounted, unaccounted, per_c
 
 
 async def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -383,11 +388,14 @@ async def run(args: argparse.Namespace) -> dict[str, Any]:
     return report(fab, args, episodes, counters, workdir)
 
 
-def terminated_by_reason(counters: dict[str, float]) -> dict[str, float]:
-    """Ballots a coordinator terminated (settled without counting them), by reason, all regions."""
+def expired_by_reason(counters: dict[str, float]) -> dict[str, float]:
+    """Ballots a coordinator settled without a verdict, by reason, all regions: terminated
+    (``cctf_messages_terminated_total``: refused, e.g. ``round``) or acknowledged and counted as
+    expired (``cctf_ballots_expired_total``: ``shed``, ``superseded``, ``late``)."""
     out: dict[str, float] = defaultdict(float)
     for k, v in counters.items():
-        if k.startswith("cctf_messages_terminated_total") and 'reason="' in k:
+        kinds = ("cctf_messages_terminated_total", "cctf_ballots_expired_total")
+        if k.startswith(kinds) and 'reason="' in k:
             out[k.split('reason="')[1].split('"')[0]] += v
     return dict(out)
 
@@ -426,11 +434,17 @@ def report(
             w0, w1 = e["wall_window"]
             r0, r1 = int(w0 // rs) + 1, int(w1 // rs) - 1
             acked, accounted, missing, no_verdict = account(fab, r0, r1)
-            expired = {c: terminated_by_reason(cs) for c, cs in e["counters"].items()}
+            expired = {c: expired_by_reason(cs) for c, cs in e["counters"].items()}
             unaccounted = {
                 c: max(0, int(v["ballots"] - sum(expired.get(c, {}).values())))
                 for c, v in no_verdict.items()
             }
+            # a ballot is accounted when its round has a used verdict at the subscriber, or when
+            # each coordinator published a verdict for it or counted it as expired
+            lost = [
+                max(0, int(v["unused"] - sum(expired.get(c, {}).values())))
+                for c, v in no_verdict.items()
+            ]
             kills.append(
                 {
                     "victim": e["victim"],
@@ -446,7 +460,7 @@ def report(
                     "without_verdict_by_coordinator": no_verdict,
                     "counted_expired_by_coordinator": expired,
                     "unaccounted_by_coordinator": unaccounted,
-                    "ballots_unaccounted": sum(unaccounted.values()),
+                    "ballots_unaccounted": max(lost, default=0),
                     "coordinator_counters": e["counters"],
                     "down_s": e["down_s"],
                     "rejoin_s": e["rejoin_s"],

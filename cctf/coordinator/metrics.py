@@ -22,7 +22,9 @@ Prometheus name                                        kind       labels
 ``cctf_decision_latency_milliseconds``                 histogram  (last counted vote → publish)
 ``cctf_rounds_shed_total``                             counter    (rounds shed under overload)
 ``cctf_ballots_expired_total``                         counter    ``reason`` (shed: acknowledged,
-                                                                  no verdict for their round)
+                                                                  no verdict for their round;
+                                                                  superseded; late: its round had
+                                                                  closed here with no tally)
 ``cctf_lkg_verdicts_total``                            counter    (LKG attestations issued)
 ``cctf_lkg_names``                                     gauge      (keys in an LKG episode now)
 ``cctf_lkg_episodes_total``                            counter    ``event`` (started, ended),

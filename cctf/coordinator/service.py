@@ -35,7 +35,7 @@ from cctf.coordinator.durablelog import CoordinatorLog
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
-from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, POISON, AckLedger, Arrival
+from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, LATE, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
@@ -477,6 +477,10 @@ class Coordinator:
             for voter, what in counted.equivocations:
                 self._log_limited("equivocation", voter=voter, qname=what[:256])
             n.ignore_all(counted.ignored)
+            if counted.unheard and not counted.keys:  # its round closed here without a tally:
+                n.expire(LATE)  # no verdict of ours holds it, count it as expired
+                to_ack.append(d)
+                continue
             if ledger.hold(token, counted.keys, now_ms):
                 self._handles[token] = d
             else:

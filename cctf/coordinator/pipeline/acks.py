@@ -33,6 +33,11 @@ K = TypeVar("K", bound=Hashable)
 
 POISON: Final = "poison"
 HOLD_EXPIRED: Final = "hold_expired"
+#: A valid ballot whose round had already closed here without a tally for its keys (e.g. a coordinator
+#: restarted after that round's deadline, its durable delivering the ballots of its downtime): no
+#: verdict of this coordinator will ever count it: acknowledged and counted as expired ``late``
+#: (``cctf_ballots_expired_total``), not silently acked.
+LATE: Final = "late"
 
 
 class Arrival(enum.Enum):

@@ -34,6 +34,9 @@ class Counted:
     """``(voter, qname or subject)`` of every equivocating vote."""
     ignored: dict[str, int] = field(default_factory=dict)
     """Add results other than counted / equivocation (``duplicate``, ``closed``, ...)."""
+    unheard: int = 0
+    """Votes refused ``closed`` for a key with no tally here: its round closed without one, so no
+    verdict of this coordinator holds them (a ballot with only such votes is counted expired)."""
 
 
 class Tallies:
@@ -63,6 +66,8 @@ class Tallies:
         for tkey, vote in checked.votes:
             result, decision = book.add(tkey.qname, tkey.qtype, tkey.round, vote)
             self._note(out, tkey, vote.voter, tkey.qname, result, decision)
+            if result is AddResult.CLOSED and book.get(tkey.qname, tkey.qtype, tkey.round) is None:
+                out.unheard += 1
         return out
 
     @staticmethod
