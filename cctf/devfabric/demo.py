@@ -43,6 +43,7 @@ from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.resolver import BallotReport, ResolverAgent
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.streams import ensure_streams
+from cctf.bus_schemas.heads import log_origin
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict
 from cctf.chaos.control import (
     DEFAULT_FABRIC_PATH,
@@ -68,6 +69,7 @@ from cctf.devfabric.demo_identity import (
     start_relying_party,
     workload_line,
 )
+from cctf.devfabric.demo_log import HeadRecorder, check_demo_log, log_line
 from cctf.devfabric.identity import IdentityFabric
 from cctf.devfabric.nats import NatsFabric
 from cctf.errors import CctfError
@@ -214,6 +216,9 @@ class _Printer:
         else:
             print(verdict_line(v), file=self._out, flush=True)
 
+    def log(self, obj: dict[str, Any]) -> None:  # the last line (cctf.devfabric.demo_log)
+        print(log_line(obj, as_json=self._json), file=self._out, flush=True)
+
     def workload(self, obj: dict[str, Any]) -> None:
         if self._json:
             print(json.dumps(obj, sort_keys=True), file=self._out, flush=True)
@@ -335,11 +340,14 @@ async def _run(
             round_grace_ms=max(500, opts.round_ms // 2),
             lkg=opts.lkg or LkgConfig(),
             identity=identity.targets(VERDICT_REGION),
+            signing="batch",  # one signed log head per batch (issue #9), logged in CCTF_LOG
         ),
         coord_nc,
         key=coord_key,
         trust=trust,
     )
+    heads = HeadRecorder(COORDINATOR_ID, log_origin(coord_key.kid), coord_key.public)
+    await heads.start(admin)  # every head published, checked against the log at the end
     await coordinator.start()
     stack.push_async_callback(coordinator.stop)
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
@@ -461,10 +469,14 @@ async def _run(
     summary = ", ".join(f"{outcomes.get(o, 0)} {o.value}" for o in Outcome)
     total = sum(len(s) for s in seen.values())
     printer.progress(f"done: {total} verdicts ({summary}); stopping every process")
+    await coordinator.stop()  # its log appends drained: re-derive the log, check every head
+    log = await check_demo_log(admin, COORDINATOR_ID, coord_key.public, heads)
+    printer.progress(f"log {COORDINATOR_ID}: {len(heads.heads)} published heads checked")
+    printer.log(log)
     if opts.rounds is not None and not complete() and not stop.is_set():
         printer.progress("error: not every verdict of the requested rounds arrived in time")
         return 1
-    return 0
+    return 0 if log["verified"] else 1
 
 
 def _unlink_quietly(path: Path) -> None:

@@ -98,6 +98,11 @@ def demo_output(
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
     objects = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    # the last line: the coordinator's log re-derived from every entry, every published head in it
+    assert objects and set(objects[-1]) == {"log"}, proc.stdout[-500:]
+    log = objects.pop()["log"]
+    assert set(log) == {"size", "root", "verified"} and log["verified"] is True, log
+    assert log["size"] >= 3 * len(DEMO_NAMES) and len(bytes.fromhex(log["root"])) == 32
     verdicts = [o for o in objects if "workload" not in o]
     workloads = [o for o in objects if "workload" in o]
     assert len(verdicts) + len(workloads) == len(objects)
