@@ -13,6 +13,8 @@ Routes (every error is an RFC 9457 problem, :mod:`cctf.gateway.problems`):
 ``POST /v1/validate/certificate`` ``{"chain": PEM}`` / ``POST /v1/validate/token`` ``{"token", "audience"}``
     Local validation under quorum-verified keys: 200 with ``decision`` ``valid`` or ``invalid`` and
     the reasons (an invalid credential is an answer, not an error).
+``GET /v1/log/{log_id}/head|entries|inclusion|consistency``
+    The durable logs (:mod:`cctf.gateway.logroutes`, answered by ``cctf log serve``).
 ``GET /healthz``
     200 when the NATS connection is up, 503 (same body, ``degraded``) when not.
 ``GET /metrics``
@@ -46,6 +48,7 @@ from cctf.gateway.clientcert import (
     ClientCertError,
     chain_pem,
 )
+from cctf.gateway.logroutes import LogBackend, add_log_routes
 from cctf.gateway.models import (
     MAX_TOKEN,
     CertificateRequest,
@@ -150,8 +153,14 @@ class _Measure:
             self.latency.record(time.perf_counter() - started, {"route": label})
 
 
-def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BODY_BYTES) -> FastAPI:
-    """The gateway application over ``backend``."""
+def create_app(
+    backend: GatewayBackend,
+    *,
+    max_body_bytes: int = DEFAULT_MAX_BODY_BYTES,
+    log: LogBackend | None = None,
+) -> FastAPI:
+    """The gateway application over ``backend`` (and the log API client ``log``,
+    :mod:`cctf.gateway.logroutes`)."""
     app = FastAPI(
         title="CCTF gateway",
         version="1",
@@ -308,4 +317,5 @@ def create_app(backend: GatewayBackend, *, max_body_bytes: int = DEFAULT_MAX_BOD
     async def metrics() -> PlainTextResponse:
         return PlainTextResponse(prometheus_text(), media_type=PROMETHEUS_TEXT)
 
+    add_log_routes(app, log)
     return app

@@ -115,9 +115,12 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
             dns_lkg_holds=config.dns_lkg_holds,
         )
         host, port = config.address
-        server = GatewayServer(
-            create_app(identity, max_body_bytes=config.max_body_bytes), host, port
+        from cctf.logmon.apiclient import LogApiClient
+
+        app = create_app(
+            identity, max_body_bytes=config.max_body_bytes, log=LogApiClient(client.nc)
         )
+        server = GatewayServer(app, host, port)
         try:
             await server.start()
         except OSError as exc:

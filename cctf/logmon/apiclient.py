@@ -38,8 +38,9 @@ class LogApiClient:
                 msgspec.msgpack.encode(req),
                 timeout_s=self._timeout,
             )
-        except RpcError as exc:
-            raise ApiError("unavailable", str(exc)) from None
+        except RpcError as exc:  # nobody subscribes (a definite answer of NATS), or no answer
+            reason = "not-served" if str(exc).startswith("no responder") else "unavailable"
+            raise ApiError(reason, str(exc)) from None
         return decode_reply(data)
 
     async def head(self, log_id: str) -> tuple[int, bytes, str]:

@@ -4,6 +4,7 @@ the log API client (D4: scopes 3 monitoring and 6)."""
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import os
 import signal
@@ -11,6 +12,7 @@ import sys
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import httpx2
 from natshelpers import setup_streams
 
 from cctf.bus.connect import jetstream
@@ -184,6 +186,7 @@ async def test_log_commands_and_api(
         verify_consistency(3, 7, proof, state.mirror.heads[1].root, state.root)
         assert await api.entries("c1", 1, 5) == [b"b", b"c", b"d", b"e", b"f"]
         assert await api.entries("c1", 5, 100) == [b"f", b"g"]
+        await _http_checks(api, state)
         for bad in (api.consistency("c1", 4, 7), api.inclusion("c1", 9), api.entries("c1", 7, 1)):
             try:
                 await bad
@@ -195,3 +198,38 @@ async def test_log_commands_and_api(
         serve.send_signal(signal.SIGTERM)
         _out, err_bytes = await asyncio.wait_for(serve.communicate(), 20)
     assert serve.returncode == 143, err_bytes.decode()[-2000:]
+
+
+async def _http_checks(api: LogApiClient, state: LogState) -> None:
+    """The gateway serves the same over HTTP (scope 6), proofs checkable by the client."""
+    from cctf.gateway.app import create_app
+    from cctf.gateway.openapi import _NoBackend
+    from cctf.gateway.server import GatewayServer
+
+    server = GatewayServer(create_app(_NoBackend(), log=api))
+    await server.start()
+    try:
+        async with httpx2.AsyncClient(base_url=server.url, timeout=10) as http:
+            head = (await http.get("/v1/log/c1/head")).json()
+            assert (head["size"], head["root"]) == (7, state.root.hex())
+            r = (await http.get("/v1/log/c1/inclusion", params={"index": 6})).json()
+            verify_inclusion(
+                leaf_hash(b"g"), 6, 7, [bytes.fromhex(p) for p in r["proof"]], state.root
+            )
+            r = (await http.get("/v1/log/c1/consistency", params={"size1": 2})).json()
+            assert r["size2"] == 7
+            verify_consistency(
+                2, 7, [bytes.fromhex(p) for p in r["proof"]], state.mirror.heads[0].root, state.root
+            )
+            r = (await http.get("/v1/log/c1/entries", params={"start": 5, "count": 2})).json()
+            assert [base64.b64decode(e) for e in r["entries"]] == [b"f", b"g"]
+            missing = await http.get("/v1/log/c1/inclusion", params={"index": 1, "size": 4})
+            assert missing.status_code == 404 and missing.json()["type"].endswith(
+                "log_unknown_head"
+            )
+            nobody = await http.get("/v1/log/nobody/head")
+            assert nobody.status_code == 404 and nobody.json()["code"] == "log_not_served"
+            bad = await http.get("/v1/log/Bad.Id/head")
+            assert bad.status_code in (400, 404, 422)
+    finally:
+        await server.stop()
