@@ -40,6 +40,7 @@ from cctf.clock import Clock
 from cctf.coordinator.operator import CommandVerifier
 from cctf.coordinator.pipeline.identity import IdentityKey, IdentityStage
 from cctf.coordinator.pipeline.safemode import SafeModeStage, StageResult, seal_announcement
+from cctf.coordinator.policystore import PolicyStore
 from cctf.coordinator.tally import Decision, TallyKey
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.policy import SuitePolicy
@@ -111,8 +112,13 @@ class SafeModeControl:
         refresh_ms: int = 60_000,
         publish_timeout_s: float = 2.0,
         per_coordinator: bool = False,
+        store: bool = True,
     ) -> None:
-        """``per_coordinator``: announce on ``cctf.v1.control.<region>.<coordinator>`` (k-of-m)."""
+        """``per_coordinator``: announce on ``cctf.v1.control.<region>.<coordinator>`` (k-of-m);
+        ``store``: keep the safe-mode scopes in the state bucket (:mod:`cctf.coordinator.policystore`)
+        so they survive a restart."""
+        self.store = PolicyStore(conn, coordinator, key) if store else None
+        self._dirty = asyncio.Event()
         self.stage = SafeModeStage(config, regions, agent_regions, coordinator, clock)
         self._per_coordinator = per_coordinator
         self.stats = SafeModeStats()
@@ -189,6 +195,8 @@ class SafeModeControl:
             _log.warning(
                 _EVENTS.get(rec.event, rec.event), coordinator=self._coordinator, **rec.fields
             )
+        if result.announcements:  # a transition (or an operator's answer): store the state
+            self._dirty.set()
         for ann in result.announcements:
             try:
                 self._queue.put_nowait(ann)
@@ -198,9 +206,13 @@ class SafeModeControl:
     # ---- bus side -----------------------------------------------------------------------------
 
     async def start(self) -> None:
+        if self.store is not None:  # the stored scopes first: the start announcements list them
+            restored = await self.store.load(self.stage.engine)
+            self._metrics.active.add(restored)
         for ann in self.stage.status(SafeModeCause.START):
             self._queue.put_nowait(ann)
         self._tasks = [
+            asyncio.create_task(self._save_loop(), name="cctf-safemode-store"),
             asyncio.create_task(self._publish_loop(), name="cctf-safemode-publish"),
             asyncio.create_task(self._refresh_loop(), name="cctf-safemode-refresh"),
             asyncio.create_task(self._command_loop(), name="cctf-safemode-commands"),
@@ -210,15 +222,23 @@ class SafeModeControl:
         self._stopping.set()
         for task in self._tasks:
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        if self._tasks:  # bounded: a task that swallowed its cancel never blocks the stop
+            _done, stuck = await asyncio.wait(self._tasks, timeout=3.0)
+            for task in stuck:
+                _log.error("safe_mode_task_stuck", task=task.get_name())
+        if self.store is not None and self._dirty.is_set():  # the last change (bounded)
+            with contextlib.suppress(Exception):
+                await asyncio.wait_for(
+                    self.store.save(self.stage.engine, self._clock.now_ms()), 2.0
+                )
         if self._feed is not None:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._feed.close(), 1.0)
 
     async def _publish_loop(self) -> None:
-        while True:
+        # the loop condition, not only the cancel, ends it: Python 3.11's wait_for (inside
+        # nats-py's publish) can swallow a cancel that arrives as the ack does
+        while not self._stopping.is_set():
             ann = await self._queue.get()
             try:
                 subject, data = seal_announcement(
@@ -241,6 +261,14 @@ class SafeModeControl:
             else:
                 _log.error("safe_mode_announcement_dropped", region=ann.region, error=r.last_error)
 
+    async def _save_loop(self) -> None:
+        """Write the scopes through after every change (and every refresh), latest wins."""
+        while not self._stopping.is_set():
+            await self._dirty.wait()
+            self._dirty.clear()
+            if self.store is not None:
+                await self.store.save(self.stage.engine, self._clock.now_ms())
+
     async def _refresh_loop(self) -> None:
         while not self._stopping.is_set():
             with contextlib.suppress(asyncio.TimeoutError):
@@ -250,6 +278,7 @@ class SafeModeControl:
             for ann in self.stage.status(SafeModeCause.REFRESH):
                 with contextlib.suppress(asyncio.QueueFull):
                     self._queue.put_nowait(ann)
+            self._dirty.set()
 
     async def _command_loop(self) -> None:
         backoff = 0.2

@@ -117,6 +117,17 @@ class PolicyEngine:
         """The operator's command, effective at the current round."""
         return self._safe.operator(scope, enter, max(self._round, 0), reason)
 
+    def snapshot(self) -> tuple[int, list[tuple[Scope, bool, int, int, str]]]:
+        """The safe-mode state to store: the highest round seen and every active scope."""
+        return self._round, self._safe.export()
+
+    def restore(self, round_: int, scopes: Sequence[tuple[Scope, bool, int, int, str]]) -> int:
+        """Restore a stored :meth:`snapshot` (into a fresh engine); returns the scopes restored.
+        Automatic scopes then leave as usual once quiet (``tick``), manual ones only by the
+        operator."""
+        self._round = max(self._round, round_)
+        return sum(self._safe.restore(*s) for s in scopes)
+
     def tick(self, round_: int) -> list[Transition]:
         """Time passes (rounds without decisions still count towards leaving)."""
         return self._advance(round_)

@@ -164,6 +164,24 @@ class SafeMode:
         self._leave(scope)
         return Transition(scope, False, Cause.OPERATOR, round_, reason)
 
+    def export(self) -> list[tuple[Scope, bool, int, int, str]]:
+        """Every active scope as ``(scope, manual, entered, last_alarm, reason)``, sorted (what the
+        coordinator stores so the state survives a restart)."""
+        return [
+            (s, st.manual, st.entered, st.last_alarm, st.reason)
+            for s, st in sorted(self._scopes.items())
+        ]
+
+    def restore(
+        self, scope: Scope, manual: bool, entered: int, last_alarm: int, reason: str
+    ) -> bool:
+        """Re-enter a stored scope (no transition: it was announced before); ``False`` when it is
+        active already or its region's name table is full."""
+        if scope in self._scopes or self._full(scope):
+            return False
+        self._enter(scope, _State(manual, entered, max(entered, last_alarm), reason))
+        return True
+
     def tick(self, round_: int) -> list[Transition]:
         """Leave every automatic scope quiet for ``quiet_rounds`` rounds at ``round_``."""
         out: list[Transition] = []

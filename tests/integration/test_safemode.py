@@ -375,3 +375,49 @@ async def test_lkg_use_raises_an_alarm_and_guards_the_name(fab: Fabric) -> None:
     r = r0 + 6  # the clock passed round r0 + 4's start
     held = await fab.round(r)
     assert held.outcome is Outcome.UNAVAILABLE and stats.held == 1
+
+
+async def test_safe_mode_state_survives_a_coordinator_restart(fab: Fabric) -> None:
+    """The scopes are written through to the state bucket (``_policy.<coordinator>``, HMAC'd with
+    the coordinator key) and read back at start: an operator's safe mode survives a restart and the
+    start announcement lists it; a record not written with the coordinator's key is refused."""
+    from cctf.bus.kv import LKG_BUCKET, Bucket
+    from cctf.coordinator.policystate import seal_state, state_key
+    from cctf.policy.model import Scope
+
+    coordinator = await fab.start()
+    seen: list[SafeModeAnnouncement] = []
+    watcher = await _announcements(fab, EAST, seen)
+    js = fab.admin.jetstream()
+    try:
+        await js.publish(operator_subject(EAST), _command(fab, fab.operator, Action.ENTER, NAME))
+        store = coordinator.safe_mode.store
+        assert store is not None
+        await _until(lambda: coordinator.safe_mode.active(EAST) == [NAME], what="entered")
+        await _until(lambda: store.saves >= 1, what="state stored")
+        await coordinator.stop()
+        fab.clock.advance(1000)  # (a fake clock: the new process's announcements come later)
+
+        restarted = await fab.start()
+        assert restarted.safe_mode.active(EAST) == [NAME]  # read back before the first round
+        assert restarted.safe_mode.store is not None and restarted.safe_mode.store.loaded == 1
+        assert restarted.safe_mode.stage.engine.is_manual(Scope(EAST, NAME))
+        await _until(
+            lambda: any(a.cause is SafeModeCause.START and a.active == [NAME] for a in seen),
+            what="the start announcement listing the restored scope",
+        )
+        await restarted.stop()
+
+        # a forged record (another key's secret) under the coordinator's key: refused, fail safe
+        bucket = await Bucket.bind(js, LKG_BUCKET)
+        forged = seal_state(
+            b"\x00" * 32, fab.coord.principal, 5, 0, [(Scope(EAST), True, 1, 1, "x")]
+        )
+        await bucket.put(state_key(fab.coord.principal), forged)
+        fab.clock.advance(1000)
+        again = await fab.start()
+        assert again.safe_mode.active(EAST) == []
+        assert again.safe_mode.store is not None and again.safe_mode.store.errors == 1
+    finally:
+        watcher.cancel()
+        await asyncio.gather(watcher, return_exceptions=True)
