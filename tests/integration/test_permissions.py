@@ -26,7 +26,7 @@ from cctf.bus.accounts import (
 )
 from cctf.bus.connect import jetstream
 from cctf.bus.kv import LKG_BUCKET, kv_stream_name
-from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
+from cctf.bus.streams import LOG_STREAM, ensure_streams, verdict_stream_name, votes_stream_name
 from cctf.devfabric.nats import NatsFabric
 
 if TYPE_CHECKING:
@@ -37,6 +37,7 @@ KIND_STREAM = {
     StreamKind.VOTES: votes_stream_name("us-east"),
     StreamKind.VERDICTS: verdict_stream_name("us-east"),
     StreamKind.LKG: kv_stream_name(LKG_BUCKET),
+    StreamKind.LOG: LOG_STREAM,
 }
 # what a ".>" tail of a verb stands for, concretely (a published subject holds no wildcard)
 TAILS = {
