@@ -214,6 +214,8 @@ class LogWriter:
         self._pending = 0
         self._idle = asyncio.Event()
         self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._last_data = b""
         self.retries = 0
         """Failed publish attempts so far (each one retried)."""
         self.failed: LogWriteError | None = None
@@ -224,35 +226,51 @@ class LogWriter:
         return self._pending
 
     async def append(self, record: LogBatch) -> None:
-        """Store ``record`` durably (module doc); returns once the stream acknowledged it."""
+        """Store ``record`` durably (module doc); returns once the stream acknowledged it.
+
+        Cancelling the caller does not cancel the append: it goes on (same message id, same
+        expected sequence) until acknowledged or :meth:`close`, and later appends wait for it, so a
+        caller that gave up waiting never leaves the writer unsure of the log's last record.
+        Appending the record that was acknowledged last again is a no-op (a caller's retry)."""
         try:
             data = record.encode()
         except RecordError as exc:
             raise RecordTooLargeError(exc.reason, str(exc)) from None
         self._pending += 1
         self._idle.clear()
-        try:
-            async with self._lock:
-                if self.failed is not None:
-                    raise LogWriteError("failed", f"the writer failed before: {self.failed}")
-                if record.first_index != self.next_index:
-                    raise LogWriteError(
-                        "out-of-order",
-                        f"record at {record.first_index}, the log's next index is "
-                        f"{self.next_index}",
-                    )
-                try:
-                    seq = await self._publish(record, data)
-                except LogWriteError as exc:
-                    if exc.reason != "stopped":
-                        self.failed = exc
-                    raise
-                self.last_seq = seq
-                self.next_index = record.size
-        finally:
-            self._pending -= 1
-            if self._pending == 0:
-                self._idle.set()
+        task = asyncio.ensure_future(self._append(record, data))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        await asyncio.shield(task)
+
+    def _done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled():
+            task.exception()  # retrieved: the caller (if still waiting) gets it too
+        self._pending -= 1
+        if self._pending == 0:
+            self._idle.set()
+
+    async def _append(self, record: LogBatch, data: bytes) -> None:
+        async with self._lock:
+            if self.failed is not None:
+                raise LogWriteError("failed", f"the writer failed before: {self.failed}")
+            if record.size == self.next_index and data == self._last_data:
+                return  # the caller retried the record acknowledged last
+            if record.first_index != self.next_index:
+                raise LogWriteError(
+                    "out-of-order",
+                    f"record at {record.first_index}, the log's next index is {self.next_index}",
+                )
+            try:
+                seq = await self._publish(record, data)
+            except LogWriteError as exc:
+                if exc.reason != "stopped":
+                    self.failed = exc
+                raise
+            self.last_seq = seq
+            self.next_index = record.size
+            self._last_data = data
 
     async def _publish(self, record: LogBatch, data: bytes) -> int:
         headers = {

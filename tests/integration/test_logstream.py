@@ -141,9 +141,15 @@ async def test_append_waits_out_an_outage(tmp_path, nats_connect: NatsConnect) -
         pending = asyncio.create_task(writer.append(state.append([b"b"])))
         await asyncio.sleep(1.0)
         assert not pending.done() and writer.pending == 1
+        pending.cancel()  # the caller gives up waiting: the append itself goes on
+        later = state.append([b"c"])
+        following = asyncio.create_task(writer.append(later))
+        await asyncio.sleep(0.2)
+        assert writer.pending == 2
         await asyncio.to_thread(server.start)
-        await asyncio.wait_for(pending, 30)
+        await asyncio.wait_for(following, 30)
+        await writer.append(later)  # a caller's retry of the last record: a no-op
         resumed, _ = await open_log(coord, "c3", KEY)
-        assert (resumed.size, resumed.root) == (2, state.root)
+        assert (resumed.size, resumed.root) == (3, state.root)
     finally:
         await fabric.astop()
