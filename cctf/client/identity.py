@@ -29,6 +29,7 @@ from cryptography import x509
 
 from cctf.bus_schemas.evidence import IdentityKind
 from cctf.bus_schemas.messages import Verdict
+from cctf.client.errors import FetchError
 from cctf.client.identity_paths import dns_path, mtls_path, oidc_path
 from cctf.client.material import (
     DEFAULT_MATERIAL_CACHE,
@@ -37,10 +38,19 @@ from cctf.client.material import (
     MaterialStore,
     NoMaterial,
 )
+from cctf.client.safemode import SafeModeStatus
 from cctf.client.sdk import NoVerdict, TrustClient, TrustClientError, VerdictRejected
 from cctf.identity.errors import IdentityError
 from cctf.identity.errors import Reason as IdReason
-from cctf.identity.negotiator import Negotiated, Path, PathResult, negotiate, policy_from_spec
+from cctf.identity.negotiator import (
+    Negotiated,
+    Path,
+    PathResult,
+    configured_paths,
+    negotiate,
+    policy_from_spec,
+    stricter,
+)
 from cctf.identity.spiffeid import SpiffeId, parse_spiffe_id
 from cctf.identity.targets import IdentityTargets, WorkloadTarget
 from cctf.identity.tokens import MAX_TOKEN_BYTES, Claims, verify_id_token, verify_jwt_svid
@@ -55,6 +65,9 @@ __all__ = [
     "WorkloadDecision",
     "workload_to_json",
 ]
+
+#: How long a verified safe-mode state is reused for workload decisions.
+_SAFE_STATE_TTL_MS = 1_000
 
 
 class UnknownWorkload(TrustClientError, LookupError):
@@ -102,6 +115,8 @@ class WorkloadDecision:
     policy: str
     checked_ms: int = 0
     credentials: tuple[CredentialDecision, ...] = field(default=())
+    safe_mode: bool = False
+    """The workload's DNS name or SPIFFE ID was in safe mode: every configured path was required."""
 
 
 def workload_to_json(d: WorkloadDecision) -> dict[str, Any]:
@@ -113,6 +128,7 @@ def workload_to_json(d: WorkloadDecision) -> dict[str, Any]:
         "outcome": n.outcome.value,
         "reason": n.reason,
         "policy": d.policy,
+        "safe_mode": d.safe_mode,
         "paths": {p.value: {"state": r.state.value, "reason": r.reason} for p, r in n.paths},
     }
 
@@ -129,10 +145,15 @@ class IdentityClient:
         cache_size: int = DEFAULT_MATERIAL_CACHE,
         require_dnssec: bool = False,
         dns_lkg_holds: bool = False,
+        safe_mode_paths: bool = True,
     ) -> None:
         """``require_dnssec``: the dns path holds only for a DNSSEC-secure answer;
         ``dns_lkg_holds``: a Last-Known-Good DNS attestation counts as holding (default: the
-        path is unavailable while only LKG stands behind it)."""
+        path is unavailable while only LKG stands behind it); ``safe_mode_paths``: safe mode's
+        stricter path rules: while the region's verified safe-mode state covers a workload's DNS
+        name or SPIFFE ID, every path configured for it is required (docs/policy.md)."""
+        self.safe_mode_paths = safe_mode_paths
+        self._safe_state: tuple[int, SafeModeStatus | None, bool] | None = None
         self.trust = trust
         self.targets = targets
         self.require_dnssec = require_dnssec
@@ -304,7 +325,36 @@ class IdentityClient:
             Path.OIDC: await self._oidc(target, token),
         }
         policy = policy_from_spec(target.policy)
-        return WorkloadDecision(spiffe_id, negotiate(policy, results), str(policy), self._now_ms())
+        strict = self.safe_mode_paths and await self._in_safe_mode(target)
+        if strict:
+            policy = stricter(policy, configured_paths(target))
+        return WorkloadDecision(
+            spiffe_id, negotiate(policy, results), str(policy), self._now_ms(), safe_mode=strict
+        )
+
+    async def _in_safe_mode(self, target: WorkloadTarget) -> bool:
+        """Whether the region's verified safe-mode state covers the workload (its DNS name or
+        SPIFFE ID). Nothing ever announced: no. The state cannot be read or verified (expired,
+        refused, no k-of-m quorum, the bus): yes, fail towards the stricter rules. Cached 1 s."""
+        now = self._now_ms()
+        if self._safe_state is None or not 0 <= now - self._safe_state[0] < _SAFE_STATE_TTL_MS:
+            status: SafeModeStatus | None = None
+            unknown = False
+            try:
+                status = await self.trust.safe_mode()
+            except NoVerdict:
+                pass
+            except (VerdictRejected, FetchError):
+                unknown = True
+            self._safe_state = (now, status, unknown)
+        _, status, unknown = self._safe_state
+        if unknown:
+            return True
+        if status is None:
+            return False
+        return status.covers(target.spiffe_id) or (
+            target.dns_name is not None and status.covers(target.dns_name)
+        )
 
     async def _dns(self, target: WorkloadTarget) -> PathResult:
         if target.dns_name is None:

@@ -22,12 +22,12 @@ from ``trusted`` towards ``refused``, never the other way (tests/unit/test_ident
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Final, Protocol
 
-from cctf.identity.targets import PolicySpec
+from cctf.identity.targets import PolicySpec, WorkloadTarget
 
 __all__ = [
     "DEFAULT_POLICY",
@@ -41,8 +41,10 @@ __all__ = [
     "PathState",
     "Policy",
     "Requires",
+    "configured_paths",
     "negotiate",
     "policy_from_spec",
+    "stricter",
 ]
 
 
@@ -185,6 +187,24 @@ def policy_from_spec(spec: PolicySpec) -> Policy:
     parts: list[Policy] = [AtLeast(spec.at_least)]
     parts.extend(Requires(Path(p)) for p in spec.require)
     return parts[0] if len(parts) == 1 else AllOf(*parts)
+
+
+def configured_paths(target: WorkloadTarget) -> tuple[Path, ...]:
+    """The paths a workload has evidence configured for: ``dns`` (``dns_name``), ``mtls``
+    (``endpoint``), ``oidc`` (``issuer``)."""
+    have = {
+        Path.DNS: target.dns_name is not None,
+        Path.MTLS: target.endpoint is not None,
+        Path.OIDC: target.issuer is not None,
+    }
+    return tuple(p for p in ALL_PATHS if have[p])
+
+
+def stricter(policy: Policy, configured: Iterable[Path]) -> Policy:
+    """Safe mode's stricter path rules (docs/policy.md, *Effects* 2): ``policy`` and every
+    ``configured`` path required. Still monotone; the same policy when nothing is configured."""
+    required = [Requires(p) for p in ALL_PATHS if p in set(configured)]
+    return AllOf(policy, *required) if required else policy
 
 
 @dataclass(frozen=True, slots=True)

@@ -151,3 +151,49 @@ async def test_a_presented_chain_is_validated_on_the_mtls_path(rw: RelyingWorld,
     d = workload_to_json(await client.workload(api.spiffe_id, chain=expired))
     assert d["paths"]["mtls"] == {"state": "fails", "reason": "expired"}
     assert d["outcome"] == "unavailable"  # dns holds, mtls fails: 2 of 3 only if oidc comes back
+
+
+async def test_safe_mode_requires_every_configured_path(rw: RelyingWorld, bus: Bus) -> None:
+    """Safe mode's stricter path rules: while the region's signed safe-mode state covers the
+    workload's DNS name, every configured path is required (dns + oidc no longer enough under
+    2-of-3); a region without safe mode (or after it left) decides as before."""
+    from cctf.bus_schemas.control import SafeModeAnnouncement, SafeModeCause, SafeModeState
+    from cctf.coordinator.pipeline.safemode import seal_announcement
+
+    spiffe_id = rw.fabric.workload("api").spiffe_id
+    dns_name = rw.fabric.workload("api").spec.dns_name
+    up = {"dns": True, "mtls": False, "oidc": True}
+    token = await _arrange(rw, spiffe_id, up, "outage")
+
+    async def decide() -> dict[str, Any]:
+        trust = TrustClient(bus.client_nc, rw.world.trust, "us-east", clock=rw.world.clock)
+        return workload_to_json(await rw.client(trust).workload(spiffe_id, token=token))
+
+    before = await decide()  # nothing announced: the workload's own policy
+    assert (before["outcome"], before["safe_mode"]) == ("trusted", False), before
+
+    async def announce(active: list[str], state: SafeModeState) -> None:
+        now = rw._tick()
+        ann = SafeModeAnnouncement(
+            region="us-east",
+            scope=dns_name,
+            state=state,
+            cause=SafeModeCause.OPERATOR,
+            rule="",
+            reason="operator ops-alice: suspected hijack",
+            round=now // 1000,
+            active=active,
+            issued_ms=now,
+            expires_ms=now + 300_000,
+            coordinator=rw.world.coordinator.principal,
+            seq=now * 1000,
+        )
+        await bus.publish(*seal_announcement(rw.world.coordinator.key, ann))
+
+    await announce([dns_name], SafeModeState.ENTERED)
+    strict = await decide()
+    assert (strict["outcome"], strict["safe_mode"]) == ("unavailable", True), strict
+    assert "mtls required" in strict["policy"] and "mtls is required" in strict["reason"]
+    await announce([], SafeModeState.LEFT)
+    after = await decide()
+    assert (after["outcome"], after["safe_mode"]) == ("trusted", False), after

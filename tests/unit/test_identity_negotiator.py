@@ -164,3 +164,35 @@ def test_outcome_matches_brute_force_over_futures(
         assert got is Outcome.REFUSED
     else:
         assert got is Outcome.UNAVAILABLE
+
+
+@given(policies(), STATES, st.sets(st.sampled_from(PATHS)))
+def test_safe_mode_stricter_rules_never_trust_more(
+    pol: Policy, states: tuple[PathState, ...], configured: set[Path]
+) -> None:
+    """``stricter``: never TRUSTED where the policy is not; TRUSTED exactly when the policy is and
+    every configured path holds; nothing configured: the same policy."""
+    from cctf.identity.negotiator import stricter
+
+    strict = stricter(pol, configured)
+    plain = negotiate(pol, results(states)).outcome
+    got = negotiate(strict, results(states)).outcome
+    assert RANK[got] <= RANK[plain]
+    holding = {p for p, s in zip(PATHS, states, strict=True) if s is H}
+    assert (got is Outcome.TRUSTED) == (plain is Outcome.TRUSTED and configured <= holding)
+    if not configured:
+        assert strict is pol
+
+
+def test_configured_paths_of_a_workload() -> None:
+    from cctf.identity.negotiator import configured_paths
+    from cctf.identity.targets import WorkloadTarget
+
+    full = WorkloadTarget(
+        spiffe_id="spiffe://example.org/api",
+        dns_name="api.example.org.",
+        endpoint="127.0.0.1:8443",
+        issuer="https://issuer.example.org",
+    )
+    assert configured_paths(full) == (Path.DNS, Path.MTLS, Path.OIDC)
+    assert configured_paths(WorkloadTarget(spiffe_id="spiffe://example.org/db")) == ()
