@@ -147,7 +147,7 @@ async def test_live_heads_gossip_and_the_split_view_alarm(bus: Bus, nats_connect
         await gossiper.close()
 
 
-async def test_cctf_check_json_shows_the_log_position(
+async def test_cctf_check_and_watch_show_the_log_position(
     bus: Bus, cli_files: tuple[World, list[str]]
 ) -> None:
     world, common = cli_files
@@ -165,6 +165,11 @@ async def test_cctf_check_json_shows_the_log_position(
     code, out, err = await run_cli("check", NAME, *common, *LENIENT)
     assert code == 0, err
     assert out.strip().endswith("log=0/1")
+    code, out, err = await run_cli(
+        "watch", *common, "--json", "--count", "1", "--deliver", "last_per_subject"
+    )
+    assert code == 0, err
+    assert json.loads(out)["log"]["index"] == 0
 
 
 async def test_a_batch_signing_coordinator_end_to_end(nats_single: Any, nats_connect: Any) -> None:
