@@ -5,6 +5,7 @@ hybrid note signatures."""
 from __future__ import annotations
 
 import contextlib
+import io
 
 import pytest
 from hypothesis import given, settings
@@ -171,15 +172,22 @@ class _Source:
 
 
 async def test_the_feed_asks_for_pending_consistency_proofs() -> None:
+    from cctf import telemetry
     from cctf.client.headfeed import HeadFeed
 
-    source = _Source(None)
-    feed = HeadFeed(None, WORLD.trust, gossip=False, consistency=source)  # type: ignore[arg-type]
-    feed.add(LOG.head_note(5), "test")
-    feed.add(LOG.head_note(9), "test")
-    await feed.tick()
-    await feed.tick()
+    logs = io.StringIO()
+    telemetry.configure_logging(json=True, level="info", stream=logs)
+    try:
+        source = _Source(None)
+        feed = HeadFeed(None, WORLD.trust, gossip=False, consistency=source)  # type: ignore[arg-type]
+        feed.add(LOG.head_note(5), "test")
+        feed.add(LOG.head_note(9), "test")
+        await feed.tick()
+        await feed.tick()
+    finally:
+        telemetry.configure_logging()
     assert feed.consistency_unavailable == 2 and feed.cache.pending() == [(KID, 5, 9)]
+    assert logs.getvalue().count("consistency_unavailable") == 1  # one line per outage
     source.log = LOG
     await feed.tick()
     assert source.asked[-1] == (COORD.principal, 5, 9)
