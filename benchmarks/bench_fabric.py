@@ -51,6 +51,7 @@ from harness import (
     tail,
     wait_until,
 )
+from tlog_subscriber import TlogSubscriber
 
 from cctf.agents.ballot import build_ballot
 from cctf.agents.canonical import Observation
@@ -226,7 +227,7 @@ class BenchFabric:
 
     agents: Agents
     collector: Collector
-    client: TrustClient
+    client: TrustClient | TlogSubscriber
     admin: Any
     proc: subprocess.Popen[bytes]
     log_path: Path
@@ -250,9 +251,13 @@ class BenchFabric:
         )
 
 
-def coordinator_config(tmp: Path, creds: Path, metrics_port: int) -> dict[str, Any]:
-    """The generated ``cctf coordinator run`` config: 3-of-5, 1 s rounds, metrics endpoint."""
+def coordinator_config(
+    tmp: Path, creds: Path, metrics_port: int, signing: str = "per_verdict"
+) -> dict[str, Any]:
+    """The generated ``cctf coordinator run`` config: 3-of-5, 1 s rounds, metrics endpoint,
+    ``signing`` (``per_verdict`` or ``batch``), verdicts to ``VERDICT_REGION``."""
     return {
+        "signing": signing,
         "coordinator": COORDINATOR_ID,
         "region": VERDICT_REGION,
         "key_file": str(tmp / "coordinator.key.json"),
@@ -276,6 +281,7 @@ async def start(
     *,
     nodes: int = 1,
     profile_coordinator: Path | None = None,
+    signing: str = "per_verdict",
 ) -> BenchFabric:
     """Start everything (stopped by ``stack``) and warm it up: one verdict has gone through."""
     agent_keys = {r: SigningKey.generate(SUITE) for r in REGIONS}
@@ -297,7 +303,9 @@ async def start(
 
     metrics_port = free_port()
     config_path = tmp / "coordinator.json"
-    config_path.write_text(json.dumps(coordinator_config(tmp, creds, metrics_port), indent=2))
+    config_path.write_text(
+        json.dumps(coordinator_config(tmp, creds, metrics_port, signing), indent=2)
+    )
     log_path = tmp / "coordinator.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed by the exit stack
     stack.callback(log_file.close)
@@ -324,13 +332,22 @@ async def start(
         nc = await nats.connect(f"agent-{r}", name=agent_id(r), for_tests=True)
         stack.push_async_callback(nc.close)
         agents.js[r] = nc.jetstream()
-    client_nc = await nats.connect("client", name="bench-subscriber", for_tests=True)
-    stack.push_async_callback(client_nc.close)
-    client = TrustClient(client_nc, trust, VERDICT_REGION)
-    stream = await _open_stream(client, proc, log_path)
-    stack.push_async_callback(stream.aclose)
     collector = Collector()
-    consumer = asyncio.create_task(collector.run(stream))
+    client: TrustClient | TlogSubscriber
+    if signing == "batch":  # "tlog" verdicts: the bench's verifier (tlog_subscriber.py)
+        client = TlogSubscriber(
+            admin, coord_key.public, COORDINATOR_ID, VERDICT_REGION, collector.on_verdict
+        )
+        await client.start()
+        stack.push_async_callback(client.aclose)
+        consumer = asyncio.create_task(asyncio.sleep(0))
+    else:
+        client_nc = await nats.connect("client", name="bench-subscriber", for_tests=True)
+        stack.push_async_callback(client_nc.close)
+        client = TrustClient(client_nc, trust, VERDICT_REGION)
+        stream = await _open_stream(client, proc, log_path)
+        stack.push_async_callback(stream.aclose)
+        consumer = asyncio.create_task(collector.run(stream))
 
     async def stop_consumer() -> None:
         consumer.cancel()
@@ -410,6 +427,8 @@ def run_part(
     *,
     nodes: int,
     budget_s: float,
+    signing: str = "per_verdict",
+    profile_coordinator: Path | None = None,
 ) -> int:
     """One benchmark part on a fresh fabric in a temporary directory (removed afterwards)."""
 
@@ -417,7 +436,14 @@ def run_part(
         tmp = Path(tempfile.mkdtemp(prefix="cctf-bench-"))
         try:
             async with contextlib.AsyncExitStack() as stack:
-                fab = await start(tmp, stack, progress, nodes=nodes)
+                fab = await start(
+                    tmp,
+                    stack,
+                    progress,
+                    nodes=nodes,
+                    signing=signing,
+                    profile_coordinator=profile_coordinator,
+                )
                 return await measure(fab, progress)
         finally:
             shutil.rmtree(tmp, ignore_errors=True)

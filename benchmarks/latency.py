@@ -177,6 +177,67 @@ async def measure(
     }
 
 
+#: Batch signing (issue #9): names per ballot -> samples (quick, full).
+NAMES_SERIES = {1: (30, 300), 10: (15, 120), 100: (6, 60)}
+ROUND_500_SAMPLES = (3, 30)
+
+
+async def measure_names(
+    fab: fabric.BenchFabric, progress: Progress, *, quick: bool
+) -> dict[str, Any]:
+    """``names_1``, ``names_10``, ``names_100`` (k-th ballot -> each name's verified verdict, every
+    name counted) and ``round_500_last_verdict`` (k-th ballot of a 500-name round -> its LAST
+    verified verdict), with the coordinator's metrics over the phase."""
+    probe = await fab.probe_stored()
+    out: dict[str, Any] = {}
+    try:
+        m0 = fab.scrape()
+        for names, (q, full) in NAMES_SERIES.items():
+            part = await series(
+                fab,
+                label=f"n{names}-",
+                samples=q if quick else full,
+                names_per_sample=names,
+                time_limit_s=5.0 if quick else 25.0,
+                pids=fab.pids,
+            )
+            out[f"names_{names}"] = {**part["from_kth"], "series": part}
+            progress(f"latency {names} name(s): p99 {part['from_kth'].get('p99_ms')} ms")
+        part = await series(
+            fab,
+            label="r500-",
+            samples=ROUND_500_SAMPLES[0] if quick else ROUND_500_SAMPLES[1],
+            names_per_sample=500,
+            time_limit_s=10.0 if quick else 40.0,
+            pids=fab.pids,
+        )
+        out["round_500_last_verdict"] = {
+            "what": "publish of the k-th (3rd) ballot of a 500-name round -> its last verified "
+            "verdict",
+            **part.get("sample_complete_from_kth", {"count": 0}),
+            "series": part,
+        }
+        progress(
+            "latency 500-name round, last verdict: p99 "
+            f"{out['round_500_last_verdict'].get('p99_ms')} ms"
+        )
+        out["coordinator"] = fabric.metrics_delta(m0, fab.scrape())
+    finally:
+        with contextlib.suppress(Exception):
+            await probe.unsubscribe()
+    n1 = out["names_1"].get("p99_ms")
+    out["ratios"] = {
+        "what": "p99 with N names / p99 with 1 name (targets: 10 names <= 1.5, 100 names <= 3)",
+        "names_10": round(out["names_10"]["p99_ms"] / n1, 3)
+        if n1 and "p99_ms" in out["names_10"]
+        else None,
+        "names_100": round(out["names_100"]["p99_ms"] / n1, 3)
+        if n1 and "p99_ms" in out["names_100"]
+        else None,
+    }
+    return out
+
+
 def add_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--latency-samples", type=int, help="latency samples (default 400; quick 40)")
     p.add_argument("--latency-names", type=int, default=1, help="names per latency sample")

@@ -2,7 +2,7 @@
 """Sustained CCTF throughput: verified verdicts per second at the subscriber, under load.
 
     .venv/bin/python benchmarks/throughput.py [--quick] [--nodes 1|3] [--duration S] [--names N]
-                                              [--window W]
+                                              [--window W] [--signing batch|per_verdict]
 
 Batches of five ballots carrying ``--names`` names each, at most ``--window`` batches in flight, for
 ``--duration`` seconds after a warm-up. ``verdicts_per_s`` counts verified verdicts received in the
@@ -20,6 +20,7 @@ import contextlib
 import sys
 import time
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 import bench_fabric as fabric
@@ -168,6 +169,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     p = argparse.ArgumentParser(description="CCTF sustained verified verdicts/s (JSON on stdout)")
     p.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
     p.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="JetStream nodes")
+    p.add_argument("--signing", choices=("per_verdict", "batch"), default="batch")
+    p.add_argument("--profile-coordinator", type=Path, metavar="FILE")
     add_options(p)
     a = p.parse_args(argv)
     check_options(p, a)
@@ -183,6 +186,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         ),
         nodes=a.nodes,
         budget_s=90.0 + 2 * a.duration,
+        signing=a.signing,
+        profile_coordinator=a.profile_coordinator,
     )
 
 
