@@ -51,7 +51,6 @@ from harness import (
     tail,
     wait_until,
 )
-from tlog_subscriber import TlogSubscriber
 
 from cctf.agents.ballot import build_ballot
 from cctf.agents.canonical import Observation
@@ -227,7 +226,7 @@ class BenchFabric:
 
     agents: Agents
     collector: Collector
-    client: TrustClient | TlogSubscriber
+    client: TrustClient
     admin: Any
     proc: subprocess.Popen[bytes]
     log_path: Path
@@ -333,21 +332,13 @@ async def start(
         stack.push_async_callback(nc.close)
         agents.js[r] = nc.jetstream()
     collector = Collector()
-    client: TrustClient | TlogSubscriber
-    if signing == "batch":  # "tlog" verdicts: the bench's verifier (tlog_subscriber.py)
-        client = TlogSubscriber(
-            admin, coord_key.public, COORDINATOR_ID, VERDICT_REGION, collector.on_verdict
-        )
-        await client.start()
-        stack.push_async_callback(client.aclose)
-        consumer = asyncio.create_task(asyncio.sleep(0))
-    else:
-        client_nc = await nats.connect("client", name="bench-subscriber", for_tests=True)
-        stack.push_async_callback(client_nc.close)
-        client = TrustClient(client_nc, trust, VERDICT_REGION)
-        stream = await _open_stream(client, proc, log_path)
-        stack.push_async_callback(stream.aclose)
-        consumer = asyncio.create_task(collector.run(stream))
+    client_nc = await nats.connect("client", name="bench-subscriber", for_tests=True)
+    stack.push_async_callback(client_nc.close)
+    # the SDK verifies both authenticators ("sig"; "tlog" with its verified-head cache)
+    client = TrustClient(client_nc, trust, VERDICT_REGION)
+    stream = await _open_stream(client, proc, log_path)
+    stack.push_async_callback(stream.aclose)
+    consumer = asyncio.create_task(collector.run(stream))
 
     async def stop_consumer() -> None:
         consumer.cancel()
