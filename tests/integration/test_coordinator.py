@@ -360,6 +360,7 @@ class Harness:
             "tick_ms": 20,
             "publish_timeout_ms": 1000,
             "max_backoff_ms": 300,
+            "signing": "per_verdict",  # these tests open each verdict's own signature
         }
         args.update(kw)
         config = CoordinatorConfig(**args)
@@ -869,6 +870,7 @@ def test_cli_runs_serves_metrics_and_stops_on_sigterm(
         metrics=f"127.0.0.1:{port}",
         round_ms=1000,
         round_grace_ms=500,
+        signing="per_verdict",  # the verdicts are opened with their own signature below
     )
     (tmp_path / "coord.json").write_text(json.dumps(cfg))
     log_fh = (tmp_path / "coordinator.log").open("wb")

@@ -90,6 +90,7 @@ class Lab:
             fetch_timeout_ms=100,
             tick_ms=20,
             lkg=LkgConfig(store_every_ms=0, **lkg),
+            signing="per_verdict",  # verdicts opened with their own signature
         )
         c = Coordinator(config, nc, key=self.coord.key, trust=self.trust, clock=self.clock)
         await c.start()

@@ -114,6 +114,7 @@ class Fabric:
             publish_timeout_ms=1000,
             max_backoff_ms=300,
             safe_mode=PolicyConfig(hold_rounds=HOLD, quiet_rounds=QUIET, **policy),
+            signing="per_verdict",  # verdicts opened with their own signature
         )
         self.coordinator = Coordinator(
             config, nc, key=self.coord.key, trust=self.trust, clock=self.clock
