@@ -53,6 +53,7 @@ from cctf.agents.publishing import (
     PublishResult,
     publish_until,
 )
+from cctf.agents.udpfast import AnswerMemo
 from cctf.bus.streams import votes_stream_name
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
@@ -214,6 +215,7 @@ class ResolverAgent:
         # D6: a round's votes split over bounded ballots, each verified and tallied on its own
         self.ballot_max_votes = ballot_max_votes
         self.ballot_max_bytes = ballot_max_bytes
+        self.memo = AnswerMemo()  # unchanged UDP answers reuse their observation (udpfast)
         self._nc = nc
         self._js = nc.jetstream()
         # the stream a publish must land in (Nats-Expected-Stream); None: whichever holds the subject
@@ -382,7 +384,7 @@ class ResolverAgent:
         query_end = start_ms + self.query_deadline_ms
         deadline_s = max(0.001, (query_end - self._clock.now_ms()) / 1000)
         observations = await query_all(
-            self.resolvers, self.names, deadline_s=deadline_s, dnssec=self.dnssec
+            self.resolvers, self.names, deadline_s=deadline_s, dnssec=self.dnssec, memo=self.memo
         )
         query_ms = float(self._clock.now_ms() - start_ms)
         observed: list[ObservedQuery] = [

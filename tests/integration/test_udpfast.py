@@ -1,0 +1,110 @@
+"""The agents' UDP fast path (cctf.agents.udpfast) against a real DNS server on loopback: the same
+observations as the general path; an unchanged answer reuses its observation (DNSSEC state
+included), a changed one is parsed and validated again; a spoofed datagram is ignored; the memo
+never outlives the answer's TTL or an RRSIG."""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import socket
+
+import dns.message
+import dns.name
+import dns.rdatatype
+
+from cctf.agents.canonical import Observation, Transport, VoteStatus, observation_from_response
+from cctf.agents.dnsquery import ResolverSpec, query_all
+from cctf.agents.dnssec import TrustAnchors
+from cctf.agents.dnssecfetch import ChainValidator
+from cctf.agents.udpfast import MAX_MEMO_S, AnswerMemo, exchange
+from cctf.bus_schemas.messages import DnssecState
+from cctf.chaos.dnsserver import FaultyDnsServer
+from cctf.chaos.faults import Faults
+from cctf.chaos.signing import signed_demo_zone
+from cctf.chaos.zone import DEMO_NAMES
+
+NAMES = [(n, "A") for n in DEMO_NAMES]
+
+
+def _same(a: list[Observation], b: list[Observation]) -> bool:
+    """Equal but for the latency."""
+    return [dataclasses.replace(o, latency_ms=0.0) for o in a] == [
+        dataclasses.replace(o, latency_ms=0.0) for o in b
+    ]
+
+
+async def test_memo_reuses_unchanged_answers_and_revalidates_changed_ones() -> None:
+    signed = signed_demo_zone()
+    async with FaultyDnsServer(signed.zone, signed=signed) as server:
+        spec = ResolverSpec(id="r1", address="127.0.0.1", port=server.port, transport=Transport.UDP)
+        anchors = TrustAnchors.parse(signed.trust_anchors)
+        memo = AnswerMemo()
+        plain = await query_all([spec], NAMES, deadline_s=3, dnssec=ChainValidator(anchors))
+        fast = await query_all(
+            [spec], NAMES, deadline_s=3, dnssec=ChainValidator(anchors), memo=memo
+        )
+        assert memo.hits == 0 and memo.misses == len(NAMES)
+        assert _same(fast, plain)  # the same observations as the general path
+        assert {(o.status, o.dnssec) for o in fast} == {(VoteStatus.ANSWER, DnssecState.SECURE)}
+        again = await query_all(
+            [spec], NAMES, deadline_s=3, dnssec=ChainValidator(anchors), memo=memo
+        )
+        assert memo.hits == len(NAMES) and _same(again, fast)  # unchanged bytes: reused
+        # a forged answer (not signed by the zone): different bytes, parsed and validated again
+        server.set_faults(Faults(poison="203.0.113.66"))
+        poisoned = await query_all(
+            [spec], NAMES, deadline_s=3, dnssec=ChainValidator(anchors), memo=memo
+        )
+        assert memo.hits == len(NAMES)  # no new hit
+        assert all(o.answer[0].endswith(" 203.0.113.66") for o in poisoned)
+        assert {o.dnssec for o in poisoned} == {DnssecState.BOGUS}
+
+
+def test_memo_entry_never_outlives_ttl_or_signature() -> None:
+    memo = AnswerMemo()
+    question = (dns.name.from_text("www.demo.test."), dns.rdatatype.A, True)
+    signed = signed_demo_zone()
+
+    q = dns.message.make_query("www.demo.test.", "A", want_dnssec=True)
+    r = dns.message.from_wire(
+        FaultyDnsServer(signed.zone, signed=signed).responder.handle(q.to_wire()) or b""
+    )
+
+    obs = observation_from_response("r1", Transport.UDP, question[0], question[1], r, 1.0)
+    data = r.to_wire()
+    sig_exp = min(float(s.expiration) for rr in r.answer if rr.rdtype == 46 for s in rr)
+    now = sig_exp - 10  # 10 s before the RRSIG expires
+    memo.store("r1", question, data, obs, r, now)
+    assert memo.lookup("r1", question, data, now + 9) is obs
+    assert memo.lookup("r1", question, data, now + 10) is None  # the signature expired
+    memo.store("r1", question, data, obs, r, 0.0)  # far from the signature's end: TTL bounds it
+    assert memo.lookup("r1", question, data, min(obs.ttl, MAX_MEMO_S) - 0.5) is obs
+    assert memo.lookup("r1", question, data, min(obs.ttl, MAX_MEMO_S)) is None
+    assert memo.lookup("r2", question, data, 1.0) is None  # per resolver
+
+
+async def test_exchange_ignores_a_datagram_that_does_not_answer_the_query() -> None:
+    loop = asyncio.get_running_loop()
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    q = dns.message.make_query("www.demo.test.", "A")
+
+    async def server() -> None:
+        data, addr = await loop.sock_recvfrom(srv, 4096)
+        r = dns.message.make_response(dns.message.from_wire(data))
+        wrong_id = bytes([data[0] ^ 1, data[1]]) + r.to_wire()[2:]
+        await loop.sock_sendto(srv, wrong_id, addr)  # spoof-like: ignored
+        other = dns.message.make_response(dns.message.make_query("api.demo.test.", "A"))
+        await loop.sock_sendto(srv, data[:2] + other.to_wire()[2:], addr)  # wrong question
+        await loop.sock_sendto(srv, r.to_wire(), addr)  # the answer
+
+    task = asyncio.create_task(server())
+    try:
+        got = await exchange("127.0.0.1", port, q.to_wire(), 2.0, 1.0)
+        assert dns.message.from_wire(got).question == q.question
+    finally:
+        await task
+        srv.close()
