@@ -97,7 +97,14 @@ class LoadFabric:
         self.pids: Pids = {}
         self.agent_procs: list[subprocess.Popen[bytes]] = []
 
-    async def start(self, *, nodes: int, max_names: int, overrides: dict[str, Any]) -> None:
+    async def start(
+        self,
+        *,
+        nodes: int,
+        max_names: int,
+        overrides: dict[str, Any],
+        profile: Path | None = None,
+    ) -> None:
         tmp, stack, progress = self.tmp, self.stack, self.progress
         keys = {r: SigningKey.generate(SUITE) for r in REGIONS}
         coord_key = SigningKey.generate(SUITE)
@@ -164,7 +171,11 @@ class LoadFabric:
         log_file = open(self.coord_log, "wb")  # noqa: SIM115 - closed by the exit stack
         stack.callback(log_file.close)
         progress("starting the coordinator process")
-        cmd = [sys.executable, "-m", "cctf", "coordinator", "run", "--config", str(config_path)]
+        cmd = [sys.executable, "-m", "cctf"]
+        if profile is not None:  # cProfile runs a script: the console script next to python
+            cmd = [sys.executable, "-m", "cProfile", "-o", str(profile.resolve())]
+            cmd += [str(Path(sys.executable).parent / "cctf")]
+        cmd += ["coordinator", "run", "--config", str(config_path)]
         coord = spawn(
             [*cmd, "--log-level", "warning"],
             stdin=subprocess.DEVNULL,
@@ -367,6 +378,9 @@ def main() -> int:
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the logs and configs")
     parser.add_argument(
+        "--profile-coordinator", type=Path, metavar="FILE", help="cProfile stats of the coordinator"
+    )
+    parser.add_argument(
         "--set",
         action="append",
         default=[],
@@ -387,7 +401,12 @@ def main() -> int:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 fab = LoadFabric(tmp, stack, progress)
-                await fab.start(nodes=args.nodes, max_names=max(sizes), overrides=overrides)
+                await fab.start(
+                    nodes=args.nodes,
+                    max_names=max(sizes),
+                    overrides=overrides,
+                    profile=args.profile_coordinator,
+                )
                 results: dict[str, Any] = {}
                 for n in sizes:
                     results[str(n)] = await measure_n(fab, n, args.rounds, args.warmup)

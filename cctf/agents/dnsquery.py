@@ -161,7 +161,7 @@ async def _query_udp_memo(
     """:func:`query` (and the DNSSEC annotation) over UDP through :mod:`cctf.agents.udpfast`: an
     unchanged answer reuses last round's observation; a truncated one takes the general path."""
     question = (name, rdtype, want_dnssec)
-    template = memo.query_wire(question, _make_query(name, rdtype, want_dnssec, False))
+    template = memo.query_wire(question, lambda: _make_query(name, rdtype, want_dnssec, False))
     start = time.perf_counter()
     try:
         inner = deadline_s - min(_INNER_MARGIN_S, deadline_s * 0.1)

@@ -22,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+from collections.abc import Callable
 from typing import Final
 
 import dns.message
@@ -51,13 +52,14 @@ class AnswerMemo:
         self.hits = 0
         self.misses = 0
 
-    def query_wire(self, question: Question, build: dns.message.Message) -> bytes:
-        """The wire form of ``build`` (the query for ``question``), cached; id bytes arbitrary."""
+    def query_wire(self, question: Question, build: Callable[[], dns.message.Message]) -> bytes:
+        """The wire form of the query ``build()`` makes for ``question``, built once (cached); its
+        id bytes are replaced per query."""
         wire = self._queries.get(question)
         if wire is None:
             if len(self._queries) >= self._max:
                 self._queries.clear()
-            wire = self._queries[question] = build.to_wire()
+            wire = self._queries[question] = build().to_wire()
         return wire
 
     def lookup(
