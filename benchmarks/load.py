@@ -43,6 +43,7 @@ import argparse
 import asyncio
 import contextlib
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -84,7 +85,7 @@ ROUND_MS = 1_000
 ROUND_GRACE_MS = 1_500
 SHED_AFTER_ROUNDS = 2
 DEFAULT_NAMES = (100, 300, 1000, 3000)
-LOG_LEVEL = "warning"
+LOG_LEVEL = os.environ.get("CCTF_LOAD_AGENT_LOG", "warning")
 _AGENT_CMD = (sys.executable, "-m", "cctf", "agent", "run")
 
 

@@ -147,6 +147,18 @@ async def query(
         return Observation.failure(spec.id, spec.transport, VoteStatus.ERROR, detail, latency)
 
 
+_VALIDATING: set[asyncio.Future[Observation]] = (
+    set()
+)  # shielded validations (one per query at most)
+
+
+def _retry_s(limit_s: float) -> float:
+    """Resend a UDP query unanswered for a third of its time (at least 100 ms, at most
+    ``UDP_RETRY_S``): with a sub-second round, a 1 s resend would never happen, and one datagram
+    lost in a burst would be a timeout."""
+    return max(0.1, min(UDP_RETRY_S, limit_s / 3))
+
+
 async def _query_udp_memo(
     spec: ResolverSpec,
     name: dns.name.Name,
@@ -166,7 +178,7 @@ async def _query_udp_memo(
     try:
         inner = deadline_s - min(_INNER_MARGIN_S, deadline_s * 0.1)
         data = await hard_deadline(
-            exchange(spec.address, spec.port, template, inner, UDP_RETRY_S), deadline_s
+            exchange(spec.address, spec.port, template, inner, _retry_s(inner)), deadline_s
         )
     except Exception as exc:
         status, detail = classify(exc, deadline_s)
@@ -191,10 +203,23 @@ async def _query_udp_memo(
     except Exception as exc:  # defensive, as in query()
         detail = f"unclassifiable response ({type(exc).__name__})"
         return Observation.failure(spec.id, spec.transport, VoteStatus.ERROR, detail, latency)
-    if dnssec is not None:
-        obs = await dnssec.annotate(spec, name, rdtype, obs, end)
-    memo.store(spec.id, question, data, obs, response, now)
-    return obs
+    if dnssec is None:
+        memo.store(spec.id, question, data, obs, response, now)
+        return obs
+
+    async def validate_and_store() -> Observation:
+        assert dnssec is not None
+        out = await dnssec.annotate(spec, name, rdtype, obs, end)
+        memo.store(spec.id, question, data, out, response, now)
+        return out
+
+    # Shielded: when the round's deadline abandons this query, the validation of the answer that
+    # did arrive still completes and fills the memo, so the next round hits it (under load a cold
+    # round could otherwise never finish one validation in time, and never warm up).
+    job = asyncio.ensure_future(validate_and_store())
+    _VALIDATING.add(job)
+    job.add_done_callback(_VALIDATING.discard)
+    return await asyncio.shield(job)
 
 
 async def query_all(
@@ -270,9 +295,17 @@ async def query_all(
             gate.release()
 
     jobs = [(spec, name, rdtype) for name, rdtype in parsed for spec in specs]
-    tasks = [asyncio.ensure_future(one(*job)) for job in jobs]
-    if not tasks:
+    if not jobs:
         return []
+    tasks: list[asyncio.Task[Observation]] = []
+    if dnssec is not None and len(parsed) > 1:
+        # one name per resolver first: its validation fetches the chain records (DNSKEY, DS) once,
+        # into the validator's TTL cache, before thousands of answers all wait for that one fetch
+        # (under load the stampede missed the deadline together and nothing was ever validated)
+        first = [asyncio.ensure_future(one(*job)) for job in jobs[: len(specs)]]
+        await asyncio.wait(first, timeout=deadline_s / 2)
+        tasks = first
+    tasks += [asyncio.ensure_future(one(*job)) for job in jobs[len(tasks) :]]
     try:
         await asyncio.wait(tasks, timeout=deadline_s + 4 * CANCEL_GRACE_S)
     finally:

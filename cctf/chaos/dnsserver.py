@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import ipaddress
 import logging
+import socket
 import struct
 from collections.abc import Awaitable, Callable
 from types import TracebackType
@@ -41,6 +42,8 @@ from cctf.chaos.signing import SignedZone
 __all__ = ["FaultyDnsServer"]
 
 log = logging.getLogger(__name__)
+#: UDP receive buffer asked for (the kernel caps it at net.core.rmem_max)
+_UDP_RCVBUF = 4 * 1024 * 1024
 
 
 class _UdpProtocol(asyncio.DatagramProtocol):
@@ -189,6 +192,12 @@ class FaultyDnsServer:
                 lambda: _UdpProtocol(self), local_addr=(self.host, self._requested_port)
             )
             port = int(transport.get_extra_info("sockname")[1])
+            # a burst of queries (five agents asking thousands of names at a round's start) must
+            # not overflow the default receive buffer: dropped datagrams become client timeouts
+            with contextlib.suppress(OSError, AttributeError):
+                transport.get_extra_info("socket").setsockopt(
+                    socket.SOL_SOCKET, socket.SO_RCVBUF, _UDP_RCVBUF
+                )
             try:
                 self._tcp = await asyncio.start_server(
                     self._on_tcp_connection,
