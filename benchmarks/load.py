@@ -363,6 +363,7 @@ async def measure_n(fab: LoadFabric, n: int, rounds: int, warmup: int) -> dict[s
         "verdicts_per_round": [p["verdicts"] for p in per_round],
     }
     out["shed_rounds"] = out["coordinator"].get("shed_rounds")
+    out["machine_load_avg_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared: context
     progress(
         f"N={n}: {out['complete_rounds_pct']} % complete, lag p99 {out['lag_p99_ms']} ms, "
         f"shed {out['shed_rounds']}, cpu/round {cpu}"

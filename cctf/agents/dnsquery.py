@@ -169,6 +169,7 @@ async def _query_udp_memo(
     memo: AnswerMemo,
     dnssec: ChainValidator | None,
     end: float,
+    hard: bool = True,
 ) -> Observation:
     """:func:`query` (and the DNSSEC annotation) over UDP through :mod:`cctf.agents.udpfast`: an
     unchanged answer reuses last round's observation; a truncated one takes the general path."""
@@ -177,9 +178,9 @@ async def _query_udp_memo(
     start = time.perf_counter()
     try:
         inner = deadline_s - min(_INNER_MARGIN_S, deadline_s * 0.1)
-        data = await hard_deadline(
-            exchange(spec.address, spec.port, template, inner, _retry_s(inner)), deadline_s
-        )
+        ask = exchange(spec.address, spec.port, template, inner, _retry_s(inner))
+        # exchange() ends by its own timer; the hard deadline (a task) is for the general path
+        data = await (hard_deadline(ask, deadline_s) if hard else ask)
     except Exception as exc:
         status, detail = classify(exc, deadline_s)
         latency = (time.perf_counter() - start) * 1000.0
@@ -297,6 +298,8 @@ async def query_all(
     jobs = [(spec, name, rdtype) for name, rdtype in parsed for spec in specs]
     if not jobs:
         return []
+    if memo is not None and all(spec.transport is Transport.UDP for spec in specs):
+        return await _pooled(jobs, len(specs), deadline_s, concurrency, want_dnssec, dnssec, memo)
     tasks: list[asyncio.Task[Observation]] = []
     if dnssec is not None and len(parsed) > 1:
         # one name per resolver first: its validation fetches the chain records (DNSKEY, DS) once,
@@ -325,3 +328,70 @@ async def query_all(
             )
             results.append(Observation.failure(spec.id, spec.transport, status, detail))
     return results
+
+
+Job = tuple[ResolverSpec, dns.name.Name, dns.rdatatype.RdataType]
+
+
+async def _pooled(
+    jobs: list[Job],
+    probes: int,
+    deadline_s: float,
+    concurrency: int,
+    want_dnssec: bool,
+    dnssec: ChainValidator | None,
+    memo: AnswerMemo,
+) -> list[Observation]:
+    """:func:`query_all` for UDP resolvers with a memo: ``concurrency`` workers take the queries in
+    order (no task, semaphore or timer per query beyond the exchange's own), under one deadline."""
+    loop = asyncio.get_running_loop()
+    end = loop.time() + deadline_s
+    results: list[Observation | None] = [None] * len(jobs)
+    late = "not started before the deadline (concurrency bound)"
+    position = 0
+
+    async def worker(limit: int) -> None:
+        nonlocal position
+        while position < limit:
+            i = position
+            position += 1
+            spec, name, rdtype = jobs[i]
+            remaining = end - loop.time()
+            if remaining < _MIN_START_S:
+                results[i] = Observation.failure(spec.id, spec.transport, VoteStatus.TIMEOUT, late)
+                continue
+            results[i] = await _query_udp_memo(
+                spec,
+                name,
+                rdtype,
+                deadline_s=remaining,
+                want_dnssec=want_dnssec,
+                memo=memo,
+                dnssec=dnssec,
+                end=end,
+                hard=False,
+            )
+
+    workers: list[asyncio.Task[None]] = []
+    try:
+        if dnssec is not None and len(jobs) > probes:  # chain records first (see query_all)
+            first = [asyncio.ensure_future(worker(probes)) for _ in range(probes)]
+            workers += first
+            await asyncio.wait(first, timeout=deadline_s / 2)
+        n = max(1, min(concurrency, len(jobs) - position))
+        workers += [asyncio.ensure_future(worker(len(jobs))) for _ in range(n)]
+        await asyncio.wait(workers, timeout=max(0.0, end - loop.time()) + 4 * CANCEL_GRACE_S)
+    finally:
+        for task in workers:
+            if not task.done():
+                abandon(task)
+    out: list[Observation] = []
+    for (spec, _name, _rdtype), obs in zip(jobs, results, strict=True):
+        out.append(
+            obs
+            if obs is not None
+            else Observation.failure(
+                spec.id, spec.transport, VoteStatus.TIMEOUT, "did not finish by the deadline"
+            )
+        )
+    return out
