@@ -14,7 +14,7 @@ real deployment's machines would not be, but no part is charged another's CPU):
   DNSSEC up to the zone's DS), asking the first N names every round; a round's votes are split over
   several ballots when they exceed the agents' ballot bounds;
 * one real coordinator, ``cctf coordinator run`` (3-of-5, 1 s rounds, names ``*.load.test.``,
-  Prometheus endpoint), with ``--set`` overrides of its config;
+  batch signing, Prometheus endpoint), with ``--set`` overrides of its config;
 * the harness: a verifying ``TrustClient`` verdict stream (the subscriber) and a core subscription
   on the vote subjects that timestamps every ballot part (its ``Nats-Msg-Id`` names agent, round,
   part).
@@ -163,6 +163,7 @@ class LoadFabric:
             "verdict_regions": [VERDICT_REGION],
             "names": [["*." + ORIGIN, "A"]],
             "metrics": f"127.0.0.1:{self.metrics_port}",
+            "signing": "batch",  # the deployment's intended mode (D2); --set signing='"per_verdict"'
             **overrides,
         }
         self.shed_after = int(config.get("shed_after_rounds", SHED_AFTER_ROUNDS))
