@@ -30,6 +30,7 @@ _COMMANDS: dict[str, str] = {
     "gateway": "cctf.gateway.cli",
     "safe-mode": "cctf.client.safemode_cli",
     "log": "cctf.logmon.cli",
+    "ca": "cctf.ca.cli",
 }
 
 

@@ -31,6 +31,7 @@ from cctf.bus.settings import NatsSettings
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import MAX_TLOG_SUBJECTS, TimePolicy
 from cctf.bus_schemas.subjects import normalize_name, verdict_subject
+from cctf.ca.config import CaGateConfig
 from cctf.config import ConfigStruct, load_config
 from cctf.coordinator.lkgconfig import LkgConfig
 from cctf.coordinator.pipeline.batchsign import MAX_BATCH
@@ -188,6 +189,9 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     batch_window_ms: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 5
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = 1024
     log_wait_ms: Annotated[int, msgspec.Meta(ge=0, le=60_000)] = 300
+    #: the certificate gate (docs/ca.md §5): ballots only from keys with a logged, valid,
+    #: unrevoked certificate in the CA log. Absent: no gate.
+    ca: CaGateConfig | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -358,6 +362,7 @@ def anchored(config: CoordinatorConfig, base: Path) -> CoordinatorConfig:
         trust_file=_anchor(config.trust_file, base),
         nats=nats,
         identity=config.identity.anchored(base) if config.identity is not None else None,
+        ca=config.ca.anchored(base) if config.ca is not None else None,
     )
 
 

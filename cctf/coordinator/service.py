@@ -36,6 +36,7 @@ from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, LATE, POISON, AckLedger, Arrival
+from cctf.coordinator.pipeline.certgate import CertGate
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
@@ -85,6 +86,7 @@ class Coordinator:
         self.regions = vote_regions(config, trust)
         c = config
         self._tick_s = (c.tick_ms or min(100, c.round_ms // 4) or 1) / 1000
+        self.certs = CertGate(c.ca, trust, conn) if c.ca is not None else None
         verifier = BallotVerifier(
             trust=trust,
             clock=clock,
@@ -92,6 +94,7 @@ class Coordinator:
             rounds=RoundPolicy(round_ms=c.round_ms, max_round_lag=c.max_round_lag),
             times=time_policy or TimePolicy(),
             replay=ReplayCache(capacity=c.replay_capacity),
+            certs=self.certs.registry if self.certs is not None else None,
         )
         identity_set = IdentitySet(c.identity) if c.identity is not None else None
         self._verify = VerifyStage(verifier, c.name_set, identity_set)
@@ -219,6 +222,8 @@ class Coordinator:
         """Create (if missing) and bind every region's durable consumer, then start the loops."""
         if self._started:
             raise CoordinatorError("coordinator already started")
+        if self.certs is not None:  # follow the CA log before counting any ballot
+            await self.certs.start()
         try:
             for consumer in self._consumers:
                 await consumer.bind()
@@ -268,6 +273,8 @@ class Coordinator:
             return
         self._stopping.set()
         await self.safe_mode.stop()
+        if self.certs is not None:
+            await self.certs.stop()
         self._room.set()
         self._work.set()
         self._space.set()
