@@ -225,6 +225,7 @@ async def test_unlogged_expired_and_revoked_certificates_stop_ballots(ca_fabric:
     await _until(lambda: len(gate.registry.certs_of(kid)) == 2, what="the second certificate")
     await f.vote(east, clock.now_ms() // 1000)
     await _until(lambda: coordinator.stats().ballots_accepted == 2, what="accepted again")
+    t0 = time.monotonic()
     reply = await rpc_request(
         f.admin,
         ADMIN_REVOKE,
@@ -234,6 +235,9 @@ async def test_unlogged_expired_and_revoked_certificates_stop_ballots(ca_fabric:
     got = msgspec.msgpack.decode(reply, type=RevokeReply)
     assert got.error == "" and got.serials == [cert2.serial]
     await _until(lambda: gate.registry.is_revoked(kid, cert2.serial), what="the revocation")
+    honoured_s = time.monotonic() - t0  # revoke request -> the coordinator refuses the key
+    print(f"revocation honoured after {honoured_s * 1000:.0f} ms")
+    assert honoured_s < 1.0, "a revocation must be honoured within one round (1 s)"
     await f.vote(east, clock.now_ms() // 1000)
     await _until(lambda: _rejected(coordinator).get("cert_revoked") == 1, what="cert_revoked")
     assert _rejected(coordinator) == {"cert_unlogged": 1, "cert_expired": 1, "cert_revoked": 1}
