@@ -14,16 +14,20 @@ Order per batch (D2-D4, wire-protocol.md §3.2.1)::
 Batches are sealed one at a time (the tree is not thread-safe) while earlier batches are still being
 published. A fenced log (another writer) or a seal failure fails closed: ``on_fatal`` is called (the
 service stops) and the verdicts waiting are refused (:class:`BatchClosed`).
+
+Metrics (:func:`metrics`): ``cctf_batches_total``, ``cctf_batch_verdicts`` (histogram of verdicts
+per batch), ``cctf_log_published_before_logged_total``, ``cctf_head_publish_failures_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Final
+from typing import Any, Final
 
 from cctf import telemetry
 from cctf.bus.publisher import Publisher, PublishOutcome
@@ -51,6 +55,44 @@ _RETRY_MAX_S: Final = 2.0
 #: Append one sealed batch to the durable log; raises on failure (a fencing error is fatal:
 #: :data:`fatal_errors`).
 LogAppend = Callable[[SealedBatch], Awaitable[None]]
+
+
+@dataclass(frozen=True)
+class BatchMetrics:
+    batches: Any
+    batch_verdicts: Any
+    published_before_logged: Any
+    head_publish_failures: Any
+
+
+_metrics_lock = threading.Lock()
+_metrics: BatchMetrics | None = None
+
+
+def metrics() -> BatchMetrics:
+    """The batch stage's instruments (process-wide, created once)."""
+    global _metrics
+    with _metrics_lock:
+        if _metrics is None:
+            m = telemetry.meter("cctf.coordinator.batch")
+            _metrics = BatchMetrics(
+                batches=m.create_counter(
+                    "cctf_batches", description="Batches sealed (one signed log head each)"
+                ),
+                batch_verdicts=m.create_histogram(
+                    "cctf_batch_verdicts", description="Verdicts per sealed batch"
+                ),
+                published_before_logged=m.create_counter(
+                    "cctf_log_published_before_logged",
+                    description="Verdicts released before their batch's log append was acked "
+                    "(log_wait_ms passed: a stream-leader election)",
+                ),
+                head_publish_failures=m.create_counter(
+                    "cctf_head_publish_failures",
+                    description="Heads not stored on a region before their expiry",
+                ),
+            )
+        return _metrics
 
 
 class BatchClosed(CctfError):
@@ -116,6 +158,7 @@ class BatchSigner:
         self._last_append: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
         self.stats = BatchStats()
+        self._m = metrics()
 
     @property
     def regions(self) -> tuple[str, ...]:
@@ -243,6 +286,8 @@ class BatchSigner:
                 self._fatal(exc)
                 return
             s = self.stats
+            self._m.batches.add(1)
+            self._m.batch_verdicts.record(len(batch))
             s.batches += 1
             s.verdicts += len(batch)
             s.largest_batch = max(s.largest_batch, len(batch))
@@ -272,6 +317,7 @@ class BatchSigner:
             self.stats.heads_published += 1
         else:
             self.stats.head_publish_failures += 1
+            self._m.head_publish_failures.add(1)
             _log.warning("head_publish_failed", subject=subject, error=result.last_error[:300])
 
     async def _append_in_order(
@@ -316,6 +362,7 @@ class BatchSigner:
             return
         if append not in done:
             self.stats.published_before_logged += len(batch)
+            self._m.published_before_logged.add(len(batch))
         for (_it, fut), data in zip(batch, sealed.envelopes, strict=True):
             if not fut.done():
                 fut.set_result(data)
