@@ -24,6 +24,7 @@ from typing import Any
 
 from cctf.agents.config import AgentConfig, ConfigError, load_agent_config
 from cctf.crypto.keys import SigningKey
+from cctf.errors import ConfigError as RootConfigError
 from cctf.telemetry import configure_logging, get_logger
 
 _LEVELS = ("debug", "info", "warning", "error")
@@ -75,7 +76,11 @@ def _cmd_run(args: argparse.Namespace) -> int:
     try:
         config = load_agent_config(args.config)
         key = config.load_key()
-    except ConfigError as exc:
+        if config.ca is not None:  # the CA's intermediate must be readable before connecting
+            from cctf.ca.config import load_certificate
+
+            load_certificate(config.ca.intermediate, "ca.intermediate")
+    except (ConfigError, RootConfigError) as exc:
         print(f"cctf agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
     log.info("agent.config", config=args.config, agent=config.agent, region=config.region)

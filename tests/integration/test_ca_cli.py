@@ -142,3 +142,30 @@ async def test_ca_cli_init_serve_issue_list_revoke(
             serve.send_signal(signal.SIGTERM)
         rc = await asyncio.wait_for(serve.wait(), 10)
     assert rc == 0
+
+
+async def test_agent_with_an_unreadable_ca_intermediate_is_a_config_error(tmp_path: Path) -> None:
+    ident = make_identity(AGENT, REGION)
+    save_signing_key(tmp_path / "agent.key.json", ident.key)
+    make_trust(ident).save(tmp_path / "trust.json")
+    cfg = tmp_path / "agent.yaml"
+    cfg.write_text(
+        json.dumps(
+            {
+                "agent": AGENT,
+                "region": REGION,
+                "key_file": "agent.key.json",
+                "trust": "trust.json",
+                "nats": {
+                    "urls": ["nats://127.0.0.1:1"],
+                    "user": f"agent-{REGION}",
+                    "password": "x",
+                },
+                "resolvers": [{"id": "r1", "address": "127.0.0.1", "port": 53, "transport": "udp"}],
+                "names": [["www.demo.test.", "A"]],
+                "ca": {"trust_domain": "cctf.test", "intermediate": "nope.pem", "cert_dir": "c"},
+            }
+        )
+    )
+    rc, _out, err = await _cctf("agent", "run", "--config", str(cfg))
+    assert rc == 2 and "nope.pem" in err, err
