@@ -7,18 +7,26 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import AsyncIterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+import pytest
 import pytest_asyncio
 from nats.aio.msg import Msg
 from test_coordinator import EAST, HONEST, WEST, Harness, _make_harness, _until
+from wirefactories import make_world
 
-from cctf.bus.streams import heads_stream_name
+from cctf.bus.publisher import Publisher
+from cctf.bus.streams import ensure_streams, heads_stream_name
 from cctf.bus_schemas.envelope import TlogAuth, decode_envelope, envelope_log_entry
 from cctf.bus_schemas.heads import head_subject, log_origin, parse_head_subject
-from cctf.bus_schemas.messages import Outcome, decode_verdict
+from cctf.bus_schemas.messages import MessageType, Outcome, decode_verdict
+from cctf.clock import SystemClock
+from cctf.coordinator.batcher import BatchClosed, BatchSigner
+from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch
 from cctf.devfabric.nats import NatsFabric
 from cctf.translog.checkpoint import Checkpoint
+from cctf.translog.errors import LogFencedError
 from cctf.translog.merkle import leaf_hash, verify_inclusion
 from cctf.translog.note import NoteVerifier, open_checkpoint
 
@@ -114,3 +122,74 @@ async def test_batch_signed_verdicts_are_one_envelope_on_every_region_after_thei
     st = coordinator.stats()
     assert st.verdicts == {"trusted": len(QNAMES)} and st.verdict_messages == 2 * len(QNAMES)
     await asyncio.sleep(0)
+
+
+async def _stage(
+    nats_single: NatsFabric, nats_connect: Any, append: Any, **kw: Any
+) -> tuple[BatchSigner, list[BaseException], Any]:
+    admin = await nats_connect(nats_single, "admin")
+    await ensure_streams(admin.jetstream(), [EAST], 1)
+    world = make_world((EAST,))
+    fatal: list[BaseException] = []
+    stage = BatchSigner(
+        BatchLog(world.coordinator.key),
+        coordinator=world.coordinator.principal,
+        regions=(EAST,),
+        publisher=Publisher(admin, SystemClock(), timeout_s=1.0),
+        executor=ThreadPoolExecutor(1),
+        stopping=asyncio.Event(),
+        append=append,
+        fatal_errors=(LogFencedError,),
+        on_fatal=fatal.append,
+        now_ms=SystemClock().now_ms,
+        **kw,
+    )
+    return stage, fatal, admin
+
+
+def _items(n: int) -> list[BatchItem]:
+    now = SystemClock().now_ms()
+    return [
+        BatchItem(MessageType.VERDICT, (f"cctf.v1.verdict.{EAST}.n{i}.A",), b"p", now, now + 9000)
+        for i in range(n)
+    ]
+
+
+async def test_a_slow_log_append_delays_verdicts_by_log_wait_ms_at_most(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    """D4: a batch's verdicts wait for its append at most log_wait_ms; then they flow (counted)
+    while the append goes on; the next batch's append waits for this one (one writer, in order)."""
+    appended: list[int] = []
+    release = asyncio.Event()
+
+    async def append(sealed: SealedBatch) -> None:
+        await release.wait()
+        appended.append(sealed.first_index)
+
+    stage, fatal, _ = await _stage(nats_single, nats_connect, append, log_wait_ms=50)
+    stage.start()
+    first = await asyncio.wait_for(stage.seal(_items(3)), 10)  # released after ~50 ms
+    second = await asyncio.wait_for(stage.seal(_items(2)), 10)
+    assert len(first) == 3 and len(second) == 2 and appended == []
+    assert stage.stats.published_before_logged == 5
+    release.set()
+    await _until(lambda: appended == [0, 3], 5.0, "both appends, in order")
+    assert stage.stats.appends == 2 and fatal == []
+    await stage.stop()
+
+
+async def test_a_fenced_log_fails_the_stage_closed(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    async def append(sealed: SealedBatch) -> None:
+        raise LogFencedError("fenced", "another writer appended")
+
+    stage, fatal, _ = await _stage(nats_single, nats_connect, append, log_wait_ms=5_000)
+    stage.start()
+    with pytest.raises(BatchClosed):
+        await asyncio.wait_for(stage.seal(_items(2)), 10)
+    assert len(fatal) == 1 and isinstance(fatal[0], LogFencedError)
+    with pytest.raises(BatchClosed):  # nothing more is sealed
+        await stage.seal(_items(1))
+    await stage.stop()
