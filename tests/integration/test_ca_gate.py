@@ -278,3 +278,26 @@ async def test_renewal_keeps_votes_flowing_with_no_missed_round(ca_fabric: Fabri
     assert _rejected(coordinator) == {}
     assert all(r.renewals >= 3 and r.failures == 0 for r in renewers)
     assert coordinator.stats().ballots_accepted == 2 * len(rounds)
+
+
+async def test_a_forged_ca_log_record_stops_the_follower_fail_closed(ca_fabric: Fabric) -> None:
+    """A record on the CA log subject that the CA log's key did not sign (here: a valid record of
+    another key's log, holding a real certificate entry) is refused by the mirror; the follower
+    stops for good and registers nothing after it, so that agent's ballots stay refused."""
+    from cctf.translog.logstate import LogState
+
+    f = ca_fabric
+    clock = f.clock
+    await f.start_ca()
+    coordinator = await f.start_coordinator()
+    gate = coordinator.certs
+    assert gate is not None
+    east = "agent-us-east"
+    issued = f.world.issue(east, clock.now_ms(), 10_000)  # signed by the real intermediate
+    forged = LogState(SigningKey.generate()).append([issued.entry])
+    await f.admin.jetstream().publish("cctf.v1.log.ca", forged.encode(), timeout=5)
+    await _until(lambda: gate.follower.failed is not None, what="the follower refusing")
+    assert gate.follower.failed is not None and gate.follower.failed.reason == "wrong-origin"
+    assert gate.registry.certificates == 0
+    await f.vote(east, clock.now_ms() // 1000)
+    await _until(lambda: _rejected(coordinator) == {"cert_unlogged": 1}, what="refused")
