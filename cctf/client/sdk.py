@@ -80,7 +80,7 @@ import contextlib
 from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Final, Self
+from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from cctf.bus.accounts import NatsUser
 from cctf.bus.connect import Connection, connect
@@ -125,6 +125,7 @@ from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
 from cctf.ids import check_id, check_qtype
+from cctf.logmon.apiclient import LogApiClient
 from cctf.telemetry import get_logger, meter
 
 if TYPE_CHECKING:  # cctf.client.identity builds on this module
@@ -177,7 +178,7 @@ class TrustClient:
         max_lkg_staleness_ms: int = DEFAULT_MAX_LKG_STALENESS_MS,
         coordinators: CoordinatorPolicy | None = None,
         gossip: bool = True,
-        consistency: ConsistencySource | None = None,
+        consistency: ConsistencySource | Literal["log_api"] | None = "log_api",
     ) -> None:
         """``round_ms``: the deployment's round length. ``max_age_ms``: the oldest verdict (by
         issue time) ``check`` and ``cached`` return as the current answer (default two rounds).
@@ -188,7 +189,8 @@ class TrustClient:
         evidence is older (the coordinator's default cap, 15 min; step 14e). ``gossip``: publish
         the heads verified here on ``cctf.v1.gossip.<region>`` (they are always checked when
         others gossip them). ``consistency``: where consistency proofs between the heads seen come
-        from (the log API); without it only forks (two heads of one size) are detected."""
+        from: by default the log API (``cctf log serve``, :class:`cctf.logmon.apiclient.
+        LogApiClient`); ``None``: only forks (two heads of one size) are detected."""
         if cache_size < 1:
             raise ValueError("cache_size must be positive")
         #: k-of-m coordinator policy (``None``: any one trusted coordinator's verdict is used).
@@ -233,6 +235,8 @@ class TrustClient:
         m = meter("cctf.client")
         #: Verified log heads of batch-signed verdicts (:mod:`cctf.client.heads`), fed live, by
         #: direct get and by gossip (:mod:`cctf.client.headfeed`; split-view alarm).
+        if consistency == "log_api":
+            consistency = LogApiClient(nc, timeout_s=request_timeout)
         self.head_feed = HeadFeed(
             nc, trust, request_timeout=request_timeout, gossip=gossip, consistency=consistency
         )

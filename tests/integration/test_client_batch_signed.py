@@ -212,3 +212,48 @@ async def test_a_batch_signing_coordinator_end_to_end(nats_single: Any, nats_con
             await clients[region].close()
         for c in h.coordinators:
             await c.stop()
+
+
+async def test_consistency_between_heads_is_checked_through_the_log_api(
+    nats_single: Any, nats_connect: Any
+) -> None:
+    """A real batch-signing coordinator (its durable log) and a real log monitor answering the log
+    API: the client proves each later head consistent with the earlier one it saw."""
+    from test_coordinator import EAST, HONEST, WEST, _make_harness
+
+    from cctf.logmon.monitor import LogMonitor, log_verifier
+
+    h = await _make_harness(nats_single, nats_connect)
+    monitor_nc = await nats_connect(nats_single, "coordinator")
+    trust = h.trust
+    monitor = LogMonitor(
+        monitor_nc,
+        h.coord.principal,
+        lambda origin: log_verifier(h.coord.principal, origin, trust=trust),
+    )
+    client_nc = await nats_connect(nats_single, "client")
+    client = TrustClient(client_nc, trust, EAST, clock=h.clock, gossip=False)
+    stream = await client.stream()
+    try:
+        await monitor.start()
+        await h.start_coordinator(signing="batch", batch_window_ms=20)
+        for qname in ("example.com.", "after.example."):  # two batches: heads of size 1 and 2
+            await h.ballot(EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST}, qname=qname)
+            await h.ballot(WEST, {"r1": HONEST, "r2": HONEST}, qname=qname)
+            await take(stream, 1, timeout=20)
+        kid = h.coord.key.kid
+        assert client.heads.verified_root(kid, 1) and client.heads.verified_root(kid, 2)
+        assert client.heads.pending() == [(kid, 1, 2)]
+        deadline = time.monotonic() + 20
+        while client.heads.pending():  # the monitor may still be reading the second record
+            assert time.monotonic() < deadline, client.head_feed.consistency_unavailable
+            await client.head_feed.tick()
+            await asyncio.sleep(0.1)
+        assert client.heads.consistency_checked == 1 and not client.heads.split_views
+        assert client.heads.anchor(kid).size == 2  # type: ignore[union-attr]
+    finally:
+        await stream.aclose()
+        await client.close()
+        await monitor.stop()
+        for c in h.coordinators:
+            await c.stop()
