@@ -8,10 +8,14 @@ adapter; the checks are the cache's, pure).
   :meth:`HeadFeed.fetch` reads the last message of the exact head subject
   ``cctf.v1.head.<region>.<coordinator>.<size>`` from stream ``CCTF_HEADS_<REGION>`` by direct get
   (``<coordinator>``: the principal of the verdict's kid in the trust config).
+* Catch-up waits a little (:data:`FETCH_WAITS_S`): the head may still be in the live
+  subscription's queue or not yet stored; a head that could not be fetched is not asked for again
+  for :data:`FETCH_MISS_S`.
 * Gossip: every :data:`GOSSIP_INTERVAL_S` the newest verified head of each log, if it changed, is
-  published (core only, the raw note) on ``cctf.v1.gossip.<region>``; heads other subscribers
-  gossip there are checked like any head (a validly signed head that forks or is inconsistent
-  with the ones seen here raises the split-view alarm).
+  published (core only, the raw note) on ``cctf.v1.gossip.<region>`` of each region watched; the
+  gossip of EVERY region (``cctf.v1.gossip.>``) is checked like any head (a validly signed head
+  that forks or is inconsistent with the ones seen here raises the split-view alarm), so a
+  coordinator showing one region another log than the others is caught in any region.
 * Consistency: an optional :class:`ConsistencySource` (the log API, ``cctf log serve``) is asked
   for the proofs the cache lists as pending (:meth:`HeadCache.pending`), a bounded number per
   interval.
@@ -25,6 +29,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, Final, Protocol
@@ -53,6 +58,13 @@ __all__ = [
 ]
 
 GOSSIP_PREFIX: Final = "cctf.v1.gossip"
+GOSSIP_FILTER: Final = GOSSIP_PREFIX + ".>"
+#: Waits before each direct get of a head a verdict names and the cache lacks (the head may be on
+#: its way: its live copy in another subscription's queue, its stored copy not yet acknowledged).
+FETCH_WAITS_S: Final = (0.0, 0.05, 0.2)
+#: How long a head that could not be fetched is not asked for again, and how many are remembered.
+FETCH_MISS_S: Final = 1.0
+FETCH_MISSES: Final = 1024
 #: How often the newest verified heads are gossiped and pending consistency proofs asked for.
 GOSSIP_INTERVAL_S: Final = 1.0
 #: Consistency proofs asked for per interval (the rest wait for the next one).
@@ -112,6 +124,8 @@ class HeadFeed:
         )
         self._regions: dict[str, list[Any]] = {}
         self._gossiped: dict[str, int] = {}  # kid -> size last gossiped
+        self._misses: dict[tuple[str, int], float] = {}  # (kid, size) -> monotonic time of a miss
+        self._gossip_watched = False
         self._task: asyncio.Task[None] | None = None
         self._starting: dict[str, asyncio.Lock] = {}
         self._closed = False
@@ -119,8 +133,9 @@ class HeadFeed:
     # ---- subscriptions
 
     async def watch(self, region: str) -> None:
-        """Subscribe to ``region``'s heads (and its gossip) once; idempotent. Raises
-        ``ReadError`` when the bus refuses."""
+        """Subscribe to ``region``'s heads once (and, with the first region, to the gossip of
+        every region: a coordinator showing one region another head than the others is caught by
+        a subscriber of any region); idempotent. Raises ``ReadError`` when the bus refuses."""
         region = check_id(region, "region")
         if region in self._regions or self._closed:
             return
@@ -131,9 +146,12 @@ class HeadFeed:
             subs: list[Any] = []
             try:
                 subs.append(await self._subscribe(head_filter(region), self._on_head_msg))
-                subs.append(await self._subscribe(gossip_subject(region), self._on_gossip_msg))
+                if not self._gossip_watched:
+                    self._gossip_watched = True
+                    subs.append(await self._subscribe(GOSSIP_FILTER, self._on_gossip_msg))
                 await self.nc.flush(timeout=max(1, round(self._timeout)))
             except Exception as exc:
+                self._gossip_watched = bool(self._regions)
                 for sub in subs:
                     with contextlib.suppress(Exception):
                         await sub.unsubscribe()
@@ -219,7 +237,19 @@ class HeadFeed:
         named = tlog_head_of(data)
         if named is None:
             return False
-        return await self.fetch(*named, region=region)
+        kid, size = named
+        missed = self._misses.get((kid, size))
+        if missed is not None and time.monotonic() - missed < FETCH_MISS_S:
+            return False  # asked a moment ago: not there (a verdict naming no published head)
+        for wait in FETCH_WAITS_S:
+            await asyncio.sleep(wait)  # also lets a queued live copy of the head be handled
+            if await self.fetch(kid, size, region=region):
+                self._misses.pop((kid, size), None)
+                return True
+        self._misses[(kid, size)] = time.monotonic()
+        while len(self._misses) > FETCH_MISSES:
+            del self._misses[next(iter(self._misses))]
+        return False
 
     async def fetch(self, kid: str, size: int, *, region: str) -> bool:
         if self.cache.verified_root(kid, size) is not None:
