@@ -25,6 +25,7 @@ class Counters:
         self.verdict_messages = 0
         self.retries = 0
         self.clock_rewinds = 0  # the clock stepped back below the expired rounds
+        self.silent_keys = 0  # keys decided in a round that got no ballot at all (LKG)
         self.ignored: dict[str, int] = {}
         self.rejected: dict[str, int] = {}
         self.terminated: dict[str, int] = {}

@@ -169,6 +169,13 @@ class Scheduler:
             ballots += await self._release(key)
         n.expire(SUPERSEDED, ballots)
 
+    def rewind(self, now_ms: int, due_round: int) -> None:
+        """The clock stepped back (``docs/architecture.md``, *Clock step back*): the shed horizon
+        follows the clock again, and names taken for a round above ``due_round`` (while the clock
+        was ahead) no longer supersede the current rounds' verdicts."""
+        self._queue.rewind(self.horizon(now_ms))
+        self._newest = {n: r for n, r in self._newest.items() if r <= due_round}
+
     async def shed_due(self, now_ms: int) -> int:
         """Shed every round at or below :meth:`horizon`; returns the number of rounds shed."""
         shed = self._queue.shed(self.horizon(now_ms))

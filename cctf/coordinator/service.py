@@ -38,6 +38,7 @@ from cctf.coordinator.overload import Scheduler
 from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, LATE, POISON, AckLedger, Arrival
 from cctf.coordinator.pipeline.certgate import CertGate
 from cctf.coordinator.pipeline.decide import Decider
+from cctf.coordinator.pipeline.expiry import expire_rounds
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
 from cctf.coordinator.pipeline.sign import Signer
@@ -366,6 +367,7 @@ class Coordinator:
             lkg_loaded=self._lkg.loaded if self._lkg is not None else 0,
             lkg_store_errors=self._lkg.store_errors if self._lkg is not None else 0,
             clock_rewinds=n.clock_rewinds,
+            silent_keys=n.silent_keys,
             rounds_shed=n.rounds_shed,
             ballots_expired=dict(n.expired),
             scheduled=self._scheduler.queued,
@@ -550,21 +552,26 @@ class Coordinator:
     def expire_due(self) -> int:
         """Finalize every round whose deadline has passed; schedule their verdicts."""
         up_to = self.due_round(self._clock.now_ms())
-        through = self._tallies.expired_through
-        if up_to < through:  # the clock stepped back: decide the current rounds at once
-            kept = self._tallies.rewind(up_to)
+        before = self._tallies.expired_through
+        lkg = self._lkg
+        silent = lkg.stage.keys() if lkg is not None and up_to > before else ()
+        out = expire_rounds(self._tallies, up_to, silent, self.config.max_round_lag)
+        if out.rewound_from is not None:  # the clock stepped back: decide the current rounds
+            self._scheduler.rewind(self._clock.now_ms(), up_to)
             self._counts.clock_rewinds += 1
             _log.warning(
                 "clock_stepped_back",
                 coordinator=self.coordinator,
-                expired_through=through,
+                expired_through=out.rewound_from,
                 due_round=up_to,
-                rounds_kept_closed=kept,
+                rounds_kept_closed=out.kept_closed,
             )
+        if out.silent:  # keys whose round got no ballot at all: decided UNAVAILABLE (LKG)
+            self._counts.silent_keys += out.silent
+            self._log_limited("silent_round", due_round=up_to, keys=out.silent)
+        if out.rewound_from is not None or up_to <= before:
             return 0
-        if up_to == through:
-            return 0
-        decided = self._tallies.expire(up_to)
+        decided = out.decided
         self.safe_mode.tick(up_to)
         if decided:
             self._schedule(decided)

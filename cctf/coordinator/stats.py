@@ -46,6 +46,8 @@ class CoordinatorStats:
     """LKG bases read back from the engine at start."""
     lkg_store_errors: int = 0
     clock_rewinds: int = 0
+    silent_keys: int = 0
+    """Keys decided (UNAVAILABLE, so LKG) in a round in which no ballot arrived for them."""
     """Times the clock stepped back below the expired rounds (``clock_stepped_back`` log line)."""
     rounds_shed: int = 0
     """Rounds shed under overload (D6: still undecided ``shed_after_rounds`` after the deadline)."""

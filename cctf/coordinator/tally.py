@@ -459,16 +459,29 @@ class TallyBook:
                 return AddResult.UNKNOWN_VOTER, None
             if self._live >= self._max_open:
                 return AddResult.OVERLOADED, None
-            key = TallyKey(qname, qtype, round_)
-            tally = RoundTally._with(self._rule, self._electorate, self._refusable)
-            self._tallies[key] = tally
-            self._live_rounds.setdefault(round_, []).append(key)
-            self._live += 1
+            tally = self._open(TallyKey(qname, qtype, round_))
         result = tally.add(vote)
         if result is AddResult.COUNTED:
             # COUNTED only happens while open, and a tally closes once: this emits exactly once.
             return result, tally.decision()
         return result, None
+
+    def _open(self, key: TallyKey) -> RoundTally:
+        tally = RoundTally._with(self._rule, self._electorate, self._refusable)
+        self._tallies[key] = tally
+        self._live_rounds.setdefault(key.round, []).append(key)
+        self._live += 1
+        return tally
+
+    def open_empty(self, qname: str, qtype: str, round_: int) -> bool:
+        """Open a tally with no vote, so that the round's expiry decides it (UNAVAILABLE: every
+        voter timed out). ``False`` when it is held already, its round closed, or the book full."""
+        if not _is_int(round_) or round_ < 0 or (qname, qtype, round_) in self._tallies:
+            return False
+        if self._horizon.closed(round_) or self._live >= self._max_open:
+            return False
+        self._open(TallyKey(qname, qtype, round_))
+        return True
 
     def expire(self, up_to_round: int) -> list[tuple[TallyKey, Decision]]:
         """Finalize every live tally with ``round <= up_to_round``.

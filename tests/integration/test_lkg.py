@@ -362,3 +362,40 @@ async def test_the_rules_and_expiry_on_a_cluster(lab3: Lab) -> None:
     )
     assert not (await lab.round(R0 + 9, OUTAGE, (None, None))).is_lkg  # forgotten after bogus
     assert c.stats().lkg_names == 0
+
+
+async def test_lkg_when_no_ballot_arrives_at_all_then_fails_closed_at_the_cap(lab: Lab) -> None:
+    """Votes stop altogether: not one ballot for a round. Its deadline still decides the names with
+    a basis UNAVAILABLE (every voter timed out), so LKG attests them each round, until the cap,
+    where it fails closed; a name never trusted gets nothing."""
+    cap = 10_000
+    c = await lab.start(
+        max_staleness_ms=60_000, names=[LkgNameCap(name=NAME, max_staleness_ms=cap)]
+    )
+    fresh = await lab.round(R0, UP, (HONEST, HONEST))
+    for r in range(R0 + 1, R0 + 12):  # the agents are silent: only the clock moves
+        lab.clock.set((r + 1) * 1000 + 1600)  # past round r's deadline (grace 1.5 s)
+        await until(
+            lambda r=r: any(v.round == r and v.qname == NAME for v in lab.verdicts), f"r{r}"
+        )
+        got = next(v for v in lab.verdicts if v.round == r and v.qname == NAME)
+        if not got.is_lkg:  # failed closed at the cap: the basis is forgotten
+            break
+    lab.clock.set((r + 2) * 1000 + 1600)  # one more silent round: no basis, no verdict
+    await asyncio.sleep(0.5)
+    seen = {v.round: v for v in lab.verdicts if v.qname == NAME and v.round > R0}
+    assert max(seen) == r
+    stale = {r: seen[r].issued_ms - fresh.issued_ms for r in seen}
+    attested = [r for r, v in sorted(seen.items()) if v.is_lkg]
+    assert attested == [r for r in sorted(seen) if stale[r] < cap] and len(attested) >= 5, stale
+    for r in attested:
+        v = seen[r]
+        assert v.outcome is Outcome.TRUSTED and v.answer == fresh.answer
+        assert (v.basis_round, v.basis_ms) == (R0, fresh.issued_ms)
+        assert v.expires_ms <= fresh.issued_ms + cap
+        assert v.voters == fresh.voters  # an attestation repeats its basis
+    closed = [v for r, v in sorted(seen.items()) if stale[r] >= cap]
+    assert closed and all(v.outcome is Outcome.UNAVAILABLE and not v.is_lkg for v in closed)
+    assert not any(v.qname == OTHER for v in lab.verdicts)  # never trusted: no basis, nothing
+    assert min(seen) == R0 + 1  # nothing decided for rounds older than the basis
+    assert c.stats().silent_keys == len(seen) and c.stats().lkg_names == 0

@@ -138,3 +138,36 @@ def test_sequence_restarts_from_the_clock_after_a_step_back() -> None:
     # a burst that runs ahead of the clock by less than max_lead_ms keeps counting up
     burst = SequenceClock(FakeClock(5), last=5_000 + 999_000)
     assert burst.next() == 5_000 + 999_001 and burst.rewinds == 0
+
+
+def test_expire_rounds_decides_silent_rounds_after_the_basis_only() -> None:
+    from cctf.coordinator.pipeline.expiry import expire_rounds
+    from cctf.coordinator.pipeline.tallies import Tallies
+    from cctf.coordinator.tally import Outcome
+
+    book = TallyBook(QuorumRule(2, 3), VOTERS)
+    tallies = Tallies(book)
+    expire_rounds(tallies, 9)
+    assert book.add("b.", "A", 10, vote(0))[0] is AddResult.COUNTED  # round 10 had a ballot
+    out = expire_rounds(tallies, 10, [(("a.", "A"), 9), (("b.", "A"), 9), (("c.", "A"), 10)])
+    # a. (basis 9) silent in round 10: decided UNAVAILABLE; b. had a ballot; c.'s basis is 10
+    assert out.silent == 1 and {(k[0], d.outcome) for k, d in out.decided} == {
+        ("a.", Outcome.UNAVAILABLE),
+        ("b.", Outcome.UNAVAILABLE),
+    }
+    out = expire_rounds(tallies, 400, [(("a.", "A"), 9)], lookback=2)  # a jump: 3 rounds at most
+    assert out.silent == 3 and sorted(k[2] for k, _d in out.decided) == [398, 399, 400]
+    out = expire_rounds(tallies, 12, [(("a.", "A"), 9)])  # the clock stepped back
+    assert (out.rewound_from, out.kept_closed, out.decided) == (400, 3, [])
+    assert expire_rounds(tallies, 12).decided == []  # nothing new due
+
+
+def test_round_queue_rewind_lets_current_rounds_through_again() -> None:
+    from cctf.coordinator.pipeline.schedule import RoundQueue
+
+    q: RoundQueue[str] = RoundQueue()
+    assert q.shed(600) == {}  # the clock ran ahead: everything up to 600 counts as shed
+    assert not q.push(10, ["a"])  # a current round would be shed at once: the finding
+    q.rewind(8)  # the clock stepped back: the horizon follows it
+    assert q.shed_through == 8 and q.push(10, ["a"]) and q.pop(5) == (10, ["a"])
+    assert not q.push(8, ["b"])  # at or below the horizon: still shed

@@ -202,6 +202,10 @@ class LkgStage(Generic[B]):
         """Keys in an LKG episode now."""
         return sum(e.episode is not None for e in self._entries.values())
 
+    def keys(self) -> list[tuple[LkgKey, int]]:
+        """Every key with a basis, with its basis round (least recently decided first)."""
+        return [(k, e.basis.round) for k, e in self._entries.items()]
+
     def basis(self, key: LkgKey) -> Basis[B] | None:
         entry = self._entries.get(key)
         return None if entry is None else entry.basis

@@ -105,6 +105,10 @@ class RoundQueue(Generic[T]):
             return round_, out
         return None
 
+    def rewind(self, horizon: int) -> None:
+        """The clock stepped back: rounds above ``horizon`` are no longer shed at once."""
+        self._shed_through = min(self._shed_through, horizon)
+
     def shed(self, horizon: int) -> dict[int, list[T]]:
         """Remove every item of the rounds ``<= horizon``; returns them by round (oldest first).
         Later pushes for those rounds are refused."""
