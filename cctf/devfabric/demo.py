@@ -43,7 +43,6 @@ from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.resolver import BallotReport, ResolverAgent
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.streams import ensure_streams
-from cctf.bus_schemas.heads import log_origin
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict
 from cctf.chaos.control import (
     DEFAULT_FABRIC_PATH,
@@ -56,20 +55,25 @@ from cctf.chaos.faults import Faults
 from cctf.chaos.signing import SignedZone, signed_demo_zone
 from cctf.chaos.zone import DEMO_NAMES
 from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
-from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.lkgconfig import LkgConfig
-from cctf.coordinator.service import Coordinator
 from cctf.coordinator.tally import QuorumRule
-from cctf.crypto.keys import SigningKey, save_signing_key
+from cctf.crypto.keys import SigningKey
 from cctf.crypto.suites import SuiteId
-from cctf.crypto.trust import Role, TrustConfig, TrustEntry
+from cctf.crypto.trust import TrustConfig
+from cctf.devfabric.demo_coordinators import (
+    check_logs,
+    coordinator_ids,
+    fabric_keys,
+    policy_for,
+    start_coordinators,
+)
 from cctf.devfabric.demo_identity import (
     check_fail_paths,
     start_identity_fabric,
     start_relying_party,
     workload_line,
 )
-from cctf.devfabric.demo_log import HeadRecorder, check_demo_log, log_line
+from cctf.devfabric.demo_log import log_line
 from cctf.devfabric.identity import IdentityFabric
 from cctf.devfabric.nats import NatsFabric
 from cctf.errors import CctfError
@@ -96,18 +100,16 @@ def make_keys_and_trust(
 ) -> tuple[dict[str, SigningKey], SigningKey, TrustConfig]:
     """Fresh signing keys for one agent per region and the coordinator, saved under
     ``workdir/keys``, and the trust config naming them (saved as ``workdir/trust.json``)."""
-    agent_keys = {r: SigningKey.generate(suite) for r in regions}
-    coord_key = SigningKey.generate(suite)
-    trust = TrustConfig(
-        [TrustEntry(Role.AGENT, agent_id(r), r, agent_keys[r].public) for r in regions]
-        + [TrustEntry(Role.COORDINATOR, COORDINATOR_ID, VERDICT_REGION, coord_key.public)]
-    )
-    keydir = workdir / "keys"
-    for r in regions:
-        save_signing_key(keydir / f"{agent_id(r)}.key.json", agent_keys[r])
-    save_signing_key(keydir / f"{COORDINATOR_ID}.key.json", coord_key)
-    trust.save(workdir / "trust.json")
-    return agent_keys, coord_key, trust
+    agent_keys, coord_keys, trust = make_fabric_keys(workdir, regions, suite, (COORDINATOR_ID,))
+    return agent_keys, coord_keys[COORDINATOR_ID], trust
+
+
+def make_fabric_keys(
+    workdir: Path, regions: Sequence[str], suite: SuiteId, coordinators: Sequence[str]
+) -> tuple[dict[str, SigningKey], dict[str, SigningKey], TrustConfig]:
+    """:func:`make_keys_and_trust` for several coordinators (a key each, in order)."""
+    agents = {r: agent_id(r) for r in regions}
+    return fabric_keys(workdir, agents, suite, coordinators, VERDICT_REGION)
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,11 @@ class DemoOptions:
     lkg: LkgConfig | None = None  # the coordinator's lkg: block (default: its defaults)
     gateway_port: int = 0
     bogus: int = 0
+    coordinators: int = 1  # 3: coord-1..coord-3, the subscriber combines 2-of-3
 
     def validate(self) -> None:
         check_fail_paths(self.fail_paths, self.mtls_fault)
+        coordinator_ids(self.coordinators)  # raises ValueError with a clear message
         n = len(DEFAULT_REGIONS)
         if not 0 <= self.gateway_port <= 65535:
             raise ValueError(f"--gateway-port takes 0..65535, not {self.gateway_port}")
@@ -269,8 +273,12 @@ async def _run(
 ) -> int:
     regions = DEFAULT_REGIONS
     # 1. keys and trust
-    agent_keys, coord_key, trust = make_keys_and_trust(workdir, regions, opts.suite)
-    printer.progress(f"keys: {len(regions)} agents + 1 coordinator, suite {opts.suite.value}")
+    ids = coordinator_ids(opts.coordinators)
+    agent_keys, coord_keys, trust = make_fabric_keys(workdir, regions, opts.suite, ids)
+    printer.progress(
+        f"keys: {len(regions)} agents + {len(ids)} coordinator{'s' if len(ids) > 1 else ''}, "
+        f"suite {opts.suite.value}"
+    )
 
     # 2. NATS
     printer.progress(f"starting NATS JetStream ({opts.nodes} node{'s' if opts.nodes > 1 else ''})")
@@ -321,38 +329,31 @@ async def _run(
         mtls_fault=opts.mtls_fault,
     )
     if on_start is not None:
-        keys = (*agent_keys.values(), coord_key)
+        keys = (*agent_keys.values(), *coord_keys.values())
         await on_start(DemoParts(fabric, identity, workdir, signing_keys=keys, zone=signed))
 
-    # 5. coordinator and subscriber
+    # 5. coordinators and subscriber
     rule = QuorumRule(opts.k, len(regions))
-    coord_nc = await fabric.connect("coordinator", name=COORDINATOR_ID)
-    stack.push_async_callback(coord_nc.close)
-    coordinator = Coordinator(
-        CoordinatorConfig(
-            coordinator=COORDINATOR_ID,
-            region=VERDICT_REGION,
-            rule=RuleConfig(k=rule.k, n=rule.n),
-            electorate=[f"{agent_id(r)}/{resolver_id(r)}" for r in regions],
-            names=[(name, "A") for name in opts.names],
-            verdict_regions=[VERDICT_REGION],
-            round_ms=opts.round_ms,
-            round_grace_ms=max(500, opts.round_ms // 2),
-            lkg=opts.lkg or LkgConfig(),
-            identity=identity.targets(VERDICT_REGION),
-            signing="batch",  # one signed log head per batch (issue #9), logged in CCTF_LOG
-        ),
-        coord_nc,
-        key=coord_key,
-        trust=trust,
+    coords = await start_coordinators(
+        fabric,
+        admin,
+        coord_keys,
+        trust,
+        stack,
+        region=VERDICT_REGION,
+        electorate=[f"{agent_id(r)}/{resolver_id(r)}" for r in regions],
+        names=opts.names,
+        rule=rule,
+        round_ms=opts.round_ms,
+        lkg=opts.lkg,
+        identity=identity.targets(VERDICT_REGION),
     )
-    heads = HeadRecorder(COORDINATOR_ID, log_origin(coord_key.kid), coord_key.public)
-    await heads.start(admin)  # every head published, checked against the log at the end
-    await coordinator.start()
-    stack.push_async_callback(coordinator.stop)
+    policy = policy_for(ids)
     client_nc = await fabric.connect("client", name="cctf-demo-subscriber")
     stack.push_async_callback(client_nc.close)
-    client = TrustClient(client_nc, trust, VERDICT_REGION, round_ms=opts.round_ms)
+    client = TrustClient(
+        client_nc, trust, VERDICT_REGION, round_ms=opts.round_ms, coordinators=policy
+    )
     try:
         relying_party = await start_relying_party(
             client,
@@ -372,7 +373,9 @@ async def _run(
     stream = await client.stream(VERDICT_REGION, deliver="new")
     stack.push_async_callback(stream.aclose)
     printer.progress(
-        f"coordinator {COORDINATOR_ID}: rule {rule.k}-of-{rule.n}, verdicts on region {VERDICT_REGION}"
+        f"coordinator{'s' if len(ids) > 1 else ''} {', '.join(ids)}: rule {rule.k}-of-{rule.n}, "
+        f"verdicts on region {VERDICT_REGION}"
+        + ("" if policy is None else f"; subscriber uses {policy.k}-of-{policy.m} coordinators")
     )
 
     # 6. agents
@@ -469,14 +472,14 @@ async def _run(
     summary = ", ".join(f"{outcomes.get(o, 0)} {o.value}" for o in Outcome)
     total = sum(len(s) for s in seen.values())
     printer.progress(f"done: {total} verdicts ({summary}); stopping every process")
-    await coordinator.stop()  # its log appends drained: re-derive the log, check every head
-    log = await check_demo_log(admin, COORDINATOR_ID, coord_key.public, heads)
-    printer.progress(f"log {COORDINATOR_ID}: {len(heads.heads)} published heads checked")
-    printer.log(log)
+    logs = await check_logs(admin, coords)  # appends drained: re-derive each log, check its heads
+    for c, log in zip(coords, logs, strict=True):
+        printer.progress(f"log {c.id}: {len(c.heads.heads)} published heads checked")
+        printer.log(log)
     if opts.rounds is not None and not complete() and not stop.is_set():
         printer.progress("error: not every verdict of the requested rounds arrived in time")
         return 1
-    return 0 if log["verified"] else 1
+    return 0 if all(log["verified"] for log in logs) else 1
 
 
 def _unlink_quietly(path: Path) -> None:

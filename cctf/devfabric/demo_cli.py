@@ -35,6 +35,13 @@ def register(subparsers: argparse._SubParsersAction[Any]) -> None:
     )
     p.add_argument("--json", action="store_true", help="one JSON object per verdict on stdout")
     p.add_argument("--nodes", type=int, default=3, choices=(1, 3), help="NATS nodes (default 3)")
+    p.add_argument(
+        "--coordinators",
+        type=int,
+        default=1,
+        choices=(1, 3),
+        help="coordinators (default 1); 3: each on its own subjects, the subscriber uses 2-of-3",
+    )
     p.add_argument("--round-ms", type=int, default=1000, help="round length in ms (default 1000)")
     p.add_argument("--k", type=int, default=3, help="quorum size k of n=5 (default 3)")
     p.add_argument(
@@ -102,6 +109,7 @@ def _run(args: argparse.Namespace) -> int:
         gateway_port=args.gateway_port,
         json=args.json,
         nodes=args.nodes,
+        coordinators=args.coordinators,
         round_ms=args.round_ms,
         k=args.k,
         suite=SuiteId(args.suite),

@@ -340,3 +340,55 @@ def test_demo_piped_into_head_stops_quietly(tmp_path: Path) -> None:
     assert "Traceback" not in err, err[-3000:]
     assert proc.returncode == 141, err[-3000:]
     assert not processes_mentioning(str(workdir)), "the fabric should be gone"
+
+
+def test_demo_three_coordinators_combined_two_of_three(tmp_path: Path) -> None:
+    """``cctf demo --coordinators 3``: three coordinators (own keys, durables, subjects and logs),
+    the subscriber and the relying party using 2-of-3 for DNS verdicts, identity verdicts and safe
+    mode; every coordinator's log verified (one ``log`` line each)."""
+    workdir = tmp_path / "fabric"
+    proc = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "cctf",
+            "demo",
+            "--coordinators",
+            "3",
+            "--nodes",
+            "1",
+            "--rounds",
+            "3",
+            "--json",
+            "--dir",
+            str(workdir),
+            "--fabric-file",
+            str(tmp_path / "fabric.json"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=150,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    objects = [json.loads(line) for line in proc.stdout.splitlines() if line.strip()]
+    logs = [o["log"] for o in objects if set(o) == {"log"}]
+    assert objects[-3:] == [{"log": log} for log in logs] and len(logs) == 3, proc.stdout[-800:]
+    assert all(log["verified"] and log["size"] >= 3 * len(DEMO_NAMES) for log in logs), logs
+    assert len({log["root"] for log in logs}) == 3  # three logs, one per coordinator
+    verdicts = [o for o in objects if "workload" not in o and "log" not in o]
+    workloads = [o for o in objects if "workload" in o]
+    assert len(verdicts) >= 3 * len(DEMO_NAMES), proc.stderr[-2000:]
+    assert all(v["outcome"] == "trusted" for v in verdicts)
+    assert {v["coordinator"] for v in verdicts} <= {"coord-1", "coord-2", "coord-3"}
+    assert workloads and all(w["outcome"] == "trusted" for w in workloads), workloads[-1:]
+    assert "subscriber uses 2-of-3 coordinators" in proc.stderr
+    assert processes_mentioning(str(workdir)) == []
+    bad = subprocess.run(
+        [sys.executable, "-m", "cctf", "demo", "--coordinators", "2"],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        cwd=tmp_path,
+    )
+    assert bad.returncode == 2 and "--coordinators" in bad.stderr
