@@ -492,6 +492,7 @@ def report(
         for c, cs in counters.items()
     }
     out["subscriber_lines_unparsed"] = len(fab.sub_errors)
+    out["subscriber_exits"] = fab.sub_exits
     out["auditor_errors"] = fab.auditor.errors if fab.auditor else None
     out["ok"] = all_ok
     return out

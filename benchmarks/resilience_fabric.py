@@ -125,6 +125,7 @@ class Fabric:
     subscriber: Proc | None = None
     arrivals: list[Arrival] = field(default_factory=list)
     sub_errors: list[str] = field(default_factory=list)
+    sub_exits: list[dict[str, Any]] = field(default_factory=list)
     auditor: Auditor | None = None
     _reader: asyncio.Task[None] | None = None
 
@@ -240,21 +241,28 @@ class Fabric:
         self._reader = asyncio.create_task(self._read_subscriber())
 
     async def _read_subscriber(self) -> None:
-        assert self.subscriber is not None and self.subscriber.popen is not None
-        out = self.subscriber.popen.stdout
-        assert out is not None
+        """Stamp every line of the subscriber; if it exits (it should not), note the exit in
+        ``sub_exits`` (code and the last line of its log) and start it again."""
         while True:
-            line = await out.readline()
-            if not line:
-                return
-            t = time.monotonic()
-            try:
-                d = json.loads(line)
-                self.arrivals.append(
-                    Arrival(t, d["name"], d["qtype"], d["round"], d["outcome"], d["coordinator"])
-                )
-            except (ValueError, KeyError, TypeError):
-                self.sub_errors.append(line[:200].decode(errors="replace"))
+            assert self.subscriber is not None and self.subscriber.popen is not None
+            out = self.subscriber.popen.stdout
+            assert out is not None
+            while line := await out.readline():
+                t = time.monotonic()
+                try:
+                    d = json.loads(line)
+                    self.arrivals.append(
+                        Arrival(
+                            t, d["name"], d["qtype"], d["round"], d["outcome"], d["coordinator"]
+                        )
+                    )
+                except (ValueError, KeyError, TypeError):
+                    self.sub_errors.append(line[:200].decode(errors="replace"))
+            code = await self.subscriber.popen.wait()
+            tail = self.subscriber.log.read_text(errors="replace").strip().splitlines()[-1:]
+            self.sub_exits.append({"t": time.monotonic(), "code": code, "log": tail})
+            await asyncio.sleep(0.2)
+            await self.subscriber.start(stdout_pipe=True)
 
     async def wait_verdicts(self, timeout_s: float = 60.0) -> None:
         """Until the subscriber has used a verdict for every configured name."""
@@ -287,6 +295,8 @@ class Fabric:
     # ---- tear-down
 
     async def stop(self) -> None:
+        if self._reader is not None:
+            self._reader.cancel()  # no restart of the subscriber while stopping
         procs = [self.subscriber, *self.agents.values(), *self.coords.values(), *self.dns.values()]
         await asyncio.gather(*(p.stop() for p in procs if p is not None), return_exceptions=True)
         if self._reader is not None:
