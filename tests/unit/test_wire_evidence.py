@@ -370,7 +370,8 @@ def test_identity_subjects_parse_back(region: str, kind: IdentityKind, subject: 
         "cctf.v1.verdict.us-east.~2e.bundle",
         "cctf.v1.verdict.us-east.=aaaa.jwks",
         "cctf.v1.verdict.us-east.=" + "a" * 51 + "b.mtls",  # non-canonical base32 tail
-        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.x",
+        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.x.y",  # a coordinator token, then more
+        "cctf.v1.verdict.us-east.=" + "a" * 52 + ".mtls.X",  # not a coordinator id
     ],
 )
 def test_identity_verdict_subject_rejects(subject: str) -> None:
