@@ -214,6 +214,12 @@ def metrics_delta(
     out["rejected"] = _by_label(d, "cctf_messages_rejected_total", "reason")
     out["publish_retries"] = int(d.get("cctf_verdict_publish_retries_total", 0))
     out["verdicts_dropped"] = int(d.get("cctf_verdicts_dropped_total", 0))
+    # batch signing: one signed head and one durable-log record per batch
+    out["batches"] = int(d.get("cctf_batches_total", 0))
+    count = d.get("cctf_batch_verdicts_count", 0.0)
+    if count:
+        out["verdicts_per_batch_mean"] = round(d.get("cctf_batch_verdicts_sum", 0.0) / count, 1)
+    out["published_before_logged"] = int(d.get("cctf_log_published_before_logged_total", 0))
     return out
 
 

@@ -178,7 +178,16 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         "batch": batch["throughput"],
         "batch_over_per_verdict": ratio(vps, vps_pv),
     }
+    b_coord = batch["throughput"]["coordinator"]
+    window_s = batch["throughput"]["window_s"]
     log_out = {
+        "durable_appends_per_s": round(b_coord.get("batches", 0) / window_s, 1)
+        if window_s
+        else None,
+        "durable_appends_what": "LogBatch records appended to CCTF_LOG per second by the batch "
+        "coordinator during the throughput window (one per batch, one signed head each)",
+        "verdicts_per_batch_mean": b_coord.get("verdicts_per_batch_mean"),
+        "published_before_logged": b_coord.get("published_before_logged"),
         "what": "cctf.translog core on one core (benchmarks/translog.py) and the batch-signed "
         "verdicts' proofs",
         "appends_per_s": log["appends_per_s"],
