@@ -121,7 +121,12 @@ def test_users_passwords_and_permissions() -> None:
 
     agent = permissions_for("agent-us-east", DEFAULT_REGIONS)
     assert agent is not None
-    assert agent.publish_allow == ("cctf.v1.vote.us-east.>", "cctf.v1.evidence.us-east.>")
+    # its own region's votes and evidence, and certificate requests for its own region (cctf.ca)
+    assert agent.publish_allow == (
+        "cctf.v1.vote.us-east.>",
+        "cctf.v1.evidence.us-east.>",
+        "cctf.v1.ca.issue.us-east.>",
+    )
     assert agent.subscribe_allow == ("_INBOX.agent-us-east.>",)
     client = permissions_for("client", DEFAULT_REGIONS)
     assert client is not None
