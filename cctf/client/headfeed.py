@@ -243,9 +243,12 @@ class HeadFeed:
             return False  # asked a moment ago: not there (a verdict naming no published head)
         for wait in FETCH_WAITS_S:
             await asyncio.sleep(wait)  # also lets a queued live copy of the head be handled
+            errors = self.rejected["fetch_error"]
             if await self.fetch(kid, size, region=region):
                 self._misses.pop((kid, size), None)
                 return True
+            if self.rejected["fetch_error"] != errors:
+                break  # the bus did not answer (already waited out the request timeout)
         self._misses[(kid, size)] = time.monotonic()
         while len(self._misses) > FETCH_MISSES:
             del self._misses[next(iter(self._misses))]
