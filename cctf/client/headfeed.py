@@ -67,8 +67,10 @@ FETCH_MISS_S: Final = 1.0
 FETCH_MISSES: Final = 1024
 #: How often the newest verified heads are gossiped and pending consistency proofs asked for.
 GOSSIP_INTERVAL_S: Final = 1.0
-#: Consistency proofs asked for per interval (the rest wait for the next one).
+#: Consistency proofs asked for per interval (the rest wait for the next one), and how often a
+#: proof the log API refuses is asked for before its head is no longer tracked.
 PROOFS_PER_INTERVAL: Final = 16
+PROOF_TRIES: Final = 3
 #: Pending-message bound of the core subscriptions (beyond it the server drops: a dropped head is
 #: fetched by direct get when a verdict needs it).
 PENDING_MSGS: Final = 8192
@@ -126,6 +128,7 @@ class HeadFeed:
         self._gossiped: dict[str, int] = {}  # kid -> size last gossiped
         self._misses: dict[tuple[str, int], float] = {}  # (kid, size) -> monotonic time of a miss
         self._gossip_watched = False
+        self._proof_failures: dict[tuple[str, int, int], int] = {}
         self._task: asyncio.Task[None] | None = None
         self._starting: dict[str, asyncio.Lock] = {}
         self._closed = False
@@ -302,13 +305,26 @@ class HeadFeed:
                     continue
                 try:
                     proof = await self.consistency.consistency(anchor.coordinator, size1, size2)
-                except Exception as exc:  # no log API (yet), a timeout, a malformed reply
+                except Exception as exc:  # no log API (yet), a timeout, a refusal, a bad reply
                     self.consistency_unavailable += 1
                     if self._consistency_ok:  # one log line per outage, not one per second
                         _log.warning("consistency_unavailable", log=kid, error=str(exc)[:300])
                     self._consistency_ok = False
-                    break
+                    if getattr(exc, "reason", "unavailable") == "unavailable":
+                        break  # nobody answers: try again next tick
+                    # answered, but not with a proof (e.g. a head the log does not hold): a few
+                    # tries, then the head is no longer tracked (counted), never blocking the rest
+                    key = (kid, size1, size2)
+                    if len(self._proof_failures) >= 1024:
+                        self._proof_failures.clear()
+                    self._proof_failures[key] = self._proof_failures.get(key, 0) + 1
+                    if self._proof_failures[key] >= PROOF_TRIES:
+                        del self._proof_failures[key]
+                        unchecked = size2 if size1 == anchor.size else size1
+                        self.cache.drop_unchecked(kid, unchecked)
+                    continue
                 self._consistency_ok = True
+                self._proof_failures.pop((kid, size1, size2), None)
                 self.cache.add_consistency(kid, size1, size2, proof)
 
 

@@ -279,6 +279,8 @@ class HeadCache:
         return dict(self._newest)
 
     def _track(self, head: VerifiedHead) -> None:
+        if head.size == 0:
+            return  # the empty tree is a prefix of every tree: nothing to prove
         newest = self._newest.get(head.kid)
         if newest is None or head.size > newest.size:
             self._newest[head.kid] = head
@@ -346,6 +348,14 @@ class HeadCache:
         del log.unchecked[unchecked]
         if newer is not a:
             log.anchor = newer
+        return True
+
+    def drop_unchecked(self, kid: str, size: int) -> bool:
+        """Stop tracking an unchecked head (its proof cannot be obtained); counted."""
+        log = self._logs.get(kid)
+        if log is None or log.unchecked.pop(size, None) is None:
+            return False
+        self.unchecked_dropped += 1
         return True
 
     # ---- the alarm

@@ -197,3 +197,34 @@ async def test_the_feed_asks_for_pending_consistency_proofs() -> None:
     source.log = _log(12, tag="b")
     await feed.tick()
     assert [v.kind for v in feed.cache.split_views] == ["inconsistent"]
+
+
+class _Refused(Exception):
+    reason = "unknown-head"
+
+
+async def test_a_proof_the_log_api_refuses_does_not_block_the_others() -> None:
+    from cctf import telemetry
+    from cctf.client.headfeed import PROOF_TRIES, HeadFeed
+
+    class Picky(_Source):
+        async def consistency(self, coordinator: str, size1: int, size2: int) -> list[bytes]:
+            if 7 in (size1, size2):
+                self.asked.append((coordinator, size1, size2))
+                raise _Refused("no stored head of size 7")
+            return await super().consistency(coordinator, size1, size2)
+
+    source = Picky(LOG)
+    feed = HeadFeed(None, WORLD.trust, gossip=False, consistency=source)  # type: ignore[arg-type]
+    telemetry.configure_logging(json=True, level="info", stream=io.StringIO())
+    try:
+        for size in (5, 7, 9):
+            feed.add(LOG.head_note(size), "test")
+        feed.add(LOG.head_note(0), "test")  # the empty tree proves nothing: not tracked
+        for _ in range(PROOF_TRIES + 2):
+            await feed.tick()
+    finally:
+        telemetry.configure_logging()
+    assert feed.cache.pending() == [] and feed.cache.anchor(KID).size == 9  # type: ignore[union-attr]
+    assert feed.cache.unchecked_dropped == 1 and feed.consistency_unavailable >= PROOF_TRIES
+    assert not feed.cache.split_views  # a refusal is not evidence of a split view
