@@ -128,7 +128,7 @@ class LogMonitor:
             except asyncio.CancelledError:
                 raise
             except TranslogError as exc:
-                if isinstance(exc, MirrorError) or exc.reason not in ("unavailable",):
+                if isinstance(exc, MirrorError) or exc.reason not in ("unavailable", "no-stream"):
                     self.failed = exc
                     _log.error("log_does_not_verify", log=self.log_id, error=str(exc)[:300])
                     self.caught_up.set()
