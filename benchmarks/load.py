@@ -8,8 +8,9 @@ What runs, all on 127.0.0.1, each part in its own process (so the two cores are 
 real deployment's machines would not be, but no part is charged another's CPU):
 
 * a NATS JetStream cluster (``NatsFabric``, 3 nodes by default, R3 streams);
-* five authoritative DNS servers (``FaultyDnsServer``, no faults) in one child process, serving a
-  DNSSEC-signed zone of ``n<i>.load.test.`` A records (as many as the largest N);
+* five authoritative DNS servers (``FaultyDnsServer``, no faults), one child process each, each
+  serving a DNSSEC-signed zone of ``n<i>.load.test.`` A records (as many as the largest N; each
+  signs with its own keys, so each agent gets its server's DS as trust anchor);
 * five real agents, ``cctf agent run`` processes (one per region, one resolver each, validating
   DNSSEC up to the zone's DS), asking the first N names every round; a round's votes are split over
   several ballots when they exceed the agents' ballot bounds;
@@ -89,6 +90,13 @@ LOG_LEVEL = os.environ.get("CCTF_LOAD_AGENT_LOG", "warning")
 _AGENT_CMD = (sys.executable, "-m", "cctf", "agent", "run")
 
 
+async def _stop_dns(proc: subprocess.Popen[bytes]) -> None:
+    with contextlib.suppress(Exception):
+        assert proc.stdin is not None
+        proc.stdin.close()
+    await stop_process(proc, timeout_s=5.0)
+
+
 class LoadFabric:
     def __init__(self, tmp: Path, stack: contextlib.AsyncExitStack, progress: Progress) -> None:
         self.tmp = tmp
@@ -118,26 +126,25 @@ class LoadFabric:
         save_signing_key(tmp / "coordinator.key.json", coord_key)
         trust.save(tmp / "trust.json")
 
-        progress(f"DNS: signing a {max_names}-name zone, five servers in a child process")
-        dns_proc = spawn(
-            [sys.executable, "-c", DNS_CHILD, str(max_names), str(N)],
-            stdin=subprocess.PIPE,
-            stdout=subprocess.PIPE,
-        )
-        assert dns_proc.stdout is not None and dns_proc.stdin is not None
-        line = await asyncio.wait_for(asyncio.to_thread(dns_proc.stdout.readline), 120)
-        info = json.loads(line)
-        self.dns_ports: list[int] = info["ports"]
-        self.anchor: str = info["anchor"]
-        stdin = dns_proc.stdin
-
-        async def stop_dns() -> None:
-            with contextlib.suppress(Exception):
-                stdin.close()
-            await stop_process(dns_proc, timeout_s=5.0)
-
-        stack.push_async_callback(stop_dns)
-        self.pids["dns"] = [dns_proc.pid]
+        progress(f"DNS: five servers, one process each, each signing a {max_names}-name zone")
+        procs = []
+        for _ in REGIONS:  # one process per resolver (five machines in a deployment)
+            proc = spawn(
+                [sys.executable, "-c", DNS_CHILD, str(max_names), "1"],
+                stdin=subprocess.PIPE,
+                stdout=subprocess.PIPE,
+            )
+            stack.push_async_callback(_stop_dns, proc)
+            procs.append(proc)
+        self.dns_ports: list[int] = []
+        self.anchors: list[str] = []  # each server signs with its own keys: one anchor each
+        for proc in procs:
+            assert proc.stdout is not None
+            line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 180)
+            info = json.loads(line)
+            self.dns_ports += info["ports"]
+            self.anchors.append(info["anchor"])
+        self.pids["dns"] = [p.pid for p in procs]
 
         progress(f"starting JetStream ({nodes} node{'s' if nodes > 1 else ''})")
         nats = await NatsFabric.astart(tmp / "nats", nodes=nodes, regions=REGIONS)
@@ -236,7 +243,7 @@ class LoadFabric:
     def start_agents(self, names: int) -> None:
         self.agent_procs = []
         self.pids["agents"] = []
-        for region, port in zip(REGIONS, self.dns_ports, strict=True):
+        for region, port, anchor in zip(REGIONS, self.dns_ports, self.anchors, strict=True):
             config = {
                 "agent": agent_id(region),
                 "region": region,
@@ -253,7 +260,7 @@ class LoadFabric:
                 ],
                 "names": [[name(i), "A"] for i in range(names)],
                 "round_ms": ROUND_MS,
-                "dnssec": {"trust_anchors": [self.anchor]},
+                "dnssec": {"trust_anchors": [anchor]},
             }
             path = self.tmp / f"{agent_id(region)}.json"
             path.write_text(json.dumps(config))
