@@ -168,7 +168,7 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     #: D6: a round still undecided this many rounds after its deadline is shed (counted, logged)
     shed_after_rounds: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 2
     #: decided keys taken per turn of the sign-and-publish workers (newest round first)
-    schedule_chunk: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 256
+    schedule_chunk: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
     replay_capacity: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
     identity: IdentityTargets | None = None
     identity_electorate: list[str] = msgspec.field(default_factory=list)

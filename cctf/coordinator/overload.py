@@ -5,7 +5,7 @@ The async adapter around the pure :class:`~cctf.coordinator.pipeline.schedule.Ro
 
 * :meth:`Scheduler.schedule` queues decisions by round (a decision of a round already shed is shed
   at once);
-* :meth:`Scheduler.worker` is one sign-and-publish worker (the service runs ``signing_workers + 1``
+* :meth:`Scheduler.worker` is one sign-and-publish worker (the service runs ``signing_workers + 2``
   of them, so the signing of one chunk overlaps the publishing of another): it takes up to
   ``schedule_chunk`` decisions of the newest round with work and hands them to the
   :class:`~cctf.coordinator.outbox.Outbox`;

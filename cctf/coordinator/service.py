@@ -250,7 +250,7 @@ class Coordinator:
         self._tasks.append(asyncio.create_task(self._deadline_loop(), name=f"cctf-deadline-{name}"))
         self._tasks += [  # sign-and-publish workers: signing of one overlaps publishing of another
             asyncio.create_task(self._scheduler.worker(), name=f"cctf-outbox-{name}-{i}")
-            for i in range(self.config.signing_workers + 1)
+            for i in range(self.config.signing_workers + 2)  # mostly waiting on acks
         ]
         c = self.config
         _log.info(
