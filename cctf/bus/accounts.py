@@ -26,11 +26,13 @@ Least privilege, as data:
 * Inboxes: every user's connection uses the inbox prefix ``_INBOX.<user>`` (set by
   :func:`cctf.bus.connect.connect`) and may subscribe only to ``_INBOX.<user>.>`` plus its role's
   subjects, so nobody receives another user's replies or consumer deliveries.
-* No restricted role subscribes to a stream subject (core): the server pushes a consumer's
-  deliveries to any ``deliver_subject`` that has a subscriber, without checking the consumer
-  creator's permissions, and a stream listening there stores them. With only inboxes to subscribe
-  to, a client's consumer on a verdict stream cannot copy verdicts onto another verdict or vote
-  subject (``tests/redteam/test_push_delivery.py``). Everyone reads streams through JetStream.
+* The live path (design D1): coordinators subscribe (core) to every region's ballots and evidence
+  (:data:`COORDINATOR_LIVE_SUBJECTS`), clients to the verdicts (:data:`CLIENT_LIVE_SUBJECTS`, a
+  stream export to ``CLIENTS``); nobody else subscribes to a stream subject. Such a subscription
+  gives interest to any push consumer delivering there, and the server does not check a push
+  consumer's ``deliver_subject`` against its creator's permissions, so every message a restricted
+  role may consume carries ``Nats-Expected-Stream``: a copy pushed onto another stream's subject is
+  refused by that stream (``tests/redteam/test_push_delivery.py``).
 
 Roles:
 
@@ -340,8 +342,8 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
                 LOG_PUBLISH,  # its own log's records
                 *granted_subjects(role, regions),
             ),
-            subscribe_allow=(inbox, LOG_API_SUBJECTS),  # cctf log serve answers the log API
-            allow_responses=True,  # ... one reply per request
+            subscribe_allow=(inbox, LOG_API_SUBJECTS, *COORDINATOR_LIVE_SUBJECTS),
+            allow_responses=True,  # ... one reply per request (cctf log serve answers the log API)
         )
     if role is Role.CLIENT:
         return UserPermissions(
@@ -350,7 +352,7 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
                 CLIENT_GOSSIP_SUBJECTS,
                 LOG_API_SUBJECTS,
             ),
-            subscribe_allow=(inbox, *CLIENT_HEAD_SUBJECTS),
+            subscribe_allow=(inbox, *CLIENT_HEAD_SUBJECTS, *CLIENT_LIVE_SUBJECTS),
         )
     region = user_name[len(AGENT_PREFIX) :]
     return UserPermissions(
@@ -403,6 +405,12 @@ class Account:
 HEAD_SUBJECTS: Final = "cctf.v1.head.>"
 CLIENT_GOSSIP_SUBJECTS: Final = "cctf.v1.gossip.>"
 CLIENT_HEAD_SUBJECTS: Final = (HEAD_SUBJECTS, CLIENT_GOSSIP_SUBJECTS)
+#: The live path (design D1): what a coordinator subscribes to (core) next to its durable consumers:
+#: the ballots and evidence of every region, the same messages the vote streams store.
+COORDINATOR_LIVE_SUBJECTS: Final = ("cctf.v1.vote.>", "cctf.v1.evidence.>")
+#: ... and what a client subscribes to (core) next to its JetStream reads: every verdict (DNS and
+#: identity), exported by ``CCTF`` to ``CLIENTS`` as a *stream* (one way: nothing is answered).
+CLIENT_LIVE_SUBJECTS: Final = ("cctf.v1.verdict.>",)
 
 #: The JetStream API prefix of the client (account ``CLIENTS``): its imports of ``CCTF``'s API.
 CLIENT_JS_API_PREFIX: Final = "JS.CCTF.API"
@@ -478,6 +486,7 @@ def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
     exports += [Export(ExportKind.SERVICE, s, (CLIENT_ACCOUNT_NAME,)) for s in client_services]
     exports.append(Export(ExportKind.STREAM, client_inbox, (CLIENT_ACCOUNT_NAME,)))
     exports.append(Export(ExportKind.SERVICE, LOG_API_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
+    exports += [Export(ExportKind.STREAM, s, (CLIENT_ACCOUNT_NAME,)) for s in CLIENT_LIVE_SUBJECTS]
     client_imports = [
         Import(ExportKind.SERVICE, ACCOUNT_NAME, s, to=client_api_subject(s))
         for s in client_services
@@ -486,6 +495,7 @@ def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
     client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, client_inbox))
     exports.append(Export(ExportKind.STREAM, HEAD_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
     client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, HEAD_SUBJECTS))
+    client_imports += [Import(ExportKind.STREAM, ACCOUNT_NAME, s) for s in CLIENT_LIVE_SUBJECTS]
     clients = Account(CLIENT_ACCOUNT_NAME, jetstream=False, imports=tuple(client_imports))
     return (Account(ACCOUNT_NAME, jetstream=True, exports=tuple(exports)), clients, *agents)
 

@@ -95,6 +95,7 @@ class Reason(StrEnum):
     HEAD_MISMATCH = "head_mismatch"  # "tlog": the verified checkpoint has another root
     PROOF = "proof"  # "tlog": the inclusion proof does not verify
     SPLIT_VIEW = "split_view"  # a log showed two views (cctf.client.heads.SplitViewError)
+    DUPLICATE = "duplicate"  # the same message again (same nonce AND envelope digest): no replay
 
 
 class Rejected(Exception):

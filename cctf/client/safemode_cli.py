@@ -216,7 +216,11 @@ async def _command(args: argparse.Namespace, prepared: dict[str, Any], key: Any,
             feed = await open_ordered_feed(nc, CONTROL_STREAM, "cctf.v1.control.>")
         try:
             await nc.jetstream().publish(
-                subject, data, timeout=args.timeout, headers={MSG_ID: f"op1.{data[-32:].hex()}"}
+                subject,
+                data,
+                timeout=args.timeout,
+                headers={MSG_ID: f"op1.{data[-32:].hex()}"},
+                stream=CONTROL_STREAM,  # no other stream stores a copy (threat model)
             )
         except Exception as exc:
             return _fail(f"command not accepted by the bus: {exc or type(exc).__name__}")

@@ -192,6 +192,9 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     #: the certificate gate (docs/ca.md §5): ballots only from keys with a logged, valid,
     #: unrevoked certificate in the CA log. Absent: no gate.
     ca: CaGateConfig | None = None
+    #: The live path (design D1): also hold a core subscription on the vote and evidence subjects,
+    #: so ballots are counted without waiting on a stream leader. ``false``: durable consumers only.
+    live: bool = True
 
     def __post_init__(self) -> None:
         try:

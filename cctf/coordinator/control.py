@@ -253,6 +253,7 @@ class SafeModeControl:
                 f"sm1.{ann.region}.{ann.coordinator}.{ann.seq}",
                 ann.expires_ms,
                 self._stopping,
+                expected_stream=CONTROL_STREAM,  # no other stream stores a copy of it
             )
             if r.outcome is PublishOutcome.PUBLISHED:
                 self.stats.announcements += 1

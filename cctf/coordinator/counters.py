@@ -38,6 +38,11 @@ class Counters:
         self.throttled: dict[str, int] = {}  # region -> fetch pauses for its rate budget
         self.rounds_shed = 0
         self.expired: dict[str, int] = {}  # ballots acked without a verdict, by reason
+        # the live path (design D1, cctf.coordinator.pipeline.live)
+        self.live_ballots = 0  # ballots/evidence counted from their live (core) copy
+        self.duplicates: dict[str, int] = {}  # copy ("live"/"durable") -> recognised duplicates
+        self.live_rejected: dict[str, int] = {}  # refusals of live copies, by reason
+        self.unstored = 0  # verdicts core subscribers had but no stream stored before expiry
         self._d_terminated: dict[tuple[str, str], int] = {}
         self._metrics = instruments()
 
@@ -50,6 +55,12 @@ class Counters:
         _bump(self.terminated_by_region.setdefault(region, {}), reason)
         key = (reason, region)
         self._d_terminated[key] = self._d_terminated.get(key, 0) + 1
+
+    def duplicate(self, copy: str) -> None:
+        _bump(self.duplicates, copy)
+
+    def live_reject(self, reason: str) -> None:
+        _bump(self.live_rejected, reason)
 
     def ignore(self, result: str, n: int = 1) -> None:
         _bump(self.ignored, result, n)

@@ -5,9 +5,17 @@ Signing dominates (about 1 ms per hybrid signature): verdicts are signed in chun
 is published while the next is signed, so the first verdicts of a large batch go out early. With batch
 signing (``batcher``, ``cctf.coordinator.batcher``) DNS verdicts are handed to the batch stage all at
 once instead (one signed log head per batch, the same ``"tlog"`` envelope on every verdict region);
-identity verdicts keep their own signatures. A verdict
-that cannot be built or sealed is settled at once as ``unpublishable``; one that cannot be published is
-retried until it expires, then settled as ``expired``: no key ever holds ballots for good.
+identity verdicts keep their own signatures.
+
+The live path never waits on a stream leader (design D1): :meth:`Outbox.run` returns as soon as every
+verdict's first copy went out to every region (core subscribers have it then); the stream's
+acknowledgement is awaited in the background (:attr:`Outbox.storing`), with retries of the same
+bytes and message id, and only then is the key settled (its ballots acknowledged). So a stream
+without a leader delays the durable copy and the acknowledgement of ballots, never the next verdict.
+A verdict that cannot be built or sealed is settled at once as ``unpublishable``; one that cannot be
+stored before it expires is settled as ``expired`` (counted in ``verdicts_dropped`` when it never went
+out at all, in ``verdicts_unstored`` when core subscribers had it but the stream never stored it):
+no key ever holds ballots for good.
 """
 
 from __future__ import annotations
@@ -64,6 +72,7 @@ class Outbox:
         log: Callable[..., None],
         lkg: Callable[[Verdict], Verdict] | None = None,
         batcher: BatchSigner | None = None,
+        expected_stream: Callable[[str], str | None] = lambda _subject: None,
     ) -> None:
         self._decider = decider
         self._signer = signer
@@ -77,10 +86,14 @@ class Outbox:
         self._log = log
         self._lkg = lkg  # the LKG stage (cctf.coordinator.lkggate): fresh -> verdict to publish
         self._batcher = batcher
+        self._expected_stream = expected_stream
+        #: Background tasks awaiting the stream acknowledgement of verdicts already sent.
+        self.storing: set[asyncio.Task[None]] = set()
 
     async def run(self, decided: list[tuple[AnyKey, Decision]]) -> None:
-        """Decide, sign and publish ``decided``; settle every key whose verdict is out or given up
-        (not those left unpublished because the service is stopping: redelivery handles them)."""
+        """Decide, sign and send ``decided``: returns once every verdict went out (or was given up);
+        each key is settled in the background once its verdict is stored or given up (not those
+        left unstored because the service is stopping: redelivery handles them)."""
         jobs: list[_Job] = []
         for key, decision in decided:
             try:
@@ -98,7 +111,6 @@ class Outbox:
                 await self._settle(key)
                 continue
             jobs.append(_Job(key, verdict, encode(verdict)))
-        publishing: list[tuple[list[_Job], asyncio.Future[list[bool | None]]]] = []
         chunk = _PUBLISH_CHUNK if self._batcher is None else max(1, len(jobs))
         for start in range(0, len(jobs), chunk):
             part = jobs[start : start + chunk]
@@ -109,12 +121,13 @@ class Outbox:
                     self._counts.drop(UNPUBLISHABLE)
                     await self._settle(job.key)
             ready = [job for job in part if job.sealed is not None]
-            publishing.append((ready, asyncio.gather(*(self._publish_job(j) for j in ready))))
-        for part, pending in publishing:
-            results = await pending
-            for job, ok in zip(part, results, strict=True):
-                if ok is not None:  # None: stopping, leave the ballots for redelivery
-                    await self._settle(job.key)
+            sent = [asyncio.Event() for _ in ready]
+            for job, event in zip(ready, sent, strict=True):
+                task = asyncio.get_running_loop().create_task(self._publish_job(job, event))
+                self.storing.add(task)
+                task.add_done_callback(self.storing.discard)
+            # the live path: the next chunk is signed once this one went out (not once stored)
+            await asyncio.gather(*(e.wait() for e in sent))
 
     def _seal_chunk(self, jobs: list[_Job]) -> list[list[Sealed] | None]:
         out: list[list[Sealed] | None] = []
@@ -187,33 +200,58 @@ class Outbox:
             job.sealed = s
         return True
 
-    async def _publish_job(self, job: _Job) -> bool | None:
-        """Publish one verdict to every region: True published, False given up, None stopping."""
+    async def _publish_job(self, job: _Job, sent: asyncio.Event) -> None:
+        """Publish one verdict to every region; ``sent`` is set once every region's first attempt
+        was made. Settles the key once stored everywhere or given up (not when stopping:
+        redelivery handles its ballots)."""
         verdict = job.verdict
         assert job.sealed is not None
-        results = await asyncio.gather(
-            *(
-                self._publisher.publish(
-                    s.subject, s.data, s.msg_id, verdict.expires_ms, self._stopping
+        waiting = len(job.sealed)
+        latency: list[float | None] = []
+
+        def one_sent(_went_out: bool) -> None:
+            nonlocal waiting
+            waiting -= 1
+            if waiting == 0:  # every region's first attempt was made: the live path is done
+                sent.set()
+                latency.append(self._latency(job.key))
+
+        try:
+            results = await asyncio.gather(
+                *(
+                    self._publisher.publish(
+                        s.subject,
+                        s.data,
+                        s.msg_id,
+                        verdict.expires_ms,
+                        self._stopping,
+                        on_sent=one_sent,
+                        expected_stream=self._expected_stream(s.subject),
+                    )
+                    for s in job.sealed
                 )
-                for s in job.sealed
             )
-        )
+        finally:
+            sent.set()  # never leave run() waiting (given up, stopping, cancelled)
         n = self._counts
         for r in results:
             n.retries += r.failures
             if r.failures:
                 self._log("verdict_publish_failed", error=r.last_error)
         if any(r.outcome is PublishOutcome.STOPPED for r in results):
-            return None
+            return
         n.verdict_messages += sum(r.outcome is PublishOutcome.PUBLISHED for r in results)
-        if all(r.outcome is PublishOutcome.PUBLISHED for r in results):
-            n.verdict(verdict.outcome.value, self._latency(job.key))
-            return True
-        n.drop("expired")
-        _log.error(
-            "verdict_dropped",
-            key=[str(part)[:256] for part in job.key],
-            detail="expired before it could be published",
-        )
-        return False
+        went_out = all(r.sent for r in results)  # core subscribers had it (stored or not)
+        if went_out:
+            n.verdict(verdict.outcome.value, latency[0] if latency else None)
+        if not all(r.outcome is PublishOutcome.PUBLISHED for r in results):
+            if went_out:
+                n.unstored += 1
+            else:
+                n.drop("expired")
+            _log.error(
+                "verdict_unstored" if went_out else "verdict_dropped",
+                key=[str(part)[:256] for part in job.key],
+                detail="expired before it could be " + ("stored" if went_out else "published"),
+            )
+        await self._settle(job.key)

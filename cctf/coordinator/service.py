@@ -2,10 +2,13 @@
 
 Data path (each arrow a stage of ``cctf.coordinator.pipeline``; see ``docs/architecture.md``)::
 
-    RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--> verify (VerifyStage)
+    core subscription per vote region (live copy) --> live (LiveIngest) --+
+    RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--+-> duplicates
+      (DuplicateIndex: the other copy of a message is settled as the first) --> verify (VerifyStage)
       --> tally (Tallies: TallyBook | IdentityStage) --> Outbox: decide (Deciders: Decider |
       IdentityStage) --> sign (Signer, worker threads)
-      --> Publisher (Nats-Msg-Id, bounded retry) --> acks (AckLedger): ack / term(reason) / +WPI
+      --> Publisher (sent at once; stored with Nats-Msg-Id, retried in the background)
+      --> acks (AckLedger): ack / term(reason) / +WPI
 
 Configured by ONE :class:`~cctf.coordinator.config.CoordinatorConfig`. The service never raises on
 input: every delivery reaches a final state (ack, or term with a counted reason) in bounded time.
@@ -25,13 +28,15 @@ from cctf import telemetry
 from cctf.bus.connect import Connection
 from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
 from cctf.bus.publisher import Publisher
-from cctf.bus_schemas.envelope import TimePolicy
+from cctf.bus.streams import verdict_stream_name
+from cctf.bus_schemas.envelope import Reason, TimePolicy
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.coordinator.batcher import batch_stage
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.durablelog import CoordinatorLog
+from cctf.coordinator.livepath import LivePath
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
@@ -41,10 +46,11 @@ from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.expiry import expire_rounds
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
+from cctf.coordinator.pipeline.live import DURABLE, LIVE, LiveCopy, envelope_digest
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
 from cctf.coordinator.pipeline.verify import Refused, VerifyStage
-from cctf.coordinator.replay import ReplayCache
+from cctf.coordinator.replay import DuplicateIndex, ReplayCache, Seen
 from cctf.coordinator.stats import CoordinatorError, CoordinatorStats, vote_regions
 from cctf.coordinator.tally import Decision, TallyBook
 from cctf.coordinator.verdicts import SequenceClock
@@ -56,7 +62,12 @@ from cctf.errors import CctfError
 __all__ = ["Coordinator", "CoordinatorError", "CoordinatorStats", "vote_regions"]
 
 _MAX_DETAIL: Final = 300
+#: How long the fate of a message's first copy is remembered for its other copy (a durable copy can
+#: come seconds later: a stream-leader election, a redelivery), and at most how many.
+_DUPLICATE_TTL_MS: Final = 120_000
+_DUPLICATE_CAPACITY: Final = 262_144
 Token = tuple[str, int]
+DUPLICATE_REASON: Final = Reason.DUPLICATE.value
 
 _log = telemetry.get_logger("cctf.coordinator")
 
@@ -113,6 +124,9 @@ class Coordinator:
             hold_limit_ms=c.hold_limit_ms,
         )
         self._handles: dict[Token, Delivery] = {}
+        self._dups: DuplicateIndex[AnyKey] = DuplicateIndex(
+            _DUPLICATE_CAPACITY, max(_DUPLICATE_TTL_MS, 4 * c.verdict_ttl_ms)
+        )
         agents = c.agent_ids
         per_region = {
             r: sum(e.role is Role.AGENT and e.region == r and e.principal in agents for e in trust)
@@ -147,6 +161,16 @@ class Coordinator:
         self._space = asyncio.Event()  # pulsed when the queues were served
         self._stopping = asyncio.Event()
         self._stopped = asyncio.Event()
+        self._live = LivePath(
+            conn,
+            self.regions,
+            {r: c.region_rate_for(n) for r, n in per_region.items()},
+            queue_limit=c.queue_limit,
+            batch=c.fetch_batch,
+            monotonic=monotonic,
+            stopping=self._stopping,
+            on_work=self._work.set,
+        )
         self._started = False
         self._failure: BaseException | None = None
         self._stop_task: asyncio.Task[None] | None = None
@@ -201,6 +225,7 @@ class Coordinator:
             log=self._log_limited,
             lkg=self._lkg.apply if self._lkg is not None else None,
             batcher=self.batcher,
+            expected_stream=_verdict_stream_of,
         )
         self._scheduler = Scheduler(  # D6: newest rounds first, old undecided rounds shed
             outbox=self._outbox,
@@ -230,6 +255,11 @@ class Coordinator:
                 await consumer.bind()
         except CctfError as exc:
             raise CoordinatorError(str(exc)) from exc
+        if self.config.live:  # the live copy of every ballot: core, no stream leader needed
+            try:
+                await self._live.start()
+            except Exception as exc:
+                raise CoordinatorError(f"cannot subscribe to the live ballots: {exc!r}") from exc
         if self._lkg is not None:  # bind the LKG bucket, read the state back, start its writer
             await self._lkg.start(self._conn, self._stopping)
         if self.batcher is not None:  # D4: resume the durable log before the first batch
@@ -273,6 +303,7 @@ class Coordinator:
             await self._stopped.wait()
             return
         self._stopping.set()
+        await self._live.stop()
         await self.safe_mode.stop()
         if self.certs is not None:
             await self.certs.stop()
@@ -289,8 +320,9 @@ class Coordinator:
         for task in self._tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await task
-        if self._scheduler.tasks:
-            _done, pending = await asyncio.wait(list(self._scheduler.tasks), timeout=1.0)
+        waiting = self._scheduler.tasks | self._outbox.storing
+        if waiting:
+            _done, pending = await asyncio.wait(list(waiting), timeout=1.0)
             for task in pending:
                 task.cancel()
             for task in pending:
@@ -371,6 +403,13 @@ class Coordinator:
             rounds_shed=n.rounds_shed,
             ballots_expired=dict(n.expired),
             scheduled=self._scheduler.queued,
+            live_ballots=n.live_ballots,
+            duplicates=dict(n.duplicates),
+            live_rejected=dict(n.live_rejected),
+            live_dropped=self._live.dropped,
+            live_suspensions=self._live.suspensions,
+            verdicts_unstored=n.unstored,
+            storing_verdicts=len(self._outbox.storing),
         )
 
     async def num_ack_pending(self) -> int:
@@ -426,7 +465,10 @@ class Coordinator:
             if not self._room.is_set():
                 await self._room.wait()
                 continue
-            turn = self._queues.take()
+            turn: list[tuple[str, Delivery | LiveCopy]] = [
+                *self._live.take(),  # the live copies first: they are the fast path
+                *self._queues.take(),
+            ]
             self._space.set()
             if not turn:
                 self._work.clear()
@@ -440,7 +482,23 @@ class Coordinator:
                 _log.exception("batch_failed", coordinator=self.coordinator)
             await asyncio.sleep(0)  # let the fetchers and publishers run between turns
 
-    async def _process(self, turn: list[tuple[str, Delivery]]) -> None:
+    def _duplicate(self, d: Delivery | LiveCopy, seen: Seen[AnyKey]) -> str | None:
+        """The other copy of a message already processed: ``None`` (nothing to settle now: a live
+        copy, or a durable copy held on the keys still waiting for their verdict), ``""`` (ack it)
+        or the first copy's refusal reason (terminate it with that reason)."""
+        if isinstance(d, LiveCopy):
+            self._counts.duplicate(LIVE)
+            return None
+        self._counts.duplicate(DURABLE)
+        if seen.reason is not None:
+            return seen.reason
+        waiting = [k for k in seen.keys if k in self._last_vote]  # counted, not settled yet
+        if self._ledger.hold(d.token, waiting, int(self._monotonic() * 1000)):
+            self._handles[d.token] = d
+            return None
+        return ""
+
+    async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> None:
         arrival = self._monotonic()
         now_ms = int(arrival * 1000)
         n = self._counts
@@ -448,23 +506,44 @@ class Coordinator:
         to_ack: list[Delivery] = []
         to_term: list[tuple[Delivery, str]] = []
         decided: list[tuple[AnyKey, Decision]] = []
+        dups, clock_ms = self._dups, self._clock.now_ms()
         for _region, d in turn:
-            token = d.token
-            kind = ledger.arrival(token, d.num_delivered)
-            if kind is Arrival.REDELIVERED:
-                self._handles[token] = d
-                continue
-            if kind is Arrival.POISON:
-                to_term.append((d, POISON))
+            live = isinstance(d, LiveCopy)
+            if not isinstance(d, LiveCopy):
+                token = d.token
+                kind = ledger.arrival(token, d.num_delivered)
+                if kind is Arrival.REDELIVERED:
+                    self._handles[token] = d
+                    continue
+                if kind is Arrival.POISON:
+                    to_term.append((d, POISON))
+                    continue
+            digest = envelope_digest(d.data)
+            seen = dups.get(digest, clock_ms)
+            if seen is not None:
+                settle = self._duplicate(d, seen)
+                if settle is not None and not isinstance(d, LiveCopy):
+                    if settle:  # counted (once per stored message) as its first copy's reason
+                        n.reject(settle)
+                        to_term.append((d, settle))
+                    else:
+                        to_ack.append(d)
                 continue
             try:
                 checked = verify.check(d.data, d.subject)
             except Exception as exc:  # a bug, never input: count, log, terminate
                 _log.exception("vote_failed", subject=d.subject[:256], error=repr(exc)[:200])
-                to_term.append((d, "internal"))
+                if not isinstance(d, LiveCopy):
+                    to_term.append((d, "internal"))
+                continue
+            if isinstance(checked, Refused) and checked.reason == DUPLICATE_REASON:
+                # the same bytes as a message the index no longer knows: already counted once
+                n.duplicate(LIVE if live else DURABLE)
+                if not isinstance(d, LiveCopy):
+                    to_ack.append(d)
                 continue
             if isinstance(checked, Refused):
-                n.reject(checked.reason)
+                dups.record(digest, Seen(reason=checked.reason), clock_ms)
                 n.ignore_all(checked.ignored)
                 self._log_limited(
                     "vote_rejected:" + checked.reason,
@@ -472,12 +551,19 @@ class Coordinator:
                     subject=d.subject[:256],
                     detail=checked.detail[:_MAX_DETAIL],
                     bytes=len(d.data),
+                    copy=LIVE if live else DURABLE,
                 )
+                if isinstance(d, LiveCopy):  # its durable copy is terminated (and counted) later
+                    n.live_reject(checked.reason)
+                    continue
+                n.reject(checked.reason)
                 to_term.append((d, checked.reason))
                 continue
             n.ballots += 1
+            n.live_ballots += live
             n.ignore_all(checked.ignored)
             counted = tallies.count(checked)
+            dups.record(digest, Seen(keys=tuple(counted.keys)), clock_ms)
             n.votes += len(counted.keys)
             for key in counted.keys:
                 self._last_vote[key] = arrival
@@ -488,10 +574,13 @@ class Coordinator:
             n.ignore_all(counted.ignored)
             if counted.unheard and not counted.keys:  # its round closed here without a tally:
                 n.expire(LATE)  # no verdict of ours holds it, count it as expired
-                to_ack.append(d)
+                if not isinstance(d, LiveCopy):
+                    to_ack.append(d)
                 continue
-            if ledger.hold(token, counted.keys, now_ms):
-                self._handles[token] = d
+            if isinstance(d, LiveCopy):
+                continue  # no handle to hold: its durable copy is held or acked when it comes
+            if ledger.hold(d.token, counted.keys, now_ms):
+                self._handles[d.token] = d
             else:
                 to_ack.append(d)
         n.flush()
@@ -601,3 +690,9 @@ class Coordinator:
     def _latency_ms(self, key: AnyKey) -> float | None:
         last = self._last_vote.get(key)
         return (self._monotonic() - last) * 1000.0 if last is not None else None
+
+
+def _verdict_stream_of(subject: str) -> str | None:
+    """The one stream that may store a verdict (``Nats-Expected-Stream``): its region's."""
+    parts = subject.split(".", 4)
+    return verdict_stream_name(parts[3]) if len(parts) > 4 else None

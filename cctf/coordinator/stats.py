@@ -3,7 +3,7 @@ type, and which vote regions it consumes (:func:`vote_regions`)."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.crypto.trust import Role, TrustConfig
@@ -55,6 +55,20 @@ class CoordinatorStats:
     """Ballots acknowledged without a verdict for their round, by reason (``shed``)."""
     scheduled: int = 0
     """Decided keys waiting to be signed and published (newest round first)."""
+    live_ballots: int = 0
+    """Ballots and evidence counted from their live (core) copy (``ballots_accepted`` has them)."""
+    duplicates: dict[str, int] = field(default_factory=dict)
+    """Recognised second copies, by copy (``live``, ``durable``): never counted twice."""
+    live_rejected: dict[str, int] = field(default_factory=dict)
+    """Refused live copies by reason (their durable copies are terminated with that reason)."""
+    live_dropped: int = 0
+    """Live copies dropped for a full queue or an exhausted budget (their durable copies come)."""
+    live_suspensions: int = 0
+    """Times a flooding region's live subscription was suspended (cctf.coordinator.livepath)."""
+    verdicts_unstored: int = 0
+    """Verdicts that core subscribers had but no stream stored before they expired."""
+    storing_verdicts: int = 0
+    """Verdicts sent, waiting for the stream's acknowledgement now."""
 
 
 def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ...]:

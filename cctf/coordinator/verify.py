@@ -4,7 +4,9 @@ Steps 1–9 are the shared :func:`cctf.bus_schemas.envelope.open_signed` (size, 
 suite policy, key, signature, time window; 9, the subject is a vote subject
 ``cctf.v1.vote.<region>.<agent>``). Then:
 
-10. replay: the (key id, nonce) pair was not seen before
+10. replay: the (key id, nonce) pair was not seen before (``replay``); seen with the SAME envelope
+    digest (SHA-256 of the message bytes) it is the same message again, ``duplicate`` (its live and
+    its durable copy, a retried publish): recognised, never a replay and never counted twice
 11. payload: strict ballot decoding
 12. regional pinning: subject region = key region = ballot region (and every vote's), and subject
     agent = key principal = ballot agent (and every vote's)
@@ -26,6 +28,7 @@ Each failure raises :class:`~cctf.bus_schemas.envelope.Rejected` with its reason
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Protocol, TypeVar
@@ -42,7 +45,7 @@ from cctf.bus_schemas.messages import (
     dnssec_states_for,
 )
 from cctf.clock import Clock
-from cctf.coordinator.replay import ReplayCache, ReplayCacheFull
+from cctf.coordinator.replay import Admission, ReplayCache, ReplayCacheFull
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig
 
@@ -105,11 +108,15 @@ class BallotVerifier:
         )
         env, signer, parsed = opened.envelope, opened.signer, opened.subject
         try:  # 10
-            fresh = self.replay.check_and_add(env.kid.encode() + env.nonce, env.exp, now)
+            seen = self.replay.admit(
+                env.kid.encode() + env.nonce, hashlib.sha256(data).digest(), env.exp, now
+            )
         except ReplayCacheFull as exc:
             raise Rejected(Reason.REPLAY, str(exc)) from None
-        if not fresh:
-            raise Rejected(Reason.REPLAY, "nonce already seen")
+        if seen is Admission.DUPLICATE:
+            raise Rejected(Reason.DUPLICATE, "the same message was seen before")
+        if seen is Admission.REPLAY:
+            raise Rejected(Reason.REPLAY, "nonce already seen with another message")
         try:  # 11
             ballot = decode(env.payload)
         except PayloadError as exc:

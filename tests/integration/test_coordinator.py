@@ -43,7 +43,7 @@ from wirefactories import (
 from cctf import telemetry
 from cctf.bus.consumer import votes_stream_for
 from cctf.bus.streams import ensure_streams, verdict_stream_name
-from cctf.bus_schemas.envelope import verify_envelope
+from cctf.bus_schemas.envelope import decode_envelope, verify_envelope
 from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
 from cctf.bus_schemas.messages import (
     Ballot,
@@ -616,7 +616,8 @@ async def test_a_verdict_that_cannot_be_published_is_given_up_in_bounded_time(
     harness: Harness,
 ) -> None:
     """One verdict region has no verdict stream: every publish there fails. The verdict is retried
-    until it expires, then dropped (counted); its ballots are acknowledged, nothing stays held."""
+    until it expires, then given up: it went out on the live path (core), so it is counted as
+    ``verdicts_unstored``, not dropped; its ballots are acknowledged, nothing stays held."""
     h = harness
     coordinator = await h.start_coordinator(
         verdict_regions=[EAST, "ap-south"], verdict_ttl_ms=1_500, publish_timeout_ms=200
@@ -627,7 +628,8 @@ async def test_a_verdict_that_cannot_be_published_is_given_up_in_bounded_time(
     await asyncio.sleep(0.5)
     assert coordinator.stats().held_ballots == 1  # still retrying the other region
     h.clock.advance(1_500)  # the verdict's expiry (on the injected clock)
-    await _until(lambda: coordinator.stats().verdicts_dropped == {"expired": 1}, 15, "dropped")
+    await _until(lambda: coordinator.stats().verdicts_unstored == 1, 15, "given up")
+    assert coordinator.stats().verdicts_dropped == {}
     await h.consumer_drained(h.coord.principal)
     st = coordinator.stats()
     assert st.held_ballots == 0 and st.open_keys == 0 and st.publish_retries >= 1
@@ -707,7 +709,20 @@ async def test_rejected_messages_are_acked_counted_logged_and_harmless(harness: 
             await h.publish(EAST, data)
         await h.publish(EAST, moved, subject=vote_subject(EAST, "agent-evil"))  # another subject
         await h.publish(EAST, valid)
-        await h.publish(EAST, valid)  # an identical replay
+        await h.publish(EAST, valid)  # the same message again: a duplicate, not a replay
+        # a different message reusing the valid ballot's nonce: a replay
+        env = decode_envelope(valid)
+        await h.publish(
+            EAST,
+            forge_envelope(
+                east.key,
+                east.subject,
+                encode(east_ballot(resolvers=("r1",))),
+                now_ms=now,
+                kid=east.kid,
+                nonce=env.nonce,
+            ),
+        )
 
         await h.consumer_drained(h.coord.principal)
         st = coordinator.stats()
@@ -721,6 +736,9 @@ async def test_rejected_messages_are_acked_counted_logged_and_harmless(harness: 
             "region_mismatch": 1,
         }, st.rejected
         assert st.ballots_accepted == 1 and st.votes_accepted == 3
+        # 11 stored messages, each seen twice (its live and its durable copy), 10 distinct ones:
+        # every second copy and the valid ballot's twin are duplicates, never counted again
+        assert sum(st.duplicates.values()) == 12, st.duplicates
         await asyncio.sleep(0.2)
         # 3 honest votes from the one valid ballot: TRUSTED; nothing from the rejected ones
         assert [v.outcome for v in h.verdicts_for("example.com.")] == [Outcome.TRUSTED]

@@ -171,10 +171,12 @@ SUBSCRIBE_TABLE = [
     ("agent-us-east", "cctf.v1.verdict.>", False),
     ("client", "_INBOX.coordinator.>", False),
     ("client", "cctf.v1.vote.>", False),
-    ("client", "cctf.v1.verdict.>", False),
-    ("client", "cctf.v1.verdict.us-east.example_com.A", False),
+    ("client", "cctf.v1.verdict.>", True),  # the live path (D1)
+    ("client", "cctf.v1.verdict.us-east.example_com.A", True),
     ("coordinator", "_INBOX.client.>", False),
-    ("coordinator", "cctf.v1.vote.>", False),
+    # the live path (D1): a coordinator also receives every region's ballots and evidence (core)
+    ("coordinator", "cctf.v1.vote.>", True),
+    ("coordinator", "cctf.v1.evidence.>", True),
     ("coordinator", "cctf.v1.verdict.>", False),
 ]
 

@@ -1,48 +1,45 @@
 """Red team: the server pushes a consumer's deliveries to any subject that has a subscriber.
 
 A ``client`` (every relying party holds that credential) may create ephemeral consumers on verdict
-streams, and nats-server does not check a push consumer's ``deliver_subject`` against the creator's
-permissions: it delivers there as soon as *someone* subscribes to it, and a stream listening on that
-subject stores every delivery. A client that could also subscribe to a verdict subject (core) would
-thereby copy genuine signed verdicts of one region or name onto another region's or name's verdict
-subject, where they displace the real ones (``max_msgs_per_subject`` with discard old).
+streams and on the control stream, and nats-server does not check a push consumer's
+``deliver_subject`` against the creator's permissions: it delivers there as soon as *someone*
+subscribes to it, and a stream listening on that subject would store every delivery, displacing the
+real messages there.
 
-Defence: no role but ``admin`` may subscribe to a stream subject (core); every other user receives
-only on its own inbox, so no restricted credential can give such a consumer the interest it needs.
+The live path (design D1) needs core subscribers on stream subjects: coordinators receive every
+ballot and evidence message (``cctf.v1.vote.>``, ``cctf.v1.evidence.>``), clients every verdict of
+their region. So interest exists. Defence: every message that a restricted role may consume carries
+``Nats-Expected-Stream`` naming the one stream that may store it (verdicts, safe-mode announcements,
+operator commands; ballots and evidence too), and a push delivery keeps the original headers, so any
+other stream refuses the copy; a consumer delivering into its own stream is refused by the server at
+creation ("deliver subject forms a cycle").
 """
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import time
 from typing import TYPE_CHECKING, Any
 
-import nats.errors
-
 from cctf.bus.accounts import CLIENT_JS_API_PREFIX
 from cctf.bus.headers import MSG_ID
-from cctf.bus.streams import ensure_streams, verdict_stream_name
+from cctf.bus.publisher import Publisher
+from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
+from cctf.clock import SYSTEM_CLOCK
 from cctf.devfabric.nats import NatsFabric
 
 if TYPE_CHECKING:
     from conftest import NatsConnect
 
 SOURCE = verdict_stream_name("us-east")
-TARGET = verdict_stream_name("eu-west")
-TARGET_SUBJECT = "cctf.v1.verdict.eu-west.example_com.A"
+TARGETS = {  # deliver subject -> the stream listening there
+    "cctf.v1.verdict.eu-west.example_com.A": verdict_stream_name("eu-west"),
+    "cctf.v1.vote.eu-west.agent-eu-west": votes_stream_name("eu-west"),
+}
 
 
-class Errors:
-    def __init__(self) -> None:
-        self.seen: list[str] = []
-
-    async def __call__(self, exc: Exception) -> None:
-        self.seen.append(str(exc).lower())
-
-
-async def _push_consumer(nc: Any, deliver_subject: str) -> str:
+async def _push_consumer(nc: Any, deliver_subject: str) -> dict[str, Any]:
     body = {
         "stream_name": SOURCE,
         "config": {
@@ -54,60 +51,67 @@ async def _push_consumer(nc: Any, deliver_subject: str) -> str:
     }
     create = f"{CLIENT_JS_API_PREFIX}.CONSUMER.CREATE.{SOURCE}"
     reply = await nc.request(create, json.dumps(body).encode(), 2)
-    answer = json.loads(reply.data)
-    assert "error" not in answer, answer
-    return str(answer["name"])
+    answer: dict[str, Any] = json.loads(reply.data)
+    return answer
 
 
 async def _stored(js: Any, stream: str) -> int:
     return int((await js.stream_info(stream)).state.messages)
 
 
-async def test_no_restricted_credential_can_give_a_push_consumer_a_stream_subject(
+async def test_copies_pushed_onto_another_streams_subject_are_refused(
     nats_single: NatsFabric, nats_connect: NatsConnect
 ) -> None:
     admin_nc = await nats_connect(nats_single, "admin")
     admin = admin_nc.jetstream(timeout=2)
     await ensure_streams(admin, nats_single.regions, 1)
-    coord = (await nats_connect(nats_single, "coordinator")).jetstream(timeout=2)
-    for i in range(3):  # genuine (here: stand-in) verdicts of us-east
-        await coord.publish(
-            f"cctf.v1.verdict.us-east.n{i}.A", b"v%d" % i, headers={MSG_ID: f"v{i}"}
+    await admin.add_consumer(votes_stream_name("eu-west"), durable_name="keep")  # interest: store
+    coord = await nats_connect(nats_single, "coordinator")
+    publisher = Publisher(coord, SYSTEM_CLOCK, timeout_s=2)
+    stop = asyncio.Event()
+    for i in range(3):  # genuine (here: stand-in) verdicts of us-east, published as coordinators do
+        r = await publisher.publish(
+            f"cctf.v1.verdict.us-east.n{i}.A",
+            b"v%d" % i,
+            f"v{i}",
+            SYSTEM_CLOCK.now_ms() + 10_000,
+            stop,
+            expected_stream=SOURCE,
         )
+        assert r.outcome.value == "published"
 
-    errors: dict[str, Errors] = {}
-    for user in ("client", "coordinator", "agent-us-east"):
-        errors[user] = Errors()
-        nc = await nats_connect(nats_single, user, error_cb=errors[user])
-        got: list[bytes] = []
-
-        async def record(msg: Any, got: list[bytes] = got) -> None:
-            got.append(msg.data)
-
-        for subject in (TARGET_SUBJECT, "cctf.v1.verdict.>", "cctf.v1.vote.>", "cctf.v1.>"):
-            with contextlib.suppress(nats.errors.Error):
-                await nc.subscribe(subject, cb=record)
-        await nc.flush()
-
+    # the live path's core subscribers give every deliver subject interest
+    for subject in TARGETS:
+        await coord.subscribe(subject)
     client = await nats_connect(nats_single, "client")
-    name = await _push_consumer(client, TARGET_SUBJECT)
-    deadline = time.monotonic() + 3
-    while time.monotonic() < deadline and not all(
-        any("permissions violation for subscription" in e for e in errs.seen)
-        for errs in errors.values()
-    ):
-        await asyncio.sleep(0.05)
-    for user, errs in errors.items():
-        refused = [e for e in errs.seen if "permissions violation for subscription" in e]
-        assert len(refused) == 4, f"{user} may subscribe to a stream subject: {errs.seen}"
-    await asyncio.sleep(1.0)  # a consumer with interest delivers within milliseconds
-    assert (await admin.consumer_info(SOURCE, name)).delivered.consumer_seq == 0
-    assert await _stored(admin, TARGET) == 0
+    await client.subscribe("cctf.v1.verdict.eu-west.>")
+    await coord.flush()
+    await client.flush()
+    names = {}
+    for subject in TARGETS:
+        answer = await _push_consumer(client, subject)
+        assert "error" not in answer, answer
+        names[subject] = answer["name"]
+    # into its own stream: refused by the server at creation
+    own = await _push_consumer(client, "cctf.v1.verdict.us-east.other.A")
+    assert "error" in own and "cycle" in own["error"]["description"], own
 
-    # control (the attack is real): once an unrestricted user subscribes, the copies are stored
-    await admin_nc.subscribe(TARGET_SUBJECT)
+    vote_target = names["cctf.v1.vote.eu-west.agent-eu-west"]
+    deadline = time.monotonic() + 5  # the coordinator's subscription gives this one interest
+    while (await admin.consumer_info(SOURCE, vote_target)).delivered.consumer_seq < 3:
+        assert time.monotonic() < deadline, "the copies were never pushed"
+        await asyncio.sleep(0.05)
+    await asyncio.sleep(0.3)
+    for stream in TARGETS.values():
+        assert await _stored(admin, stream) == 0, f"{stream} stored a copy"
+
+    # control (the attack is real): a message without the header is copied and stored (an
+    # unrestricted subscriber in CCTF gives the verdict target interest; the client's own live
+    # subscription, a cross-account stream import, gives a push consumer none)
+    await admin_nc.subscribe("cctf.v1.verdict.eu-west.example_com.A")
     await admin_nc.flush()
+    await admin.publish("cctf.v1.verdict.us-east.bare.A", b"bare", headers={MSG_ID: "bare"})
     deadline = time.monotonic() + 10
-    while await _stored(admin, TARGET) < 3:
+    while await _stored(admin, TARGETS["cctf.v1.verdict.eu-west.example_com.A"]) < 1:
         assert time.monotonic() < deadline, "control: deliveries never reached the verdict stream"
         await asyncio.sleep(0.1)

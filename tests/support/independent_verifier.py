@@ -837,7 +837,7 @@ class VoteVerifier:
     round_ms: int = 1_000
     max_round_lag: int = 2
     min_suite: str = HYBRID
-    seen: set[tuple[str, bytes]] = field(default_factory=set)
+    seen: dict[tuple[str, bytes], bytes] = field(default_factory=dict)  # -> SHA-256 of the bytes
 
     def verify(self, data: bytes, subject: str, now_ms: int) -> Ballot:
         env, key = verify_envelope(
@@ -852,9 +852,12 @@ class VoteVerifier:
         parsed = parse_vote_subject(subject)  # 9
         if parsed is None:
             raise Reject("subject")
-        if (env.kid, env.nonce) in self.seen:  # 10
-            raise Reject("replay")
-        self.seen.add((env.kid, env.nonce))
+        digest = hashlib.sha256(data).digest()
+        first = self.seen.setdefault((env.kid, env.nonce), digest)  # 10
+        if first != digest:
+            raise Reject("replay")  # another message reusing the nonce
+        if first is not digest:
+            raise Reject("duplicate")  # the same message again
         ballot = decode_ballot(env.payload)  # 11
         s_region, s_agent = parsed  # 12
         if not s_region == key.region == ballot.region:

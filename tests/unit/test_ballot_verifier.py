@@ -25,7 +25,7 @@ from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import Reason, Rejected, seal
 from cctf.bus_schemas.messages import Ballot, MessageType, VoteStatus, encode
 from cctf.bus_schemas.subjects import evidence_subject, verdict_subject, vote_subject
-from cctf.coordinator.replay import ReplayCache
+from cctf.coordinator.replay import Admission, ReplayCache
 from cctf.coordinator.verify import RoundPolicy
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.suites import SuiteId
@@ -81,15 +81,15 @@ def test_forged_signature_claiming_a_known_key_id(world: World) -> None:
     assert rejected(world, forged, agent.subject) is Reason.SIGNATURE
 
 
-def test_replay_of_the_identical_envelope(world: World) -> None:
+def test_the_identical_envelope_again_is_a_duplicate_not_a_replay(world: World) -> None:
     agent = world.agent(US)
     data = world.sealed(US)
     verifier = world.verifier()
     verifier.verify(data, agent.subject)
-    for _ in range(2):
+    for _ in range(2):  # e.g. its live and its durable copy: the same message, recognised
         with pytest.raises(Rejected) as info:
             verifier.verify(data, agent.subject)
-        assert info.value.reason is Reason.REPLAY
+        assert info.value.reason is Reason.DUPLICATE
     # the same ballot sealed again (fresh nonce) is a new message, not a replay
     verifier.verify(world.sealed(US), agent.subject)
 
@@ -267,10 +267,10 @@ def test_replay_entries_are_forgotten_after_expiry(world: World) -> None:
     verifier = world.verifier(replay=cache)
     first = world.sealed(US)
     verifier.verify(first, agent.subject)
-    world.clock.advance(LIFETIME_MS - 1)  # still valid: a replay is caught
+    world.clock.advance(LIFETIME_MS - 1)  # still valid: the same message is recognised
     with pytest.raises(Rejected) as info:
         verifier.verify(first, agent.subject)
-    assert info.value.reason is Reason.REPLAY
+    assert info.value.reason is Reason.DUPLICATE
     world.clock.advance(1 + 5_000)  # past exp + the cache's slack
     verifier.verify(world.sealed(US), agent.subject)
     assert len(cache) == 1  # the first nonce is gone
@@ -281,6 +281,9 @@ def test_replay_entries_are_forgotten_after_expiry(world: World) -> None:
 
 def test_replay_cache_unit() -> None:
     cache = ReplayCache(capacity=3, slack_ms=10)
+    assert cache.admit(b"n", b"d1", expires_ms=100, now_ms=0) is Admission.FRESH
+    assert cache.admit(b"n", b"d1", expires_ms=100, now_ms=1) is Admission.DUPLICATE
+    assert cache.admit(b"n", b"d2", expires_ms=100, now_ms=2) is Admission.REPLAY
     assert cache.check_and_add(b"a", expires_ms=100, now_ms=0)
     assert not cache.check_and_add(b"a", expires_ms=100, now_ms=50)
     assert not cache.check_and_add(b"a", expires_ms=100, now_ms=109)
@@ -391,3 +394,26 @@ def test_only_fully_consistent_ballots_pass(
         with pytest.raises(Rejected) as info:
             verifier.verify(data, subject)
         assert info.value.reason in {Reason.REGION, Reason.PRINCIPAL, Reason.ROUND}
+
+
+def test_a_different_message_reusing_a_nonce_is_a_replay(world: World) -> None:
+    agent = world.agent(US)
+    now = world.clock.now_ms()
+    nonce = b"\x42" * L.NONCE_BYTES
+
+    def sealed(**kw: object) -> bytes:
+        ballot = make_ballot(agent.principal, US, world.round, **kw)  # type: ignore[arg-type]
+        return forge_envelope(
+            agent.key, agent.subject, encode(ballot), now_ms=now, kid=agent.kid, nonce=nonce
+        )
+
+    first, other = sealed(), sealed(resolvers=("r1",))
+    assert first != other
+    verifier = world.verifier()
+    verifier.verify(first, agent.subject)
+    with pytest.raises(Rejected) as info:
+        verifier.verify(other, agent.subject)
+    assert info.value.reason is Reason.REPLAY
+    with pytest.raises(Rejected) as info:  # and the first one again is still only a duplicate
+        verifier.verify(first, agent.subject)
+    assert info.value.reason is Reason.DUPLICATE

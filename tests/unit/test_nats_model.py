@@ -10,6 +10,7 @@ from cctf.bus.accounts import (
     ACCOUNT_NAME,
     CLIENT_ACCOUNT_NAME,
     CLIENT_JS_API_PREFIX,
+    CLIENT_LIVE_SUBJECTS,
     DEFAULT_REGIONS,
     GRANTS,
     LOG_API_SUBJECTS,
@@ -123,7 +124,16 @@ def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     streams = {i.subject for i in clients.imports if i.kind is ExportKind.STREAM}
     # one-way (stream) imports: the deliveries to its own inbox and the live log heads
     # (self-authenticating signed notes, design D3); everything else a service
-    assert streams == {"_INBOX.client.>", "cctf.v1.head.>"}
+    # and the live verdicts (D1)
+    assert (
+        streams
+        == {"_INBOX.client.>", "cctf.v1.head.>", *CLIENT_LIVE_SUBJECTS}
+        == {
+            "_INBOX.client.>",
+            "cctf.v1.head.>",
+            "cctf.v1.verdict.>",
+        }
+    )
     # ... and the log API (request-reply on cctf.v1.logapi.>, a subject no stream holds)
     assert services == set(granted_subjects(Role.CLIENT, ["us-east", "eu-west"])) | {
         LOG_API_SUBJECTS

@@ -216,7 +216,7 @@ def test_evidence_steps_replay_type_round_and_consistency() -> None:
     data = sealed(w, "us-east", [obs(w, "us-east")])
     assert isinstance(stage.check(data, subject), CheckedEvidence)
     replayed = stage.check(data, subject)
-    assert isinstance(replayed, Refused) and replayed.reason == Reason.REPLAY.value
+    assert isinstance(replayed, Refused) and replayed.reason == Reason.DUPLICATE.value
     # a ballot envelope on an evidence subject fails the type step
     ballot = w.sealed("us-east", subject=subject)
     got = stage.check(ballot, subject)

@@ -49,7 +49,7 @@ def test_garbage_and_replays_are_refused_with_the_verifier_reason() -> None:
     data = world.sealed(EAST)
     assert isinstance(stage.check(data, agent.subject), Checked)
     replay = stage.check(data, agent.subject)
-    assert isinstance(replay, Refused) and replay.reason == "replay"
+    assert isinstance(replay, Refused) and replay.reason == "duplicate"  # the same bytes again
 
 
 def test_a_split_ballot_tallies_as_one_with_real_keys() -> None:

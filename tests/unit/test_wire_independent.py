@@ -857,11 +857,14 @@ def test_replay_agrees() -> None:
     pair = BallotPair(A)
     data = _sealed()
     assert pair.check(data, A.subject) == OK
-    assert pair.check(data, A.subject) == "replay"
+    assert pair.check(data, A.subject) == "duplicate"  # the same bytes again (design D1)
     # the nonce is recorded before the payload is checked: a rejected message still burns it
     bad = _sealed(payload=_ballot(round=ROUND - 3), nonce=b"\x09" * 16)
     assert pair.check(bad, A.subject) == "round"
-    assert pair.check(bad, A.subject) == "replay"
+    assert pair.check(bad, A.subject) == "duplicate"
+    # another message reusing that nonce is a replay
+    other = _sealed(payload=_ballot(round=ROUND), nonce=b"\x09" * 16)
+    assert pair.check(other, A.subject) == "replay"
 
 
 @settings(max_examples=150, suppress_health_check=[HealthCheck.too_slow], deadline=None)
