@@ -15,6 +15,7 @@ reconnect by itself, so a subscription outlives a server going away.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 from collections.abc import Callable, Sequence
 from typing import Any, Final
@@ -81,6 +82,9 @@ async def subscribe_live(
             ok = False
         if not ok:
             live.dropped += 1
+            # let the event loop run (e.g. the caller unsubscribing under a flood) instead of
+            # churning through the whole client-side buffer first
+            await asyncio.sleep(0)
 
     try:
         for subject in live.subjects:

@@ -5,7 +5,8 @@ Bounded and fair: each region's live copies have a rate budget of their own (the
 ``region_rate``), so a region flooding its subjects gets no more of the coordinator's time on the live
 path than on the durable one. When a region's budget runs out, its live subscription is *suspended*
 for :data:`SUSPEND_S` (unsubscribed, so the flood no longer even reaches this process) and then
-resumed; meanwhile that region's ballots come through its durable consumer only, at the durable
+resumed; a region suspended again within :data:`SUSPEND_S` of its resumption is suspended twice as
+long each time, up to :data:`MAX_SUSPEND_S`; meanwhile that region's ballots come through its durable consumer only, at the durable
 budget's pace. A dropped or missed live copy is never a lost ballot: its durable copy comes through
 the stream. Counted: ``live_dropped`` (copies refused), ``live_suspensions``.
 """
@@ -24,10 +25,11 @@ from cctf.bus.streams import votes_stream_subjects
 from cctf.coordinator.pipeline.ingest import RateBudget
 from cctf.coordinator.pipeline.live import LiveCopy, LiveIngest
 
-__all__ = ["SUSPEND_S", "LivePath"]
+__all__ = ["MAX_SUSPEND_S", "SUSPEND_S", "LivePath"]
 
 #: How long a flooding region's live subscription stays suspended.
 SUSPEND_S: Final = 2.0
+MAX_SUSPEND_S: Final = 32.0
 
 _log = telemetry.get_logger("cctf.coordinator")
 
@@ -55,6 +57,8 @@ class LivePath:
         self._on_work = on_work
         self._subs: dict[str, LiveSubscription] = {}
         self._suspended: dict[str, asyncio.Task[None]] = {}
+        self._resumed: dict[str, float] = {}  # region -> when its live subscription came back
+        self._streak: dict[str, int] = {}  # region -> suspensions in a row (flood goes on)
         self.suspensions = 0
 
     @property
@@ -98,21 +102,26 @@ class LivePath:
         if region in self._suspended:
             return
         self.suspensions += 1
-        _log.warning("live_path_suspended", region=region, seconds=SUSPEND_S)
-        task = asyncio.get_running_loop().create_task(self._pause(region))
+        now = self._monotonic()
+        again = now - self._resumed.get(region, -1e9) < SUSPEND_S
+        streak = self._streak[region] = self._streak.get(region, 0) + 1 if again else 0
+        seconds = min(MAX_SUSPEND_S, SUSPEND_S * 2**streak)
+        _log.warning("live_path_suspended", region=region, seconds=seconds)
+        task = asyncio.get_running_loop().create_task(self._pause(region, seconds))
         self._suspended[region] = task
 
-    async def _pause(self, region: str) -> None:
+    async def _pause(self, region: str, seconds: float) -> None:
         try:
             sub = self._subs.pop(region, None)
             if sub is not None:
                 with contextlib.suppress(Exception):
                     await asyncio.wait_for(sub.close(), 1.0)
             with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(self._stopping.wait(), SUSPEND_S)
+                await asyncio.wait_for(self._stopping.wait(), seconds)
             while not self._stopping.is_set() and not self._conn.is_closed:
                 try:
                     await self._subscribe(region)
+                    self._resumed[region] = self._monotonic()
                     break
                 except Exception as exc:  # reconnecting: try again shortly
                     _log.warning("live_path_resume_failed", region=region, error=repr(exc)[:300])

@@ -143,10 +143,8 @@ async def test_verdicts_keep_flowing_when_the_vote_streams_leader_is_killed(
         await asyncio.gather(*publishing)
         assert len(acked) == len(publishing), "a ballot was never acknowledged by the stream"
         deadline = time.monotonic() + 30
-        while (st := coordinator.stats()).ballots_accepted + sum(st.terminated.values()) < len(
-            acked
-        ) or await coordinator.num_ack_pending():
-            assert time.monotonic() < deadline, st
+        while not await _drained(admin, config.durable_prefix):  # every durable copy settled
+            assert time.monotonic() < deadline, coordinator.stats()
             await asyncio.sleep(0.2)
         st = coordinator.stats()
         assert st.ballots_accepted + sum(st.terminated.values()) == len(acked), st
@@ -159,6 +157,11 @@ async def test_verdicts_keep_flowing_when_the_vote_streams_leader_is_killed(
         for task in publishing:
             task.cancel()
         await coordinator.stop()
+
+
+async def _drained(admin: Any, durable: str) -> bool:
+    info = await admin.jetstream().consumer_info(votes_stream_name(EAST), f"{durable}-{EAST}")
+    return bool(info.num_pending == 0 and info.num_ack_pending == 0)
 
 
 async def _stored_verdicts(admin: Any) -> set[tuple[str, int]]:

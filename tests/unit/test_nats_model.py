@@ -161,4 +161,9 @@ def test_the_client_account_imports_only_its_grants_and_its_inbox() -> None:
     assert {imp.to or imp.subject for imp in clients.imports if imp.kind is ExportKind.SERVICE} | {
         "cctf.v1.gossip.>"
     } == set(perms.publish_allow)  # gossip stays inside CLIENTS
-    assert perms.subscribe_allow == ("_INBOX.client.>", "cctf.v1.head.>", "cctf.v1.gossip.>")
+    assert perms.subscribe_allow == (
+        "_INBOX.client.>",
+        "cctf.v1.head.>",
+        "cctf.v1.gossip.>",
+        "cctf.v1.verdict.>",  # the live path (D1)
+    )
