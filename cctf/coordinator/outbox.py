@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cctf import telemetry
-from cctf.bus.publisher import Publisher, PublishOutcome
+from cctf.bus.publisher import Publisher, PublishOutcome, PublishResult
 from cctf.bus_schemas.messages import MessageType, Verdict, encode
 from cctf.coordinator.batcher import BatchClosed, BatchSigner
 from cctf.coordinator.counters import Counters
@@ -233,17 +233,22 @@ class Outbox:
             )
         finally:
             sent.set()  # never leave run() waiting (given up, stopping, cancelled)
+        if any(r.outcome is PublishOutcome.STOPPED for r in results):
+            return  # stopping: redelivery handles its ballots
+        try:
+            self._account(job, results, latency[0] if latency else None)
+        finally:  # whatever the accounting does (a log sink gone), the key settles
+            await self._settle(job.key)
+
+    def _account(self, job: _Job, results: list[PublishResult], latency: float | None) -> None:
+        verdict = job.verdict
         n = self._counts
         for r in results:
             n.retries += r.failures
-            if r.failures:
-                self._log("verdict_publish_failed", error=r.last_error)
-        if any(r.outcome is PublishOutcome.STOPPED for r in results):
-            return
         n.verdict_messages += sum(r.outcome is PublishOutcome.PUBLISHED for r in results)
         went_out = all(r.sent for r in results)  # core subscribers had it (stored or not)
         if went_out:
-            n.verdict(verdict.outcome.value, latency[0] if latency else None)
+            n.verdict(verdict.outcome.value, latency)
         if not all(r.outcome is PublishOutcome.PUBLISHED for r in results):
             if went_out:
                 n.unstored += 1
@@ -254,4 +259,6 @@ class Outbox:
                 key=[str(part)[:256] for part in job.key],
                 detail="expired before it could be " + ("stored" if went_out else "published"),
             )
-        await self._settle(job.key)
+        for r in results:
+            if r.failures:
+                self._log("verdict_publish_failed", error=r.last_error)
