@@ -257,10 +257,17 @@ class BenchFabric:
 
 
 def coordinator_config(
-    tmp: Path, creds: Path, metrics_port: int, signing: str = "per_verdict"
+    tmp: Path, creds: Path, metrics_port: int, signing: str = "per_verdict", lkg: bool = False
 ) -> dict[str, Any]:
     """The generated ``cctf coordinator run`` config: 3-of-5, 1 s rounds, metrics endpoint,
-    ``signing`` (``per_verdict`` or ``batch``), verdicts to ``VERDICT_REGION``."""
+    ``signing`` (``per_verdict`` or ``batch``), verdicts to ``VERDICT_REGION``.
+
+    ``lkg`` False (the default here): ``lkg: {enabled: false}``. Every benchmark name is decided
+    once and never voted on again, so with LKG on each one becomes a *silent* name
+    (``cctf.coordinator.pipeline.expiry``): re-decided UNAVAILABLE and attested from LKG every
+    round for the 15 min cap, and its first basis written to the KV bucket: per-round work that
+    grows with every name the run has ever seen (after 20 s at 500/s: 10,000 extra decisions per
+    round), which measures the benchmark's naming, not the verdict path. ``--lkg`` measures it."""
     return {
         "signing": signing,
         "coordinator": COORDINATOR_ID,
@@ -276,6 +283,7 @@ def coordinator_config(
         "verdict_regions": [VERDICT_REGION],
         "names": [["*." + ORIGIN, "A"]],  # every benchmark name is unique, under ORIGIN
         "metrics": f"127.0.0.1:{metrics_port}",
+        **({} if lkg else {"lkg": {"enabled": False}}),
     }
 
 
@@ -287,6 +295,7 @@ async def start(
     nodes: int = 1,
     profile_coordinator: Path | None = None,
     signing: str = "per_verdict",
+    lkg: bool = False,
 ) -> BenchFabric:
     """Start everything (stopped by ``stack``) and warm it up: one verdict has gone through."""
     agent_keys = {r: SigningKey.generate(SUITE) for r in REGIONS}
@@ -309,7 +318,7 @@ async def start(
     metrics_port = free_port()
     config_path = tmp / "coordinator.json"
     config_path.write_text(
-        json.dumps(coordinator_config(tmp, creds, metrics_port, signing), indent=2)
+        json.dumps(coordinator_config(tmp, creds, metrics_port, signing, lkg), indent=2)
     )
     log_path = tmp / "coordinator.log"
     log_file = open(log_path, "wb")  # noqa: SIM115 - closed by the exit stack
@@ -426,6 +435,7 @@ def run_part(
     budget_s: float,
     signing: str = "per_verdict",
     profile_coordinator: Path | None = None,
+    lkg: bool = False,
 ) -> int:
     """One benchmark part on a fresh fabric in a temporary directory (removed afterwards)."""
 
@@ -440,6 +450,7 @@ def run_part(
                     nodes=nodes,
                     signing=signing,
                     profile_coordinator=profile_coordinator,
+                    lkg=lkg,
                 )
                 return await measure(fab, progress)
         finally:

@@ -64,6 +64,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         metavar="FILE",
         help="run the coordinator under cProfile and write its stats to FILE",
     )
+    p.add_argument(
+        "--lkg",
+        action="store_true",
+        help="coordinators with LKG on (off by default: every bench name is one-shot, see "
+        "bench_fabric.coordinator_config)",
+    )
     a = p.parse_args(argv)
     throughput.check_options(p, a)
     latency.check_options(p, a)
@@ -92,6 +98,7 @@ async def _fabric_part(
             nodes=a.nodes,
             profile_coordinator=a.profile_coordinator if signing == "batch" else None,
             signing=signing,
+            lkg=a.lkg,
         )
         if signing == "batch":
             lat = await latency.measure_names(fab, progress, quick=a.quick)
@@ -229,6 +236,7 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             "agents": N,
             "round_ms": ROUND_MS,
             "signing": ["per_verdict", "batch"],
+            "lkg": a.lkg,
             "python": platform.python_version(),
             "implementation": platform.python_implementation(),
             "machine_cores": os.cpu_count(),

@@ -3,6 +3,7 @@
 
     .venv/bin/python benchmarks/throughput.py [--quick] [--nodes 1|3] [--duration S] [--names N]
                                               [--window W] [--signing batch|per_verdict]
+                                              [--lkg] [--profile-coordinator FILE]
 
 Batches of five ballots carrying ``--names`` names each, at most ``--window`` batches in flight, for
 ``--duration`` seconds after a warm-up. ``verdicts_per_s`` counts verified verdicts received in the
@@ -171,6 +172,11 @@ def main(argv: Sequence[str] | None = None) -> int:
     p.add_argument("--nodes", type=int, choices=(1, 3), default=1, help="JetStream nodes")
     p.add_argument("--signing", choices=("per_verdict", "batch"), default="batch")
     p.add_argument("--profile-coordinator", type=Path, metavar="FILE")
+    p.add_argument(
+        "--lkg",
+        action="store_true",
+        help="coordinator with LKG on (bench_fabric.coordinator_config)",
+    )
     add_options(p)
     a = p.parse_args(argv)
     check_options(p, a)
@@ -188,6 +194,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         budget_s=90.0 + 2 * a.duration,
         signing=a.signing,
         profile_coordinator=a.profile_coordinator,
+        lkg=a.lkg,
     )
 
 

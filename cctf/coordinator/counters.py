@@ -1,5 +1,10 @@
 """Per-instance counters of one coordinator, flushed to the process-wide metrics in batches, and a
-rate limiter for log lines (pure but for the metric calls in :meth:`Counters.flush`)."""
+rate limiter for log lines (pure but for the metric calls in :meth:`Counters.flush`).
+
+Per-verdict events (verdicts by outcome, their decision latency, drops by reason) are kept as
+deltas and sent by :meth:`Counters.flush` (once per processed batch, and every service tick): one
+OpenTelemetry ``add`` per outcome or reason per flush instead of one per verdict (≈ 20 µs each on
+the bench machine). The totals read by ``Coordinator.stats`` are updated at once."""
 
 from __future__ import annotations
 
@@ -44,6 +49,9 @@ class Counters:
         self.live_rejected: dict[str, int] = {}  # refusals of live copies, by reason
         self.unstored = 0  # verdicts core subscribers had but no stream stored before expiry
         self._d_terminated: dict[tuple[str, str], int] = {}
+        self._d_verdicts: dict[str, int] = {}
+        self._d_dropped: dict[str, int] = {}
+        self._d_latency: list[float] = []
         self._metrics = instruments()
 
     def reject(self, reason: str) -> None:
@@ -72,14 +80,13 @@ class Counters:
 
     def verdict(self, outcome: str, latency_ms: float | None) -> None:
         _bump(self.verdicts, outcome)
-        m = self._metrics
-        m.verdicts.add(1, {"outcome": outcome})
+        _bump(self._d_verdicts, outcome)
         if latency_ms is not None:
-            m.decision_latency.record(max(0.0, latency_ms))
+            self._d_latency.append(max(0.0, latency_ms))
 
     def drop(self, reason: str) -> None:
         _bump(self.dropped, reason)
-        self._metrics.verdicts_dropped.add(1, {"reason": reason})
+        _bump(self._d_dropped, reason)
 
     def shed_round(self) -> None:
         self.rounds_shed += 1
@@ -108,10 +115,17 @@ class Counters:
         for deltas, counter, label in (
             (self._d_ignored, m.votes_ignored, "result"),
             (self._d_rejected, m.messages_rejected, "reason"),
+            (self._d_verdicts, m.verdicts, "outcome"),
+            (self._d_dropped, m.verdicts_dropped, "reason"),
         ):
             for key, n in deltas.items():
                 counter.add(n, {label: key})
             deltas.clear()
+        if self._d_latency:
+            latencies, self._d_latency = self._d_latency, []
+            record = m.decision_latency.record
+            for value in latencies:
+                record(value)
         for (reason, region), n in self._d_terminated.items():
             m.messages_terminated.add(n, {"reason": reason, "region": region})
         self._d_terminated.clear()
