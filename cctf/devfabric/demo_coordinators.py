@@ -26,7 +26,7 @@ from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.suites import SuiteId
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
-from cctf.devfabric.demo_log import HeadRecorder, check_demo_log
+from cctf.devfabric.demo_log import HeadRecorder, check_demo_log, serve_log
 from cctf.devfabric.nats import NatsFabric
 from cctf.identity.targets import IdentityTargets
 
@@ -135,6 +135,7 @@ async def start_coordinators(
         await heads.start(admin)  # every head published, checked against the log at the end
         await service.start()
         stack.push_async_callback(service.stop)
+        await serve_log(nc, cid, key.public, stack)  # the log API: subscribers' consistency proofs
         out.append(DemoCoordinator(cid, key, service, heads))
     return out
 

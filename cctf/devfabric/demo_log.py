@@ -7,18 +7,19 @@ true}}``."""
 
 from __future__ import annotations
 
+import contextlib
 import json
 from typing import Any
 
 from cctf.bus.connect import Connection
 from cctf.bus_schemas.heads import parse_head_subject
 from cctf.crypto.keys import PublicKeySet
-from cctf.logmon.monitor import log_verifier, verify_log
+from cctf.logmon.monitor import LogMonitor, log_verifier, verify_log
 from cctf.translog.checkpoint import Checkpoint
 from cctf.translog.errors import TranslogError
 from cctf.translog.note import NoteVerifier, open_checkpoint
 
-__all__ = ["HeadRecorder", "check_demo_log", "log_line"]
+__all__ = ["HeadRecorder", "check_demo_log", "log_line", "serve_log"]
 
 
 class HeadRecorder:
@@ -86,3 +87,14 @@ def log_line(obj: dict[str, Any], *, as_json: bool) -> str:
         )
     state = "verified" if obj["verified"] else f"NOT verified: {obj.get('error')}"
     return f"log: size={obj['size']} root={obj['root']} {state}"
+
+
+async def serve_log(
+    conn: Connection, log_id: str, key: PublicKeySet, stack: contextlib.AsyncExitStack
+) -> LogMonitor:
+    """``cctf log serve`` in the demo: a monitor following ``log_id`` and answering the log API
+    (the subscribers' consistency proofs); stopped by ``stack``."""
+    monitor = LogMonitor(conn, log_id, lambda origin: log_verifier(log_id, origin, key=key))
+    await monitor.start()
+    stack.push_async_callback(monitor.stop)
+    return monitor
