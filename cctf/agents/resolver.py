@@ -301,10 +301,14 @@ class ResolverAgent:
 
     # ---- the loop
 
-    async def run(self, rounds: int | None = None) -> AgentStats:
+    async def run(self, rounds: int | None = None, *, first_round: int | None = None) -> AgentStats:
         """Run ``rounds`` rounds (forever when ``None``) or until :meth:`stop`; returns the stats.
 
-        The first round is the one starting at the next boundary after the call."""
+        The first round is the one starting at the next boundary after the call. With
+        ``first_round``, the rounds are exactly ``first_round .. first_round + rounds - 1``: a round
+        of that window whose boundary is missed is skipped (counted) and NOT made up after the
+        window, so agents given the same ``first_round`` vote in the same rounds (the demo: a
+        lagging agent would otherwise publish a round of its own after the others stopped)."""
         if rounds is not None and rounds < 0:
             raise ValueError("rounds must be >= 0")
         self._log.info(
@@ -316,8 +320,11 @@ class ResolverAgent:
             subject=self.subject,
         )
         done = 0
-        target = self._clock.now_ms() // self.round_ms + 1
+        target = self._clock.now_ms() // self.round_ms + 1 if first_round is None else first_round
+        end = None if rounds is None or first_round is None else first_round + rounds
         while not self._stop.is_set() and (rounds is None or done < rounds):
+            if end is not None and target >= end:
+                break
             now = self._clock.now_ms()
             start_ms = target * self.round_ms
             if now < start_ms:

@@ -55,6 +55,7 @@ from cctf.chaos.faults import Faults
 from cctf.chaos.signing import SignedZone, signed_demo_zone
 from cctf.chaos.zone import DEMO_NAMES
 from cctf.client.sdk import TrustClient, verdict_line, verdict_to_json
+from cctf.clock import SYSTEM_CLOCK
 from cctf.coordinator.lkgconfig import LkgConfig
 from cctf.coordinator.tally import QuorumRule
 from cctf.crypto.keys import SigningKey
@@ -385,7 +386,7 @@ async def _run(
         if report.ok:
             published.setdefault(report.round, set()).add(region)
 
-    agent_tasks: list[asyncio.Task[object]] = []
+    agents: list[ResolverAgent] = []
     for region in regions:
         nc = await fabric.connect(f"agent-{region}", name=agent_id(region))
         stack.push_async_callback(nc.close)
@@ -409,7 +410,12 @@ async def _run(
             dnssec=ChainValidator(anchors),
         )
         stack.callback(agent.stop)
-        agent_tasks.append(asyncio.create_task(agent.run(rounds=opts.rounds)))
+        agents.append(agent)
+    # every agent votes in the same rounds: the first boundary after all of them are connected
+    first = SYSTEM_CLOCK.now_ms() // opts.round_ms + 1
+    agent_tasks: list[asyncio.Task[object]] = [
+        asyncio.create_task(a.run(rounds=opts.rounds, first_round=first)) for a in agents
+    ]
     printer.progress(
         f"{len(regions)} agents running, {len(opts.names)} names, round {opts.round_ms} ms"
         + (f", {opts.rounds} rounds" if opts.rounds else "; Ctrl-C stops")

@@ -288,6 +288,35 @@ async def test_overrunning_round_skips_missed_rounds(
     assert stats.rounds_skipped == rounds[1] - rounds[0] - 1
 
 
+async def test_a_round_window_is_not_made_up_after_missed_rounds(
+    nats_single: NatsFabric, nats_connect: Any, dns_servers: list[FaultyDnsServer]
+) -> None:
+    """``run(rounds, first_round=f)`` votes in rounds f..f+rounds-1 only (the demo gives every
+    agent the same window): rounds missed in the window are skipped, never published later."""
+    await votes_js(nats_single, nats_connect)
+    nc = await nats_connect(nats_single, "agent-us-east")
+    reports: list[BallotReport] = []
+
+    def stall_once(report: BallotReport) -> None:
+        reports.append(report)
+        if len(reports) == 1:  # block the loop until 300 ms into round f+2 (lag > 250 ms)
+            time.sleep(max(0.0, ((report.round + 2) * 400 + 300) / 1000 - time.time()))
+
+    agent = make_agent(
+        nc,
+        specs_for(dns_servers[:1]),
+        names=[WWW],
+        round_ms=400,
+        query_deadline_ms=150,
+        max_start_lag_ms=250,
+        on_ballot=stall_once,
+    )
+    first = int(time.time() * 1000) // 400 + 2
+    stats = await agent.run(rounds=3, first_round=first)
+    assert [r.round for r in reports] == [first] and reports[0].ok, reports
+    assert stats.rounds == 1 and stats.rounds_skipped == 2
+
+
 async def test_agent_survives_nats_server_restart(
     nats_single: NatsFabric, nats_connect: Any, dns_servers: list[FaultyDnsServer]
 ) -> None:
