@@ -96,6 +96,7 @@ async def _serve(
     for sig in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(sig, stop.set)
     waiter = asyncio.create_task(stop.wait())
+    log.info("nats_connecting", servers=len(urls))  # SIGINT/SIGTERM handled from here on
     connecting = asyncio.create_task(
         connect(urls, NatsUser(user, password), name=f"cctf-coordinator-{config.coordinator}")
     )

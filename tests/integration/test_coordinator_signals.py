@@ -87,7 +87,10 @@ def test_sigterm_while_connecting_to_an_unreachable_nats(tmp_path: Path) -> None
     )
     log = tmp_path / "coordinator.log"
     proc = _spawn(config, log)
-    time.sleep(3.0)  # well into its connect retries
+    # its signal handlers are installed when it starts connecting (a loaded machine can take
+    # seconds to get there: a fixed sleep raced the interpreter's start-up)
+    _wait_log(log, "nats_connecting", proc)
+    time.sleep(1.0)  # well into its connect retries
     assert proc.poll() is None, log.read_text()[-2000:]  # still trying, not given up
     _sigterm_and_time(proc, log)
 
