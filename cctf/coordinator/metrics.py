@@ -23,7 +23,7 @@ Prometheus name                                        kind       labels
 ``cctf_rounds_shed_total``                             counter    (rounds shed under overload)
 ``cctf_ballots_expired_total``                         counter    ``reason`` (shed: acknowledged,
                                                                   no verdict for their round;
-                                                                  superseded; late: its round had
+                                                                  late: its round had
                                                                   closed here with no tally)
 ``cctf_lkg_verdicts_total``                            counter    (LKG attestations issued)
 ``cctf_lkg_names``                                     gauge      (keys in an LKG episode now)

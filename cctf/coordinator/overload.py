@@ -9,10 +9,6 @@ The async adapter around the pure :class:`~cctf.coordinator.pipeline.schedule.Ro
   of them, so the signing of one chunk overlaps the publishing of another): it takes up to
   ``schedule_chunk`` decisions of the newest round with work and hands them to the
   :class:`~cctf.coordinator.outbox.Outbox`;
-* a decision whose name (``(qname, qtype)``, or ``(kind, subject)``) already had a verdict of a
-  NEWER round taken for publication is **superseded**: clients keep the newest verdict per name and
-  refuse an older one as a rollback, so it is not signed; it is counted as dropped with reason
-  ``superseded`` and its ballots are acknowledged and counted as expired ``superseded``;
 * :meth:`Scheduler.shed_due` (from the deadline loop) sheds the rounds past the horizon: each shed
   verdict is counted as dropped with reason ``shed`` (``cctf_verdicts_dropped_total``), the round
   in ``cctf_rounds_shed_total``, the ballots it releases are acknowledged and counted as expired with
@@ -26,8 +22,7 @@ Back-pressure: ``pending`` counts decisions queued or being published; while it 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable, Hashable
-from typing import Final
+from collections.abc import Awaitable, Callable
 
 from cctf import telemetry
 from cctf.coordinator.counters import Counters
@@ -36,12 +31,7 @@ from cctf.coordinator.pipeline.schedule import ROUND_SHED, RoundQueue, shed_hori
 from cctf.coordinator.pipeline.tallies import AnyKey
 from cctf.coordinator.tally import Decision
 
-__all__ = ["ROUND_SHED", "SUPERSEDED", "Scheduler"]
-
-#: The counted reason of a decision not published because a newer round's verdict for the same
-#: name was already taken for publication (and of the ballots it releases).
-SUPERSEDED: Final = "superseded"
-_MAX_NAMES: Final = 1_000_000  # newest round taken per name (cleared beyond: bounded memory)
+__all__ = ["ROUND_SHED", "Scheduler"]
 
 Item = tuple[AnyKey, Decision]
 
@@ -81,7 +71,6 @@ class Scheduler:
         self._queue: RoundQueue[Item] = RoundQueue()
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
-        self._newest: dict[Hashable, int] = {}  # name -> newest round taken for publication
         self.pending = 0
 
     @property
@@ -130,51 +119,21 @@ class Scheduler:
                 self._ready.clear()
                 await self._ready.wait()
                 continue
-            round_, taken = got
-            decided, stale = self._fresh(round_, taken)
+            _round, decided = got
             try:
-                if stale:
-                    await self._supersede(stale)
-                if decided:
-                    await self._outbox.run(decided)
+                await self._outbox.run(decided)
             except asyncio.CancelledError:
                 raise
             except Exception:  # a bug: keep serving
                 _log.exception("publish_failed", coordinator=self._coordinator)
             finally:
-                self._done(len(taken))
-
-    def _fresh(self, round_: int, items: list[Item]) -> tuple[list[Item], list[Item]]:
-        """``items`` split into those to publish and those whose name already went out for a
-        newer round (superseded); notes the former's names as taken for ``round_``."""
-        newest = self._newest
-        if len(newest) > _MAX_NAMES:
-            newest.clear()
-        fresh: list[Item] = []
-        stale: list[Item] = []
-        for item in items:
-            name = item[0][:2]
-            if newest.get(name, -1) > round_:
-                stale.append(item)
-                continue
-            newest[name] = round_
-            fresh.append(item)
-        return fresh, stale
-
-    async def _supersede(self, items: list[Item]) -> None:
-        n = self._counts
-        ballots = 0
-        for key, _decision in items:
-            n.drop(SUPERSEDED)
-            ballots += await self._release(key)
-        n.expire(SUPERSEDED, ballots)
+                self._done(len(decided))
 
     def rewind(self, now_ms: int, due_round: int) -> None:
         """The clock stepped back (``docs/architecture.md``, *Clock step back*): the shed horizon
-        follows the clock again, and names taken for a round above ``due_round`` (while the clock
-        was ahead) no longer supersede the current rounds' verdicts."""
+        follows the clock again (``due_round``: the rounds now due, kept for the caller's log)."""
+        del due_round
         self._queue.rewind(self.horizon(now_ms))
-        self._newest = {n: r for n, r in self._newest.items() if r <= due_round}
 
     async def shed_due(self, now_ms: int) -> int:
         """Shed every round at or below :meth:`horizon`; returns the number of rounds shed."""

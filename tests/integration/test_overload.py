@@ -45,28 +45,3 @@ async def test_a_round_undecided_two_rounds_after_its_deadline_is_shed_and_count
     assert h.verdicts_for("down.example.") == [] and h.verdicts_for("partial.example.") == []
     await h.consumer_drained(h.coord.principal)  # every ballot reached its final state
     assert st.held_ballots == 0 and st.scheduled == 0 and st.pending_verdicts == 0
-
-
-async def test_an_older_rounds_verdict_after_a_newer_one_is_superseded_not_published(
-    harness: Harness,
-) -> None:
-    h = harness
-    coordinator = await h.start_coordinator()
-    # ROUND0: two votes, undecided until the deadline
-    await h.ballot(EAST, {"r1": HONEST, "r2": HONEST}, qname="live.example.")
-    # ROUND0 + 1: three agreeing votes, TRUSTED at once: its verdict goes out first
-    await h.ballot(
-        EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST}, round_=ROUND0 + 1, qname="live.example."
-    )
-    newer = await h.wait_verdict("live.example.")
-    assert newer.round == ROUND0 + 1 and newer.outcome is Outcome.TRUSTED
-    # ROUND0's deadline: its decision would reach clients after the newer verdict, which they
-    # refuse as a rollback, so it is not signed: counted, its ballot acknowledged
-    h.clock.set(DEADLINE0)
-    await _until(
-        lambda: coordinator.stats().verdicts_dropped.get("superseded") == 1, what="superseded"
-    )
-    st = coordinator.stats()
-    assert st.ballots_expired == {"superseded": 1} and st.rounds_shed == 0
-    assert [v.round for v in h.verdicts_for("live.example.")] == [ROUND0 + 1]
-    await h.consumer_drained(h.coord.principal)
