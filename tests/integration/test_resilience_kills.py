@@ -2,10 +2,14 @@
 
 One fabric of separate processes (3 nats-server, 5 DNS servers, 5 agents, 3 coordinators with
 ``per_coordinator_subjects``, ``cctf watch --coordinators 2:c1,c2,c3``), half-second rounds, and one
-kill per victim class. Asserted per class: the subscriber never waits more than 2 s between two used
+SIGKILL per victim class: the meta leader, the node leading the vote streams and the verdict stream,
+a follower, a coordinator; then a rolling restart of the three nodes by SIGTERM (the procedure of
+deploy/nats/README.md). Asserted per class: no stored ballot unaccounted (each ends in a used
+verdict for its round, or every coordinator published a verdict for it or counted it as expired with
+a reason); for the classes of ``BOUNDED`` the subscriber never waits more than 2 s between two used
 verdicts of a name (the issue's bound), from just before the kill until the victim is back and
-settled; and every ballot the vote streams stored for those rounds ends in a used verdict for its
-round. The ≥ 5-kill figures are in RESILIENCE.md.
+settled, and every stored ballot's round has a used verdict; for the others verdicts resume. The
+≥ 5-kill figures are in RESILIENCE.md.
 """
 
 from __future__ import annotations
@@ -19,7 +23,15 @@ from typing import Any
 import pytest
 
 BENCH = Path(__file__).resolve().parents[2] / "benchmarks" / "resilience.py"
-CLASSES = ("coordinator",)
+CLASSES = ("meta-leader", "stream-leader", "follower", "coordinator", "rolling-sigterm")
+#: Classes held to the issue's 2 s bound. The others wait for the client half of the live path (D1,
+#: a core subscription on the verdict subjects next to the JetStream feed): the subscriber reads
+#: verdicts through an ordered consumer, which a verdict-stream leader election, or the death of the
+#: node its connection and consumer were on, stalls for 4-9 s (RESILIENCE.md, measured with the
+#: coordinator half on main). Move a class here when that lands. For the others only "verdicts
+#: resume" (a generous bound) and the accounting are asserted.
+BOUNDED = ("coordinator",)
+RESUME_S = 60.0
 
 
 def _run(tmp_path: Path, victims: tuple[str, ...]) -> dict[str, Any]:
@@ -42,7 +54,10 @@ def test_one_kill_per_victim_class_keeps_verdicts_flowing(tmp_path: Path) -> Non
         (kill,) = s["per_kill"]
         print(f"kill victim={victim} max_gap_s={s['max_gap_s']} acked={s['ballots_acked']}")
         assert s["ballots_acked"] > 0, (victim, kill)
-        assert s["max_gap_s"] <= 2.0, (victim, kill)
         assert s["ballots_unaccounted"] == 0, (victim, kill)
-        assert s["ballots_without_used_verdict"] == 0, (victim, kill["without_used_verdict"])
+        if victim in BOUNDED:
+            assert s["max_gap_s"] <= 2.0, (victim, kill)
+            assert s["ballots_without_used_verdict"] == 0, (victim, kill["without_used_verdict"])
+        else:
+            assert s["max_gap_s"] <= RESUME_S, (victim, kill)
     assert result["subscriber_lines_unparsed"] == 0
