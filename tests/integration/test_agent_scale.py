@@ -153,7 +153,11 @@ async def test_5000_names_one_resolver_every_name_gets_its_verdict_each_round(
             while any(len(by_round[r]) < NAMES for r in rounds):
                 await asyncio.sleep(0.2)
 
-        await asyncio.wait_for(complete(), 60)
+        try:
+            await asyncio.wait_for(complete(), 60)
+        except TimeoutError:
+            got = {r: len(by_round[r]) for r in rounds}
+            raise AssertionError(f"verdicts per round {got}; {coordinator.stats()}") from None
         for r in rounds:  # every name has its verdict, every round
             assert sorted(by_round[r]) == names
             # almost all of them trusted: a query can still time out on a loaded machine
