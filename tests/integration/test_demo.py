@@ -243,6 +243,19 @@ def _err(tmp_path: Path) -> str:
     return (tmp_path / "demo.err").read_text(errors="replace")
 
 
+def _first_line(proc: subprocess.Popen[str], tmp_path: Path, timeout_s: float = 60) -> str:
+    """The demo's first stdout line, waited for at most ``timeout_s`` (a demo that prints nothing
+    fails here with its stderr, instead of blocking a bare readline until the pytest timeout)."""
+    assert proc.stdout is not None
+    out, box = proc.stdout, []
+    reader = threading.Thread(target=lambda: box.append(out.readline()), daemon=True)
+    reader.start()
+    reader.join(timeout_s)
+    if not box:
+        raise AssertionError(f"no line in {timeout_s:.0f} s; stderr: {_err(tmp_path)[-3000:]}")
+    return box[0]
+
+
 def _drain(proc: subprocess.Popen[str]) -> None:
     """Keep reading the demo's stdout in the background so a full pipe cannot block it."""
     assert proc.stdout is not None
@@ -300,7 +313,7 @@ def test_demo_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
     )
     try:
         assert proc.stdout is not None
-        first = proc.stdout.readline()  # blocks until the first verdict is printed
+        first = _first_line(proc, tmp_path)  # the first verdict printed
         _drain(proc)
         if "TRUSTED" not in first:  # say why the demo ended early
             proc.wait(timeout=60)
@@ -330,7 +343,7 @@ def test_demo_piped_into_head_stops_quietly(tmp_path: Path) -> None:
     )
     assert proc.stdout is not None
     try:
-        first = proc.stdout.readline()
+        first = _first_line(proc, tmp_path)
         assert "TRUSTED" in first, first
         proc.stdout.close()  # like head(1) exiting after one line
         proc.wait(timeout=60)
