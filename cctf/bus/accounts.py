@@ -54,6 +54,10 @@ Roles:
 * the client also reads ``CCTF_CONTROL`` (the safe-mode announcements) and the heads streams
   ``CCTF_HEADS_<REGION>`` (signed log checkpoints) as it reads verdict streams.
 
+* ``ca`` (``cctf ca serve``, :mod:`cctf.ca.service`) answers certificate requests and revocations
+  (subscribes ``cctf.v1.ca.>``, one reply per request), appends to and reads back ITS log only
+  (publishes ``cctf.v1.log.ca``; stream info, message/direct get and ordered consumers on
+  ``CCTF_LOG``); it touches no vote, verdict or control stream.
 * ``admin`` (set-up: streams) and ``sys`` (system account) are unrestricted.
 """
 
@@ -86,6 +90,7 @@ CLUSTER_NAME = "cctf"
 ADMIN_USER = "admin"
 COORDINATOR_USER = "coordinator"
 CLIENT_USER = "client"
+CA_USER = "ca"
 SYSTEM_USER = "sys"
 ROUTE_USER = "route"
 AGENT_PREFIX = "agent-"
@@ -112,6 +117,7 @@ class Role(enum.StrEnum):
     COORDINATOR = "coordinator"
     CLIENT = "client"
     AGENT = "agent"
+    CA = "ca"
 
 
 class StreamKind(enum.StrEnum):
@@ -195,6 +201,17 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("CONSUMER.CREATE", _H),
             ("FC", _H),
             ("STREAM.INFO", _G),  # the durable logs: cctf log verify|head|proof|consistency
+            ("DIRECT.GET", _G),
+            ("DIRECT.GET.LAST", _G),
+            ("CONSUMER.CREATE", _G),
+            ("FC", _G),
+        }
+    ),
+    Role.CA: frozenset(
+        {
+            ("STREAM.NAMES", _N),
+            ("STREAM.INFO", _G),
+            ("STREAM.MSG.GET", _G),
             ("DIRECT.GET", _G),
             ("DIRECT.GET.LAST", _G),
             ("CONSUMER.CREATE", _G),
@@ -344,6 +361,16 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
             ),
             subscribe_allow=(inbox, LOG_API_SUBJECTS, *COORDINATOR_LIVE_SUBJECTS),
             allow_responses=True,  # ... one reply per request (cctf log serve answers the log API)
+        )
+    if role is Role.CA:
+        return UserPermissions(
+            publish_allow=(
+                "cctf.v1.log.ca",
+                "cctf.v1.ca.admin.>",
+                *granted_subjects(role, regions),
+            ),
+            subscribe_allow=(inbox, "cctf.v1.ca.>"),
+            allow_responses=True,
         )
     if role is Role.CLIENT:
         return UserPermissions(
@@ -515,12 +542,12 @@ def build_users(
     *,
     system_user: bool = True,
 ) -> dict[str, NatsUser]:
-    """Users of one fabric: admin, coordinator, client, ``agent-<region>`` (+ ``sys``).
+    """Users of one fabric: admin, coordinator, client, ca, ``agent-<region>`` (+ ``sys``).
 
     Passwords come from ``passwords`` (user name -> password) or are random (``token_urlsafe``).
     """
     given = dict(passwords or {})
-    names = [ADMIN_USER, COORDINATOR_USER, CLIENT_USER]
+    names = [ADMIN_USER, COORDINATOR_USER, CLIENT_USER, CA_USER]
     names += [agent_user_name(r) for r in regions]
     if system_user:
         names.append(SYSTEM_USER)

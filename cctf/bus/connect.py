@@ -11,6 +11,9 @@
 * :func:`jetstream` gives a connection's JetStream context with its user's API prefix (the client,
   in account ``CLIENTS``, reaches the streams' account through ``JS.CCTF.API``).
 * Errors always go to the log (never the password), then to ``error_cb`` if given.
+* ``tls`` (:class:`cctf.bus.tls.ClientTls`): the connection presents that certificate and the
+  server maps it to a user (``verify_and_map``, :mod:`cctf.bus.tlsauth`); a ``user`` with an empty
+  password then only names the inbox (``_INBOX.<user.name>``) and no user name is sent.
 """
 
 from __future__ import annotations
@@ -24,6 +27,7 @@ from nats.aio.client import Client
 from nats.js.client import JetStreamContext
 
 from cctf.bus.accounts import NatsUser, inbox_prefix, js_api_prefix
+from cctf.bus.tls import ClientTls
 
 __all__ = [
     "RECONNECT_JITTER_S",
@@ -53,6 +57,7 @@ async def connect(
     for_tests: bool = False,
     initial_retries: int | None = None,
     error_cb: ErrorCallback | None = None,
+    tls: ClientTls | None = None,
     **kw: Any,
 ) -> Client:
     """Connect to NATS as ``user``.
@@ -87,14 +92,16 @@ async def connect(
     options: dict[str, Any] = {
         "servers": servers,
         "name": name,
-        "user": user.name,
-        "password": user.password,
         "inbox_prefix": inbox_prefix(user.name),
         "error_cb": _error_cb,
         "disconnected_cb": _disconnected_cb,
         "reconnected_cb": _reconnected_cb,
         "allow_reconnect": True,
     }
+    if user.password or tls is None:
+        options.update(user=user.name, password=user.password)
+    if tls is not None:
+        options["tls"] = tls.context  # the same object on every reconnect: reload() applies
     if for_tests:
         options.update(max_reconnect_attempts=2, reconnect_time_wait=0.05, connect_timeout=1)
     else:
@@ -111,6 +118,7 @@ async def connect(
         options["max_reconnect_attempts"] = initial_retries
     nc = Client()
     await nc.connect(**options)
+    nc.options["cctf_user"] = user.name  # the fabric user (also when the certificate names it)
     if initial_retries is not None:
         nc.options["max_reconnect_attempts"] = later
         for server in nc._server_pool:  # the first connection's failures do not count later
@@ -122,4 +130,5 @@ def jetstream(conn: Client, *, timeout: float = 5.0) -> JetStreamContext:
     """The JetStream context of ``conn`` with its user's API prefix
     (:func:`cctf.bus.accounts.js_api_prefix`: the client reaches the streams' account through
     ``JS.CCTF.API``)."""
-    return conn.jetstream(timeout=timeout, prefix=js_api_prefix(str(conn.options.get("user", ""))))
+    user = conn.options.get("cctf_user") or conn.options.get("user") or ""
+    return conn.jetstream(timeout=timeout, prefix=js_api_prefix(str(user)))

@@ -51,7 +51,7 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     init.add_argument("--trust-domain", required=True)
     init.add_argument("--trust", required=True, type=Path, help="the agents' trust config")
     init.add_argument("--nats-credentials", type=Path, default=None)
-    init.add_argument("--nats-user", default="admin")
+    init.add_argument("--nats-user", default="ca")  # least privilege (cctf.bus.accounts)
     init.set_defaults(func=_init)
     serve = sub.add_parser("serve", help="answer certificate requests until SIGINT/SIGTERM")
     serve.add_argument("--config", required=True, type=Path)

@@ -10,8 +10,12 @@ An agent certificate is an X.509-SVID (docs/ca.md §2)::
                  extKeyUsage clientAuth, SKI, AKI, and the non-critical key binding below
     signature    by the operator's intermediate CA (ECDSA P-256 / SHA-256 or Ed25519)
 
-Key-binding extension, OID :data:`KEY_BINDING_OID` (``2.25.<uuid>``, a UUID-derived OID that needs
-no registration), value the DER of::
+Key binding, attribute type :data:`KEY_BINDING_OID` (``2.25.<uuid>``, a UUID-derived OID that
+needs no registration), carried as the one attribute of a non-critical ``subjectDirectoryAttributes``
+extension (``2.5.29.9``, RFC 5280 §4.2.1.8: ``SEQUENCE { SEQUENCE { type, SET { value } } }``). Not
+an extension of its own OID: Go's X.509 parser, so nats-server, refuses a certificate holding an
+extension OID with an arc above 2^31 - 1 ("x509: malformed extension OID field"), and a UUID arc is
+128 bits; inside 2.5.29.9 the attribute type is opaque to it. The attribute value is the DER of::
 
     CctfKeyBinding ::= SEQUENCE {
         version  INTEGER (1),
@@ -37,13 +41,14 @@ from cryptography import x509
 from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.x509.oid import ExtendedKeyUsageOID, ExtensionOID, NameOID
 
 from cctf.ca.errors import CaError, CaReason
 from cctf.crypto.keys import PublicKeySet
 from cctf.ids import IdError, check_id
 
 __all__ = [
+    "BINDING_EXTENSION_OID",
     "DEFAULT_LIFETIME_MS",
     "KEY_BINDING_OID",
     "MAX_CERT_BYTES",
@@ -56,9 +61,13 @@ __all__ = [
     "decode_binding",
     "encode_binding",
     "parse_agent_cert",
+    "unwrap_binding",
+    "wrap_binding",
 ]
 
 KEY_BINDING_OID: Final = x509.ObjectIdentifier("2.25.309931722773230907201047577551449518230")
+#: The extension that carries the key binding attribute (see the module docstring).
+BINDING_EXTENSION_OID: Final = ExtensionOID.SUBJECT_DIRECTORY_ATTRIBUTES
 DEFAULT_LIFETIME_MS: Final = 3_600_000
 MAX_LIFETIME_MS: Final = 24 * 3_600_000
 #: shortest lifetime the CA issues (tests use a few seconds; production: minutes to hours)
@@ -127,6 +136,41 @@ def _read(data: bytes, pos: int, tag: int) -> tuple[bytes, int]:
     if pos + n > len(data):
         raise CaError(CaReason.BINDING, "truncated DER")
     return data[pos : pos + n], pos + n
+
+
+def _oid_der(oid: x509.ObjectIdentifier) -> bytes:
+    arcs = [int(a) for a in oid.dotted_string.split(".")]
+    out = b""
+    for arc in [arcs[0] * 40 + arcs[1], *arcs[2:]]:
+        chunk = [arc & 0x7F]
+        while arc > 0x7F:
+            arc >>= 7
+            chunk.append(0x80 | (arc & 0x7F))
+        out += bytes(reversed(chunk))
+    return _tlv(0x06, out)
+
+
+def wrap_binding(value: bytes) -> bytes:
+    """The ``subjectDirectoryAttributes`` extension value holding ``value`` (one attribute)."""
+    return _tlv(0x30, _tlv(0x30, _oid_der(KEY_BINDING_OID) + _tlv(0x31, value)))
+
+
+def unwrap_binding(ext_value: bytes) -> KeyBinding:
+    """Strict: exactly one attribute, of type :data:`KEY_BINDING_OID`, with one value."""
+    if len(ext_value) > 1100:
+        raise CaError(CaReason.BINDING, "key binding too large")
+    attrs, end = _read(ext_value, 0, 0x30)
+    attr, pos = _read(attrs, 0, 0x30)
+    if end != len(ext_value) or pos != len(attrs):
+        raise CaError(CaReason.BINDING, "the key binding must be the only directory attribute")
+    oid, pos = _read(attr, 0, 0x06)
+    values, pos = _read(attr, pos, 0x31)
+    if pos != len(attr) or _tlv(0x06, oid) != _oid_der(KEY_BINDING_OID):
+        raise CaError(CaReason.BINDING, "the directory attribute is not the key binding")
+    binding = decode_binding(values)  # one value: decode_binding refuses trailing bytes
+    if wrap_binding(values) != ext_value:
+        raise CaError(CaReason.BINDING, "key binding is not canonical DER")
+    return binding
 
 
 def decode_binding(value: bytes) -> KeyBinding:
@@ -227,7 +271,10 @@ def build_agent_cert(
             critical=False,
         )
         .add_extension(
-            x509.UnrecognizedExtension(KEY_BINDING_OID, encode_binding(binding)), critical=False
+            x509.UnrecognizedExtension(
+                BINDING_EXTENSION_OID, wrap_binding(encode_binding(binding))
+            ),
+            critical=False,
         )
     )
     algorithm = None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
@@ -318,13 +365,13 @@ def parse_agent_cert(der: bytes, issuer: x509.Certificate, trust_domain: str) ->
         region, agent = check_id(parts[0], "region"), check_id(parts[1], "agent")
     except IdError as exc:
         raise CaError(CaReason.CERT, f"SPIFFE ID path: {exc}") from None
-    exts = [e for e in cert.extensions if e.oid == KEY_BINDING_OID]  # 5
+    exts = [e for e in cert.extensions if e.oid == BINDING_EXTENSION_OID]  # 5
     if len(exts) != 1 or exts[0].critical:
         raise CaError(CaReason.BINDING, "the key binding extension must appear once, non-critical")
     value = exts[0].value
     if not isinstance(value, x509.UnrecognizedExtension):  # pragma: no cover - unknown OID
         raise CaError(CaReason.BINDING, "key binding extension not raw")
-    binding = decode_binding(value.value)
+    binding = unwrap_binding(value.value)
     spki_der = spki.public_bytes(
         serialization.Encoding.DER, serialization.PublicFormat.SubjectPublicKeyInfo
     )

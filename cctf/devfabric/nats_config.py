@@ -27,6 +27,7 @@ from cctf.bus.accounts import (
     Account,
     NatsUser,
     Role,
+    UserPermissions,
     account_of,
     accounts_for,
     build_users,
@@ -34,6 +35,7 @@ from cctf.bus.accounts import (
     permissions_for,
     role_of,
 )
+from cctf.bus.tlsauth import ServerTls, TlsUser
 
 __all__ = [
     "DEFAULT_MAX_FILE_STORE",
@@ -70,6 +72,10 @@ _ROLE_COMMENTS: Final[Mapping[Role, str]] = {
         "under the JetStream API prefix JS.CCTF.API. Publishes nothing under cctf.v1, calls\n"
         "nothing on the vote streams or their consumers."
     ),
+    Role.CA: (
+        "cctf ca serve: answers certificate requests and revocations (cctf.v1.ca.>), appends to\n"
+        "and reads its own log (cctf.v1.log.ca, CCTF_LOG) only."
+    ),
     Role.AGENT: (
         "Publishes ONLY its own region's votes and evidence; no JetStream API at all. Its\n"
         "publish acknowledgements come back (service responses) on its own inbox (_INBOX.<user>.>)."
@@ -93,8 +99,15 @@ def _regions_of(users: Sequence[str]) -> tuple[str, ...]:
 
 
 def _render_user(name: str, password: str, regions: Sequence[str], indent: str) -> list[str]:
-    lines = [f"{indent}{{", f"{indent}  user: {_q(name)}", f"{indent}  password: {password}"]
-    perms = permissions_for(name, regions)
+    return _render_entry(name, password, permissions_for(name, regions), indent)
+
+
+def _render_entry(
+    name: str, password: str | None, perms: UserPermissions | None, indent: str
+) -> list[str]:
+    lines = [f"{indent}{{", f"{indent}  user: {_q(name)}"]
+    if password is not None:  # None: a certificate-mapped user (verify_and_map)
+        lines.append(f"{indent}  password: {password}")
     if perms is not None:
         lines.append(f"{indent}  permissions: {{")
         for section, allow, deny in (
@@ -154,9 +167,15 @@ def _render_links(account: Account, indent: str) -> list[str]:
 
 
 def _render_accounts(
-    names: Sequence[str], password: Callable[[str], str], *, jetstream: bool, comments: bool
+    names: Sequence[str],
+    password: Callable[[str], str],
+    *,
+    jetstream: bool,
+    comments: bool,
+    tls_users: Sequence[TlsUser] = (),
+    regions: Sequence[str] | None = None,
 ) -> list[str]:
-    regions = _regions_of(names)
+    regions = _regions_of(names) if regions is None else tuple(regions)
     out = [f"system_account: {SYSTEM_ACCOUNT_NAME}", "", "accounts {"]
     if comments:
         out.append("  # System account: monitoring and server events only.")
@@ -187,6 +206,9 @@ def _render_accounts(
                 out += [f"      # {line}" for line in _ROLE_COMMENTS[role].splitlines()]
             seen.add(role)
             out += _render_user(name, password(name), regions, "      ")
+        for tu in tls_users:
+            if tu.account == account.name:
+                out += _render_entry(tu.san, None, tu.permissions, "      ")
         out.append("    ]")
         out += _render_links(account, "    ")
         out.append("  }")
@@ -237,6 +259,9 @@ def render_server_config(
     max_file_store: int = DEFAULT_MAX_FILE_STORE,
     max_payload: int = MAX_PAYLOAD_BYTES,
     pid_file: Path | None = None,
+    tls: ServerTls | None = None,
+    tls_users: Sequence[TlsUser] = (),
+    regions: Sequence[str] | None = None,
 ) -> str:
     """Render a nats-server config. The result holds passwords: write it 0600, never print it.
 
@@ -245,6 +270,13 @@ def render_server_config(
     accounts (:func:`cctf.bus.accounts.account_of`: ``sys`` to the system account, agents to their
     region's account, the others to ``CCTF``); the regions of the permissions and of the accounts
     are those of the ``agent-<region>`` users.
+
+    ``tls`` turns on TLS with ``verify_and_map`` on the client port: EVERY client must then present
+    a certificate from ``tls.ca_file`` that maps to one of ``tls_users`` (:mod:`cctf.bus.tlsauth`;
+    password users can no longer connect there, keep them for a fabric without ``tls``).
+    ``regions`` (default: those of the ``agent-<region>`` users) gives the accounts and permissions
+    when no agent has a password: the production shape is ``users={"sys": ...}``, every other
+    principal a certificate.
     """
     if not _SERVER_NAME_RE.fullmatch(server_name) or not _SERVER_NAME_RE.fullmatch(cluster_name):
         raise ValueError("server and cluster names must match [A-Za-z0-9_-]{1,64}")
@@ -275,6 +307,18 @@ def render_server_config(
     ]
     if pid_file is not None:
         out.append(f"pid_file: {_q(str(pid_file))}")
+    if tls is not None:
+        out += [
+            "tls {",
+            f"  cert_file: {_q(tls.cert_file)}",
+            f"  key_file: {_q(tls.key_file)}",
+            f"  ca_file: {_q(tls.ca_file)}",
+            "  verify_and_map: true",
+            f"  timeout: {tls.timeout_s:g}",
+            "}",
+        ]
+    elif tls_users:
+        raise ValueError("certificate-mapped users need the tls block")
     if store_dir is not None:
         out += [
             "jetstream {",
@@ -309,5 +353,7 @@ def render_server_config(
         lambda n: _q(by_name[n].password),
         jetstream=store_dir is not None,
         comments=False,
+        tls_users=tls_users,
+        regions=regions,
     )
     return "\n".join(out)

@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import IO, Any, Final
 
 from cctf.bus.accounts import NatsUser
+from cctf.bus.tlsauth import ServerTls, TlsUser
 from cctf.devfabric.nats_config import render_server_config
 from cctf.errors import CctfError
 from cctf.util.files import write_secret_file
@@ -221,6 +222,9 @@ class NatsServer:
         route_user: NatsUser | None = None,
         host: str = "127.0.0.1",
         binary: Path | None = None,
+        tls: ServerTls | None = None,
+        tls_users: Sequence[TlsUser] = (),
+        regions: Sequence[str] | None = None,
     ) -> None:
         self.name = name
         self.directory = Path(directory)
@@ -232,6 +236,8 @@ class NatsServer:
         self._route_ports = tuple(route_ports)
         self._route_user = route_user
         self._users = dict(users)
+        self._tls, self._tls_users = tls, tuple(tls_users)
+        self._regions = None if regions is None else tuple(regions)
         self._binary = binary or find_nats_server()
         self._proc: subprocess.Popen[bytes] | None = None
         self._log_fh: IO[bytes] | None = None
@@ -258,7 +264,7 @@ class NatsServer:
 
     @property
     def client_url(self) -> str:
-        return f"nats://{self.host}:{self._port}"
+        return f"{'tls' if self._tls else 'nats'}://{self.host}:{self._port}"
 
     @property
     def monitor_url(self) -> str:
@@ -310,6 +316,9 @@ class NatsServer:
             route_ports=self._route_ports,
             route_user=self._route_user,
             pid_file=self.pid_path,
+            tls=self._tls,
+            tls_users=self._tls_users,
+            regions=self._regions,
         )
 
     def log_tail(self, lines: int = 40) -> str:

@@ -56,7 +56,7 @@ async def test_certificates_leave_the_ca_only_after_the_log_acknowledged(
         world.issuer.intermediate.public_bytes(serialization.Encoding.PEM)
     )
     log = ControlledLog()
-    admin = await nats_connect(nats_single, "admin", name="test-ca")
+    admin = await nats_connect(nats_single, "ca", name="test-ca")  # its own least privilege
     ca = CaService(admin, world.issuer, log, clock=clock, append_timeout_s=1.0)
     await ca.start()
     try:

@@ -45,7 +45,7 @@ DEPLOY = REPO / "deploy" / "nats"
 
 def _static_env(monkeypatch: pytest.MonkeyPatch | None = None) -> dict[str, str]:
     env = dict(os.environ)
-    names = ["SYS", "ADMIN", "COORDINATOR", "CLIENT"]
+    names = ["SYS", "ADMIN", "COORDINATOR", "CLIENT", "CA"]
     names += [f"AGENT_{r.upper().replace('-', '_')}" for r in DEFAULT_REGIONS]
     for name in names:
         env[f"CCTF_NATS_{name}_PASSWORD"] = f"p{name.lower().replace('_', '')}{os.getpid()}x"

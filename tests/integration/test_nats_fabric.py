@@ -99,6 +99,7 @@ def test_users_passwords_and_permissions() -> None:
         "admin",
         "coordinator",
         "client",
+        "ca",
         "sys",
         *(f"agent-{r}" for r in DEFAULT_REGIONS),
     }
@@ -127,6 +128,14 @@ def test_users_passwords_and_permissions() -> None:
         "cctf.v1.evidence.us-east.>",
         "cctf.v1.ca.issue.us-east.>",
     )
+    ca = permissions_for("ca", DEFAULT_REGIONS)  # cctf ca serve: its requests and its log only
+    assert ca is not None and ca.allow_responses
+    assert ca.subscribe_allow == ("_INBOX.ca.>", "cctf.v1.ca.>")
+    assert [s for s in ca.publish_allow if not s.startswith("$JS.")] == [
+        "cctf.v1.log.ca",
+        "cctf.v1.ca.admin.>",
+    ]
+    assert all("CCTF_LOG" in s or s == "$JS.API.STREAM.NAMES" for s in ca.publish_allow[2:])
     assert agent.subscribe_allow == ("_INBOX.agent-us-east.>",)
     client = permissions_for("client", DEFAULT_REGIONS)
     assert client is not None

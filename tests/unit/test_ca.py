@@ -5,10 +5,12 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 
 import pytest
 from capki import START_MS, TRUST_DOMAIN, CaAgent, make_ca_world
 from cryptography import x509
+from cryptography.hazmat.primitives import hashes
 from cryptography.hazmat.primitives.asymmetric import ec
 from hypothesis import given
 from hypothesis import strategies as st
@@ -26,6 +28,7 @@ from cctf.ca.entries import (
 from cctf.ca.errors import CaError, CaReason
 from cctf.ca.issuer import make_test_hierarchy, random_serial
 from cctf.ca.profile import (
+    BINDING_EXTENSION_OID,
     KEY_BINDING_OID,
     MAX_LIFETIME_MS,
     KeyBinding,
@@ -33,6 +36,8 @@ from cctf.ca.profile import (
     decode_binding,
     encode_binding,
     parse_agent_cert,
+    unwrap_binding,
+    wrap_binding,
 )
 from cctf.ca.request import CertRequest, CertResponse, encode_request, issue_subject
 from cctf.crypto.keys import SigningKey
@@ -41,6 +46,29 @@ HOUR = 3_600_000
 
 
 # ---- profile -----------------------------------------------------------------------------------
+
+
+def _independent_oid_tlv(oid: x509.ObjectIdentifier) -> bytes:
+    """The OID's DER TLV as cryptography encodes it (in an extension of that OID)."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([])
+    der = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(1)
+        .not_valid_before(dt.datetime(2020, 1, 1))
+        .not_valid_after(dt.datetime(2030, 1, 1))
+        .add_extension(x509.UnrecognizedExtension(oid, b"\x05\x00"), critical=False)
+        .sign(key, hashes.SHA256())
+        .tbs_certificate_bytes
+    )
+    value = der.rindex(b"\x04\x02\x05\x00")  # the extension: SEQUENCE { OID, OCTET STRING }
+    for i in range(value):
+        if der[i] == 6 and i + 2 + der[i + 1] == value:
+            return der[i:value]
+    raise AssertionError("OID not found")
 
 
 def test_issued_certificate_follows_the_profile() -> None:
@@ -55,8 +83,15 @@ def test_issued_certificate_follows_the_profile() -> None:
     assert c.lifetime_ms == HOUR  # the default
     assert c.not_before_ms == START_MS // 1000 * 1000
     cert = x509.load_der_x509_certificate(c.der)
-    ext = cert.extensions.get_extension_for_oid(KEY_BINDING_OID)
+    ext = cert.extensions.get_extension_for_oid(BINDING_EXTENSION_OID)
     assert not ext.critical
+    assert isinstance(ext.value, x509.UnrecognizedExtension)
+    assert unwrap_binding(ext.value.value) == c.binding
+    # the attribute type is the 2.25 OID; no extension OID has an arc above 2^31 - 1 (Go's limit)
+    assert KEY_BINDING_OID.dotted_string.startswith("2.25.")
+    assert _independent_oid_tlv(KEY_BINDING_OID) in ext.value.value
+    for e in cert.extensions:
+        assert all(int(a) < 2**31 for a in e.oid.dotted_string.split("."))
     assert cert.extensions.get_extension_for_class(x509.BasicConstraints).value.ca is False
     ku = cert.extensions.get_extension_for_class(x509.KeyUsage)
     assert ku.critical and ku.value.digital_signature and not ku.value.key_cert_sign
@@ -445,3 +480,32 @@ def test_response_decoder_raises_only_its_error(raw: bytes) -> None:
 
     with contextlib.suppress(CaError):
         decode_response(raw)
+
+
+def test_binding_carrier_refuses_other_shapes() -> None:
+    b = KeyBinding("hybrid-ed25519-ml-dsa-65", "k" + "0" * 32, (b"\x01" * 32, b"\x02" * 32))
+    value = encode_binding(b)
+    good = wrap_binding(value)
+    assert unwrap_binding(good) == b
+    attr = good[good.index(b"\x06") :]  # OID + SET, inside the two SEQUENCEs
+    bad = {
+        "trailing": good + b"\x00",
+        "two values": wrap_binding(value + value),
+        "other type": good.replace(b"\x06\x14\x69", b"\x06\x14\x68", 1),
+        "not wrapped": value,
+        "two attributes": _seq(_seq(attr) + _seq(attr)),
+    }
+    for what, data in bad.items():
+        with pytest.raises(CaError) as info:
+            unwrap_binding(data)
+        assert info.value.reason is CaReason.BINDING, what
+
+
+def _seq(content: bytes) -> bytes:
+    n = len(content)
+    length = (
+        bytes([n])
+        if n < 0x80
+        else bytes([0x81 if n < 256 else 0x82]) + n.to_bytes(1 if n < 256 else 2, "big")
+    )
+    return b"\x30" + length + content

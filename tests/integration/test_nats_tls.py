@@ -1,0 +1,245 @@
+"""NATS over TLS with certificate-mapped users (D5 transport, cctf.bus.tlsauth), real nats-server.
+
+Agents present CA-issued X.509-SVIDs (cctf.ca profile, issued by the real Issuer); nats-server
+``verify_and_map`` maps the SPIFFE URI SAN to a per-agent user of its region's account. Shown: an
+agent publishes its own ballots; a stolen region-A certificate cannot publish in region B (nor as
+another agent of A); expired and unknown-CA certificates are refused at connect; after a renewal
+``ClientTls.reload`` makes the reconnect present the new certificate (the old one has expired).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+from capki import TRUST_DOMAIN, CaWorld, make_ca_world
+from cryptography import x509
+from cryptography.hazmat.primitives.asymmetric import ec
+from natshelpers import ErrorLog, keep_votes, nothing_stored, setup_streams, vote_count
+from tlspki import leaf, pem, write_pair
+
+from cctf.bus.accounts import NatsUser, build_users
+from cctf.bus.connect import Connection, connect, jetstream
+from cctf.bus.streams import votes_stream_name
+from cctf.bus.tls import ClientTls
+from cctf.bus.tlsauth import ServerTls, agent_tls_users, role_tls_user
+from cctf.ca.issuer import make_test_hierarchy
+from cctf.ca.profile import agent_spiffe_id
+from cctf.devfabric.nats_server import NatsServer, free_ports
+from cctf.errors import ConfigError
+
+REGIONS = ("us-east", "eu-west")
+AGENTS = (("a1", "us-east"), ("a2", "us-east"), ("b1", "eu-west"))
+ADMIN_SAN = f"spiffe://{TRUST_DOMAIN}/cctf/admin"
+
+
+@dataclass
+class TlsFabric:
+    server: NatsServer
+    world: CaWorld
+    dir: Path
+    ops_ca: Path  # what clients trust for the server's certificate
+    admin: ClientTls
+    ops_key: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+
+    def agent_files(self, agent: str, *, lifetime_ms: int, now_ms: int, name: str) -> ClientTls:
+        issued = self.world.issue(agent, now_ms, lifetime_ms)
+        cert = x509.load_der_x509_certificate(issued.cert.der)
+        key = self.world.agents[agent].tls_key
+        cert_path, key_path = write_pair(
+            self.dir, name, cert, key, (self.world.issuer.intermediate,)
+        )
+        return ClientTls(ca=self.ops_ca, cert=cert_path, key=key_path)
+
+
+@pytest.fixture(scope="module")
+def tls_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFabric]:
+    d = tmp_path_factory.mktemp("natstls")
+    now_ms = int(time.time() * 1000)
+    world = make_ca_world(agents=AGENTS, now_ms=now_ms)
+    ops = make_test_hierarchy("ops.test", now_ms=now_ms)  # the components' (and server's) CA
+    server_cert, server_key = leaf(ops.root, ops.root_key, server=True)
+    s_cert, s_key = write_pair(d, "server", server_cert, server_key)
+    ops_ca = d / "ops-ca.pem"
+    ops_ca.write_bytes(pem(ops.root))
+    client_cas = d / "client-cas.pem"  # the agent intermediate + the components' CA
+    client_cas.write_bytes(pem(world.issuer.intermediate) + pem(ops.root))
+    admin_cert, admin_key = leaf(ops.root, ops.root_key, uri=ADMIN_SAN)
+    a_cert, a_key = write_pair(d, "admin", admin_cert, admin_key)
+    port, http_port = free_ports(2)
+    users = (
+        *agent_tls_users(TRUST_DOMAIN, [(r, a) for a, r in AGENTS]),
+        role_tls_user(ADMIN_SAN, "admin", REGIONS),
+    )
+    server = NatsServer(
+        name="tls1",
+        directory=d / "n1",
+        port=port,
+        http_port=http_port,
+        users={"sys": build_users(REGIONS)["sys"]},  # the production shape: no other password
+        regions=REGIONS,
+        tls=ServerTls(cert_file=str(s_cert), key_file=str(s_key), ca_file=str(client_cas)),
+        tls_users=users,
+    )
+    config = server.render_config()
+    assert "agent-us-east" not in config.replace("_INBOX.agent-us-east.", "")
+    assert config.count("password:") == 1  # sys only
+    server.start(timeout_s=20)
+    try:
+        yield TlsFabric(
+            server,
+            world,
+            d,
+            ops_ca,
+            ClientTls(ca=ops_ca, cert=a_cert, key=a_key),
+            (ops.root, ops.root_key),
+        )
+    finally:
+        server.stop()
+
+
+async def _connect(
+    fab: TlsFabric, user: str, tls: ClientTls, errors: ErrorLog | None = None, **kw: object
+) -> Connection:
+    return await connect(
+        fab.server.client_url,
+        NatsUser(user, ""),
+        name=user,
+        for_tests=True,
+        tls=tls,
+        error_cb=errors,
+        **kw,
+    )
+
+
+@pytest.fixture
+async def streams(tls_fabric: TlsFabric) -> AsyncIterator[None]:
+    nc = await _connect(tls_fabric, "admin", tls_fabric.admin)
+    try:
+        js = jetstream(nc)
+        await setup_streams(js, REGIONS)
+        for region in REGIONS:
+            await keep_votes(js, region)
+        yield
+    finally:
+        await nc.close()
+
+
+def _now() -> int:
+    return int(time.time() * 1000)
+
+
+async def test_agent_publishes_only_its_own_subjects(tls_fabric: TlsFabric, streams: None) -> None:
+    fab = tls_fabric
+    admin = await _connect(fab, "admin", fab.admin)
+    errors = ErrorLog()
+    tls = fab.agent_files("a1", lifetime_ms=3_600_000, now_ms=_now(), name="a1-own")
+    agent = await _connect(fab, "agent-us-east.a1", tls, errors)
+    try:
+        ajs, js = jetstream(agent), jetstream(admin)
+        before = await vote_count(js, "us-east")
+        ack = await ajs.publish("cctf.v1.vote.us-east.a1", b"ballot", timeout=5)
+        assert ack.stream == votes_stream_name("us-east")
+        assert await vote_count(js, "us-east") == before + 1
+        # the stolen region-A certificate in region B, and as another agent of region A
+        for subject in ("cctf.v1.vote.eu-west.b1", "cctf.v1.vote.us-east.a2"):
+            await agent.publish(subject, b"forged")
+            await agent.flush()
+            await errors.wait_for(f'Permissions Violation for Publish to "{subject}"')
+        assert await nothing_stored(js, votes_stream_name("eu-west"), "cctf.v1.vote.eu-west.b1")
+        assert await nothing_stored(js, votes_stream_name("us-east"), "cctf.v1.vote.us-east.a2")
+    finally:
+        await agent.close()
+        await admin.close()
+
+
+async def _refused(fab: TlsFabric, user: str, tls: ClientTls, why: str) -> None:
+    """The connection fails, and the server's log says why (``why``) for THIS attempt."""
+    before = fab.server.log_tail(100_000).count(why)
+    with pytest.raises(Exception):  # noqa: B017 (nats-py: NoServersError or an SSL error)
+        await _connect(fab, user, tls, max_reconnect_attempts=0, allow_reconnect=False)
+    deadline = time.monotonic() + 5
+    while fab.server.log_tail(100_000).count(why) <= before:
+        assert time.monotonic() < deadline, f"no {why!r} in the server log"
+        await asyncio.sleep(0.05)
+
+
+async def test_expired_and_unknown_ca_certificates_are_refused_at_connect(
+    tls_fabric: TlsFabric,
+) -> None:
+    fab = tls_fabric
+    # expired: issued (by the real issuer) 60 s ago for 2 s
+    expired = fab.agent_files("a1", lifetime_ms=2_000, now_ms=_now() - 60_000, name="a1-expired")
+    await _refused(fab, "agent-us-east.a1", expired, "certificate has expired")
+    # unknown CA: the same SPIFFE ID, under another (unconfigured) intermediate
+    other = make_ca_world(agents=AGENTS, now_ms=_now())
+    issued = other.issue("a1", _now(), 3_600_000)
+    assert issued.cert.spiffe_id == agent_spiffe_id(TRUST_DOMAIN, "us-east", "a1")
+    c, k = write_pair(
+        fab.dir,
+        "a1-rogue",
+        x509.load_der_x509_certificate(issued.cert.der),
+        other.agents["a1"].tls_key,
+        (other.issuer.intermediate,),
+    )
+    await _refused(
+        fab, "agent-us-east.a1", ClientTls(ca=fab.ops_ca, cert=c, key=k), "unknown authority"
+    )
+    # a certificate of a trusted CA whose SAN maps to no user
+    ops = fab.ops_key
+    c, k = write_pair(fab.dir, "nobody", *leaf(ops[0], ops[1], uri="spiffe://cctf.test/nobody"))
+    await _refused(fab, "admin", ClientTls(ca=fab.ops_ca, cert=c, key=k), "authentication error")
+    nc = await _connect(fab, "admin", fab.admin)  # control: a mapped certificate connects
+    await nc.close()
+
+
+async def test_renewal_reload_makes_reconnects_use_the_current_certificate(
+    tls_fabric: TlsFabric, streams: None
+) -> None:
+    fab = tls_fabric
+    lifetime_ms = 3_000
+    tls = fab.agent_files("a2", lifetime_ms=lifetime_ms, now_ms=_now(), name="a2")
+    reconnected = asyncio.Event()
+
+    async def on_reconnect() -> None:
+        reconnected.set()
+
+    agent = await _connect(
+        fab,
+        "agent-us-east.a2",
+        tls,
+        max_reconnect_attempts=100,
+        reconnect_time_wait=0.1,
+        reconnected_cb=on_reconnect,
+    )
+    admin = await _connect(fab, "admin", fab.admin, max_reconnect_attempts=100)
+    try:
+        stale = ClientTls(ca=tls.ca, cert=tls.cert, key=tls.key)  # never reloaded (control)
+        # renewal: a new key and certificate written over the same files, then on_renewed
+        renewed = fab.agent_files("a2", lifetime_ms=3_600_000, now_ms=_now(), name="a2")
+        assert renewed.cert == tls.cert
+        tls.reload()
+        assert tls.reloads == 1
+        await asyncio.sleep(lifetime_ms / 1000 + 1.0)  # the first certificate has expired
+        fab.server.restart(timeout_s=20)  # every connection must reconnect (new handshake)
+        await asyncio.wait_for(reconnected.wait(), timeout=15)
+        ack = await jetstream(agent).publish("cctf.v1.vote.us-east.a2", b"after", timeout=5)
+        assert ack.stream == votes_stream_name("us-east")
+        # control: the first certificate, not reloaded, is refused now
+        await _refused(fab, "agent-us-east.a2", stale, "certificate has expired")
+    finally:
+        await agent.close()
+        await admin.close()
+
+
+def test_reload_refuses_a_bad_pair_and_keeps_the_live_context(tls_fabric: TlsFabric) -> None:
+    fab = tls_fabric
+    tls = fab.agent_files("b1", lifetime_ms=3_600_000, now_ms=_now(), name="b1")
+    tls.key.write_bytes(fab.admin.key.read_bytes())  # a key that is not the certificate's
+    with pytest.raises(ConfigError, match="cannot be used"):
+        tls.reload()
+    assert tls.reloads == 0
