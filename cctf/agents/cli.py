@@ -80,6 +80,7 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from cctf.ca.config import load_certificate
 
             load_certificate(config.ca.intermediate, "ca.intermediate")
+        config.nats.client_tls()  # nats.tls: the files must be usable before connecting
     except (ConfigError, RootConfigError) as exc:
         print(f"cctf agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -117,12 +118,14 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
             installed.append(sig)
     nc: Any = None
     try:
+        tls = config.nats.client_tls()  # a certificate: reloaded on every renewal below
         try:
             nc = await connect(
                 list(config.nats.urls),
                 config.nats.nats_user(),
                 name=f"cctf-agent-{config.agent}",
                 initial_retries=CONNECT_RETRIES,
+                tls=tls,
             )
         except asyncio.CancelledError:
             _uncancel(main_task)
@@ -145,6 +148,8 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
             renewer = CertRenewer(
                 nc, key, agent=config.agent, region=config.region, config=config.ca
             )
+            if tls is not None:  # reconnects present the current certificate (docs/ca.md §8)
+                renewer.on_renewed.append(tls.reload)
             try:
                 await renewer.obtain_until(0)  # one try now; the task keeps trying
             except asyncio.CancelledError:

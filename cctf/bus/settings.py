@@ -1,9 +1,14 @@
 """The ``nats`` block of agent and coordinator configs: where to connect and as whom.
 
-Two forms::
+Three forms::
 
     {"credentials": "creds.json", "user": "agent-us-east"}          # file from `cctf nats up`
     {"urls": ["nats://host:4222"], "user": "...", "password": "..."}
+    {"urls": ["tls://host:4222"], "user": "agent-us-east.a1",        # certificate (verify_and_map)
+     "tls": {"ca": "server-ca.pem", "cert": "a1.cert.pem", "key": "a1.tls-key.pem"}}
+
+With ``tls`` the server maps the certificate to the user (:mod:`cctf.bus.tlsauth`): no password;
+``user`` is the inbox name (``agent-<region>.<agent>`` for an agent, else the role's user name).
 
 :class:`NatsSettings` is a :class:`~cctf.config.ConfigStruct`, so a component config embeds it as a
 field (``nats: NatsSettings``) and ``cctf.config.load_config`` validates it with the same one-line
@@ -24,10 +29,11 @@ import msgspec
 
 from cctf.bus.accounts import NatsUser
 from cctf.bus.credentials import load_credentials
+from cctf.bus.tls import ClientTls
 from cctf.config import ConfigStruct, convert_config
 from cctf.errors import ConfigError
 
-__all__ = ["NatsSettings", "NatsSettingsError"]
+__all__ = ["NatsSettings", "NatsSettingsError", "NatsTlsSettings"]
 
 _URL_SCHEMES: Final = ("nats://", "tls://", "ws://", "wss://")
 
@@ -36,18 +42,36 @@ class NatsSettingsError(ConfigError):
     """The ``nats`` block is invalid or its credentials file cannot be used."""
 
 
+class NatsTlsSettings(ConfigStruct, kw_only=True, frozen=True):
+    """The ``nats.tls`` block: the CA file the server's certificate must chain to, and this
+    component's certificate (leaf then chain) and key (paths anchored at the config's directory)."""
+
+    ca: str
+    cert: str
+    key: str
+
+
 class NatsSettings(ConfigStruct, kw_only=True, frozen=True):
-    """Where to connect and as whom (``password`` or ``credentials``, never both)."""
+    """Where to connect and as whom (``password``, ``credentials`` or ``tls``: exactly one)."""
 
     user: str
     urls: tuple[str, ...] = ()
     password: str | None = None
     credentials: str | None = None
+    tls: NatsTlsSettings | None = None
 
     def __post_init__(self) -> None:
         if not self.user:
             raise ValueError("nats.user: required, a non-empty string")
         _check_urls(self.urls)
+        if self.tls is not None:
+            if self.password is not None or self.credentials is not None:
+                raise ValueError("nats: a tls certificate is the credential (no password)")
+            if not self.urls:
+                raise ValueError("nats.urls: required with nats.tls")
+            if not (self.tls.ca and self.tls.cert and self.tls.key):
+                raise ValueError("nats.tls: ca, cert and key must be file paths")
+            return
         if self.credentials is not None:
             if self.password is not None:
                 raise ValueError("nats: give either credentials or password, not both")
@@ -63,7 +87,7 @@ class NatsSettings(ConfigStruct, kw_only=True, frozen=True):
         hidden = "None" if self.password is None else "'***'"
         return (
             f"NatsSettings(user={self.user!r}, urls={self.urls!r}, password={hidden}, "
-            f"credentials={self.credentials!r})"
+            f"credentials={self.credentials!r}, tls={self.tls!r})"
         )
 
     __str__ = __repr__
@@ -77,7 +101,8 @@ class NatsSettings(ConfigStruct, kw_only=True, frozen=True):
         """Validate a parsed ``nats`` block; relative paths are anchored at ``base``."""
         if not isinstance(obj, dict):
             raise NatsSettingsError(
-                'nats: required, an object {"credentials", "user"} or {"urls", "user", "password"}'
+                'nats: required, an object {"credentials", "user"}, {"urls", "user", "password"}'
+                ' or {"urls", "user", "tls"}'
             )
         if isinstance(obj.get("urls"), str):
             obj = {**obj, "urls": [obj["urls"]]}
@@ -107,7 +132,17 @@ class NatsSettings(ConfigStruct, kw_only=True, frozen=True):
             raise NatsSettingsError(str(exc)) from None
 
     def anchored(self, base: Path) -> NatsSettings:
-        """These settings with a relative ``credentials`` path made relative to ``base``."""
+        """These settings with relative ``credentials`` / ``tls`` paths made relative to ``base``."""
+        if self.tls is not None:
+
+            def at(p: str) -> str:
+                q = Path(p).expanduser()
+                return str(q if q.is_absolute() else base / q)
+
+            t = self.tls
+            return msgspec.structs.replace(
+                self, tls=NatsTlsSettings(ca=at(t.ca), cert=at(t.cert), key=at(t.key))
+            )
         path = self.credentials_path
         if path is None:
             return self
@@ -136,8 +171,18 @@ class NatsSettings(ConfigStruct, kw_only=True, frozen=True):
         except ValueError as exc:
             raise NatsSettingsError(f"nats.credentials: {path}: {exc}") from None
 
+    def client_tls(self) -> ClientTls | None:
+        """The TLS context of the ``tls`` form (files read now; ``ConfigError`` if unusable)."""
+        if self.tls is None:
+            return None
+        t = self.tls
+        return ClientTls(ca=Path(t.ca), cert=Path(t.cert), key=Path(t.key))
+
     def resolve(self) -> tuple[list[str], str, str]:
-        """``(urls, user, password)``, reading the credentials file when one is configured."""
+        """``(urls, user, password)``, reading the credentials file when one is configured
+        (password ``""`` for the ``tls`` form: the certificate is the credential)."""
+        if self.tls is not None:
+            return list(self.urls), self.user, ""
         done = self.resolved()
         assert done.password is not None
         return list(done.urls), done.user, done.password

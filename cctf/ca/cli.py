@@ -159,7 +159,11 @@ async def _connect(config: CaConfig, name: str) -> Any:
 
     assert config.nats is not None
     return await connect(
-        list(config.nats.resolve()[0]), config.nats.nats_user(), name=name, initial_retries=3
+        list(config.nats.resolve()[0]),
+        config.nats.nats_user(),
+        name=name,
+        initial_retries=3,
+        tls=config.nats.client_tls(),
     )
 
 

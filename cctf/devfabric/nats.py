@@ -250,13 +250,23 @@ class NatsFabric:
 
     # ---- credentials
 
-    def write_credentials(self, path: Path) -> Path:
-        """Write ``{"urls": [...], "users": {name: {"user", "password"}}}`` with mode 0600."""
+    def write_credentials(self, path: Path, *, only: str | None = None) -> Path:
+        """Write ``{"urls": [...], "users": {name: {"user", "password"}}}`` with mode 0600: every
+        user (the operator's file), or with ``only`` that one user (a component's own file)."""
+        users = self.users if only is None else {only: self.users[only]}
         doc = {
             "urls": self.urls,
-            "users": {n: {"user": u.name, "password": u.password} for n, u in self.users.items()},
+            "users": {n: {"user": u.name, "password": u.password} for n, u in users.items()},
         }
         return write_secret_file(Path(path), json.dumps(doc, indent=2) + "\n")
+
+    def write_user_credentials(self, directory: Path) -> dict[str, Path]:
+        """One credentials file per user, ``<directory>/<user>.json`` (0600), each holding ONLY that
+        user's password: hand each component its own (never the file with every password)."""
+        directory = Path(directory)
+        directory.mkdir(parents=True, exist_ok=True)
+        directory.chmod(0o700)
+        return {n: self.write_credentials(directory / f"{n}.json", only=n) for n in self.users}
 
     # ---- connections
 

@@ -152,12 +152,17 @@ def _cmd_up(args: argparse.Namespace) -> int:
             print(f"cctf nats up: {exc}", file=sys.stderr)
             return 1
         path = fabric.write_credentials(credentials)
+        own = fabric.write_user_credentials(credentials.parent / "credentials.d")
         print(f"NATS fabric up: {len(fabric.servers)} node(s), regions {','.join(fabric.regions)}")
         for url in fabric.urls:
             print(f"  client url: {url}")
         for server in fabric.servers:
             print(f"  {server.name}: monitoring {server.monitor_url}, log {server.log_path}")
-        print(f"credentials: {path.resolve()} (mode 0600)")
+        print(f"credentials: {path.resolve()} (mode 0600; every user: the operator's)")
+        some = next(iter(own.values()))
+        print(
+            f"own credentials: {some.parent.resolve()}/<user>.json (one user each: hand these out)"
+        )
         print("press Ctrl-C to stop", flush=True)
         warned: set[str] = set()
         while not stop.wait(0.5):

@@ -26,6 +26,7 @@ from cctf.bus.accounts import (
 )
 from cctf.bus.connect import connect
 from cctf.bus.credentials import load_credentials
+from cctf.bus.settings import NatsSettings
 from cctf.devfabric.nats import (
     NatsFabric,
     find_nats_server,
@@ -201,6 +202,15 @@ def test_cli_up_runs_until_sigterm_and_stops_every_server(tmp_path: Path) -> Non
         assert "agent-us-west" not in creds.users
         for url in creds.urls:
             assert f"client url: {url}" in text
+        # every component's own file: only its user's password (the agent never sees admin's)
+        own_dir = creds_path.parent / "credentials.d"
+        assert f"own credentials: {own_dir.resolve()}/<user>.json" in text
+        for name, user in creds.users.items():
+            own = load_credentials(own_dir / f"{name}.json")
+            assert own.users == {name: user} and own.urls == creds.urls
+            assert stat.S_IMODE((own_dir / f"{name}.json").stat().st_mode) == 0o600
+            settings = NatsSettings(user=name, credentials=str(own_dir / f"{name}.json"))
+            assert settings.nats_user() == user
         for user in creds.users.values():
             assert user.password not in text
         pids = [int((workdir / "node-1" / "nats.pid").read_text())]

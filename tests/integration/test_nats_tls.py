@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -20,21 +20,26 @@ from capki import TRUST_DOMAIN, CaWorld, make_ca_world
 from cryptography import x509
 from cryptography.hazmat.primitives.asymmetric import ec
 from natshelpers import ErrorLog, keep_votes, nothing_stored, setup_streams, vote_count
-from tlspki import leaf, pem, write_pair
+from tlspki import key_pem, leaf, pem, write_pair
 
 from cctf.bus.accounts import NatsUser, build_users
 from cctf.bus.connect import Connection, connect, jetstream
 from cctf.bus.streams import votes_stream_name
 from cctf.bus.tls import ClientTls
 from cctf.bus.tlsauth import ServerTls, agent_tls_users, role_tls_user
+from cctf.ca.config import AgentCaConfig
 from cctf.ca.issuer import make_test_hierarchy
 from cctf.ca.profile import agent_spiffe_id
+from cctf.ca.renew import CertRenewer
+from cctf.ca.service import CaService
+from cctf.clock import SystemClock
 from cctf.devfabric.nats_server import NatsServer, free_ports
 from cctf.errors import ConfigError
 
 REGIONS = ("us-east", "eu-west")
 AGENTS = (("a1", "us-east"), ("a2", "us-east"), ("b1", "eu-west"))
 ADMIN_SAN = f"spiffe://{TRUST_DOMAIN}/cctf/admin"
+CA_SAN = f"spiffe://{TRUST_DOMAIN}/cctf/ca"
 
 
 @dataclass
@@ -45,6 +50,7 @@ class TlsFabric:
     ops_ca: Path  # what clients trust for the server's certificate
     admin: ClientTls
     ops_key: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
+    ca: ClientTls  # the CA service's component certificate (user "ca")
 
     def agent_files(self, agent: str, *, lifetime_ms: int, now_ms: int, name: str) -> ClientTls:
         issued = self.world.issue(agent, now_ms, lifetime_ms)
@@ -70,10 +76,12 @@ def tls_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFabric]:
     client_cas.write_bytes(pem(world.issuer.intermediate) + pem(ops.root))
     admin_cert, admin_key = leaf(ops.root, ops.root_key, uri=ADMIN_SAN)
     a_cert, a_key = write_pair(d, "admin", admin_cert, admin_key)
+    c_cert, c_key = write_pair(d, "ca", *leaf(ops.root, ops.root_key, uri=CA_SAN))
     port, http_port = free_ports(2)
     users = (
         *agent_tls_users(TRUST_DOMAIN, [(r, a) for a, r in AGENTS]),
         role_tls_user(ADMIN_SAN, "admin", REGIONS),
+        role_tls_user(CA_SAN, "ca", REGIONS),
     )
     server = NatsServer(
         name="tls1",
@@ -97,6 +105,7 @@ def tls_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFabric]:
             ops_ca,
             ClientTls(ca=ops_ca, cert=a_cert, key=a_key),
             (ops.root, ops.root_key),
+            ClientTls(ca=ops_ca, cert=c_cert, key=c_key),
         )
     finally:
         server.stop()
@@ -200,9 +209,31 @@ async def test_expired_and_unknown_ca_certificates_are_refused_at_connect(
 async def test_renewal_reload_makes_reconnects_use_the_current_certificate(
     tls_fabric: TlsFabric, streams: None
 ) -> None:
+    """The real renewal path over TLS: a bootstrap certificate (3 s), the agent's CertRenewer asks
+    the real CaService (connected as the least-privilege ``ca`` user, by certificate) for a new one
+    on the TLS connection, ``on_renewed`` reloads the context; after the bootstrap certificate
+    expired, a server restart forces a new handshake, which succeeds with the renewed one."""
     fab = tls_fabric
     lifetime_ms = 3_000
-    tls = fab.agent_files("a2", lifetime_ms=lifetime_ms, now_ms=_now(), name="a2")
+    config = AgentCaConfig(
+        trust_domain=TRUST_DOMAIN,
+        intermediate=str(fab.dir / "intermediate.pem"),
+        cert_dir=str(fab.dir / "a2-certs"),
+        lifetime_ms=3_600_000,
+    )
+    (fab.dir / "intermediate.pem").write_bytes(pem(fab.world.issuer.intermediate))
+    Path(config.cert_dir).mkdir(exist_ok=True)
+    boot = fab.world.issue("a2", _now(), lifetime_ms)  # operator-issued bootstrap certificate
+    cert_path, key_path = (
+        Path(config.cert_dir) / "a2.cert.pem",
+        Path(config.cert_dir) / "a2.tls-key.pem",
+    )
+    cert_path.write_bytes(
+        pem(x509.load_der_x509_certificate(boot.cert.der)) + pem(fab.world.issuer.intermediate)
+    )
+    key_path.write_bytes(key_pem(fab.world.agents["a2"].tls_key))
+    tls = ClientTls(ca=fab.ops_ca, cert=cert_path, key=key_path)
+    stale = ClientTls(ca=fab.ops_ca, cert=cert_path, key=key_path)  # never reloaded (control)
     reconnected = asyncio.Event()
 
     async def on_reconnect() -> None:
@@ -216,24 +247,43 @@ async def test_renewal_reload_makes_reconnects_use_the_current_certificate(
         reconnect_time_wait=0.1,
         reconnected_cb=on_reconnect,
     )
-    admin = await _connect(fab, "admin", fab.admin, max_reconnect_attempts=100)
+    ca_nc = await _connect(fab, "ca", fab.ca, max_reconnect_attempts=100, reconnect_time_wait=0.1)
+    ca = CaService(ca_nc, fab.world.issuer, _AckedLog(), clock=SystemClock())
+    await ca.start()
     try:
-        stale = ClientTls(ca=tls.ca, cert=tls.cert, key=tls.key)  # never reloaded (control)
-        # renewal: a new key and certificate written over the same files, then on_renewed
-        renewed = fab.agent_files("a2", lifetime_ms=3_600_000, now_ms=_now(), name="a2")
-        assert renewed.cert == tls.cert
-        tls.reload()
-        assert tls.reloads == 1
-        await asyncio.sleep(lifetime_ms / 1000 + 1.0)  # the first certificate has expired
+        renewer = CertRenewer(
+            agent, fab.world.agents["a2"].key, agent="a2", region="us-east", config=config
+        )
+        assert (renewer.cert_path, renewer.key_path) == (cert_path, key_path)
+        renewer.on_renewed.append(tls.reload)
+        renewed = await renewer.obtain()  # over the TLS connection, a NEW TLS key
+        assert tls.reloads == 1 and renewed.lifetime_ms == 3_600_000
+        await asyncio.sleep(lifetime_ms / 1000 + 1.0)  # the bootstrap certificate has expired
         fab.server.restart(timeout_s=20)  # every connection must reconnect (new handshake)
         await asyncio.wait_for(reconnected.wait(), timeout=15)
         ack = await jetstream(agent).publish("cctf.v1.vote.us-east.a2", b"after", timeout=5)
         assert ack.stream == votes_stream_name("us-east")
-        # control: the first certificate, not reloaded, is refused now
+        # control: the bootstrap certificate, not reloaded, is refused now
         await _refused(fab, "agent-us-east.a2", stale, "certificate has expired")
     finally:
+        await ca.stop()
         await agent.close()
-        await admin.close()
+        await ca_nc.close()
+
+
+class _AckedLog:
+    """A CA log that acknowledges at once (the real CA log is tested in test_ca_gate.py)."""
+
+    def __init__(self) -> None:
+        self.entries: list[bytes] = []
+
+    @property
+    def size(self) -> int:
+        return len(self.entries)
+
+    async def append(self, entries: Sequence[bytes]) -> int:
+        self.entries.extend(entries)
+        return len(self.entries) - len(entries)
 
 
 def test_reload_refuses_a_bad_pair_and_keeps_the_live_context(tls_fabric: TlsFabric) -> None:

@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from cctf.bus.settings import NatsSettings, NatsSettingsError
+from cctf.errors import ConfigError
 
 
 def write_creds(path: Path) -> Path:
@@ -84,3 +85,28 @@ def test_embedded_in_a_config_struct_with_one_line_errors(tmp_path: Path) -> Non
         {"nats": {"user": "u", "urls": ["nats://h:1"], "password": "s3"}}, Cfg, "x"
     )
     assert "s3" not in repr(secret) and "s3" not in str(secret)
+
+
+def test_tls_form_is_the_only_credential_and_paths_are_anchored(tmp_path: Path) -> None:
+    tls = {"ca": "ca.pem", "cert": "a1.cert.pem", "key": "/abs/a1.key.pem"}
+    s = NatsSettings.from_json(
+        {"urls": ["tls://127.0.0.1:4222"], "user": "agent-us-east.a1", "tls": tls}, tmp_path
+    )
+    assert s.tls is not None
+    assert (s.tls.ca, s.tls.cert, s.tls.key) == (
+        str(tmp_path / "ca.pem"),
+        str(tmp_path / "a1.cert.pem"),
+        "/abs/a1.key.pem",
+    )
+    assert s.resolve() == (["tls://127.0.0.1:4222"], "agent-us-east.a1", "")
+    assert s.nats_user().password == ""  # the certificate is the credential: no user name is sent
+    for extra in ({"password": "pw"}, {"credentials": "c.json"}):
+        with pytest.raises(NatsSettingsError, match="no password"):
+            NatsSettings.from_json({"urls": ["tls://h:1"], "user": "u", "tls": tls, **extra})
+    with pytest.raises(NatsSettingsError, match="urls: required"):
+        NatsSettings.from_json({"user": "u", "tls": tls})
+    with pytest.raises(NatsSettingsError):
+        NatsSettings.from_json({"urls": ["tls://h:1"], "user": "u", "tls": {"ca": "x"}})
+    with pytest.raises(ConfigError, match="cannot be used"):
+        s.client_tls()  # the files do not exist: one line, before any connection
+    assert NatsSettings(user="u", urls=("nats://h:1",), password="p").client_tls() is None
