@@ -67,6 +67,7 @@ def _run(args: argparse.Namespace) -> int:
         key = config.load_key()
         trust = config.load_trust()
         urls, user, password = config.nats_settings().resolve()
+        config.nats_settings().client_tls()  # nats.tls: the files must be usable (docs/ca.md §8)
     except (ConfigError, NatsSettingsError) as exc:
         log.error("config_invalid", error=str(exc))
         print(f"cctf coordinator: {exc}", file=sys.stderr)
@@ -98,7 +99,12 @@ async def _serve(
     waiter = asyncio.create_task(stop.wait())
     log.info("nats_connecting", servers=len(urls))  # SIGINT/SIGTERM handled from here on
     connecting = asyncio.create_task(
-        connect(urls, NatsUser(user, password), name=f"cctf-coordinator-{config.coordinator}")
+        connect(
+            urls,
+            NatsUser(user, password),
+            name=f"cctf-coordinator-{config.coordinator}",
+            tls=config.nats_settings().client_tls(),  # None: the password path
+        )
     )
     await asyncio.wait({connecting, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():  # a signal while (re)trying to connect

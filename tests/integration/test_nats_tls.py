@@ -250,6 +250,7 @@ async def test_renewal_reload_makes_reconnects_use_the_current_certificate(
     ca_nc = await _connect(fab, "ca", fab.ca, max_reconnect_attempts=100, reconnect_time_wait=0.1)
     ca = CaService(ca_nc, fab.world.issuer, _AckedLog(), clock=SystemClock())
     await ca.start()
+    await ca_nc.flush()  # the CA's subscriptions are at the server before the agent asks
     try:
         renewer = CertRenewer(
             agent, fab.world.agents["a2"].key, agent="a2", region="us-east", config=config
