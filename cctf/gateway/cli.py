@@ -52,6 +52,7 @@ def _run(args: argparse.Namespace) -> int:
         config = load_gateway_config(args.config)
         trust = config.load_trust()
         urls, user, password = config.nats.resolve()
+        config.nats.client_tls()  # nats.tls: the files must be usable (docs/ca.md §8)
     except (ConfigError, NatsSettingsError) as exc:
         log.error("config_invalid", error=str(exc))
         print(f"cctf gateway: {exc}", file=sys.stderr)
@@ -92,6 +93,7 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
             coordinators=None if config.coordinators is None else config.coordinators.policy(),
             # a service waits for NATS (minutes, like the coordinator); SIGTERM ends the wait
             initial_retries=CONNECT_RETRIES,
+            tls=config.nats.client_tls(),  # None: the password path
         )
     )
     await asyncio.wait({connecting, waiter}, return_when=asyncio.FIRST_COMPLETED)
