@@ -171,6 +171,8 @@ class AgentFile(ConfigStruct, frozen=True, kw_only=True):
         except NatsSettingsError as exc:
             raise ValueError(str(exc)) from None
         want = expected_nats_user(self.region)
+        if settings.tls is not None:  # a certificate user: its inbox is agent-<region>.<agent>
+            want = f"{want}.{self.agent}"
         if settings.user != want:
             raise ValueError(
                 f"nats.user: {settings.user!r} does not match region {self.region!r}; an agent of "

@@ -29,6 +29,7 @@ REGION = "us-east"
 AGENT = "agent-us-east"
 #: SIGTERM to exit, required by the issue (a generous margin is already in it: the agent aims at 4 s).
 EXIT_WITHIN_S = 5.0
+REGION_USER = f"agent-{REGION}"
 
 
 @pytest.fixture
@@ -147,6 +148,23 @@ async def test_invalid_config_exits_2(tmp_path: Path, dns_port: int) -> None:
     agent = await AgentProcess.start(write_config(tmp_path, dns_port, nats))
     assert await agent.exit_code(30) == 2
     assert any("must connect as 'agent-us-east'" in line for line in agent.lines), agent.lines
+
+
+async def test_tls_form_needs_usable_files_and_the_agent_inbox_name(
+    tmp_path: Path, dns_port: int
+) -> None:
+    tls = {"ca": "ca.pem", "cert": "missing.cert.pem", "key": "missing.key.pem"}
+    nats = {"urls": ["tls://127.0.0.1:4222"], "user": f"{REGION_USER}.{AGENT}", "tls": tls}
+    (tmp_path / "ca.pem").write_text("not a certificate")
+    agent = await AgentProcess.start(write_config(tmp_path, dns_port, nats))
+    assert await agent.exit_code(30) == 2
+    assert any("TLS CA file" in line and "cannot be used" in line for line in agent.lines), (
+        agent.lines
+    )
+    nats["user"] = REGION_USER  # the password user's name is not a certificate user's inbox
+    agent = await AgentProcess.start(write_config(tmp_path, dns_port, nats))
+    assert await agent.exit_code(30) == 2
+    assert any(f"must connect as '{REGION_USER}.{AGENT}'" in line for line in agent.lines)
 
 
 async def test_sigterm_while_connecting_exits_0_within_5s(tmp_path: Path, dns_port: int) -> None:
