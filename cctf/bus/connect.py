@@ -45,8 +45,8 @@ _log = logging.getLogger(__name__)
 
 ErrorCallback = Callable[[Exception], Awaitable[None]]
 
-RECONNECT_WAIT_S: Final = 0.2
-RECONNECT_JITTER_S: Final = 0.3
+RECONNECT_WAIT_S: Final = 0.1  # design D1: a client is back on a surviving node at once
+RECONNECT_JITTER_S: Final = 0.1
 
 
 async def connect(
@@ -62,7 +62,7 @@ async def connect(
 ) -> Client:
     """Connect to NATS as ``user``.
 
-    Production defaults reconnect forever (0.2-0.5 s between attempts on one server); ``for_tests``
+    Production defaults reconnect forever (0.1-0.2 s between attempts on one server); ``for_tests``
     gives up quickly (2 attempts per server, 50 ms apart, 1 s connect timeout).
     ``initial_retries`` (>= 1) bounds only the first connection: each server is tried at most
     ``1 + initial_retries`` times, then ``nats.errors.NoServersError``; once connected, the reconnect

@@ -17,12 +17,15 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import Callable, Sequence
+import hashlib
+from collections import OrderedDict
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
 from nats.aio.msg import Msg
 
 from cctf.bus.connect import Connection
+from cctf.bus.reader import Delivered, OrderedFeed
 
 __all__ = [
     "DEFAULT_LIVE_PENDING_BYTES",
@@ -101,3 +104,120 @@ async def subscribe_live(
         await live.close()
         raise
     return live
+
+
+#: Digests a :class:`MergedFeed` remembers to recognise the second copy of a message.
+MERGED_SEEN_LIMIT: Final = 65_536
+
+
+class MergedFeed:
+    """The live copy (core subscription) and the durable copy (an ordered JetStream feed) of the
+    same subjects as ONE feed of :class:`cctf.bus.reader.Delivered`, each message once.
+
+    A message is yielded from whichever copy arrives first and its second copy is recognised by the
+    SHA-256 of its bytes (the last :data:`MERGED_SEEN_LIMIT` digests), so a stream-leader election
+    delays nothing: the live copy is there at once, the ordered feed catches up (and brings what the
+    live path missed, e.g. during a reconnect). The live buffer is bounded (``pending_msgs``): a
+    live copy that does not fit is dropped, its durable copy still comes. Ends when the ordered feed
+    ends (the connection closed) or on :meth:`close`.
+    """
+
+    def __init__(self, durable: OrderedFeed, *, pending_msgs: int = 4096) -> None:
+        self._durable = durable
+        self._live: LiveSubscription | None = None
+        self._queue: asyncio.Queue[Delivered | None] = asyncio.Queue(pending_msgs)
+        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._closed = False
+        self.live_dropped = 0
+        self.error = ""
+        self._pump = asyncio.get_running_loop().create_task(self._pump_durable())
+
+    def offer_live(self, subject: str, data: bytes) -> bool:
+        """The live subscription's handler."""
+        if self._closed:
+            return False
+        try:
+            self._queue.put_nowait(Delivered(subject, data))
+        except asyncio.QueueFull:
+            self.live_dropped += 1
+            return False
+        return True
+
+    async def _pump_durable(self) -> None:
+        try:
+            async for msg in self._durable:
+                await self._queue.put(msg)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # the feed failed: end the merged feed (the caller sees the end)
+            self.error = repr(exc)[:300]
+        try:
+            self._queue.put_nowait(None)
+        except asyncio.QueueFull:  # make room for the end marker
+            self._queue.get_nowait()
+            self._queue.put_nowait(None)
+
+    def __aiter__(self) -> MergedFeed:
+        return self
+
+    async def __anext__(self) -> Delivered:
+        while not self._closed:
+            item = await self._queue.get()
+            if item is None:
+                await self.close()
+                break
+            digest = hashlib.sha256(item.data).digest()
+            if digest in self._seen:
+                continue  # the other copy of a message already yielded
+            self._seen[digest] = None
+            if len(self._seen) > MERGED_SEEN_LIMIT:
+                self._seen.popitem(last=False)
+            return item
+        raise StopAsyncIteration
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        self._pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await self._pump
+        if self._live is not None:
+            await self._live.close()
+        await self._durable.close()
+        with contextlib.suppress(asyncio.QueueFull):
+            self._queue.put_nowait(None)  # wake a reader
+
+
+async def open_merged_feed(
+    conn: Connection, subjects: str, durable: Callable[[], Awaitable[OrderedFeed]]
+) -> MergedFeed:
+    """Subscribe (core) to ``subjects`` first, then open the ordered feed (``durable()``), so no
+    message falls between the two; merge them (:class:`MergedFeed`)."""
+    holder: list[MergedFeed] = []
+    early: list[Delivered] = []
+
+    def handler(subject: str, data: bytes) -> bool:
+        if holder:
+            return holder[0].offer_live(subject, data)
+        if len(early) >= 4096:
+            return False
+        early.append(Delivered(subject, data))
+        return True
+
+    live = await subscribe_live(conn, (subjects,), handler, pending_msgs=16_384)
+    try:
+        feed = await durable()
+    except BaseException:
+        await live.close()
+        raise
+    merged = MergedFeed(feed)
+    merged._live = live
+    for item in early:
+        merged.offer_live(item.subject, item.data)
+    holder.append(merged)
+    return merged

@@ -78,16 +78,18 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections import Counter, OrderedDict
-from collections.abc import AsyncGenerator, AsyncIterator, Sequence
+from collections.abc import AsyncGenerator, AsyncIterator, Awaitable, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
 
 from cctf.bus.accounts import NatsUser
 from cctf.bus.connect import Connection, connect
+from cctf.bus.live import open_merged_feed
 from cctf.bus.reader import (
     DEFAULT_INACTIVE_THRESHOLD_S,
     DELIVER_POLICIES,
     Deliver,
+    OrderedFeed,
     ReadError,
     last_message,
     open_ordered_feed,
@@ -527,8 +529,9 @@ class TrustClient:
         if deliver not in DELIVER_POLICIES:
             raise ValueError(f"deliver must be one of {list(DELIVER_POLICIES)}, not {deliver!r}")
         await self.head_feed.watch_quietly(region)
-        try:
-            feed = await open_ordered_feed(
+
+        def ordered() -> Awaitable[OrderedFeed]:
+            return open_ordered_feed(
                 self.nc,
                 verdict_stream_name(region),
                 verdict_subjects(region),
@@ -538,8 +541,13 @@ class TrustClient:
                 inactive_threshold_s=self._inactive_s,
                 request_timeout_s=self._timeout,
             )
+
+        try:  # the live copy (core) next to the stream (design D1): each verdict once
+            feed = await open_merged_feed(self.nc, verdict_subjects(region), ordered)
         except ReadError as exc:
             raise FetchError(str(exc)) from exc
+        except Exception as exc:  # the core subscription (e.g. the connection is closed)
+            raise FetchError(f"cannot subscribe to {verdict_subjects(region)}: {exc!r}") from exc
         vs = VerdictStream(self, region, feed)
         self._streams.add(vs)
         return vs

@@ -6,6 +6,7 @@ from __future__ import annotations
 from types import TracebackType
 from typing import TYPE_CHECKING, Final, Self
 
+from cctf.bus.live import MergedFeed
 from cctf.bus.reader import OrderedFeed
 from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.messages import Verdict
@@ -25,7 +26,7 @@ INTERNAL_ERROR: Final = "internal_error"
 class VerdictStream:
     """An open subscription yielding verified verdicts (an async iterator and context manager)."""
 
-    def __init__(self, client: TrustClient, region: str, feed: OrderedFeed) -> None:
+    def __init__(self, client: TrustClient, region: str, feed: OrderedFeed | MergedFeed) -> None:
         self.client = client
         self.region = region
         self._feed = feed

@@ -25,6 +25,7 @@ from cctf.bus.headers import MSG_ID
 from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
 from cctf.bus_schemas.envelope import decode_envelope, verify_envelope
 from cctf.bus_schemas.messages import MessageType, decode_verdict
+from cctf.client.sdk import TrustClient
 from cctf.clock import SYSTEM_CLOCK
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.service import Coordinator
@@ -94,6 +95,16 @@ async def test_verdicts_keep_flowing_when_the_vote_streams_leader_is_killed(
     await client.flush()
     agent_js = (await nats_connect(fabric, f"agent-{EAST}", **fast)).jetstream()
 
+    # and a subscriber through the SDK: TrustClient.verdicts (live copy + ordered feed, merged)
+    sdk = TrustClient(await nats_connect(fabric, "client", **fast), make_trust(coord), EAST)
+    sdk_seen: list[tuple[float, tuple[str, int]]] = []
+
+    async def consume() -> None:
+        async for v in sdk.verdicts():
+            sdk_seen.append((time.monotonic(), (v.qname, v.round)))
+
+    consumer = asyncio.create_task(consume())
+
     acked: dict[str, tuple[str, int]] = {}  # msg id -> (name, round) of ballots the stream acked
 
     async def publish(data: bytes, msg_id: str, key: tuple[str, int]) -> None:
@@ -138,6 +149,10 @@ async def test_verdicts_keep_flowing_when_the_vote_streams_leader_is_killed(
         gaps = [b - a for a, b in itertools.pairwise(window)]
         tail = time.monotonic() - window[-1] if window else float("inf")
         assert window and max([*gaps, tail]) <= GAP_LIMIT_S, (max(gaps, default=None), tail)
+        sdk_window = [t for t, _k in sdk_seen if t >= killed_at - 1.0]
+        sdk_gaps = [b - a for a, b in itertools.pairwise(sdk_window)]
+        assert sdk_window and max(sdk_gaps) <= GAP_LIMIT_S, max(sdk_gaps, default=None)
+        assert len({k for _t, k in sdk_seen}) == len(sdk_seen), "the SDK yielded a verdict twice"
 
         # accounting: every acknowledged ballot counted once, or terminated with its reason
         await asyncio.gather(*publishing)
@@ -154,6 +169,7 @@ async def test_verdicts_keep_flowing_when_the_vote_streams_leader_is_killed(
         missing = {k for k in acked.values() if k not in live_seen | stored}
         assert len(missing) <= sum(st.terminated.values()), (missing, st.terminated)
     finally:
+        consumer.cancel()
         for task in publishing:
             task.cancel()
         await coordinator.stop()
