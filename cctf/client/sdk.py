@@ -3,8 +3,10 @@
 Reading verdicts
     :meth:`TrustClient.check` fetches the latest verdict stored for ``(name, qtype)`` in the region's
     verdict stream by JetStream *direct get* (last message by subject), verifies it and returns it.
-    :meth:`TrustClient.verdicts` streams verified verdicts through an ephemeral ordered push consumer
-    on ``cctf.v1.verdict.<region>.>``. The bus calls are :mod:`cctf.bus.reader`'s (this module does
+    :meth:`TrustClient.verdicts` streams verified verdicts from a core subscription on
+    ``cctf.v1.verdict.<region>.>`` (the live copy: no wait on a stream leader) merged with an
+    ephemeral ordered push consumer on the same subjects (catch-up), each message once
+    (:class:`cctf.bus.live.MergedFeed`). The bus calls are :mod:`cctf.bus.reader`'s (this module does
     not import nats-py); they fit the ``client`` user's least-privilege permissions.
 
 Current answers
