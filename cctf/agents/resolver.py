@@ -37,7 +37,7 @@ import asyncio
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import dataclass, field
 from enum import Enum
-from typing import Any
+from typing import Any, Final
 
 from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, build_ballots
 from cctf.agents.canonical import parse_qname, parse_qtype
@@ -99,6 +99,13 @@ class BallotReport:
     query_ms: float = 0.0  # from the round's start to the last DNS observation
 
 
+#: Rounds after its own that an unacknowledged ballot part is still retried (in the background):
+#: the coordinators accept a ballot up to ``max_round_lag`` (2) rounds late.
+LATE_ACK_ROUNDS: Final = 2
+#: Failures that retrying cannot fix (see :mod:`cctf.agents.publishing`).
+_NOT_RETRIED: Final = frozenset({"wrong_stream", "too_large"})
+
+
 @dataclass
 class AgentStats:
     """Simple counters of one agent (monotonic within a process)."""
@@ -107,7 +114,10 @@ class AgentStats:
     rounds_skipped: int = 0  # rounds whose boundary was missed (overrun, stall)
     round_errors: int = 0  # rounds aborted by an unexpected exception
     ballots_published: int = 0  # ballot messages (parts) acknowledged
-    ballots_failed: int = 0  # ballot messages given up
+    ballots_failed: int = 0  # ballot messages not acknowledged by the round's end
+    #: ... of those, acknowledged later: retried in the background (same bytes and id) for
+    #: LATE_ACK_ROUNDS more rounds, never blocking the next round (design D1)
+    late_acks: int = 0
     duplicates: int = 0
     publish_attempts: int = 0
     publish_retries: int = 0
@@ -225,6 +235,7 @@ class ResolverAgent:
         self.on_ballot = on_ballot
         self.stats = AgentStats()
         self._stop = asyncio.Event()
+        self._late: set[asyncio.Task[None]] = set()  # background retries of unacked ballots
         # the (qname, qtype) of each query_all result, names-major like query_all's output
         self._questions = [q for q in self.names for _ in self.resolvers]
         self._log = get_logger("cctf.agent").bind(agent=self.agent, region=self.region, kid=key.kid)
@@ -352,6 +363,7 @@ class ResolverAgent:
                 self._log.exception("round.error", round=target)
             done += 1
             target += 1
+        await self._drop_late()
         self._log.info(
             "agent.stop",
             rounds=self.stats.rounds,
@@ -430,6 +442,9 @@ class ResolverAgent:
             )
         )
         failed = [r for r in results if not r.ok]
+        for part, (data, r) in enumerate(zip(sealed, results, strict=True)):
+            if not r.ok and r.error not in _NOT_RETRIED and not self._stop.is_set():
+                self._retry_late(data, self._msg_id(round_, part), round_end)
         report = BallotReport(
             round=round_,
             votes=sum(len(b.votes) for b in ballots),
@@ -487,6 +502,25 @@ class ResolverAgent:
                 self.on_ballot(report)
             except Exception:
                 self._log.exception("on_ballot.error", round=report.round)
+
+    def _retry_late(self, data: bytes, msg_id: str, round_end: int) -> None:
+        """Keep publishing a ballot part the stream did not acknowledge by its round's end (e.g.
+        during a stream-leader election: its live copy already reached the coordinators) until
+        :data:`LATE_ACK_ROUNDS` rounds later, in the background."""
+
+        async def retry() -> None:
+            r = await self._publish(data, msg_id, round_end + LATE_ACK_ROUNDS * self.round_ms)
+            if r.ok:
+                self.stats.late_acks += 1
+
+        task = asyncio.ensure_future(retry())
+        self._late.add(task)
+        task.add_done_callback(self._late.discard)
+
+    async def _drop_late(self) -> None:
+        for task in list(self._late):
+            task.cancel()
+        await asyncio.gather(*self._late, return_exceptions=True)
 
     def _count_failure(self, reason: PublishFailure, msg_id: str, attempt: int) -> None:
         self.stats.publish_failures[reason.value] += 1
