@@ -125,8 +125,11 @@ class MergedFeed:
     def __init__(self, durable: OrderedFeed, *, pending_msgs: int = 4096) -> None:
         self._durable = durable
         self._live: LiveSubscription | None = None
-        self._queue: asyncio.Queue[Delivered | None] = asyncio.Queue(pending_msgs)
-        self._seen: OrderedDict[bytes, None] = OrderedDict()
+        self._queue: asyncio.Queue[tuple[bool, Delivered] | None] = asyncio.Queue(pending_msgs)
+        self._seen: OrderedDict[bytes, list[int]] = OrderedDict()  # digest -> [live, durable]
+        #: Called for a durable copy of a message the stream already delivered (the same signed
+        #: bytes stored twice: someone published them again, a replay): it is not yielded again.
+        self.on_repeat: Callable[[Delivered], None] | None = None
         self._closed = False
         self.live_dropped = 0
         self.error = ""
@@ -137,7 +140,7 @@ class MergedFeed:
         if self._closed:
             return False
         try:
-            self._queue.put_nowait(Delivered(subject, data))
+            self._queue.put_nowait((True, Delivered(subject, data)))
         except asyncio.QueueFull:
             self.live_dropped += 1
             return False
@@ -146,7 +149,7 @@ class MergedFeed:
     async def _pump_durable(self) -> None:
         try:
             async for msg in self._durable:
-                await self._queue.put(msg)
+                await self._queue.put((False, msg))
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the feed failed: end the merged feed (the caller sees the end)
@@ -162,14 +165,19 @@ class MergedFeed:
 
     async def __anext__(self) -> Delivered:
         while not self._closed:
-            item = await self._queue.get()
-            if item is None:
+            got = await self._queue.get()
+            if got is None:
                 await self.close()
                 break
+            live, item = got
             digest = hashlib.sha256(item.data).digest()
-            if digest in self._seen:
-                continue  # the other copy of a message already yielded
-            self._seen[digest] = None
+            counts = self._seen.get(digest)
+            if counts is not None:  # the other copy of a message already yielded (or a retry)
+                counts[0 if live else 1] += 1
+                if not live and counts[1] > 1 and self.on_repeat is not None:
+                    self.on_repeat(item)
+                continue
+            self._seen[digest] = [1, 0] if live else [0, 1]
             if len(self._seen) > MERGED_SEEN_LIMIT:
                 self._seen.popitem(last=False)
             return item

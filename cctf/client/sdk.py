@@ -550,6 +550,9 @@ class TrustClient:
             raise FetchError(str(exc)) from exc
         except Exception as exc:  # the core subscription (e.g. the connection is closed)
             raise FetchError(f"cannot subscribe to {verdict_subjects(region)}: {exc!r}") from exc
+        feed.on_repeat = lambda d: self._count_rejected(
+            Reason.DUPLICATE.value, region, d.subject, "the same signed verdict stored again"
+        )
         vs = VerdictStream(self, region, feed)
         self._streams.add(vs)
         return vs
