@@ -170,6 +170,10 @@ class ChaosFabric:
             f"5 DNS servers ({'DNSSEC-signed' if sc.dnssec else 'unsigned'} demo zone) "
             "with control channels"
         )
+        # stopped before the NATS servers (the exit stack unwinds in reverse): a coordinator whose
+        # server went away first stops against a reconnecting connection, and its reconnect loop
+        # may outlive the run (it kept asyncio.run from returning when other runs came before)
+        self.stack.push_async_callback(self.stop_coordinator)
         await self.start_coordinator()
         client_nc = await self.nats.connect("client", name="cctf-chaos-subscriber")
         self.stack.push_async_callback(client_nc.close)

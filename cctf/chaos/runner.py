@@ -92,6 +92,10 @@ class _Run:
             recover_from_ms=None if sc.recover_round is None else sc.recover_round * sc.round_ms,
         )
         self.beyond = Report(())  # false trust within phases beyond the threat model
+        # the checks of the names a legitimate change touches, alone (the hold shows there, not
+        # drowned in the other names' noise)
+        self.changed_names = {c.name.lower() for c in self.truth.changes}
+        self.changed = Report(sc.phase_list())
         self.captured: list[tuple[str, bytes]] = []
         self.events: list[dict[str, Any]] = []
         self.flood_task: asyncio.Task[None] | None = None
@@ -154,6 +158,8 @@ class _Run:
                 seen, answer = seen_of(client.cached(name))
                 s = score(seen, answer, self.truth.acceptable(name, t))
                 self.report.add(t, s, lkg=seen is Seen.LKG)
+                if name in self.changed_names:
+                    self.changed.add(t, s, lkg=seen is Seen.LKG)
                 if phase_beyond and s is Score.FALSE_TRUST:
                     self.beyond.add(t, s, lkg=seen is Seen.LKG)
             done += n
@@ -346,6 +352,11 @@ async def run_scenario(sc: Scenario, checks: int, progress: Progress) -> dict[st
             out: dict[str, Any] = {"scenario": sc.name, "parameters": sc.to_params()}
             out.update(run.report.to_dict(sc.groups))
             out["false_trust_beyond_model"] = run.beyond.total.false_trust
+            if run.changed_names:
+                out["changed_names"] = {
+                    "names": sorted(run.changed_names),
+                    **run.changed.to_dict(),
+                }
             out["client_rejected"] = dict(Counter(fabric.client.rejected))
             if sc.partition is not None:
                 # ballot messages of the cut-off region's agent seen on the bus, per phase
