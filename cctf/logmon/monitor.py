@@ -38,6 +38,7 @@ from cctf.translog.errors import MirrorError, TranslogError
 from cctf.translog.logstate import check_log_id
 from cctf.translog.mirror import LogMirror
 from cctf.translog.note import NoteVerifier
+from cctf.util.deadline import abandon
 
 __all__ = ["LogMonitor", "log_verifier", "verify_log"]
 
@@ -111,10 +112,20 @@ class LogMonitor:
     async def stop(self) -> None:
         if self._served is not None:
             await self._served.close()
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        task = self._task
+        if task is None:
+            return
+        # bounded: nats-py awaits (Python 3.11 wait_for) can swallow a cancel, so cancel again
+        # until the follower has unwound, and never wait more than about 2 s for it
+        for _ in range(20):
+            task.cancel()
+            done, _pending = await asyncio.wait({task}, timeout=0.1)
+            if done:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    task.result()
+                return
+        abandon(task)
+        _log.error("log_monitor_stuck", log=self.log_id)
 
     def _progress(self, seq: int, last: int) -> None:
         if seq >= last:
