@@ -86,6 +86,7 @@ __all__ = [
     "stream_token",
     "verdict_stream_config",
     "verdict_stream_name",
+    "verdict_stream_of",
     "verdict_subjects",
     "votes_stream_config",
     "votes_stream_name",
@@ -468,3 +469,9 @@ async def ensure_streams(
         except KvError as exc:
             raise StreamSetupError(str(exc)) from exc
     return result
+
+
+def verdict_stream_of(subject: str) -> str | None:
+    """The one stream that may store a verdict (``Nats-Expected-Stream``): its region's."""
+    parts = subject.split(".", 4)
+    return verdict_stream_name(parts[3]) if len(parts) > 4 else None

@@ -3,7 +3,7 @@
 Data path (each arrow a stage of ``cctf.coordinator.pipeline``; see ``docs/architecture.md``)::
 
     core subscription per vote region (live copy) --> live (LiveIngest) --+
-    RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--+-> duplicates
+    RegionConsumer per vote region --fetch--> ingest (FairQueues) --take--+-> Intake: duplicates
       (DuplicateIndex: the other copy of a message is settled as the first) --> verify (VerifyStage)
       --> tally (Tallies: TallyBook | IdentityStage) --> Outbox: decide (Deciders: Decider |
       IdentityStage) --> sign (Signer, worker threads)
@@ -28,29 +28,30 @@ from cctf import telemetry
 from cctf.bus.connect import Connection
 from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
 from cctf.bus.publisher import Publisher
-from cctf.bus.streams import verdict_stream_name
-from cctf.bus_schemas.envelope import Reason, TimePolicy
+from cctf.bus.streams import verdict_stream_of
+from cctf.bus_schemas.envelope import TimePolicy
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.coordinator.batcher import batch_stage
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.durablelog import CoordinatorLog
+from cctf.coordinator.intake import Intake, Token
 from cctf.coordinator.livepath import LivePath
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
-from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, LATE, POISON, AckLedger, Arrival
+from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, AckLedger
 from cctf.coordinator.pipeline.certgate import CertGate
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.expiry import expire_rounds
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
-from cctf.coordinator.pipeline.live import DURABLE, LIVE, LiveCopy, envelope_digest
+from cctf.coordinator.pipeline.live import LiveCopy
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
-from cctf.coordinator.pipeline.verify import Refused, VerifyStage
-from cctf.coordinator.replay import DuplicateIndex, ReplayCache, Seen
+from cctf.coordinator.pipeline.verify import VerifyStage
+from cctf.coordinator.replay import ReplayCache
 from cctf.coordinator.stats import CoordinatorError, CoordinatorStats, vote_regions
 from cctf.coordinator.tally import Decision, TallyBook
 from cctf.coordinator.verdicts import SequenceClock
@@ -62,12 +63,6 @@ from cctf.errors import CctfError
 __all__ = ["Coordinator", "CoordinatorError", "CoordinatorStats", "vote_regions"]
 
 _MAX_DETAIL: Final = 300
-#: How long the fate of a message's first copy is remembered for its other copy (a durable copy can
-#: come seconds later: a stream-leader election, a redelivery), and at most how many.
-_DUPLICATE_TTL_MS: Final = 120_000
-_DUPLICATE_CAPACITY: Final = 262_144
-Token = tuple[str, int]
-DUPLICATE_REASON: Final = Reason.DUPLICATE.value
 
 _log = telemetry.get_logger("cctf.coordinator")
 
@@ -124,9 +119,6 @@ class Coordinator:
             hold_limit_ms=c.hold_limit_ms,
         )
         self._handles: dict[Token, Delivery] = {}
-        self._dups: DuplicateIndex[AnyKey] = DuplicateIndex(
-            _DUPLICATE_CAPACITY, max(_DUPLICATE_TTL_MS, 4 * c.verdict_ttl_ms)
-        )
         agents = c.agent_ids
         per_region = {
             r: sum(e.role is Role.AGENT and e.region == r and e.principal in agents for e in trust)
@@ -153,6 +145,16 @@ class Coordinator:
         ]
         self._counts = Counters()
         self._limiter = LogLimiter(20, monotonic)
+        self._intake = Intake(
+            verify=self._verify,
+            tallies=self._tallies,
+            ledger=self._ledger,
+            verdict_ttl_ms=c.verdict_ttl_ms,
+            counts=self._counts,
+            handles=self._handles,
+            last_vote=self._last_vote,
+            log=self._log_limited,
+        )
         self._executor = ThreadPoolExecutor(c.signing_workers, thread_name_prefix="cctf-sign")
         self._tasks: list[asyncio.Task[None]] = []
         self._work = asyncio.Event()
@@ -225,7 +227,7 @@ class Coordinator:
             log=self._log_limited,
             lkg=self._lkg.apply if self._lkg is not None else None,
             batcher=self.batcher,
-            expected_stream=_verdict_stream_of,
+            expected_stream=verdict_stream_of,
         )
         self._scheduler = Scheduler(  # D6: newest rounds first, old undecided rounds shed
             outbox=self._outbox,
@@ -482,113 +484,13 @@ class Coordinator:
                 _log.exception("batch_failed", coordinator=self.coordinator)
             await asyncio.sleep(0)  # let the fetchers and publishers run between turns
 
-    def _duplicate(self, d: Delivery | LiveCopy, seen: Seen[AnyKey]) -> str | None:
-        """The other copy of a message already processed: ``None`` (nothing to settle now: a live
-        copy, or a durable copy held on the keys still waiting for their verdict), ``""`` (ack it)
-        or the first copy's refusal reason (terminate it with that reason)."""
-        if isinstance(d, LiveCopy):
-            self._counts.duplicate(LIVE)
-            return None
-        self._counts.duplicate(DURABLE)
-        if seen.reason is not None:
-            return seen.reason
-        waiting = [k for k in seen.keys if k in self._last_vote]  # counted, not settled yet
-        if self._ledger.hold(d.token, waiting, int(self._monotonic() * 1000)):
-            self._handles[d.token] = d
-            return None
-        return ""
-
     async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> None:
-        arrival = self._monotonic()
-        now_ms = int(arrival * 1000)
-        n = self._counts
-        ledger, tallies, verify = self._ledger, self._tallies, self._verify
-        to_ack: list[Delivery] = []
-        to_term: list[tuple[Delivery, str]] = []
-        decided: list[tuple[AnyKey, Decision]] = []
-        dups, clock_ms = self._dups, self._clock.now_ms()
-        for _region, d in turn:
-            live = isinstance(d, LiveCopy)
-            if not isinstance(d, LiveCopy):
-                token = d.token
-                kind = ledger.arrival(token, d.num_delivered)
-                if kind is Arrival.REDELIVERED:
-                    self._handles[token] = d
-                    continue
-                if kind is Arrival.POISON:
-                    to_term.append((d, POISON))
-                    continue
-            digest = envelope_digest(d.data)
-            seen = dups.get(digest, clock_ms)
-            if seen is not None:
-                settle = self._duplicate(d, seen)
-                if settle is not None and not isinstance(d, LiveCopy):
-                    if settle:  # counted (once per stored message) as its first copy's reason
-                        n.reject(settle)
-                        to_term.append((d, settle))
-                    else:
-                        to_ack.append(d)
-                continue
-            try:
-                checked = verify.check(d.data, d.subject)
-            except Exception as exc:  # a bug, never input: count, log, terminate
-                _log.exception("vote_failed", subject=d.subject[:256], error=repr(exc)[:200])
-                if not isinstance(d, LiveCopy):
-                    to_term.append((d, "internal"))
-                continue
-            if isinstance(checked, Refused) and checked.reason == DUPLICATE_REASON:
-                # the same bytes as a message the index no longer knows: already counted once
-                n.duplicate(LIVE if live else DURABLE)
-                if not isinstance(d, LiveCopy):
-                    to_ack.append(d)
-                continue
-            if isinstance(checked, Refused):
-                dups.record(digest, Seen(reason=checked.reason), clock_ms)
-                n.ignore_all(checked.ignored)
-                self._log_limited(
-                    "vote_rejected:" + checked.reason,
-                    reason=checked.reason,
-                    subject=d.subject[:256],
-                    detail=checked.detail[:_MAX_DETAIL],
-                    bytes=len(d.data),
-                    copy=LIVE if live else DURABLE,
-                )
-                if isinstance(d, LiveCopy):  # its durable copy is terminated (and counted) later
-                    n.live_reject(checked.reason)
-                    continue
-                n.reject(checked.reason)
-                to_term.append((d, checked.reason))
-                continue
-            n.ballots += 1
-            n.live_ballots += live
-            n.ignore_all(checked.ignored)
-            counted = tallies.count(checked)
-            dups.record(digest, Seen(keys=tuple(counted.keys)), clock_ms)
-            n.votes += len(counted.keys)
-            for key in counted.keys:
-                self._last_vote[key] = arrival
-            decided.extend(counted.decided)
-            n.equivocations += len(counted.equivocations)
-            for voter, what in counted.equivocations:
-                self._log_limited("equivocation", voter=voter, qname=what[:256])
-            n.ignore_all(counted.ignored)
-            if counted.unheard and not counted.keys:  # its round closed here without a tally:
-                n.expire(LATE)  # no verdict of ours holds it, count it as expired
-                if not isinstance(d, LiveCopy):
-                    to_ack.append(d)
-                continue
-            if isinstance(d, LiveCopy):
-                continue  # no handle to hold: its durable copy is held or acked when it comes
-            if ledger.hold(d.token, counted.keys, now_ms):
-                self._handles[d.token] = d
-            else:
-                to_ack.append(d)
-        n.flush()
-        if decided:
-            self._schedule(decided)
-        for d in to_ack:
+        out = self._intake.turn(turn, self._monotonic(), self._clock.now_ms())
+        if out.decided:
+            self._schedule(out.decided)
+        for d in out.to_ack:
             await self._ack(d)
-        for d, reason in to_term:
+        for d, reason in out.to_term:
             await self._term(d, reason)
 
     async def _ack(self, d: Delivery) -> None:
@@ -690,9 +592,3 @@ class Coordinator:
     def _latency_ms(self, key: AnyKey) -> float | None:
         last = self._last_vote.get(key)
         return (self._monotonic() - last) * 1000.0 if last is not None else None
-
-
-def _verdict_stream_of(subject: str) -> str | None:
-    """The one stream that may store a verdict (``Nats-Expected-Stream``): its region's."""
-    parts = subject.split(".", 4)
-    return verdict_stream_name(parts[3]) if len(parts) > 4 else None
