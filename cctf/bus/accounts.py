@@ -1,9 +1,10 @@
 """The CCTF NATS account model as pure data: users per role, their subject permissions.
 
 One user per role (``admin``, ``coordinator``, ``client``) and one per region (``agent-<region>``).
-:func:`permissions_for` is the single source of every user's permissions, :func:`accounts_for` and
-:func:`account_of` of the accounts: the server config renderer (``cctf.devfabric.nats_config``), the
-static ``deploy/nats/accounts.conf`` (generated from it) and the tests read them from here.
+:func:`permissions_for` is the single source of every user's permissions, :func:`account_of` and
+:func:`cctf.bus.accountmap.accounts_for` of the accounts: the server config renderer
+(``cctf.devfabric.nats_config``), the static ``deploy/nats/accounts.conf`` (generated from it) and
+the tests read them from here.
 
 Accounts: ``CCTF`` holds JetStream (the streams), ``admin`` and ``coordinator``. Each region's agents
 are in an account of their own, ``AGENT_<REGION>`` (no JetStream), which imports from ``CCTF`` as
@@ -388,42 +389,6 @@ def permissions_for(user_name: str, regions: Sequence[str]) -> UserPermissions |
     )
 
 
-class ExportKind(enum.StrEnum):
-    """A service (request/reply: the server rewrites the reply subject) or a stream (one way)."""
-
-    SERVICE = "service"
-    STREAM = "stream"
-
-
-@dataclass(frozen=True)
-class Export:
-    """Subjects an account lets other accounts reach; ``accounts``: the only ones allowed."""
-
-    kind: ExportKind
-    subject: str
-    accounts: tuple[str, ...]
-
-
-@dataclass(frozen=True)
-class Import:
-    """Subjects an account reaches in ``account`` (same subject on both sides)."""
-
-    kind: ExportKind
-    account: str
-    subject: str
-    to: str = ""  # the subject in the importing account, when not the same
-
-
-@dataclass(frozen=True)
-class Account:
-    """One NATS account of the fabric: whether it has JetStream, its exports and imports."""
-
-    name: str
-    jetstream: bool
-    exports: tuple[Export, ...] = ()
-    imports: tuple[Import, ...] = ()
-
-
 #: Log heads (design D3): the client's live copy (core, a stream import from ``CCTF``; heads are
 #: self-authenticating signed notes, and ``CCTF_HEADS_<REGION>`` must keep the FIRST head of each
 #: subject, ``discard_new_per_subject``, so that a push delivery aimed at a head subject cannot
@@ -487,44 +452,6 @@ def account_of(user_name: str) -> str:
     if role is Role.CLIENT:
         return CLIENT_ACCOUNT_NAME
     return ACCOUNT_NAME
-
-
-def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
-    """The fabric's accounts (but ``SYS``): ``CCTF`` first (JetStream: streams, coordinator, admin),
-    then ``CLIENTS``, then one account per region's agents. Everything another account reaches in
-    ``CCTF`` is a
-    *service* export restricted to that one account: the server rewrites the reply subject of each
-    request to a ``_R_.`` subject, so its answers (publish acks, errors) can never be stored by a
-    stream listening on a reply subject chosen by the requester. The one *stream* export is the
-    client's inbox (``_INBOX.client.>``), for the push deliveries of its consumers."""
-    regions = tuple(validate_region(r) for r in regions)
-    exports: list[Export] = []
-    agents: list[Account] = []
-    for region in regions:
-        name = agent_account_name(region)
-        subjects = agent_service_subjects(region)
-        exports += [Export(ExportKind.SERVICE, s, (name,)) for s in subjects]
-        imports = tuple(Import(ExportKind.SERVICE, ACCOUNT_NAME, s) for s in subjects)
-        agents.append(Account(name, jetstream=False, imports=imports))
-    # the client: its granted JetStream API calls (and flow-control replies) as services, and the
-    # push deliveries of its consumers (deliver subjects under its inbox) as a stream
-    client_services = granted_subjects(Role.CLIENT, regions)
-    client_inbox = inbox_prefix(CLIENT_USER) + ".>"
-    exports += [Export(ExportKind.SERVICE, s, (CLIENT_ACCOUNT_NAME,)) for s in client_services]
-    exports.append(Export(ExportKind.STREAM, client_inbox, (CLIENT_ACCOUNT_NAME,)))
-    exports.append(Export(ExportKind.SERVICE, LOG_API_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
-    exports += [Export(ExportKind.STREAM, s, (CLIENT_ACCOUNT_NAME,)) for s in CLIENT_LIVE_SUBJECTS]
-    client_imports = [
-        Import(ExportKind.SERVICE, ACCOUNT_NAME, s, to=client_api_subject(s))
-        for s in client_services
-    ]
-    client_imports.append(Import(ExportKind.SERVICE, ACCOUNT_NAME, LOG_API_SUBJECTS))
-    client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, client_inbox))
-    exports.append(Export(ExportKind.STREAM, HEAD_SUBJECTS, (CLIENT_ACCOUNT_NAME,)))
-    client_imports.append(Import(ExportKind.STREAM, ACCOUNT_NAME, HEAD_SUBJECTS))
-    client_imports += [Import(ExportKind.STREAM, ACCOUNT_NAME, s) for s in CLIENT_LIVE_SUBJECTS]
-    clients = Account(CLIENT_ACCOUNT_NAME, jetstream=False, imports=tuple(client_imports))
-    return (Account(ACCOUNT_NAME, jetstream=True, exports=tuple(exports)), clients, *agents)
 
 
 def check_password(user: NatsUser) -> None:

@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Final
 
+from cctf.bus.accountmap import Account, accounts_for
 from cctf.bus.accounts import (
     ACCOUNT_NAME,
     AGENT_PREFIX,
@@ -24,12 +25,10 @@ from cctf.bus.accounts import (
     MAX_PAYLOAD_BYTES,
     SYSTEM_ACCOUNT_NAME,
     SYSTEM_USER,
-    Account,
     NatsUser,
     Role,
     UserPermissions,
     account_of,
-    accounts_for,
     build_users,
     check_password,
     permissions_for,

@@ -12,7 +12,7 @@ listening on the reply subject stores them. Hence, with no more than its own per
   subject, displacing the genuine verdict (``max_msgs_per_subject``, discard old): ``cctf check``
   then finds no valid verdict for that name.
 
-Defence (``cctf.bus.accounts.accounts_for``): publishers that must not write arbitrary subjects of
+Defence (``cctf.bus.accountmap.accounts_for``): publishers that must not write arbitrary subjects of
 ``CCTF`` live in accounts of their own and reach ``CCTF`` only through *service* imports, whose reply
 subjects the server rewrites to ``_R_.`` subjects; the answers go back to the requester's own
 account, where no stream listens. Each region's agents have their account ``AGENT_<REGION>``, the

@@ -6,6 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cctf.bus.accountmap import ExportKind, accounts_for
 from cctf.bus.accounts import (
     ACCOUNT_NAME,
     CLIENT_ACCOUNT_NAME,
@@ -14,11 +15,9 @@ from cctf.bus.accounts import (
     DEFAULT_REGIONS,
     GRANTS,
     LOG_API_SUBJECTS,
-    ExportKind,
     Role,
     StreamKind,
     account_of,
-    accounts_for,
     granted_subjects,
     inbox_prefix,
     js_api_prefix,
