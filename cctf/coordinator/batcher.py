@@ -103,8 +103,8 @@ class BatchClosed(CctfError):
 class BatchStats:
     batches: int = 0
     verdicts: int = 0
-    heads_published: int = 0
-    head_publish_failures: int = 0
+    heads_published: int = 0  # head messages sent (core subscribers had them), stored or not
+    head_publish_failures: int = 0  # head messages no stream stored before their TTL
     appends: int = 0
     append_retries: int = 0
     published_before_logged: int = 0
@@ -312,10 +312,22 @@ class BatchSigner:
             self._spawn(self._publish_head(subject, data, msg_id, until))
 
     async def _publish_head(self, subject: str, data: bytes, msg_id: str, until: int) -> None:
-        result = await self._publisher.publish(subject, data, msg_id, until, self._stopping)
-        if result.outcome is PublishOutcome.PUBLISHED:
+        first_out = False
+
+        def sent(went_out: bool) -> None:
+            # counted once it went out (core subscribers have it), not once stored: a subscriber
+            # that saw the head never finds the count behind it
+            nonlocal first_out
+            first_out = went_out
+            if went_out:
+                self.stats.heads_published += 1
+
+        result = await self._publisher.publish(
+            subject, data, msg_id, until, self._stopping, on_sent=sent
+        )
+        if result.sent and not first_out:  # the first attempt failed, a retry got it out
             self.stats.heads_published += 1
-        else:
+        if result.outcome is not PublishOutcome.PUBLISHED:
             self.stats.head_publish_failures += 1
             self._m.head_publish_failures.add(1)
             _log.warning("head_publish_failed", subject=subject, error=result.last_error[:300])

@@ -16,6 +16,10 @@ A verdict that cannot be built or sealed is settled at once as ``unpublishable``
 stored before it expires is settled as ``expired`` (counted in ``verdicts_dropped`` when it never went
 out at all, in ``verdicts_unstored`` when core subscribers had it but the stream never stored it):
 no key ever holds ballots for good.
+
+Counting follows the same order as delivery: a verdict is counted (``stats().verdicts``, the metric)
+as soon as every region's first copy went out (``on_sent``), so a subscriber that received it never
+finds the count behind it; ``verdict_messages`` counts stored messages (stream acknowledgements).
 """
 
 from __future__ import annotations
@@ -207,14 +211,19 @@ class Outbox:
         verdict = job.verdict
         assert job.sealed is not None
         waiting = len(job.sealed)
+        first_copies: list[bool] = []  # each region's first attempt: did its copy go out?
         latency: list[float | None] = []
 
-        def one_sent(_went_out: bool) -> None:
+        def one_sent(went_out: bool) -> None:
             nonlocal waiting
             waiting -= 1
+            first_copies.append(went_out)
             if waiting == 0:  # every region's first attempt was made: the live path is done
                 sent.set()
                 latency.append(self._latency(job.key))
+                if all(first_copies):  # core subscribers have it now: count it now, not once
+                    # stored (stats never lag what a subscriber saw)
+                    self._counts.verdict(verdict.outcome.value, latency[0])
 
         try:
             results = await asyncio.gather(
@@ -236,18 +245,25 @@ class Outbox:
         if any(r.outcome is PublishOutcome.STOPPED for r in results):
             return  # stopping: redelivery handles its ballots
         try:
-            self._account(job, results, latency[0] if latency else None)
+            counted = len(first_copies) == len(results) and all(first_copies)
+            self._account(job, results, latency[0] if latency else None, counted=counted)
         finally:  # whatever the accounting does (a log sink gone), the key settles
             await self._settle(job.key)
 
-    def _account(self, job: _Job, results: list[PublishResult], latency: float | None) -> None:
+    def _account(
+        self, job: _Job, results: list[PublishResult], latency: float | None, *, counted: bool
+    ) -> None:
+        """Once every region's publish ended: retries, stored messages (``verdict_messages``),
+        unstored or dropped verdicts. The verdict itself was counted when its first copies went
+        out (``counted``); one whose first attempt failed somewhere is counted here if a retry
+        got it out."""
         verdict = job.verdict
         n = self._counts
         for r in results:
             n.retries += r.failures
         n.verdict_messages += sum(r.outcome is PublishOutcome.PUBLISHED for r in results)
         went_out = all(r.sent for r in results)  # core subscribers had it (stored or not)
-        if went_out:
+        if went_out and not counted:
             n.verdict(verdict.outcome.value, latency)
         if not all(r.outcome is PublishOutcome.PUBLISHED for r in results):
             if went_out:

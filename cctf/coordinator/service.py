@@ -488,10 +488,12 @@ class Coordinator:
         out = self._intake.turn(turn, self._monotonic(), self._clock.now_ms())
         if out.decided:
             self._schedule(out.decided)
+        for d, reason in out.to_term:  # counted with their refusals, before any await
+            self._counts.term(reason, d.region)
         for d in out.to_ack:
             await self._ack(d)
         for d, reason in out.to_term:
-            await self._term(d, reason)
+            await self._term(d, reason, counted=True)
 
     async def _ack(self, d: Delivery) -> None:
         try:
@@ -500,8 +502,9 @@ class Coordinator:
         except Exception as exc:  # the server redelivers; a held redelivery is handled
             self._log_limited("ack_failed", error=repr(exc)[:_MAX_DETAIL])
 
-    async def _term(self, d: Delivery, reason: str) -> None:
-        self._counts.term(reason, d.region)
+    async def _term(self, d: Delivery, reason: str, *, counted: bool = False) -> None:
+        if not counted:
+            self._counts.term(reason, d.region)
         try:
             await d.term(reason)
         except Exception as exc:

@@ -29,7 +29,10 @@ class CoordinatorStats:
     acked: int
     equivocations: int
     verdicts: dict[str, int]
+    """Verdicts by outcome, counted once every region's first copy went out (a subscriber that
+    received one never finds this count behind it), stored or not."""
     verdict_messages: int
+    """Verdict messages stored by their stream (counted at the stream's acknowledgement)."""
     publish_retries: int
     verdicts_dropped: dict[str, int]
     held_ballots: int

@@ -627,13 +627,15 @@ async def test_a_verdict_that_cannot_be_published_is_given_up_in_bounded_time(
     assert v.outcome is Outcome.TRUSTED
     await asyncio.sleep(0.5)
     assert coordinator.stats().held_ballots == 1  # still retrying the other region
+    # counted as soon as it went out (subscribers have it), not once stored
+    assert coordinator.stats().verdicts == {"trusted": 1}
     h.clock.advance(1_500)  # the verdict's expiry (on the injected clock)
     await _until(lambda: coordinator.stats().verdicts_unstored == 1, 15, "given up")
     assert coordinator.stats().verdicts_dropped == {}
     await h.consumer_drained(h.coord.principal)
     st = coordinator.stats()
     assert st.held_ballots == 0 and st.open_keys == 0 and st.publish_retries >= 1
-    assert st.acked == 1
+    assert st.acked == 1 and st.verdicts == {"trusted": 1}  # counted once
 
 
 async def test_start_fails_clearly_without_the_votes_stream(
