@@ -20,6 +20,7 @@ import asyncio
 import contextlib
 import signal
 import sys
+from pathlib import Path
 from typing import Any
 
 from cctf.agents.config import AgentConfig, ConfigError, load_agent_config
@@ -80,7 +81,8 @@ def _cmd_run(args: argparse.Namespace) -> int:
             from cctf.ca.config import load_certificate
 
             load_certificate(config.ca.intermediate, "ca.intermediate")
-        config.nats.client_tls()  # nats.tls: the files must be usable before connecting
+        if config.ca is None or config.ca.join_cert is None:  # else: made by the bootstrap
+            config.nats.client_tls()  # nats.tls: the files must be usable before connecting
     except (ConfigError, RootConfigError) as exc:
         print(f"cctf agent: invalid configuration: {exc}", file=sys.stderr)
         return 2
@@ -118,6 +120,35 @@ async def _run(config: AgentConfig, key: SigningKey, rounds: int | None) -> int:
             installed.append(sig)
     nc: Any = None
     try:
+        if config.ca is not None and config.ca.join_cert is not None and config.nats.tls:
+            # no valid certificate of its own yet: the first one over the join credential
+            from cctf.ca.bootstrap import bootstrap, needs_certificate
+            from cctf.clock import SYSTEM_CLOCK
+
+            if needs_certificate(Path(config.nats.tls.cert), SYSTEM_CLOCK.now_ms()):
+                try:
+                    got = await bootstrap(
+                        list(config.nats.urls),
+                        key,
+                        agent=config.agent,
+                        region=config.region,
+                        config=config.ca,
+                        server_ca=Path(config.nats.tls.ca),
+                        retries=CONNECT_RETRIES,
+                    )
+                except asyncio.CancelledError:
+                    _uncancel(main_task)
+                    log.info("agent.cancelled", state="bootstrap")
+                    return 0
+                except Exception as exc:
+                    log.error("agent.bootstrap_failed", error=str(exc)[:300] or type(exc).__name__)
+                    print(
+                        f"cctf agent: no first certificate over the join credential "
+                        f"({str(exc)[:300] or type(exc).__name__})",
+                        file=sys.stderr,
+                    )
+                    return 1
+                log.info("agent.bootstrapped", serial=got.serial, not_after_ms=got.not_after_ms)
         tls = config.nats.client_tls()  # a certificate: reloaded on every renewal below
         try:
             nc = await connect(

@@ -26,6 +26,7 @@ from cctf.bus.accounts import (
     client_api_subject,
     granted_subjects,
     inbox_prefix,
+    join_service_subject,
     validate_region,
 )
 
@@ -81,7 +82,7 @@ def accounts_for(regions: Sequence[str]) -> tuple[Account, ...]:
     agents: list[Account] = []
     for region in regions:
         name = agent_account_name(region)
-        subjects = agent_service_subjects(region)
+        subjects = (*agent_service_subjects(region), join_service_subject(region))
         exports += [Export(ExportKind.SERVICE, s, (name,)) for s in subjects]
         imports = tuple(Import(ExportKind.SERVICE, ACCOUNT_NAME, s) for s in subjects)
         agents.append(Account(name, jetstream=False, imports=imports))

@@ -442,6 +442,13 @@ def agent_service_subjects(region: str) -> tuple[str, ...]:
     )
 
 
+def join_service_subject(region: str) -> str:
+    """Where a join credential (``cctf.ca.join``: an agent's one-time bootstrap certificate) asks
+    for that region's agents' first certificates; imported by ``AGENT_<REGION>`` like the others,
+    but in no password user's permissions (only :func:`cctf.bus.tlsauth.join_tls_user` has it)."""
+    return f"cctf.v1.ca.join.{validate_region(region)}.>"
+
+
 def account_of(user_name: str) -> str:
     """The account of a fabric user: ``SYS``, ``AGENT_<REGION>`` or ``CCTF``."""
     role = role_of(user_name)

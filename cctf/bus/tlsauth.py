@@ -19,6 +19,10 @@ Every user here is ONE principal:
   only that region's subjects), allowed to publish only its OWN ballot, evidence and certificate
   request subjects (``cctf.v1.{vote,evidence,ca.issue}.<region>.<agent>``), subscribe only its own
   inbox ``_INBOX.agent-<region>.<agent>.>``;
+* :func:`join_tls_user`: an agent's one-time join certificate (``cctf.ca.join``: its first
+  certificate, before it has one), in its region's account, allowed to publish ONLY
+  ``cctf.v1.ca.join.<region>.<agent>`` and to subscribe only its inbox
+  ``_INBOX.join-<region>.<agent>.>``: no ballot, no evidence, no renewal, no other agent;
 * :func:`role_tls_user`: a non-agent component (coordinator, client, admin) mapped from the URI SAN
   of a certificate the operator issues to it, with that role's permissions
   (:func:`cctf.bus.accounts.permissions_for`).
@@ -51,12 +55,16 @@ __all__ = [
     "TlsUser",
     "agent_tls_user",
     "agent_tls_users",
+    "join_tls_user",
     "role_tls_user",
     "spiffe_agent_id",
 ]
 
 #: The path of an agent's SPIFFE ID under its trust domain (docs/ca.md §2).
 SPIFFE_AGENT_PATH: Final = "/cctf/agent/{region}/{agent}"
+#: ... and of its join certificate (docs/ca.md §9); the join user's inbox prefix.
+SPIFFE_JOIN_PATH: Final = "/cctf/join/{region}/{agent}"
+JOIN_PREFIX: Final = "join-"
 
 
 @dataclass(frozen=True)
@@ -98,6 +106,25 @@ def agent_tls_user(trust_domain: str, region: str, agent: str) -> TlsUser:
         account=agent_account_name(region),
         permissions=UserPermissions(
             publish_allow=tuple(s for subject in own for s in (subject, subject + ".>")),
+            subscribe_allow=(inbox_prefix(inbox) + ".>",),
+        ),
+        inbox=inbox,
+    )
+
+
+def join_tls_user(trust_domain: str, region: str, agent: str) -> TlsUser:
+    """The user of one agent's join certificate: its first-certificate request subject only."""
+    agent_id = spiffe_agent_id(trust_domain, region, agent)  # checks every part
+    inbox = f"{JOIN_PREFIX}{region}.{agent}"
+    subject = f"cctf.v1.ca.join.{region}.{agent}"
+    return TlsUser(
+        san=agent_id.replace(
+            SPIFFE_AGENT_PATH.format(region=region, agent=agent),
+            SPIFFE_JOIN_PATH.format(region=region, agent=agent),
+        ),
+        account=agent_account_name(region),
+        permissions=UserPermissions(
+            publish_allow=(subject,),
             subscribe_allow=(inbox_prefix(inbox) + ".>",),
         ),
         inbox=inbox,

@@ -7,6 +7,9 @@
     cctf ca serve --config ca.yaml          answer certificate requests until SIGINT/SIGTERM
     cctf ca issue --agent-config agent.yaml one certificate for that agent, now (the agent's key
                                             and NATS user; writes the ca: section's cert_dir)
+    cctf ca join --config ca.yaml --region R --agent A --out DIR [--lifetime-ms N]
+                                            a one-time join credential (DIR/join.cert.pem +
+                                            join.tls-key.pem) for an agent's first certificate
     cctf ca revoke --config ca.yaml (--serial S | --kid K) [--reason R]
                                             ask the running CA to revoke (admin subject)
     cctf ca list --config ca.yaml [--json]  every certificate and revocation in the CA log
@@ -60,6 +63,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     issue = sub.add_parser("issue", help="request one certificate for an agent now")
     issue.add_argument("--agent-config", required=True, type=Path)
     issue.set_defaults(func=_issue)
+    join = sub.add_parser("join", help="a one-time join credential for a new agent (bootstrap)")
+    join.add_argument("--config", required=True, type=Path)
+    join.add_argument("--region", required=True)
+    join.add_argument("--agent", required=True)
+    join.add_argument("--out", required=True, type=Path, help="directory for the two PEM files")
+    join.add_argument("--lifetime-ms", type=int, default=0, help="0: 10 min; at most 1 h")
+    join.set_defaults(func=_join)
     revoke = sub.add_parser("revoke", help="revoke a certificate (serial) or a key's (kid)")
     revoke.add_argument("--config", required=True, type=Path)
     what = revoke.add_mutually_exclusive_group(required=True)
@@ -269,6 +279,69 @@ async def _issue_async(agent: Any, key: SigningKey) -> int:
     return EXIT_OK
 
 
+def _join(args: argparse.Namespace) -> int:
+    _quiet()
+    from cryptography import x509
+
+    from cctf.ca.client import new_tls_key
+
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    tls_key = new_tls_key()  # the join key: made here, handed to the agent host with the cert
+    got = asyncio.run(_join_async(config, args, tls_key))
+    if isinstance(got, int):
+        return got
+    join, resp = got
+    pem = serialization.Encoding.PEM
+    chain = b"".join(
+        x509.load_der_x509_certificate(d).public_bytes(pem) for d in (join.der, *resp.chain)
+    )
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    key_path, cert_path = out / "join.tls-key.pem", out / "join.cert.pem"
+    private = serialization.PrivateFormat.PKCS8
+    write_secret_file(key_path, tls_key.private_bytes(pem, private, serialization.NoEncryption()))
+    write_file_atomic(cert_path, chain, mode=0o644)
+    done = {"serial": join.serial, "spiffe_id": join.spiffe_id, "not_after_ms": join.not_after_ms}
+    print(
+        json.dumps(
+            done | {"log_index": resp.log_index, "cert": str(cert_path), "key": str(key_path)}
+        )
+    )
+    return EXIT_OK
+
+
+async def _join_async(config: CaConfig, args: argparse.Namespace, tls_key: Any) -> Any:
+    from cctf.bus.rpc import RpcError, request
+    from cctf.ca.client import make_csr
+    from cctf.ca.config import load_certificate
+    from cctf.ca.join import JoinRequest, parse_join_cert
+    from cctf.ca.request import decode_response
+    from cctf.ca.service import ADMIN_JOIN
+
+    req = JoinRequest(args.region, args.agent, make_csr(tls_key, args.agent), args.lifetime_ms)
+    try:
+        intermediate = load_certificate(config.intermediate, "intermediate")
+    except CctfError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    try:
+        nc = await _connect(config, "cctf-ca-join")
+    except Exception as exc:
+        return _fail(EXIT_FAILED, f"cannot reach NATS: {exc!r}")
+    try:
+        raw = await request(nc, ADMIN_JOIN, msgspec.msgpack.encode(req), timeout_s=10)
+        resp = decode_response(raw)
+        if resp.error:
+            return _fail(EXIT_FAILED, resp.error)
+        return parse_join_cert(resp.certificate, intermediate, config.trust_domain), resp
+    except (RpcError, CctfError) as exc:
+        return _fail(EXIT_FAILED, str(exc))
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 1.0)
+
+
 def _revoke(args: argparse.Namespace) -> int:
     _quiet()
     config = _load(args.config)
@@ -311,8 +384,9 @@ def _list(args: argparse.Namespace) -> int:
 async def _list_async(config: CaConfig, as_json: bool) -> int:
     from cctf.bus.logstream import read_records
     from cctf.ca.config import load_certificate
-    from cctf.ca.entries import CertEntry, decode_entry
+    from cctf.ca.entries import CertEntry, JoinEntry, decode_entry
     from cctf.ca.errors import CaError
+    from cctf.ca.join import parse_join_cert
     from cctf.ca.log import CA_LOG_ID
     from cctf.ca.profile import parse_agent_cert
     from cctf.translog.errors import TranslogError
@@ -349,6 +423,15 @@ async def _list_async(config: CaConfig, as_json: bool) -> int:
                             "spiffe_id": c.spiffe_id,
                             "not_before_ms": c.not_before_ms,
                             "not_after_ms": c.not_after_ms,
+                        }
+                    elif isinstance(entry, JoinEntry):
+                        j = parse_join_cert(entry.der, intermediate, config.trust_domain)
+                        row |= {
+                            "type": "join",
+                            "serial": j.serial,
+                            "spiffe_id": j.spiffe_id,
+                            "not_before_ms": j.not_before_ms,
+                            "not_after_ms": j.not_after_ms,
                         }
                     else:
                         row |= {

@@ -31,6 +31,7 @@ from cctf.ca.request import (
     CertResponse,
     encode_request,
     issue_subject,
+    join_subject,
 )
 from cctf.crypto.keys import SigningKey
 
@@ -58,9 +59,11 @@ def seal_request(
     csr: bytes,
     lifetime_ms: int,
     now_ms: int,
+    join: bool = False,
 ) -> tuple[str, bytes]:
-    """``(subject, envelope bytes)`` of a certificate request."""
-    subject = issue_subject(region, agent)
+    """``(subject, envelope bytes)`` of a certificate request (``join``: a first certificate,
+    asked over a join credential on ``cctf.v1.ca.join.<region>.<agent>``, cctf.ca.join)."""
+    subject = join_subject(region, agent) if join else issue_subject(region, agent)
     payload = encode_request(CertRequest(region, agent, csr, lifetime_ms))
     data = seal(
         key,

@@ -15,6 +15,8 @@
         intermediate: ca/intermediate.pem
         cert_dir: certs                     # <agent>.cert.pem (leaf + chain), <agent>.tls-key.pem
         lifetime_ms: 0                      # 0: the CA's default
+        join_cert: join/join.cert.pem       # optional: the one-time join credential (`cctf ca
+        join_key: join/join.tls-key.pem     #   join`) used when cert_dir holds no valid certificate
 
 * :class:`CaConfig` — ``cctf ca serve``'s file (``cctf ca init`` writes one), see ``examples/ca.yaml``.
 """
@@ -114,17 +116,23 @@ class AgentCaConfig(ConfigStruct, frozen=True, kw_only=True):
     cert_dir: str
     lifetime_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_LIFETIME_MS)] = 0
     request_timeout_ms: Annotated[int, msgspec.Meta(ge=100, le=60_000)] = 5_000
+    join_cert: str | None = None
+    join_key: str | None = None
 
     def __post_init__(self) -> None:
         _trust_domain(self.trust_domain)
         if self.lifetime_ms and self.lifetime_ms < MIN_LIFETIME_MS:
             raise ValueError(f"lifetime_ms: 0 (the CA's default) or at least {MIN_LIFETIME_MS}")
+        if (self.join_cert is None) != (self.join_key is None):
+            raise ValueError("join_cert and join_key: both or neither")
 
     def anchored(self, base: Path) -> AgentCaConfig:
         return msgspec.structs.replace(
             self,
             intermediate=_anchor(self.intermediate, base),
             cert_dir=_anchor(self.cert_dir, base),
+            join_cert=None if self.join_cert is None else _anchor(self.join_cert, base),
+            join_key=None if self.join_key is None else _anchor(self.join_key, base),
         )
 
 

@@ -4,6 +4,8 @@ Each entry is one MessagePack array (docs/ca.md §4, docs/wire-protocol.md §9):
 
     ["CCTF-CA-ENTRY-v1", "cert", der]                                      a certificate, issued
     ["CCTF-CA-ENTRY-v1", "revoke", serial, kid, reason, revoked_ms]        a revocation
+    ["CCTF-CA-ENTRY-v1", "join", der]                                      a join certificate
+                                                                           (cctf.ca.join)
 
     der         bin, ≤ 16 KiB: the certificate's DER
     serial      str: lowercase hex of the revoked certificate's serial number, no leading zeros
@@ -30,6 +32,7 @@ from cctf.ca.profile import MAX_CERT_BYTES
 __all__ = [
     "ENTRY_DOMAIN",
     "CertEntry",
+    "JoinEntry",
     "RevocationReason",
     "RevokeEntry",
     "decode_entry",
@@ -56,6 +59,11 @@ class CertEntry:
 
 
 @dataclass(frozen=True, slots=True)
+class JoinEntry:
+    der: bytes
+
+
+@dataclass(frozen=True, slots=True)
 class RevokeEntry:
     serial: str
     kid: str
@@ -63,19 +71,21 @@ class RevokeEntry:
     revoked_ms: int
 
 
-Entry = CertEntry | RevokeEntry
+Entry = CertEntry | RevokeEntry | JoinEntry
 
 
 def encode_entry(entry: Entry) -> bytes:
     if isinstance(entry, CertEntry):
         return _ENC.encode([ENTRY_DOMAIN, "cert", entry.der])
+    if isinstance(entry, JoinEntry):
+        return _ENC.encode([ENTRY_DOMAIN, "join", entry.der])
     return _ENC.encode(
         [ENTRY_DOMAIN, "revoke", entry.serial, entry.kid, entry.reason.value, entry.revoked_ms]
     )
 
 
 def decode_entry(data: bytes) -> Entry:
-    """One log entry; :class:`CaError` ``entry`` for anything but the two shapes above."""
+    """One log entry; :class:`CaError` ``entry`` for anything but the shapes above."""
     if len(data) > MAX_ENTRY_BYTES:
         raise CaError(CaReason.ENTRY, f"entry of {len(data)} bytes exceeds {MAX_ENTRY_BYTES}")
     try:
@@ -87,6 +97,8 @@ def decode_entry(data: bytes) -> Entry:
     entry: Entry
     if raw[1] == "cert" and len(raw) == 3 and isinstance(raw[2], bytes):
         entry = CertEntry(raw[2])
+    elif raw[1] == "join" and len(raw) == 3 and isinstance(raw[2], bytes):
+        entry = JoinEntry(raw[2])
     elif raw[1] == "revoke" and len(raw) == 6:
         serial, kid, reason, revoked_ms = raw[2:]
         if not (isinstance(serial, str) and _SERIAL.match(serial)):
@@ -99,7 +111,7 @@ def decode_entry(data: bytes) -> Entry:
             raise CaError(CaReason.ENTRY, "revoked_ms is not a uint")
         entry = RevokeEntry(serial, kid, RevocationReason(reason), revoked_ms)
     else:
-        raise CaError(CaReason.ENTRY, "entry is neither a cert nor a revoke entry")
+        raise CaError(CaReason.ENTRY, "entry is neither a cert, a revoke nor a join entry")
     if encode_entry(entry) != data:
         raise CaError(CaReason.ENTRY, "entry is not in canonical encoding")
     return entry

@@ -13,7 +13,7 @@ class CaReason(StrEnum):
     """Why the CA refused a request, or why a certificate or log entry was refused."""
 
     REQUEST = "request"  # the cert-request envelope failed verification (detail says which step)
-    SUBJECT = "subject"  # request subject is not cctf.v1.ca.issue.<region>.<agent>
+    SUBJECT = "subject"  # request subject is not cctf.v1.ca.{issue,join}.<region>.<agent>
     PRINCIPAL = "principal_mismatch"  # subject / key / payload name different agents or regions
     REPLAY = "replay"  # the request's (kid, nonce) was seen before
     CSR = "csr"  # the CSR does not parse, its signature fails, or its key is not ECDSA P-256
@@ -24,6 +24,7 @@ class CaReason(StrEnum):
     ENTRY = "entry"  # a CA log entry does not decode
     LOG = "log"  # the certificate could not be appended to the CA log (nothing handed out)
     CONFIG = "config"  # CA files (certificate, key) missing or inconsistent
+    JOIN = "join"  # a first-certificate request with no valid, unused join certificate (join.py)
 
 
 class CaError(CctfError):

@@ -5,7 +5,9 @@ answers two calls, both returning the log entry the caller MUST append (and see 
 hands anything out (:class:`cctf.ca.service.CaService` does exactly that):
 
 * :meth:`Issuer.issue` (request bytes, subject, now, serial) -> :class:`Issued`;
-* :meth:`Issuer.revoke` (certificate, reason, now) -> the revocation entry.
+* :meth:`Issuer.revoke` (certificate, reason, now) -> the revocation entry;
+* :meth:`Issuer.issue_join` (region, agent, CSR, lifetime, now, serial) -> a join certificate and its
+  entry (:mod:`cctf.ca.join`: the operator's one-time bootstrap credential for a new agent).
 
 Time and serial numbers are passed in (the service draws 127-bit random serials).
 
@@ -25,8 +27,14 @@ from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
 
-from cctf.ca.entries import CertEntry, RevocationReason, RevokeEntry, encode_entry
+from cctf.ca.entries import CertEntry, JoinEntry, RevocationReason, RevokeEntry, encode_entry
 from cctf.ca.errors import CaError, CaReason
+from cctf.ca.join import (
+    JOIN_DEFAULT_LIFETIME_MS,
+    JoinCert,
+    build_join_cert,
+    parse_join_cert,
+)
 from cctf.ca.profile import (
     DEFAULT_LIFETIME_MS,
     MAX_LIFETIME_MS,
@@ -36,9 +44,9 @@ from cctf.ca.profile import (
     build_agent_cert,
     parse_agent_cert,
 )
-from cctf.ca.request import CheckedRequest, RequestReplay, check_request
+from cctf.ca.request import ISSUE_PREFIX, CheckedRequest, RequestReplay, check_request
 from cctf.crypto.policy import SuitePolicy
-from cctf.crypto.trust import TrustConfig
+from cctf.crypto.trust import Role, TrustConfig
 
 __all__ = ["Issued", "Issuer", "make_test_hierarchy", "random_serial"]
 
@@ -86,11 +94,14 @@ class Issuer:
             c.public_bytes(serialization.Encoding.DER) for c in (self.intermediate, *self.chain)
         ]
 
-    def issue(self, data: bytes, subject: str, *, now_ms: int, serial: int) -> Issued:
+    def issue(
+        self, data: bytes, subject: str, *, now_ms: int, serial: int, prefix: str = ISSUE_PREFIX
+    ) -> Issued:
         """Check the request (:func:`cctf.ca.request.check_request`) and build the certificate."""
         checked = check_request(
             data,
             subject,
+            prefix=prefix,
             trust=self.trust,
             policy=self.policy,
             replay=self.replay,
@@ -112,6 +123,41 @@ class Issuer:
         )
         cert = parse_agent_cert(der, self.intermediate, self.trust_domain)  # self-check
         return Issued(cert, encode_entry(CertEntry(der)), checked)
+
+    def issue_join(
+        self, region: str, agent: str, csr_der: bytes, *, lifetime_ms: int, now_ms: int, serial: int
+    ) -> tuple[JoinCert, bytes]:
+        """A join certificate for an agent of the trust config (``lifetime_ms`` 0: 10 min) and
+        its log entry (append it, see it acked, THEN hand the certificate out)."""
+        if not any(
+            e.role is Role.AGENT and (e.region, e.principal) == (region, agent) for e in self.trust
+        ):
+            raise CaError(CaReason.PRINCIPAL, f"no agent key of {region}/{agent} is trusted")
+        try:
+            csr = x509.load_der_x509_csr(csr_der)
+            key, ok = csr.public_key(), csr.is_signature_valid
+        except (ValueError, TypeError) as exc:
+            raise CaError(CaReason.CSR, f"undecodable CSR: {exc}") from None
+        if (
+            not ok
+            or not isinstance(key, ec.EllipticCurvePublicKey)
+            or key.curve.name != "secp256r1"
+        ):
+            raise CaError(CaReason.CSR, "the CSR is not a valid ECDSA P-256 request")
+        lifetime = lifetime_ms or JOIN_DEFAULT_LIFETIME_MS
+        der = build_join_cert(
+            tls_public_key=key,
+            trust_domain=self.trust_domain,
+            region=region,
+            agent=agent,
+            serial=serial,
+            not_before_ms=now_ms,
+            lifetime_ms=lifetime,
+            issuer_cert=self.intermediate,
+            issuer_key=self.key,
+        )
+        cert = parse_join_cert(der, self.intermediate, self.trust_domain)  # self-check
+        return cert, encode_entry(JoinEntry(der))
 
     def revoke(self, cert: AgentCert, reason: RevocationReason, *, now_ms: int) -> bytes:
         """The revocation entry of ``cert`` (append it to the CA log)."""

@@ -13,6 +13,11 @@ in :attr:`CertRegistry.refused` by reason; the log stays followed):
 3. its key binding names an **agent** key of the trust config, whose region and principal are the
    SPIFFE ID's, and whose raw public keys hash to the binding's digests [``binding``].
 
+A join entry (:mod:`cctf.ca.join`) is registered when its certificate follows the join profile, was
+signed by the intermediate, and names an agent (region, principal) of the trust config [``cert``,
+``issuer``, ``binding``]; it never admits a ballot, it only feeds :attr:`CertRegistry.joins` (the
+CA's single-use rule), as every registered agent certificate does (it redeems its agent's join).
+
 A revocation entry is registered when its kid is an agent key of the trust config (else refused,
 ``binding``). :meth:`check` then decides, for ``kid`` at ``now_ms``:
 
@@ -35,8 +40,9 @@ from typing import Final
 from cryptography import x509
 
 from cctf.bus_schemas.envelope import Reason, Rejected
-from cctf.ca.entries import CertEntry, decode_entry
+from cctf.ca.entries import CertEntry, JoinEntry, decode_entry
 from cctf.ca.errors import CaError, CaReason
+from cctf.ca.join import JoinCert, JoinLedger, parse_join_cert
 from cctf.ca.profile import AgentCert, parse_agent_cert
 from cctf.crypto.errors import KeyError_
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
@@ -65,6 +71,8 @@ class CertRegistry:
         self.certificates = 0
         self.revocations = 0
         self.refused: dict[str, int] = {}
+        self.joins = JoinLedger()
+        self._agents = {(e.region, e.principal) for e in trust if e.role is Role.AGENT}
 
     def _agent(self, kid: str) -> TrustEntry:
         try:
@@ -72,7 +80,7 @@ class CertRegistry:
         except KeyError_ as exc:
             raise CaError(CaReason.BINDING, str(exc)) from None
 
-    def add(self, entry: bytes) -> AgentCert | str | None:
+    def add(self, entry: bytes) -> AgentCert | JoinCert | str | None:
         """Register one log entry (in log order). Returns the certificate, the revoked serial, or
         ``None`` when the entry was refused (counted; never raises on input)."""
         self.entries += 1
@@ -82,8 +90,14 @@ class CertRegistry:
             self.refused[exc.reason.value] = self.refused.get(exc.reason.value, 0) + 1
             return None
 
-    def _add(self, data: bytes) -> AgentCert | str:
+    def _add(self, data: bytes) -> AgentCert | JoinCert | str:
         entry = decode_entry(data)  # 1
+        if isinstance(entry, JoinEntry):
+            join = parse_join_cert(entry.der, self._issuer, self._trust_domain)
+            if (join.region, join.agent) not in self._agents:
+                raise CaError(CaReason.BINDING, f"{join.spiffe_id} names no agent key")
+            self.joins.note_join(join)
+            return join
         if isinstance(entry, CertEntry):
             cert = parse_agent_cert(entry.der, self._issuer, self._trust_domain)  # 2
             known = self._agent(cert.binding.kid)  # 3
@@ -98,6 +112,7 @@ class CertRegistry:
             if all(c.serial != cert.serial for c in rec.certs):
                 rec.certs.append(cert)
             self.certificates += 1
+            self.joins.note_cert(cert.region, cert.agent)
             return cert
         self._agent(entry.kid)
         rec = self._by_kid.setdefault(entry.kid, _KeyCerts())

@@ -83,8 +83,9 @@ class CertRenewer:
     def key_path(self) -> Path:
         return Path(self.config.cert_dir) / f"{self.agent}.tls-key.pem"
 
-    async def obtain(self) -> AgentCert:
-        """One request; :class:`CaError` or :class:`RpcError` when it fails."""
+    async def obtain(self, *, join: bool = False) -> AgentCert:
+        """One request; :class:`CaError` or :class:`RpcError` when it fails. ``join``: the first
+        certificate, over a connection authenticated by a join certificate (cctf.ca.join)."""
         tls_key = new_tls_key()
         subject, data = seal_request(
             self._key,
@@ -93,6 +94,7 @@ class CertRenewer:
             csr=make_csr(tls_key, self.agent),
             lifetime_ms=self.config.lifetime_ms,
             now_ms=self._clock.now_ms(),
+            join=join,
         )
         reply = await request(
             self._conn, subject, data, timeout_s=self.config.request_timeout_ms / 1000

@@ -52,6 +52,7 @@ from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 
 __all__ = [
     "ISSUE_PREFIX",
+    "JOIN_PREFIX",
     "CertRequest",
     "CertResponse",
     "CheckedRequest",
@@ -61,9 +62,12 @@ __all__ = [
     "encode_request",
     "encode_response",
     "issue_subject",
+    "join_subject",
 ]
 
 ISSUE_PREFIX: Final = "cctf.v1.ca.issue."
+#: first certificates, asked over a join credential (cctf.ca.join): the same request, this subject
+JOIN_PREFIX: Final = "cctf.v1.ca.join."
 MAX_CSR_BYTES: Final = 4096
 MAX_RESPONSE_BYTES: Final = 64 * 1024
 #: a request envelope lives at most this long (the CA's TimePolicy)
@@ -93,6 +97,10 @@ _RESP: Final = msgspec.msgpack.Decoder(CertResponse)
 
 def issue_subject(region: str, agent: str) -> str:
     return f"{ISSUE_PREFIX}{region}.{agent}"
+
+
+def join_subject(region: str, agent: str) -> str:
+    return f"{JOIN_PREFIX}{region}.{agent}"
 
 
 def encode_request(req: CertRequest) -> bytes:
@@ -147,8 +155,10 @@ def check_request(
     replay: RequestReplay,
     now_ms: int,
     max_lifetime_ms: int,
+    prefix: str = ISSUE_PREFIX,
 ) -> CheckedRequest:
-    """The CA's steps 1–14 (module docstring)."""
+    """The CA's steps 1–14 (module docstring); ``prefix`` :data:`JOIN_PREFIX` for a first
+    certificate over a join credential (step 9 then requires ``cctf.v1.ca.join.<region>.<agent>``)."""
     try:  # 1-8
         checked = verify_envelope(
             data,
@@ -163,9 +173,11 @@ def check_request(
     except Rejected as rej:
         raise CaError(CaReason.REQUEST, f"step {rej.reason.value}: {rej.detail}") from None
     env, signer = checked.envelope, checked.signer
-    tokens = subject.removeprefix(ISSUE_PREFIX).split(".")  # 9
-    if not subject.startswith(ISSUE_PREFIX) or len(tokens) != 2:
-        raise CaError(CaReason.SUBJECT, f"{subject[:200]!r} is not {ISSUE_PREFIX}<region>.<agent>")
+    tokens = subject.removeprefix(prefix).split(".")  # 9
+    if prefix not in (ISSUE_PREFIX, JOIN_PREFIX) or not subject.startswith(prefix):
+        raise CaError(CaReason.SUBJECT, f"{subject[:200]!r} is not {prefix}<region>.<agent>")
+    if len(tokens) != 2:
+        raise CaError(CaReason.SUBJECT, f"{subject[:200]!r} is not {prefix}<region>.<agent>")
     if not replay.fresh(env.kid.encode() + env.nonce, env.exp, now_ms):  # 10
         raise CaError(CaReason.REPLAY, "request nonce already seen")
     try:  # 11

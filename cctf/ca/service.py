@@ -8,6 +8,11 @@ Subjects (core request-reply, :mod:`cctf.bus.rpc`):
 * ``cctf.v1.ca.admin.revoke``: ``[serial, kid, reason]`` (msgpack; ``serial`` "" = every valid
   certificate of ``kid``) -> ``[error, [serial, ...], log_index]``. Only users whose permissions
   allow publishing there (``admin``) reach it; the CA holds the one writer of its log.
+* ``cctf.v1.ca.admin.join``: a ``JoinRequest`` (:mod:`cctf.ca.join`) -> ``CertResponse`` with a
+  join certificate (logged first), the one-time bootstrap credential of a new agent.
+* ``cctf.v1.ca.join.<region>.<agent>``: the same signed ``cert-request`` as ``issue``, from a
+  connection authenticated by a join certificate (only those may publish there): granted once per
+  logged join certificate, while it is valid (:class:`cctf.ca.join.JoinLedger`) [``join``].
 
 Every certificate goes through :meth:`CaService.append` first: the entry is added to the
 :class:`CaLog` (one record, signed head, durable append) and the certificate is returned only once the
@@ -32,14 +37,16 @@ from cctf.bus.rpc import Served, serve
 from cctf.ca.entries import RevocationReason
 from cctf.ca.errors import CaError, CaReason
 from cctf.ca.issuer import Issuer, random_serial
+from cctf.ca.join import JoinRequest
 from cctf.ca.profile import AgentCert
 from cctf.ca.registry import CertRegistry
-from cctf.ca.request import ISSUE_PREFIX, CertResponse, encode_response
+from cctf.ca.request import ISSUE_PREFIX, JOIN_PREFIX, CertResponse, encode_response
 from cctf.clock import SYSTEM_CLOCK, Clock
 
-__all__ = ["ADMIN_REVOKE", "CaLog", "CaService", "RevokeReply", "RevokeRequest"]
+__all__ = ["ADMIN_JOIN", "ADMIN_REVOKE", "CaLog", "CaService", "RevokeReply", "RevokeRequest"]
 
 ADMIN_REVOKE: Final = "cctf.v1.ca.admin.revoke"
+ADMIN_JOIN: Final = "cctf.v1.ca.admin.join"
 _logger = telemetry.get_logger("cctf.ca")
 
 
@@ -90,6 +97,7 @@ class CaService:
         self._timeout = append_timeout_s
         self._serials = serials
         self._lock = asyncio.Lock()
+        self._join_lock = asyncio.Lock()  # a join's check and its redeeming append, atomically
         self._served: list[Served] = []
         self._pending: set[asyncio.Task[int]] = set()
         self.counts: dict[str, int] = {}
@@ -99,7 +107,9 @@ class CaService:
 
     async def start(self) -> None:
         self._served.append(await serve(self._conn, ISSUE_PREFIX + "*.*", self.handle_issue))
+        self._served.append(await serve(self._conn, JOIN_PREFIX + "*.*", self.handle_join))
         self._served.append(await serve(self._conn, ADMIN_REVOKE, self._handle_revoke))
+        self._served.append(await serve(self._conn, ADMIN_JOIN, self._handle_admin_join))
         _logger.info("ca_started", log_size=self._log.size, trust_domain=self.issuer.trust_domain)
 
     async def stop(self) -> None:
@@ -121,9 +131,22 @@ class CaService:
             raise CaError(CaReason.LOG, "the CA log did not acknowledge in time") from None
 
     async def handle_issue(self, subject: str, data: bytes) -> bytes:
+        return await self._issue(subject, data, ISSUE_PREFIX)
+
+    async def handle_join(self, subject: str, data: bytes) -> bytes:
+        """A first certificate over a join credential: at most one per logged join certificate."""
+        async with self._join_lock:
+            return await self._issue(subject, data, JOIN_PREFIX)
+
+    async def _issue(self, subject: str, data: bytes, prefix: str) -> bytes:
         now = self._clock.now_ms()
         try:
-            issued = self.issuer.issue(data, subject, now_ms=now, serial=self._serials())
+            issued = self.issuer.issue(
+                data, subject, now_ms=now, serial=self._serials(), prefix=prefix
+            )
+            if prefix == JOIN_PREFIX:  # after the request checks: only the agent's key gets here
+                req = issued.request.request
+                self.registry.joins.check(req.region, req.agent, now)
             index = await self.append([issued.entry])
         except CaError as exc:
             what = f"refused:{exc.reason.value}"
@@ -178,6 +201,34 @@ class CaService:
         serials = [c.serial for c in targets]
         _logger.warning("ca_revoked", serials=serials, reason=reason.value, log_index=index)
         return serials, index
+
+    async def _handle_admin_join(self, _subject: str, data: bytes) -> bytes:
+        now = self._clock.now_ms()
+        try:
+            req = msgspec.msgpack.decode(data, type=JoinRequest)
+            join, entry = self.issuer.issue_join(
+                req.region,
+                req.agent,
+                req.csr,
+                lifetime_ms=req.lifetime_ms,
+                now_ms=now,
+                serial=self._serials(),
+            )
+            index = await self.append([entry])
+        except (msgspec.DecodeError, msgspec.ValidationError) as exc:
+            return encode_response(CertResponse(f"request: {exc}"[:300], b"", [], 0))
+        except CaError as exc:
+            return encode_response(CertResponse(str(exc)[:300], b"", [], 0))
+        self.registry.add(entry)
+        self._count("joins")
+        _logger.info(
+            "ca_join_issued",
+            serial=join.serial,
+            spiffe_id=join.spiffe_id,
+            not_after_ms=join.not_after_ms,
+            log_index=index,
+        )
+        return encode_response(CertResponse("", join.der, self.issuer.chain_der(), index))
 
     async def _handle_revoke(self, _subject: str, data: bytes) -> bytes:
         try:

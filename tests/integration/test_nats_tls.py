@@ -15,6 +15,7 @@ from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+import msgspec
 import pytest
 from capki import TRUST_DOMAIN, CaWorld, make_ca_world
 from cryptography import x509
@@ -24,14 +25,19 @@ from tlspki import key_pem, leaf, pem, write_pair
 
 from cctf.bus.accounts import NatsUser, build_users
 from cctf.bus.connect import Connection, connect, jetstream
+from cctf.bus.rpc import request
 from cctf.bus.streams import votes_stream_name
 from cctf.bus.tls import ClientTls
-from cctf.bus.tlsauth import ServerTls, agent_tls_users, role_tls_user
+from cctf.bus.tlsauth import ServerTls, agent_tls_users, join_tls_user, role_tls_user
+from cctf.ca.client import make_csr, new_tls_key
 from cctf.ca.config import AgentCaConfig
+from cctf.ca.errors import CaError
 from cctf.ca.issuer import make_test_hierarchy
+from cctf.ca.join import JoinRequest, parse_join_cert
 from cctf.ca.profile import agent_spiffe_id
 from cctf.ca.renew import CertRenewer
-from cctf.ca.service import CaService
+from cctf.ca.request import decode_response
+from cctf.ca.service import ADMIN_JOIN, CaService
 from cctf.clock import SystemClock
 from cctf.devfabric.nats_server import NatsServer, free_ports
 from cctf.errors import ConfigError
@@ -82,6 +88,7 @@ def tls_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFabric]:
         *agent_tls_users(TRUST_DOMAIN, [(r, a) for a, r in AGENTS]),
         role_tls_user(ADMIN_SAN, "admin", REGIONS),
         role_tls_user(CA_SAN, "ca", REGIONS),
+        join_tls_user(TRUST_DOMAIN, "us-east", "a1"),
     )
     server = NatsServer(
         name="tls1",
@@ -270,6 +277,79 @@ async def test_renewal_reload_makes_reconnects_use_the_current_certificate(
         await ca.stop()
         await agent.close()
         await ca_nc.close()
+
+
+async def test_a_join_credential_gets_one_first_certificate_and_nothing_else(
+    tls_fabric: TlsFabric, streams: None
+) -> None:
+    """Bootstrap (docs/ca.md §9): the operator asks the CA (admin subject) for a join certificate;
+    the server maps it to ``join-us-east.a1``, which may publish ONLY the join subject: no ballot,
+    no renewal; over it the agent's first certificate is issued ONCE; that certificate then votes."""
+    fab = tls_fabric
+    admin = await _connect(fab, "admin", fab.admin)
+    ca_nc = await _connect(fab, "ca", fab.ca)
+    ca = CaService(ca_nc, fab.world.issuer, _AckedLog(), clock=SystemClock())
+    await ca.start()
+    await ca_nc.flush()
+    errors = ErrorLog()
+    joined: Connection | None = None
+    try:
+        join_key = new_tls_key()
+        req = JoinRequest("us-east", "a1", make_csr(join_key, "a1"), 0)
+        raw = await request(admin, ADMIN_JOIN, msgspec.msgpack.encode(req), timeout_s=5)
+        resp = decode_response(raw)
+        assert resp.error == ""
+        join = parse_join_cert(resp.certificate, fab.world.issuer.intermediate, TRUST_DOMAIN)
+        j_cert, j_key = write_pair(
+            fab.dir,
+            "a1-join",
+            x509.load_der_x509_certificate(join.der),
+            join_key,
+            (fab.world.issuer.intermediate,),
+        )
+        config = AgentCaConfig(
+            trust_domain=TRUST_DOMAIN,
+            intermediate=str(fab.dir / "intermediate.pem"),
+            cert_dir=str(fab.dir / "a1-boot"),
+            join_cert=str(j_cert),
+            join_key=str(j_key),
+        )
+        (fab.dir / "intermediate.pem").write_bytes(pem(fab.world.issuer.intermediate))
+        joined = await _connect(
+            fab, "join-us-east.a1", ClientTls(ca=fab.ops_ca, cert=j_cert, key=j_key), errors
+        )
+        for subject in (
+            "cctf.v1.vote.us-east.a1",
+            "cctf.v1.ca.issue.us-east.a1",
+            "cctf.v1.ca.join.us-east.a2",
+        ):
+            await joined.publish(subject, b"x")
+            await joined.flush()
+            await errors.wait_for(f'Permissions Violation for Publish to "{subject}"')
+        renewer = CertRenewer(
+            joined, fab.world.agents["a1"].key, agent="a1", region="us-east", config=config
+        )
+        first = await renewer.obtain(join=True)
+        assert first.agent == "a1" and ca.counts["issued"] == 1
+        with pytest.raises(CaError, match="already used"):
+            await renewer.obtain(join=True)
+        # the bootstrapped certificate is the agent's own NATS credential
+        agent = await _connect(
+            fab,
+            "agent-us-east.a1",
+            ClientTls(ca=fab.ops_ca, cert=renewer.cert_path, key=renewer.key_path),
+        )
+        try:
+            ack = await jetstream(agent).publish("cctf.v1.vote.us-east.a1", b"first", timeout=5)
+            assert ack.stream == votes_stream_name("us-east")
+        finally:
+            await agent.close()
+    finally:
+        if joined is not None:
+            await joined.close()
+        await ca.stop()
+        await ca_nc.close()
+        await admin.close()
 
 
 class _AckedLog:

@@ -94,6 +94,7 @@ def test_account_layout_pins_each_region_to_its_own_services() -> None:
             f"cctf.v1.vote.{region}.>",
             f"cctf.v1.evidence.{region}.>",
             f"cctf.v1.ca.issue.{region}.>",  # certificate requests (cctf.ca.service)
+            f"cctf.v1.ca.join.{region}.>",  # first certificates over a join credential
         }
         assert not accounts[name].exports
     exports = accounts[ACCOUNT_NAME].exports

@@ -86,3 +86,14 @@ def test_readme_production_example_is_what_the_code_renders() -> None:
     assert start in user_part
     assert user_part[user_part.index(start) :] in config
     assert config.count("password:") == 1  # the system user only: nothing per region
+
+
+def test_a_join_user_may_only_ask_for_its_own_first_certificate() -> None:
+    from cctf.bus.tlsauth import join_tls_user
+
+    u = join_tls_user("prod.example", "us-east", "a1")
+    assert u.san == "spiffe://prod.example/cctf/join/us-east/a1"
+    assert u.account == "AGENT_US_EAST" and u.inbox == "join-us-east.a1"
+    assert u.permissions is not None
+    assert u.permissions.publish_allow == ("cctf.v1.ca.join.us-east.a1",)
+    assert u.permissions.subscribe_allow == ("_INBOX.join-us-east.a1.>",)
