@@ -32,7 +32,7 @@ from dataclasses import dataclass
 from typing import Final
 
 from cctf import telemetry
-from cctf.bus.publisher import Publisher, PublishOutcome, PublishResult
+from cctf.bus.publisher import Outgoing, Publisher, PublishOutcome, PublishResult
 from cctf.bus_schemas.messages import MessageType, Verdict, encode
 from cctf.coordinator.batcher import BatchClosed, BatchSigner
 from cctf.coordinator.counters import Counters
@@ -91,8 +91,10 @@ class Outbox:
         self._lkg = lkg  # the LKG stage (cctf.coordinator.lkggate): fresh -> verdict to publish
         self._batcher = batcher
         self._expected_stream = expected_stream
-        #: Background tasks awaiting the stream acknowledgement of verdicts already sent.
+        #: Background tasks (one per published chunk) awaiting the stream acknowledgement of
+        #: verdicts already sent, and how many verdicts they hold.
         self.storing: set[asyncio.Task[None]] = set()
+        self.storing_verdicts = 0
 
     async def run(self, decided: list[tuple[AnyKey, Decision]]) -> None:
         """Decide, sign and send ``decided``: returns once every verdict went out (or was given up);
@@ -125,13 +127,15 @@ class Outbox:
                     self._counts.drop(UNPUBLISHABLE)
                     await self._settle(job.key)
             ready = [job for job in part if job.sealed is not None]
-            sent = [asyncio.Event() for _ in ready]
-            for job, event in zip(ready, sent, strict=True):
-                task = asyncio.get_running_loop().create_task(self._publish_job(job, event))
-                self.storing.add(task)
-                task.add_done_callback(self.storing.discard)
+            if not ready:
+                continue
+            sent = asyncio.Event()
+            task = asyncio.get_running_loop().create_task(self._publish_jobs(ready, sent))
+            self.storing.add(task)
+            self.storing_verdicts += len(ready)
+            task.add_done_callback(self.storing.discard)
             # the live path: the next chunk is signed once this one went out (not once stored)
-            await asyncio.gather(*(e.wait() for e in sent))
+            await sent.wait()
 
     def _seal_chunk(self, jobs: list[_Job]) -> list[list[Sealed] | None]:
         out: list[list[Sealed] | None] = []
@@ -204,67 +208,58 @@ class Outbox:
             job.sealed = s
         return True
 
-    async def _publish_job(self, job: _Job, sent: asyncio.Event) -> None:
-        """Publish one verdict to every region; ``sent`` is set once every region's first attempt
-        was made. Settles the key once stored everywhere or given up (not when stopping:
-        redelivery handles its ballots)."""
-        verdict = job.verdict
-        assert job.sealed is not None
-        waiting = len(job.sealed)
-        first_copies: list[bool] = []  # each region's first attempt: did its copy go out?
-        latency: list[float | None] = []
+    async def _publish_jobs(self, jobs: list[_Job], sent: asyncio.Event) -> None:
+        """Publish every verdict of ``jobs`` to every region (ONE batch publish: one
+        acknowledgement collector, not a task, future and timer per message); ``sent`` is set once
+        every message's first attempt was made. Settles each key once stored everywhere or given
+        up (not when stopping: redelivery handles its ballots)."""
+        msgs: list[Outgoing] = []
+        spans: list[tuple[_Job, int, int]] = []
+        for job in jobs:
+            assert job.sealed is not None
+            until = job.verdict.expires_ms
+            start = len(msgs)
+            msgs.extend(
+                Outgoing(s.subject, s.data, s.msg_id, until, self._expected_stream(s.subject))
+                for s in job.sealed
+            )
+            spans.append((job, start, len(msgs)))
+        counted = [False] * len(spans)
 
-        def one_sent(went_out: bool) -> None:
-            nonlocal waiting
-            waiting -= 1
-            first_copies.append(went_out)
-            if waiting == 0:  # every region's first attempt was made: the live path is done
-                sent.set()
-                latency.append(self._latency(job.key))
-                if all(first_copies):  # core subscribers have it now: count it now, not once
-                    # stored (stats never lag what a subscriber saw)
-                    self._counts.verdict(verdict.outcome.value, latency[0])
+        def all_sent(went_out: list[bool]) -> None:
+            # every message's first attempt was made: the live path is done. A verdict is counted
+            # now (core subscribers have it), never later than a subscriber could see it.
+            sent.set()
+            for j, (job, start, end) in enumerate(spans):
+                if all(went_out[start:end]):
+                    counted[j] = True
+                    self._counts.verdict(job.verdict.outcome.value, self._latency(job.key))
 
         try:
-            results = await asyncio.gather(
-                *(
-                    self._publisher.publish(
-                        s.subject,
-                        s.data,
-                        s.msg_id,
-                        verdict.expires_ms,
-                        self._stopping,
-                        on_sent=one_sent,
-                        expected_stream=self._expected_stream(s.subject),
-                    )
-                    for s in job.sealed
-                )
-            )
+            results = await self._publisher.publish_many(msgs, self._stopping, on_sent=all_sent)
         finally:
             sent.set()  # never leave run() waiting (given up, stopping, cancelled)
-        if any(r.outcome is PublishOutcome.STOPPED for r in results):
-            return  # stopping: redelivery handles its ballots
-        try:
-            counted = len(first_copies) == len(results) and all(first_copies)
-            self._account(job, results, latency[0] if latency else None, counted=counted)
-        finally:  # whatever the accounting does (a log sink gone), the key settles
-            await self._settle(job.key)
+            self.storing_verdicts -= len(jobs)
+        for j, (job, start, end) in enumerate(spans):
+            part = results[start:end]
+            if any(r.outcome is PublishOutcome.STOPPED for r in part):
+                continue  # stopping: redelivery handles its ballots
+            try:
+                self._account(job, part, counted[j])
+            finally:  # whatever the accounting does (a log sink gone), the key settles
+                await self._settle(job.key)
 
-    def _account(
-        self, job: _Job, results: list[PublishResult], latency: float | None, *, counted: bool
-    ) -> None:
-        """Once every region's publish ended: retries, stored messages (``verdict_messages``),
-        unstored or dropped verdicts. The verdict itself was counted when its first copies went
-        out (``counted``); one whose first attempt failed somewhere is counted here if a retry
-        got it out."""
+    def _account(self, job: _Job, results: list[PublishResult], counted: bool) -> None:
+        """Once every copy of ``job``'s verdict is stored or given up (``counted``: the verdict was
+        counted when its first copies went out)."""
         verdict = job.verdict
         n = self._counts
         for r in results:
             n.retries += r.failures
         n.verdict_messages += sum(r.outcome is PublishOutcome.PUBLISHED for r in results)
         went_out = all(r.sent for r in results)  # core subscribers had it (stored or not)
-        if went_out and not counted:
-            n.verdict(verdict.outcome.value, latency)
+        if went_out and not counted:  # went out on a retry only
+            n.verdict(verdict.outcome.value, self._latency(job.key))
         if not all(r.outcome is PublishOutcome.PUBLISHED for r in results):
             if went_out:
                 n.unstored += 1

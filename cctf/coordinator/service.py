@@ -411,7 +411,7 @@ class Coordinator:
             live_dropped=self._live.dropped,
             live_suspensions=self._live.suspensions,
             verdicts_unstored=n.unstored,
-            storing_verdicts=len(self._outbox.storing),
+            storing_verdicts=self._outbox.storing_verdicts,
         )
 
     async def num_ack_pending(self) -> int:

@@ -1,0 +1,82 @@
+"""``Publisher.publish_many`` on a real nats-server: one acknowledgement collector per batch, with
+the per-message contract of ``Publisher.publish`` (stored once per message id, retried with the same
+bytes until stored, its own deadline or stop; ``on_sent`` once, after every first attempt)."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING
+
+from cctf.bus.publisher import Outgoing, Publisher, PublishOutcome
+from cctf.bus.streams import ensure_streams, verdict_stream_name
+from cctf.clock import SYSTEM_CLOCK
+from cctf.devfabric.nats import NatsFabric
+
+if TYPE_CHECKING:
+    from conftest import NatsConnect
+
+EAST = "us-east"
+
+
+def _subject(i: int) -> str:
+    return f"cctf.v1.verdict.{EAST}.n{i}.A"
+
+
+async def test_a_batch_is_stored_once_per_message_id_and_failures_are_per_message(
+    nats_single: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    admin = await nats_connect(nats_single, "admin")
+    js = admin.jetstream()
+    await ensure_streams(js, [EAST], nats_single.stream_replicas)
+    stream = verdict_stream_name(EAST)
+    publisher = Publisher(admin, SYSTEM_CLOCK, timeout_s=0.5, first_backoff_s=0.02)
+    stopping = asyncio.Event()
+    soon = SYSTEM_CLOCK.now_ms() + 400
+    later = SYSTEM_CLOCK.now_ms() + 60_000
+    msgs = [Outgoing(_subject(i), b"v%d" % i, f"id-{i}", later, stream) for i in range(200)]
+    msgs += [
+        Outgoing(_subject(0), b"v0", "id-0", later, stream),  # the same id again: stored once
+        Outgoing("cctf.v1.nostream.x", b"lost", "id-x", soon),  # no stream: no responders
+        Outgoing(_subject(7), b"elsewhere", "id-w", soon, "CCTF_NOT_THIS_ONE"),  # refused
+    ]
+    told: list[list[bool]] = []
+    results = await publisher.publish_many(msgs, stopping, on_sent=told.append)
+
+    assert told == [[True] * len(msgs)]  # once, every first attempt went out
+    stored = [r.outcome for r in results[:201]]
+    assert stored == [PublishOutcome.PUBLISHED] * 201
+    assert all(r.failures == 0 for r in results[:201])
+    for r in results[201:]:  # each failure is its own, retried until its deadline
+        assert r.outcome is PublishOutcome.EXPIRED and r.sent
+        assert r.failures >= 2 and r.last_error
+    assert "no responders" in results[201].last_error.lower()
+    assert "APIError" in results[202].last_error
+    info = await js.stream_info(stream)
+    assert info.state.messages == 200
+
+
+async def test_a_batch_without_a_stream_leader_is_retried_with_the_same_bytes_until_stopped(
+    nats_single: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    admin = await nats_connect(nats_single, "admin")
+    js = admin.jetstream()
+    publisher = Publisher(admin, SYSTEM_CLOCK, timeout_s=0.3, first_backoff_s=0.02)
+    stopping = asyncio.Event()
+    later = SYSTEM_CLOCK.now_ms() + 60_000
+    msgs = [Outgoing(_subject(i), b"v%d" % i, f"id-{i}", later) for i in range(20)]
+    task = asyncio.create_task(publisher.publish_many(msgs, stopping))
+    await asyncio.sleep(0.3)  # no stream yet: every attempt fails, nothing is given up
+    assert not task.done()
+    await ensure_streams(js, [EAST], nats_single.stream_replicas)
+    results = await asyncio.wait_for(task, 10)
+    assert [r.outcome for r in results] == [PublishOutcome.PUBLISHED] * 20
+    assert all(r.failures >= 1 for r in results)
+    info = await js.stream_info(verdict_stream_name(EAST))
+    assert info.state.messages == 20
+
+    gone = [Outgoing("cctf.v1.nostream.y", b"y", "id-y", later)]
+    task = asyncio.create_task(publisher.publish_many(gone, stopping))
+    await asyncio.sleep(0.1)
+    stopping.set()
+    (result,) = await asyncio.wait_for(task, 5)
+    assert result.outcome is PublishOutcome.STOPPED and result.failures >= 1
