@@ -298,3 +298,28 @@ def test_bigger_trees_sampled_against_reference(size: int, data: st.DataObject) 
         assert tree.inclusion_proof(m, n) == ref.path(m, entries[:n])
         assert tree.consistency_proof(m, n) == ref.proof(m, entries[:n])
         verify_consistency(m, n, tree.consistency_proof(m, n), tree.root(m), tree.root(n))
+
+
+@settings(max_examples=60, deadline=None)
+@given(st.integers(1, 300), st.data())
+def test_batch_inclusion_proofs_equal_the_per_leaf_proofs(size: int, data: st.DataObject) -> None:
+    """A sealed batch's proofs (one call, shared right-edge subtrees hashed once) are exactly
+    the per-leaf RFC 9162 PATHs, in order, and each verifies against the root of ``n``."""
+    tree = _tree([i.to_bytes(2, "big") for i in range(size)])
+    n = data.draw(st.integers(1, size))
+    first = data.draw(st.integers(0, n))
+    proofs = tree.inclusion_proofs(first, n)
+    assert proofs == [tree.inclusion_proof(m, n) for m in range(first, n)]
+    root = tree.root(n)
+    for m, proof in zip(range(first, n), proofs, strict=True):
+        verify_inclusion(tree.leaf_hash(m), m, n, proof, root)
+    if size == n:
+        assert tree.inclusion_proofs(first) == proofs
+
+
+def test_batch_inclusion_proofs_refuse_what_the_per_leaf_proof_refuses() -> None:
+    tree = _tree([b"a", b"b", b"c"])
+    assert tree.inclusion_proofs(3) == []
+    for first, n in ((4, 3), (-1, 3), (0, 4)):
+        with pytest.raises(ProofError):
+            tree.inclusion_proofs(first, n)

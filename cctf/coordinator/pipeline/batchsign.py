@@ -129,6 +129,7 @@ class BatchLog:
         root = tree.root()
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, key)  # 3
         head = TlogHead(size, root)
+        proofs = tree.inclusion_proofs(first, size)
         envelopes = tuple(
             encode_envelope(  # 4
                 Envelope(
@@ -140,9 +141,7 @@ class BatchLog:
                     exp=it.exp,
                     nonce=nonce,
                     payload=it.payload,
-                    auth=TlogAuth(
-                        list(it.subjects), first + i, tree.inclusion_proof(first + i, size), head
-                    ),
+                    auth=TlogAuth(list(it.subjects), first + i, proofs[i], head),
                 )
             )
             for i, (it, nonce) in enumerate(zip(items, nonces, strict=True))
