@@ -30,6 +30,7 @@ import asyncio
 import contextlib
 import enum
 import itertools
+import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any, Final
@@ -47,6 +48,7 @@ _MAX_IN_FLIGHT = 1_000_000
 _STATUS: Final = "Status"
 _NO_RESPONDERS: Final = "503"
 _MAX_ERROR: Final = 300
+_NONCE_BYTES: Final = 8  # random bytes in each reply token
 
 
 class PublishOutcome(enum.Enum):
@@ -115,9 +117,12 @@ class _AckCollector:
             self._sub = await self._conn.subscribe(prefix + "*", cb=self._on_reply)
             self._prefix = prefix
 
-    def reply_to(self, attempt: _Attempt, position: int) -> tuple[str, str]:
-        """A fresh ``(token, reply subject)`` for one message of ``attempt``."""
-        token = str(next(self._tokens))
+    def reply_to(self, attempt: _Attempt, position: int, nonce: str) -> tuple[str, str]:
+        """A fresh ``(token, reply subject)`` for one message of ``attempt``: a counter (unique)
+        and ``nonce`` (random: a reply subject seen by a subscriber tells nothing of the next
+        ones; only the server's acknowledgement, or a user allowed to publish on this inbox, can
+        answer a token)."""
+        token = f"{next(self._tokens)}{nonce}"
         self._waiting[token] = (attempt, position)
         attempt.waiting += 1
         return token, self._prefix + token
@@ -262,9 +267,11 @@ class Publisher:
             tokens: list[str] = []
             try:
                 await acks.start()
-                for i in left:
+                nonces = os.urandom(_NONCE_BYTES * len(left)).hex()
+                for j, i in enumerate(left):
                     m = msgs[i]
-                    token, reply = acks.reply_to(attempt, i)
+                    nonce = nonces[2 * _NONCE_BYTES * j : 2 * _NONCE_BYTES * (j + 1)]
+                    token, reply = acks.reply_to(attempt, i, "x" + nonce)
                     tokens.append(token)
                     try:
                         await publish(m.subject, m.data, reply=reply, headers=headers[i])
