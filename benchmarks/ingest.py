@@ -36,6 +36,7 @@ from harness import COORDINATOR_ID, ORIGIN, REGIONS, ROUND_MS, K, N, agent_id, r
 from cctf.bus_schemas.messages import Outcome
 from cctf.bus_schemas.subjects import vote_subject
 from cctf.clock import FakeClock
+from cctf.coordinator.cli import GC_THRESHOLDS
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.counters import Counters
 from cctf.coordinator.intake import Intake, Token
@@ -162,6 +163,7 @@ def run(batches: int, names: int, profile: Path | None) -> dict[str, Any]:
         "cpu_ms_per_verdict": round(total * per, 4),
         "stage_cpu_ms_per_verdict": {k: round(v * per, 4) for k, v in stage_s.items()},
         "gc_cpu_ms_per_verdict": round(gc_s[0] * per, 4),
+        "gc_thresholds": list(gc.get_threshold()),
         "load_average": os.getloadavg()[0],
     }
 
@@ -171,7 +173,12 @@ def main() -> None:
     p.add_argument("--batches", type=int, default=20)
     p.add_argument("--names", type=int, default=500)
     p.add_argument("--profile", type=Path, default=None)
+    p.add_argument(
+        "--default-gc", action="store_true", help="the interpreter's GC thresholds (700, 10, 10)"
+    )
     a = p.parse_args()
+    if not a.default_gc:  # as `cctf coordinator run` does once started
+        gc.set_threshold(*GC_THRESHOLDS)
     print(json.dumps(run(a.batches, a.names, a.profile), indent=2))
 
 

@@ -228,7 +228,7 @@ class AnswerHolds:
         if hold_rounds < 1:
             raise ValueError("hold_rounds must be positive")
         self._n = hold_rounds
-        self._holds: Bounded[_Hold] = Bounded(limit)
+        self._holds: Bounded[str, _Hold] = Bounded(limit)
 
     @property
     def hold_rounds(self) -> int:

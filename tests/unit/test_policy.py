@@ -325,10 +325,13 @@ def test_policy_config_bounds() -> None:
 
 @given(st.lists(st.booleans(), max_size=50), st.integers(2, 9))
 def test_flap_window_counts_changes_like_the_definition(statuses: list[bool], size: int) -> None:
-    from cctf.policy.detectors import _Window
+    from cctf.policy.detectors import _EMPTY_WINDOW, _push
 
-    w = _Window(size)
+    w = _EMPTY_WINDOW
     for i, s in enumerate(statuses):
         last = statuses[max(0, i + 1 - size) : i + 1]
-        assert w.push(s) == sum(a != b for a, b in itertools.pairwise(last))
-        assert len(w) == len(last)
+        w = _push(w, s, size)
+        bits, length, changes = w
+        assert changes == sum(a != b for a, b in itertools.pairwise(last))
+        assert length == len(last)
+        assert [bool(bits >> j & 1) for j in reversed(range(length))] == last
