@@ -166,3 +166,21 @@ def test_escaped_equals_sign_is_not_a_digest() -> None:
     assert name_from_token(token) == "=" + "a" * 52 + "."
     assert is_digest_token("=" + "a" * 52)
     assert is_digest_token("=" + "a" * 51 + "q")
+
+
+@settings(max_examples=200)
+@given(st.text(_CHARS, max_size=300) | st.text(max_size=300))
+def test_the_memoised_name_token_equals_the_computed_one(name: str) -> None:
+    """``name_token`` is memoised (bounded LRU): a hit gives exactly what computing it gives, and a
+    name that cannot be encoded raises every time (errors are never cached)."""
+    from cctf.bus_schemas import subjects
+
+    try:
+        expected = subjects._name_token(name)
+    except SubjectError:
+        for _ in range(2):
+            with pytest.raises(SubjectError):
+                name_token(name)
+        return
+    assert name_token(name) == expected == name_token(name)
+    assert subjects._name_token_cached.cache_info().maxsize == subjects.NAME_TOKEN_CACHE
