@@ -140,6 +140,7 @@ PUBLISH_TABLE = [
     ("agent-us-east", "cctf.v1.vote.eu-west.a1", False),
     ("agent-us-east", "cctf.v1.verdict.us-east.x.A", False),
     ("agent-us-east", "_INBOX.client.x", False),
+    ("agent-us-east", "_INBOX.coordinator.x", False),  # a forged publish ack (threat model)
     ("client", "cctf.v1.verdict.us-east.x.A", False),
     ("client", "cctf.v1.vote.us-east.a1", False),
     ("client", "_INBOX.coordinator.x", False),
