@@ -235,7 +235,10 @@ GRANTS: Final[Mapping[Role, frozenset[tuple[str, StreamKind]]]] = {
             ("CONSUMER.MSG.NEXT", _V),
             ("ACK", _V),
             # its LKG state (cctf.bus.kv): bind, direct get, read through an ordered consumer
+            # then the leader's tail of it (STREAM.MSG.GET: start-up reads complete, not a
+            # lagging replica's view)
             ("STREAM.INFO", _L),
+            ("STREAM.MSG.GET", _L),
             ("DIRECT.GET", _L),
             ("DIRECT.GET.LAST", _L),
             ("CONSUMER.CREATE", _L),

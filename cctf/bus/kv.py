@@ -65,6 +65,8 @@ _KEY_RE: Final = re.compile(r"[-/_=.a-zA-Z0-9]+")
 _PLAIN: Final = frozenset(b"abcdefghijklmnopqrstuvwxyz0123456789-_")
 _ESC_RE: Final = re.compile(r"(?:[a-z0-9_-]|=[0-9A-F]{2})+")
 _log = telemetry.get_logger("cctf.bus.kv")
+_KV_OP: Final = "KV-Operation"
+_MARKER_REASON: Final = "Nats-Marker-Reason"
 
 
 class KvError(CctfError):
@@ -188,6 +190,23 @@ async def ensure_bucket(js: JetStreamContext, spec: BucketSpec, *, timeout_s: fl
             raise KvError(f"could not create bucket {spec.bucket}: {exc.description}") from None
 
 
+def _is_marker(headers: dict[str, str] | None) -> bool:
+    """A delete or purge marker (``KV-Operation``), or a server-placed expiry marker."""
+    if not headers:
+        return False
+    return headers.get(_KV_OP) in ("DEL", "PURGE") or _MARKER_REASON in headers
+
+
+def _apply(bucket: str, found: dict[str, bytes], key: str, value: bytes | None, limit: int) -> None:
+    """One read message: a value replaces, a marker (``None``) removes; at most ``limit`` keys."""
+    if value is None:
+        found.pop(key, None)
+        return
+    found[key] = value
+    if len(found) > limit:
+        raise KvError(f"read {bucket}: more than {limit} keys")
+
+
 class Bucket:
     """One bound bucket. Every method raises :class:`KvError` (one line) on failure."""
 
@@ -236,19 +255,56 @@ class Bucket:
             raise KvError(f"get {key[:80]} in {self.name}: {exc!r}"[:300]) from None
         return entry.value
 
+    async def get_latest(self, key: str) -> bytes | None:
+        """Like :meth:`get`, answered by the stream's leader (``STREAM.MSG.GET``), never by a
+        replica that may lag (a direct get may be): the read to trust at start-up."""
+        check_key(key)
+        try:
+            msg = await self._js.get_msg(kv_stream_name(self.name), subject=self._subject(key))
+        except nats.js.errors.NotFoundError:
+            return None
+        except Exception as exc:
+            raise KvError(f"get {key[:80]} in {self.name}: {exc!r}"[:300]) from None
+        return None if _is_marker(msg.headers) else (msg.data or b"")
+
+    def _subject(self, key: str) -> str:
+        return f"$KV.{self.name}.{key}"
+
     async def items(
         self, prefix: str = "", *, limit: int, timeout_s: float = 10.0
     ) -> list[tuple[str, bytes]]:
         """Every live ``(key, value)`` whose key starts with ``prefix.`` (all when empty), at most
-        ``limit`` (more: ``KvError``), read once through an ordered consumer."""
+        ``limit`` (more: ``KvError``), complete by construction.
+
+        1. An ordered consumer (the engine's watch, last value per key) reads the bucket fast, up
+           to the last stream sequence ``M`` it delivered. In a cluster that consumer may be
+           served by a replica that lags the leader (an R1 consumer is placed on any peer of the
+           stream): it may miss the newest writes, or deliver a value already replaced or deleted.
+        2. So the stream's LEADER is then asked (``STREAM.MSG.GET`` ``next_by_subj``, which only it
+           answers) for every message of the prefix after ``M``, and each is applied on top (a
+           value replaces, a delete or purge marker removes): with one message kept per key, that
+           tail holds at most one message per key. What the replica delivered up to ``M`` is the
+           leader's stream up to ``M`` (replicas apply in order), so the result is the leader's
+           view: nothing acknowledged before the read started is missed.
+
+        Any failure or the deadline: ``KvError`` (never a silently partial result)."""
         pattern = f"{check_key(prefix)}.>" if prefix else ">"
-        out: list[tuple[str, bytes]] = []
+        deadline = time.monotonic() + timeout_s
+        found, last_seq = await self._watch_all(pattern, limit, deadline, timeout_s)
+        await self._leader_tail(pattern, found, last_seq, limit, deadline, timeout_s)
+        return list(found.items())
+
+    async def _watch_all(
+        self, pattern: str, limit: int, deadline: float, timeout_s: float
+    ) -> tuple[dict[str, bytes], int]:
+        """Step 1: ``{key: value}`` and the last stream sequence delivered (markers included)."""
+        found: dict[str, bytes] = {}
+        last_seq = 0
         try:
-            watcher = await self._kv.watch(pattern, ignore_deletes=True)
+            watcher = await self._kv.watch(pattern)
         except Exception as exc:
             raise KvError(f"read {self.name}: {exc!r}"[:300]) from None
         try:
-            deadline = time.monotonic() + timeout_s
             while True:
                 left = deadline - time.monotonic()
                 if left <= 0:
@@ -258,13 +314,45 @@ class Bucket:
                 except nats.errors.TimeoutError:
                     raise KvError(f"read {self.name}: not done within {timeout_s:.0f}s") from None
                 if entry is None:
-                    return out
-                if entry.value is not None and entry.operation is None:
-                    out.append((entry.key, entry.value))
-                    if len(out) > limit:
-                        raise KvError(f"read {self.name}: more than {limit} keys")
+                    return found, last_seq
+                last_seq = max(last_seq, int(entry.revision or 0))
+                live = entry.value is not None and entry.operation is None
+                _apply(self.name, found, entry.key, entry.value if live else None, limit)
         finally:
             try:
                 await watcher.stop()  # type: ignore[no-untyped-call]
             except Exception as exc:  # the consumer is ephemeral: the server removes it anyway
                 _log.info("watch_stop_failed", bucket=self.name, error=repr(exc)[:200])
+
+    async def _leader_tail(
+        self,
+        pattern: str,
+        found: dict[str, bytes],
+        last_seq: int,
+        limit: int,
+        deadline: float,
+        timeout_s: float,
+    ) -> None:
+        """Step 2: apply every message of ``pattern`` the leader has after ``last_seq``."""
+        stream = kv_stream_name(self.name)
+        subjects = self._subject(pattern)
+        strip = len(self._subject(""))
+        seq = last_seq + 1
+        applied = 0
+        while True:
+            if time.monotonic() > deadline:
+                raise KvError(f"read {self.name}: not done within {timeout_s:.0f}s")
+            try:
+                msg = await self._js.get_msg(stream, seq=seq, subject=subjects, next=True)
+            except nats.js.errors.NotFoundError:
+                if applied:
+                    _log.info("kv_read_caught_up", bucket=self.name, from_leader=applied)
+                return
+            except Exception as exc:
+                raise KvError(f"read {self.name} from the stream leader: {exc!r}"[:300]) from None
+            if msg.seq is None or msg.seq < seq or msg.subject is None:
+                raise KvError(f"read {self.name}: the stream leader answered out of order")
+            applied += 1
+            value = None if _is_marker(msg.headers) else (msg.data or b"")
+            _apply(self.name, found, msg.subject[strip:], value, limit)
+            seq = msg.seq + 1

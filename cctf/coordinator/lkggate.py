@@ -58,6 +58,8 @@ __all__ = ["LkgGate", "LkgMetrics", "round_of"]
 
 _log = telemetry.get_logger("cctf.coordinator")
 _WRITE_CHUNK: Final = 64
+_LOAD_ATTEMPTS: Final = 3  # start-up reads of the stored state, then fail closed
+_LOAD_FIRST_S: Final = 0.2
 
 
 @dataclass(frozen=True)
@@ -206,13 +208,23 @@ class LkgGate:
     # ---- the engine -----------------------------------------------------------------------
 
     async def load(self, bucket: Bucket) -> int:
-        """Bind ``bucket`` for writes and read this coordinator's records back into the stage."""
+        """Bind ``bucket`` for writes and read this coordinator's records back into the stage.
+        The read is complete (``Bucket.items``: the stream leader's view); a failing read is
+        retried (bounded, ``lkg_load_retry`` logged) and then raises ``KvError``: a coordinator
+        never silently starts without the state it stored."""
         self._bucket = bucket
-        try:
-            items = await bucket.items(self.coordinator, limit=self.config.max_keys)
-        except KvError as exc:
-            self._store_error("lkg_load_failed", exc)
-            return 0
+        delay = _LOAD_FIRST_S
+        for attempt in range(1, _LOAD_ATTEMPTS + 1):
+            try:
+                items = await bucket.items(self.coordinator, limit=self.config.max_keys)
+                break
+            except KvError as exc:
+                self._store_error("lkg_load_failed", exc)
+                if attempt == _LOAD_ATTEMPTS or "more than" in str(exc):
+                    raise KvError(f"cannot read the LKG state back: {exc}") from None
+                _log.warning("lkg_load_retry", attempt=attempt, error=str(exc)[:300])
+                await asyncio.sleep(delay)
+                delay *= 2
         good: list[tuple[LkgKey, Basis[Verdict]]] = []
         for kv_key, data in items:
             try:
@@ -231,7 +243,8 @@ class LkgGate:
     async def start(self, conn: Connection, stopping: asyncio.Event) -> None:
         """Bind the LKG bucket (made at set-up; created here if the user may), read this
         coordinator's state back, start the writer. Without the bucket LKG works from memory
-        only (logged: the state is then lost on a restart)."""
+        only (logged: the state is then lost on a restart); a bucket that exists but cannot be
+        read completely raises ``KvError`` (the coordinator does not start)."""
         if self.config.store:
             js = jetstream(conn)
             try:
@@ -240,9 +253,10 @@ class LkgGate:
                 except KvError:
                     await ensure_bucket(js, lkg_bucket_spec(1), timeout_s=5.0)
                     bucket = await Bucket.bind(js, LKG_BUCKET)
-                await self.load(bucket)
-            except KvError as exc:
+            except KvError as exc:  # no bucket (and may not create it): memory only, logged
                 self._store_error("lkg_store_unavailable", exc)
+            else:
+                await self.load(bucket)  # a bucket that cannot be read: raises (fail closed)
         self._task = asyncio.create_task(self.run(stopping), name=f"cctf-lkg-{self.coordinator}")
 
     async def stop(self) -> None:

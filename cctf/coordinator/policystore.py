@@ -3,14 +3,16 @@ records in the coordinators' state bucket ``CCTF_LKG``).
 
 :meth:`PolicyStore.load` binds the bucket (made at set-up; created here if the user may) and reads
 this coordinator's record back into a fresh :class:`~cctf.policy.engine.PolicyEngine`;
-:meth:`PolicyStore.save` writes the engine's snapshot (latest wins: one key per coordinator). Every
-failure is logged and counted, never raised: without the bucket safe mode works from memory only
-(as before: lost on a restart).
+:meth:`PolicyStore.save` writes the engine's snapshot (latest wins: one key per coordinator). Write
+failures are logged and counted, never raised: without the bucket safe mode works from memory only
+(as before: lost on a restart). The start-up read is the stream leader's (complete: never a lagging
+replica's view) and, when the bucket exists but cannot be read, retried then raised (fail closed).
 """
 
 from __future__ import annotations
 
 import asyncio
+from typing import Final
 
 from cctf import telemetry
 from cctf.bus.connect import Connection, jetstream
@@ -28,6 +30,8 @@ from cctf.policy.engine import PolicyEngine
 __all__ = ["PolicyStore"]
 
 _log = telemetry.get_logger("cctf.coordinator.policy")
+_READ_ATTEMPTS: Final = 3
+_READ_FIRST_S: Final = 0.2
 
 
 class PolicyStore:
@@ -51,12 +55,12 @@ class PolicyStore:
             except KvError:
                 await ensure_bucket(js, lkg_bucket_spec(1), timeout_s=5.0)
                 bucket = await Bucket.bind(js, LKG_BUCKET)
-            self._bucket = bucket
-            data = await bucket.get(self._key)
-        except KvError as exc:
+        except KvError as exc:  # no bucket (and may not create it): memory only, logged
             self.errors += 1
             _log.warning("safe_mode_store_unavailable", error=str(exc)[:300])
             return 0
+        self._bucket = bucket
+        data = await self._read(bucket)
         if data is None:
             _log.info("safe_mode_state_loaded", coordinator=self._coordinator, scopes=0)
             return 0
@@ -75,6 +79,23 @@ class PolicyStore:
             saved_ms=saved_ms,
         )
         return self.loaded
+
+    async def _read(self, bucket: Bucket) -> bytes | None:
+        """The stored record as the stream's leader has it (``Bucket.get_latest``: a direct get
+        may be answered by a lagging replica), retried (bounded), then ``KvError``: never start
+        silently without the scopes an operator set."""
+        delay = _READ_FIRST_S
+        for attempt in range(1, _READ_ATTEMPTS + 1):
+            try:
+                return await bucket.get_latest(self._key)
+            except KvError as exc:
+                self.errors += 1
+                if attempt == _READ_ATTEMPTS:
+                    raise KvError(f"cannot read the safe-mode state back: {exc}") from None
+                _log.warning("safe_mode_state_read_retry", attempt=attempt, error=str(exc)[:300])
+                await asyncio.sleep(delay)
+                delay *= 2
+        raise AssertionError("unreachable")
 
     async def save(self, engine: PolicyEngine, now_ms: int) -> bool:
         """Write the engine's current snapshot; ``False`` (counted, logged) when it fails."""

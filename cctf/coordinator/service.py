@@ -263,16 +263,22 @@ class Coordinator:
             except Exception as exc:
                 raise CoordinatorError(f"cannot subscribe to the live ballots: {exc!r}") from exc
         if self._lkg is not None:  # bind the LKG bucket, read the state back, start its writer
-            await self._lkg.start(self._conn, self._stopping)
+            try:
+                await self._lkg.start(self._conn, self._stopping)
+            except CctfError as exc:
+                raise CoordinatorError(f"LKG state: {exc}") from exc
         if self.batcher is not None:  # D4: resume the durable log before the first batch
             try:
                 await self.durable_log.attach(self.batcher)
             except CctfError as exc:
                 raise CoordinatorError(f"log {self.coordinator}: {exc}") from exc
+        try:  # the stored safe-mode scopes (read back complete, or fail closed)
+            await self.safe_mode.start()
+        except CctfError as exc:
+            raise CoordinatorError(f"safe-mode state: {exc}") from exc
         self._started = True
         if self.batcher is not None:
             self.batcher.start()
-        await self.safe_mode.start()
         name = self.coordinator
         self._tasks = [
             asyncio.create_task(self._fetch_loop(c), name=f"cctf-fetch-{name}-{c.spec.region}")
