@@ -140,6 +140,15 @@ class LkgGate:
     def pending_writes(self) -> int:
         return len(self._pending)
 
+    def stats(self) -> dict[str, int]:
+        """The coordinator stats' LKG fields."""
+        return {
+            "lkg_verdicts": self.attested,
+            "lkg_names": self.in_lkg,
+            "lkg_loaded": self.loaded,
+            "lkg_store_errors": self.store_errors,
+        }
+
     # ---- the stage ------------------------------------------------------------------------
 
     def apply(self, fresh: Verdict) -> Verdict:

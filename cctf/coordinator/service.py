@@ -26,7 +26,7 @@ from typing import Final
 
 from cctf import telemetry
 from cctf.bus.connect import Connection
-from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
+from cctf.bus.consumer import Delivery
 from cctf.bus.publisher import Publisher
 from cctf.bus.streams import verdict_stream_of
 from cctf.bus_schemas.envelope import TimePolicy
@@ -35,24 +35,25 @@ from cctf.coordinator.batcher import batch_stage
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.control import SafeModeControl
 from cctf.coordinator.counters import Counters, LogLimiter
+from cctf.coordinator.deadlines import Deadlines
 from cctf.coordinator.durablelog import CoordinatorLog
+from cctf.coordinator.fetching import region_fetchers
 from cctf.coordinator.intake import Intake, Token
 from cctf.coordinator.livepath import LivePath
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
-from cctf.coordinator.pipeline.acks import HOLD_EXPIRED, AckLedger
+from cctf.coordinator.pipeline.acks import AckLedger
 from cctf.coordinator.pipeline.certgate import CertGate
 from cctf.coordinator.pipeline.decide import Decider
-from cctf.coordinator.pipeline.expiry import expire_rounds
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
-from cctf.coordinator.pipeline.ingest import SHED_REASON, FairQueues, RateBudget
+from cctf.coordinator.pipeline.ingest import FairQueues
 from cctf.coordinator.pipeline.live import LiveCopy
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
 from cctf.coordinator.pipeline.verify import VerifyStage
 from cctf.coordinator.replay import ReplayCache
-from cctf.coordinator.stats import CoordinatorError, CoordinatorStats, vote_regions
+from cctf.coordinator.stats import CoordinatorError, CoordinatorStats, counted_stats, vote_regions
 from cctf.coordinator.tally import Decision, TallyBook
 from cctf.coordinator.verdicts import SequenceClock
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
@@ -92,7 +93,6 @@ class Coordinator:
         self._owns_conn = owns_conn
         self.regions = vote_regions(config, trust)
         c = config
-        self._tick_s = (c.tick_ms or min(100, c.round_ms // 4) or 1) / 1000
         self.certs = CertGate(c.ca, trust, conn) if c.ca is not None else None
         verifier = BallotVerifier(
             trust=trust,
@@ -124,25 +124,7 @@ class Coordinator:
             r: sum(e.role is Role.AGENT and e.region == r and e.principal in agents for e in trust)
             for r in self.regions
         }
-        self._budgets = {
-            r: RateBudget(c.region_rate_for(n), c.region_rate_for(n), monotonic())
-            for r, n in per_region.items()
-        }
         self._last_vote: dict[AnyKey, float] = {}
-        self._consumers = [
-            RegionConsumer(
-                conn,
-                ConsumerSpec(
-                    durable=c.durable_prefix,
-                    region=region,
-                    ack_wait_s=c.ack_wait_ms / 1000,
-                    max_ack_pending=c.max_ack_pending,
-                    max_deliver=c.max_deliver,
-                    description=f"CCTF coordinator {c.coordinator}",
-                ),
-            )
-            for region in self.regions
-        ]
         self._counts = Counters()
         self._limiter = LogLimiter(20, monotonic)
         self._intake = Intake(
@@ -243,6 +225,37 @@ class Coordinator:
             chunk=c.schedule_chunk,
             max_pending=c.max_pending_verdicts,
         )
+        self._deadlines = Deadlines(
+            config=c,
+            clock=clock,
+            monotonic=monotonic,
+            tallies=self._tallies,
+            lkg=self._lkg,
+            scheduler=self._scheduler,
+            safe_mode=self.safe_mode,
+            counts=self._counts,
+            ledger=self._ledger,
+            handles=self._handles,
+            schedule=self._schedule,
+            term=self._term,
+            log=self._log_limited,
+            stopping=self._stopping,
+        )
+        self._fetchers = region_fetchers(
+            conn,
+            c,
+            {r: c.region_rate_for(n) for r, n in per_region.items()},
+            queues=self._queues,
+            counts=self._counts,
+            monotonic=monotonic,
+            stopping=self._stopping,
+            space=self._space,
+            work=self._work,
+            term=self._term,
+            log=self._log_limited,
+            fail=self._fail,
+        )
+        self._consumers = [f.consumer for f in self._fetchers]
 
     # ---- lifecycle ------------------------------------------------------------------------------
 
@@ -281,11 +294,11 @@ class Coordinator:
             self.batcher.start()
         name = self.coordinator
         self._tasks = [
-            asyncio.create_task(self._fetch_loop(c), name=f"cctf-fetch-{name}-{c.spec.region}")
-            for c in self._consumers
+            asyncio.create_task(f.run(), name=f"cctf-fetch-{name}-{f.consumer.spec.region}")
+            for f in self._fetchers
         ]
         self._tasks.append(asyncio.create_task(self._process_loop(), name=f"cctf-process-{name}"))
-        self._tasks.append(asyncio.create_task(self._deadline_loop(), name=f"cctf-deadline-{name}"))
+        self._tasks.append(asyncio.create_task(self._deadlines.run(), name=f"cctf-deadline-{name}"))
         self._tasks += [  # sign-and-publish workers: signing of one overlaps publishing of another
             asyncio.create_task(self._scheduler.worker(), name=f"cctf-outbox-{name}-{i}")
             for i in range(self.config.signing_workers + 2)  # mostly waiting on acks
@@ -382,91 +395,26 @@ class Coordinator:
             self._stop_task = asyncio.get_running_loop().create_task(self.stop())
 
     def stats(self) -> CoordinatorStats:
-        n = self._counts
-        return CoordinatorStats(
-            ballots_accepted=n.ballots,
-            votes_accepted=n.votes,
-            votes_ignored=dict(n.ignored),
-            rejected=dict(n.rejected),
-            terminated=dict(n.terminated),
-            terminated_by_region={r: dict(t) for r, t in n.terminated_by_region.items()},
-            acked=n.acked,
-            equivocations=n.equivocations,
-            verdicts=dict(n.verdicts),
-            verdict_messages=n.verdict_messages,
-            publish_retries=n.retries,
-            verdicts_dropped=dict(n.dropped),
+        lkg = self._lkg
+        return counted_stats(
+            self._counts,
             held_ballots=self._ledger.held,
             open_keys=self._ledger.open_keys,
             live_tallies=self._tallies.live,
             pending_verdicts=self._scheduler.pending,
             queued=len(self._queues),
-            throttled=dict(n.throttled),
-            lkg_verdicts=self._lkg.attested if self._lkg is not None else 0,
-            lkg_names=self._lkg.in_lkg if self._lkg is not None else 0,
-            lkg_loaded=self._lkg.loaded if self._lkg is not None else 0,
-            lkg_store_errors=self._lkg.store_errors if self._lkg is not None else 0,
-            clock_rewinds=n.clock_rewinds,
-            silent_keys=n.silent_keys,
-            rounds_shed=n.rounds_shed,
-            ballots_expired=dict(n.expired),
+            **(lkg.stats() if lkg is not None else {}),
             scheduled=self._scheduler.queued,
-            live_ballots=n.live_ballots,
-            duplicates=dict(n.duplicates),
-            live_rejected=dict(n.live_rejected),
             live_dropped=self._live.dropped,
             live_suspensions=self._live.suspensions,
-            verdicts_unstored=n.unstored,
-            storing_verdicts=self._outbox.storing_verdicts,
+            storing_verdicts=len(self._outbox.storing),
         )
 
     async def num_ack_pending(self) -> int:
         """The sum of the consumers' ``num_ack_pending`` (asks the server)."""
         return sum([await c.num_ack_pending() for c in self._consumers])
 
-    async def _sleep_or_stop(self, seconds: float) -> None:
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(self._stopping.wait(), seconds)
-
     # ---- ingest -----------------------------------------------------------------------------
-
-    async def _fetch_loop(self, consumer: RegionConsumer) -> None:
-        region = consumer.spec.region
-        timeout = self.config.fetch_timeout_ms / 1000
-        max_backoff = self.config.max_backoff_ms / 1000
-        failures = 0
-        while not self._stopping.is_set():
-            if self._conn.is_closed:
-                self._fail(CoordinatorError("the NATS connection is closed"))
-                return
-            room = min(self._queues.room(region), self.config.fetch_batch)
-            if room <= 0:
-                self._space.clear()
-                await self._space.wait()
-                continue
-            budget = self._budgets[region]
-            wait = budget.wait_s(self._monotonic())
-            if wait > 0:  # this region sent more than its rate: leave the rest in its stream
-                self._counts.throttled[region] = self._counts.throttled.get(region, 0) + 1
-                await self._sleep_or_stop(min(wait, 1.0))
-                continue
-            room = min(room, max(1, budget.available(self._monotonic())))
-            try:
-                got = await consumer.fetch(room, timeout)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                failures += 1
-                self._log_limited("fetch_failed", region=region, error=repr(exc)[:_MAX_DETAIL])
-                await self._sleep_or_stop(min(0.05 * 2 ** min(failures, 6), max_backoff))
-                continue
-            failures = 0
-            if not got:
-                continue
-            budget.spend(len(got), self._monotonic())
-            for d in self._queues.offer(region, got):
-                await self._term(d, SHED_REASON)
-            self._work.set()
 
     async def _process_loop(self) -> None:
         while not self._stopping.is_set():
@@ -521,61 +469,15 @@ class Coordinator:
         if ok:
             _log.warning(event.split(":")[0], suppressed=suppressed, **fields)
 
-    # ---- deadlines and held ballots -----------------------------------------------------------
+    # ---- deadlines and held ballots (cctf.coordinator.deadlines) -----------------------------
 
     def due_round(self, now_ms: int) -> int:
         """The highest round whose deadline ``(r + 1) * round_ms + grace`` is ``<= now_ms``."""
-        return (now_ms - self.config.round_grace_ms) // self.config.round_ms - 1
-
-    async def _deadline_loop(self) -> None:
-        while not self._stopping.is_set():
-            try:
-                self.expire_due()
-                await self._scheduler.shed_due(self._clock.now_ms())
-                due = self._ledger.due(int(self._monotonic() * 1000))
-                for token in due.expired:
-                    d = self._handles.pop(token, None)
-                    if d is not None:
-                        await self._term(d, HOLD_EXPIRED)
-                for token in due.refresh:
-                    d = self._handles.get(token)
-                    if d is not None:
-                        with contextlib.suppress(Exception):
-                            await d.in_progress()
-                self._counts.flush()  # terms counted outside a batch (shed, hold_expired)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug: keep serving
-                _log.exception("deadline_failed", coordinator=self.coordinator)
-            await self._sleep_or_stop(self._tick_s)
+        return self._deadlines.due_round(now_ms)
 
     def expire_due(self) -> int:
         """Finalize every round whose deadline has passed; schedule their verdicts."""
-        up_to = self.due_round(self._clock.now_ms())
-        before = self._tallies.expired_through
-        lkg = self._lkg
-        silent = lkg.stage.keys() if lkg is not None and up_to > before else ()
-        out = expire_rounds(self._tallies, up_to, silent, self.config.max_round_lag)
-        if out.rewound_from is not None:  # the clock stepped back: decide the current rounds
-            self._scheduler.rewind(self._clock.now_ms(), up_to)
-            self._counts.clock_rewinds += 1
-            _log.warning(
-                "clock_stepped_back",
-                coordinator=self.coordinator,
-                expired_through=out.rewound_from,
-                due_round=up_to,
-                rounds_kept_closed=out.kept_closed,
-            )
-        if out.silent:  # keys whose round got no ballot at all: decided UNAVAILABLE (LKG)
-            self._counts.silent_keys += out.silent
-            self._log_limited("silent_round", due_round=up_to, keys=out.silent)
-        if out.rewound_from is not None or up_to <= before:
-            return 0
-        decided = out.decided
-        self.safe_mode.tick(up_to)
-        if decided:
-            self._schedule(decided)
-        return len(decided)
+        return self._deadlines.expire_due()
 
     # ---- verdicts -----------------------------------------------------------------------------
 

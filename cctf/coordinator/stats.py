@@ -4,8 +4,10 @@ type, and which vote regions it consumes (:func:`vote_regions`)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 from cctf.coordinator.config import CoordinatorConfig
+from cctf.coordinator.counters import Counters
 from cctf.crypto.trust import Role, TrustConfig
 from cctf.errors import CctfError
 
@@ -85,3 +87,32 @@ def vote_regions(config: CoordinatorConfig, trust: TrustConfig) -> tuple[str, ..
     if missing:
         raise CoordinatorError(f"electorate agents without a trusted key: {sorted(missing)}")
     return tuple(sorted(regions))
+
+
+def counted_stats(n: Counters, **live: Any) -> CoordinatorStats:
+    """The snapshot of the counters ``n`` plus the ``live`` figures of the service's parts (held
+    ballots, open keys, tallies, queues, LKG, live path ...)."""
+    return CoordinatorStats(
+        ballots_accepted=n.ballots,
+        votes_accepted=n.votes,
+        votes_ignored=dict(n.ignored),
+        rejected=dict(n.rejected),
+        terminated=dict(n.terminated),
+        terminated_by_region={r: dict(t) for r, t in n.terminated_by_region.items()},
+        acked=n.acked,
+        equivocations=n.equivocations,
+        verdicts=dict(n.verdicts),
+        verdict_messages=n.verdict_messages,
+        publish_retries=n.retries,
+        verdicts_dropped=dict(n.dropped),
+        throttled=dict(n.throttled),
+        clock_rewinds=n.clock_rewinds,
+        silent_keys=n.silent_keys,
+        rounds_shed=n.rounds_shed,
+        ballots_expired=dict(n.expired),
+        live_ballots=n.live_ballots,
+        duplicates=dict(n.duplicates),
+        live_rejected=dict(n.live_rejected),
+        verdicts_unstored=n.unstored,
+        **live,
+    )
