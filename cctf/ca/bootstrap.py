@@ -21,8 +21,10 @@ from cctf.bus.connect import connect
 from cctf.bus.tls import ClientTls
 from cctf.bus.tlsauth import JOIN_PREFIX
 from cctf.ca.config import AgentCaConfig
+from cctf.ca.errors import CaError, CaReason
 from cctf.ca.profile import AgentCert
 from cctf.ca.renew import CertRenewer
+from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.keys import SigningKey
 from cctf.errors import ConfigError
 
@@ -50,8 +52,11 @@ async def bootstrap(
     config: AgentCaConfig,
     server_ca: Path,
     retries: int = 3,
+    patience_ms: int = 30_000,
+    clock: Clock = SYSTEM_CLOCK,
 ) -> AgentCert:
-    """The agent's first certificate over its join credential (module docstring)."""
+    """The agent's first certificate over its join credential (module docstring); a refused or
+    unanswered request is retried with backoff for ``patience_ms`` (the CA may be starting)."""
     if config.join_cert is None or config.join_key is None:
         raise ConfigError("ca.join_cert/ca.join_key: required to get a first certificate")
     tls = ClientTls(ca=server_ca, cert=Path(config.join_cert), key=Path(config.join_key))
@@ -62,10 +67,12 @@ async def bootstrap(
         initial_retries=retries,
         tls=tls,
     )
+    renewer = CertRenewer(nc, key, agent=agent, region=region, config=config, clock=clock)
     try:
-        return await CertRenewer(nc, key, agent=agent, region=region, config=config).obtain(
-            join=True
-        )
+        got = await renewer.obtain_until(clock.now_ms() + patience_ms, join=True)
+        if got is None:
+            raise CaError(CaReason.JOIN, f"no first certificate within {patience_ms} ms")
+        return got
     finally:
         with contextlib.suppress(Exception):
             await nc.close()

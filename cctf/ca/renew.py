@@ -136,12 +136,12 @@ class CertRenewer:
         write_secret_file(self.key_path, pem_key)
         write_file_atomic(self.cert_path, pem_chain, mode=0o644)
 
-    async def obtain_until(self, deadline_ms: int) -> AgentCert | None:
+    async def obtain_until(self, deadline_ms: int, *, join: bool = False) -> AgentCert | None:
         """:meth:`obtain`, retried with backoff until it succeeds, ``deadline_ms`` or stop."""
         delay = _MIN_BACKOFF_S
         while not self._stop.is_set():
             try:
-                return await self.obtain()
+                return await self.obtain(join=join)
             except (CaError, RpcError) as exc:
                 self.failures += 1
                 _log.warning("ca_request_failed", error=str(exc)[:300], failures=self.failures)

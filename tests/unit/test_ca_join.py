@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from capki import START_MS, TRUST_DOMAIN, make_ca_world
+from cryptography.hazmat.primitives import serialization
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
@@ -160,3 +163,21 @@ def test_ledger_equals_a_brute_force_reading_of_the_log(events: list[tuple[str, 
                 assert exc.reason is CaReason.JOIN
                 granted = False
             assert granted == expected
+
+
+def test_an_agent_bootstraps_only_without_a_certificate_valid_now(tmp_path: Path) -> None:
+    from cryptography import x509
+
+    from cctf.ca.bootstrap import needs_certificate
+
+    path = tmp_path / "a.cert.pem"
+    assert needs_certificate(path, START_MS)  # missing
+    path.write_bytes(b"not a certificate")
+    assert needs_certificate(path, START_MS)  # undecodable
+    issued = WORLD.issue(AGENT, START_MS, 10_000)
+    path.write_bytes(
+        x509.load_der_x509_certificate(issued.cert.der).public_bytes(serialization.Encoding.PEM)
+    )
+    assert not needs_certificate(path, START_MS + 1)
+    assert needs_certificate(path, START_MS - 1_000)  # not yet valid
+    assert needs_certificate(path, issued.cert.not_after_ms)  # expired
