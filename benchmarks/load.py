@@ -87,6 +87,7 @@ ROUND_GRACE_MS = 1_500
 SHED_AFTER_ROUNDS = 2
 DEFAULT_NAMES = (100, 300, 1000, 3000)
 LOG_LEVEL = os.environ.get("CCTF_LOAD_AGENT_LOG", "warning")
+COORD_LOG_LEVEL = os.environ.get("CCTF_LOAD_COORDINATOR_LOG", "warning")
 _AGENT_CMD = (sys.executable, "-m", "cctf", "agent", "run")
 
 
@@ -186,7 +187,7 @@ class LoadFabric:
             cmd += [str(Path(sys.executable).parent / "cctf")]
         cmd += ["coordinator", "run", "--config", str(config_path)]
         coord = spawn(
-            [*cmd, "--log-level", "warning"],
+            [*cmd, "--log-level", COORD_LOG_LEVEL],
             stdin=subprocess.DEVNULL,
             stdout=log_file,
             stderr=log_file,

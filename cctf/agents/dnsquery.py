@@ -170,10 +170,13 @@ async def _query_udp_memo(
     dnssec: ChainValidator | None,
     end: float,
     hard: bool = True,
+    question: str | None = None,
 ) -> Observation:
     """:func:`query` (and the DNSSEC annotation) over UDP through :mod:`cctf.agents.udpfast`: an
-    unchanged answer reuses last round's observation; a truncated one takes the general path."""
-    question = (name, rdtype, want_dnssec)
+    unchanged answer reuses last round's observation; a truncated one takes the general path.
+    ``question``: the memo key of ``(name, rdtype, want_dnssec)`` (:func:`_plan`)."""
+    if question is None:
+        question = _question_key(name, rdtype, want_dnssec)
     template = memo.query_wire(question, lambda: _make_query(name, rdtype, want_dnssec, False))
     start = time.perf_counter()
     try:
@@ -255,7 +258,11 @@ async def query_all(
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
         raise ValueError(f"concurrency must be a positive integer, got {concurrency!r}")
     prepare(specs)
-    parsed = [(parse_qname(n), parse_qtype(t)) for n, t in names]
+    parsed = (
+        _parse(names, want_dnssec)
+        if memo is None
+        else memo.plan(names, want_dnssec, lambda: _parse(names, want_dnssec))
+    )
     if len(parsed) * len(specs) > L.MAX_VOTES_PER_ROUND:
         raise ValueError(
             f"{len(parsed)} names x {len(specs)} resolvers exceeds {L.MAX_VOTES_PER_ROUND} queries"
@@ -265,7 +272,7 @@ async def query_all(
     gate = asyncio.Semaphore(concurrency)
 
     async def one(
-        spec: ResolverSpec, name: dns.name.Name, rdtype: dns.rdatatype.RdataType
+        spec: ResolverSpec, name: dns.name.Name, rdtype: dns.rdatatype.RdataType, question: str
     ) -> Observation:
         try:
             await asyncio.wait_for(gate.acquire(), timeout=max(end - loop.time(), 0.0))
@@ -287,6 +294,7 @@ async def query_all(
                     memo=memo,
                     dnssec=dnssec,
                     end=end,
+                    question=question,
                 )
             obs = await query(spec, name, rdtype, deadline_s=remaining, want_dnssec=want_dnssec)
             if dnssec is not None:
@@ -295,7 +303,7 @@ async def query_all(
         finally:
             gate.release()
 
-    jobs = [(spec, name, rdtype) for name, rdtype in parsed for spec in specs]
+    jobs = [(spec, name, rdtype, question) for name, rdtype, question in parsed for spec in specs]
     if not jobs:
         return []
     if memo is not None and all(spec.transport is Transport.UDP for spec in specs):
@@ -316,7 +324,7 @@ async def query_all(
             if not task.done():
                 abandon(task)
     results: list[Observation] = []
-    for (spec, _name, _rdtype), task in zip(jobs, tasks, strict=True):
+    for (spec, _name, _rdtype, _question), task in zip(jobs, tasks, strict=True):
         if task.done() and not task.cancelled() and task.exception() is None:
             results.append(task.result())
         else:
@@ -330,7 +338,22 @@ async def query_all(
     return results
 
 
-Job = tuple[ResolverSpec, dns.name.Name, dns.rdatatype.RdataType]
+Job = tuple[ResolverSpec, dns.name.Name, dns.rdatatype.RdataType, str]
+Parsed = list[tuple[dns.name.Name, dns.rdatatype.RdataType, str]]
+
+
+def _question_key(name: dns.name.Name, rdtype: dns.rdatatype.RdataType, want_dnssec: bool) -> str:
+    """The memo key of a question: its name (lower case), type number and DO bit, as one string."""
+    return f"{name.to_text().lower()}/{int(rdtype)}/{int(want_dnssec)}"
+
+
+def _parse(names: Sequence[tuple[str, str]], want_dnssec: bool) -> Parsed:
+    """Every ``(qname, qtype)`` parsed (``ValueError`` for an invalid one), with its memo key."""
+    out: Parsed = []
+    for n, t in names:
+        name, rdtype = parse_qname(n), parse_qtype(t)
+        out.append((name, rdtype, _question_key(name, rdtype, want_dnssec)))
+    return out
 
 
 async def _pooled(
@@ -355,7 +378,7 @@ async def _pooled(
         while position < limit:
             i = position
             position += 1
-            spec, name, rdtype = jobs[i]
+            spec, name, rdtype, question = jobs[i]
             remaining = end - loop.time()
             if remaining < _MIN_START_S:
                 results[i] = Observation.failure(spec.id, spec.transport, VoteStatus.TIMEOUT, late)
@@ -370,6 +393,7 @@ async def _pooled(
                 dnssec=dnssec,
                 end=end,
                 hard=False,
+                question=question,
             )
 
     workers: list[asyncio.Task[None]] = []
@@ -386,7 +410,7 @@ async def _pooled(
             if not task.done():
                 abandon(task)
     out: list[Observation] = []
-    for (spec, _name, _rdtype), obs in zip(jobs, results, strict=True):
+    for (spec, _name, _rdtype, _question), obs in zip(jobs, results, strict=True):
         out.append(
             obs
             if obs is not None
