@@ -10,8 +10,11 @@ the agent
 3. seals each once (a signed envelope bound to ``cctf.v1.vote.<region>.<agent>``, its own nonce);
 4. publishes them concurrently to JetStream, each with ``Nats-Msg-Id`` =
    :func:`~cctf.agents.ballot.ballot_msg_id` ``(agent, round, part)`` (keyed by the agent key) and
-   the region's vote stream as the expected stream, and waits for the acks. A failed attempt (no responders, timeout,
-   disconnected, stream full, API error) is counted by reason and retried with a short backoff, with
+   the region's vote stream as the expected stream, and waits for the acks **in the background**:
+   :meth:`ResolverAgent.run` goes on to the next boundary as soon as the round's parts are sealed
+   (the core copy of each publish reaches the coordinators at once, design D1), so a slow
+   acknowledgement never makes the loop late for the next round. A failed attempt (no responders,
+   timeout, disconnected, stream full, API error) is counted by reason and retried with a short backoff, with
    the *same* message id and the *same* sealed bytes, until the round's end; then the part is given up
    and logged (:mod:`cctf.agents.publishing`). A retried publish that did land is deduplicated by the
    stream.
@@ -35,17 +38,25 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
-from enum import Enum
-from typing import Any, Final
+from typing import Any
 
+from cctf.agents.agentstats import (
+    LATE_ACK_ROUNDS,
+    NOT_RETRIED,
+    AgentStats,
+    BallotReport,
+    Prepared,
+    RegionStream,
+    cancel_quietly,
+    log_report,
+)
 from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, build_ballots
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
 from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.evidence import evidence_id_secret
-from cctf.agents.evidence_run import EvidenceCollector, EvidenceStats, publish_evidence
+from cctf.agents.evidence_run import EvidenceCollector, publish_evidence
 from cctf.agents.publishing import (
     MIN_ATTEMPT_MS,
     MSG_ID_HEADER,
@@ -57,7 +68,7 @@ from cctf.agents.udpfast import AnswerMemo
 from cctf.bus.streams import votes_stream_name
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
-from cctf.bus_schemas.messages import MessageType, VoteStatus, encode
+from cctf.bus_schemas.messages import MessageType, encode
 from cctf.bus_schemas.subjects import evidence_subject, normalize_name, vote_subject
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.keys import SigningKey
@@ -74,64 +85,6 @@ __all__ = [
 ]
 
 Sleep = Callable[[float], Awaitable[None]]
-
-
-class RegionStream(Enum):
-    """Default of ``ResolverAgent(stream=...)``: the agent's own region's vote stream."""
-
-    OWN = "own"
-
-
-@dataclass(frozen=True)
-class BallotReport:
-    """What happened to one round's ballots (passed to ``on_ballot``)."""
-
-    round: int
-    votes: int
-    ok: bool  # every part acknowledged by JetStream (possibly as a duplicate)
-    publish_ms: float  # from the first attempt to the last ack (or to giving up)
-    attempts: int  # publish attempts of all parts
-    duplicate: bool  # the stream had already stored some part's message id
-    error: str | None  # the last failure's reason (PublishFailure) of a part not acknowledged
-    statuses: dict[str, int]  # vote status -> count
-    parts: int = 1  # ballots sent for the round
-    parts_ok: int = 1  # of which acknowledged
-    query_ms: float = 0.0  # from the round's start to the last DNS observation
-
-
-#: Rounds after its own that an unacknowledged ballot part is still retried (in the background):
-#: the coordinators accept a ballot up to ``max_round_lag`` (2) rounds late.
-LATE_ACK_ROUNDS: Final = 2
-#: Failures that retrying cannot fix (see :mod:`cctf.agents.publishing`).
-_NOT_RETRIED: Final = frozenset({"wrong_stream", "too_large"})
-
-
-@dataclass
-class AgentStats:
-    """Simple counters of one agent (monotonic within a process)."""
-
-    rounds: int = 0  # rounds executed (ballots attempted)
-    rounds_skipped: int = 0  # rounds whose boundary was missed (overrun, stall)
-    round_errors: int = 0  # rounds aborted by an unexpected exception
-    ballots_published: int = 0  # ballot messages (parts) acknowledged
-    ballots_failed: int = 0  # ballot messages not acknowledged by the round's end
-    #: ... of those, acknowledged later: retried in the background (same bytes and id) for
-    #: LATE_ACK_ROUNDS more rounds, never blocking the next round (design D1)
-    late_acks: int = 0
-    duplicates: int = 0
-    publish_attempts: int = 0
-    publish_retries: int = 0
-    #: failed publish attempts by reason (:class:`~cctf.agents.publishing.PublishFailure`)
-    publish_failures: dict[str, int] = field(
-        default_factory=lambda: {f.value: 0 for f in PublishFailure}
-    )
-    votes: int = 0
-    votes_by_status: dict[str, int] = field(
-        default_factory=lambda: {s.value: 0 for s in VoteStatus}
-    )
-    last_round: int | None = None
-    last_publish_ms: float | None = None
-    evidence: EvidenceStats = field(default_factory=EvidenceStats)  # identity evidence counters
 
 
 class ResolverAgent:
@@ -236,6 +189,7 @@ class ResolverAgent:
         self.stats = AgentStats()
         self._stop = asyncio.Event()
         self._late: set[asyncio.Task[None]] = set()  # background retries of unacked ballots
+        self._in_flight: set[asyncio.Future[None]] = set()  # rounds still publishing (run())
         # the (qname, qtype) of each query_all result, names-major like query_all's output
         self._questions = [q for q in self.names for _ in self.resolvers]
         self._log = get_logger("cctf.agent").bind(agent=self.agent, region=self.region, kid=key.kid)
@@ -355,7 +309,7 @@ class ResolverAgent:
                 target = missed_to
                 continue
             try:
-                await self.run_round(target)
+                await self._start_round(target)
             except asyncio.CancelledError:
                 raise
             except Exception:
@@ -363,6 +317,7 @@ class ResolverAgent:
                 self._log.exception("round.error", round=target)
             done += 1
             target += 1
+        await self._finish_rounds()
         await self._drop_late()
         self._log.info(
             "agent.stop",
@@ -376,30 +331,63 @@ class ResolverAgent:
     async def run_round(self, round_: int) -> BallotReport:
         """One round: query, build, seal, publish every part (retrying until the round's end);
         with identity targets, the round's evidence alongside (:meth:`_evidence_round`)."""
-        start_ms = round_ * self.round_ms
-        evidence = (
-            None
-            if self.evidence is None
-            else asyncio.ensure_future(
-                self._evidence_round(
-                    round_, start_ms + self.query_deadline_ms, start_ms + self.round_ms
-                )
-            )
-        )
+        evidence = self._start_evidence(round_)
         try:
-            report = await self._ballot_round(round_)
+            report = await self._send_ballots(await self._prepare_ballots(round_))
         except BaseException:
-            if evidence is not None:
-                evidence.cancel()
-                await asyncio.gather(evidence, return_exceptions=True)
+            await cancel_quietly(evidence)
             raise
         if evidence is not None:
             await evidence
         return report
 
-    async def _ballot_round(self, round_: int) -> BallotReport:
+    def _start_evidence(self, round_: int) -> asyncio.Future[None] | None:
+        if self.evidence is None:
+            return None
         start_ms = round_ * self.round_ms
-        round_end = start_ms + self.round_ms
+        return asyncio.ensure_future(
+            self._evidence_round(
+                round_, start_ms + self.query_deadline_ms, start_ms + self.round_ms
+            )
+        )
+
+    async def _start_round(self, round_: int) -> None:
+        """:meth:`run_round` as :meth:`run` does it: returns once the round's ballots are sealed;
+        publishing them (until acknowledged or the round's end), the report and the round's
+        evidence go on in the background, so the loop is at the next boundary on time even when
+        acknowledgements are slow (a JetStream R3 ack on a loaded machine can take most of a round:
+        the loop then started every other round late and skipped it)."""
+        evidence = self._start_evidence(round_)
+        try:
+            prepared = await self._prepare_ballots(round_)
+        except BaseException:
+            await cancel_quietly(evidence)
+            raise
+
+        async def finish() -> None:
+            try:
+                await self._send_ballots(prepared)
+                if evidence is not None:
+                    await evidence
+            except asyncio.CancelledError:
+                await cancel_quietly(evidence)
+                raise
+            except Exception:
+                self.stats.round_errors += 1
+                self._log.exception("round.error", round=round_)
+
+        task = asyncio.ensure_future(finish())
+        self._in_flight.add(task)
+        task.add_done_callback(self._in_flight.discard)
+
+    async def _finish_rounds(self) -> None:
+        """Wait for the rounds still publishing (each ends by its round's end, at once on stop)."""
+        while self._in_flight:
+            await asyncio.gather(*list(self._in_flight), return_exceptions=True)
+
+    async def _prepare_ballots(self, round_: int) -> Prepared:
+        """Query, build and seal one round's ballots."""
+        start_ms = round_ * self.round_ms
         query_end = start_ms + self.query_deadline_ms
         deadline_s = max(0.001, (query_end - self._clock.now_ms()) / 1000)
         observations = await query_all(
@@ -435,6 +423,13 @@ class ResolverAgent:
         for ballot in ballots:
             for vote in ballot.votes:
                 statuses[vote.status.value] = statuses.get(vote.status.value, 0) + 1
+        votes = sum(len(b.votes) for b in ballots)
+        return Prepared(round_, sealed, votes, statuses, query_ms)
+
+    async def _send_ballots(self, prepared: Prepared) -> BallotReport:
+        """Publish a round's sealed parts (retrying until the round's end), then account."""
+        round_, sealed = prepared.round, prepared.sealed
+        round_end = (round_ + 1) * self.round_ms
         results: list[PublishResult] = await asyncio.gather(
             *(
                 self._publish(data, self._msg_id(round_, part), round_end)
@@ -443,60 +438,27 @@ class ResolverAgent:
         )
         failed = [r for r in results if not r.ok]
         for part, (data, r) in enumerate(zip(sealed, results, strict=True)):
-            if not r.ok and r.error not in _NOT_RETRIED and not self._stop.is_set():
+            if not r.ok and r.error not in NOT_RETRIED and not self._stop.is_set():
                 self._retry_late(data, self._msg_id(round_, part), round_end)
         report = BallotReport(
             round=round_,
-            votes=sum(len(b.votes) for b in ballots),
+            votes=prepared.votes,
             ok=not failed,
             publish_ms=max(r.latency_ms for r in results),
             attempts=sum(r.attempts for r in results),
             duplicate=any(r.duplicate for r in results),
             error=failed[-1].error if failed else None,
-            statuses=statuses,
+            statuses=prepared.statuses,
             parts=len(results),
             parts_ok=len(results) - len(failed),
-            query_ms=query_ms,
+            query_ms=prepared.query_ms,
         )
         self._account(report)
         return report
 
     def _account(self, report: BallotReport) -> None:
-        st = self.stats
-        st.rounds += 1
-        st.last_round = report.round
-        st.votes += report.votes
-        for status, count in report.statuses.items():
-            st.votes_by_status[status] = st.votes_by_status.get(status, 0) + count
-        st.publish_attempts += report.attempts
-        st.publish_retries += max(0, report.attempts - report.parts)
-        st.ballots_published += report.parts_ok
-        st.ballots_failed += report.parts - report.parts_ok
-        if report.ok:
-            st.last_publish_ms = report.publish_ms
-            st.duplicates += int(report.duplicate)
-            self._log.info(
-                "ballot.published",
-                round=report.round,
-                votes=report.votes,
-                parts=report.parts,
-                statuses=report.statuses,
-                query_ms=report.query_ms,
-                attempts=report.attempts,
-                publish_ms=round(report.publish_ms, 1),
-                duplicate=report.duplicate,
-            )
-        else:
-            self._log.warning(
-                "ballot.failed",
-                round=report.round,
-                votes=report.votes,
-                parts=report.parts,
-                parts_ok=report.parts_ok,
-                attempts=report.attempts,
-                publish_ms=round(report.publish_ms, 1),
-                error=report.error,
-            )
+        self.stats.add(report)
+        log_report(self._log, report)
         if self.on_ballot is not None:
             try:
                 self.on_ballot(report)
