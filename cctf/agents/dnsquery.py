@@ -33,7 +33,6 @@ subjectAltName). The connection always goes to ``address``: ``tls_hostname`` is 
 from __future__ import annotations
 
 import asyncio
-import dataclasses
 import math
 import time
 from collections.abc import Sequence
@@ -192,7 +191,7 @@ async def _query_udp_memo(
     now = time.time()
     hit = memo.lookup(spec.id, question, data, now)
     if hit is not None:
-        return dataclasses.replace(hit, latency_ms=latency)
+        return hit.with_latency(latency)
     try:
         response = dns.message.from_wire(data)
     except Exception as exc:

@@ -1,17 +1,23 @@
 """The agents' parsed-question plan (cctf.agents.udpfast.AnswerMemo.plan, used by query_all): built
 once per name list and DO bit, reused every round, never cached for an invalid list; the memo keys
-of distinct questions are distinct."""
+of distinct questions are distinct; a memo hit's copy (Observation.with_latency) is
+dataclasses.replace."""
 
 from __future__ import annotations
 
+import dataclasses
+
+import dns.message
 import dns.name
 import dns.rdatatype
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from cctf.agents.canonical import Observation, Transport, VoteStatus
 from cctf.agents.dnsquery import _parse
 from cctf.agents.udpfast import AnswerMemo
+from cctf.bus_schemas.messages import DnssecState
 
 NAMES = (("www.demo.test.", "A"), ("api.demo.test", "AAAA"), ("WWW.demo.test.", "TXT"))
 
@@ -65,3 +71,25 @@ def test_memo_keys_are_equal_exactly_when_the_questions_are(
     for q1, k1 in keyed:
         for q2, k2 in keyed:
             assert (q1 == q2) == (k1 == k2)
+
+
+@given(st.floats(min_value=0, max_value=1e6), st.sampled_from(list(VoteStatus)))
+def test_with_latency_is_dataclasses_replace(latency: float, status: VoteStatus) -> None:
+    response = dns.message.make_query("www.demo.test.", "A")
+    obs = Observation(
+        resolver_id="r1",
+        transport=Transport.UDP,
+        status=status,
+        rcode=0,
+        answer=("www.demo.test. 300 IN A 192.0.2.1",),
+        ttl=300,
+        ad=True,
+        ede=(3,),
+        latency_ms=1.5,
+        detail="",
+        dnssec=DnssecState.SECURE,
+        response=response,
+    )
+    fast, slow = obs.with_latency(latency), dataclasses.replace(obs, latency_ms=latency)
+    assert fast == slow and repr(fast) == repr(slow) and fast.response is response
+    assert obs.latency_ms == 1.5 and type(fast) is Observation
