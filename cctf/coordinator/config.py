@@ -125,9 +125,12 @@ class NameSet:
         zones = self._zones.get(qtype)
         if not zones:
             return False
-        for i, ch in enumerate(qname):
-            if ch == "." and i + 1 < len(qname) and qname[i:] in zones:
+        end = len(qname) - 1  # every proper suffix starting at a dot (not the final root dot)
+        i = qname.find(".")
+        while 0 <= i < end:
+            if qname[i:] in zones:
                 return True
+            i = qname.find(".", i + 1)
         return "." in zones and qname != "."
 
 

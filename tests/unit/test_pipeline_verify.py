@@ -3,11 +3,22 @@ ballot (several signed ballots of one agent and round) tallies as one."""
 
 from __future__ import annotations
 
+from hypothesis import given, settings
+from hypothesis import strategies as st
 from wirefactories import make_ballot, make_vote, make_world, seal_ballot
 
+from cctf.bus_schemas.messages import DnssecState, VoteStatus, dnssec_states_for
+from cctf.bus_schemas.subjects import SubjectError, normalize_name
 from cctf.coordinator.config import NameSet
-from cctf.coordinator.pipeline.verify import BAD_QNAME, UNCONFIGURED, Checked, Refused, VerifyStage
-from cctf.coordinator.tally import AddResult, Outcome, QuorumRule, TallyBook
+from cctf.coordinator.pipeline.verify import (
+    BAD_QNAME,
+    UNCONFIGURED,
+    Checked,
+    Refused,
+    VerifyStage,
+    vote_input,
+)
+from cctf.coordinator.tally import AddResult, Outcome, QuorumRule, TallyBook, TallyKey
 
 EAST, WEST, NORTH = "us-east", "eu-west", "ap-north"
 
@@ -78,3 +89,84 @@ def test_a_split_ballot_tallies_as_one_with_real_keys() -> None:
                     assert decision.outcome is Outcome.TRUSTED and decision.winner is not None
                     decided += 1
     assert decided == total
+
+
+# ---- the hot path, restructured (one cached lookup per (name, qtype), vote_input inlined) -------
+
+_labels = st.sampled_from(["a", "b", "zone", "test", "x-y", "", "A"])
+_raw_names = st.lists(_labels, min_size=1, max_size=5).map(".".join) | st.sampled_from(
+    [".", "..", "a..b", "zone.test.", "*.zone.test.", "x" * 300]
+)
+_qtypes = st.sampled_from(["A", "AAAA", "TXT"])
+
+
+def _admits_reference(names: NameSet, qname: str, qtype: str) -> bool:
+    """``NameSet.admits`` as it was (fe7c6bd): every dot position scanned."""
+    if (qname, qtype) in names._exact:
+        return True
+    zones = names._zones.get(qtype)
+    if not zones:
+        return False
+    for i, ch in enumerate(qname):
+        if ch == "." and i + 1 < len(qname) and qname[i:] in zones:
+            return True
+    return "." in zones and qname != "."
+
+
+_configs = st.lists(
+    st.tuples(
+        st.sampled_from(["zone.test.", "*.zone.test.", "*.test.", "*.", "a.b.", "*.a.zone.test."]),
+        _qtypes,
+    ),
+    min_size=1,
+    max_size=4,
+)
+
+
+@given(_configs, st.lists(st.tuples(_raw_names, _qtypes), max_size=30))
+@settings(max_examples=200, deadline=None)
+def test_admitted_equals_normalise_then_admits(
+    pairs: list[tuple[str, str]], queries: list[tuple[str, str]]
+) -> None:
+    names = NameSet(pairs)
+    stage = VerifyStage(make_world((EAST,)).verifier(), names)
+    for raw, qtype in queries + queries:  # the second pass answers from the cache
+        try:
+            qname: str | None = normalize_name(raw)
+        except SubjectError:
+            qname = None
+        if qname is not None:
+            assert names.admits(qname, qtype) == _admits_reference(names, qname, qtype)
+        expected = (
+            "" if qname is None else qname if _admits_reference(names, qname, qtype) else None
+        )
+        assert stage.admitted(raw, qtype) == expected
+
+
+@given(st.lists(st.sampled_from(list(DnssecState)), min_size=1, max_size=6), st.data())
+@settings(max_examples=50, deadline=None)
+def test_checked_votes_are_the_vote_inputs(dnssec: list[DnssecState], data: st.DataObject) -> None:
+    world = make_world((EAST,))
+    stage = VerifyStage(world.verifier(), NameSet([("*.test.", "A")]))
+    agent, r = world.agents[EAST], world.round
+    votes = []
+    for i, state in enumerate(dnssec):
+        status = data.draw(st.sampled_from(list(VoteStatus)))
+        if state not in dnssec_states_for(status):
+            status = VoteStatus.ANSWER
+        votes.append(
+            make_vote(
+                agent.principal,
+                EAST,
+                r,
+                qname=f"n{i}.test.",
+                resolver_id="r1",
+                status=status,
+                dnssec=state,
+            )
+        )
+    data_ = seal_ballot(agent, make_ballot(agent.principal, EAST, r, votes=votes), now_ms=r * 1000)
+    checked = stage.check(data_, agent.subject)
+    assert isinstance(checked, Checked)
+    assert [vi for _k, vi in checked.votes] == [vote_input(v) for v in votes]
+    assert [k for k, _vi in checked.votes] == [TallyKey(v.qname, v.qtype, r) for v in votes]

@@ -38,6 +38,9 @@ BAD_QNAME: Final = "bad_qname"
 UNCONFIGURED: Final = "unconfigured_name"
 _CACHE_LIMIT: Final = 65_536
 _EVIDENCE_PREFIX: Final = "cctf.v1.evidence."
+_UNSEEN: Final = object()
+_BOGUS: Final = DnssecState.BOGUS
+_ANSWER: Final = VoteStatus.ANSWER
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,6 +72,7 @@ class VerifyStage:
         self._names = names
         self._identity = identity
         self._qnames: dict[str, str | None] = {}
+        self._admitted: dict[tuple[str, str], str | None] = {}
 
     def qname(self, raw: str) -> str | None:
         """The normalised name (``None``: not a valid name), computed once per distinct input."""
@@ -84,6 +88,22 @@ class VerifyStage:
         cache[raw] = name
         return name
 
+    def admitted(self, raw: str, qtype: str) -> str | None:
+        """The normalised name if ``(raw, qtype)`` is configured, ``""`` if ``raw`` is not a valid
+        name (``bad_qname``), ``None`` if the pair is not configured (``unconfigured_name``);
+        computed once per distinct pair (a normalised name is never empty: the root is ``.``)."""
+        key = (raw, qtype)
+        cache = self._admitted
+        got = cache.get(key, _UNSEEN)
+        if got is not _UNSEEN:
+            return got  # type: ignore[return-value]
+        qname = self.qname(raw)
+        out = "" if qname is None else qname if self._names.admits(qname, qtype) else None
+        if len(cache) >= _CACHE_LIMIT:
+            cache.clear()
+        cache[key] = out
+        return out
+
     def check(self, data: bytes, subject: str) -> Checked | CheckedEvidence | Refused:
         if subject.startswith(_EVIDENCE_PREFIX):
             return self.check_evidence(data, subject)
@@ -92,19 +112,28 @@ class VerifyStage:
         except Rejected as rej:
             return Refused(rej.reason.value, rej.detail)
         out = Checked(ballot, [])
-        ignored = out.ignored
-        admits = self._names.admits
-        round_ = ballot.round
+        ignored, votes, round_ = out.ignored, out.votes, ballot.round
+        admitted, cache = self.admitted, self._admitted
         for vote in ballot.votes:
-            qname = self.qname(vote.qname)
-            if qname is None:
-                ignored[BAD_QNAME] = ignored.get(BAD_QNAME, 0) + 1
+            qname = cache.get((vote.qname, vote.qtype), _UNSEEN)
+            if qname is _UNSEEN:
+                qname = admitted(vote.qname, vote.qtype)
+            if not qname:
+                reason = UNCONFIGURED if qname is None else BAD_QNAME
+                ignored[reason] = ignored.get(reason, 0) + 1
                 continue
-            if not admits(qname, vote.qtype):
-                ignored[UNCONFIGURED] = ignored.get(UNCONFIGURED, 0) + 1
-                continue
-            out.votes.append((TallyKey(qname, vote.qtype, round_), vote_input(vote)))
-        if not out.votes:
+            # vote_input, inlined (the hot path: once per vote)
+            if vote.dnssec is _BOGUS:
+                digest: bytes | None = REFUSED
+            else:
+                digest = vote.answer_digest if vote.status is _ANSWER else None
+            votes.append(
+                (
+                    TallyKey(qname, vote.qtype, round_),  # type: ignore[arg-type]
+                    VoteInput(vote.voter, digest, vote_digest(vote), vote),
+                )
+            )
+        if not votes:
             reason = BAD_QNAME if ignored.keys() == {BAD_QNAME} else UNCONFIGURED
             return Refused(reason, f"no configured name among {len(ballot.votes)} votes", ignored)
         return out
