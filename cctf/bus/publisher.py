@@ -260,44 +260,21 @@ class Publisher:
         left = list(range(n))
         delay = self._first
         told = on_sent is None
-        publish = self._conn.publish
         acks = self._acks
         while left:
             attempt = _Attempt()
             tokens: list[str] = []
             try:
-                await acks.start()
-                nonces = os.urandom(_NONCE_BYTES * len(left)).hex()
-                for j, i in enumerate(left):
-                    m = msgs[i]
-                    nonce = nonces[2 * _NONCE_BYTES * j : 2 * _NONCE_BYTES * (j + 1)]
-                    token, reply = acks.reply_to(attempt, i, "x" + nonce)
-                    tokens.append(token)
-                    try:
-                        await publish(m.subject, m.data, reply=reply, headers=headers[i])
-                    except asyncio.CancelledError:
-                        raise
-                    except Exception as exc:
-                        attempt.errors[i] = repr(exc)[:_MAX_ERROR]
-                        acks.forget(token)
-                    else:
-                        sent[i] = True
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # cannot even subscribe (connection closed)
-                for i in left:
-                    attempt.errors.setdefault(i, repr(exc)[:_MAX_ERROR])
-            finally:
+                await self._send(attempt, tokens, msgs, left, headers, sent)
                 if not told:
                     told = True
                     assert on_sent is not None
                     on_sent(list(sent))
-            try:
                 if attempt.waiting:
                     with contextlib.suppress(asyncio.TimeoutError):
                         await asyncio.wait_for(attempt.done.wait(), self._timeout)
-            finally:
-                for token in tokens:  # a late reply of this attempt is ignored from now on
+            finally:  # whatever happens (cancelled), a late reply of this attempt is ignored
+                for token in tokens:
                     acks.forget(token)
             still: list[int] = []
             for i in left:
@@ -328,3 +305,40 @@ class Publisher:
             PublishResult(o if o is not None else PublishOutcome.STOPPED, f, e, s)
             for o, f, e, s in zip(outcome, failures, errors, sent, strict=True)
         ]
+
+    async def _send(
+        self,
+        attempt: _Attempt,
+        tokens: list[str],
+        msgs: Sequence[Outgoing],
+        left: list[int],
+        headers: list[dict[str, str]],
+        sent: list[bool],
+    ) -> None:
+        """One attempt of :meth:`publish_many`: send every message of ``left`` with a fresh reply
+        token (appended to ``tokens``); a message that cannot be sent is an error of ``attempt``."""
+        acks = self._acks
+        publish = self._conn.publish
+        try:
+            await acks.start()
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # cannot even subscribe (connection closed)
+            for i in left:
+                attempt.errors[i] = repr(exc)[:_MAX_ERROR]
+            return
+        nonces = os.urandom(_NONCE_BYTES * len(left)).hex()
+        width = 2 * _NONCE_BYTES
+        for j, i in enumerate(left):
+            m = msgs[i]
+            token, reply = acks.reply_to(attempt, i, "x" + nonces[width * j : width * (j + 1)])
+            tokens.append(token)
+            try:
+                await publish(m.subject, m.data, reply=reply, headers=headers[i])
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                attempt.errors[i] = repr(exc)[:_MAX_ERROR]
+                acks.forget(token)
+            else:
+                sent[i] = True

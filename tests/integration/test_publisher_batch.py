@@ -5,6 +5,7 @@ bytes until stored, its own deadline or stop; ``on_sent`` once, after every firs
 from __future__ import annotations
 
 import asyncio
+import contextlib
 from typing import TYPE_CHECKING
 
 from cctf.bus.publisher import Outgoing, Publisher, PublishOutcome
@@ -80,3 +81,17 @@ async def test_a_batch_without_a_stream_leader_is_retried_with_the_same_bytes_un
     stopping.set()
     (result,) = await asyncio.wait_for(task, 5)
     assert result.outcome is PublishOutcome.STOPPED and result.failures >= 1
+    assert not publisher._acks._waiting  # every token of every attempt forgotten
+
+    # cancelled while waiting for acknowledgements: no token is left behind
+    silent = await admin.subscribe("cctf.v1.nostream.z")  # a listener, so no "no responders"
+    slow = Publisher(admin, SYSTEM_CLOCK, timeout_s=30.0)
+    quiet = [Outgoing("cctf.v1.nostream.z", b"z", f"id-z{i}", later) for i in range(5)]
+    task = asyncio.create_task(slow.publish_many(quiet, asyncio.Event()))
+    await asyncio.sleep(0.2)
+    assert len(slow._acks._waiting) == 5 and not task.done()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    assert not slow._acks._waiting
+    await silent.unsubscribe()
