@@ -114,42 +114,64 @@ class MergedFeed:
     """The live copy (core subscription) and the durable copy (an ordered JetStream feed) of the
     same subjects as ONE feed of :class:`cctf.bus.reader.Delivered`, each message once.
 
-    A message is yielded from whichever copy arrives first and its second copy is recognised by the
-    SHA-256 of its bytes (the last :data:`MERGED_SEEN_LIMIT` digests), so a stream-leader election
-    delays nothing: the live copy is there at once, the ordered feed catches up (and brings what the
-    live path missed, e.g. during a reconnect). The live buffer is bounded (``pending_msgs``): a
-    live copy that does not fit is dropped, its durable copy still comes. Ends when the ordered feed
-    ends (the connection closed) or on :meth:`close`.
+    A message is yielded from whichever copy arrives first and its second copy is recognised ON
+    ARRIVAL by the SHA-256 of its bytes (the last :data:`MERGED_SEEN_LIMIT` digests) and dropped
+    there, so the queue holds each message once and a burst of second copies never waits behind
+    the reader (it would overrun the ordered feed's buffer: a slow consumer). A stream-leader
+    election delays nothing: the live copy is there at once, the ordered feed catches up (and
+    brings what the live path missed, e.g. during a reconnect). The queue is bounded
+    (``pending_msgs``): a live copy that does not fit is dropped and not remembered, so its durable
+    copy still comes and is yielded. Ends when the ordered feed ends (the connection closed) or on
+    :meth:`close`.
     """
 
     def __init__(self, durable: OrderedFeed, *, pending_msgs: int = 4096) -> None:
         self._durable = durable
         self._live: LiveSubscription | None = None
-        self._queue: asyncio.Queue[tuple[bool, Delivered] | None] = asyncio.Queue(pending_msgs)
+        self._queue: asyncio.Queue[Delivered | None] = asyncio.Queue(pending_msgs)
         self._seen: OrderedDict[bytes, list[int]] = OrderedDict()  # digest -> [live, durable]
         #: Called for a durable copy of a message the stream already delivered (the same signed
         #: bytes stored twice: someone published them again, a replay): it is not yielded again.
         self.on_repeat: Callable[[Delivered], None] | None = None
         self._closed = False
         self.live_dropped = 0
+        #: Second copies (and live retries) recognised and dropped on arrival.
+        self.repeats = 0
         self.error = ""
         self._pump = asyncio.get_running_loop().create_task(self._pump_durable())
+
+    def _first_copy(self, live: bool, item: Delivered) -> bool:
+        """Whether ``item`` is the first copy of its message (remembered); else it is counted."""
+        digest = hashlib.sha256(item.data).digest()
+        counts = self._seen.get(digest)
+        if counts is not None:  # the other copy of a message already queued (or a retry)
+            self.repeats += 1
+            counts[0 if live else 1] += 1
+            if not live and counts[1] > 1 and self.on_repeat is not None:
+                self.on_repeat(item)
+            return False
+        self._seen[digest] = [1, 0] if live else [0, 1]
+        if len(self._seen) > MERGED_SEEN_LIMIT:
+            self._seen.popitem(last=False)
+        return True
 
     def offer_live(self, subject: str, data: bytes) -> bool:
         """The live subscription's handler."""
         if self._closed:
             return False
-        try:
-            self._queue.put_nowait((True, Delivered(subject, data)))
-        except asyncio.QueueFull:
+        if self._queue.full():  # not remembered: the durable copy will be the first one
             self.live_dropped += 1
             return False
+        item = Delivered(subject, data)
+        if self._first_copy(True, item):
+            self._queue.put_nowait(item)
         return True
 
     async def _pump_durable(self) -> None:
         try:
             async for msg in self._durable:
-                await self._queue.put((False, msg))
+                if self._first_copy(False, msg):
+                    await self._queue.put(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the feed failed: end the merged feed (the caller sees the end)
@@ -164,23 +186,11 @@ class MergedFeed:
         return self
 
     async def __anext__(self) -> Delivered:
-        while not self._closed:
-            got = await self._queue.get()
-            if got is None:
-                await self.close()
-                break
-            live, item = got
-            digest = hashlib.sha256(item.data).digest()
-            counts = self._seen.get(digest)
-            if counts is not None:  # the other copy of a message already yielded (or a retry)
-                counts[0 if live else 1] += 1
-                if not live and counts[1] > 1 and self.on_repeat is not None:
-                    self.on_repeat(item)
-                continue
-            self._seen[digest] = [1, 0] if live else [0, 1]
-            if len(self._seen) > MERGED_SEEN_LIMIT:
-                self._seen.popitem(last=False)
-            return item
+        if not self._closed:
+            item = await self._queue.get()
+            if item is not None:
+                return item
+            await self.close()
         raise StopAsyncIteration
 
     @property

@@ -22,7 +22,7 @@ import contextlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Final, Literal, Self
+from typing import Any, Final, Literal, Self
 
 import nats.errors
 import nats.js.errors
@@ -106,12 +106,27 @@ class OrderedFeed:
     ``new`` feed can then also deliver older stored messages.
     """
 
-    def __init__(self, conn: Connection, stream: str, psub: JetStreamContext.PushSubscription):
+    def __init__(
+        self,
+        conn: Connection,
+        stream: str,
+        psub: JetStreamContext.PushSubscription,
+        *,
+        stream_seq: bool = True,
+    ) -> None:
         self.conn = conn
+        self._with_seq = stream_seq
         self.stream = stream
         self._psub = psub
         self._messages: AsyncIterator[Msg] = psub.messages
         self._closed = False
+        # nats-py's buffer of this subscription, when it has the expected shape (else None: every
+        # message then goes through the iterator)
+        sub = getattr(psub, "_sub", None)
+        ok = isinstance(getattr(sub, "_pending_queue", None), asyncio.Queue) and isinstance(
+            getattr(sub, "_pending_size", None), int
+        )
+        self._buffer: Any = sub if ok else None
 
     @property
     def closed(self) -> bool:
@@ -123,12 +138,30 @@ class OrderedFeed:
     async def __anext__(self) -> Delivered:
         if self._closed:
             raise StopAsyncIteration
-        try:
-            msg = await anext(self._messages)
-        except StopAsyncIteration:
-            await self.close()
-            raise
-        return Delivered(msg.subject, msg.data, _stream_seq(msg))
+        msg = self._buffered()
+        if msg is None:
+            try:
+                msg = await anext(self._messages)
+            except StopAsyncIteration:
+                await self.close()
+                raise
+        return Delivered(msg.subject, msg.data, _stream_seq(msg) if self._with_seq else 0)
+
+    def _buffered(self) -> Msg | None:
+        """A message nats-py already holds for this feed, taken at once: what its iterator does
+        (``Subscription.messages``: ``task_done``, pending bytes) without the task and the wait
+        it creates per message to notice an unsubscription (a third of a small message's cost in
+        a burst). ``None`` when the buffer is empty: the iterator waits."""
+        sub = self._buffer
+        if sub is None:
+            return None
+        queue: asyncio.Queue[Msg] = sub._pending_queue
+        if queue.empty():
+            return None
+        msg = queue.get_nowait()
+        queue.task_done()
+        sub._pending_size -= len(msg.data)
+        return msg
 
     async def close(self) -> None:
         """Unsubscribe (best effort; the server then removes the consumer). Idempotent."""
@@ -169,12 +202,14 @@ async def open_ordered_feed(
     pending_bytes: int = DEFAULT_PENDING_BYTES,
     inactive_threshold_s: float = DEFAULT_INACTIVE_THRESHOLD_S,
     request_timeout_s: float = 2.0,
+    stream_seq: bool = True,
 ) -> OrderedFeed:
     """Create an ephemeral ordered consumer on ``stream`` filtered to ``subjects`` and subscribe to
     it (the consumer exists when this returns).
 
     ``deliver``: ``new`` (published from now on), ``last_per_subject`` (the latest stored message
-    of every subject, then new ones) or ``all`` (everything stored, then new ones). Raises
+    of every subject, then new ones) or ``all`` (everything stored, then new ones).
+    ``stream_seq=False``: every :attr:`Delivered.seq` is 0 (its reply subject is not parsed). Raises
     ``ValueError`` for an unknown ``deliver`` and :class:`ReadError` when the bus refuses.
     """
     try:
@@ -196,4 +231,4 @@ async def open_ordered_feed(
         )
     except (TimeoutError, nats.errors.Error) as exc:
         raise ReadError(f"cannot open a feed on {stream} ({subjects}): {_describe(exc)}") from exc
-    return OrderedFeed(conn, stream, psub)
+    return OrderedFeed(conn, stream, psub, stream_seq=stream_seq)

@@ -56,7 +56,7 @@ from cctf.crypto.keys import SigningKey
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 from cctf.translog.errors import ProofError
-from cctf.translog.merkle import leaf_hash, verify_inclusion
+from cctf.translog.merkle import leaf_hash, node_hash, verify_inclusion
 
 PROTOCOL_VERSION: Final = 1
 TBS_DOMAIN: Final = "CCTF-ENVELOPE-v1"
@@ -370,8 +370,11 @@ def verify_tlog(env: Envelope, auth: TlogAuth, subject: str, heads: HeadLookup) 
             Reason.HEAD_MISMATCH,
             f"the verified head of size {size} for key {env.kid} has another root",
         )
+    node = getattr(heads, "node_hash", node_hash)  # a memo of H(0x01||l||r), if it has one
     try:  # c
-        verify_inclusion(leaf_hash(envelope_log_entry(env)), auth.index, size, auth.proof, root)
+        verify_inclusion(
+            leaf_hash(envelope_log_entry(env)), auth.index, size, auth.proof, root, node
+        )
     except ProofError as exc:
         raise Rejected(Reason.PROOF, str(exc)) from None
     return LogPosition(env.kid, auth.index, size, root)

@@ -66,6 +66,10 @@ _TOKEN_RE: Final = re.compile(r"(?:[a-z0-9-]|_|~[0-9a-f]{2})+")
 _DIGEST_RE: Final = re.compile(r"=[a-z2-7]{52}")
 DIGEST_PREFIX: Final = "="
 _PLAIN: Final = frozenset("abcdefghijklmnopqrstuvwxyz0123456789-")
+#: A name (without its trailing dot) / a token made of these alone escapes to / from itself, `.`
+#: and `_` swapped (the fast paths of :func:`_escaped` and :func:`name_from_token`).
+_PLAIN_NAME: Final = _PLAIN | {"."}
+_PLAIN_TOKEN: Final = _PLAIN | {"_"}
 _IDENTITY_DOMAIN: Final = b"CCTF-identity-subject-v1\x00"
 _IDENTITY_SUBJECT_RE: Final = re.compile(rf"[\x21-\x7e]{{1,{MAX_IDENTITY_SUBJECT_CHARS}}}")
 _IDENTITY_KINDS: Final = frozenset(k.value for k in IdentityKind)
@@ -119,8 +123,11 @@ def _show(name: str) -> str:
 
 
 def _escaped(n: str) -> str:
+    body = n[:-1]
+    if _PLAIN_NAME.issuperset(body):  # the common case: nothing but `.` to escape
+        return body.replace(".", "_")
     out: list[str] = []
-    for ch in n[:-1]:
+    for ch in body:
         if ch in _PLAIN:
             out.append(ch)
         elif ch == ".":
@@ -179,6 +186,19 @@ def name_from_token(token: str) -> str:
     :func:`token_matches` to check a claimed name against any token)."""
     if token == "~2e":
         return "."
+    if isinstance(token, str) and token and _PLAIN_TOKEN.issuperset(token):
+        # Fast path, the same result: a plain token decodes to itself with `_` -> `.`, and it is
+        # canonical iff that name is valid (its escaped form is the token again) and short enough.
+        name = token.replace("_", ".") + "."
+        try:
+            normalize_name(name)  # lower case and absolute already: it returns ``name`` or raises
+        except SubjectError as exc:
+            raise SubjectError(
+                f"name token {_show(token)} encodes an invalid name: {exc}"
+            ) from None
+        if len(token) > MAX_NAME_TOKEN_CHARS:
+            raise SubjectError(f"name token {_show(token)} is not in canonical form")
+        return name
     if not isinstance(token, str) or _TOKEN_RE.fullmatch(token) is None:
         raise SubjectError(
             f"invalid name token {_show(token) if isinstance(token, str) else token}"
@@ -343,8 +363,7 @@ def parse_subject(subject: str) -> ParsedSubject:
             raise SubjectError(f"{kind} subject must have 5 tokens: {subject!r}")
         return ParsedSubject(kind, region, agent=check_id(parts[4], "agent id"))
     if len(parts) == 7 and parts[5] not in _IDENTITY_KINDS:  # a per-coordinator DNS verdict
-        token = check_token(parts[4])
-        qname = None if is_digest_token(token) else name_from_token(token)
+        token, qname = _token_and_name(parts[4])
         return ParsedSubject(
             kind,
             region,
@@ -366,6 +385,15 @@ def parse_subject(subject: str) -> ParsedSubject:
             identity_kind=IdentityKind(parts[5]),
             coordinator=coordinator,
         )
-    token = check_token(parts[4])
-    qname = None if is_digest_token(token) else name_from_token(token)
+    token, qname = _token_and_name(parts[4])
     return ParsedSubject(kind, region, qname=qname, qtype=check_qtype(parts[5]), token=token)
+
+
+def _token_and_name(token: str) -> tuple[str, str | None]:
+    """:func:`check_token` and the name the token stands for (``None``: a digest token), decoding
+    the token once."""
+    if token == "~2e":
+        return token, "."
+    if is_digest_token(token):
+        return token, None
+    return token, name_from_token(token)

@@ -43,3 +43,8 @@ class HeadLookup(Protocol):
         """The root hash of the checkpoint of size ``size`` of ``kid``'s log, once its signed note
         verified (both halves, origin and key name ``cctf/v1/log/<kid>``); ``None`` if unknown."""
         ...
+
+
+#: A lookup MAY also offer ``node_hash(left, right) -> bytes``, equal to
+#: :func:`cctf.translog.merkle.node_hash` (e.g. memoised: :class:`cctf.client.inclusion.NodeMemo`);
+#: step 7c then hashes the proof's interior nodes with it.

@@ -44,6 +44,7 @@ from typing import Final
 
 from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.heads import LOG_ORIGIN_PREFIX, log_origin
+from cctf.client.inclusion import NodeMemo
 from cctf.crypto.errors import KeyError_
 from cctf.crypto.trust import Role, TrustConfig
 from cctf.errors import CctfError
@@ -166,6 +167,9 @@ class HeadCache:
         #: Consistency proofs verified; heads dropped unchecked because too many were pending.
         self.consistency_checked = 0
         self.unchecked_dropped = 0
+        #: Envelope step 7c hashes interior nodes with this memo (:mod:`cctf.client.inclusion`:
+        #: the proofs of one batch share their upper nodes; every proof still checked in full).
+        self.node_hash = NodeMemo()
 
     # ---- envelope step 7
 

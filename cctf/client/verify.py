@@ -100,7 +100,7 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_verdict,
 )
-from cctf.bus_schemas.subjects import SubjectError, name_token, normalize_name
+from cctf.bus_schemas.subjects import ParsedSubject, SubjectError, name_token, normalize_name
 from cctf.bus_schemas.tlog import HeadLookup, LogPosition
 from cctf.clock import Clock
 from cctf.crypto.policy import SuitePolicy
@@ -243,18 +243,16 @@ class VerdictVerifier:
             verdict = decode_verdict(env.payload)
         except PayloadError as exc:
             raise Rejected(Reason.MALFORMED, str(exc)) from None
-        try:  # 11
-            qname = normalize_name(verdict.qname)
-        except SubjectError as exc:
-            raise Rejected(Reason.MALFORMED, f"verdict qname: {exc}") from None
-        if qname != verdict.qname:
-            raise Rejected(Reason.MALFORMED, f"verdict qname {verdict.qname!r} is not normalised")
-        if name_token(qname) != parsed.token or verdict.qtype != parsed.qtype:
-            raise Rejected(
-                Reason.SUBJECT,
-                f"verdict for {verdict.qname} {verdict.qtype} on the subject of "
-                f"{parsed.qname or parsed.token} {parsed.qtype}",
-            )
+        if parsed.qname is not None and verdict.qname == parsed.qname:  # 11
+            # the subject's name is normalised (its token is canonical), so this one is, and the
+            # subject's token is this name's: the checks below, without re-encoding the name
+            qname = verdict.qname
+        else:
+            qname = _normalised_qname(verdict.qname)
+            if name_token(qname) != parsed.token:
+                raise _subject_mismatch(verdict, parsed)
+        if verdict.qtype != parsed.qtype:
+            raise _subject_mismatch(verdict, parsed)
         if verdict.coordinator != signer.principal:  # 12
             raise Rejected(
                 Reason.PRINCIPAL,
@@ -282,6 +280,25 @@ class VerdictVerifier:
         duplicate = self._last.check(key, verdict.seq, digest, what)
         self._last.record(key, verdict.seq, digest)
         return CheckedVerdict(verdict, key, env.kid, env.exp, env.iat, duplicate, opened.log)
+
+
+def _normalised_qname(qname: str) -> str:
+    """Step 11: a verdict's qname must be in normalised form [``malformed``]."""
+    try:
+        normal = normalize_name(qname)
+    except SubjectError as exc:
+        raise Rejected(Reason.MALFORMED, f"verdict qname: {exc}") from None
+    if normal != qname:
+        raise Rejected(Reason.MALFORMED, f"verdict qname {qname!r} is not normalised")
+    return normal
+
+
+def _subject_mismatch(verdict: Verdict, parsed: ParsedSubject) -> Rejected:
+    return Rejected(
+        Reason.SUBJECT,
+        f"verdict for {verdict.qname} {verdict.qtype} on the subject of "
+        f"{parsed.qname or parsed.token} {parsed.qtype}",
+    )
 
 
 def open_pinned(

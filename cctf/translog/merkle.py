@@ -21,7 +21,7 @@ raise :class:`ProofError` with a reason code; they never return a bool.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Final
 
 from cctf.translog.errors import ProofError
@@ -236,7 +236,12 @@ def _check_tree_size(size: int, what: str) -> None:
 
 
 def verify_inclusion(
-    leaf: bytes, index: int, size: int, proof: Sequence[bytes], root: bytes
+    leaf: bytes,
+    index: int,
+    size: int,
+    proof: Sequence[bytes],
+    root: bytes,
+    node: Callable[[bytes, bytes], bytes] = node_hash,
 ) -> None:
     """Verify that ``leaf`` (a leaf hash) is leaf ``index`` of the tree of ``size`` leaves whose root
     is ``root`` (RFC 9162 §2.1.3.2). Raises :class:`ProofError`.
@@ -250,6 +255,9 @@ def verify_inclusion(
        otherwise ``r = H(0x01||r||p)``; then shift both right once.
     4. ``sn == 0`` (else the proof is truncated: ``proof-incomplete``) and ``r == root``
        (else ``root-mismatch``).
+
+    ``node``: computes ``H(0x01||left||right)`` (a receiver may pass a memoised :func:`node_hash`,
+    e.g. ``cctf.client.inclusion.NodeMemo``: the proofs of one batch share their upper nodes).
     """
     _check_hash(leaf, "leaf hash")
     _check_hash(root, "root hash")
@@ -263,13 +271,13 @@ def verify_inclusion(
         if sn == 0:
             raise ProofError("proof-not-consumed", "the inclusion proof has extra hashes")
         if fn & 1 or fn == sn:
-            r = node_hash(p, r)
+            r = node(p, r)
             if not fn & 1:
                 while not fn & 1 and fn != 0:
                     fn >>= 1
                     sn >>= 1
         else:
-            r = node_hash(r, p)
+            r = node(r, p)
         fn >>= 1
         sn >>= 1
     if sn != 0:

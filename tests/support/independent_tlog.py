@@ -234,6 +234,17 @@ def decode_tlog_envelope(data: bytes) -> TlogEnvelope:
         if r.array_header() != 9:
             raise _Malformed("envelope: expected an array of 9")
         f = [r.value(1) for _ in range(8)]
+        # front to back (§1): fields 0-7 are typed before the authenticator is looked at
+        fields = (
+            _uint(f[0], 255),
+            _str(f[1], 32),
+            _str(f[2], 64),
+            _str(f[3], 64),
+            _uint(f[4]),
+            _uint(f[5]),
+            _bin(f[6], 16, 16),
+            _bin(f[7], 0, MAX_PAYLOAD),
+        )
         auth_at = r.pos
         if r.array_header() < 2:
             raise _Malformed("auth: fewer than 2 elements")
@@ -248,14 +259,7 @@ def decode_tlog_envelope(data: bytes) -> TlogEnvelope:
         proof = [_bin(p, 32, 32) for p in _list(a[3], 0, 64)]
         head = _list(a[4], 2, 2)
         env = TlogEnvelope(
-            _uint(f[0], 255),
-            _str(f[1], 32),
-            _str(f[2], 64),
-            _str(f[3], 64),
-            _uint(f[4]),
-            _uint(f[5]),
-            _bin(f[6], 16, 16),
-            _bin(f[7], 0, MAX_PAYLOAD),
+            *fields,
             tuple(subjects),
             _uint(a[2]),
             tuple(proof),
