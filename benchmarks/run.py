@@ -9,7 +9,8 @@ In this order: ``crypto`` (sign/verify µs), then a bench fabric (``bench_fabric
 signs each verdict (``signing: per_verdict``) for ``latency`` (unloaded, 1 and 10 names) and
 ``throughput`` (sustained verified verdicts/s), then a fresh one whose coordinator batch-signs
 (``signing: batch``) for ``latency.names_1/10/100``, ``latency.round_500_last_verdict`` and
-``throughput``; then the fabrics are stopped and ``baseline`` runs (plain dnspython majority of five
+``throughput``; then the fabrics are stopped, ``subscriber`` measures the verifying subscriber
+alone (CPU per batch-signed verdict, its publisher in a child process), and ``baseline`` runs (plain dnspython majority of five
 DNS servers), so nothing competes with it for the CPU; last the transparency-log core
 (``translog``: appends/s, proof sizes). Prints ONE JSON object on stdout (progress on stderr) whose
 ``ratios`` compare CCTF with the baseline of the same run (a slower or busier machine moves both,
@@ -34,6 +35,7 @@ import baseline
 import bench_fabric
 import crypto
 import latency
+import subscriber
 import throughput
 import translog
 from harness import ROUND_MS, K, N, Progress, ratio, run_main
@@ -46,6 +48,7 @@ BATCH_TARGETS = {
     "names_100_ratio": 3,
     "round_500_last_verdict_p99_ms": 100,
     "log_appends_per_s": 5_000,
+    "subscriber_cpu_ms_per_verdict": 0.05,
 }
 GOAL_P99_MS = 5
 
@@ -140,7 +143,11 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         # each fabric is stopped before the next part, so nothing of it competes for the CPU
         per_verdict = await _fabric_part(a, progress, tmp / "per_verdict", "per_verdict")
         batch = await _fabric_part(a, progress, tmp / "batch", "batch")
-        progress("fabrics stopped; baseline")
+        progress("fabrics stopped; the subscriber alone (CPU per batch-signed verdict)")
+        sub = await subscriber.measure(
+            progress, verdicts=2_000 if a.quick else 20_000, batch=1_000, pause_s=0.05
+        )
+        progress("baseline")
         base = await baseline.measure(tmp, progress, **baseline.sizes(a.quick))
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
@@ -221,6 +228,7 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         },
         "subscriber": batch["subscriber"],
         "subscriber_per_verdict": per_verdict["subscriber"],
+        "subscriber_alone": sub,
         "baseline": base,
         "crypto_us": crypto_us,
         "config": {
@@ -256,6 +264,8 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
             "round_500_last_verdict_p99_ms": (b_lat["round_500_last_verdict"].get("p99_ms") or 1e9)
             <= BATCH_TARGETS["round_500_last_verdict_p99_ms"],
             "log_appends_per_s": log["appends_per_s"] >= BATCH_TARGETS["log_appends_per_s"],
+            "subscriber_cpu_ms_per_verdict": sub["cpu_ms_per_verdict"]
+            <= BATCH_TARGETS["subscriber_cpu_ms_per_verdict"],
         },
     }
 

@@ -26,6 +26,7 @@ import contextlib
 import cProfile
 import gc
 import os
+import shutil
 import sys
 import tempfile
 import time
@@ -173,6 +174,8 @@ async def measure(
     batches = sealed_batches(key, verdicts, batch)
     tmp = Path(tempfile.mkdtemp(prefix="cctf-bench-sub-"))
     async with contextlib.AsyncExitStack() as stack:
+        stack.callback(shutil.rmtree, tmp, ignore_errors=True)
+        stack.callback(gc.unfreeze)
         nats = await NatsFabric.astart(tmp / "nats", nodes=1, regions=REGIONS)
         stack.push_async_callback(nats.astop)
         admin = await nats.connect("admin", name="bench-admin", for_tests=True)

@@ -53,6 +53,10 @@ def test_quick_benchmark_prints_the_json_contract(tmp_path: Path) -> None:
     assert _positive(result["log"]["appends_per_s"])
     assert result["log"]["proof_hashes"]["inclusion_max"] >= 1
     assert result["subscriber_per_verdict"]["rejected"] == {}
+    alone = result["subscriber_alone"]  # the subscriber's CPU per batch-signed verdict
+    assert alone["verified"] == alone["verdicts"] > 0 and alone["rejected"] == {}
+    assert alone["second_copies_recognised"] == alone["verdicts"]  # each durable copy dropped
+    assert _positive(alone["cpu_ms_per_verdict"])
 
     baseline = result["baseline"]
     for key in ("p50_ms", "p99_ms", "decisions_per_s"):
