@@ -75,6 +75,7 @@ from cctf.crypto.keys import SigningKey
 from cctf.identity.targets import IdentityTargets
 from cctf.ids import check_id, check_qtype
 from cctf.telemetry import get_logger
+from cctf.util.deadline import stop_tasks
 
 __all__ = [
     "MSG_ID_HEADER",
@@ -480,9 +481,7 @@ class ResolverAgent:
         task.add_done_callback(self._late.discard)
 
     async def _drop_late(self) -> None:
-        for task in list(self._late):
-            task.cancel()
-        await asyncio.gather(*self._late, return_exceptions=True)
+        await stop_tasks(list(self._late), 2.0, what="late ballot retry")
 
     def _count_failure(self, reason: PublishFailure, msg_id: str, attempt: int) -> None:
         self.stats.publish_failures[reason.value] += 1

@@ -26,6 +26,7 @@ from nats.aio.msg import Msg
 
 from cctf.bus.connect import Connection
 from cctf.bus.reader import Delivered, OrderedFeed
+from cctf.util.deadline import stop_task
 
 __all__ = [
     "DEFAULT_LIVE_PENDING_BYTES",
@@ -201,9 +202,7 @@ class MergedFeed:
         if self._closed:
             return
         self._closed = True
-        self._pump.cancel()
-        with contextlib.suppress(asyncio.CancelledError, Exception):
-            await self._pump
+        await stop_task(self._pump, 2.0, what="merged feed pump")
         if self._live is not None:
             await self._live.close()
         await self._durable.close()

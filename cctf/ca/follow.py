@@ -16,7 +16,6 @@ retried with bounded backoff, re-reading from the start and skipping what the mi
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from typing import Final
 
 from cctf import telemetry
@@ -29,6 +28,7 @@ from cctf.translog.errors import MirrorError, TranslogError
 from cctf.translog.logstate import log_origin
 from cctf.translog.mirror import LogMirror
 from cctf.translog.note import NoteVerifier
+from cctf.util.deadline import stop_task
 
 __all__ = ["CaLogFollower"]
 
@@ -51,10 +51,7 @@ class CaLogFollower:
         self._task = asyncio.get_running_loop().create_task(self._run(), name="cctf-ca-follow")
 
     async def stop(self) -> None:
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop_task(self._task, 2.0, what="CA log follower")
 
     async def _run(self) -> None:
         delay = 0.05

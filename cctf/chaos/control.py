@@ -34,6 +34,7 @@ from typing import Any, Protocol
 
 from cctf.chaos.faults import FaultError, Faults, ServerStats
 from cctf.errors import CctfError, ConfigError
+from cctf.util.deadline import stop_tasks
 from cctf.util.files import parse_document, read_bounded, write_secret_file, write_secret_json
 
 __all__ = [
@@ -144,10 +145,7 @@ class ControlServer:
         server.close()
         for writer in list(self._writers):
             writer.close()
-        for task in list(self._tasks):
-            task.cancel()
-        if self._tasks:
-            await asyncio.gather(*self._tasks, return_exceptions=True)
+        await stop_tasks(list(self._tasks), 2.0, what="chaos control connection")
         await server.wait_closed()
 
     async def __aenter__(self) -> ControlServer:

@@ -38,6 +38,7 @@ from cctf.chaos.responder import (
     ZoneResponder,
 )
 from cctf.chaos.signing import SignedZone
+from cctf.util.deadline import stop_tasks
 
 __all__ = ["FaultyDnsServer"]
 
@@ -236,11 +237,7 @@ class FaultyDnsServer:
             tcp.close()
         for writer in list(self._tcp_writers):
             writer.close()
-        tasks = [*self._tcp_tasks, *self._pending]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)
+        await stop_tasks([*self._tcp_tasks, *self._pending], 2.0, what="faulty DNS server")
         if tcp is not None:
             await tcp.wait_closed()
 

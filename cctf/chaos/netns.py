@@ -19,6 +19,7 @@ import sys
 from pathlib import Path
 
 from cctf.errors import CctfError
+from cctf.util.deadline import stop_tasks
 
 TABLE = "cctfchaos"
 
@@ -155,7 +156,5 @@ class Partition:
                 await self.agent.wait()
         if self._relay is not None:
             self._relay.close()
-            for t in list(self._relay_tasks):
-                t.cancel()
-            await asyncio.gather(*self._relay_tasks, return_exceptions=True)
+            await stop_tasks(list(self._relay_tasks), 2.0, what="namespace relay")
         self.destroy()

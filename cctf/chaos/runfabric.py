@@ -54,6 +54,7 @@ from cctf.devfabric.demo import (
 )
 from cctf.devfabric.nats import NatsFabric
 from cctf.policy.config import PolicyConfig
+from cctf.util.deadline import stop_tasks
 from cctf.util.files import write_secret_file
 
 Progress = Callable[[str], None]
@@ -255,9 +256,7 @@ class ChaosFabric:
         )
 
     async def _stop_agents(self) -> None:
-        for t in self.agent_tasks:
-            t.cancel()
-        await asyncio.gather(*self.agent_tasks, return_exceptions=True)
+        await stop_tasks(self.agent_tasks, 5.0, what="chaos agent")
 
     def coordinator_config(self) -> CoordinatorConfig:
         sc = self.scenario

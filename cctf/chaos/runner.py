@@ -45,6 +45,7 @@ from cctf.chaos.zone import DEMO_NAMES
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.suites import SuiteId
 from cctf.devfabric.demo import VERDICT_REGION, agent_id
+from cctf.util.deadline import stop_task, stop_tasks
 
 Progress = Callable[[str], None]
 
@@ -219,9 +220,7 @@ class _Run:
             if a["op"] == "start":
                 self.flood_task = asyncio.create_task(self.flood(int(a["region"])))
             elif self.flood_task is not None:
-                self.flood_task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await self.flood_task
+                await stop_task(self.flood_task, 2.0, what="chaos flood")
         elif step.action == "partition":
             assert f.partition is not None
             if a["op"] == "cut":
@@ -339,13 +338,7 @@ async def run_scenario(sc: Scenario, checks: int, progress: Progress) -> dict[st
                 progress(f"{sc.name}: fabric healthy; {sc.rounds} rounds, {checks} checks")
                 await asyncio.gather(run.check_loop(), run.schedule())
             finally:
-                consumer.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await consumer
-                if run.flood_task is not None:
-                    run.flood_task.cancel()
-                    with contextlib.suppress(asyncio.CancelledError):
-                        await run.flood_task
+                await stop_tasks([consumer, run.flood_task], 2.0, what="chaos run")
                 with contextlib.suppress(Exception):
                     await sub.unsubscribe()
             assert fabric.client is not None

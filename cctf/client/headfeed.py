@@ -44,6 +44,7 @@ from cctf.crypto.errors import KeyError_
 from cctf.crypto.trust import Role, TrustConfig
 from cctf.ids import IdError, check_id
 from cctf.telemetry import get_logger, meter
+from cctf.util.deadline import stop_task
 
 if TYPE_CHECKING:  # the client owns a feed; verify_fetching calls back into it
     from cctf.client.sdk import TrustClient
@@ -178,11 +179,8 @@ class HeadFeed:
 
     async def close(self) -> None:
         self._closed = True
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
-            self._task = None
+        await stop_task(self._task, 2.0, what="head feed")
+        self._task = None
         regions, self._regions = self._regions, {}
         if self.nc.is_closed:
             return

@@ -38,6 +38,7 @@ from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch
 from cctf.crypto.keys import SigningKey
 from cctf.errors import CctfError
 from cctf.translog.merkle import MerkleTree
+from cctf.util.deadline import stop_task, stop_tasks
 
 __all__ = ["BatchClosed", "BatchSigner", "BatchStats", "LogAppend", "batch_stage"]
 
@@ -207,17 +208,10 @@ class BatchSigner:
     async def stop(self, timeout_s: float = 2.0) -> None:
         """Refuse what is still queued, let the appends in flight finish (bounded)."""
         self._close(BatchClosed("the coordinator is stopping"))
-        if self._task is not None:
-            self._task.cancel()
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await self._task
+        await stop_task(self._task, 1.0, what="batcher")
         if self._tasks:
             _done, left = await asyncio.wait(list(self._tasks), timeout=timeout_s)
-            for task in left:
-                task.cancel()
-            for task in left:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(left, 1.0, what="batcher append")
 
     def _close(self, exc: BaseException) -> None:
         if self._closed is None:

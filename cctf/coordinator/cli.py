@@ -21,6 +21,7 @@ from cctf.bus.settings import NatsSettingsError
 from cctf.coordinator.config import ConfigError, CoordinatorConfig, load_coordinator_config
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.trust import TrustConfig
+from cctf.util.deadline import stop_task
 
 if TYPE_CHECKING:
     from cctf.bus.connect import Connection
@@ -110,9 +111,7 @@ async def _serve(
     )
     await asyncio.wait({connecting, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():  # a signal while (re)trying to connect
-        connecting.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(connecting, 1.0)
+        await stop_task(connecting, 1.0, what="NATS connect")
         log.info("coordinator_stopped", state="connecting")
         return EXIT_STOPPED
     try:
@@ -125,9 +124,7 @@ async def _serve(
         starting = asyncio.create_task(coordinator.start())
         await asyncio.wait({starting, waiter}, return_when=asyncio.FIRST_COMPLETED)
         if not starting.done():
-            starting.cancel()
-            with contextlib.suppress(BaseException):
-                await asyncio.wait_for(starting, 1.0)
+            await stop_task(starting, 1.0, what="coordinator start")
             await _close(nc)
             return EXIT_STOPPED
         starting.result()

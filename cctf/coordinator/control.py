@@ -46,6 +46,7 @@ from cctf.crypto.keys import SigningKey
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
 from cctf.policy.config import PolicyConfig
+from cctf.util.deadline import stop_tasks
 
 __all__ = ["SafeModeControl", "SafeModeStats"]
 
@@ -220,12 +221,8 @@ class SafeModeControl:
 
     async def stop(self) -> None:
         self._stopping.set()
-        for task in self._tasks:
-            task.cancel()
-        if self._tasks:  # bounded: a task that swallowed its cancel never blocks the stop
-            _done, stuck = await asyncio.wait(self._tasks, timeout=3.0)
-            for task in stuck:
-                _log.error("safe_mode_task_stuck", task=task.get_name())
+        # bounded: a task that swallowed its cancel is cancelled again, never blocks the stop
+        await stop_tasks(self._tasks, 3.0, what="safe mode")
         if self.store is not None and self._dirty.is_set():  # the last change (bounded)
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(

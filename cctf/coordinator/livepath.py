@@ -24,6 +24,7 @@ from cctf.bus.live import LiveSubscription, subscribe_live
 from cctf.bus.streams import votes_stream_subjects
 from cctf.coordinator.pipeline.ingest import RateBudget
 from cctf.coordinator.pipeline.live import LiveCopy, LiveIngest
+from cctf.util.deadline import stop_tasks
 
 __all__ = ["MAX_SUSPEND_S", "SUSPEND_S", "LivePath"]
 
@@ -131,11 +132,7 @@ class LivePath:
             self._suspended.pop(region, None)
 
     async def stop(self) -> None:
-        for task in list(self._suspended.values()):
-            task.cancel()
-        for task in list(self._suspended.values()):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(list(self._suspended.values()), 1.0, what="live path resume")
         for sub in list(self._subs.values()):
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(sub.close(), 1.0)

@@ -60,6 +60,7 @@ from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.trust import Role, TrustConfig
 from cctf.errors import CctfError
+from cctf.util.deadline import stop_tasks
 
 __all__ = ["Coordinator", "CoordinatorError", "CoordinatorStats", "vote_regions"]
 
@@ -338,17 +339,11 @@ class Coordinator:
                 with contextlib.suppress(asyncio.TimeoutError, asyncio.CancelledError, Exception):
                     await asyncio.wait_for(asyncio.shield(task), fetch_wait)
             task.cancel()
-        for task in self._tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await stop_tasks(self._tasks, 2.0, what="coordinator")
         waiting = self._scheduler.tasks | self._outbox.storing
         if waiting:
             _done, pending = await asyncio.wait(list(waiting), timeout=1.0)
-            for task in pending:
-                task.cancel()
-            for task in pending:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await stop_tasks(pending, 1.0, what="coordinator store")
         if self.batcher is not None:  # refuse what is queued, drain the log appends (bounded)
             await self.batcher.stop()
             self.durable_log.close()

@@ -79,6 +79,7 @@ from cctf.devfabric.demo_options import (
     resolver_id,
 )
 from cctf.devfabric.nats import NatsFabric
+from cctf.util.deadline import stop_task, stop_tasks
 
 __all__ = [
     "COORDINATOR_ID",
@@ -377,12 +378,8 @@ async def _run(
                 break
             await asyncio.sleep(0.05)
     finally:
-        consumer.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await consumer
-        for t in agent_tasks:
-            t.cancel()
-        await asyncio.gather(*agent_tasks, return_exceptions=True)
+        await stop_task(consumer, 2.0, what="demo consumer")
+        await stop_tasks(agent_tasks, 5.0, what="demo agent")
 
     summary = ", ".join(f"{outcomes.get(o, 0)} {o.value}" for o in Outcome)
     total = sum(len(s) for s in seen.values())

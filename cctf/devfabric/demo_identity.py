@@ -28,6 +28,7 @@ from cctf.gateway.app import create_app
 from cctf.gateway.server import GatewayServer
 from cctf.identity.fetch import FetchError, probe_tls
 from cctf.telemetry import get_logger
+from cctf.util.deadline import stop_task
 
 _log = get_logger("cctf.demo")
 
@@ -142,9 +143,7 @@ class RelyingParty:
         self._queue.put_nowait(round_)
 
     async def close(self) -> None:
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
+        await stop_task(self._task, 2.0, what="relying party")
 
     def failed(self) -> BaseException | None:
         if self._task.done() and not self._task.cancelled():

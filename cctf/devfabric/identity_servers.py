@@ -28,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from cctf.devfabric.identity_pki import Issued
+from cctf.util.deadline import stop_tasks
 
 MAX_REQUEST_HEAD = 16 * 1024
 HANDSHAKE_TIMEOUT_S = 10.0
@@ -154,9 +155,7 @@ class ViewServer:
         tasks = list(self._tasks)
         if tasks:
             _done, pending = await asyncio.wait(tasks, timeout=5)
-            for t in pending:
-                t.cancel()
-            await asyncio.gather(*pending, return_exceptions=True)
+            await stop_tasks(pending, 2.0, what="identity server connection")
         for server in self._servers.values():
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(server.wait_closed(), 5)

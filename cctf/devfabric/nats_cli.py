@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import logging
 import signal
 import sys
@@ -23,6 +22,7 @@ from cctf.bus.accounts import ADMIN_USER, DEFAULT_REGIONS, validate_region
 from cctf.bus.streams import StreamSetupError, ensure_streams
 from cctf.devfabric.nats import NatsFabric, NatsFabricError
 from cctf.devfabric.nats_config import render_accounts_conf
+from cctf.util.deadline import stop_task
 
 _log = logging.getLogger(__name__)
 
@@ -113,9 +113,7 @@ async def _create_streams(fabric: NatsFabric, timeout_s: float, stop: threading.
         )
         while not task.done():
             if stop.is_set():
-                task.cancel()
-                with contextlib.suppress(asyncio.CancelledError):
-                    await task
+                await stop_task(task, 2.0, what="stream creation")
                 return False
             await asyncio.wait({task}, timeout=0.2)
         await task

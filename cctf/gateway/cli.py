@@ -10,13 +10,13 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import contextlib
 import signal
 import sys
 from pathlib import Path
 from typing import Final
 
 from cctf import telemetry
+from cctf.util.deadline import stop_task
 
 __all__ = ["register"]
 
@@ -98,9 +98,7 @@ async def _serve(config: object, trust: object, urls: list[str], user: str, pass
     )
     await asyncio.wait({connecting, waiter}, return_when=asyncio.FIRST_COMPLETED)
     if not connecting.done():
-        connecting.cancel()
-        with contextlib.suppress(BaseException):
-            await asyncio.wait_for(connecting, 1.0)
+        await stop_task(connecting, 1.0, what="NATS connect")
         log.info("gateway_stopped", state="connecting")
         return EXIT_STOPPED
     try:

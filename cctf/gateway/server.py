@@ -19,6 +19,8 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
+from cctf.util.deadline import stop_task
+
 __all__ = ["GatewayServer"]
 
 STOP_BUDGET_S: Final = 3.0
@@ -85,9 +87,7 @@ class GatewayServer:
             await asyncio.wait_for(asyncio.shield(self._task), STOP_BUDGET_S + 1)
         except (TimeoutError, Exception):
             self._server.force_exit = True
-            self._task.cancel()
-            with contextlib.suppress(BaseException):
-                await self._task
+            await stop_task(self._task, 2.0, what="gateway server")
         finally:
             if self._socket is not None:
                 self._socket.close()

@@ -14,7 +14,6 @@ re-derived, every head checked) and answers the log API (wire-protocol.md §9.4)
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import Callable
 
 from cctf.bus.connect import Connection
@@ -38,7 +37,7 @@ from cctf.translog.errors import MirrorError, TranslogError
 from cctf.translog.logstate import check_log_id
 from cctf.translog.mirror import LogMirror
 from cctf.translog.note import NoteVerifier
-from cctf.util.deadline import abandon
+from cctf.util.deadline import stop_task
 
 __all__ = ["LogMonitor", "log_verifier", "verify_log"]
 
@@ -112,20 +111,9 @@ class LogMonitor:
     async def stop(self) -> None:
         if self._served is not None:
             await self._served.close()
-        task = self._task
-        if task is None:
-            return
         # bounded: nats-py awaits (Python 3.11 wait_for) can swallow a cancel, so cancel again
         # until the follower has unwound, and never wait more than about 2 s for it
-        for _ in range(20):
-            task.cancel()
-            done, _pending = await asyncio.wait({task}, timeout=0.1)
-            if done:
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    task.result()
-                return
-        abandon(task)
-        _log.error("log_monitor_stuck", log=self.log_id)
+        await stop_task(self._task, 2.0, what=f"log monitor {self.log_id}")
 
     def _progress(self, seq: int, last: int) -> None:
         if seq >= last:
