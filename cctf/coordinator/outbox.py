@@ -9,8 +9,10 @@ identity verdicts keep their own signatures.
 
 The live path never waits on a stream leader (design D1): :meth:`Outbox.run` returns as soon as every
 verdict's first copy went out to every region (core subscribers have it then); the stream's
-acknowledgement is awaited in the background (:attr:`Outbox.storing`), with retries of the same
-bytes and message id, and only then is the key settled (its ballots acknowledged). So a stream
+acknowledgement is awaited in the background (:attr:`Outbox.storing`: ONE task per published chunk,
+:meth:`cctf.bus.publisher.Publisher.publish_many`, one acknowledgement collector for all its
+messages, not a task, future and timer per verdict), with retries of the same bytes and message id,
+and only then is each key settled (its ballots acknowledged). So a stream
 without a leader delays the durable copy and the acknowledgement of ballots, never the next verdict.
 A verdict that cannot be built or sealed is settled at once as ``unpublishable``; one that cannot be
 stored before it expires is settled as ``expired`` (counted in ``verdicts_dropped`` when it never went
