@@ -108,14 +108,18 @@ class _AckCollector:
         self._conn = conn
         self._prefix = ""
         self._sub: Any = None
+        self._starting = asyncio.Lock()
         self._tokens = itertools.count(1)
         self._waiting: dict[str, tuple[_Attempt, int]] = {}
 
     async def start(self) -> None:
-        if self._sub is None:
-            prefix = self._conn.new_inbox() + "."
-            self._sub = await self._conn.subscribe(prefix + "*", cb=self._on_reply)
-            self._prefix = prefix
+        if self._sub is not None:
+            return
+        async with self._starting:  # concurrent first batches share one subscription
+            if self._sub is None:
+                prefix = self._conn.new_inbox() + "."
+                self._sub = await self._conn.subscribe(prefix + "*", cb=self._on_reply)
+                self._prefix = prefix
 
     def reply_to(self, attempt: _Attempt, position: int, nonce: str) -> tuple[str, str]:
         """A fresh ``(token, reply subject)`` for one message of ``attempt``: a counter (unique)

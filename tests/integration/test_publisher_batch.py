@@ -41,7 +41,11 @@ async def test_a_batch_is_stored_once_per_message_id_and_failures_are_per_messag
         Outgoing(_subject(7), b"elsewhere", "id-w", soon, "CCTF_NOT_THIS_ONE"),  # refused
     ]
     told: list[list[bool]] = []
-    results = await publisher.publish_many(msgs, stopping, on_sent=told.append)
+    first, results = await asyncio.gather(  # two first batches at once: one subscription
+        publisher.publish_many(msgs[:1], stopping),
+        publisher.publish_many(msgs, stopping, on_sent=told.append),
+    )
+    assert first[0].outcome is PublishOutcome.PUBLISHED
 
     assert told == [[True] * len(msgs)]  # once, every first attempt went out
     stored = [r.outcome for r in results[:201]]
@@ -54,6 +58,8 @@ async def test_a_batch_is_stored_once_per_message_id_and_failures_are_per_messag
     assert "APIError" in results[202].last_error
     info = await js.stream_info(stream)
     assert info.state.messages == 200
+    collectors = [s.subject for s in admin._subs.values() if s._cb == publisher._acks._on_reply]
+    assert collectors == [publisher._acks._prefix + "*"]  # one, though two batches started at once
 
 
 async def test_a_batch_without_a_stream_leader_is_retried_with_the_same_bytes_until_stopped(
