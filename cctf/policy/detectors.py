@@ -137,8 +137,16 @@ class Detectors:
         return tuple(Scope(r, name) for r in self._regions)
 
     def _fold(self, series: str, value: float, settings: DetectorSettings) -> Score | None:
-        """Fold ``value`` into ``series``; the score when it alarms."""
+        """Fold ``value`` into ``series``; the score when it alarms.
+
+        A quiet series (``var == 0``, ``mean == value``, at least one sample: the steady state of
+        agreeing voters and steady resolvers) takes a short path with the same result as
+        :meth:`Ewma.alarm`: ``z = 0`` never reaches a threshold (> 0), ``d = 0`` leaves the mean
+        and the zero variance exactly as they are; only the sample count moves."""
         ewma = self._series._d.get(series)
+        if ewma is not None and ewma.var == 0.0 and ewma.mean == value and ewma.samples:
+            ewma.samples += 1
+            return None
         if ewma is None:
             ewma = Ewma()
             self._series.put(series, ewma)

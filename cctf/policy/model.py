@@ -5,6 +5,7 @@ from __future__ import annotations
 import enum
 import math
 from dataclasses import dataclass
+from typing import NamedTuple
 
 __all__ = [
     "Alarm",
@@ -52,10 +53,10 @@ class Scope:
         return f"{self.region}/{self.name or '*'}"
 
 
-@dataclass(frozen=True, slots=True)
-class VoterObs:
+class VoterObs(NamedTuple):
     """One electorate voter in a decision: its region, its answer digest (``None``: no answer) and
-    the TTL of its answer (``None``: unknown)."""
+    the TTL of its answer (``None``: unknown). Immutable (a named tuple: built per voter and
+    decision on the hot path, ~3x cheaper than a frozen dataclass)."""
 
     voter: str
     region: str
@@ -63,10 +64,9 @@ class VoterObs:
     ttl: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class DecisionObs:
+class DecisionObs(NamedTuple):
     """A tally decision for one ``(qname, qtype, round)``: ``trusted`` with the winning ``digest``,
-    or not (``digest`` then ``None``)."""
+    or not (``digest`` then ``None``). Immutable (a named tuple, as :class:`VoterObs`)."""
 
     qname: str
     qtype: str

@@ -118,6 +118,7 @@ class SafeModeStage:
         self.engine = PolicyEngine(config, regions)
         self.regions = tuple(regions)
         self._agent_regions = dict(agent_regions)
+        self._voter_regions: dict[str, str] = {}
         self._coordinator = coordinator
         self._clock = clock
         self._lifetime = lifetime_ms
@@ -125,13 +126,24 @@ class SafeModeStage:
 
     # ---- inputs -------------------------------------------------------------------------------
 
+    def _region_of(self, voter: str) -> str:
+        """The region of ``voter``'s agent (``""``: unknown), cached per voter (bounded)."""
+        cache = self._voter_regions
+        region = cache.get(voter)
+        if region is None:
+            if len(cache) >= 4096:
+                cache.clear()
+            region = cache[voter] = self._agent_regions.get(voter.split("/")[0], "")
+        return region
+
     def _obs(self, key: TallyKey, d: Decision) -> DecisionObs:
         digests = d.voter_digests or (b"",) * len(d.voters)
         votes = d.counted_votes or (None,) * len(d.voters)
+        region_of = self._region_of
         voters = tuple(
             VoterObs(
                 v,
-                self._agent_regions.get(v.split("/")[0], ""),
+                region_of(v),
                 dg or None,
                 vote.ttl if vote is not None and dg else None,
             )
