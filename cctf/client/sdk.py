@@ -79,7 +79,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections import Counter, OrderedDict
 from collections.abc import AsyncGenerator, AsyncIterator, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Final, Literal, Self
@@ -95,10 +94,10 @@ from cctf.bus.reader import (
 )
 from cctf.bus.streams import verdict_stream_name
 from cctf.bus_schemas.control import SafeModeAnnouncement
-from cctf.bus_schemas.envelope import Reason, Rejected
+from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.evidence import IdentityKind, IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
-from cctf.bus_schemas.subjects import normalize_name, verdict_subject
+from cctf.bus_schemas.subjects import verdict_subject
 from cctf.client.coordquorum import CoordinatorPolicy
 from cctf.client.errors import (
     FALL_BACK,
@@ -108,7 +107,6 @@ from cctf.client.errors import (
     VerdictRejected,
 )
 from cctf.client.headfeed import ConsistencySource, HeadFeed, verify_fetching
-from cctf.client.heads import HeadCache
 from cctf.client.identity_reader import IdentityReader
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.quorumcheck import check_quorum
@@ -119,20 +117,19 @@ from cctf.client.stream import (
     VerdictStream,
     open_stream,
 )
+from cctf.client.verified import VerifiedState
 from cctf.client.verify import (
     DEFAULT_CAPACITY,
     DEFAULT_MAX_LKG_STALENESS_MS,
     DEFAULT_ROUND_MS,
-    CheckedVerdict,
     VerdictTimes,
-    VerdictVerifier,
 )
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import TrustConfig
-from cctf.ids import check_id, check_qtype
+from cctf.ids import check_id
 from cctf.logmon.apiclient import LogApiClient
-from cctf.telemetry import get_logger, meter
+from cctf.telemetry import get_logger
 
 if TYPE_CHECKING:  # cctf.client.identity builds on this module
     from cctf.client.identity import IdentityClient
@@ -154,16 +151,11 @@ __all__ = [
 
 #: Seconds :meth:`TrustClient.close` waits for a drain before closing the connection outright.
 CLOSE_DRAIN_S: Final = 1.0
-#: Accepted verdicts reach the ``cctf_client_verdicts_accepted`` metric at most this late.
-METRIC_FLUSH_S: Final = 0.1
 
 _log = get_logger("cctf.client")
 
 
-_CacheKey = tuple[str, str, str]  # (region, normalized qname, qtype)
-
-
-class TrustClient:
+class TrustClient(VerifiedState):
     """Verified access to a region's verdicts. See the module docstring for the guarantees."""
 
     def __init__(
@@ -198,8 +190,6 @@ class TrustClient:
         others gossip them). ``consistency``: where consistency proofs between the heads seen come
         from: by default the log API (``cctf log serve``, :class:`cctf.logmon.apiclient.
         LogApiClient`); ``None``: only forks (two heads of one size) are detected."""
-        if cache_size < 1:
-            raise ValueError("cache_size must be positive")
         #: k-of-m coordinator policy (``None``: any one trusted coordinator's verdict is used).
         self.coordinators = coordinators
         self.accept_lkg = accept_lkg
@@ -208,20 +198,9 @@ class TrustClient:
         if self.max_age_ms < 0:
             raise ValueError("max_age_ms must not be negative")
         self.nc = nc
-        self.trust = trust
         self.region = check_id(region, "region")
-        self.clock = clock
-        self.policy = policy
-        #: Messages that failed verification, by :class:`Reason` value (and ``internal_error``).
-        self.rejected: Counter[str] = Counter()
-        #: Messages that passed verification (``check`` and ``verdicts``).
-        self.accepted = 0
         self._timeout = request_timeout
         self._inactive_s = feed_inactive_threshold_s
-        self._rollback_capacity = rollback_capacity
-        self._verifiers: dict[str, VerdictVerifier] = {}
-        self._cache: OrderedDict[_CacheKey, CheckedVerdict] = OrderedDict()
-        self._cache_size = cache_size
         self._streams: set[VerdictStream] = set()
         self._owns_connection = owns_connection
         self._error_logging = {"on": False}
@@ -239,7 +218,6 @@ class TrustClient:
             on_rejected=self._count_rejected,
             coordinators=lambda: self.coordinators,  # k-of-m for identity verdicts too
         )
-        m = meter("cctf.client")
         #: Verified log heads of batch-signed verdicts (:mod:`cctf.client.heads`), fed live, by
         #: direct get and by gossip (:mod:`cctf.client.headfeed`; split-view alarm).
         if consistency == "log_api":
@@ -247,15 +225,15 @@ class TrustClient:
         self.head_feed = HeadFeed(
             nc, trust, request_timeout=request_timeout, gossip=gossip, consistency=consistency
         )
-        self.heads: HeadCache = self.head_feed.cache
-        self._m_rejected = m.create_counter(
-            "cctf_client_verdicts_rejected", description="verdicts that failed verification"
+        VerifiedState.__init__(
+            self,
+            trust,
+            clock,
+            policy,
+            self.head_feed.cache,
+            cache_size=cache_size,
+            rollback_capacity=rollback_capacity,
         )
-        self._m_accepted = m.create_counter(
-            "cctf_client_verdicts_accepted", description="verdicts that passed verification"
-        )
-        self._accepted_unsent: dict[str, int] = {}
-        self._accepted_flush_due = False
 
     # ---- construction and shutdown
 
@@ -351,110 +329,6 @@ class TrustClient:
         tb: TracebackType | None,
     ) -> None:
         await self.close()
-
-    # ---- verification state
-
-    def verifier(self, region: str | None = None) -> VerdictVerifier:
-        """The (shared) verifier of ``region`` (default: the client's region)."""
-        region = self.region if region is None else check_id(region, "region")
-        v = self._verifiers.get(region)
-        if v is None:
-            v = VerdictVerifier(
-                self.trust,
-                self.clock,
-                self.policy,
-                region,
-                capacity=self._rollback_capacity,
-                times=self.times,
-                accept_lkg=self.accept_lkg,
-                heads=self.heads,
-            )
-            self._verifiers[region] = v
-        return v
-
-    def _verify(
-        self,
-        region: str,
-        data: bytes,
-        subject: str,
-        *,
-        max_age_ms: int | None = None,
-        cache: bool = True,
-        quiet_head_unknown: bool = False,
-    ) -> CheckedVerdict:
-        """Verify, count, log and cache; raises :class:`Rejected`."""
-        try:
-            checked = self.verifier(region).check(data, subject, max_age_ms=max_age_ms)
-        except Rejected as exc:
-            if not (quiet_head_unknown and exc.reason is Reason.HEAD_UNKNOWN):
-                self._count_rejected(exc.reason.value, region, subject, exc.detail)
-            raise
-        self.accepted += 1
-        self._accepted_unsent[region] = self._accepted_unsent.get(region, 0) + 1
-        if not self._accepted_flush_due:
-            self._schedule_accepted_flush()
-        if cache:
-            self._remember(region, checked)
-        return checked
-
-    def _schedule_accepted_flush(self) -> None:
-        """Send the accepted counts to the metric in :data:`METRIC_FLUSH_S` (one add per region
-        per interval instead of one per verdict, which cost as much as half a verification)."""
-        try:
-            loop = asyncio.get_running_loop()
-        except RuntimeError:  # no event loop (a synchronous caller): at once
-            self._flush_accepted()
-            return
-        self._accepted_flush_due = True
-        loop.call_later(METRIC_FLUSH_S, self._flush_accepted)
-
-    def _flush_accepted(self) -> None:
-        self._accepted_flush_due = False
-        unsent, self._accepted_unsent = self._accepted_unsent, {}
-        for region, n in unsent.items():
-            self._m_accepted.add(n, {"region": region})
-
-    def raise_for_split_view(self) -> None:
-        """Raise :class:`~cctf.client.heads.SplitViewError` (a :class:`Rejected`, reason
-        ``split_view``) if a coordinator's log was seen showing two views."""
-        self.heads.raise_for_split_view()
-
-    def last_checked(
-        self, name: str, qtype: str = "A", region: str | None = None
-    ) -> CheckedVerdict | None:
-        """The details of the latest verified verdict for ``(name, qtype)`` (its signing key, its
-        log position when batch-signed), whatever its age (no I/O)."""
-        region = self.region if region is None else check_id(region, "region")
-        return self._cache.get((region, normalize_name(name), check_qtype(qtype)))
-
-    def _remember(self, region: str, checked: CheckedVerdict) -> None:
-        v = checked.verdict
-        key = (region, checked.key[1], v.qtype)
-        self._cache[key] = checked
-        self._cache.move_to_end(key)
-        while len(self._cache) > self._cache_size:
-            self._cache.popitem(last=False)
-
-    def _count_rejected(self, reason: str, region: str, subject: str, detail: str) -> None:
-        self.rejected[reason] += 1
-        self._m_rejected.add(1, {"region": region, "reason": reason})
-        _log.warning(
-            "verdict_rejected", reason=reason, region=region, subject=subject, detail=detail
-        )
-
-    def cached(self, name: str, qtype: str = "A", region: str | None = None) -> Verdict | None:
-        """The latest verified verdict known for ``(name, qtype)``, if still valid and not older
-        than ``max_age_ms`` (no I/O)."""
-        region = self.region if region is None else check_id(region, "region")
-        checked = self._cache.get((region, normalize_name(name), check_qtype(qtype)))
-        now = self.clock.now_ms()
-        if (
-            checked is None
-            or now >= checked.valid_until_ms
-            or now - checked.issued_ms > self.max_age_ms
-        ):
-            return None
-        return checked.verdict
 
     # ---- point look-ups
 
