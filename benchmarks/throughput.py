@@ -65,6 +65,7 @@ async def measure(
     batches = 0
     expired = 0
     cpu_before: dict[str, float | None] = {}
+    build_before = 0.0
     measuring = False
 
     def reap(now: float) -> None:
@@ -90,6 +91,7 @@ async def measure(
         if not measuring and now >= t_measure:
             measuring = True
             cpu_before = cpu_snapshot(pids)
+            build_before = agents.build_cpu_s
         reap(now)
         if len(inflight) >= window:
             fab.check_alive()
@@ -105,6 +107,7 @@ async def measure(
         inflight.append(collector.expect(names, t0))
         await asyncio.gather(*(agents.publish(r, d) for r, d in zip(REGIONS, datas, strict=True)))
     cpu_after = cpu_snapshot(pids)
+    build_cpu = agents.build_cpu_s - build_before if measuring else 0.0
     window_s = t_end - t_measure
     count = collector.count_between(t_measure, t_end)
     per_second = collector.per_second(t_measure, t_end)
@@ -121,6 +124,10 @@ async def measure(
     m1 = fab.scrape()
     cpu = cpu_delta(cpu_before, cpu_after, window_s)
     cpu_per_verdict = cpu_delta(cpu_before, cpu_after, count, 1000.0) if count else {}
+    if count and "harness" in cpu_per_verdict:  # the harness = simulated agents + the subscriber
+        building = round(build_cpu / count * 1000.0, 3)
+        cpu_per_verdict["harness_ballot_building"] = building
+        cpu_per_verdict["harness_subscriber"] = round(cpu_per_verdict["harness"] - building, 3)
     progress(f"throughput: {count} verdicts in {window_s:.1f} s = {count / window_s:.0f}/s")
     return {
         "verdicts_per_s": round(count / window_s, 1),
