@@ -30,7 +30,7 @@ from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import DuplicateIndex, Seen
 from cctf.coordinator.tally import Decision
 
-__all__ = ["DUPLICATE_REASON", "Intake", "Token", "Turn"]
+__all__ = ["DUPLICATE_REASON", "PART_BYTES", "Intake", "Token", "Turn", "turn_parts"]
 
 Token = tuple[str, int]
 DUPLICATE_REASON: Final = Reason.DUPLICATE.value
@@ -40,7 +40,32 @@ _MAX_DETAIL: Final = 300
 _DUPLICATE_TTL_MS: Final = 120_000
 _DUPLICATE_CAPACITY: Final = 262_144
 
+#: A turn is processed in parts of about this many message bytes (a 500-name ballot is ~86 KB),
+#: the service yielding to the event loop between parts: the keys one part decided go on to the
+#: policy, signing and publishing stages before the next ballots are verified, instead of after
+#: the whole turn (a turn may hold every region's ballot and its other copies).
+PART_BYTES: Final = 64 * 1024
+
 _log = telemetry.get_logger("cctf.coordinator")
+
+
+def turn_parts(
+    turn: Sequence[tuple[str, Delivery | LiveCopy]], part_bytes: int = PART_BYTES
+) -> list[list[tuple[str, Delivery | LiveCopy]]]:
+    """``turn`` cut, in order, into parts of at least ``part_bytes`` message bytes (the last may be
+    smaller); every message is in exactly one part."""
+    parts: list[list[tuple[str, Delivery | LiveCopy]]] = []
+    part: list[tuple[str, Delivery | LiveCopy]] = []
+    size = 0
+    for item in turn:
+        part.append(item)
+        size += len(item[1].data)
+        if size >= part_bytes:
+            parts.append(part)
+            part, size = [], 0
+    if part:
+        parts.append(part)
+    return parts
 
 
 @dataclass(slots=True)

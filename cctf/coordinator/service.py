@@ -38,7 +38,7 @@ from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.deadlines import Deadlines
 from cctf.coordinator.durablelog import CoordinatorLog
 from cctf.coordinator.fetching import region_fetchers
-from cctf.coordinator.intake import Intake, Token
+from cctf.coordinator.intake import Intake, Token, turn_parts
 from cctf.coordinator.livepath import LivePath
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.outbox import Outbox
@@ -84,7 +84,7 @@ class Coordinator:
         time_policy: TimePolicy | None = None,
         owns_conn: bool = False,
     ) -> None:
-        self.config = config
+        self.config = c = config
         self.coordinator = config.coordinator
         self._key = key if key is not None else config.load_key()
         trust = trust if trust is not None else config.load_trust()
@@ -93,7 +93,6 @@ class Coordinator:
         self._monotonic = monotonic
         self._owns_conn = owns_conn
         self.regions = vote_regions(config, trust)
-        c = config
         self.certs = CertGate(c.ca, trust, conn) if c.ca is not None else None
         verifier = BallotVerifier(
             trust=trust,
@@ -329,9 +328,8 @@ class Coordinator:
         await self.safe_mode.stop()
         if self.certs is not None:
             await self.certs.stop()
-        self._room.set()
-        self._work.set()
-        self._space.set()
+        for event in (self._room, self._work, self._space):
+            event.set()
         self._scheduler.wake()
         fetch_wait = self.config.fetch_timeout_ms / 1000 + 1.0
         for task in self._tasks:
@@ -425,13 +423,14 @@ class Coordinator:
                 self._work.clear()
                 await self._work.wait()
                 continue
-            try:
-                await self._process(turn)
-            except asyncio.CancelledError:
-                raise
-            except Exception:  # a bug, never input: keep serving
-                _log.exception("batch_failed", coordinator=self.coordinator)
-            await asyncio.sleep(0)  # let the fetchers and publishers run between turns
+            for part in turn_parts(turn):
+                try:
+                    await self._process(part)
+                except asyncio.CancelledError:
+                    raise
+                except Exception:  # a bug, never input: keep serving
+                    _log.exception("batch_failed", coordinator=self.coordinator)
+                await asyncio.sleep(0)  # fetchers and the decided keys' output stages run
 
     async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> None:
         out = self._intake.turn(turn, self._monotonic(), self._clock.now_ms())

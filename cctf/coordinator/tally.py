@@ -449,8 +449,14 @@ class TallyBook:
         self, qname: str, qtype: str, round_: int, vote: VoteInput
     ) -> tuple[AddResult, Decision | None]:
         """Add a vote. The decision is returned exactly once, with the vote that settles it."""
-        tally = self._tallies.get((qname, qtype, round_))
+        return self.add_at(TallyKey(qname, qtype, round_), vote)
+
+    def add_at(self, key: TallyKey, vote: VoteInput) -> tuple[AddResult, Decision | None]:
+        """:meth:`add` for a key already built (the hot path: the verify stage builds each vote's
+        key once)."""
+        tally = self._tallies.get(key)
         if tally is None:
+            round_ = key.round
             if not _is_int(round_) or round_ < 0:
                 raise ValueError(f"round must be a non-negative integer, got {round_!r}")
             if self._horizon.closed(round_):
@@ -459,7 +465,7 @@ class TallyBook:
                 return AddResult.UNKNOWN_VOTER, None
             if self._live >= self._max_open:
                 return AddResult.OVERLOADED, None
-            tally = self._open(TallyKey(qname, qtype, round_))
+            tally = self._open(key)
         result = tally.add(vote)
         if result is AddResult.COUNTED:
             # COUNTED only happens while open, and a tally closes once: this emits exactly once.

@@ -19,6 +19,8 @@ from cctf.coordinator.verdicts import VerdictError
 
 __all__ = ["AnyKey", "AnyVerdict", "Counted", "Deciders", "Tallies"]
 
+_COUNTED = AddResult.COUNTED
+
 AnyKey = TallyKey | IdentityKey
 AnyVerdict = Verdict | IdentityVerdict
 
@@ -62,9 +64,14 @@ class Tallies:
                 result, decision = stage.add(key, vote, facts)
                 self._note(out, key, vote.voter, key.subject, result, decision)
             return out
-        book = self.dns
+        book, add, keys, decided = self.dns, self.dns.add_at, out.keys, out.decided
         for tkey, vote in checked.votes:
-            result, decision = book.add(tkey.qname, tkey.qtype, tkey.round, vote)
+            result, decision = add(tkey, vote)
+            if result is _COUNTED:  # the hot path of _note
+                keys.append(tkey)
+                if decision is not None:
+                    decided.append((tkey, decision))
+                continue
             self._note(out, tkey, vote.voter, tkey.qname, result, decision)
             if result is AddResult.CLOSED and book.get(tkey.qname, tkey.qtype, tkey.round) is None:
                 out.unheard += 1
