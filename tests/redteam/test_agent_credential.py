@@ -313,11 +313,21 @@ async def test_ten_thousand_ballots_with_long_and_unusual_names(run: Run) -> Non
         f"stuck-ack: usual pending {usual}, back to it {settled_after * 1000:.0f} ms after the last "
         f"ballot (bound {2 * ACK_WAIT_MS} ms); rounds during the attack {len(during)} (latency p50 "
         f"{statistics.median(during):.1f} ms); rejected {st.rejected}; ignored {st.votes_ignored}; "
-        f"held {st.held_ballots}"
+        f"held {st.held_ballots}; terminated by region {st.terminated_by_region}"
     )
     assert after and st.held_ballots <= len(HONEST)
-    # every stored ballot was verified and refused (the rest the engine refused at the publisher)
-    assert st.rejected.get("unconfigured_name", 0) + st.rejected.get("bad_qname", 0) == stored
+    # every stored attack ballot was refused (the rest the engine refused at the publisher): each
+    # delivery of the attacker's region reached a final refusal, counted under its reason. The
+    # reason depends on timing (unconfigured_name / bad_qname when verified in time, round when it
+    # waited more than max_round_lag rounds behind the queue, shed when the region's queue was
+    # full), the refusal does not: no attack ballot is acknowledged as accepted, none is lost.
+    settle_by = time.monotonic() + 2 * ACK_WAIT_MS / 1000  # the last few still in a turn
+    while sum((refused := st.terminated_by_region.get(ATTACKER, {})).values()) < stored:
+        if time.monotonic() > settle_by:
+            break
+        await asyncio.sleep(0.05)
+        st = run.coordinator.stats()
+    assert sum(refused.values()) == stored, (refused, stored)
     assert stored > 0
     assert run.others == []
 
