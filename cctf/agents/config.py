@@ -10,7 +10,7 @@ credentials read, resolvers checked). Commented examples: ``examples/agent.yaml`
     trust: trust.json               # optional: a trust config, or one trust entry (.pub.json); the
                                     #   key must be listed there as an agent key of this agent and
                                     #   region. Default: <name>.pub.json beside <name>.key.json
-    nats: {credentials: .cctf/nats-credentials.json, user: agent-us-east}
+    nats: {credentials: .cctf/nats/credentials.d/agent-us-east.json, user: agent-us-east}
         # or {urls: [nats://127.0.0.1:4222], user: agent-us-east, password: "..."}
     resolvers: [{id: r1, address: 127.0.0.1, port: 5301, transport: udp}, ...]   # 1..64
     names: [[www.demo.test., A], [api.demo.test., AAAA]]

@@ -24,6 +24,7 @@ class CaReason(StrEnum):
     ENTRY = "entry"  # a CA log entry does not decode
     LOG = "log"  # the certificate could not be appended to the CA log (nothing handed out)
     CONFIG = "config"  # CA files (certificate, key) missing or inconsistent
+    REVOKED = "revoked"  # the requesting key was revoked (key_compromise / cessation): no new cert
     JOIN = "join"  # a first-certificate request with no valid, unused join certificate (join.py)
 
 

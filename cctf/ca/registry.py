@@ -22,6 +22,8 @@ A revocation entry is registered when its kid is an agent key of the trust confi
 ``binding``). :meth:`check` then decides, for ``kid`` at ``now_ms``:
 
 * no certificate of ``kid`` was ever registered → ``cert_unlogged``;
+* a revocation of ``kid`` with reason ``key_compromise`` or ``cessation`` was registered → every
+  certificate of the key, also one registered later, is refused ``cert_revoked`` (the key is out);
 * a registered certificate with ``not_before ≤ now < not_after`` and not revoked → accepted;
 * else, such a certificate exists but is revoked → ``cert_revoked``;
 * else → ``cert_expired`` (every logged certificate is out of its validity window).
@@ -40,23 +42,27 @@ from typing import Final
 from cryptography import x509
 
 from cctf.bus_schemas.envelope import Reason, Rejected
-from cctf.ca.entries import CertEntry, JoinEntry, decode_entry
+from cctf.ca.entries import CertEntry, JoinEntry, RevocationReason, decode_entry
 from cctf.ca.errors import CaError, CaReason
 from cctf.ca.join import JoinCert, JoinLedger, parse_join_cert
 from cctf.ca.profile import AgentCert, parse_agent_cert
 from cctf.crypto.errors import KeyError_
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 
-__all__ = ["MAX_CERTS_PER_KID", "MAX_REVOKED_PER_KID", "CertRegistry"]
+__all__ = ["KEY_REVOCATIONS", "MAX_CERTS_PER_KID", "MAX_REVOKED_PER_KID", "CertRegistry"]
 
 MAX_CERTS_PER_KID: Final = 8
 MAX_REVOKED_PER_KID: Final = 64
+#: revocation reasons that revoke the KEY, not one certificate: every certificate of that kid, also
+#: one logged later (a renewal), is refused, and the CA issues none (a new key is the way back)
+KEY_REVOCATIONS: Final = frozenset({RevocationReason.KEY_COMPROMISE, RevocationReason.CESSATION})
 
 
 @dataclass(slots=True)
 class _KeyCerts:
     certs: deque[AgentCert] = field(default_factory=lambda: deque(maxlen=MAX_CERTS_PER_KID))
     revoked: deque[str] = field(default_factory=lambda: deque(maxlen=MAX_REVOKED_PER_KID))
+    blocked: str = ""  # a key_compromise / cessation revocation: the KEY is out, every cert
 
 
 class CertRegistry:
@@ -118,6 +124,8 @@ class CertRegistry:
         rec = self._by_kid.setdefault(entry.kid, _KeyCerts())
         if entry.serial not in rec.revoked:
             rec.revoked.append(entry.serial)
+        if entry.reason in KEY_REVOCATIONS and not rec.blocked:
+            rec.blocked = entry.reason.value
         self.revocations += 1
         return entry.serial
 
@@ -128,6 +136,8 @@ class CertRegistry:
         rec = self._by_kid.get(kid)
         if rec is None or not rec.certs:
             raise Rejected(Reason.CERT_UNLOGGED, f"no logged certificate for key {kid}")
+        if rec.blocked:  # the key itself: later certificates (renewals) are revoked too
+            raise Rejected(Reason.CERT_REVOKED, f"key {kid} revoked ({rec.blocked})")
         valid = [c for c in rec.certs if c.not_before_ms <= now_ms < c.not_after_ms]
         good = [c for c in valid if c.serial not in rec.revoked]
         if good:
@@ -154,6 +164,11 @@ class CertRegistry:
     def certs_of(self, kid: str) -> list[AgentCert]:
         rec = self._by_kid.get(kid)
         return list(rec.certs) if rec is not None else []
+
+    def is_blocked(self, kid: str) -> bool:
+        """A revocation with a key reason (:data:`KEY_REVOCATIONS`) was logged for ``kid``."""
+        rec = self._by_kid.get(kid)
+        return rec is not None and bool(rec.blocked)
 
     def is_revoked(self, kid: str, serial: str) -> bool:
         rec = self._by_kid.get(kid)

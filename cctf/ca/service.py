@@ -144,6 +144,9 @@ class CaService:
             issued = self.issuer.issue(
                 data, subject, now_ms=now, serial=self._serials(), prefix=prefix
             )
+            kid = issued.request.signer.kid
+            if self.registry.is_blocked(kid):  # a revoked KEY gets no new certificate
+                raise CaError(CaReason.REVOKED, f"key {kid} was revoked")
             if prefix == JOIN_PREFIX:  # after the request checks: only the agent's key gets here
                 req = issued.request.request
                 self.registry.joins.check(req.region, req.agent, now)

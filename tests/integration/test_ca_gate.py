@@ -26,6 +26,7 @@ from cctf.bus_schemas.envelope import decode_envelope
 from cctf.bus_schemas.messages import Outcome, decode_verdict
 from cctf.ca.config import AgentCaConfig, CaGateConfig
 from cctf.ca.entries import RevocationReason
+from cctf.ca.errors import CaError
 from cctf.ca.issuer import random_serial
 from cctf.ca.log import open_ca_log
 from cctf.ca.renew import CertRenewer
@@ -244,6 +245,11 @@ async def test_unlogged_expired_and_revoked_certificates_stop_ballots(ca_fabric:
     assert coordinator.stats().terminated.get("cert_revoked") == 1
     # the CA log holds both certificates and the revocation, in order
     assert gate.follower.mirror.size == 3 and gate.registry.refused == {}
+    # a key_compromise revocation revokes the KEY: the CA issues it no new certificate (a renewal
+    # would otherwise re-admit it a few seconds later)
+    with pytest.raises(CaError, match="revoked"):
+        await renewer.obtain()
+    assert gate.follower.mirror.size == 3
     # an agent cannot ask for another region's certificate (permissions: its own region only)
     west_nc = await f.agent_conn("agent-eu-west")
     subject, data = f.world.agents[east].request(clock.now_ms())

@@ -208,7 +208,7 @@ def test_yaml_config_loads_like_json(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize("name", ["agent.yaml", "agent.json"])
 def test_example_configs_load(name: str) -> None:
-    creds = EXAMPLES / ".cctf" / "nats-credentials.json"
+    creds = EXAMPLES / ".cctf" / "nats" / "credentials.d" / "agent-us-east.json"
     cfg = AgentConfig.from_dict(
         {
             **_example(name),

@@ -308,16 +308,26 @@ def test_registry_unlogged_expired_revoked_and_renewed() -> None:
     reg.add(second.entry)
     assert reg.check(kid, nb + 6_000) == second.cert
     assert reg.check(kid, nb + 12_000) == second.cert
-    # revoking the current one: the older still valid admits, then nothing does
-    reg.add(w.issuer.revoke(second.cert, RevocationReason.KEY_COMPROMISE, now_ms=nb + 7_000))
+    # revoking the current one (a certificate reason): the older still valid admits, then nothing
+    reg.add(w.issuer.revoke(second.cert, RevocationReason.SUPERSEDED, now_ms=nb + 7_000))
     assert reg.check(kid, nb + 7_000) == first.cert
     assert _reason(reg, kid, nb + 10_000) == Reason.CERT_REVOKED
-    reg.add(w.issuer.revoke(first.cert, RevocationReason.KEY_COMPROMISE, now_ms=nb + 7_000))
+    reg.add(w.issuer.revoke(first.cert, RevocationReason.UNSPECIFIED, now_ms=nb + 7_000))
     assert _reason(reg, kid, nb + 7_000) == Reason.CERT_REVOKED
     assert _reason(reg, kid, nb + 16_000) == Reason.CERT_EXPIRED
+    assert not reg.is_blocked(kid)
+    # ... so a renewal admits again; a KEY revocation (key_compromise, cessation) does not
+    third = w.issue("agent-us-east", nb + 16_000, 9_000)
+    reg.add(third.entry)
+    assert reg.check(kid, nb + 17_000) == third.cert
+    reg.add(w.issuer.revoke(third.cert, RevocationReason.KEY_COMPROMISE, now_ms=nb + 17_000))
+    assert reg.is_blocked(kid)
+    fourth = w.issue("agent-us-east", nb + 18_000, 9_000)  # a later certificate of that key
+    reg.add(fourth.entry)
+    assert _reason(reg, kid, nb + 18_000) == Reason.CERT_REVOKED
     # the other agent is unaffected
     assert _reason(reg, w.agents["agent-eu-west"].key.kid, nb) == Reason.CERT_UNLOGGED
-    assert reg.refused == {} and reg.certificates == 2 and reg.revocations == 2
+    assert reg.refused == {} and reg.certificates == 4 and reg.revocations == 3
 
 
 def test_registry_refuses_entries_it_cannot_trust() -> None:

@@ -26,7 +26,7 @@ def test_example_configs_load(name: str) -> None:
     assert cfg.coordinator == "coord-1" and cfg.quorum.k == 3 and cfg.quorum.n == 5
     assert cfg.key_file == str(EXAMPLES / "keys/coord-1.key.json")
     assert cfg.nats is not None
-    assert cfg.nats.credentials == str(EXAMPLES / ".cctf/nats-credentials.json")
+    assert cfg.nats.credentials == str(EXAMPLES / ".cctf/nats/credentials.d/coordinator.json")
     assert cfg.nats_settings().user == "coordinator"
     address = cfg.metrics_address
     assert address is not None and (address.host, address.port) == ("127.0.0.1", 9464)

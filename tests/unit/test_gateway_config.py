@@ -17,7 +17,7 @@ def test_the_example_loads_with_anchored_paths() -> None:
     config = load_gateway_config(EXAMPLES / "gateway.yaml")
     assert config.region == "us-east" and config.address == ("127.0.0.1", 8480)
     assert config.trust_file == str(EXAMPLES / "trust.json")
-    assert config.nats.credentials == str(EXAMPLES / ".cctf/nats-credentials.json")
+    assert config.nats.credentials == str(EXAMPLES / ".cctf/nats/credentials.d/client.json")
     (w,) = config.identity.workloads
     assert w.policy.require == ["mtls"]
     assert config.identity.trust_domains[0].ca_file == str(EXAMPLES / "ca/web-root.pem")
