@@ -473,6 +473,16 @@ class NatsServer:
             self._forget()
             return proc.returncode
 
+    def reload_tls_users(self, tls_users: Sequence[TlsUser]) -> None:
+        """Rewrite the config with these certificate-mapped users and signal a reload (SIGHUP):
+        nats-server re-checks every connection against the new users and closes those that no
+        longer map (e.g. a revoked agent's, docs/ca.md §10); new handshakes map the new set."""
+        with self._lock:
+            self._tls_users = tuple(tls_users)
+            write_secret_file(self.config_path, self.render_config())
+            if self._proc is not None and self._proc.poll() is None:
+                self._proc.send_signal(signal.SIGHUP)
+
     def restart(self, *, wait: bool = True, timeout_s: float = 20.0) -> None:
         """Stop (if running) and start again with the same ports and store."""
         self.stop()

@@ -36,7 +36,13 @@ from cctf.bus.connect import Connection, connect, jetstream
 from cctf.bus.rpc import RpcError, request
 from cctf.bus.streams import votes_stream_name
 from cctf.bus.tls import ClientTls
-from cctf.bus.tlsauth import ServerTls, agent_tls_users, join_tls_user, role_tls_user
+from cctf.bus.tlsauth import (
+    ServerTls,
+    TlsUser,
+    agent_tls_users,
+    join_tls_user,
+    role_tls_user,
+)
 from cctf.ca.client import make_csr, new_tls_key
 from cctf.ca.config import AgentCaConfig
 from cctf.ca.errors import CaError
@@ -80,6 +86,7 @@ class TlsFabric:
     admin: ClientTls
     ops_key: tuple[x509.Certificate, ec.EllipticCurvePrivateKey]
     ca: ClientTls  # the CA service's component certificate (user "ca")
+    users: tuple[TlsUser, ...] = ()  # the server's certificate-mapped users
 
     def agent_files(self, agent: str, *, lifetime_ms: int, now_ms: int, name: str) -> ClientTls:
         issued = self.world.issue(agent, now_ms, lifetime_ms)
@@ -138,6 +145,7 @@ def tls_fabric(tmp_path_factory: pytest.TempPathFactory) -> Iterator[TlsFabric]:
             ClientTls(ca=ops_ca, cert=a_cert, key=a_key),
             (ops.root, ops.root_key),
             ClientTls(ca=ops_ca, cert=c_cert, key=c_key),
+            users,
         )
     finally:
         server.stop()
@@ -334,3 +342,44 @@ def test_reload_refuses_a_bad_pair_and_keeps_the_live_context(tls_fabric: TlsFab
     with pytest.raises(ConfigError, match="cannot be used"):
         tls.reload()
     assert tls.reloads == 0
+
+
+async def test_a_reload_without_a_revoked_agent_closes_its_live_connection(
+    tls_fabric: TlsFabric,
+) -> None:
+    """Revocation at the NATS layer (docs/ca.md §10): nats-server has no view of the CA log, but a
+    config reload (SIGHUP) with the revoked agent's user removed closes its LIVE connection at once,
+    and its certificate (still within its validity) no longer maps to any user."""
+    fab = tls_fabric
+    tls = fab.agent_files("b1", lifetime_ms=3_600_000, now_ms=_now(), name="b1-reload")
+    closed = asyncio.Event()
+
+    async def on_closed() -> None:
+        closed.set()
+
+    agent = await _connect(
+        fab,
+        "agent-eu-west.b1",
+        tls,
+        closed_cb=on_closed,
+        max_reconnect_attempts=2,
+        reconnect_time_wait=0.1,
+    )
+    other = await _connect(
+        fab,
+        "agent-us-east.a1",
+        fab.agent_files("a1", lifetime_ms=3_600_000, now_ms=_now(), name="a1-reload"),
+    )
+    revoked = f"spiffe://{TRUST_DOMAIN}/cctf/agent/eu-west/b1"
+    try:
+        await agent.flush()
+        fab.server.reload_tls_users([u for u in fab.users if u.san != revoked])
+        await asyncio.wait_for(closed.wait(), timeout=15)  # dropped, reconnects refused
+        assert other.is_connected  # every other agent keeps its session
+        await other.flush()
+        await _refused(fab, "agent-eu-west.b1", tls, "authentication error")
+    finally:
+        fab.server.reload_tls_users(fab.users)
+        await other.close()
+        if not agent.is_closed:
+            await agent.close()
