@@ -192,7 +192,11 @@ async def _run(
     printer.progress(f"starting NATS JetStream ({opts.nodes} node{'s' if opts.nodes > 1 else ''})")
     fabric = await NatsFabric.astart(workdir / "nats", nodes=opts.nodes, regions=regions)
     stack.push_async_callback(fabric.astop)
-    creds_file = fabric.write_credentials(workdir / "credentials.json")
+    creds_file = fabric.write_credentials(
+        workdir / "credentials.json"
+    )  # the operator's: every user
+    own_dir = workdir / "credentials.d"  # one user each: what a component of its own is handed
+    fabric.write_user_credentials(own_dir)
     admin = await fabric.connect("admin", name="cctf-demo-admin")
     stack.push_async_callback(admin.close)
     await ensure_streams(admin.jetstream(), regions, fabric.stream_replicas)
@@ -335,7 +339,10 @@ async def _run(
         f"live faults: cctf chaos set{fabric_opt} --resolver {resolver_id(regions[0])} "
         "--dnssec tampered (or --poison IP)"
     )
-    printer.progress(f"NATS credentials: {creds_file}")
+    printer.progress(
+        f"NATS credentials: {creds_file} (every user: the operator's); "
+        f"one per component: {own_dir}/<user>.json"
+    )
 
     # 7. show verdicts
     seen: dict[int, set[str]] = {}
