@@ -21,7 +21,7 @@ from typing import Any
 from cctf.bus.accounts import ADMIN_USER, DEFAULT_REGIONS, validate_region
 from cctf.bus.streams import StreamSetupError, ensure_streams
 from cctf.devfabric.nats import NatsFabric, NatsFabricError
-from cctf.devfabric.nats_config import render_accounts_conf
+from cctf.devfabric.nats_config import render_accounts_conf, render_tls_accounts_conf
 from cctf.util.deadline import stop_task
 
 _log = logging.getLogger(__name__)
@@ -93,6 +93,17 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         default=DEFAULT_REGIONS,
         help="comma-separated regions (default " + ",".join(DEFAULT_REGIONS) + ")",
     )
+    conf.add_argument(
+        "--tls",
+        action="store_true",
+        help="the NATS-over-TLS shape (verify_and_map): certificate-mapped users, no passwords",
+    )
+    conf.add_argument("--trust-domain", default="cctf.example", help="with --tls")
+    conf.add_argument(
+        "--agents",
+        default="",
+        help="with --tls: comma-separated region/agent (default agent-<region> per region)",
+    )
     conf.set_defaults(func=_cmd_accounts_conf)
 
     def _help(_args: argparse.Namespace) -> int:
@@ -123,7 +134,18 @@ async def _create_streams(fabric: NatsFabric, timeout_s: float, stop: threading.
 
 
 def _cmd_accounts_conf(args: argparse.Namespace) -> int:
-    sys.stdout.write(render_accounts_conf(args.regions))
+    if not args.tls:
+        sys.stdout.write(render_accounts_conf(args.regions))
+        return 0
+    try:
+        agents = [
+            (r, a)
+            for r, a in (item.split("/", 1) for item in args.agents.split(",") if "/" in item)
+        ] or [(r, f"agent-{r}") for r in args.regions]
+        sys.stdout.write(render_tls_accounts_conf(args.trust_domain, agents, args.regions))
+    except ValueError as exc:
+        print(f"cctf nats: {exc}", file=sys.stderr)
+        return 2
     return 0
 
 
