@@ -20,6 +20,7 @@ import asyncio
 import atexit
 import contextlib
 import ctypes
+import gc
 import json
 import math
 import os
@@ -37,6 +38,7 @@ from typing import Any
 from cctf import telemetry
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus_schemas.subjects import verdict_subject
+from cctf.coordinator.cli import GC_THRESHOLDS
 
 REGIONS: tuple[str, ...] = DEFAULT_REGIONS
 K = 3
@@ -343,6 +345,12 @@ def run_main(work: Callable[[Progress], Awaitable[dict[str, Any]]], budget_s: fl
     """Run ``work`` under a time budget with SIGINT/SIGTERM stopping it; print its JSON result.
     Exit codes: 0 done, 1 failed or over budget, 130 interrupted."""
     telemetry.configure_logging(json=True, level="warning", stream=sys.stderr)
+    # The harness process (simulated agents, collector, subscriber) collects garbage like a running
+    # coordinator (cctf.coordinator.cli.GC_THRESHOLDS): its own bookkeeping (arrival times, answer
+    # cache) would otherwise make every old-generation pass scan it. ``subscriber.measure``
+    # measures the SDK with Python's default thresholds.
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
     async def main_async() -> dict[str, Any]:
         progress = Progress()

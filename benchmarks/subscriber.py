@@ -209,6 +209,9 @@ async def measure(
         del batches  # the sealed copies are in the job file
         gc.collect()
         gc.freeze()  # the set-up objects are not the subscriber's to scan
+        thresholds = gc.get_threshold()
+        gc.set_threshold(700, 10, 10)  # Python's defaults: a library does not tune its host's GC
+        stack.callback(gc.set_threshold, *thresholds)
         t_cpu = time.process_time()
         t0 = time.perf_counter()
         if prof is not None:
