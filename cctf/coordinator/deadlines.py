@@ -106,13 +106,34 @@ class Deadlines:
                 _log.exception("deadline_failed", coordinator=self._c.coordinator)
             await sleep_or_stop(self._stopping, self._tick_s)
 
+    def _silent_keys(self, due: int) -> list[tuple[tuple[str, str], int]]:
+        """Keys the silent-round rule may decide this round (``pipeline.expiry`` step 2): voted
+        on within ``lkg.silent_window_ms`` and with an LKG basis, at most ``lkg.silent_max_keys``,
+        the most recently voted first."""
+        lkg, recent = self._lkg, self._tallies.recent
+        if lkg is None or recent is None:
+            return []
+        out: list[tuple[tuple[str, str], int]] = []
+        stage = lkg.stage
+        for key in recent.since(due - recent.window, self._c.lkg.silent_max_keys):
+            basis = stage.basis(key)
+            if basis is not None:
+                out.append((key, basis.round))
+        return out
+
     def expire_due(self) -> int:
         """Finalize every round whose deadline has passed; schedule their verdicts."""
         up_to = self.due_round(self._clock.now_ms())
         before = self._tallies.expired_through
-        lkg = self._lkg
-        silent = lkg.stage.keys() if lkg is not None and up_to > before else ()
-        out = expire_rounds(self._tallies, up_to, silent, self._c.max_round_lag)
+        silent = self._silent_keys(up_to) if up_to > before else ()
+        recent = self._tallies.recent
+        out = expire_rounds(
+            self._tallies,
+            up_to,
+            silent,
+            self._c.max_round_lag,
+            recent.round_silent if recent is not None else lambda _r: True,
+        )
         if out.rewound_from is not None:  # the clock stepped back: decide the current rounds
             self._scheduler.rewind(self._clock.now_ms(), up_to)
             self._counts.clock_rewinds += 1

@@ -49,6 +49,13 @@ class LkgConfig(ConfigStruct, frozen=True, kw_only=True):
     store: bool = True
     store_every_ms: Annotated[int, msgspec.Meta(ge=0, le=3_600_000)] = lkg.DEFAULT_STORE_EVERY_MS
     max_keys: Annotated[int, msgspec.Meta(ge=1, le=10_000_000)] = lkg.DEFAULT_MAX_KEYS
+    #: the silent-round rule (a round with no ballot at all) decides only keys voted on within
+    #: this window (default: the default cap), at most ``silent_max_keys`` per round (most
+    #: recently voted first; default: ``max_keys``, every basis)
+    silent_window_ms: Annotated[int, msgspec.Meta(ge=0, le=MAX_CAP_MS)] = (
+        lkg.DEFAULT_MAX_STALENESS_MS
+    )
+    silent_max_keys: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = lkg.DEFAULT_MAX_KEYS
 
     def __post_init__(self) -> None:
         keys = [(normalize_name(c.name), c.qtype) for c in self.names]

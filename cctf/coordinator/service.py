@@ -49,6 +49,7 @@ from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.identity import IdentitySet, identity_stage
 from cctf.coordinator.pipeline.ingest import FairQueues
 from cctf.coordinator.pipeline.live import LiveCopy
+from cctf.coordinator.pipeline.recent import RecentKeys
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
 from cctf.coordinator.pipeline.verify import VerifyStage
@@ -112,7 +113,8 @@ class Coordinator:
         identity = identity_stage(c, clock, seq)
         # refusable: any voter may send a DNSSEC-bogus (refused) vote, so early UNAVAILABLE is exact
         dns = TallyBook(c.quorum, c.electorate, max_open=c.max_open_tallies, refusable=True)
-        self._tallies = Tallies(dns, identity)
+        recent = RecentKeys.for_config(c.lkg, c.round_ms) if c.lkg.enabled else None  # LKG
+        self._tallies = Tallies(dns, identity, recent)
         self._ledger: AckLedger[Token, AnyKey] = AckLedger(
             max_deliver=c.max_deliver,
             refresh_ms=max(1, c.ack_wait_ms // 3),

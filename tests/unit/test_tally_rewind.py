@@ -155,6 +155,10 @@ def test_expire_rounds_decides_silent_rounds_after_the_basis_only() -> None:
         ("a.", Outcome.UNAVAILABLE),
         ("b.", Outcome.UNAVAILABLE),
     }
+    # rounds in which the agents voted (on other names) are no outage: nothing opened for a.
+    voted = set(range(395, 401))
+    out = expire_rounds(tallies, 397, [(("a.", "A"), 9)], round_silent=lambda r: r not in voted)
+    assert out.silent == 0 and out.decided == []
     out = expire_rounds(tallies, 400, [(("a.", "A"), 9)], lookback=2)  # a jump: 3 rounds at most
     assert out.silent == 3 and sorted(k[2] for k, _d in out.decided) == [398, 399, 400]
     out = expire_rounds(tallies, 12, [(("a.", "A"), 9)])  # the clock stepped back

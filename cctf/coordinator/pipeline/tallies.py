@@ -13,6 +13,7 @@ from cctf.bus_schemas.evidence import IdentityVerdict
 from cctf.bus_schemas.messages import Verdict
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.identity import IdentityKey, IdentityStage
+from cctf.coordinator.pipeline.recent import RecentKeys
 from cctf.coordinator.pipeline.verify import Checked, CheckedEvidence
 from cctf.coordinator.tally import AddResult, Decision, TallyBook, TallyKey
 from cctf.coordinator.verdicts import VerdictError
@@ -42,9 +43,16 @@ class Counted:
 
 
 class Tallies:
-    def __init__(self, dns: TallyBook, identity: IdentityStage | None = None) -> None:
+    def __init__(
+        self,
+        dns: TallyBook,
+        identity: IdentityStage | None = None,
+        recent: RecentKeys | None = None,
+    ) -> None:
         self.dns = dns
         self.identity = identity
+        #: DNS keys voted on recently (the silent-round rule of ``pipeline.expiry``), if kept
+        self.recent = recent
 
     @property
     def live(self) -> int:
@@ -65,12 +73,15 @@ class Tallies:
                 self._note(out, key, vote.voter, key.subject, result, decision)
             return out
         book, add, keys, decided = self.dns, self.dns.add_at, out.keys, out.decided
+        recent = self.recent
         for tkey, vote in checked.votes:
             result, decision = add(tkey, vote)
             if result is _COUNTED:  # the hot path of _note
                 keys.append(tkey)
                 if decision is not None:
                     decided.append((tkey, decision))
+                if recent is not None:  # the silent-round rule's bound (pipeline.recent)
+                    recent.note(tkey.qname, tkey.qtype, tkey.round)
                 continue
             self._note(out, tkey, vote.voter, tkey.qname, result, decision)
             if result is AddResult.CLOSED and book.get(tkey.qname, tkey.qtype, tkey.round) is None:
