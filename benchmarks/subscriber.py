@@ -55,6 +55,7 @@ from cctf.client.heads import HeadCache
 from cctf.client.sdk import TrustClient
 from cctf.client.verify import VerdictVerifier
 from cctf.clock import SYSTEM_CLOCK
+from cctf.coordinator.cli import GC_THRESHOLDS
 from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.suites import SuiteId
@@ -165,6 +166,7 @@ async def measure(
     pause_s: float,
     transport_only: bool = False,
     profile: Path | None = None,
+    gc_thresholds: tuple[int, int, int] | None = None,
 ) -> dict[str, Any]:
     key = SigningKey.generate(SuiteId.HYBRID)
     trust = TrustConfig([TrustEntry(Role.COORDINATOR, COORDINATOR_ID, VERDICT_REGION, key.public)])
@@ -210,7 +212,9 @@ async def measure(
         gc.collect()
         gc.freeze()  # the set-up objects are not the subscriber's to scan
         thresholds = gc.get_threshold()
-        gc.set_threshold(700, 10, 10)  # Python's defaults: a library does not tune its host's GC
+        # Python's defaults (a library does not tune its host's GC), or ``gc_thresholds``: e.g. the
+        # coordinator's, as a subscriber process may set them (``cctf watch`` does)
+        gc.set_threshold(*(gc_thresholds or (700, 10, 10)))
         stack.callback(gc.set_threshold, *thresholds)
         t_cpu = time.process_time()
         t0 = time.perf_counter()
@@ -251,6 +255,7 @@ async def measure(
             "heads_added": dict(client.head_feed.added),
             "live_dropped": getattr(feed, "live_dropped", None),
             "second_copies_recognised": getattr(feed, "repeats", None),
+            "gc_thresholds": list(gc_thresholds or (700, 10, 10)),
             "load_avg_1m": os.getloadavg()[0],
         }
 
@@ -269,6 +274,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         "--transport-only", action="store_true", help="iterate the merged feed, verify nothing"
     )
     p.add_argument("--profile", type=Path, metavar="FILE", help="cProfile the measured phase")
+    p.add_argument(
+        "--gc-tuned",
+        action="store_true",
+        help="measure with the coordinator's GC thresholds instead of Python's defaults",
+    )
     p.add_argument("--publish-child", type=Path, help=argparse.SUPPRESS)
     a = p.parse_args(argv)
     if a.publish_child is not None:
@@ -284,6 +294,7 @@ def main(argv: Sequence[str] | None = None) -> int:
             pause_s=a.pause,
             transport_only=a.transport_only,
             profile=a.profile,
+            gc_thresholds=GC_THRESHOLDS if a.gc_tuned else None,
         ),
         budget_s=120.0 + count / 200,
     )
