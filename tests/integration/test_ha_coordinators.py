@@ -29,37 +29,23 @@ from cctf.devfabric.nats import NatsFabric
 
 async def _run_failover(fabric: NatsFabric, nats_connect: Any) -> dict[str, Any]:
     f = Fabric(fabric, nats_connect)
-    admin = await nats_connect(fabric, "admin", max_reconnect_attempts=-1, reconnect_time_wait=0.1)
-    await ensure_streams(admin.jetstream(), [EAST], fabric.stream_replicas)
-    agent_nc = await nats_connect(
-        fabric, f"agent-{EAST}", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    client_nc = await nats_connect(
-        fabric, "client", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    client = TrustClient(client_nc, f.trust, EAST, clock=f.clock, coordinators=POLICY)
-    used: list[tuple[float, Any]] = []
-
-    async def watch() -> None:
-        async for v in client.verdicts():
-            used.append((time.monotonic(), v))
-
+    parts = await f.open()
     try:
         for name in COORDS:
             await f.start(name)
-        watcher = asyncio.create_task(watch())
+        watcher = f.watch(parts)
         await asyncio.sleep(0.3)
         rounds, kill_after = 16, 6
         for i in range(rounds):
             f.clock.advance(1000)
-            await f.ballot(agent_nc, "live.example.", HONEST)
+            await f.ballot(parts.agent_nc, "live.example.", HONEST)
             if i == kill_after:
                 killed_at = time.monotonic()
                 await f.running.pop("c1").stop()  # the first coordinator goes away mid-run
             await asyncio.sleep(0.25)
         await asyncio.sleep(1.5)
         watcher.cancel()
-        live = [(t, v) for t, v in used if v.qname == "live.example."]
+        live = parts.live()
         keys = [(v.qname, v.qtype, v.round) for _, v in live]
         times = [t for t, _ in live]
         gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -68,12 +54,10 @@ async def _run_failover(fabric: NatsFabric, nats_connect: Any) -> dict[str, Any]
             "keys": keys,
             "max_gap_s": max(gaps) if gaps else None,
             "killed_at": killed_at,
-            "rejected": dict(client.rejected),
+            "rejected": dict(parts.client.rejected),
         }
     finally:
-        await f.stop_all()
-        for nc in (client_nc, agent_nc, admin):
-            await nc.close()
+        await f.close(parts)
 
 
 def _assert_failover(result: dict[str, Any]) -> None:
@@ -147,22 +131,7 @@ async def test_rolling_restart_of_the_cluster_under_two_of_three(
     coordinators run: every round whose ballot the stream acknowledged ends in a used 2-of-3 verdict
     (late if need be), never two for one key. The largest gap is printed (RESILIENCE.md)."""
     f = Fabric(nats_cluster, nats_connect)
-    admin = await nats_connect(
-        nats_cluster, "admin", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    await ensure_streams(admin.jetstream(), [EAST], nats_cluster.stream_replicas)
-    agent_nc = await nats_connect(
-        nats_cluster, f"agent-{EAST}", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    client_nc = await nats_connect(
-        nats_cluster, "client", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    client = TrustClient(client_nc, f.trust, EAST, clock=f.clock, coordinators=POLICY)
-    used: list[tuple[float, Any]] = []
-
-    async def watch() -> None:
-        async for v in client.verdicts(deliver="all"):
-            used.append((time.monotonic(), v))
+    parts = await f.open()
 
     def rolling() -> None:
         for server in nats_cluster.servers:
@@ -172,7 +141,7 @@ async def test_rolling_restart_of_the_cluster_under_two_of_three(
     try:
         for name in COORDS:
             await f.start(name)
-        watcher = asyncio.create_task(watch())
+        watcher = f.watch(parts, deliver="all")
         await asyncio.sleep(0.3)
         restart = asyncio.create_task(asyncio.to_thread(rolling))
         published: list[int] = []
@@ -181,20 +150,20 @@ async def test_rolling_restart_of_the_cluster_under_two_of_three(
             f.clock.advance(250)
             r = f.clock.now_ms() // 1000
             if r != last_round:
-                await f.ballot(agent_nc, "live.example.", HONEST)
+                await f.ballot(parts.agent_nc, "live.example.", HONEST)
                 published.append(r)
                 last_round = r
             await asyncio.sleep(0.25)
         await restart
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
-            got = {v.round for _, v in used if v.qname == "live.example."}
+            got = {v.round for _, v in parts.live()}
             if set(published) <= got:
                 break
             f.clock.advance(250)  # let late rounds pass their deadline
             await asyncio.sleep(0.25)
         watcher.cancel()
-        live = [(t, v) for t, v in used if v.qname == "live.example."]
+        live = parts.live()
         keys = [v.round for _, v in live]
         times = [t for t, _ in live]
         gaps = [b - a for a, b in itertools.pairwise(times)]
@@ -204,61 +173,36 @@ async def test_rolling_restart_of_the_cluster_under_two_of_three(
         missing = sorted(set(published) - set(keys))
         assert not missing, f"acknowledged rounds without a used verdict: {missing}"
     finally:
-        await f.stop_all()
-        for nc in (client_nc, agent_nc, admin):
-            await nc.close()
+        await f.close(parts)
 
 
-@pytest.mark.parametrize("victim", ["meta-leader", "stream-leader", "follower"])
-async def test_node_kill_under_two_of_three(
-    nats_cluster: NatsFabric, nats_connect: Any, victim: str
+async def test_stream_leader_kill_under_two_of_three(
+    nats_cluster: NatsFabric, nats_connect: Any
 ) -> None:
-    """SIGKILL one nats-server of three mid-run (the meta leader, the vote stream's leader or a
-    follower) while three coordinators run: used 2-of-3 verdicts resume, never two for one key. The
-    largest gap is printed: without the core-NATS live path (not built yet) a stream-leader election
-    can stop verdicts for several seconds, so no 2 s bound is asserted here (RESILIENCE.md)."""
+    """SIGKILL the vote stream's leader (one nats-server of three) mid-run while three coordinators
+    run: used 2-of-3 verdicts resume, never two for one key (the durable copies of the ballots and
+    verdicts come back through an election while their live copies went on). The largest gap is
+    printed. The other victim classes (meta leader, follower) and the 2 s bound for every class are
+    held by tests/integration/test_resilience_kills.py (separate processes, the same 2-of-3 client
+    in ``cctf watch``); this in-process test ran all three classes before (CI budget: 53 s)."""
     f = Fabric(nats_cluster, nats_connect)
-    admin = await nats_connect(
-        nats_cluster, "admin", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    js = admin.jetstream()
-    await ensure_streams(js, [EAST], nats_cluster.stream_replicas)
-    agent_nc = await nats_connect(
-        nats_cluster, f"agent-{EAST}", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    client_nc = await nats_connect(
-        nats_cluster, "client", max_reconnect_attempts=-1, reconnect_time_wait=0.1
-    )
-    client = TrustClient(client_nc, f.trust, EAST, clock=f.clock, coordinators=POLICY)
-    used: list[tuple[float, Any]] = []
-
-    async def watch() -> None:
-        async for v in client.verdicts(deliver="all"):
-            used.append((time.monotonic(), v))
-
+    parts = await f.open()
     try:
         for name in COORDS:
             await f.start(name)
-        info = await js.stream_info("CCTF_VOTES_US_EAST")
-        stream_leader = info.cluster.leader if info.cluster else None
-        meta = nats_cluster.meta_leader()
-        names = [s.name for s in nats_cluster.servers]
-        target = {
-            "meta-leader": meta,
-            "stream-leader": stream_leader,
-            "follower": next(n for n in names if n not in (meta, stream_leader)),
-        }[victim]
-        server = nats_cluster.server(str(target))
-        watcher = asyncio.create_task(watch())
+        info = await parts.admin.jetstream().stream_info("CCTF_VOTES_US_EAST")
+        assert info.cluster is not None and info.cluster.leader
+        server = nats_cluster.server(str(info.cluster.leader))
+        watcher = f.watch(parts, deliver="all")
         await asyncio.sleep(0.3)
         killed_at = None
         last_round = None
         rounds = 0
-        while rounds < 14:
+        while rounds < 10:
             f.clock.advance(250)
             r = f.clock.now_ms() // 1000
             if r != last_round:
-                await f.ballot(agent_nc, "live.example.", HONEST)
+                await f.ballot(parts.agent_nc, "live.example.", HONEST)
                 last_round, rounds = r, rounds + 1
                 if rounds == 4:
                     await asyncio.to_thread(server.kill)
@@ -266,20 +210,18 @@ async def test_node_kill_under_two_of_three(
             await asyncio.sleep(0.25)
         deadline = time.monotonic() + 40  # an election may hold the late rounds for a while
         while time.monotonic() < deadline:
-            if len({v.round for _, v in used if v.qname == "live.example."}) >= rounds:
+            if len({v.round for _, v in parts.live()}) >= rounds:
                 break
             f.clock.advance(250)
             await asyncio.sleep(0.25)
         watcher.cancel()
-        live = [(t, v) for t, v in used if v.qname == "live.example."]
+        live = parts.live()
         keys = [v.round for _, v in live]
         times = [t for t, _ in live]
         gaps = [b - a for a, b in itertools.pairwise(times)]
-        print(f"ha-kill victim={victim} max_gap_s={max(gaps):.3f} used={len(live)}/{rounds}")
+        print(f"ha-kill victim=stream-leader max_gap_s={max(gaps):.3f} used={len(live)}/{rounds}")
         assert len(keys) == len(set(keys)), "a key was used twice"
         assert killed_at is not None
         assert len([t for t in times if t > killed_at]) >= 3, "verdicts did not resume"
     finally:
-        await f.stop_all()
-        for nc in (client_nc, agent_nc, admin):
-            await nc.close()
+        await f.close(parts)
