@@ -20,6 +20,7 @@ from typing import Any
 
 import dns.rdatatype
 import pytest
+from cliusage import main_in_process
 
 from cctf.chaos.zone import DEMO_NAMES, demo_zone
 
@@ -172,24 +173,30 @@ def test_demo_fail_path_dns_blackholes_every_resolver(tmp_path: Path) -> None:
         (("--mtls-fault", "melted"), "invalid choice"),
     ],
 )
-def test_demo_rejects_bad_fail_paths(tmp_path: Path, args: tuple[str, ...], message: str) -> None:
-    proc = _demo_cli(tmp_path, *args)
-    assert proc.returncode == 2, proc.stderr
-    assert message in proc.stderr
-    assert proc.stdout == ""
+def test_demo_rejects_bad_fail_paths(
+    tmp_path: Path, args: tuple[str, ...], message: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = _demo_usage(tmp_path, capsys, *args)
+    assert rc == 2, err
+    assert message in err
+    assert out == ""
     assert not (tmp_path / "fabric").exists()
 
 
-def test_demo_rejects_impossible_options(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "cctf", "demo", "--poison", "3", "--blackhole", "3"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert "cannot exceed" in proc.stderr
+def test_demo_rejects_impossible_options(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, _, err = _demo_usage(tmp_path, capsys, "--poison", "3", "--blackhole", "3")
+    assert rc == 2
+    assert "cannot exceed" in err
+    assert not (tmp_path / "fabric").exists()
+
+
+def _demo_usage(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], *args: str
+) -> tuple[int, str, str]:
+    """``cctf demo`` refused before it starts anything: in this process (see cliusage)."""
+    return main_in_process(["demo", "--dir", str(tmp_path / "fabric"), *args], capsys)
 
 
 def test_demo_bogus_dnssec_minority_is_outvoted_majority_never_trusted(tmp_path: Path) -> None:
@@ -214,12 +221,15 @@ def _demo_cli(tmp_path: Path, *args: str, timeout: float = 60) -> subprocess.Com
 
 
 @pytest.mark.parametrize("port", ["0", "-1", "65536", "99999999999999999999"])
-def test_demo_bad_metrics_port_is_a_usage_error(tmp_path: Path, port: str) -> None:
-    proc = _demo_cli(tmp_path, "--metrics-port", port)
-    assert proc.returncode == 2, proc.stderr
-    assert proc.stderr.strip().count("\n") == 0, proc.stderr  # one line, no traceback
-    assert "--metrics-port takes 1..65535" in proc.stderr
-    assert proc.stdout == ""
+def test_demo_bad_metrics_port_is_a_usage_error(
+    tmp_path: Path, port: str, capsys: pytest.CaptureFixture[str]
+) -> None:
+    rc, out, err = _demo_usage(tmp_path, capsys, "--metrics-port", port)
+    assert rc == 2, err
+    assert err.strip().count("\n") == 0, err  # one line, no traceback
+    assert "--metrics-port takes 1..65535" in err
+    assert out == ""
+    assert not (tmp_path / "fabric").exists()
 
 
 def test_demo_busy_metrics_port_is_one_line_and_starts_nothing(tmp_path: Path) -> None:
