@@ -9,82 +9,25 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import sys
-import time
-from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
 from clientbus import Bus, bus_fixture, cli_files_fixture, run_cli  # noqa: F401 - fixtures
 from clientcases import sealed, verdict
+from cliproc import SIGTERM_BOUND_S, CliProcess, StartCli, start_cli_fixture  # noqa: F401
 from wirefactories import World
 
 from cctf.client.cli import EXIT_TERMINATED
 
-SIGTERM_BOUND_S = 5.0
-
-
-class Watch:
-    """A running ``cctf watch`` process with its output collected line by line."""
-
-    def __init__(self, proc: asyncio.subprocess.Process) -> None:
-        self.proc = proc
-        self.lines: asyncio.Queue[str] = asyncio.Queue()
-        self.err: list[str] = []
-        assert proc.stdout is not None and proc.stderr is not None
-        self._tasks = [
-            asyncio.ensure_future(self._pump(proc.stdout, self.lines.put_nowait)),
-            asyncio.ensure_future(self._pump(proc.stderr, self.err.append)),
-        ]
-
-    @staticmethod
-    async def _pump(stream: asyncio.StreamReader, put: object) -> None:
-        assert callable(put)
-        while line := await stream.readline():
-            put(line.decode())
-
-    async def line(self, timeout: float = 30.0) -> str:
-        return await asyncio.wait_for(self.lines.get(), timeout)
-
-    async def terminate(self) -> tuple[int, float]:
-        """SIGTERM; the exit code and the seconds it took to exit."""
-        start = time.monotonic()
-        self.proc.send_signal(signal.SIGTERM)
-        try:
-            rc = await asyncio.wait_for(self.proc.wait(), SIGTERM_BOUND_S + 10)
-        finally:
-            if self.proc.returncode is None:
-                self.proc.kill()
-                await self.proc.wait()
-        elapsed = time.monotonic() - start
-        await asyncio.gather(*self._tasks)
-        return rc, elapsed
-
 
 @pytest.fixture
-async def start_watch() -> AsyncIterator[object]:
-    started: list[Watch] = []
+def start_watch(start_cli: StartCli) -> StartCli:
+    """``cctf watch`` with the given arguments, as a :class:`cliproc.CliProcess`."""
 
-    async def start(*args: str) -> Watch:
-        proc = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "cctf",
-            "watch",
-            *args,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.PIPE,
-        )
-        w = Watch(proc)
-        started.append(w)
-        return w
+    async def start(*args: str) -> CliProcess:
+        return await start_cli("watch", *args)
 
-    yield start
-    for w in started:
-        if w.proc.returncode is None:
-            w.proc.kill()
-            await w.proc.wait()
+    return start
 
 
 def creds_for(tmp_path: Path, urls: list[str]) -> Path:

@@ -14,9 +14,11 @@ from typing import Any
 
 import pytest_asyncio
 from clientbus import run_cli
+from cliproc import SIGTERM_BOUND_S, StartCli, start_cli_fixture  # noqa: F401 - fixture start_cli
 from wirefactories import make_identity, make_trust, make_world
 
 from cctf.bus.streams import ensure_streams
+from cctf.client.cli import EXIT_TERMINATED
 from cctf.coordinator.config import CoordinatorConfig, RuleConfig
 from cctf.coordinator.service import Coordinator
 from cctf.crypto.keys import save_signing_key
@@ -108,3 +110,17 @@ async def test_operator_enters_and_leaves_from_the_cli(
     )
     assert rc == 2 and "empty label" in err
     await asyncio.sleep(0)
+
+
+async def test_watch_streams_announcements_and_exits_on_sigterm(
+    setup: tuple[Coordinator, list[str], list[str]], start_cli: StartCli
+) -> None:
+    """``cctf safe-mode watch`` (a long-running command) prints the region's last announcement and
+    exits with 143 within 5 s of SIGTERM, no traceback."""
+    _coord, common, _op = setup
+    watch = await start_cli("safe-mode", "watch", *common)
+    assert "us-east" in await watch.line(), watch.err
+    rc, elapsed = await watch.terminate()
+    assert rc == EXIT_TERMINATED, watch.err
+    assert elapsed < SIGTERM_BOUND_S
+    assert not any("Traceback" in line for line in watch.err), watch.err
