@@ -60,7 +60,22 @@ DEFAULT_INACTIVE_THRESHOLD_S: Final = 5.0
 
 
 class ReadError(Exception):
-    """The bus could not be asked (timeout, no responders, permission, connection closed)."""
+    """The bus could not be asked (timeout, no responders, permission, connection closed).
+    ``transient``: worth retrying (a timeout, no responders, no stream leader yet: a loaded or
+    starting cluster); otherwise the bus refused (a missing stream, a bad request)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
+
+
+#: Errors of a JetStream request that a retry may not meet again.
+_TRANSIENT: Final = (
+    TimeoutError,
+    nats.errors.TimeoutError,
+    nats.errors.NoRespondersError,
+    nats.js.errors.ServiceUnavailableError,
+)
 
 
 def _describe(exc: BaseException) -> str:
@@ -230,5 +245,8 @@ async def open_ordered_feed(
             inactive_threshold=inactive_threshold_s,
         )
     except (TimeoutError, nats.errors.Error) as exc:
-        raise ReadError(f"cannot open a feed on {stream} ({subjects}): {_describe(exc)}") from exc
+        raise ReadError(
+            f"cannot open a feed on {stream} ({subjects}): {_describe(exc)}",
+            transient=isinstance(exc, _TRANSIENT),
+        ) from exc
     return OrderedFeed(conn, stream, psub, stream_seq=stream_seq)

@@ -17,15 +17,18 @@ import json
 import logging
 import signal
 import sys
-from collections.abc import Coroutine
+import time
+from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final, TypeVar
 
 from cctf.client.coordquorum import parse_policy
 from cctf.client.present import verdict_line, verdict_to_json
 from cctf.client.sdk import FetchError, NoVerdict, TrustClient, VerdictRejected
 from cctf.client.verify import DEFAULT_ROUND_MS
+
+T = TypeVar("T")
 
 EXIT_OK = 0
 EXIT_FAILURE = 1
@@ -303,16 +306,60 @@ async def _watch(args: argparse.Namespace, setup: _Setup) -> int:
     # Connected: the client rides out server restarts (reconnecting without limit); log them.
     client.log_connection_errors()
     async with client:
+        try:
+            vs = await open_retrying(lambda: client.stream(deliver=args.deliver), _progress)
+        except FetchError as exc:
+            return _fail(f"cannot open the verdict stream: {exc}")
         seen = 0
         try:
-            async for verdict in client.verdicts(deliver=args.deliver):
-                _emit(args, verdict, client)
-                seen += 1
-                if args.count is not None and seen >= args.count:
-                    return EXIT_OK
+            async with vs:
+                async for verdict in vs:
+                    _emit(args, verdict, client)
+                    seen += 1
+                    if args.count is not None and seen >= args.count:
+                        return EXIT_OK
         except Exception as exc:
             return _fail(f"verdict stream failed: {exc!r}")
     return _fail("verdict stream ended (connection closed)")
+
+
+#: ``cctf watch`` start-up: transient fetch errors (a loaded or starting cluster: a timeout, no
+#: stream leader yet) are retried with exponential backoff for this long in all.
+START_RETRY_S: Final = 30.0
+_FIRST_BACKOFF_S: Final = 0.2
+_MAX_BACKOFF_S: Final = 5.0
+
+
+def _progress(message: str) -> None:
+    print(f"cctf: {message}", file=sys.stderr, flush=True)
+
+
+async def open_retrying(
+    open_: Callable[[], Awaitable[T]],
+    progress: Callable[[str], None],
+    *,
+    total_s: float = START_RETRY_S,
+    first_s: float = _FIRST_BACKOFF_S,
+    monotonic: Callable[[], float] = time.monotonic,
+    sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+) -> T:
+    """``open_()``, retried while it raises a transient :class:`FetchError` (one progress line per
+    retry) for at most ``total_s``; a permanent one, or the last, is raised."""
+    deadline = monotonic() + total_s
+    delay = first_s
+    attempt = 1
+    while True:
+        try:
+            return await open_()
+        except FetchError as exc:
+            left = deadline - monotonic()
+            if not exc.transient or left <= 0:
+                raise
+            wait = min(delay, left)
+            progress(f"attempt {attempt} failed ({str(exc)[:200]}); retrying in {wait:.1f} s")
+            await sleep(wait)
+            delay = min(delay * 2, _MAX_BACKOFF_S)
+            attempt += 1
 
 
 def run_check(args: argparse.Namespace) -> int:

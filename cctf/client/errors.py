@@ -33,7 +33,12 @@ class VerdictRejected(TrustClientError):
 
 
 class FetchError(TrustClientError):
-    """The bus could not be asked (timeout, no responders, connection closed)."""
+    """The bus could not be asked (timeout, no responders, connection closed). ``transient``: a
+    retry may succeed (a timeout, no responders, no stream leader yet)."""
+
+    def __init__(self, message: str, *, transient: bool = False) -> None:
+        super().__init__(message)
+        self.transient = transient
 
 
 #: Rejections of a fetched verdict after which ``check`` answers with a newer cached verdict (one

@@ -59,7 +59,7 @@ async def open_stream(
     try:
         feed = await open_merged_feed(client.nc, verdict_subjects(region), ordered)
     except ReadError as exc:
-        raise FetchError(str(exc)) from exc
+        raise FetchError(str(exc), transient=exc.transient) from exc
     except Exception as exc:  # the core subscription (e.g. the connection is closed)
         raise FetchError(f"cannot subscribe to {verdict_subjects(region)}: {exc!r}") from exc
     feed.on_repeat = lambda d: client._count_rejected(
