@@ -211,10 +211,15 @@ class MergedFeed:
 
 
 async def open_merged_feed(
-    conn: Connection, subjects: str, durable: Callable[[], Awaitable[OrderedFeed]]
+    conn: Connection,
+    subjects: str,
+    durable: Callable[[], Awaitable[OrderedFeed]],
+    *,
+    pending_msgs: int = 4096,
 ) -> MergedFeed:
     """Subscribe (core) to ``subjects`` first, then open the ordered feed (``durable()``), so no
-    message falls between the two; merge them (:class:`MergedFeed`)."""
+    message falls between the two; merge them (:class:`MergedFeed`, whose queue holds
+    ``pending_msgs`` messages)."""
     holder: list[MergedFeed] = []
     early: list[Delivered] = []
 
@@ -232,7 +237,7 @@ async def open_merged_feed(
     except BaseException:
         await live.close()
         raise
-    merged = MergedFeed(feed)
+    merged = MergedFeed(feed, pending_msgs=pending_msgs)
     merged._live = live
     for item in early:
         merged.offer_live(item.subject, item.data)
