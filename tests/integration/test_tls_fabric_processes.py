@@ -124,7 +124,12 @@ async def _cctf(*args: str, cwd: Path) -> dict[str, Any]:
         stdout=asyncio.subprocess.PIPE,
         stderr=asyncio.subprocess.PIPE,
     )
-    out, err = await asyncio.wait_for(proc.communicate(), 60)
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: leave nothing behind
+            proc.kill()
+            await proc.wait()
     assert proc.returncode == 0, (args, err.decode()[-2000:])
     return dict(json.loads(out.decode().strip().splitlines()[-1]))
 
