@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from cliusage import main_in_process
 from test_demo import demo_output, processes_mentioning, stop_demo
 
 pytestmark = pytest.mark.slow
@@ -199,13 +200,11 @@ def test_busy_gateway_port_is_one_line_and_leaves_nothing(tmp_path: Path) -> Non
     assert processes_mentioning(str(workdir)) == []
 
 
-def test_bad_gateway_port_is_a_usage_error(tmp_path: Path) -> None:
-    proc = subprocess.run(
-        [sys.executable, "-m", "cctf", "demo", "--gateway-port", "70000"],
-        capture_output=True,
-        text=True,
-        timeout=60,
-        cwd=tmp_path,
-    )
-    assert proc.returncode == 2
-    assert "--gateway-port takes 0..65535" in proc.stderr
+def test_bad_gateway_port_is_a_usage_error(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    argv = ["demo", "--dir", str(tmp_path / "fabric"), "--gateway-port", "70000"]
+    rc, _, err = main_in_process(argv, capsys)
+    assert rc == 2
+    assert "--gateway-port takes 0..65535" in err
+    assert not (tmp_path / "fabric").exists()
