@@ -272,7 +272,7 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
 
 def main(argv: Sequence[str] | None = None) -> int:
     a = parse_args(argv)
-    budget = 120.0 + 4 * a.duration + (0 if a.quick else 120.0)
+    budget = 180.0 + 4 * a.duration + (0 if a.quick else 240.0)  # loaded machines are slow
 
     async def work(progress: Progress) -> dict[str, Any]:
         return await run(a, progress)
