@@ -145,7 +145,7 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
         batch = await _fabric_part(a, progress, tmp / "batch", "batch")
         progress("fabrics stopped; the subscriber alone (CPU per batch-signed verdict)")
         sub = await subscriber.measure(
-            progress, verdicts=2_000 if a.quick else 20_000, batch=1_000, pause_s=0.05
+            progress, verdicts=1_000 if a.quick else 20_000, batch=1_000, pause_s=0.05
         )
         progress("baseline")
         base = await baseline.measure(tmp, progress, **baseline.sizes(a.quick))

@@ -113,7 +113,7 @@ def test_name_from_token_equals_the_previous_implementation(token: str) -> None:
     assert _outcome(name_from_token, token) == _outcome(_old_name_from_token, token)
 
 
-@settings(max_examples=300)
+@settings(max_examples=150)
 @given(name=valid_names())
 def test_name_token_equals_the_previous_implementation(name: str) -> None:
     token = name_token(name)
