@@ -146,6 +146,7 @@ async def test_5000_names_one_resolver_every_name_gets_its_verdict_each_round(
         log = [json.loads(line) for line in err.decode().splitlines() if line.startswith("{")]
         published = [e for e in log if e.get("event") == "ballot.published"]
         assert len(published) == ROUNDS, err.decode()[-3000:]
+        print(f"agent-scale query_ms={[e['query_ms'] for e in published]}")
         assert all(e["votes"] == NAMES and e["parts"] >= 2 for e in published)
         rounds = sorted(e["round"] for e in published)
 
