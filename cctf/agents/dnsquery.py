@@ -53,7 +53,7 @@ from cctf.agents.canonical import (
 from cctf.agents.dnsclassify import classify
 from cctf.agents.spec import DEFAULT_PORTS, TLS_TRANSPORTS, ResolverSpec
 from cctf.agents.transports import UDP_RETRY_S, prepare, send, tls_context
-from cctf.agents.udpfast import AnswerMemo, exchange
+from cctf.agents.udpfast import AnswerMemo, UdpChannel, exchange
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import Transport
 from cctf.util.deadline import CANCEL_GRACE_S, abandon, hard_deadline
@@ -170,20 +170,31 @@ async def _query_udp_memo(
     end: float,
     hard: bool = True,
     question: str | None = None,
+    channels: dict[str, UdpChannel] | None = None,
 ) -> Observation:
     """:func:`query` (and the DNSSEC annotation) over UDP through :mod:`cctf.agents.udpfast`: an
     unchanged answer reuses last round's observation; a truncated one takes the general path.
-    ``question``: the memo key of ``(name, rdtype, want_dnssec)`` (:func:`_plan`)."""
+    ``question``: the memo key of ``(name, rdtype, want_dnssec)`` (:func:`_parse`); ``channels``:
+    the calling worker's sockets by resolver id (made on first use; one closed after a socket error
+    is replaced on the next query)."""
     if question is None:
         question = _question_key(name, rdtype, want_dnssec)
     template = memo.query_wire(question, lambda: _make_query(name, rdtype, want_dnssec, False))
     start = time.perf_counter()
     try:
         inner = deadline_s - min(_INNER_MARGIN_S, deadline_s * 0.1)
-        ask = exchange(spec.address, spec.port, template, inner, _retry_s(inner))
+        if channels is None:
+            ask = exchange(spec.address, spec.port, template, inner, _retry_s(inner))
+        else:
+            channel = channels.get(spec.id)
+            if channel is None:
+                channel = channels[spec.id] = UdpChannel(spec.address, spec.port)
+            ask = channel.ask(template, inner, _retry_s(inner))
         # exchange() ends by its own timer; the hard deadline (a task) is for the general path
         data = await (hard_deadline(ask, deadline_s) if hard else ask)
     except Exception as exc:
+        if channels is not None and isinstance(exc, OSError) and spec.id in channels:
+            channels.pop(spec.id).close()  # ICMP refused or a socket error: a new one next time
         status, detail = classify(exc, deadline_s)
         latency = (time.perf_counter() - start) * 1000.0
         return Observation.failure(spec.id, spec.transport, status, detail, latency)
@@ -374,26 +385,34 @@ async def _pooled(
 
     async def worker(limit: int) -> None:
         nonlocal position
-        while position < limit:
-            i = position
-            position += 1
-            spec, name, rdtype, question = jobs[i]
-            remaining = end - loop.time()
-            if remaining < _MIN_START_S:
-                results[i] = Observation.failure(spec.id, spec.transport, VoteStatus.TIMEOUT, late)
-                continue
-            results[i] = await _query_udp_memo(
-                spec,
-                name,
-                rdtype,
-                deadline_s=remaining,
-                want_dnssec=want_dnssec,
-                memo=memo,
-                dnssec=dnssec,
-                end=end,
-                hard=False,
-                question=question,
-            )
+        channels: dict[str, UdpChannel] = {}  # this worker's sockets, one per resolver
+        try:
+            while position < limit:
+                i = position
+                position += 1
+                spec, name, rdtype, question = jobs[i]
+                remaining = end - loop.time()
+                if remaining < _MIN_START_S:
+                    results[i] = Observation.failure(
+                        spec.id, spec.transport, VoteStatus.TIMEOUT, late
+                    )
+                    continue
+                results[i] = await _query_udp_memo(
+                    spec,
+                    name,
+                    rdtype,
+                    deadline_s=remaining,
+                    want_dnssec=want_dnssec,
+                    memo=memo,
+                    dnssec=dnssec,
+                    end=end,
+                    hard=False,
+                    question=question,
+                    channels=channels,
+                )
+        finally:
+            for channel in channels.values():
+                channel.close()
 
     workers: list[asyncio.Task[None]] = []
     try:

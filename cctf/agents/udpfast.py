@@ -4,10 +4,12 @@ datagram endpoint per query, parsing a signed response, validating its RRSIG).
 
 * The query's wire form is built once per question (:meth:`AnswerMemo.query_wire`); each query gets a
   fresh random id (16 bits, plus the random source port of its own socket, like before).
-* One plain non-blocking **connected** UDP socket per query (ICMP errors surface, the kernel drops
-  datagrams from other addresses); a datagram whose id, QR bit or question section does not match is
-  ignored (a possible spoof), like a stub resolver does; the query is sent again after
-  ``UDP_RETRY_S`` without an answer while time is left.
+* One plain non-blocking **connected** UDP socket (:class:`UdpChannel`) per query worker and
+  resolver for one round's queries, asked one query at a time (ICMP errors surface, the kernel drops
+  datagrams from other addresses; a fresh random source port every round); a datagram whose id, QR
+  bit or question section does not match is ignored (a possible spoof, or a late answer to an
+  earlier query), like a stub resolver does; the query is sent again after ``UDP_RETRY_S`` without
+  an answer while time is left.
 * **The round's questions are parsed once** (:meth:`AnswerMemo.plan`): an agent asks the same names
   every round, and parsing them (``dns.name.from_text``) and hashing ``dns.name.Name`` keys (dnspython
   lower-cases every label on each hash) were a third of a warm round's CPU; the memo is keyed by a
@@ -35,7 +37,7 @@ import dns.rdatatype
 
 from cctf.agents.canonical import Observation, VoteStatus
 
-__all__ = ["MAX_MEMO_S", "AnswerMemo", "exchange"]
+__all__ = ["MAX_MEMO_S", "AnswerMemo", "UdpChannel", "exchange"]
 
 #: Longest time an unchanged answer's observation is reused.
 MAX_MEMO_S: Final = 300.0
@@ -130,71 +132,111 @@ def _question_bytes(wire: bytes) -> bytes:
     return wire[12 : end + 5]
 
 
-async def exchange(
-    address: str, port: int, template: bytes, limit_s: float, retry_s: float
-) -> bytes:
-    """Send ``template`` (a fresh id) to ``address:port`` over a connected UDP socket and return the
-    first datagram that answers it (id, QR and question match), resending after ``retry_s``.
-    Raises ``TimeoutError`` after ``limit_s``, ``OSError`` for socket errors (ICMP refused).
+class UdpChannel:
+    """A connected, non-blocking UDP socket to one server for one worker's consecutive queries
+    within one round (:func:`cctf.agents.dnsquery.query_all`): the socket, its connect and its
+    reader registration are made once instead of per query (they were a third of a warm query's
+    CPU). Each query still gets a fresh random id; the source port is the socket's random one, new
+    every round (the channels are closed when the round's queries end). A datagram that does not
+    answer the query being asked (wrong id, QR bit or question: a possible spoof, or the late
+    answer of an earlier query that timed out) is read and ignored."""
 
-    One future, one reader callback and one timer per query (no task, no ``wait_for``): at
-    thousands of queries per round the asyncio bookkeeping was most of an agent's CPU."""
-    loop = asyncio.get_running_loop()
-    qid = secrets.randbits(16).to_bytes(2, "big")
-    wire = qid + template[2:]
-    question = _question_bytes(wire).lower()
-    qlen = len(question)
-    family = socket.AF_INET6 if ":" in address else socket.AF_INET
-    sock = socket.socket(family, socket.SOCK_DGRAM)
-    fut: asyncio.Future[bytes] = loop.create_future()
-    end = loop.time() + limit_s
-    timer: asyncio.TimerHandle | None = None
+    __slots__ = ("_fd", "_fut", "_loop", "_qid", "_question", "_sock")
 
-    def readable() -> None:
-        while not fut.done():
+    def __init__(self, address: str, port: int) -> None:
+        family = socket.AF_INET6 if ":" in address else socket.AF_INET
+        self._sock = socket.socket(family, socket.SOCK_DGRAM)
+        self._fd = -1
+        try:
+            self._sock.setblocking(False)
+            self._sock.connect((address, port))
+            self._loop = asyncio.get_running_loop()
+            self._loop.add_reader(self._sock.fileno(), self._readable)
+            self._fd = self._sock.fileno()
+        except BaseException:
+            self._sock.close()
+            raise
+        self._fut: asyncio.Future[bytes] | None = None
+        self._qid = b""
+        self._question = b""
+
+    def _readable(self) -> None:
+        while True:
             try:
-                data = sock.recv(_MAX_DATAGRAM)
+                data = self._sock.recv(_MAX_DATAGRAM)
             except BlockingIOError:
                 return
             except OSError as exc:  # ICMP port unreachable: connection refused
-                fut.set_exception(exc)
+                if self._fut is not None and not self._fut.done():
+                    self._fut.set_exception(exc)
                 return
+            fut = self._fut
+            if fut is None or fut.done():
+                continue  # nothing asked: a late or unsolicited datagram, dropped
+            qlen = len(self._question)
             if (
                 len(data) >= 12
-                and data[:2] == qid
+                and data[:2] == self._qid
                 and data[2] & _QR
                 and data[4:6] == b"\x00\x01"
-                and data[12 : 12 + qlen].lower() == question
+                and data[12 : 12 + qlen].lower() == self._question
             ):
                 fut.set_result(data)
 
-    def tick() -> None:
-        nonlocal timer
-        if fut.done():
-            return
-        now = loop.time()
-        if end - now < 0.02:
-            fut.set_exception(TimeoutError(f"no answer in {limit_s * 1000:.0f} ms"))
-            return
-        try:
-            sock.send(wire)  # resend: a datagram may have been lost
-        except OSError as exc:
-            fut.set_exception(exc)
-            return
-        timer = loop.call_at(min(end, now + retry_s), tick)
+    async def ask(self, template: bytes, limit_s: float, retry_s: float) -> bytes:
+        """Send ``template`` (a fresh id) and return the first datagram that answers it, resending
+        after ``retry_s``. Raises ``TimeoutError`` after ``limit_s``, ``OSError`` for socket
+        errors. One query at a time per channel."""
+        loop = self._loop
+        qid = secrets.randbits(16).to_bytes(2, "big")
+        wire = qid + template[2:]
+        self._qid = qid
+        self._question = _question_bytes(wire).lower()
+        fut: asyncio.Future[bytes] = loop.create_future()
+        self._fut = fut
+        end = loop.time() + limit_s
+        timer: asyncio.TimerHandle | None = None
 
-    fd = -1
+        def tick() -> None:
+            nonlocal timer
+            if fut.done():
+                return
+            now = loop.time()
+            if end - now < 0.02:
+                fut.set_exception(TimeoutError(f"no answer in {limit_s * 1000:.0f} ms"))
+                return
+            try:
+                self._sock.send(wire)  # resend: a datagram may have been lost
+            except OSError as exc:
+                fut.set_exception(exc)
+                return
+            timer = loop.call_at(min(end, now + retry_s), tick)
+
+        try:
+            self._sock.send(wire)
+            timer = loop.call_at(min(end, loop.time() + retry_s), tick)
+            return await fut
+        finally:
+            self._fut = None
+            if timer is not None:
+                timer.cancel()
+
+    def close(self) -> None:
+        if self._fd >= 0:
+            self._loop.remove_reader(self._fd)
+            self._fd = -1
+        self._sock.close()
+
+
+async def exchange(
+    address: str, port: int, template: bytes, limit_s: float, retry_s: float
+) -> bytes:
+    """Send ``template`` (a fresh id) to ``address:port`` over a connected UDP socket of its own and
+    return the first datagram that answers it (id, QR and question match), resending after
+    ``retry_s``. Raises ``TimeoutError`` after ``limit_s``, ``OSError`` for socket errors (ICMP
+    refused). One :class:`UdpChannel` for one query."""
+    channel = UdpChannel(address, port)
     try:
-        sock.setblocking(False)
-        sock.connect((address, port))
-        sock.send(wire)
-        fd = sock.fileno()
-        loop.add_reader(fd, readable)
-        timer = loop.call_at(min(end, loop.time() + retry_s), tick)
-        return await fut
+        return await channel.ask(template, limit_s, retry_s)
     finally:
-        if timer is not None:
-            timer.cancel()
-        if fd >= 0:
-            loop.remove_reader(fd)
-        sock.close()
+        channel.close()

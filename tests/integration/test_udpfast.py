@@ -12,12 +12,13 @@ import socket
 import dns.message
 import dns.name
 import dns.rdatatype
+import pytest
 
 from cctf.agents.canonical import Observation, Transport, VoteStatus, observation_from_response
 from cctf.agents.dnsquery import ResolverSpec, query_all
 from cctf.agents.dnssec import TrustAnchors
 from cctf.agents.dnssecfetch import ChainValidator
-from cctf.agents.udpfast import MAX_MEMO_S, AnswerMemo, exchange
+from cctf.agents.udpfast import MAX_MEMO_S, AnswerMemo, UdpChannel, exchange
 from cctf.bus_schemas.messages import DnssecState
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
@@ -106,5 +107,44 @@ async def test_exchange_ignores_a_datagram_that_does_not_answer_the_query() -> N
         got = await exchange("127.0.0.1", port, q.to_wire(), 2.0, 1.0)
         assert dns.message.from_wire(got).question == q.question
     finally:
+        await task
+        srv.close()
+
+
+async def test_a_channel_asks_one_query_after_another_and_ignores_late_answers() -> None:
+    """UdpChannel (one socket per query worker and round): the late answer to a query that timed
+    out arrives while the next query is asked on the same socket and is ignored; the next
+    query's own answer is returned; after close the socket is gone."""
+    loop = asyncio.get_running_loop()
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    q1 = dns.message.make_query("www.demo.test.", "A")
+    q2 = dns.message.make_query("api.demo.test.", "A")
+    first = asyncio.Event()
+
+    async def server() -> None:
+        data1, addr = await loop.sock_recvfrom(srv, 4096)  # q1: not answered in time
+        first.set()
+        data2, addr2 = await loop.sock_recvfrom(srv, 4096)  # q2 on the same socket
+        assert addr2 == addr
+        late = dns.message.make_response(dns.message.from_wire(data1)).to_wire()
+        await loop.sock_sendto(srv, late, addr)  # q1's answer, now late: ignored
+        # q1's answer with q2's id (a question mismatch): ignored too
+        await loop.sock_sendto(srv, data2[:2] + late[2:], addr)
+        answer = dns.message.make_response(dns.message.from_wire(data2)).to_wire()
+        await loop.sock_sendto(srv, answer, addr)
+
+    task = asyncio.create_task(server())
+    channel = UdpChannel("127.0.0.1", port)
+    try:
+        with pytest.raises(TimeoutError):
+            await channel.ask(q1.to_wire(), 0.2, 1.0)
+        assert first.is_set()
+        got = await channel.ask(q2.to_wire(), 2.0, 1.0)
+        assert dns.message.from_wire(got).question == q2.question
+    finally:
+        channel.close()
         await task
         srv.close()
