@@ -150,7 +150,13 @@ class CaService:
             if prefix == JOIN_PREFIX:  # after the request checks: only the agent's key gets here
                 req = issued.request.request
                 self.registry.joins.check(req.region, req.agent, now)
-            index = await self.append([issued.entry])
+                try:
+                    index = await self.append([issued.entry])
+                except CaError:  # the record may still land later: the join is spent (fail closed)
+                    self.registry.joins.note_cert(req.region, req.agent)
+                    raise
+            else:
+                index = await self.append([issued.entry])
         except CaError as exc:
             what = f"refused:{exc.reason.value}"
             self._count(what)

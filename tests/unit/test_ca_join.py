@@ -181,3 +181,62 @@ def test_an_agent_bootstraps_only_without_a_certificate_valid_now(tmp_path: Path
     assert not needs_certificate(path, START_MS + 1)
     assert needs_certificate(path, START_MS - 1_000)  # not yet valid
     assert needs_certificate(path, issued.cert.not_after_ms)  # expired
+
+
+async def test_a_join_whose_append_failed_is_spent_and_a_second_use_is_refused() -> None:
+    """The CA's join rule without NATS (CaService.handle_join): one certificate per join
+    certificate; a failed append (the record may still land) spends the join too (fail closed)."""
+    from cctf.ca.request import decode_response
+    from cctf.ca.service import CaService
+    from cctf.clock import FakeClock
+
+    class Log:
+        fail = True
+        size = 0
+
+        async def append(self, entries: list[bytes]) -> int:
+            if self.fail:
+                raise CaError(CaReason.LOG, "not acknowledged")
+            self.size += len(entries)
+            return self.size - len(entries)
+
+    world = make_ca_world()
+    clock = FakeClock(START_MS)
+    log = Log()
+    ca = CaService(None, world.issuer, log, clock=clock)  # type: ignore[arg-type]
+    a = world.agents[AGENT]
+
+    def request() -> tuple[str, bytes]:
+        return seal_request(
+            a.key,
+            region=REGION,
+            agent=AGENT,
+            csr=make_csr(new_tls_key(), AGENT),
+            lifetime_ms=0,
+            now_ms=clock.now_ms(),
+            join=True,
+        )
+
+    join, entry = world.issuer.issue_join(
+        REGION, AGENT, make_csr(new_tls_key(), AGENT), lifetime_ms=0, now_ms=START_MS, serial=7
+    )
+    ca.registry.add(entry)
+    first = decode_response(await ca.handle_join(*request()))
+    assert first.error.startswith("log:")
+    log.fail = False
+    clock.advance(1)
+    second = decode_response(await ca.handle_join(*request()))
+    assert second.error.startswith("join:") and "already used" in second.error
+    # a new join certificate: exactly one certificate, then refused again
+    _join2, entry2 = world.issuer.issue_join(
+        REGION, AGENT, make_csr(new_tls_key(), AGENT), lifetime_ms=0, now_ms=START_MS + 1, serial=8
+    )
+    ca.registry.add(entry2)
+    ok = decode_response(await ca.handle_join(*request()))
+    assert ok.error == "" and ok.certificate
+    again = decode_response(await ca.handle_join(*request()))
+    assert "already used" in again.error
+    # the renewal subject does not take a join request (the envelope is bound to its subject)
+    subject, data = request()
+    assert decode_response(await ca.handle_issue(subject.replace(".join.", ".issue."), data)).error
+    del join
