@@ -186,9 +186,19 @@ class BatchSigner:
                 self._run(), name=f"cctf-batch-{self._coordinator}"
             )
 
+    @property
+    def batch_max(self) -> int:
+        return self._max
+
     async def seal(self, items: Sequence[BatchItem]) -> list[bytes]:
         """The ``"tlog"`` envelope of every item, once its batch is sealed, its head published and
         its append acked (or ``log_wait_ms`` passed). Raises :class:`BatchClosed` when stopping."""
+        return await self.collect(self.submit(items))
+
+    def submit(self, items: Sequence[BatchItem]) -> list[asyncio.Future[bytes]]:
+        """Queue ``items`` in order after everything queued before (so parts queued at once are
+        sealed one after the other while earlier batches are appended and published); their
+        envelopes come through :meth:`collect`. Raises :class:`BatchClosed` when stopping."""
         if self._closed is not None or self._stopping.is_set():
             raise BatchClosed("the batch stage is stopped")
         self.start()
@@ -203,6 +213,10 @@ class BatchSigner:
         self._kick.set()
         if len(pending.items) >= self._max or pending.entry_bytes >= MAX_BATCH_ENTRY_BYTES:
             self._full.set()
+        return futures
+
+    async def collect(self, futures: list[asyncio.Future[bytes]]) -> list[bytes]:
+        """The envelopes of :meth:`submit`'s futures, in order (raises :class:`BatchClosed`)."""
         return list(await asyncio.gather(*futures))
 
     async def stop(self, timeout_s: float = 2.0) -> None:

@@ -3,9 +3,11 @@
 
 Signing dominates (about 1 ms per hybrid signature): verdicts are signed in chunks of 32 and each chunk
 is published while the next is signed, so the first verdicts of a large batch go out early. With batch
-signing (``batcher``, ``cctf.coordinator.batcher``) DNS verdicts are handed to the batch stage all at
-once instead (one signed log head per batch, the same ``"tlog"`` envelope on every verdict region);
-identity verdicts keep their own signatures.
+signing (``batcher``, ``cctf.coordinator.batcher``) DNS verdicts are handed to the batch stage
+instead, in parts of ``batch_max`` all queued at once (one signed log head per part, the same
+``"tlog"`` envelope on every verdict region): the stage seals the next part while the previous one is
+appended and published, and each part is published as soon as it is released; identity verdicts
+keep their own signatures.
 
 The live path never waits on a stream leader (design D1): :meth:`Outbox.run` returns as soon as every
 verdict's first copy went out to every region (core subscribers have it then); the stream's
@@ -30,7 +32,7 @@ import asyncio
 import math
 from collections.abc import Awaitable, Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Final
 
 from cctf import telemetry
@@ -60,6 +62,25 @@ class _Job:
     verdict: AnyVerdict
     payload: bytes
     sealed: list[Sealed] | None = None
+
+
+@dataclass
+class _Ticket:
+    """One part's verdicts queued in the batch stage (:meth:`Outbox._submit`)."""
+
+    dns: list[tuple[_Job, list[tuple[str, str, str]]]] = field(default_factory=list)
+    others: list[_Job] = field(default_factory=list)
+    futures: list[asyncio.Future[bytes]] = field(default_factory=list)
+    closed: bool = False  # the batch stage refused it (stopping)
+
+    def cancel(self) -> None:
+        """Never collected (stopping): the batch stage skips these (a refusal already set is
+        retrieved, so it is not reported as lost)."""
+        for fut in self.futures:
+            if not fut.done():
+                fut.cancel()
+            elif not fut.cancelled():
+                fut.exception()
 
 
 class Outbox:
@@ -119,10 +140,27 @@ class Outbox:
                 await self._settle(key)
                 continue
             jobs.append(_Job(key, verdict, encode(verdict)))
-        chunk = _PUBLISH_CHUNK if self._batcher is None else max(1, len(jobs))
-        for start in range(0, len(jobs), chunk):
-            part = jobs[start : start + chunk]
-            if not await self._sign(part):
+        batcher = self._batcher
+        chunk = _PUBLISH_CHUNK if batcher is None else batcher.batch_max
+        parts = [jobs[start : start + chunk] for start in range(0, len(jobs), chunk)]
+        # batch signing: every part is queued at once (one batch each), so the batch stage seals
+        # the next part while this one is appended and published (pipelined, in order)
+        tickets = [self._submit(part, batcher) for part in parts] if batcher is not None else []
+        try:
+            await self._send_parts(parts, tickets)
+        finally:  # stopped or cancelled half-way: the parts not collected are not sealed
+            for ticket in tickets:
+                ticket.cancel()
+
+    async def _send_parts(self, parts: list[list[_Job]], tickets: list[_Ticket]) -> None:
+        batcher = self._batcher
+        for i, part in enumerate(parts):
+            signed = (
+                await self._collect(tickets[i], batcher)
+                if batcher is not None
+                else await self._sign_each(part)
+            )
+            if not signed:
                 break  # stopping
             for job in part:
                 if job.sealed is None:  # cannot be published: settle it now
@@ -136,7 +174,8 @@ class Outbox:
             self.storing.add(task)
             self.storing_verdicts += len(ready)
             task.add_done_callback(self.storing.discard)
-            # the live path: the next chunk is signed once this one went out (not once stored)
+            # the live path: the next chunk is published (per verdict: signed) once this one went
+            # out, not once stored
             await sent.wait()
 
     def _seal_chunk(self, jobs: list[_Job]) -> list[list[Sealed] | None]:
@@ -149,44 +188,49 @@ class Outbox:
                 out.append(None)
         return out
 
-    async def _sign(self, jobs: list[_Job]) -> bool:
-        """Seal every verdict for every verdict region, in worker threads for larger batches."""
-        if self._batcher is not None:
-            return await self._sign_batched(jobs, self._batcher)
-        return await self._sign_each(jobs)
-
-    async def _sign_batched(self, jobs: list[_Job], batcher: BatchSigner) -> bool:
-        """DNS verdicts through the batch stage (one ``"tlog"`` envelope for all their regions),
-        identity verdicts signed one by one."""
-        dns: list[tuple[_Job, list[tuple[str, str, str]]]] = []
-        others: list[_Job] = []
+    def _submit(self, jobs: list[_Job], batcher: BatchSigner) -> _Ticket:
+        """Queue the DNS verdicts of ``jobs`` in the batch stage (one ``"tlog"`` envelope for all
+        their regions); identity verdicts are signed one by one (in :meth:`_collect`)."""
+        ticket = _Ticket()
         for job in jobs:
             if not isinstance(job.verdict, Verdict):
-                others.append(job)
+                ticket.others.append(job)
                 continue
             try:
-                dns.append((job, self._signer.targets(job.verdict)))
+                ticket.dns.append((job, self._signer.targets(job.verdict)))
             except SignError as exc:
                 self._log("verdict_unpublishable", error=str(exc)[:_MAX_DETAIL])
-        if others and not await self._sign_each(others):
+        if ticket.dns:
+            items = [
+                BatchItem(
+                    MessageType.VERDICT,
+                    tuple(subject for _r, subject, _m in targets),
+                    job.payload,
+                    job.verdict.issued_ms,
+                    job.verdict.expires_ms,
+                )
+                for job, targets in ticket.dns
+            ]
+            try:
+                ticket.futures = batcher.submit(items)
+            except BatchClosed:
+                ticket.closed = True
+        return ticket
+
+    async def _collect(self, ticket: _Ticket, batcher: BatchSigner) -> bool:
+        """Wait for the envelopes of a :meth:`_submit` ticket; ``False`` when stopping."""
+        if ticket.others and not await self._sign_each(ticket.others):
+            ticket.cancel()
             return False
-        if not dns:
+        if ticket.closed:
+            return False
+        if not ticket.dns:
             return True
-        items = [
-            BatchItem(
-                MessageType.VERDICT,
-                tuple(subject for _r, subject, _m in targets),
-                job.payload,
-                job.verdict.issued_ms,
-                job.verdict.expires_ms,
-            )
-            for job, targets in dns
-        ]
         try:
-            envelopes = await batcher.seal(items)
+            envelopes = await batcher.collect(ticket.futures)
         except BatchClosed:
             return False
-        for (job, targets), data in zip(dns, envelopes, strict=True):
+        for (job, targets), data in zip(ticket.dns, envelopes, strict=True):
             job.sealed = [
                 Sealed(region, subject, data, msg_id) for region, subject, msg_id in targets
             ]

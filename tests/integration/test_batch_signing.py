@@ -62,11 +62,14 @@ async def batch_harness(
             await c.stop()
 
 
+@pytest.mark.parametrize("batch_max", [1024, 2])  # 2: one decision's verdicts in two batches
 async def test_batch_signed_verdicts_are_one_envelope_on_every_region_after_their_head(
-    batch_harness: tuple[Harness, Seen],
+    batch_harness: tuple[Harness, Seen], batch_max: int
 ) -> None:
     h, seen = batch_harness
-    coordinator = await h.start_coordinator(signing="batch", batch_window_ms=20)
+    coordinator = await h.start_coordinator(
+        signing="batch", batch_window_ms=20, batch_max=batch_max
+    )
     for qname in QNAMES:  # 3 names, decided at once by the west ballots
         await h.ballot(EAST, {"r1": HONEST, "r2": HONEST, "r3": HONEST}, qname=qname)
     for qname in QNAMES:
@@ -118,6 +121,7 @@ async def test_batch_signed_verdicts_are_one_envelope_on_every_region_after_thei
     assert coordinator.batcher is not None
     stats = coordinator.batcher.stats
     assert stats.verdicts == len(QNAMES) and stats.batches == len(heads)
+    assert stats.largest_batch <= batch_max
     assert stats.heads_published == 2 * len(heads)
     st = coordinator.stats()
     assert st.verdicts == {"trusted": len(QNAMES)} and st.verdict_messages == 2 * len(QNAMES)
@@ -192,4 +196,36 @@ async def test_a_fenced_log_fails_the_stage_closed(
     assert len(fatal) == 1 and isinstance(fatal[0], LogFencedError)
     with pytest.raises(BatchClosed):  # nothing more is sealed
         await stage.seal(_items(1))
+    await stage.stop()
+
+
+async def test_parts_are_sealed_ahead_of_the_log_append(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    """batch_max 2: five items queued at once are three batches, all sealed while the first append
+    is still waiting (pipelined: the outbox queues every part of a decision at once), appended in
+    order, each envelope against its own batch's head (sizes 2, 4, 5)."""
+    gate = asyncio.Event()
+    appended: list[int] = []
+
+    async def append(sealed: SealedBatch) -> None:
+        await gate.wait()
+        appended.append(sealed.first_index)
+
+    stage, fatal, _ = await _stage(
+        nats_single, nats_connect, append, log_wait_ms=10_000, batch_max=2, window_ms=5
+    )
+    stage.start()
+    await asyncio.sleep(0)
+    assert stage.batch_max == 2
+    futures = stage.submit(_items(5))
+    await _until(lambda: stage.stats.batches == 3, 5.0, "three batches sealed ahead")
+    await asyncio.sleep(0.01)
+    assert appended == [] and not any(f.done() for f in futures)  # waiting on the log
+    gate.set()
+    await _until(lambda: all(f.done() for f in futures), 5.0, "every envelope released")
+    envelopes = await stage.collect(futures)
+    assert appended == [0, 2, 4] and fatal == []
+    sizes = [decode_envelope(e).auth.head.size for e in envelopes]  # type: ignore[union-attr]
+    assert sizes == [2, 2, 4, 4, 5]
     await stage.stop()
