@@ -5,7 +5,8 @@ verdict its ``"tlog"`` envelope.
 
 Order per batch (D2-D4, wire-protocol.md §3.2.1)::
 
-    close (batch_max verdicts, or batch_window_ms after the first) -> seal (worker thread)
+    close (batch_max verdicts, or batch_window_ms after the previous batch closed: at once after
+      a quiet spell) -> seal (worker thread)
       -> publish the head on every verdict region (same connection, written before any verdict)
       -> append the LogBatch record (in order after the previous batch's append)
       -> release the envelopes once the append is acked, or after log_wait_ms at most
@@ -158,6 +159,7 @@ class BatchSigner:
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_append: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
+        self._last_close = -1e9  # loop time of the last batch closed
         self.stats = BatchStats()
         self._m = metrics()
 
@@ -270,9 +272,13 @@ class BatchSigner:
                 self._kick.clear()
                 await self._kick.wait()
                 continue
-            if not self._full.is_set() and self._window_s > 0:
+            # the window runs from the previous batch's close: a decision after a quiet spell is
+            # sealed at once, a steady flow still closes at most one batch per window
+            wait_s = self._window_s - (loop.time() - self._last_close)
+            if not self._full.is_set() and wait_s > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(self._full.wait(), self._window_s)
+                    await asyncio.wait_for(self._full.wait(), wait_s)
+            self._last_close = loop.time()
             batch = [(it, f) for it, f in self._take() if not f.cancelled()]
             if not batch:
                 continue

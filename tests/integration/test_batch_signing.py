@@ -229,3 +229,25 @@ async def test_parts_are_sealed_ahead_of_the_log_append(
     sizes = [decode_envelope(e).auth.head.size for e in envelopes]  # type: ignore[union-attr]
     assert sizes == [2, 2, 4, 4, 5]
     await stage.stop()
+
+
+async def test_the_window_runs_from_the_previous_batch(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    """A verdict after a quiet spell is sealed at once (it does not wait batch_window_ms for
+    company); what comes within the window after that batch closed waits for the window and goes
+    in one batch: at most one batch per window in a steady flow."""
+
+    async def append(sealed: SealedBatch) -> None:
+        return None
+
+    stage, fatal, _ = await _stage(nats_single, nats_connect, append, window_ms=1_500)
+    stage.start()
+    first = asyncio.ensure_future(stage.seal(_items(1)))
+    await _until(lambda: first.done(), 1.0, "the first verdict sealed well before the window")
+    second = asyncio.ensure_future(stage.seal(_items(1)))
+    third = asyncio.ensure_future(stage.seal(_items(2)))
+    envelopes = await asyncio.wait_for(asyncio.gather(second, third), 15)
+    assert [len(e) for e in envelopes] == [1, 2] and fatal == []
+    assert stage.stats.batches == 2 and stage.stats.largest_batch == 3
+    await stage.stop()
