@@ -79,7 +79,7 @@ from cctf.devfabric.demo_options import (
     resolver_id,
 )
 from cctf.devfabric.nats import NatsFabric
-from cctf.util.deadline import stop_task, stop_tasks
+from cctf.util.deadline import BoundedExitStack, stop_task, stop_tasks
 
 __all__ = [
     "COORDINATOR_ID",
@@ -138,6 +138,12 @@ class _Printer:
             print(workload_line(obj), file=self._out, flush=True)
 
 
+#: Each clean-up of the demo's exit stack (a client close, a server stop) gets at most this long: a
+#: close that never returns (seen once: an idle loop after the last log line, SIGTERM ignored) is
+#: abandoned with a log line and the servers after it are still stopped.
+_CLOSE_LIMIT_S = 10.0
+
+
 async def run_demo(
     opts: DemoOptions,
     *,
@@ -163,7 +169,7 @@ async def run_demo(
         workdir = opts.workdir
         workdir.mkdir(parents=True, exist_ok=True)
     try:
-        async with contextlib.AsyncExitStack() as stack:
+        async with BoundedExitStack(_CLOSE_LIMIT_S) as stack:
             return await _run(opts, workdir, printer, stop, stack, on_verdict, on_start)
     finally:
         if tmp_root is not None and not opts.keep_workdir:

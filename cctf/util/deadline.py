@@ -12,19 +12,26 @@ at most ``grace_s``, cancel again while waiting (a cancel can be swallowed: Pyth
 ``wait_for``, used inside nats-py, drops a cancel that arrives as the awaited result does), then
 abandon what is still running with one log line. Every ``stop()``/``close()`` uses them instead of an
 ad-hoc ``cancel(); await task`` (which hangs forever on a swallowed cancel).
+
+:class:`BoundedExitStack` is an ``AsyncExitStack`` whose async callbacks (``close()``, ``stop()``)
+each get at most ``limit_s``: a clean-up that never returns (a client close awaiting a flush that
+never ends) is abandoned with one log line, and the stack goes on to the next (the servers after it
+are still stopped), so a shutdown is bounded by construction.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Coroutine, Iterable
-from typing import Any, Final, TypeVar
+import contextlib
+from collections.abc import Awaitable, Callable, Coroutine, Iterable
+from typing import Any, Final, ParamSpec, TypeVar
 
 from cctf.telemetry import get_logger
 
 __all__ = [
     "CANCEL_GRACE_S",
     "RECANCEL_S",
+    "BoundedExitStack",
     "abandon",
     "background",
     "detached_count",
@@ -34,6 +41,7 @@ __all__ = [
 ]
 
 T = TypeVar("T")
+P = ParamSpec("P")
 
 #: After the deadline, how long a cancelled task may take to unwind before it is abandoned.
 CANCEL_GRACE_S: Final = 0.05
@@ -145,3 +153,31 @@ async def stop_tasks(
 async def stop_task(task: asyncio.Task[Any] | None, grace_s: float, *, what: str = "task") -> bool:
     """:func:`stop_tasks` for one task (``None``: nothing to stop); True when it stopped in time."""
     return not await stop_tasks([task], grace_s, what=what)
+
+
+class BoundedExitStack(contextlib.AsyncExitStack):
+    """An ``AsyncExitStack`` whose every async callback is bounded by ``limit_s`` (see the module
+    docstring): a stuck one is cancelled, abandoned and logged (``cleanup_stuck``), never awaited
+    forever. Exceptions of a callback propagate as with ``AsyncExitStack``."""
+
+    def __init__(self, limit_s: float = 10.0) -> None:
+        super().__init__()
+        self._limit_s = limit_s
+
+    def push_async_callback(
+        self, callback: Callable[P, Awaitable[T]], /, *args: P.args, **kwds: P.kwargs
+    ) -> Callable[P, Awaitable[T]]:
+        limit_s = self._limit_s
+        what = getattr(callback, "__qualname__", repr(callback))
+
+        async def call() -> None:
+            await callback(*args, **kwds)
+
+        async def bounded() -> None:
+            try:
+                await hard_deadline(call(), limit_s)
+            except TimeoutError:
+                _log.error("cleanup_stuck", what=what, limit_s=limit_s)
+
+        super().push_async_callback(bounded)
+        return callback
