@@ -31,19 +31,23 @@ key), is useless after 10 min, after its one use, and after the agent's first re
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass
 from typing import Final
 
 import msgspec
 from cryptography import x509
 from cryptography.exceptions import InvalidSignature
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec, ed25519
-from cryptography.x509.oid import ExtendedKeyUsageOID, NameOID
+from cryptography.hazmat.primitives.asymmetric import ec
 
 from cctf.ca.errors import CaError, CaReason
-from cctf.ca.profile import MAX_CERT_BYTES, MIN_LIFETIME_MS, IssuerKey, serial_hex
+from cctf.ca.profile import (
+    MAX_CERT_BYTES,
+    MIN_LIFETIME_MS,
+    IssuerKey,
+    client_leaf_builder,
+    serial_hex,
+    sign_der,
+)
 from cctf.ids import IdError, check_id
 
 __all__ = [
@@ -77,10 +81,6 @@ def join_spiffe_id(trust_domain: str, region: str, agent: str) -> str:
     return f"spiffe://{trust_domain}{_PATH_PREFIX}{region}/{agent}"
 
 
-def _utc(ms: int) -> dt.datetime:
-    return dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC)
-
-
 def build_join_cert(
     *,
     tls_public_key: ec.EllipticCurvePublicKey,
@@ -100,48 +100,17 @@ def build_join_cert(
             f"join lifetime {lifetime_ms} ms outside [{MIN_LIFETIME_MS}, {JOIN_MAX_LIFETIME_MS}]",
         )
     region, agent = check_id(region, "region"), check_id(agent, "agent")
-    nb = _utc(not_before_ms)
-    name = x509.Name(
-        [
-            x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cctf"),
-            x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, region),
-            x509.NameAttribute(NameOID.COMMON_NAME, f"join:{agent}"),
-        ]
+    builder = client_leaf_builder(
+        common_name=f"join:{agent}",
+        region=region,
+        uri=join_spiffe_id(trust_domain, region, agent),
+        tls_public_key=tls_public_key,
+        serial=serial,
+        not_before_ms=not_before_ms,
+        lifetime_ms=lifetime_ms,
+        issuer_cert=issuer_cert,
     )
-    uri = join_spiffe_id(trust_domain, region, agent)
-    builder = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(issuer_cert.subject)
-        .public_key(tls_public_key)
-        .serial_number(serial)
-        .not_valid_before(nb)
-        .not_valid_after(nb + dt.timedelta(milliseconds=lifetime_ms))
-        .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
-        .add_extension(
-            x509.KeyUsage(
-                digital_signature=True,
-                content_commitment=False,
-                key_encipherment=False,
-                data_encipherment=False,
-                key_agreement=False,
-                key_cert_sign=False,
-                crl_sign=False,
-                encipher_only=False,
-                decipher_only=False,
-            ),
-            critical=True,
-        )
-        .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
-        .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
-        .add_extension(x509.SubjectKeyIdentifier.from_public_key(tls_public_key), critical=False)
-        .add_extension(
-            x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),  # type: ignore[arg-type]
-            critical=False,
-        )
-    )
-    algorithm = None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
-    return builder.sign(issuer_key, algorithm).public_bytes(serialization.Encoding.DER)
+    return sign_der(builder, issuer_key)
 
 
 @dataclass(frozen=True, slots=True)

@@ -215,39 +215,35 @@ def _utc(ms: int) -> dt.datetime:
     return dt.datetime.fromtimestamp(ms // 1000, tz=dt.UTC)
 
 
-def build_agent_cert(
+def client_leaf_builder(
     *,
-    tls_public_key: ec.EllipticCurvePublicKey,
-    binding: KeyBinding,
-    trust_domain: str,
+    common_name: str,
     region: str,
-    agent: str,
+    uri: str,
+    tls_public_key: ec.EllipticCurvePublicKey,
     serial: int,
     not_before_ms: int,
     lifetime_ms: int,
     issuer_cert: x509.Certificate,
-    issuer_key: IssuerKey,
-) -> bytes:
-    """The DER of an agent certificate (the profile above). Time and serial are passed in."""
+) -> x509.CertificateBuilder:
+    """The TLS-client leaf every CCTF certificate shares (agent and join profiles): O=cctf,
+    OU=region, CN, one URI SAN, not a CA, digitalSignature only (critical), clientAuth, SKI/AKI."""
     nb = _utc(not_before_ms)
-    na = nb + dt.timedelta(milliseconds=lifetime_ms)
     name = x509.Name(
         [
             x509.NameAttribute(NameOID.ORGANIZATION_NAME, "cctf"),
             x509.NameAttribute(NameOID.ORGANIZATIONAL_UNIT_NAME, region),
-            x509.NameAttribute(NameOID.COMMON_NAME, agent),
+            x509.NameAttribute(NameOID.COMMON_NAME, common_name),
         ]
     )
-    uri = agent_spiffe_id(trust_domain, region, agent)
-    ski = x509.SubjectKeyIdentifier.from_public_key(tls_public_key)
-    builder = (
+    return (
         x509.CertificateBuilder()
         .subject_name(name)
         .issuer_name(issuer_cert.subject)
         .public_key(tls_public_key)
         .serial_number(serial)
         .not_valid_before(nb)
-        .not_valid_after(na)
+        .not_valid_after(nb + dt.timedelta(milliseconds=lifetime_ms))
         .add_extension(x509.BasicConstraints(ca=False, path_length=None), critical=True)
         .add_extension(
             x509.KeyUsage(
@@ -265,20 +261,48 @@ def build_agent_cert(
         )
         .add_extension(x509.ExtendedKeyUsage([ExtendedKeyUsageOID.CLIENT_AUTH]), critical=False)
         .add_extension(x509.SubjectAlternativeName([x509.UniformResourceIdentifier(uri)]), False)
-        .add_extension(ski, critical=False)
+        .add_extension(x509.SubjectKeyIdentifier.from_public_key(tls_public_key), critical=False)
         .add_extension(
             x509.AuthorityKeyIdentifier.from_issuer_public_key(issuer_cert.public_key()),  # type: ignore[arg-type]
             critical=False,
         )
-        .add_extension(
-            x509.UnrecognizedExtension(
-                BINDING_EXTENSION_OID, wrap_binding(encode_binding(binding))
-            ),
-            critical=False,
-        )
     )
+
+
+def sign_der(builder: x509.CertificateBuilder, issuer_key: IssuerKey) -> bytes:
+    """Sign ``builder`` with the intermediate's key (Ed25519: no hash) and return the DER."""
     algorithm = None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
     return builder.sign(issuer_key, algorithm).public_bytes(serialization.Encoding.DER)
+
+
+def build_agent_cert(
+    *,
+    tls_public_key: ec.EllipticCurvePublicKey,
+    binding: KeyBinding,
+    trust_domain: str,
+    region: str,
+    agent: str,
+    serial: int,
+    not_before_ms: int,
+    lifetime_ms: int,
+    issuer_cert: x509.Certificate,
+    issuer_key: IssuerKey,
+) -> bytes:
+    """The DER of an agent certificate (the profile above). Time and serial are passed in."""
+    builder = client_leaf_builder(
+        common_name=agent,
+        region=region,
+        uri=agent_spiffe_id(trust_domain, region, agent),
+        tls_public_key=tls_public_key,
+        serial=serial,
+        not_before_ms=not_before_ms,
+        lifetime_ms=lifetime_ms,
+        issuer_cert=issuer_cert,
+    ).add_extension(
+        x509.UnrecognizedExtension(BINDING_EXTENSION_OID, wrap_binding(encode_binding(binding))),
+        critical=False,
+    )
+    return sign_der(builder, issuer_key)
 
 
 # ---- check ----------------------------------------------------------------------------------------
