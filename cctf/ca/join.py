@@ -36,15 +36,14 @@ from typing import Final
 
 import msgspec
 from cryptography import x509
-from cryptography.exceptions import InvalidSignature
 from cryptography.hazmat.primitives.asymmetric import ec
 
 from cctf.ca.errors import CaError, CaReason
 from cctf.ca.profile import (
-    MAX_CERT_BYTES,
     MIN_LIFETIME_MS,
     IssuerKey,
     client_leaf_builder,
+    load_issued,
     serial_hex,
     sign_der,
 )
@@ -129,19 +128,7 @@ def parse_join_cert(der: bytes, issuer: x509.Certificate, trust_domain: str) -> 
     1. size, DER [``cert``]; 2. issued by the intermediate [``issuer``]; 3. not a CA, ECDSA P-256,
     lifetime in [2 s, 1 h] [``cert``]; 4. exactly one SAN, the URI
     ``spiffe://<td>/cctf/join/<region>/<agent>`` with valid ids [``cert``]."""
-    if len(der) > MAX_CERT_BYTES:
-        raise CaError(CaReason.CERT, f"certificate of {len(der)} bytes exceeds {MAX_CERT_BYTES}")
-    try:  # 1
-        cert = x509.load_der_x509_certificate(der)
-        cert.extensions  # noqa: B018 (parse every extension now)
-    except ValueError as exc:
-        raise CaError(CaReason.CERT, f"undecodable certificate: {exc}") from None
-    if cert.issuer != issuer.subject:  # 2
-        raise CaError(CaReason.ISSUER, "issuer name is not the intermediate's subject")
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise CaError(CaReason.ISSUER, f"not signed by the intermediate: {exc}") from None
+    cert = load_issued(der, issuer)  # 1, 2
     try:  # 3
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
         san = cert.extensions.get_extension_for_class(x509.SubjectAlternativeName).value

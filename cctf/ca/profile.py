@@ -269,6 +269,25 @@ def client_leaf_builder(
     )
 
 
+def load_issued(der: bytes, issuer: x509.Certificate) -> x509.Certificate:
+    """Steps 1 and 2 of every CCTF certificate check: bounded size, DER with every extension
+    parsed [``cert``]; issued (name and signature) by the intermediate ``issuer`` [``issuer``]."""
+    if len(der) > MAX_CERT_BYTES:
+        raise CaError(CaReason.CERT, f"certificate of {len(der)} bytes exceeds {MAX_CERT_BYTES}")
+    try:  # 1
+        cert = x509.load_der_x509_certificate(der)
+        cert.extensions  # noqa: B018 (parse every extension now)
+    except ValueError as exc:
+        raise CaError(CaReason.CERT, f"undecodable certificate: {exc}") from None
+    if cert.issuer != issuer.subject:  # 2
+        raise CaError(CaReason.ISSUER, "issuer name is not the intermediate's subject")
+    try:
+        cert.verify_directly_issued_by(issuer)
+    except (ValueError, TypeError, InvalidSignature) as exc:
+        raise CaError(CaReason.ISSUER, f"not signed by the intermediate: {exc}") from None
+    return cert
+
+
 def sign_der(builder: x509.CertificateBuilder, issuer_key: IssuerKey) -> bytes:
     """Sign ``builder`` with the intermediate's key (Ed25519: no hash) and return the DER."""
     algorithm = None if isinstance(issuer_key, ed25519.Ed25519PrivateKey) else hashes.SHA256()
@@ -347,19 +366,7 @@ def parse_agent_cert(der: bytes, issuer: x509.Certificate, trust_domain: str) ->
        ids [``cert``];
     5. the key-binding extension is present once, non-critical, and decodes [``binding``].
     """
-    if len(der) > MAX_CERT_BYTES:
-        raise CaError(CaReason.CERT, f"certificate of {len(der)} bytes exceeds {MAX_CERT_BYTES}")
-    try:  # 1
-        cert = x509.load_der_x509_certificate(der)
-        cert.extensions  # noqa: B018 (parse every extension now)
-    except ValueError as exc:
-        raise CaError(CaReason.CERT, f"undecodable certificate: {exc}") from None
-    if cert.issuer != issuer.subject:  # 2
-        raise CaError(CaReason.ISSUER, "issuer name is not the intermediate's subject")
-    try:
-        cert.verify_directly_issued_by(issuer)
-    except (ValueError, TypeError, InvalidSignature) as exc:
-        raise CaError(CaReason.ISSUER, f"not signed by the intermediate: {exc}") from None
+    cert = load_issued(der, issuer)  # 1, 2
     try:  # 3
         bc = cert.extensions.get_extension_for_class(x509.BasicConstraints).value
     except x509.ExtensionNotFound:
