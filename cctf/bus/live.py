@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-from collections import OrderedDict
+from collections import OrderedDict, deque
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, Final
 
@@ -109,6 +109,8 @@ async def subscribe_live(
 
 #: Digests a :class:`MergedFeed` remembers to recognise the second copy of a message.
 MERGED_SEEN_LIMIT: Final = 65_536
+#: The weight of a durable copy in a remembered message's count (live copies count 1 each).
+_DURABLE: Final = 1 << 32
 
 
 class MergedFeed:
@@ -122,15 +124,29 @@ class MergedFeed:
     election delays nothing: the live copy is there at once, the ordered feed catches up (and
     brings what the live path missed, e.g. during a reconnect). The queue is bounded
     (``pending_msgs``): a live copy that does not fit is dropped and not remembered, so its durable
-    copy still comes and is yielded. Ends when the ordered feed ends (the connection closed) or on
-    :meth:`close`.
+    copy still comes and is yielded; the durable pump waits for room (the ordered feed's own
+    buffer and flow control hold the rest). Ends when the ordered feed ends (the connection
+    closed) or on :meth:`close`.
+
+    The queue is a plain deque with one waiter future per side (the reader waiting for a message,
+    the pump waiting for room): an ``asyncio.Queue``'s bookkeeping per message (``full``, unfinished
+    tasks, the getters' deque) was a tenth of the subscriber's transport cost (issue #9).
     """
 
     def __init__(self, durable: OrderedFeed, *, pending_msgs: int = 4096) -> None:
+        if pending_msgs < 1:
+            raise ValueError("pending_msgs must be positive")
         self._durable = durable
         self._live: LiveSubscription | None = None
-        self._queue: asyncio.Queue[Delivered | None] = asyncio.Queue(pending_msgs)
-        self._seen: OrderedDict[bytes, list[int]] = OrderedDict()  # digest -> [live, durable]
+        self._limit = pending_msgs
+        self._out: deque[Delivered] = deque()
+        self._loop = asyncio.get_running_loop()
+        self._reader: asyncio.Future[None] | None = None  # the reader waits for a message
+        self._room: asyncio.Future[None] | None = None  # the pump waits for room
+        self._ended = False  # the ordered feed ended (after what is queued)
+        # digest -> copies seen: live copies + _DURABLE * durable copies (an int: no GC-tracked
+        # object per remembered message)
+        self._seen: OrderedDict[bytes, int] = OrderedDict()
         #: Called for a durable copy of a message the stream already delivered (the same signed
         #: bytes stored twice: someone published them again, a replay): it is not yielded again.
         self.on_repeat: Callable[[Delivered], None] | None = None
@@ -139,59 +155,94 @@ class MergedFeed:
         #: Second copies (and live retries) recognised and dropped on arrival.
         self.repeats = 0
         self.error = ""
-        self._pump = asyncio.get_running_loop().create_task(self._pump_durable())
+        self._pump = self._loop.create_task(self._pump_durable())
+
+    @property
+    def queued(self) -> int:
+        """Messages waiting for the reader."""
+        return len(self._out)
 
     def _first_copy(self, live: bool, item: Delivered) -> bool:
         """Whether ``item`` is the first copy of its message (remembered); else it is counted."""
         digest = hashlib.sha256(item.data).digest()
-        counts = self._seen.get(digest)
+        seen = self._seen
+        counts = seen.get(digest)
         if counts is not None:  # the other copy of a message already queued (or a retry)
             self.repeats += 1
-            counts[0 if live else 1] += 1
-            if not live and counts[1] > 1 and self.on_repeat is not None:
-                self.on_repeat(item)
+            if live:
+                seen[digest] = counts + 1
+            else:
+                seen[digest] = counts = counts + _DURABLE
+                if counts >= 2 * _DURABLE and self.on_repeat is not None:
+                    self.on_repeat(item)
             return False
-        self._seen[digest] = [1, 0] if live else [0, 1]
-        if len(self._seen) > MERGED_SEEN_LIMIT:
-            self._seen.popitem(last=False)
+        seen[digest] = 1 if live else _DURABLE
+        if len(seen) > MERGED_SEEN_LIMIT:
+            seen.popitem(last=False)
         return True
+
+    def _push(self, item: Delivered) -> None:
+        self._out.append(item)
+        if self._reader is not None:
+            self._wake_reader()
+
+    def _wake_pump(self) -> None:
+        room = self._room
+        if room is not None:
+            self._room = None
+            if not room.done():
+                room.set_result(None)
 
     def offer_live(self, subject: str, data: bytes) -> bool:
         """The live subscription's handler."""
         if self._closed:
             return False
-        if self._queue.full():  # not remembered: the durable copy will be the first one
+        if len(self._out) >= self._limit:  # not remembered: the durable copy will be the first one
             self.live_dropped += 1
             return False
         item = Delivered(subject, data)
         if self._first_copy(True, item):
-            self._queue.put_nowait(item)
+            self._push(item)
         return True
 
     async def _pump_durable(self) -> None:
         try:
             async for msg in self._durable:
                 if self._first_copy(False, msg):
-                    await self._queue.put(msg)
+                    while len(self._out) >= self._limit and not self._closed:
+                        self._room = room = self._loop.create_future()
+                        await room
+                    self._push(msg)
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # the feed failed: end the merged feed (the caller sees the end)
             self.error = repr(exc)[:300]
-        try:
-            self._queue.put_nowait(None)
-        except asyncio.QueueFull:  # make room for the end marker
-            self._queue.get_nowait()
-            self._queue.put_nowait(None)
+        self._ended = True
+        self._wake_reader()
+
+    def _wake_reader(self) -> None:
+        waiter = self._reader
+        if waiter is not None:
+            self._reader = None
+            if not waiter.done():
+                waiter.set_result(None)
 
     def __aiter__(self) -> MergedFeed:
         return self
 
     async def __anext__(self) -> Delivered:
-        if not self._closed:
-            item = await self._queue.get()
-            if item is not None:
+        out = self._out
+        while not self._closed:
+            if out:
+                item = out.popleft()
+                if self._room is not None:
+                    self._wake_pump()
                 return item
-            await self.close()
+            if self._ended:
+                await self.close()
+                break
+            self._reader = waiter = self._loop.create_future()
+            await waiter
         raise StopAsyncIteration
 
     @property
@@ -202,12 +253,12 @@ class MergedFeed:
         if self._closed:
             return
         self._closed = True
+        self._wake_reader()
+        self._wake_pump()
         await stop_task(self._pump, 2.0, what="merged feed pump")
         if self._live is not None:
             await self._live.close()
         await self._durable.close()
-        with contextlib.suppress(asyncio.QueueFull):
-            self._queue.put_nowait(None)  # wake a reader
 
 
 async def open_merged_feed(

@@ -52,6 +52,6 @@ async def test_each_message_once_when_live_copies_overflow_and_a_stored_repeat_i
         assert sorted(got) == sorted(b"m%d" % i for i in range(N))  # each once, none lost
         assert feed.live_dropped >= N - 8  # live copies that did not fit, yielded from the stream
         assert [r.data for r in repeats] == [b"m0"]
-        assert feed._queue.empty()  # the repeat was never queued
+        assert feed.queued == 0  # the repeat was never queued
     finally:
         await feed.close()
