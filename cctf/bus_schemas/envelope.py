@@ -370,11 +370,16 @@ def verify_tlog(env: Envelope, auth: TlogAuth, subject: str, heads: HeadLookup) 
             Reason.HEAD_MISMATCH,
             f"the verified head of size {size} for key {env.kid} has another root",
         )
-    node = getattr(heads, "node_hash", node_hash)  # a memo of H(0x01||l||r), if it has one
+    leaf = leaf_hash(envelope_log_entry(env))
+    # a receiver's memoised verify_inclusion (cctf.client.inclusion: the same proofs accepted), or
+    # a memo of H(0x01||l||r), if it has one
+    fused = getattr(heads, "verify_inclusion", None)
     try:  # c
-        verify_inclusion(
-            leaf_hash(envelope_log_entry(env)), auth.index, size, auth.proof, root, node
-        )
+        if fused is not None:
+            fused(leaf, auth.index, size, auth.proof, root)
+        else:
+            node = getattr(heads, "node_hash", node_hash)
+            verify_inclusion(leaf, auth.index, size, auth.proof, root, node)
     except ProofError as exc:
         raise Rejected(Reason.PROOF, str(exc)) from None
     return LogPosition(env.kid, auth.index, size, root)

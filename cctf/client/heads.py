@@ -170,6 +170,8 @@ class HeadCache:
         #: Envelope step 7c hashes interior nodes with this memo (:mod:`cctf.client.inclusion`:
         #: the proofs of one batch share their upper nodes; every proof still checked in full).
         self.node_hash = NodeMemo()
+        #: ... and checks a whole proof through it in one call (the same proofs accepted).
+        self.verify_inclusion = self.node_hash.verify_inclusion
 
     # ---- envelope step 7
 

@@ -201,8 +201,39 @@ def test_inclusion_through_the_memo_is_accepted_and_refused_as_without(
             memoised = _verdict_of(
                 lambda lf=lf, ix=ix, pr=pr: verify_inclusion(lf, ix, size, pr, root, memo)
             )
+            fused = _verdict_of(
+                lambda lf=lf, ix=ix, pr=pr: memo.verify_inclusion(lf, ix, size, pr, root)
+            )
             assert memoised == plain
+            assert fused == plain
         assert len(memo) <= memo._capacity
+
+
+_HASH = b"h" * 32
+
+
+@settings(max_examples=300, deadline=None)
+@given(
+    leaf=st.one_of(st.just(_HASH), st.binary(max_size=33), st.integers(), st.none()),
+    index=st.one_of(st.integers(-2, 40), st.booleans(), st.just(2**63), st.just(1.0)),
+    size=st.one_of(st.integers(-1, 41), st.booleans(), st.just(2**63), st.just(2**63 - 1)),
+    proof=st.one_of(
+        st.lists(st.one_of(st.just(_HASH), st.binary(min_size=31, max_size=33), st.integers())),
+        st.lists(st.just(_HASH), min_size=60, max_size=70),
+        st.tuples(st.just(_HASH), st.just(_HASH)),
+        st.just(_HASH),
+        st.none(),
+    ),
+    root=st.one_of(st.just(_HASH), st.binary(max_size=33), st.none()),
+)
+def test_the_fused_proof_check_refuses_every_shape_as_the_reference(
+    leaf: object, index: object, size: object, proof: object, root: object
+) -> None:
+    """Whatever the shapes, ``NodeMemo.verify_inclusion`` gives the reference's verdict (reason)."""
+    args = (leaf, index, size, proof, root)
+    memo = NodeMemo()
+    plain = _verdict_of(lambda: verify_inclusion(*args))  # type: ignore[arg-type]
+    assert _verdict_of(lambda: memo.verify_inclusion(*args)) == plain  # type: ignore[arg-type]
 
 
 def test_the_memo_is_node_hash_and_bounded() -> None:
