@@ -54,7 +54,13 @@ from cctf.agents.agentstats import (
     cancel_quietly,
     log_report,
 )
-from cctf.agents.ballot import ObservedQuery, ballot_id_secret, ballot_msg_id, build_ballots
+from cctf.agents.ballot import (
+    ObservedQuery,
+    VoteMemo,
+    ballot_id_secret,
+    ballot_msg_id,
+    build_ballots,
+)
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
@@ -184,6 +190,7 @@ class ResolverAgent:
         self.ballot_max_votes = ballot_max_votes
         self.ballot_max_bytes = ballot_max_bytes
         self.memo = AnswerMemo()  # unchanged UDP answers reuse their observation (udpfast)
+        self.vote_memo = VoteMemo()  # ... and their vote (ballot)
         self._nc = nc
         self._js = nc.jetstream()
         # the stream a publish must land in (Nats-Expected-Stream); None: whichever holds the subject
@@ -412,6 +419,7 @@ class ResolverAgent:
             now,
             max_votes=self.ballot_max_votes,
             max_payload_bytes=self.ballot_max_bytes,
+            memo=self.vote_memo,
         )
         sealed = [
             seal(

@@ -11,6 +11,7 @@ from hypothesis import strategies as st
 
 from cctf.agents.ballot import (
     BallotError,
+    VoteMemo,
     ballot_id_secret,
     ballot_msg_id,
     build_ballot,
@@ -18,7 +19,7 @@ from cctf.agents.ballot import (
     build_votes,
     split_votes,
 )
-from cctf.agents.canonical import Observation, Transport, VoteStatus
+from cctf.agents.canonical import DnssecState, Observation, Transport, VoteStatus
 from cctf.agents.publishing import PublishFailure, classify_publish_error
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import answer_digest, decode_ballot, encode
@@ -263,3 +264,63 @@ class ConnectionClosedError(Exception):
 )
 def test_publish_failures_are_classified(exc: BaseException, reason: PublishFailure) -> None:
     assert classify_publish_error(exc) is reason
+
+
+_ANSWERS = st.lists(
+    st.sampled_from(
+        [
+            "www.demo.test. A 192.0.2.10",
+            "www.demo.test. A 192.0.2.11",
+            "x" * (L.MAX_ANSWER_ENTRY_CHARS + 1),  # too long: an error vote
+            "a.test. TXT \ud800",  # lone surrogate: an error vote
+        ]
+    ),
+    max_size=3,
+).map(tuple)
+_OBSERVATIONS = st.builds(
+    obs,
+    resolver=st.sampled_from(["r1", "r2", "BAD ID"]),  # not a wire id: no vote at all
+    status=st.sampled_from(list(VoteStatus)),
+    answer=_ANSWERS,
+    rcode=st.sampled_from([0, 2, 70000, 0.0, True]),  # out of range / other types: other votes
+    ttl=st.sampled_from([0, 300, 2**40]),
+    ad=st.sampled_from([False, True, 1]),
+    ede=st.sampled_from([(), (3,), tuple(range(50)), (3.0,)]),
+    dnssec=st.sampled_from(list(DnssecState)),
+)
+_QUESTIONS = st.tuples(
+    st.sampled_from(["www.demo.test.", "WWW.Demo.Test", "b.test."]), st.just("A")
+)
+
+
+@settings(max_examples=150, deadline=None)
+@given(
+    rounds=st.lists(
+        st.lists(st.tuples(_QUESTIONS, _OBSERVATIONS), max_size=8), min_size=1, max_size=4
+    )
+)
+def test_the_vote_memo_builds_the_same_votes(
+    rounds: list[list[tuple[tuple[str, str], Observation]]],
+) -> None:
+    """Rounds of (partly repeated) observations: with a memo kept across them, every round's
+    votes equal those built without one (round, time and every field)."""
+    memo = VoteMemo()
+    for i, observed in enumerate(rounds):
+        items = [(q, t, o) for (q, t), o in observed]
+        plain = build_votes(AGENT, REGION, 7 + i, items, 1234 + 1000 * i)
+        cached = build_votes(AGENT, REGION, 7 + i, items, 1234 + 1000 * i, memo=memo)
+        assert cached == plain
+        assert [encode(v) for v in cached] == [encode(v) for v in plain]
+
+
+def test_the_vote_memo_reuses_an_unchanged_observation() -> None:
+    memo = VoteMemo()
+    same = [("www.demo.test.", "A", obs("r1"))]
+    first = build_votes(AGENT, REGION, 7, same, 1000, memo=memo)
+    second = build_votes(AGENT, REGION, 8, same, 2000, memo=memo)
+    assert (memo.misses, memo.hits) == (1, 1)
+    assert (second[0].round, second[0].observed_ms) == (8, 2000)
+    assert second == build_votes(AGENT, REGION, 8, same, 2000) != first
+    changed = [("www.demo.test.", "A", obs("r1", answer=("www.demo.test. A 192.0.2.11",)))]
+    third = build_votes(AGENT, REGION, 9, changed, 3000, memo=memo)
+    assert memo.misses == 2 and third == build_votes(AGENT, REGION, 9, changed, 3000)
