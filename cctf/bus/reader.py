@@ -20,10 +20,10 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Final, Literal, Self
 
+import msgspec
 import nats.errors
 import nats.js.errors
 from nats.aio.msg import Msg
@@ -97,8 +97,7 @@ async def last_message(
     return raw.data or b""
 
 
-@dataclass(frozen=True, slots=True)
-class Delivered:
+class Delivered(msgspec.Struct, frozen=True, gc=False):
     """One message of a feed: the subject it was stored under, its data and stream sequence."""
 
     subject: str

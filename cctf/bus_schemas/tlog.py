@@ -9,16 +9,16 @@ head subjects and the log origin in :mod:`cctf.bus_schemas.heads`; the head cach
 
 from __future__ import annotations
 
-from dataclasses import dataclass
 from typing import Protocol
+
+import msgspec
 
 from cctf.bus_schemas.heads import log_origin
 
 __all__ = ["HeadLookup", "LogPosition"]
 
 
-@dataclass(frozen=True, slots=True)
-class LogPosition:
+class LogPosition(msgspec.Struct, frozen=True, gc=False):
     """Where a verified batch-signed message sits: leaf ``index`` of the log of ``kid`` under the
     verified checkpoint ``(size, root)``."""
 
