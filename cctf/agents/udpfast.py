@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import secrets
 import socket
+import weakref
 from collections.abc import Callable, Hashable, Sequence
 from typing import Final, TypeVar
 
@@ -132,6 +133,64 @@ def _question_bytes(wire: bytes) -> bytes:
     return wire[12 : end + 5]
 
 
+#: How often the shared timer of one event loop's channels looks at their queries in flight (resend
+#: after the retry interval, give up at the limit): one timer for them all instead of one per query.
+TICK_S: Final = 0.01
+#: A query is given up this close to its limit (as the per-query timer did).
+_END_SLACK_S: Final = 0.02
+#: Query ids drawn from the system's CSPRNG per call (16 bits each), instead of one call per query.
+_IDS_PER_DRAW: Final = 64
+
+
+class _Ticker:
+    """The one timer of an event loop's :class:`UdpChannel` queries in flight: every
+    :data:`TICK_S` it resends those unanswered for their retry interval and fails those at their
+    limit; it stops when no query is in flight. A timer handle per query (created, pushed on the
+    loop's heap, cancelled, popped again) was a fifth of a warm query's CPU
+    (``benchmarks/load.py``, 3,000 names)."""
+
+    __slots__ = ("_active", "_handle", "_loop")
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        # a weak reference: the ticker is the value of its loop's key in _TICKERS
+        self._loop = weakref.ref(loop)
+        self._active: set[UdpChannel] = set()
+        self._handle: asyncio.TimerHandle | None = None
+
+    def add(self, channel: UdpChannel) -> None:
+        self._active.add(channel)
+        loop = self._loop()
+        if self._handle is None and loop is not None:
+            self._handle = loop.call_later(TICK_S, self._tick)
+
+    def discard(self, channel: UdpChannel) -> None:
+        self._active.discard(channel)
+
+    def _tick(self) -> None:
+        self._handle = None
+        loop = self._loop()
+        if loop is None:
+            return
+        now = loop.time()
+        for channel in list(self._active):
+            if not channel._check(now):
+                self._active.discard(channel)
+        if self._active:
+            self._handle = loop.call_later(TICK_S, self._tick)
+
+
+_TICKERS: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, _Ticker] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _ticker(loop: asyncio.AbstractEventLoop) -> _Ticker:
+    ticker = _TICKERS.get(loop)
+    if ticker is None:
+        ticker = _TICKERS[loop] = _Ticker(loop)
+    return ticker
+
+
 class UdpChannel:
     """A connected, non-blocking UDP socket to one server for one worker's consecutive queries
     within one round (:func:`cctf.agents.dnsquery.query_all`): the socket, its connect and its
@@ -139,9 +198,24 @@ class UdpChannel:
     CPU). Each query still gets a fresh random id; the source port is the socket's random one, new
     every round (the channels are closed when the round's queries end). A datagram that does not
     answer the query being asked (wrong id, QR bit or question: a possible spoof, or the late
-    answer of an earlier query that timed out) is read and ignored."""
+    answer of an earlier query that timed out) is read and ignored. Resends and the limit are
+    kept by the loop's one :class:`_Ticker` (to within :data:`TICK_S`)."""
 
-    __slots__ = ("_fd", "_fut", "_loop", "_qid", "_question", "_sock")
+    __slots__ = (
+        "_end",
+        "_fd",
+        "_fut",
+        "_ids",
+        "_limit_s",
+        "_loop",
+        "_qid",
+        "_question",
+        "_resend_at",
+        "_retry_s",
+        "_sock",
+        "_ticker",
+        "_wire",
+    )
 
     def __init__(self, address: str, port: int) -> None:
         family = socket.AF_INET6 if ":" in address else socket.AF_INET
@@ -156,9 +230,13 @@ class UdpChannel:
         except BaseException:
             self._sock.close()
             raise
+        self._ticker = _ticker(self._loop)
         self._fut: asyncio.Future[bytes] | None = None
         self._qid = b""
         self._question = b""
+        self._wire = b""
+        self._ids = b""
+        self._end = self._resend_at = self._retry_s = self._limit_s = 0.0
 
     def _readable(self) -> None:
         while True:
@@ -183,43 +261,54 @@ class UdpChannel:
             ):
                 fut.set_result(data)
 
+    def _check(self, now: float) -> bool:
+        """The ticker's look at this channel's query: give up at the limit, resend after the
+        retry interval; ``False`` when no query is in flight any more."""
+        fut = self._fut
+        if fut is None or fut.done():
+            return False
+        if self._end - now < _END_SLACK_S:
+            fut.set_exception(TimeoutError(f"no answer in {self._limit_s * 1000:.0f} ms"))
+            return False
+        if now >= self._resend_at:
+            try:
+                self._sock.send(self._wire)  # resend: a datagram may have been lost
+            except OSError as exc:
+                fut.set_exception(exc)
+                return False
+            self._resend_at = now + self._retry_s
+        return True
+
+    def _next_id(self) -> bytes:
+        ids = self._ids
+        if not ids:
+            ids = secrets.token_bytes(2 * _IDS_PER_DRAW)
+        self._ids = ids[2:]
+        return ids[:2]
+
     async def ask(self, template: bytes, limit_s: float, retry_s: float) -> bytes:
         """Send ``template`` (a fresh id) and return the first datagram that answers it, resending
         after ``retry_s``. Raises ``TimeoutError`` after ``limit_s``, ``OSError`` for socket
         errors. One query at a time per channel."""
-        loop = self._loop
-        qid = secrets.randbits(16).to_bytes(2, "big")
+        qid = self._next_id()
         wire = qid + template[2:]
         self._qid = qid
+        self._wire = wire
         self._question = _question_bytes(wire).lower()
-        fut: asyncio.Future[bytes] = loop.create_future()
+        fut: asyncio.Future[bytes] = self._loop.create_future()
         self._fut = fut
-        end = loop.time() + limit_s
-        timer: asyncio.TimerHandle | None = None
-
-        def tick() -> None:
-            nonlocal timer
-            if fut.done():
-                return
-            now = loop.time()
-            if end - now < 0.02:
-                fut.set_exception(TimeoutError(f"no answer in {limit_s * 1000:.0f} ms"))
-                return
-            try:
-                self._sock.send(wire)  # resend: a datagram may have been lost
-            except OSError as exc:
-                fut.set_exception(exc)
-                return
-            timer = loop.call_at(min(end, now + retry_s), tick)
-
+        now = self._loop.time()
+        self._end = now + limit_s
+        self._limit_s = limit_s
+        self._retry_s = retry_s
+        self._resend_at = now + retry_s
         try:
             self._sock.send(wire)
-            timer = loop.call_at(min(end, loop.time() + retry_s), tick)
+            self._ticker.add(self)
             return await fut
         finally:
             self._fut = None
-            if timer is not None:
-                timer.cancel()
+            self._ticker.discard(self)
 
     def close(self) -> None:
         if self._fd >= 0:

@@ -14,6 +14,7 @@ import dns.name
 import dns.rdatatype
 import pytest
 
+from cctf.agents import udpfast
 from cctf.agents.canonical import Observation, Transport, VoteStatus, observation_from_response
 from cctf.agents.dnsquery import ResolverSpec, query_all
 from cctf.agents.dnssec import TrustAnchors
@@ -147,4 +148,38 @@ async def test_a_channel_asks_one_query_after_another_and_ignores_late_answers()
     finally:
         channel.close()
         await task
+        srv.close()
+
+
+async def test_a_channel_resends_an_unanswered_query_and_its_timer_stops_after() -> None:
+    """The loop's one ticker (udpfast._Ticker) resends a query unanswered for its retry interval
+    (the same id and bytes), the answer to the resend is returned, and with nothing in flight the
+    ticker's timer is gone."""
+    loop = asyncio.get_running_loop()
+    srv = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
+    srv.bind(("127.0.0.1", 0))
+    srv.setblocking(False)
+    port = srv.getsockname()[1]
+    q = dns.message.make_query("www.demo.test.", "A")
+
+    async def server() -> list[bytes]:
+        first, _addr = await loop.sock_recvfrom(srv, 4096)  # dropped: "lost"
+        again, addr = await loop.sock_recvfrom(srv, 4096)  # the resend
+        answer = dns.message.make_response(dns.message.from_wire(again)).to_wire()
+        await loop.sock_sendto(srv, answer, addr)
+        return [first, again]
+
+    task = asyncio.create_task(server())
+    channel = UdpChannel("127.0.0.1", port)
+    try:
+        start = loop.time()
+        got = await channel.ask(q.to_wire(), 2.0, 0.1)
+        assert 0.09 <= loop.time() - start < 1.0  # answered after one resend, not at the limit
+        first, again = await task
+        assert first == again and got[:2] == first[:2]  # same id and bytes
+        assert dns.message.from_wire(got).question == q.question
+        await asyncio.sleep(3 * udpfast.TICK_S)
+        assert udpfast._ticker(loop)._handle is None  # nothing in flight: no timer
+    finally:
+        channel.close()
         srv.close()
