@@ -21,7 +21,8 @@ is published with its own reply subject under ONE wildcard inbox subscription of
 waits on one event with one timeout per attempt. Messages not stored after an attempt (an error
 reply, no responders, no reply within ``timeout_s``, a send failure) are retried together, with the
 SAME bytes and message id and the same backoff, each until it is stored, its own deadline passes, or
-the caller stops: per message, the outcome is what :meth:`Publisher.publish` would give.
+the caller stops: per message, the outcome is what :meth:`Publisher.publish` would give. An
+attempt's messages are written to the connection in one call (:mod:`cctf.bus.batchwrite`).
 """
 
 from __future__ import annotations
@@ -38,6 +39,7 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 
+from cctf.bus.batchwrite import BatchWriter, OutMessage, header_block
 from cctf.bus.connect import Connection
 from cctf.bus.headers import EXPECTED_STREAM, MSG_ID
 from cctf.clock import Clock
@@ -186,6 +188,7 @@ class Publisher:
         self._js: Any = conn.jetstream(publish_async_max_pending=_MAX_IN_FLIGHT)
         self._conn = conn
         self._acks = _AckCollector(conn)
+        self._writer = BatchWriter(conn)
         self._clock = clock
         self._timeout = timeout_s
         self._first = first_backoff_s
@@ -256,9 +259,11 @@ class Publisher:
         sent = [False] * n
         outcome: list[PublishOutcome | None] = [None] * n
         headers = [
-            {MSG_ID: m.msg_id}
-            if m.expected_stream is None
-            else {MSG_ID: m.msg_id, EXPECTED_STREAM: m.expected_stream}
+            header_block(
+                {MSG_ID: m.msg_id}
+                if m.expected_stream is None
+                else {MSG_ID: m.msg_id, EXPECTED_STREAM: m.expected_stream}
+            )
             for m in msgs
         ]
         left = list(range(n))
@@ -316,13 +321,12 @@ class Publisher:
         tokens: list[str],
         msgs: Sequence[Outgoing],
         left: list[int],
-        headers: list[dict[str, str]],
+        headers: list[bytes],
         sent: list[bool],
     ) -> None:
         """One attempt of :meth:`publish_many`: send every message of ``left`` with a fresh reply
         token (appended to ``tokens``); a message that cannot be sent is an error of ``attempt``."""
         acks = self._acks
-        publish = self._conn.publish
         try:
             await acks.start()
         except asyncio.CancelledError:
@@ -333,16 +337,18 @@ class Publisher:
             return
         nonces = os.urandom(_NONCE_BYTES * len(left)).hex()
         width = 2 * _NONCE_BYTES
+        batch: list[OutMessage] = []
+        mine: list[str] = []
         for j, i in enumerate(left):
             m = msgs[i]
             token, reply = acks.reply_to(attempt, i, "x" + nonces[width * j : width * (j + 1)])
-            tokens.append(token)
-            try:
-                await publish(m.subject, m.data, reply=reply, headers=headers[i])
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
-                attempt.errors[i] = repr(exc)[:_MAX_ERROR]
-                acks.forget(token)
-            else:
+            mine.append(token)
+            batch.append((m.subject, reply, headers[i], m.data))
+        tokens += mine
+        failed = await self._writer.write(batch)  # one write for the batch (cctf.bus.batchwrite)
+        for i, token, error in zip(left, mine, failed, strict=True):
+            if error is None:
                 sent[i] = True
+            else:
+                attempt.errors[i] = repr(error)[:_MAX_ERROR]
+                acks.forget(token)

@@ -8,6 +8,8 @@ import asyncio
 import contextlib
 from typing import TYPE_CHECKING
 
+from nats.aio.msg import Msg
+
 from cctf.bus.publisher import Outgoing, Publisher, PublishOutcome
 from cctf.bus.streams import ensure_streams, verdict_stream_name
 from cctf.clock import SYSTEM_CLOCK
@@ -101,3 +103,49 @@ async def test_a_batch_without_a_stream_leader_is_retried_with_the_same_bytes_un
         await task
     assert not slow._acks._waiting
     await silent.unsubscribe()
+
+
+async def test_the_batch_write_sends_what_one_publish_per_message_sends(
+    nats_single: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    """The batch write (``cctf.bus.batchwrite``, taken with the pinned nats-py) and the one-by-one
+    fallback deliver the same messages, in order, with the same headers, to a core subscriber, and
+    every message is stored once."""
+    admin = await nats_connect(nats_single, "admin")
+    js = admin.jetstream()
+    await ensure_streams(js, [EAST], nats_single.stream_replicas)
+    stream = verdict_stream_name(EAST)
+    got: list[tuple[str, bytes, dict[str, str]]] = []
+
+    async def on_msg(msg: Msg) -> None:
+        got.append((msg.subject, msg.data, dict(msg.headers or {})))
+
+    sub = await admin.subscribe(f"cctf.v1.verdict.{EAST}.>", cb=on_msg)
+    later = SYSTEM_CLOCK.now_ms() + 60_000
+    runs: dict[bool, list[tuple[str, bytes, dict[str, str]]]] = {}
+    for fast in (True, False):
+        publisher = Publisher(admin, SYSTEM_CLOCK, timeout_s=2.0)
+        assert publisher._writer.fast  # the pinned nats-py has the batch write path
+        publisher._writer.fast = fast
+        tag = "f" if fast else "s"
+        msgs = [
+            Outgoing(_subject(i), b"%s%d" % (tag.encode(), i) * 50, f"id-{tag}{i}", later, stream)
+            for i in range(300)
+        ]
+        results = await publisher.publish_many(msgs, asyncio.Event())
+        assert [r.outcome for r in results] == [PublishOutcome.PUBLISHED] * 300
+        assert all(r.failures == 0 and r.sent for r in results)
+        await admin.flush()
+        for _ in range(100):
+            if len(got) == 300:
+                break
+            await asyncio.sleep(0.02)
+        runs[fast] = [(s, d.replace(tag.encode(), b"?"), h) for s, d, h in got]
+        assert [s for s, _d, _h in got] == [m.subject for m in msgs]  # in order
+        assert [h for _s, _d, h in got] == [
+            {"Nats-Msg-Id": m.msg_id, "Nats-Expected-Stream": stream} for m in msgs
+        ]
+        got.clear()
+    assert [(s, d) for s, d, _h in runs[True]] == [(s, d) for s, d, _h in runs[False]]
+    await sub.unsubscribe()
+    assert (await js.stream_info(stream)).state.messages == 600
