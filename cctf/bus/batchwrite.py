@@ -30,8 +30,9 @@ from typing import Any, Final
 from nats import errors as nats_errors
 
 from cctf.bus.connect import Connection
+from cctf.bus.headers import EXPECTED_STREAM, MSG_ID
 
-__all__ = ["BatchWriter", "OutMessage", "header_block", "hpub_command"]
+__all__ = ["BatchWriter", "OutMessage", "header_block", "hpub_command", "id_header_block"]
 
 _log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ _HEADER_KEY: Final = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+")  # an RFC 7230 
 _VALUE_NEWLINES: Final = str.maketrans({"\r": " ", "\n": " "})
 _HDR_LINE: Final = b"NATS/1.0\r\n"
 _CRLF: Final = b"\r\n"
+_ID_BLOCK: Final = b"NATS/1.0\r\n%s: %%s\r\n\r\n" % MSG_ID.encode()
+_ID_STREAM_BLOCK: Final = b"NATS/1.0\r\n%s: %%s\r\n%s: %%s\r\n\r\n" % (
+    MSG_ID.encode(),
+    EXPECTED_STREAM.encode(),
+)
 _MAX_KEYS: Final = 64
 _KEYS: dict[str, bytes] = {}  # checked header keys -> b"<key>: " (the few names CCTF sends)
 #: Bytes handed to the pending buffer per call (a batch larger than this is several calls).
@@ -68,6 +74,18 @@ def header_block(headers: Mapping[str, str]) -> bytes:
         parts.append(prefix + v.strip().translate(_VALUE_NEWLINES).encode() + _CRLF)
     parts.append(_CRLF)
     return b"".join(parts)
+
+
+def id_header_block(msg_id: str, expected_stream: str | None = None) -> bytes:
+    """:func:`header_block` of ``{Nats-Msg-Id: msg_id}`` (and ``Nats-Expected-Stream``), the
+    headers of every JetStream publish here, in one formatting step."""
+    if expected_stream is None:
+        return _ID_BLOCK % _value(msg_id)
+    return _ID_STREAM_BLOCK % (_value(msg_id), _value(expected_stream))
+
+
+def _value(v: str) -> bytes:
+    return v.strip().translate(_VALUE_NEWLINES).encode()
 
 
 def hpub_command(subject: str, reply: str, header: bytes, payload: bytes) -> bytes:

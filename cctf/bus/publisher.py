@@ -39,12 +39,12 @@ from typing import Any, Final
 import msgspec
 from nats.aio.msg import Msg
 
-from cctf.bus.batchwrite import BatchWriter, OutMessage, header_block
+from cctf.bus.batchwrite import BatchWriter, OutMessage, id_header_block
 from cctf.bus.connect import Connection
-from cctf.bus.headers import EXPECTED_STREAM, MSG_ID
+from cctf.bus.headers import MSG_ID
 from cctf.clock import Clock
 
-__all__ = ["Outgoing", "PublishOutcome", "PublishResult", "Publisher"]
+__all__ = ["STORED", "Outgoing", "PublishOutcome", "PublishResult", "Publisher"]
 
 _MAX_IN_FLIGHT = 1_000_000
 _STATUS: Final = "Status"
@@ -66,6 +66,11 @@ class PublishResult:
     last_error: str = ""
     sent: bool = True
     """The message went out at least once (core subscribers had it), stored or not."""
+
+
+#: The result of a message stored at its first attempt (:meth:`Publisher.publish_many` returns this
+#: one object for each such message, so a caller may test ``result is STORED``).
+STORED: Final = PublishResult(PublishOutcome.PUBLISHED, 0, "", True)
 
 
 @dataclass(frozen=True, slots=True)
@@ -258,14 +263,7 @@ class Publisher:
         errors = [""] * n
         sent = [False] * n
         outcome: list[PublishOutcome | None] = [None] * n
-        headers = [
-            header_block(
-                {MSG_ID: m.msg_id}
-                if m.expected_stream is None
-                else {MSG_ID: m.msg_id, EXPECTED_STREAM: m.expected_stream}
-            )
-            for m in msgs
-        ]
+        headers = [id_header_block(m.msg_id, m.expected_stream) for m in msgs]
         left = list(range(n))
         delay = self._first
         told = on_sent is None
@@ -310,8 +308,11 @@ class Publisher:
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(stopping.wait(), delay)
             delay = min(delay * 2, self._max)
+        published = PublishOutcome.PUBLISHED
         return [
-            PublishResult(o if o is not None else PublishOutcome.STOPPED, f, e, s)
+            STORED
+            if o is published and not f and s
+            else PublishResult(o if o is not None else PublishOutcome.STOPPED, f, e, s)
             for o, f, e, s in zip(outcome, failures, errors, sent, strict=True)
         ]
 

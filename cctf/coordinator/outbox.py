@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from typing import Final
 
 from cctf import telemetry
-from cctf.bus.publisher import Outgoing, Publisher, PublishOutcome, PublishResult
+from cctf.bus.publisher import STORED, Outgoing, Publisher, PublishOutcome, PublishResult
 from cctf.bus_schemas.messages import MessageType, Verdict, encode
 from cctf.coordinator.batcher import BatchClosed, BatchSigner
 from cctf.coordinator.counters import Counters
@@ -52,6 +52,7 @@ __all__ = ["UNPUBLISHABLE", "Outbox"]
 _PUBLISH_CHUNK: Final = 32  # verdicts signed before the first of them is published
 _MAX_DETAIL: Final = 300
 UNPUBLISHABLE: Final = "unpublishable"
+_UNSET: Final = "\x00unset"  # no expected stream looked up yet for a region
 
 _log = telemetry.get_logger("cctf.coordinator")
 
@@ -261,14 +262,16 @@ class Outbox:
         up (not when stopping: redelivery handles its ballots)."""
         msgs: list[Outgoing] = []
         spans: list[tuple[_Job, int, int]] = []
+        streams: dict[str, str | None] = {}  # the expected stream of each region (one per region)
         for job in jobs:
             assert job.sealed is not None
             until = job.verdict.expires_ms
             start = len(msgs)
-            msgs.extend(
-                Outgoing(s.subject, s.data, s.msg_id, until, self._expected_stream(s.subject))
-                for s in job.sealed
-            )
+            for s in job.sealed:
+                stream = streams.get(s.region, _UNSET)
+                if stream is _UNSET:
+                    stream = streams[s.region] = self._expected_stream(s.subject)
+                msgs.append(Outgoing(s.subject, s.data, s.msg_id, until, stream))
             spans.append((job, start, len(msgs)))
         counted = [False] * len(spans)
 
@@ -276,8 +279,9 @@ class Outbox:
             # every message's first attempt was made: the live path is done. A verdict is counted
             # now (core subscribers have it), never later than a subscriber could see it.
             sent.set()
+            everything = all(went_out)
             for j, (job, start, end) in enumerate(spans):
-                if all(went_out[start:end]):
+                if everything or all(went_out[start:end]):
                     counted[j] = True
                     self._counts.verdict(job.verdict.outcome.value, self._latency(job.key))
 
@@ -286,6 +290,11 @@ class Outbox:
         finally:
             sent.set()  # never leave run() waiting (given up, stopping, cancelled)
             self.storing_verdicts -= len(jobs)
+        if all(r is STORED for r in results):  # the usual case: stored at once, counted when sent
+            self._counts.verdict_messages += len(results)
+            for job, _start, _end in spans:
+                await self._settle(job.key)
+            return
         for j, (job, start, end) in enumerate(spans):
             part = results[start:end]
             if any(r.outcome is PublishOutcome.STOPPED for r in part):

@@ -130,38 +130,41 @@ class MerkleTree:
 
     def inclusion_proofs(self, first: int, size: int | None = None) -> list[list[bytes]]:
         """:meth:`inclusion_proof` of every leaf ``first .. size - 1`` in the tree of ``size``
-        leaves (a sealed batch's proofs), equal to calling it per leaf: the same RFC 9162 PATH
-        walk, but each subtree root off the aligned levels (the right edge of the tree of
-        ``size``, shared by every proof) is hashed once per call instead of once per proof."""
+        leaves (a sealed batch's proofs), equal to calling it per leaf, computed bottom-up: every
+        hash but the partial right-edge subtrees is read from the levels, and each of those
+        (shared by the proofs) is hashed once per call instead of once per proof."""
         n0 = self.size if size is None else size
         self._check_size(n0)
         if first == n0:
             return []
         self._check_index(first, n0)
-        memo: dict[tuple[int, int], bytes] = {}
-        subtree = self._subtree
-
-        def sub(start: int, n: int) -> bytes:
-            if not n & (n - 1) and not start % n:  # a complete aligned subtree: read it
-                return self._levels[n.bit_length() - 1][start // n]
-            got = memo.get((start, n))
-            if got is None:
-                got = memo[(start, n)] = subtree(start, n)
-            return got
-
+        # Bottom-up (the same hashes as the RFC's top-down PATH): with ``inner`` the bit length
+        # of ``index ^ (size - 1)``, the proof is the sibling of the leaf's ancestor at each level
+        # below ``inner`` (complete aligned subtrees, read from the levels, except the one at
+        # level ``inner - 1``, which may be the partial right edge: hashed once per start and
+        # shared), then, above, the left sibling at each level where the index's bit is set.
+        levels = self._levels
+        last = n0 - 1
+        top = n0.bit_length()
+        edges: dict[int, bytes] = {}  # partial right-edge subtree roots, by their first leaf
         out: list[list[bytes]] = []
         for index in range(first, n0):
-            proof: list[bytes] = []
-            start, m, n = 0, index, n0
-            while n > 1:  # the walk of inclusion_proof
-                k = _split(n)
-                if m < k:
-                    proof.append(sub(start + k, n - k))
-                    n = k
+            inner = (index ^ last).bit_length()
+            proof = [levels[h][(index >> h) ^ 1] for h in range(inner - 1)]
+            if inner:
+                h = inner - 1
+                sib = (index >> h) ^ 1
+                begin = sib << h
+                if begin + (1 << h) <= n0:
+                    proof.append(levels[h][sib])
                 else:
-                    proof.append(sub(start, k))
-                    start, m, n = start + k, m - k, n - k
-            proof.reverse()
+                    node = edges.get(begin)
+                    if node is None:
+                        node = edges[begin] = self._subtree(begin, n0 - begin)
+                    proof.append(node)
+            for h in range(inner, top):
+                if (index >> h) & 1:
+                    proof.append(levels[h][(index >> h) ^ 1])
             out.append(proof)
         return out
 

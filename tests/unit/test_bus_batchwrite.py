@@ -12,7 +12,13 @@ from hypothesis import strategies as st
 from nats import errors as nats_errors
 from nats.aio.client import Client
 
-from cctf.bus.batchwrite import _parse_block, check_message, header_block, hpub_command
+from cctf.bus.batchwrite import (
+    _parse_block,
+    check_message,
+    header_block,
+    hpub_command,
+    id_header_block,
+)
 
 _token = st.text(
     alphabet=st.characters(min_codepoint=33, max_codepoint=126, exclude_characters=":"),
@@ -66,3 +72,10 @@ def test_what_nats_py_refuses_is_refused() -> None:
     with pytest.raises(nats_errors.MaxPayloadError):
         check_message(nc, "a", "", b"x" * (nc.max_payload + 1))
     check_message(nc, "cctf.v1.verdict.us-east.n1.A", "_INBOX.x.1", b"x" * nc.max_payload)
+
+
+@settings(max_examples=100, deadline=None)
+@given(msg_id=_value, stream=st.one_of(st.none(), _value))
+def test_the_message_id_header_block_is_the_generic_one(msg_id: str, stream: str | None) -> None:
+    headers = {"Nats-Msg-Id": msg_id} | ({} if stream is None else {"Nats-Expected-Stream": stream})
+    assert id_header_block(msg_id, stream) == header_block(headers)

@@ -108,10 +108,11 @@ class BatchLog:
         key, tree = self._key, self.tree
         suite, kid = key.suite.value, key.kid
         nonces = [it.nonce if it.nonce is not None else os.urandom(L.NONCE_BYTES) for it in items]
+        types = [it.msg_type.value for it in items]
         entries = tuple(
             log_entry_bytes(  # 1
                 v=PROTOCOL_VERSION,
-                type=it.msg_type.value,
+                type=t,
                 subjects=list(it.subjects),
                 suite=suite,
                 kid=kid,
@@ -120,7 +121,7 @@ class BatchLog:
                 nonce=nonce,
                 payload=it.payload,
             )
-            for it, nonce in zip(items, nonces, strict=True)
+            for it, t, nonce in zip(items, types, nonces, strict=True)
         )
         first = tree.size
         for entry in entries:  # 2
@@ -134,7 +135,7 @@ class BatchLog:
             encode_envelope(  # 4
                 Envelope(
                     v=PROTOCOL_VERSION,
-                    type=it.msg_type.value,
+                    type=t,
                     suite=suite,
                     kid=kid,
                     iat=it.iat,
@@ -144,6 +145,6 @@ class BatchLog:
                     auth=TlogAuth(list(it.subjects), first + i, proofs[i], head),
                 )
             )
-            for i, (it, nonce) in enumerate(zip(items, nonces, strict=True))
+            for i, (it, t, nonce) in enumerate(zip(items, types, nonces, strict=True))
         )
         return SealedBatch(self.origin, first, size, root, note, entries, envelopes)
