@@ -466,19 +466,30 @@ def _check_structure(v: Verdict) -> None:
 
     if not (v.k <= v.n < 2 * v.k):
         raise bad(f"quorum k={v.k} of n={v.n} violates 2k > n, k <= n")
-    if len(v.voters) != v.n:
-        raise bad(f"{len(v.voters)} voters listed, n={v.n}")
-    if len({r.voter for r in v.voters}) != len(v.voters):
+    voters = v.voters
+    if len(voters) != v.n:
+        raise bad(f"{len(voters)} voters listed, n={v.n}")
+    # one pass over the voters: their ids, and the agreeing ones' count and digests (read below)
+    ids = set()
+    agree = 0
+    other_digest = False
+    digest = v.answer_digest
+    for r in voters:
+        ids.add(r.voter)
+        if r.state is VoterState.AGREE:
+            agree += 1
+            if r.answer_digest != digest and r.answer_digest:
+                other_digest = True
+    if len(ids) != len(voters):
         raise bad("a voter is listed twice")
     if v.issued_ms >= v.expires_ms:
         raise bad(f"issued_ms {v.issued_ms} is not before expires_ms {v.expires_ms}")
     if v.outcome is Outcome.TRUSTED:
-        if v.answer_digest != answer_digest(v.rcode, v.answer):
+        if digest != answer_digest(v.rcode, v.answer):
             raise bad("answer digest does not match the answer")
-        agreeing = [r for r in v.voters if r.state is VoterState.AGREE]
-        if any(r.answer_digest not in (b"", v.answer_digest) for r in agreeing):
+        if other_digest:
             raise bad("an agreeing voter carries another answer digest")
-        if (agree := len(agreeing)) < v.k:
+        if agree < v.k:
             raise bad(f"TRUSTED with only {agree} agreeing voters, k={v.k}")
         if v.dnssec is DnssecState.BOGUS:
             raise bad("TRUSTED verdict with DNSSEC state bogus")

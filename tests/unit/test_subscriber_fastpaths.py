@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 
+import msgspec
 import pytest
 from clientcases import REGION, reason_of, verdict
 from hypothesis import example, given, settings
@@ -21,16 +22,20 @@ from test_wire_names import valid_names
 from wirefactories import LIFETIME_MS, make_world, seal_verdict
 
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.envelope import Reason
+from cctf.bus_schemas.envelope import Reason, Rejected
+from cctf.bus_schemas.messages import Outcome, Verdict, VoterRecord, VoterState, answer_digest
 from cctf.bus_schemas.subjects import (
+    Kind,
     SubjectError,
+    is_digest_token,
     name_from_token,
     name_token,
     normalize_name,
+    parse_subject,
     verdict_subject,
 )
 from cctf.client.inclusion import NodeMemo
-from cctf.client.verify import VerdictVerifier
+from cctf.client.verify import VerdictVerifier, _check_structure
 from cctf.translog.errors import ProofError
 from cctf.translog.merkle import MerkleTree, node_hash, verify_inclusion
 
@@ -256,3 +261,101 @@ def test_a_batch_of_proofs_mostly_hits_the_memo() -> None:
         leaf = hashlib.sha256(b"\x00e%d" % i).digest()
         verify_inclusion(leaf, i, 1000, tree.inclusion_proof(i, 1000), root, memo)
     assert memo.misses < 2.1 * 1000 < memo.hits  # ~2 of the ~10 hashes of each proof are new
+
+
+# ------------------------------------------------------------------ step 13 and subject parsing
+
+
+def _old_voter_checks(v: Verdict) -> str | None:
+    """The voter part of step 13 before it was one pass (its checks, in its order)."""
+    if len(v.voters) != v.n:
+        return f"{len(v.voters)} voters listed, n={v.n}"
+    if len({r.voter for r in v.voters}) != len(v.voters):
+        return "a voter is listed twice"
+    if v.issued_ms >= v.expires_ms:
+        return f"issued_ms {v.issued_ms} is not before expires_ms {v.expires_ms}"
+    if v.outcome is Outcome.TRUSTED:
+        if v.answer_digest != answer_digest(v.rcode, v.answer):
+            return "answer digest does not match the answer"
+        agreeing = [r for r in v.voters if r.state is VoterState.AGREE]
+        if any(r.answer_digest not in (b"", v.answer_digest) for r in agreeing):
+            return "an agreeing voter carries another answer digest"
+        if (agree := len(agreeing)) < v.k:
+            return f"TRUSTED with only {agree} agreeing voters, k={v.k}"
+    return None
+
+
+_ANSWER = ["192.0.2.1"]
+_DIGESTS = [answer_digest(0, _ANSWER), b"", b"x" * 32]
+
+
+@settings(max_examples=400, deadline=None)
+@given(
+    voters=st.lists(
+        st.builds(
+            VoterRecord,
+            st.sampled_from(["a/r", "b/r", "c/r", "d/r", "e/r"]),
+            st.sampled_from(list(VoterState)),
+            st.sampled_from(_DIGESTS),
+        ),
+        max_size=6,
+    ),
+    k=st.integers(1, 4),
+    n=st.integers(1, 6),
+    digest=st.sampled_from(_DIGESTS),
+    expires_delta=st.sampled_from([-1, 0, 1]),
+)
+def test_step_13_voters_give_the_previous_detail(
+    voters: list[VoterRecord], k: int, n: int, digest: bytes, expires_delta: int
+) -> None:
+    v = verdict(WORLD, voters=voters, k=k, n=n, answer=_ANSWER)
+    v = msgspec.structs.replace(v, expires_ms=v.issued_ms + expires_delta, answer_digest=digest)
+    if not v.k <= v.n < 2 * v.k:
+        return  # refused before the voters are read, by both
+    try:
+        _check_structure(v)
+        new = None
+    except Rejected as exc:
+        new = exc.detail
+    old = _old_voter_checks(v)
+    if old is None:
+        assert new is None or ("voter" not in new and "digest" not in new)  # later checks
+    else:
+        assert new == f"verdict for {v.qname} {v.qtype}: {old}"
+
+
+@settings(max_examples=100)
+@given(
+    body=st.text(st.sampled_from("a.\u00e9\U0001f600"), min_size=250, max_size=1100),
+)
+def test_a_subject_is_too_long_exactly_when_its_utf8_is(body: str) -> None:
+    subject = f"cctf.v1.control.{body}"
+    too_long = len(subject.encode()) > L.MAX_SUBJECT_BYTES
+    try:
+        parse_subject(subject)
+        refused = ""
+    except SubjectError as exc:
+        refused = str(exc)
+    assert (refused == "subject missing or too long") is too_long
+
+
+@given(token=st.text(st.sampled_from("=abz27-_~"), max_size=60) | st.just("=" + "a" * 52))
+def test_digest_tokens_are_recognised_as_by_the_pattern_alone(token: str) -> None:
+    import base64
+    import re
+
+    expected = (
+        re.fullmatch(r"=[a-z2-7]{52}", token) is not None
+        and (
+            "="
+            + base64.b32encode(base64.b32decode(token[1:].upper() + "====")).decode().rstrip("=")
+        ).lower()
+        == token
+    )
+    assert is_digest_token(token) is expected
+
+
+def test_an_unknown_subject_kind_is_named() -> None:
+    with pytest.raises(SubjectError, match="unknown subject kind 'votes'"):
+        parse_subject("cctf.v1.votes.us-east.a")
+    assert parse_subject("cctf.v1.vote.us-east.a").kind is Kind.VOTE
