@@ -32,6 +32,10 @@ agents and lets the coordinator go idle before the next N. Per N it reports, und
   its round's ballots (the moment the k-th agent's last ballot part of that round was seen on the
   bus: from then on every name has a quorum of ballots) to its verification at the subscriber;
 * ``lag_from_round_start_p99_ms``: the same from the round's start (``round * 1000`` ms, wall clock);
+* ``stages_p50_p99_ms``: where that lag accrues (:func:`loadparts.stages`): the ballots after the
+  round's start (agents), ballots to the verdict's ``issued_ms`` (coordinator: ingest, decision),
+  ``issued_ms`` to verification (signing, bus, the subscriber's queue), and the shares of verdicts
+  decided early and of LKG attestations;
 * ``shed_rounds`` (coordinator ``cctf_rounds_shed_total``), ``verdicts_shed``, ``ballots_expired``,
   verdicts expected / verified, ballot parts per agent per round, agents' rounds seen, and the CPU
   seconds per round of each process group (``cpu_s_per_round``: harness, coordinator, nats_server,
@@ -76,7 +80,7 @@ from harness import (
     tail,
     wait_until,
 )
-from loadparts import DNS_CHILD, ORIGIN, Watch, metrics_delta, name
+from loadparts import DNS_CHILD, ORIGIN, Watch, metrics_delta, name, stages
 
 from cctf.bus.streams import ensure_streams
 from cctf.client.sdk import FetchError, TrustClient
@@ -397,6 +401,9 @@ async def measure_n(
         "ballot_parts_per_agent_round": max(parts) if parts else 0,
         "agents_per_round_min": min(agents_seen) if agents_seen else 0,
         "cpu_s_per_round": cpu,
+        "stages_p50_p99_ms": stages(
+            watch, range(first, last + 1), expected_names, offset, ROUND_MS
+        ),
         "coordinator": metrics_delta(before_m, after_m),
         "verdicts_per_round": [p["verdicts"] for p in per_round],
     }

@@ -8,7 +8,7 @@ import time
 from collections import defaultdict
 from typing import Any
 
-from harness import K
+from harness import K, percentile
 
 ORIGIN = "load.test."
 
@@ -56,6 +56,9 @@ class Watch:
         self.parts: dict[tuple[int, str], set[int]] = defaultdict(set)
         self.verdicts: dict[int, dict[str, float]] = defaultdict(dict)  # round -> qname -> t
         self.verdict_wall: dict[int, dict[str, float]] = defaultdict(dict)
+        # round -> qname -> (the verdict's issued_ms: the coordinator's clock when it built it,
+        # decided early (a quorum before the deadline), an LKG attestation)
+        self.verdict_made: dict[int, dict[str, tuple[int, bool, bool]]] = defaultdict(dict)
         self.outcomes: dict[str, int] = defaultdict(int)
         self.last_verdict = time.perf_counter()
         self.total = 0
@@ -78,12 +81,64 @@ class Watch:
         if verdict.qname.endswith("." + ORIGIN):
             self.verdicts[verdict.round].setdefault(verdict.qname, now)
             self.verdict_wall[verdict.round].setdefault(verdict.qname, time.time())
+            self.verdict_made[verdict.round].setdefault(
+                verdict.qname, (verdict.issued_ms, verdict.decided_early, verdict.is_lkg)
+            )
             self.outcomes[verdict.outcome.value] += 1
 
     def ballots_at(self, round_: int) -> float | None:
         """When the k-th agent's last part of ``round_`` was seen (None: fewer than k agents)."""
         times = sorted(t for (r, _a), t in self.part_seen.items() if r == round_)
         return times[K - 1] if len(times) >= K else None
+
+
+def stages(
+    watch: Watch, rounds: range, names: set[str], offset_s: float, round_ms: int
+) -> dict[str, Any]:
+    """Where a measured round's lag accrues (wall clock of this host, ms; p50 / p99):
+
+    * ``ballots_after_round_start``: per round, the k-th agent's last part on the bus (the agents:
+      queries, ballots, publish);
+    * ``ballots_to_issued``: per verdict, from then to its ``issued_ms`` (the coordinator: ingest,
+      tally, decision, policy; the deadline for keys without an early quorum);
+    * ``issued_to_verified``: from ``issued_ms`` to its verification here (signing the batch, the
+      bus, the subscriber's queue and its verification);
+
+    and the share of verdicts decided early and of LKG attestations. ``offset_s``: ``time.time()
+    - time.perf_counter()`` (the ballots are timestamped with the latter)."""
+    start: list[float] = []
+    to_issued: list[float] = []
+    to_verified: list[float] = []
+    early = lkg = total = 0
+    for r in rounds:
+        at = watch.ballots_at(r)
+        at_ms = None if at is None else (at + offset_s) * 1000
+        if at_ms is not None:
+            start.append(at_ms - r * round_ms)
+        walls = watch.verdict_wall.get(r, {})
+        for q, (issued, is_early, is_lkg) in watch.verdict_made.get(r, {}).items():
+            if q not in names or q not in walls:
+                continue
+            total += 1
+            early += is_early
+            lkg += is_lkg
+            if at_ms is not None:
+                to_issued.append(issued - at_ms)
+            to_verified.append(walls[q] * 1000 - issued)
+
+    def pct(xs: list[float]) -> list[float] | None:
+        if not xs:
+            return None
+        xs.sort()
+        return [round(percentile(xs, 50), 1), round(percentile(xs, 99), 1)]
+
+    return {
+        "ballots_after_round_start": pct(start),
+        "ballots_to_issued": pct(to_issued),
+        "issued_to_verified": pct(to_verified),
+        "decided_early_pct": round(100.0 * early / total, 1) if total else None,
+        "lkg_pct": round(100.0 * lkg / total, 1) if total else None,
+    }
 
 
 def metrics_delta(

@@ -37,4 +37,9 @@ def test_quick_load_benchmark_prints_the_json_contract(tmp_path: Path) -> None:
     assert r["agents_per_round_min"] >= 3  # every measured round had a quorum of agents
     for role in ("coordinator", "nats_server", "agents", "dns", "harness"):
         assert role in r["cpu_s_per_round"], role
+    stages = r["stages_p50_p99_ms"]  # where the lag accrues: agents, coordinator, delivery
+    for stage in ("ballots_after_round_start", "ballots_to_issued", "issued_to_verified"):
+        p50, p99 = stages[stage]
+        assert p50 <= p99, stage
+    assert 0 <= stages["decided_early_pct"] <= 100 and 0 <= stages["lkg_pct"] <= 100
     assert "verdicts_dropped" in r["coordinator"] and "ballots_expired" in r["coordinator"]
