@@ -145,25 +145,32 @@ class SafeModeControl:
     ) -> list[tuple[Any, Decision]]:
         """Pass DNS decisions through the policy stage; TRUSTED ``mtls`` identity decisions feed
         the identity-drift rule (with the facts ``identity`` counted); other keys pass as they are."""
-        if identity is not None:
-            for k, d in decided:
-                if (
-                    isinstance(k, IdentityKey)
-                    and k.kind == "mtls"
-                    and d.outcome is Outcome.TRUSTED
-                    and d.answer_digest is not None
-                    and (facts := identity.facts(k, d.answer_digest)) is not None
-                ):
-                    self._emit(
-                        self.stage.identity(
-                            k.subject, k.round, facts.key_digest, facts.not_before_ms
-                        )
-                    )
-        dns = [(k, d) for k, d in decided if isinstance(k, TallyKey)]
+        dns: list[tuple[Any, Decision]] = []
+        others = False
+        for k, d in decided:
+            if isinstance(k, TallyKey):
+                dns.append((k, d))
+                continue
+            others = True
+            if (
+                identity is not None
+                and isinstance(k, IdentityKey)
+                and k.kind == "mtls"
+                and d.outcome is Outcome.TRUSTED
+                and d.answer_digest is not None
+                and (facts := identity.facts(k, d.answer_digest)) is not None
+            ):
+                self._emit(
+                    self.stage.identity(k.subject, k.round, facts.key_digest, facts.not_before_ms)
+                )
         if not dns:
             return decided
         result = self.stage.apply(dns)
         self._emit(result)
+        if not others:
+            return result.decided  # every key a DNS key: judged in place
+        if result.decided is dns:
+            return decided  # nothing held
         judged: dict[TallyKey, Decision] = dict(result.decided)
         return [(k, judged.get(k, d) if isinstance(k, TallyKey) else d) for k, d in decided]
 

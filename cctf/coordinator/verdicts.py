@@ -47,13 +47,15 @@ def verdict_dnssec(decision: tally.Decision, k: int) -> DnssecState:
         return DnssecState.INDETERMINATE
     votes = decision.counted_votes or (None,) * len(decision.voters)
     secure = evaluated = 0
+    agree, sec, insec = VoterState.AGREE, DnssecState.SECURE, DnssecState.INSECURE
     for (_, state), vote in zip(decision.voters, votes, strict=True):
-        if state is not VoterState.AGREE or vote is None:
+        if state is not agree or vote is None:
             continue
-        if vote.dnssec is DnssecState.SECURE:
+        dnssec = vote.dnssec
+        if dnssec is sec:
             secure += 1
             evaluated += 1
-        elif vote.dnssec is DnssecState.INSECURE:
+        elif dnssec is insec:
             evaluated += 1
     if secure >= k:
         return DnssecState.SECURE
@@ -94,9 +96,8 @@ def build_verdict(
     digests = decision.voter_digests or (b"",) * len(decision.voters)
     if len(digests) != len(decision.voters):
         raise VerdictError("voter digests and voters differ in length")
-    records = [
-        VoterRecord(voter=voter, state=state, answer_digest=d)
-        for (voter, state), d in zip(decision.voters, digests, strict=True)
+    records = [  # positional (voter, state, answer_digest): a third cheaper than by keyword
+        VoterRecord(voter, state, d) for (voter, state), d in zip(decision.voters, digests)
     ]
     return Verdict(
         qname=qname,
@@ -172,8 +173,9 @@ class SequenceClock:
     def last(self) -> int:
         return self._last
 
-    def next(self) -> int:
-        floor = self._clock.now_ms() * 1000
+    def next(self, now_ms: int | None = None) -> int:
+        """The next number; ``now_ms``: the clock's reading the caller just took (one read)."""
+        floor = (self._clock.now_ms() if now_ms is None else now_ms) * 1000
         seq = self._last + 1
         if seq - floor > self._max_lead:  # the clock stepped back
             self.rewinds += 1

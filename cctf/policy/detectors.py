@@ -21,8 +21,15 @@ Rules without a baseline: ``lkg_use`` alarms when a name starts being served fro
 (``not_before``) than the previous one (a rotation issues a newer leaf).
 
 A name scope is raised in every configured region (the coordinator decides one verdict per name for
-all of them). Every store is bounded by ``max_series`` (oldest entry forgotten first), and everything
-is a function of the inputs in order: the same inputs give the same alarms.
+all of them). Everything is a function of the inputs in order: the same inputs give the same alarms.
+
+Bounds (``max_series``): a name's state (its three series, its voters' flapping windows and its last
+TRUSTED answer) is kept together, and the oldest name is forgotten first, with all of it, while the
+names, their series or their windows exceed ``max_series``; the region and voter series (as many as
+the electorate has regions and voters) are kept in their own stores of at most ``max_series`` each
+(oldest first), so names coming and going never reset a region's or a resolver's baseline. Below
+these bounds (nothing forgotten) the alarms are exactly those of the per-series stores this
+replaced (tests/unit/test_policy_detectors_equiv.py keeps that implementation as the reference).
 """
 
 from __future__ import annotations
@@ -30,13 +37,13 @@ from __future__ import annotations
 import math
 from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
-from typing import Final, Generic, TypeVar
+from typing import Final, Generic, TypeVar, cast
 
 from cctf.policy.baseline import Ewma, Score
 from cctf.policy.config import DetectorSettings, PolicyConfig
 from cctf.policy.model import Alarm, DecisionObs, IdentityObs, LkgEvent, Rule, Scope
 
-__all__ = ["Bounded", "Detectors", "name_key"]
+__all__ = ["Bounded", "Detectors", "Layout", "name_key"]
 
 V = TypeVar("V")
 K = TypeVar("K", bound=Hashable)
@@ -102,6 +109,56 @@ def _push(state: _WindowState, status: bool, size: int) -> _WindowState:
     return bits, length, changes
 
 
+class Layout:
+    """The voters of a decision as the hot path reads them, computed once per distinct electorate
+    (:meth:`Detectors.layout`, cached): each voter's id and region, and the regions sorted with the
+    indices of their voters."""
+
+    __slots__ = ("groups", "regions", "voters")
+
+    def __init__(self, pairs: Sequence[tuple[str, str]]) -> None:
+        self.voters: tuple[str, ...] = tuple(v for v, _r in pairs)
+        self.regions: tuple[str, ...] = tuple(r for _v, r in pairs)
+        members: dict[str, list[int]] = {}
+        for i, (_v, r) in enumerate(pairs):
+            members.setdefault(r, []).append(i)
+        self.groups: tuple[tuple[str, tuple[int, ...]], ...] = tuple(
+            (r, tuple(members[r])) for r in sorted(members)
+        )
+
+
+class _Name:
+    """Everything kept for one name: its three series (``None`` until their first sample), its last
+    TRUSTED ``(round, digest)`` and each voter's flapping window (one lookup per decision)."""
+
+    __slots__ = ("change", "disagreement", "last", "ttl", "windows")
+
+    def __init__(self) -> None:
+        self.disagreement: Ewma | None = None
+        self.ttl: Ewma | None = None
+        self.change: Ewma | None = None
+        self.last: tuple[int, bytes] | None = None
+        self.windows: dict[str, _WindowState] = {}
+
+    def sizes(self) -> tuple[int, int]:
+        """``(series, windows)`` held."""
+        n = (self.disagreement is not None) + (self.ttl is not None) + (self.change is not None)
+        return n, len(self.windows)
+
+
+def _first(x: float) -> Ewma:
+    """A series after its first sample: what ``Ewma().alarm(x, s)`` leaves (no score is possible
+    before a first sample, whatever the warm-up)."""
+    e = Ewma()
+    e.mean = x
+    e.samples = 1
+    return e
+
+
+#: Bound on the cached layouts (one per distinct electorate: a handful in a deployment).
+_LAYOUTS: Final = 256
+
+
 def _plurality(digests: Sequence[bytes]) -> bytes | None:
     if not digests:
         return None
@@ -113,44 +170,39 @@ def _plurality(digests: Sequence[bytes]) -> bytes | None:
 
 
 class Detectors:
-    """The detectors of the module doc. Hot path (:meth:`decision`, once per decided key): one
-    dictionary lookup and one :meth:`Ewma.alarm` per sample; series names, scopes and details are
-    built only for a sample that alarms (the names of voters' and regions' series are cached)."""
+    """The detectors of the module doc. Hot path (:meth:`observe`, once per decided key): one lookup
+    of the name's state, a quiet sample (zero variance, equal to the mean: the steady state) counted
+    in one step, every other sample through :meth:`Ewma.alarm`; series names, scopes and details
+    are built only for a sample that alarms."""
 
     def __init__(self, config: PolicyConfig, regions: Sequence[str]) -> None:
         self._cfg = config
         self._regions = tuple(regions)
-        limit = config.max_series
-        self._series: Bounded[str, Ewma] = Bounded(limit)
-        self._windows: Bounded[tuple[str, str], _WindowState] = Bounded(limit)
-        self._last_trusted: Bounded[str, tuple[int, bytes]] = Bounded(limit)
+        self._limit = limit = config.max_series
+        self._names: OrderedDict[str, _Name] = OrderedDict()
+        self._name_series = 0  # the series held by the names' states
+        self._name_windows = 0  # the flapping windows held by the names' states
+        self._region_series: Bounded[str, Ewma] = Bounded(limit)  # by region
+        self._voter_series: Bounded[str, Ewma] = Bounded(limit)  # by voter (flapping)
+        self._layouts: dict[tuple[tuple[str, str], ...], Layout] = {}
         self._lkg: Bounded[str, bool] = Bounded(limit)
         self._leaf: Bounded[str, tuple[bytes, int]] = Bounded(limit)
-        self._region_series: dict[str, str] = {}
-        self._voter_series: dict[str, str] = {}
 
     @property
     def series(self) -> int:
-        return len(self._series)
+        return self._name_series + len(self._region_series) + len(self._voter_series)
+
+    def layout(self, pairs: tuple[tuple[str, str], ...]) -> Layout:
+        """The :class:`Layout` of voters ``(voter, region)`` in this order (cached, bounded)."""
+        layout = self._layouts.get(pairs)
+        if layout is None:
+            if len(self._layouts) >= _LAYOUTS:
+                self._layouts.clear()
+            layout = self._layouts[pairs] = Layout(pairs)
+        return layout
 
     def _name_scopes(self, name: str) -> tuple[Scope, ...]:
         return tuple(Scope(r, name) for r in self._regions)
-
-    def _fold(self, series: str, value: float, settings: DetectorSettings) -> Score | None:
-        """Fold ``value`` into ``series``; the score when it alarms.
-
-        A quiet series (``var == 0``, ``mean == value``, at least one sample: the steady state of
-        agreeing voters and steady resolvers) takes a short path with the same result as
-        :meth:`Ewma.alarm`: ``z = 0`` never reaches a threshold (> 0), ``d = 0`` leaves the mean
-        and the zero variance exactly as they are; only the sample count moves."""
-        ewma = self._series._d.get(series)
-        if ewma is not None and ewma.var == 0.0 and ewma.mean == value and ewma.samples:
-            ewma.samples += 1
-            return None
-        if ewma is None:
-            ewma = Ewma()
-            self._series.put(series, ewma)
-        return ewma.alarm(value, settings)
 
     @staticmethod
     def _alarm(
@@ -175,126 +227,217 @@ class Detectors:
             detail,
         )
 
-    @staticmethod
-    def _cached(cache: dict[str, str], prefix: str, key: str) -> str:
-        series = cache.get(key)
-        if series is None:
-            if len(cache) >= _NAME_CACHE:
-                cache.clear()
-            series = cache[key] = prefix + key
-        return series
+    def _fold_keyed(
+        self, store: Bounded[str, Ewma], key: str, value: float, settings: DetectorSettings
+    ) -> Score | None:
+        """Fold ``value`` into the region or voter series ``key``; the score when it alarms."""
+        ewma = store._d.get(key)
+        if ewma is None:
+            store.put(key, _first(value))
+            return None
+        if ewma.var == 0.0 and ewma.mean == value:  # quiet: z = 0 < threshold, d = 0
+            ewma.samples += 1
+            return None
+        return ewma.alarm(value, settings)
 
     def decision(self, obs: DecisionObs) -> list[Alarm]:
+        """:meth:`observe` for one :class:`DecisionObs` (a voter's digest ``None`` or empty: no
+        answer)."""
+        voters = obs.voters
+        layout = self.layout(tuple((v.voter, v.region) for v in voters))
+        return self.observe(
+            name_key(obs.qname, obs.qtype),
+            obs.qname,
+            obs.round,
+            obs.trusted,
+            obs.digest,
+            layout,
+            tuple(v.digest or b"" for v in voters),
+            tuple(v.ttl for v in voters),
+        )
+
+    def observe(
+        self,
+        name: str,
+        qname: str,
+        round_: int,
+        trusted: bool,
+        digest: bytes | None,
+        layout: Layout,
+        digests: tuple[bytes, ...],
+        ttls: Sequence[int | None],
+    ) -> list[Alarm]:
+        """A decision on ``name`` (:func:`name_key` of ``qname``): ``trusted`` with the winning
+        ``digest``, or not; the answer digest of each voter of ``layout`` (``b""``: no answer) and,
+        for a TRUSTED decision, the TTL of its answer (``None``: unknown; ignored otherwise)."""
         cfg = self._cfg
         out: list[Alarm] = []
-        qname, round_, voters = obs.qname, obs.round, obs.voters
-        name = name_key(qname, obs.qtype)
-        answering = [v for v in voters if v.digest is not None]
-        plural = (
-            obs.digest if obs.trusted else _plurality([v.digest for v in answering if v.digest])
-        )
-        off = {v.voter for v in answering if v.digest != plural}
-        if voters:
-            n_off, n = len(off), len(voters)
-            series = "disagreement:" + name
-            score = self._fold(series, n_off / n, cfg.disagreement)
-            if score is not None:
-                out.append(
-                    self._alarm(
-                        Rule.DISAGREEMENT,
-                        series,
-                        round_,
-                        score,
-                        cfg.disagreement,
-                        self._name_scopes(qname),
-                        f"{n_off} of {n} voters off the plurality answer",
+        voters = layout.voters
+        n = len(voters)
+        state = self._names.get(name)
+        if state is None:
+            state = self._names[name] = _Name()
+        plural = digest if trusted else _plurality([d for d in digests if d])
+        unanswered = digests.count(b"")
+        if plural and digests.count(plural) + unanswered == n:
+            off: set[str] | tuple[()] = ()  # nobody off the plurality (the common case)
+        else:
+            off = {v for v, d in zip(voters, digests, strict=True) if d and d != plural}
+        # ---- disagreement (name)
+        if n:
+            n_off = len(off)
+            x = n_off / n
+            e = state.disagreement
+            if e is None:
+                state.disagreement = _first(x)
+                self._name_series += 1
+            elif e.var == 0.0 and e.mean == x:
+                e.samples += 1
+            else:
+                score = e.alarm(x, cfg.disagreement)
+                if score is not None:
+                    out.append(
+                        self._alarm(
+                            Rule.DISAGREEMENT,
+                            "disagreement:" + name,
+                            round_,
+                            score,
+                            cfg.disagreement,
+                            self._name_scopes(qname),
+                            f"{n_off} of {n} voters off the plurality answer",
+                        )
                     )
-                )
-        regions: dict[str, list[int]] = {}
-        for v in voters:
-            counts = regions.get(v.region)
-            if counts is None:
-                counts = regions[v.region] = [0, 0]
-            counts[0] += 1
-            counts[1] += v.voter in off
+        # ---- region disagreement (region)
         settings = cfg.region_disagreement
-        for region in sorted(regions):
-            members, r_off = regions[region]
-            series = self._cached(self._region_series, "region_disagreement:", region)
-            score = self._fold(series, r_off / members, settings)
+        store = self._region_series
+        series_of = store._d.get
+        for region, members in layout.groups:
+            r_off = sum(voters[i] in off for i in members) if off else 0
+            x = r_off / len(members)
+            e = series_of(region)
+            if e is not None and e.var == 0.0 and e.mean == x:  # quiet (as _fold_keyed)
+                e.samples += 1
+                continue
+            score = self._fold_keyed(store, region, x, settings)
             if score is not None:
                 out.append(
                     self._alarm(
                         Rule.REGION_DISAGREEMENT,
-                        series,
+                        "region_disagreement:" + region,
                         round_,
                         score,
                         settings,
                         (Scope(region),),
-                        f"{r_off} of {members} voters of {region} off the plurality on {name}",
+                        f"{r_off} of {len(members)} voters of {region} off the plurality on {name}",
                     )
                 )
-        windows, settings, size = self._windows, cfg.flapping, cfg.flap_window
-        for v in voters:
-            wkey = (v.voter, name)
-            window = _push(windows._d.get(wkey, _EMPTY_WINDOW), v.digest is not None, size)
-            windows.put(wkey, window)
+        # ---- flapping (voter), over its window on this name
+        windows, settings, size = state.windows, cfg.flapping, cfg.flap_window
+        store = self._voter_series
+        series_of = store._d.get
+        for i in range(n):
+            voter = voters[i]
+            status = bool(digests[i])
+            window = windows.get(voter)
+            if window is None:
+                window = windows[voter] = (int(status), 1, 0)
+                self._name_windows += 1
+            elif not (window[2] == 0 and window[1] == size and (window[0] & 1) == status):
+                window = windows[voter] = _push(window, status, size)  # else: steady, unchanged
             changes = window[2]
-            series = self._cached(self._voter_series, "flapping:", v.voter)
-            score = self._fold(series, float(changes), settings)
+            e = series_of(voter)
+            if e is not None and e.var == 0.0 and e.mean == changes:  # quiet (as _fold_keyed)
+                e.samples += 1
+                continue
+            score = self._fold_keyed(store, voter, float(changes), settings)
             if score is not None:
                 out.append(
                     self._alarm(
                         Rule.FLAPPING,
-                        series,
+                        "flapping:" + voter,
                         round_,
                         score,
                         settings,
-                        (Scope(v.region),),
+                        (Scope(layout.regions[i]),),
                         f"{changes} status changes on {name} in the last {window[1]} observations",
                     )
                 )
-        if obs.trusted and obs.digest is not None:
-            digest = obs.digest
-            ttls = [v.ttl for v in answering if v.digest == digest and v.ttl is not None]
-            if len(ttls) >= 2:
-                lo, hi = min(ttls), max(ttls)
-                series = "ttl_mismatch:" + name
-                score = self._fold(series, math.log2(hi + 1) - math.log2(lo + 1), cfg.ttl_mismatch)
-                if score is not None:
-                    out.append(
-                        self._alarm(
-                            Rule.TTL_MISMATCH,
-                            series,
-                            round_,
-                            score,
-                            cfg.ttl_mismatch,
-                            self._name_scopes(qname),
-                            f"TTLs {lo}..{hi} among the agreeing voters",
-                        )
-                    )
-            last = self._last_trusted.get(name)
-            if last is None or round_ > last[0]:
-                self._last_trusted.put(name, (round_, digest))
-                if last is not None:
-                    previous = last[1]
-                    series = "answer_change:" + name
-                    score = self._fold(
-                        series, 1.0 if digest != previous else 0.0, cfg.answer_change
-                    )
+        if trusted and digest is not None:
+            # ---- TTL mismatch (name): the TTLs of the voters that gave the winning answer
+            if not digest:  # nobody answered "": no TTL
+                agreeing: Sequence[int] = ()
+            elif digests.count(digest) == n and None not in ttls:  # unanimous, every TTL known
+                agreeing = cast("Sequence[int]", ttls)
+            else:
+                agreeing = [
+                    t for d, t in zip(digests, ttls, strict=True) if d == digest and t is not None
+                ]
+            if len(agreeing) >= 2:
+                lo, hi = min(agreeing), max(agreeing)
+                x = 0.0 if lo == hi else math.log2(hi + 1) - math.log2(lo + 1)
+                e = state.ttl
+                if e is None:
+                    state.ttl = _first(x)
+                    self._name_series += 1
+                elif e.var == 0.0 and e.mean == x:
+                    e.samples += 1
+                else:
+                    score = e.alarm(x, cfg.ttl_mismatch)
                     if score is not None:
                         out.append(
                             self._alarm(
-                                Rule.ANSWER_CHANGE,
-                                series,
+                                Rule.TTL_MISMATCH,
+                                "ttl_mismatch:" + name,
                                 round_,
                                 score,
-                                cfg.answer_change,
+                                cfg.ttl_mismatch,
                                 self._name_scopes(qname),
-                                f"answer {digest.hex()[:12]} after {previous.hex()[:12]}",
+                                f"TTLs {lo}..{hi} among the agreeing voters",
                             )
                         )
+            # ---- answer change (name)
+            last = state.last
+            if last is None or round_ > last[0]:
+                state.last = (round_, digest)
+                if last is not None:
+                    previous = last[1]
+                    x = 1.0 if digest != previous else 0.0
+                    e = state.change
+                    if e is None:
+                        state.change = _first(x)
+                        self._name_series += 1
+                    elif e.var == 0.0 and e.mean == x:
+                        e.samples += 1
+                    else:
+                        score = e.alarm(x, cfg.answer_change)
+                        if score is not None:
+                            out.append(
+                                self._alarm(
+                                    Rule.ANSWER_CHANGE,
+                                    "answer_change:" + name,
+                                    round_,
+                                    score,
+                                    cfg.answer_change,
+                                    self._name_scopes(qname),
+                                    f"answer {digest.hex()[:12]} after {previous.hex()[:12]}",
+                                )
+                            )
+        limit = self._limit
+        if self._name_series > limit or self._name_windows > limit or len(self._names) > limit:
+            self._forget()
         return out
+
+    def _forget(self) -> None:
+        """Forget the oldest names (with all their state) until the bounds hold again (the newest
+        name is kept even alone: its windows are bounded by its electorate)."""
+        names, limit = self._names, self._limit
+        while len(names) > 1 and (
+            self._name_series > limit or self._name_windows > limit or len(names) > limit
+        ):
+            _name, state = names.popitem(last=False)
+            series, windows = state.sizes()
+            self._name_series -= series
+            self._name_windows -= windows
 
     def lkg(self, ev: LkgEvent) -> list[Alarm]:
         name = name_key(ev.qname, ev.qtype)

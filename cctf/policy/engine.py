@@ -14,10 +14,11 @@ The result says what the coordinator applies to this verdict (:class:`Effects`, 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
+from typing import NamedTuple
 
 from cctf.policy.config import PolicyConfig
-from cctf.policy.detectors import Detectors, name_key
+from cctf.policy.detectors import Detectors, Layout, name_key
 from cctf.policy.model import Alarm, DecisionObs, IdentityObs, LkgEvent, Scope
 from cctf.policy.safemode import AnswerHolds, HoldResult, SafeMode, Transition
 
@@ -34,10 +35,12 @@ class Effects:
     freeze_lkg: bool  # the LKG stage should serve the previous answer while a change is held
 
 
-@dataclass(frozen=True, slots=True)
-class Step:
-    alarms: list[Alarm] = field(default_factory=list)
-    transitions: list[Transition] = field(default_factory=list)
+class Step(NamedTuple):
+    """What one input did: its alarms, the safe-mode transitions, and for a decision the hold's
+    judgement (a named tuple: one per decision on the hot path)."""
+
+    alarms: list[Alarm]
+    transitions: list[Transition]
     hold: HoldResult | None = None
 
 
@@ -97,12 +100,42 @@ class PolicyEngine:
         return self._safe.tick(round_)
 
     def decision(self, obs: DecisionObs) -> Step:
-        alarms = self._detectors.decision(obs)
-        transitions = self._alarmed(alarms)
-        key = name_key(obs.qname, obs.qtype)
-        guarded = self._safe.covers(obs.qname) or self._holds.pending(key)
-        hold = self._holds.apply(key, obs.round, obs.trusted, obs.digest, guarded)
-        transitions += self._advance(obs.round)
+        voters = obs.voters
+        return self.observe(
+            obs.qname,
+            obs.qtype,
+            obs.round,
+            obs.trusted,
+            obs.digest,
+            self._detectors.layout(tuple((v.voter, v.region) for v in voters)),
+            tuple(v.digest or b"" for v in voters),
+            tuple(v.ttl for v in voters),
+        )
+
+    def layout(self, pairs: tuple[tuple[str, str], ...]) -> Layout:
+        """The detectors' (cached) :class:`~cctf.policy.detectors.Layout` of ``(voter, region)``."""
+        return self._detectors.layout(pairs)
+
+    def observe(
+        self,
+        qname: str,
+        qtype: str,
+        round_: int,
+        trusted: bool,
+        digest: bytes | None,
+        layout: Layout,
+        digests: tuple[bytes, ...],
+        ttls: Sequence[int | None],
+    ) -> Step:
+        """:meth:`decision` with the voters as columns (the coordinator's hot path: no object per
+        voter): the voters of ``layout``, each one's answer digest (``b""``: none) and, for a
+        TRUSTED decision, its TTL (see :meth:`Detectors.observe`)."""
+        key = name_key(qname, qtype)
+        alarms = self._detectors.observe(key, qname, round_, trusted, digest, layout, digests, ttls)
+        transitions = self._alarmed(alarms) if alarms else []
+        hold = self._holds.apply(key, round_, trusted, digest, self._safe.covers(qname))
+        if round_ > self._round:
+            transitions += self._advance(round_)
         return Step(alarms, transitions, hold)
 
     def lkg(self, ev: LkgEvent) -> Step:

@@ -245,10 +245,17 @@ class AnswerHolds:
     def apply(
         self, key: str, round_: int, trusted: bool, digest: bytes | None, guarded: bool
     ) -> HoldResult:
-        """The hold's verdict on a decision for ``key`` in ``round_`` (see the module docstring)."""
+        """The hold's verdict on a decision for ``key`` in ``round_`` (see the module docstring).
+
+        ``guarded``: a safe-mode scope covers the name; a name with a pending candidate is guarded
+        whatever it says (until the candidate completes or is cleared)."""
         if not trusted or digest is None:
             return _NOT_TRUSTED
-        h = self._holds.setdefault(key, _Hold)
+        holds = self._holds
+        h = holds._d.get(key)
+        if h is None:
+            h = _Hold()
+            holds.put(key, h)
         if digest == h.trusted:
             if round_ > h.last_round:
                 h.candidate, h.streak, h.last_round = None, 0, round_

@@ -1,8 +1,11 @@
-"""The detectors' hot path (restructured for speed: cached series names, one lookup per sample,
-alarms built only when they fire, flapping windows as bit fields, O(1) bounded eviction) gives
-exactly the alarms of the previous implementation, kept here verbatim as the reference
-(``ReferenceDetectors``, from main fe7c6bd), for any sequence of decisions and any settings,
-including bounded stores that evict (``max_series`` 16)."""
+"""The detectors' hot path (restructured for speed: one state per name, voters as columns with a
+cached layout, quiet samples counted in one step, alarms built only when they fire, flapping windows
+as bit fields) gives exactly the alarms of the per-series implementation, kept here verbatim as the
+reference (``ReferenceDetectors``, from main fe7c6bd), for any sequence of decisions and any
+settings, as long as nothing is forgotten (the reference's stores never evict: ``max_series``
+100,000). Past ``max_series`` the unit forgotten is a whole name (the reference forgot series and
+windows one by one, region and voter series among them): the bounds and what is kept are tested
+below."""
 
 from __future__ import annotations
 
@@ -276,7 +279,7 @@ detector_settings = st.builds(
 policies = st.builds(
     PolicyConfig,
     flap_window=st.integers(2, 5),
-    max_series=st.sampled_from([16, 17, 100_000]),
+    max_series=st.just(100_000),
     disagreement=detector_settings,
     region_disagreement=detector_settings,
     flapping=detector_settings,
@@ -294,6 +297,69 @@ def test_detectors_give_the_alarms_of_the_reference(
     for obs in decisions:
         assert new.decision(obs) == ref.decision(obs)
         assert new.series == ref.series
+    assert len(ref._windows) < config.max_series  # the reference never forgot anything
+
+
+@given(
+    st.sampled_from([16, 17, 40]),
+    st.lists(st.tuples(st.integers(0, 60), decision_obs), max_size=120),
+)
+@settings(max_examples=60, deadline=None)
+def test_the_stores_stay_bounded_and_forget_whole_names_oldest_first(
+    limit: int, decisions: list[tuple[int, DecisionObs]]
+) -> None:
+    """Many names: at most ``max_series`` names, name series and flapping windows are kept (a name
+    alone may hold more windows than that: as many as its voters), the newest name always."""
+    det = Detectors(PolicyConfig(max_series=limit), REGIONS)
+    for i, obs in decisions:
+        qname = f"n{i}.example."
+        det.decision(obs._replace(qname=qname))
+        names = det._names
+        assert qname + " " + obs.qtype in names
+        assert len(names) <= limit
+        assert det._name_series <= limit
+        assert det._name_windows <= limit or len(names) == 1
+        assert det._name_series == sum(s.sizes()[0] for s in names.values())
+        assert det._name_windows == sum(s.sizes()[1] for s in names.values())
+        assert len(det._region_series) <= limit and len(det._voter_series) <= limit
+
+
+def test_region_and_voter_baselines_survive_names_coming_and_going() -> None:
+    """3,000 one-shot names through ``max_series`` 16 (the names are forgotten), then one
+    disagreeing region: its baseline (3,000 quiet samples) is intact and it alarms at once. The
+    per-series stores forgot the region series among the names' and missed it (warm-up again)."""
+    config = PolicyConfig(max_series=16)
+    new, ref = Detectors(config, REGIONS), ReferenceDetectors(config, REGIONS)
+    a, b = DIGESTS[0], DIGESTS[1]
+    agree = tuple(VoterObs(v, region, a, 300) for v, region in VOTERS)
+    for i in range(3000):
+        obs = DecisionObs(f"n{i}.example.", "A", 0, True, a, agree)
+        assert new.decision(obs) == [] and ref.decision(obs) == []
+    off = tuple(VoterObs(v, region, b if region == REGIONS[2] else a, 300) for v, region in VOTERS)
+    spike = DecisionObs("spike.example.", "A", 1, True, a, off)
+    got = [(x.rule, x.series) for x in new.decision(spike)]
+    assert (Rule.REGION_DISAGREEMENT, f"region_disagreement:{REGIONS[2]}") in got
+    assert not [x for x in ref.decision(spike) if x.rule is Rule.REGION_DISAGREEMENT]
+    assert len(new._names) <= 16
+
+
+def test_a_forgotten_name_starts_a_new_baseline() -> None:
+    """A name forgotten (with all its state, oldest first) warms up again: the spike that alarms on
+    a name kept with its baseline does not alarm right after the name came back."""
+    a, b = DIGESTS[0], DIGESTS[1]
+    agree = tuple(VoterObs(v, region, a, 300) for v, region in VOTERS)
+    off = tuple(VoterObs(v, region, b if i < 3 else a, 300) for i, (v, region) in enumerate(VOTERS))
+    alarms = {}
+    for limit in (16, 100_000):
+        det = Detectors(PolicyConfig(max_series=limit), REGIONS)
+        for r in range(12):
+            det.decision(DecisionObs("x.example.", "A", r, True, a, agree))
+        for i in range(16):  # 16 newer names: with max_series 16, "x" is the oldest, forgotten
+            det.decision(DecisionObs(f"n{i}.example.", "A", 12, True, a, agree))
+        assert ("x.example. A" in det._names) is (limit > 16)
+        spike = det.decision(DecisionObs("x.example.", "A", 13, False, None, off))
+        alarms[limit] = [x for x in spike if x.rule is Rule.DISAGREEMENT]
+    assert alarms[100_000] and not alarms[16]
 
 
 def test_the_property_reaches_alarms_of_every_rule() -> None:

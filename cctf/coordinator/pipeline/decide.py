@@ -46,6 +46,6 @@ class Decider:
     def verdict(self, key: TallyKey, decision: Decision) -> Verdict:
         """Raises :class:`~cctf.coordinator.verdicts.VerdictError` on an inconsistent decision."""
         now = self._clock.now_ms()
-        seq = self._seq.next()
+        seq = self._seq.next(now)
         issued = max(now, seq // 1000)
         return build_verdict(decision, key, self._rule, self._coordinator, issued, self._ttl, seq)

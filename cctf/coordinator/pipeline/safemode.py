@@ -41,6 +41,7 @@ from cctf.coordinator.tally import Decision, TallyKey
 from cctf.coordinator.verdicts import SequenceClock
 from cctf.crypto.keys import SigningKey
 from cctf.policy.config import PolicyConfig
+from cctf.policy.detectors import Layout
 from cctf.policy.engine import PolicyEngine
 from cctf.policy.model import Alarm, DecisionObs, IdentityObs, LkgEvent, Scope, VoterObs
 from cctf.policy.safemode import Cause, Transition
@@ -119,6 +120,7 @@ class SafeModeStage:
         self.regions = tuple(regions)
         self._agent_regions = dict(agent_regions)
         self._voter_regions: dict[str, str] = {}
+        self._layouts: dict[tuple[str, ...], Layout] = {}
         self._coordinator = coordinator
         self._clock = clock
         self._lifetime = lifetime_ms
@@ -136,7 +138,9 @@ class SafeModeStage:
             region = cache[voter] = self._agent_regions.get(voter.split("/")[0], "")
         return region
 
-    def _obs(self, key: TallyKey, d: Decision) -> DecisionObs:
+    def observation(self, key: TallyKey, d: Decision) -> DecisionObs:
+        """``d`` as the engine's :class:`~cctf.policy.model.DecisionObs` (one object per voter: what
+        :meth:`apply` hands the engine as columns instead; tools and tests)."""
         digests = d.voter_digests or (b"",) * len(d.voters)
         votes = d.counted_votes or (None,) * len(d.voters)
         region_of = self._region_of
@@ -154,15 +158,53 @@ class SafeModeStage:
             key.qname, key.qtype, key.round, trusted, d.answer_digest if trusted else None, voters
         )
 
+    def _layout(self, d: Decision) -> Layout:
+        """The engine's layout of ``d``'s voters (cached per electorate: the voters of one tally book
+        come in one order)."""
+        names = tuple([v for v, _s in d.voters])
+        layout = self._layouts.get(names)
+        if layout is None:
+            if len(self._layouts) >= 256:
+                self._layouts.clear()
+            region_of = self._region_of
+            layout = self._layouts[names] = self.engine.layout(
+                tuple((v, region_of(v)) for v in names)
+            )
+        return layout
+
     def apply(self, decided: list[tuple[TallyKey, Decision]]) -> StageResult:
-        out = StageResult([])
-        for key, decision in decided:
-            step = self.engine.decision(self._obs(key, decision))
-            for alarm in step.alarms:
-                out.records.append(_alarm_record(alarm, key))
+        """Judge ``decided`` (the policy stage). The result's ``decided`` is ``decided`` itself when
+        nothing was held (no copy), else a new list with the held decisions replaced."""
+        out = StageResult(decided)
+        observe, layout_of = self.engine.observe, self._layout
+        for i, (key, decision) in enumerate(decided):
+            trusted = decision.outcome is Outcome.TRUSTED
+            layout = layout_of(decision)
+            digests = decision.voter_digests or (b"",) * len(layout.voters)
+            if trusted:
+                votes = decision.counted_votes or (None,) * len(digests)
+                ttls: tuple[int | None, ...] = tuple(
+                    [None if vote is None else vote.ttl for vote in votes]
+                )
+            else:
+                ttls = ()
+            step = observe(
+                key.qname,
+                key.qtype,
+                key.round,
+                trusted,
+                decision.answer_digest if trusted else None,
+                layout,
+                digests,
+                ttls,
+            )
+            if step.alarms:
+                out.records += [_alarm_record(alarm, key) for alarm in step.alarms]
             hold = step.hold
             if hold is not None and hold.held:
-                decision = held_decision(decision)
+                if out.decided is decided:
+                    out.decided = list(decided)
+                out.decided[i] = (key, held_decision(decision))
                 out.records.append(
                     Record(
                         "answer_held",
@@ -174,8 +216,8 @@ class SafeModeStage:
                 out.records.append(
                     Record("answer_released", "released", _key_fields(key) | {"why": hold.reason})
                 )
-            out.decided.append((key, decision))
-            self._announce(step.transitions, out)
+            if step.transitions:
+                self._announce(step.transitions, out)
         return out
 
     def lkg(self, qname: str, qtype: str, round_: int, active: bool) -> StageResult:
