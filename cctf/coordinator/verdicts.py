@@ -97,7 +97,8 @@ def build_verdict(
     if len(digests) != len(decision.voters):
         raise VerdictError("voter digests and voters differ in length")
     records = [  # positional (voter, state, answer_digest): a third cheaper than by keyword
-        VoterRecord(voter, state, d) for (voter, state), d in zip(decision.voters, digests)
+        VoterRecord(voter, state, d)
+        for (voter, state), d in zip(decision.voters, digests, strict=True)
     ]
     return Verdict(
         qname=qname,
