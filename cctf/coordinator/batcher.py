@@ -6,9 +6,11 @@ verdict its ``"tlog"`` envelope.
 Order per batch (D2-D4, wire-protocol.md §3.2.1)::
 
     close (batch_max verdicts, or batch_window_ms after the previous batch closed: at once after
-      a quiet spell) -> seal (worker thread)
+      a quiet spell) -> sign (entries, tree, ONE signed head: BatchLog.sign; a very large batch
+      is sealed whole in a worker thread)
       -> publish the head on every verdict region (same connection, written before any verdict)
-      -> append the LogBatch record (in order after the previous batch's append)
+      -> append the LogBatch record (in order after the previous batch's append); meanwhile the
+         release task makes the batch's proofs and envelopes (BatchLog.envelopes)
       -> release the envelopes once the append is acked, or after log_wait_ms at most
          (then counted as published_before_logged; the append keeps retrying until acked)
 
@@ -35,7 +37,7 @@ from cctf.bus.publisher import Publisher, PublishOutcome
 from cctf.bus_schemas.heads import head_msg_id, head_subject
 from cctf.clock import Clock
 from cctf.coordinator.config import CoordinatorConfig
-from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch
+from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch, SignedBatch
 from cctf.crypto.keys import SigningKey
 from cctf.errors import CctfError
 from cctf.translog.merkle import MerkleTree
@@ -54,9 +56,13 @@ INLINE_SEAL_MAX: Final = 4096
 _RETRY_FIRST_S: Final = 0.05
 _RETRY_MAX_S: Final = 2.0
 
-#: Append one sealed batch to the durable log; raises on failure (a fencing error is fatal:
+#: Turns of the event loop the release of an inline batch gives its log append (so the record is
+#: on its way to the server) before computing the batch's proofs and envelopes meanwhile.
+_APPEND_TURNS: Final = 4
+
+#: Append one signed batch to the durable log; raises on failure (a fencing error is fatal:
 #: :data:`fatal_errors`).
-LogAppend = Callable[[SealedBatch], Awaitable[None]]
+LogAppend = Callable[[SignedBatch], Awaitable[None]]
 
 
 @dataclass(frozen=True)
@@ -113,9 +119,29 @@ class BatchStats:
     largest_batch: int = 0
 
 
+class _Part:
+    """One :meth:`BatchSigner.submit` call: ONE future for its envelopes (in item order), set
+    once every item's batch is released (a part may span batches)."""
+
+    __slots__ = ("envelopes", "future", "left")
+
+    def __init__(self, future: asyncio.Future[list[bytes]], n: int) -> None:
+        self.future = future
+        self.envelopes: list[bytes] = [b""] * n
+        self.left = n
+
+    def fail(self, exc: BaseException) -> None:
+        if not self.future.done():
+            self.future.set_exception(exc)
+
+
+#: An item queued in the stage: the item, its part, its position in the part.
+_Queued = tuple[BatchItem, _Part, int]
+
+
 @dataclass
 class _Pending:
-    items: list[tuple[BatchItem, asyncio.Future[bytes]]] = field(default_factory=list)
+    items: list[_Queued] = field(default_factory=list)
     entry_bytes: int = 0
 
 
@@ -160,6 +186,8 @@ class BatchSigner:
         self._last_append: asyncio.Task[None] | None = None
         self._closed: BaseException | None = None
         self._last_close = -1e9  # loop time of the last batch closed
+        self._proving = 0  # inline batches whose envelopes are being made (reading the tree)
+        self._proved = asyncio.Event()
         self.stats = BatchStats()
         self._m = metrics()
 
@@ -197,29 +225,31 @@ class BatchSigner:
         its append acked (or ``log_wait_ms`` passed). Raises :class:`BatchClosed` when stopping."""
         return await self.collect(self.submit(items))
 
-    def submit(self, items: Sequence[BatchItem]) -> list[asyncio.Future[bytes]]:
+    def submit(self, items: Sequence[BatchItem]) -> asyncio.Future[list[bytes]]:
         """Queue ``items`` in order after everything queued before (so parts queued at once are
         sealed one after the other while earlier batches are appended and published); their
-        envelopes come through :meth:`collect`. Raises :class:`BatchClosed` when stopping."""
+        envelopes, in order, are the result of the returned future (:meth:`collect`; cancel it to
+        withdraw the items not sealed yet). Raises :class:`BatchClosed` when stopping."""
         if self._closed is not None or self._stopping.is_set():
             raise BatchClosed("the batch stage is stopped")
         self.start()
-        loop = asyncio.get_running_loop()
-        futures: list[asyncio.Future[bytes]] = []
+        part = _Part(asyncio.get_running_loop().create_future(), len(items))
+        if not items:
+            part.future.set_result([])
+            return part.future
         pending = self._pending
-        for item in items:
-            fut: asyncio.Future[bytes] = loop.create_future()
-            pending.items.append((item, fut))
-            pending.entry_bytes += len(item.payload) + _ENTRY_OVERHEAD
-            futures.append(fut)
+        pending.items += [(item, part, i) for i, item in enumerate(items)]
+        pending.entry_bytes += sum(len(item.payload) for item in items) + _ENTRY_OVERHEAD * len(
+            items
+        )
         self._kick.set()
         if len(pending.items) >= self._max or pending.entry_bytes >= MAX_BATCH_ENTRY_BYTES:
             self._full.set()
-        return futures
+        return part.future
 
-    async def collect(self, futures: list[asyncio.Future[bytes]]) -> list[bytes]:
-        """The envelopes of :meth:`submit`'s futures, in order (raises :class:`BatchClosed`)."""
-        return list(await asyncio.gather(*futures))
+    async def collect(self, future: asyncio.Future[list[bytes]]) -> list[bytes]:
+        """The envelopes of a :meth:`submit`, in order (raises :class:`BatchClosed`)."""
+        return await future
 
     async def stop(self, timeout_s: float = 2.0) -> None:
         """Refuse what is still queued, let the appends in flight finish (bounded)."""
@@ -232,9 +262,8 @@ class BatchSigner:
     def _close(self, exc: BaseException) -> None:
         if self._closed is None:
             self._closed = exc
-        for _item, fut in self._pending.items:
-            if not fut.done():
-                fut.set_exception(BatchClosed(str(exc)))
+        for _item, part, _i in self._pending.items:
+            part.fail(BatchClosed(str(exc)))
         self._pending = _Pending()
 
     def _fatal(self, exc: BaseException) -> None:
@@ -245,22 +274,22 @@ class BatchSigner:
 
     # ---- the batch loop --------------------------------------------------------------------
 
-    def _take(self) -> list[tuple[BatchItem, asyncio.Future[bytes]]]:
+    def _take(self) -> list[_Queued]:
         pending = self._pending
-        taken: list[tuple[BatchItem, asyncio.Future[bytes]]] = []
+        taken: list[_Queued] = []
         size = 0
         rest = 0
-        for i, (item, fut) in enumerate(pending.items):
-            cost = len(item.payload) + _ENTRY_OVERHEAD
+        for i, queued in enumerate(pending.items):
+            cost = len(queued[0].payload) + _ENTRY_OVERHEAD
             if len(taken) >= self._max or (taken and size + cost > MAX_BATCH_ENTRY_BYTES):
                 rest = i
                 break
-            taken.append((item, fut))
+            taken.append(queued)
             size += cost
         else:
             rest = len(pending.items)
         left = pending.items[rest:]
-        self._pending = _Pending(left, sum(len(i.payload) + _ENTRY_OVERHEAD for i, _ in left))
+        self._pending = _Pending(left, sum(len(q[0].payload) + _ENTRY_OVERHEAD for q in left))
         if not left:
             self._full.clear()
         return taken
@@ -279,24 +308,26 @@ class BatchSigner:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._full.wait(), wait_s)
             self._last_close = loop.time()
-            batch = [(it, f) for it, f in self._take() if not f.cancelled()]
+            batch = [q for q in self._take() if not q[1].future.cancelled()]
             if not batch:
                 continue
+            envelopes: tuple[bytes, ...] | None = None
             try:
-                items = [it for it, _ in batch]
+                items = [q[0] for q in batch]
                 if len(items) <= INLINE_SEAL_MAX:  # cheaper than a thread hop (the GIL is held)
-                    sealed = self._log.seal(items)
-                else:
+                    signed = self._log.sign(items)  # the envelopes while the append is on its way
+                else:  # the tree is not thread-safe: no inline batch's proofs are being read
+                    while self._proving:
+                        await self._proved.wait()
                     sealed = await loop.run_in_executor(self._executor, self._log.seal, items)
+                    signed, envelopes = self._signed(sealed, items), sealed.envelopes
             except asyncio.CancelledError:
-                for _it, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(BatchClosed("stopping"))
+                for _it, part, _i in batch:
+                    part.fail(BatchClosed("stopping"))
                 raise
             except Exception as exc:  # the tree may be appended: fail closed
-                for _it, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(BatchClosed(f"seal failed: {exc}"))
+                for _it, part, _i in batch:
+                    part.fail(BatchClosed(f"seal failed: {exc}"))
                 self._fatal(exc)
                 return
             s = self.stats
@@ -305,11 +336,11 @@ class BatchSigner:
             s.batches += 1
             s.verdicts += len(batch)
             s.largest_batch = max(s.largest_batch, len(batch))
-            self._publish_heads(sealed)
+            self._publish_heads(signed)
             await asyncio.sleep(0)  # the head publishes are written before any verdict
-            append = self._spawn(self._append_in_order(sealed, self._last_append))
+            append = self._spawn(self._append_in_order(signed, self._last_append))
             self._last_append = append
-            self._spawn(self._release(sealed, batch, append))
+            self._spawn(self._release(signed, envelopes, batch, append))
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -317,7 +348,21 @@ class BatchSigner:
         task.add_done_callback(self._tasks.discard)
         return task
 
-    def _publish_heads(self, sealed: SealedBatch) -> None:
+    @staticmethod
+    def _signed(sealed: SealedBatch, items: list[BatchItem]) -> SignedBatch:
+        return SignedBatch(
+            sealed.origin,
+            sealed.first_index,
+            sealed.size,
+            sealed.root,
+            sealed.checkpoint,
+            sealed.entries,
+            tuple(items),
+            (),
+            (),
+        )
+
+    def _publish_heads(self, sealed: SignedBatch) -> None:
         data = sealed.checkpoint.encode("utf-8")
         msg_id = head_msg_id(self._coordinator, sealed.size)
         until = self._now_ms() + self._head_ttl_ms
@@ -347,7 +392,7 @@ class BatchSigner:
             _log.warning("head_publish_failed", subject=subject, error=result.last_error[:300])
 
     async def _append_in_order(
-        self, sealed: SealedBatch, previous: asyncio.Task[None] | None
+        self, sealed: SignedBatch, previous: asyncio.Task[None] | None
     ) -> None:
         if previous is not None:
             with contextlib.suppress(BaseException):
@@ -376,22 +421,44 @@ class BatchSigner:
 
     async def _release(
         self,
-        sealed: SealedBatch,
-        batch: list[tuple[BatchItem, asyncio.Future[bytes]]],
+        signed: SignedBatch,
+        envelopes: tuple[bytes, ...] | None,
+        batch: list[_Queued],
         append: asyncio.Task[None],
     ) -> None:
-        done, _ = await asyncio.wait({append}, timeout=self._log_wait_s)
+        started = asyncio.get_running_loop().time()
+        if envelopes is None:  # an inline batch: its proofs and envelopes during the append
+            self._proving += 1
+            self._proved.clear()
+            try:
+                for _ in range(_APPEND_TURNS):
+                    await asyncio.sleep(0)
+                envelopes = self._log.envelopes(signed)
+            except Exception as exc:  # a bug (the batch is signed and appended): fail closed
+                for _it, part, _i in batch:
+                    part.fail(BatchClosed(f"seal failed: {exc}"))
+                self._fatal(exc)
+                return
+            finally:
+                self._proving -= 1
+                if not self._proving:
+                    self._proved.set()
+        wait_s = max(0.0, self._log_wait_s - (asyncio.get_running_loop().time() - started))
+        done, _ = await asyncio.wait({append}, timeout=wait_s)
         if append in done and append.exception() is not None and self._closed is not None:
-            for _it, fut in batch:  # fenced: nothing of this batch is published
-                if not fut.done():
-                    fut.set_exception(BatchClosed("the log refused the batch"))
+            for _it, part, _i in batch:  # fenced: nothing of this batch is published
+                part.fail(BatchClosed("the log refused the batch"))
             return
         if append not in done:
             self.stats.published_before_logged += len(batch)
             self._m.published_before_logged.add(len(batch))
-        for (_it, fut), data in zip(batch, sealed.envelopes, strict=True):
-            if not fut.done():
-                fut.set_result(data)
+        for (_it, part, i), data in zip(batch, envelopes, strict=True):
+            if part.future.done():
+                continue
+            part.envelopes[i] = data
+            part.left -= 1
+            if not part.left:
+                part.future.set_result(part.envelopes)
 
 
 def batch_stage(

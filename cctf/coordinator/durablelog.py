@@ -16,7 +16,7 @@ from __future__ import annotations
 from cctf.bus.connect import Connection
 from cctf.bus.logstream import LogWriter, open_log
 from cctf.coordinator.batcher import BatchSigner
-from cctf.coordinator.pipeline.batchsign import SealedBatch
+from cctf.coordinator.pipeline.batchsign import SignedBatch
 from cctf.crypto.keys import SigningKey
 from cctf.telemetry import get_logger
 from cctf.translog.errors import LogWriteError
@@ -50,7 +50,7 @@ class CoordinatorLog:
             root=self.state.root.hex(),
         )
 
-    async def append(self, sealed: SealedBatch) -> None:
+    async def append(self, sealed: SignedBatch) -> None:
         assert self.writer is not None
         record = LogBatch(sealed.origin, sealed.first_index, sealed.entries, sealed.checkpoint)
         await self.writer.append(record)

@@ -71,17 +71,19 @@ class _Ticket:
 
     dns: list[tuple[_Job, list[tuple[str, str, str]]]] = field(default_factory=list)
     others: list[_Job] = field(default_factory=list)
-    futures: list[asyncio.Future[bytes]] = field(default_factory=list)
+    future: asyncio.Future[list[bytes]] | None = None  # the envelopes of ``dns``
     closed: bool = False  # the batch stage refused it (stopping)
 
     def cancel(self) -> None:
         """Never collected (stopping): the batch stage skips these (a refusal already set is
         retrieved, so it is not reported as lost)."""
-        for fut in self.futures:
-            if not fut.done():
-                fut.cancel()
-            elif not fut.cancelled():
-                fut.exception()
+        fut = self.future
+        if fut is None:
+            return
+        if not fut.done():
+            fut.cancel()
+        elif not fut.cancelled():
+            fut.exception()
 
 
 class Outbox:
@@ -213,7 +215,7 @@ class Outbox:
                 for job, targets in ticket.dns
             ]
             try:
-                ticket.futures = batcher.submit(items)
+                ticket.future = batcher.submit(items)
             except BatchClosed:
                 ticket.closed = True
         return ticket
@@ -225,10 +227,10 @@ class Outbox:
             return False
         if ticket.closed:
             return False
-        if not ticket.dns:
+        if not ticket.dns or ticket.future is None:
             return True
         try:
-            envelopes = await batcher.collect(ticket.futures)
+            envelopes = await batcher.collect(ticket.future)
         except BatchClosed:
             return False
         for (job, targets), data in zip(ticket.dns, envelopes, strict=True):

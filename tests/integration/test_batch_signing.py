@@ -23,7 +23,7 @@ from cctf.bus_schemas.heads import head_subject, log_origin, parse_head_subject
 from cctf.bus_schemas.messages import MessageType, Outcome, decode_verdict
 from cctf.clock import SystemClock
 from cctf.coordinator.batcher import BatchClosed, BatchSigner
-from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch
+from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SignedBatch
 from cctf.devfabric.nats import NatsFabric
 from cctf.translog.checkpoint import Checkpoint
 from cctf.translog.errors import LogFencedError
@@ -167,7 +167,7 @@ async def test_a_slow_log_append_delays_verdicts_by_log_wait_ms_at_most(
     appended: list[int] = []
     release = asyncio.Event()
 
-    async def append(sealed: SealedBatch) -> None:
+    async def append(sealed: SignedBatch) -> None:
         await release.wait()
         appended.append(sealed.first_index)
 
@@ -186,7 +186,7 @@ async def test_a_slow_log_append_delays_verdicts_by_log_wait_ms_at_most(
 async def test_a_fenced_log_fails_the_stage_closed(
     nats_single: NatsFabric, nats_connect: Any
 ) -> None:
-    async def append(sealed: SealedBatch) -> None:
+    async def append(sealed: SignedBatch) -> None:
         raise LogFencedError("fenced", "another writer appended")
 
     stage, fatal, _ = await _stage(nats_single, nats_connect, append, log_wait_ms=5_000)
@@ -208,7 +208,7 @@ async def test_parts_are_sealed_ahead_of_the_log_append(
     gate = asyncio.Event()
     appended: list[int] = []
 
-    async def append(sealed: SealedBatch) -> None:
+    async def append(sealed: SignedBatch) -> None:
         await gate.wait()
         appended.append(sealed.first_index)
 
@@ -221,9 +221,9 @@ async def test_parts_are_sealed_ahead_of_the_log_append(
     futures = stage.submit(_items(5))
     await _until(lambda: stage.stats.batches == 3, 5.0, "three batches sealed ahead")
     await asyncio.sleep(0.01)
-    assert appended == [] and not any(f.done() for f in futures)  # waiting on the log
+    assert appended == [] and not futures.done()  # waiting on the log
     gate.set()
-    await _until(lambda: all(f.done() for f in futures), 5.0, "every envelope released")
+    await _until(futures.done, 5.0, "every envelope released")
     envelopes = await stage.collect(futures)
     assert appended == [0, 2, 4] and fatal == []
     sizes = [decode_envelope(e).auth.head.size for e in envelopes]  # type: ignore[union-attr]
@@ -238,7 +238,7 @@ async def test_the_window_runs_from_the_previous_batch(
     company); what comes within the window after that batch closed waits for the window and goes
     in one batch: at most one batch per window in a steady flow."""
 
-    async def append(sealed: SealedBatch) -> None:
+    async def append(sealed: SignedBatch) -> None:
         return None
 
     stage, fatal, _ = await _stage(nats_single, nats_connect, append, window_ms=1_500)

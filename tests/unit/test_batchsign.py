@@ -5,6 +5,8 @@ refused with one clear error."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import independent_merkle as ref
 import msgspec
 import pytest
@@ -156,3 +158,32 @@ def test_bad_head_arguments() -> None:
     with pytest.raises(IdError):
         log_origin("K/bad")
     assert log_origin(KEY.kid) == "cctf/v1/log/" + KEY.kid
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.lists(st.integers(1, 40), min_size=1, max_size=4))
+def test_signed_first_and_enveloped_later_is_the_one_step_seal(sizes: list[int]) -> None:
+    """The batch stage signs a batch (its append goes out) and makes its envelopes afterwards,
+    possibly after later batches were signed: the same entries and envelope bytes as
+    :meth:`BatchLog.seal` batch after batch (fixed nonces; the note's signature may differ)."""
+    key = make_key(SuiteId.HYBRID)
+    one, split = BatchLog(key), BatchLog(key)
+    batches, start = [], 0
+    for n in sizes:
+        batches.append(
+            [
+                dataclasses.replace(_item(j), nonce=j.to_bytes(16, "big"))
+                for j in range(start, start + n)
+            ]
+        )
+        start += n
+    sealed = [one.seal(b) for b in batches]
+    signed = [split.sign(b) for b in batches]  # every batch signed before any envelope
+    for s, g in zip(sealed, signed, strict=True):
+        assert (g.first_index, g.size, g.root, g.entries) == (
+            s.first_index,
+            s.size,
+            s.root,
+            s.entries,
+        )
+        assert split.envelopes(g) == s.envelopes

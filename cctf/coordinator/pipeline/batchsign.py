@@ -46,7 +46,7 @@ from cctf.translog.checkpoint import Checkpoint
 from cctf.translog.merkle import MerkleTree
 from cctf.translog.note import sign_checkpoint
 
-__all__ = ["MAX_BATCH", "BatchItem", "BatchLog", "SealedBatch"]
+__all__ = ["MAX_BATCH", "BatchItem", "BatchLog", "SealedBatch", "SignedBatch"]
 
 #: Most messages in one batch (one log record; the coordinator's ``batch_max`` is at most this).
 MAX_BATCH: Final = 8192
@@ -72,6 +72,23 @@ class BatchItem:
             raise ValueError(f"payload of {len(self.payload)} bytes exceeds {L.MAX_PAYLOAD_BYTES}")
         if not 0 <= self.iat <= self.exp:
             raise ValueError("iat must be <= exp")
+
+
+@dataclass(frozen=True, slots=True)
+class SignedBatch:
+    """One batch after steps 1-3: the checkpoint (a signed note) of the tree after it and the log
+    entries (leaves ``first_index`` ..): all its ``LogBatch`` record needs. Its envelopes (step 4)
+    come from :meth:`BatchLog.envelopes`."""
+
+    origin: str
+    first_index: int
+    size: int
+    root: bytes
+    checkpoint: str
+    entries: tuple[bytes, ...]
+    items: tuple[BatchItem, ...]
+    types: tuple[str, ...]
+    nonces: tuple[bytes, ...]
 
 
 @dataclass(frozen=True, slots=True)
@@ -103,12 +120,27 @@ class BatchLog:
 
     def seal(self, items: Sequence[BatchItem]) -> SealedBatch:
         """Steps 1-4 of the module doc for one batch of 1..:data:`MAX_BATCH` items."""
+        signed = self.sign(items)
+        return SealedBatch(
+            signed.origin,
+            signed.first_index,
+            signed.size,
+            signed.root,
+            signed.checkpoint,
+            signed.entries,
+            self.envelopes(signed),
+        )
+
+    def sign(self, items: Sequence[BatchItem]) -> SignedBatch:
+        """Steps 1-3 for one batch of 1..:data:`MAX_BATCH` items (the tree is appended)."""
         if not 1 <= len(items) <= MAX_BATCH:
             raise ValueError(f"a batch holds 1..{MAX_BATCH} messages")
         key, tree = self._key, self.tree
         suite, kid = key.suite.value, key.kid
-        nonces = [it.nonce if it.nonce is not None else os.urandom(L.NONCE_BYTES) for it in items]
-        types = [it.msg_type.value for it in items]
+        nonces = tuple(
+            it.nonce if it.nonce is not None else os.urandom(L.NONCE_BYTES) for it in items
+        )
+        types = tuple(it.msg_type.value for it in items)
         entries = tuple(
             log_entry_bytes(  # 1
                 v=PROTOCOL_VERSION,
@@ -129,9 +161,18 @@ class BatchLog:
         size = tree.size
         root = tree.root()
         note = sign_checkpoint(Checkpoint(self.origin, size, root), self.origin, key)  # 3
-        head = TlogHead(size, root)
-        proofs = tree.inclusion_proofs(first, size)
-        envelopes = tuple(
+        return SignedBatch(
+            self.origin, first, size, root, note, entries, tuple(items), types, nonces
+        )
+
+    def envelopes(self, signed: SignedBatch) -> tuple[bytes, ...]:
+        """Step 4 of a batch signed by :meth:`sign` (its proofs are against its own head, so later
+        batches may have been signed since)."""
+        key = self._key
+        suite, kid, first = key.suite.value, key.kid, signed.first_index
+        head = TlogHead(signed.size, signed.root)
+        proofs = self.tree.inclusion_proofs(first, signed.size)
+        return tuple(
             encode_envelope(  # 4
                 Envelope(
                     v=PROTOCOL_VERSION,
@@ -145,6 +186,7 @@ class BatchLog:
                     auth=TlogAuth(list(it.subjects), first + i, proofs[i], head),
                 )
             )
-            for i, (it, t, nonce) in enumerate(zip(items, types, nonces, strict=True))
+            for i, (it, t, nonce) in enumerate(
+                zip(signed.items, signed.types, signed.nonces, strict=True)
+            )
         )
-        return SealedBatch(self.origin, first, size, root, note, entries, envelopes)
