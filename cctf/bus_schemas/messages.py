@@ -177,6 +177,7 @@ _ENCODER: Final = msgspec.msgpack.Encoder()
 _BALLOT_DECODER: Final = msgspec.msgpack.Decoder(Ballot)
 _VERDICT_DECODER: Final = msgspec.msgpack.Decoder(Verdict)
 _VOTE_DOMAIN: Final = b"CCTF-vote-v1\x00"
+_sha256: Final = hashlib.sha256
 
 
 class PayloadError(ValueError):
@@ -227,9 +228,10 @@ def voter_id(agent: str, resolver_id: str) -> str:
 
 def answer_digest(rcode: int, answer: list[str] | tuple[str, ...]) -> bytes:
     """SHA-256 of the MessagePack array ``[rcode, [entry, ...]]`` (entries already canonical)."""
-    return hashlib.sha256(_ENCODER.encode([rcode, list(answer)])).digest()
+    # a tuple encodes as the same msgpack array as a list: no copy
+    return _sha256(_ENCODER.encode([rcode, answer])).digest()
 
 
 def vote_digest(vote: ResolverVote) -> bytes:
     """SHA-256 of ``"CCTF-vote-v1\\0"`` followed by the vote's MessagePack encoding."""
-    return hashlib.sha256(_VOTE_DOMAIN + _ENCODER.encode(vote)).digest()
+    return _sha256(_VOTE_DOMAIN + _ENCODER.encode(vote)).digest()

@@ -70,6 +70,7 @@ from cctf.bus_schemas.messages import (  # the wire enums, re-exported
     Outcome,
     ResolverVote,
     VoterState,
+    vote_digest,
 )
 from cctf.coordinator.rewind import ExpiryHorizon
 
@@ -90,6 +91,9 @@ __all__ = [
 
 #: The digest of a counted vote that joins no group and is not unavailable (see the module docstring).
 REFUSED: bytes = b""
+_AGREE = VoterState.AGREE
+_DISAGREE = VoterState.DISAGREE
+_UNAVAILABLE = VoterState.UNAVAILABLE
 
 
 class AddResult(enum.StrEnum):
@@ -134,19 +138,30 @@ class QuorumRule:
         return cls(3, 5)
 
 
-@dataclass(frozen=True, slots=True)
-class VoteInput:
-    """One voter's vote as the tally sees it."""
+class VoteInput(NamedTuple):
+    """One voter's vote as the tally sees it (a named tuple: the verify stage builds one per vote,
+    and a tuple is several times cheaper to build than a frozen dataclass)."""
 
     voter: str
     """Voter id ``"<agent>/<resolver_id>"``."""
     digest: bytes | None
     """Answer digest when the resolver answered; ``None`` when it was unavailable; :data:`REFUSED`
     (``b""``) when it was counted but refused (joins no group, is not unavailable)."""
-    vote_digest: bytes
-    """Digest of the whole signed vote (listed in the decision when counted)."""
+    vote_digest: bytes | None
+    """Digest of the whole signed vote (listed in the decision when counted). ``None``: the
+    :func:`~cctf.bus_schemas.messages.vote_digest` of ``vote``, computed by the tally only if the
+    vote is counted (a vote for a key already decided, e.g. ballots 4 and 5 of a 3-of-5 round, is
+    refused ``closed`` without it); ``vote`` is then required."""
     vote: ResolverVote | None = None
     """The vote itself; the first counted vote of the winning group becomes ``Decision.winner``."""
+
+    def resolved(self) -> VoteInput:
+        """This input with its ``vote_digest`` computed (what the tally counts)."""
+        if self.vote_digest is not None:
+            return self
+        if self.vote is None:
+            raise ValueError("a vote input without a vote digest needs its vote")
+        return self._replace(vote_digest=vote_digest(self.vote))
 
 
 @dataclass(frozen=True, slots=True)
@@ -311,9 +326,14 @@ class RoundTally:
         digest = vote.digest
         if digest == REFUSED and not self._refusable:
             raise ValueError("a REFUSED vote needs a tally built with refusable=True")
+        vdigest = vote.vote_digest
+        if vdigest is None:  # computed only now that the vote counts (VoteInput.vote_digest)
+            if vote.vote is None:
+                raise ValueError("a vote input without a vote digest needs its vote")
+            vdigest = vote_digest(vote.vote)
         digests[voter] = digest
         self._votes[voter] = vote.vote
-        self._vote_digests.append(vote.vote_digest)
+        self._vote_digests.append(vdigest)
         if digest is None:
             self._unavail += 1
         elif digest != REFUSED:
@@ -352,28 +372,31 @@ class RoundTally:
         return self._decide(outcome, answer, early=False)
 
     def _decide(self, outcome: Outcome, answer: bytes | None, *, early: bool) -> Decision:
-        digests = self._digests
+        get = self._digests.get
+        ordered = self._electorate.ordered
+        trusted = outcome is Outcome.TRUSTED
         states: list[tuple[str, VoterState]] = []
         voter_digests: list[bytes] = []
-        for voter in self._electorate.ordered:
-            voter_digests.append(digests.get(voter) or b"")
-            if voter not in digests or digests[voter] is None:
-                state = VoterState.UNAVAILABLE
-            elif outcome is Outcome.TRUSTED and digests[voter] == answer:
-                state = VoterState.AGREE
+        for voter in ordered:
+            digest = get(voter)  # None: not counted, or counted without an answer
+            if digest is None:
+                state = _UNAVAILABLE
+                voter_digests.append(b"")
             else:
-                state = VoterState.DISAGREE
+                state = _AGREE if trusted and digest == answer else _DISAGREE
+                voter_digests.append(digest)
             states.append((voter, state))
+        votes_get = self._votes.get
         decision = Decision(
             outcome=outcome,
             answer_digest=answer,
             voters=tuple(states),
             vote_digests=tuple(sorted(self._vote_digests)),
             decided_early=early,
-            equivocations=tuple(sorted(self._equivocators)),
+            equivocations=tuple(sorted(self._equivocators)) if self._equivocators else (),
             voter_digests=tuple(voter_digests),
             winner=self._first.get(answer) if answer is not None else None,
-            counted_votes=tuple(self._votes.get(voter) for voter in self._electorate.ordered),
+            counted_votes=tuple([votes_get(voter) for voter in ordered]),
         )
         self._decision = decision
         return decision
@@ -444,6 +467,10 @@ class TallyBook:
     def get(self, qname: str, qtype: str, round_: int) -> RoundTally | None:
         """The tally for a key, while held."""
         return self._tallies.get((qname, qtype, round_))
+
+    def holds(self, key: TallyKey) -> bool:
+        """Whether the tally of ``key`` is held (:meth:`get` without building the key)."""
+        return key in self._tallies
 
     def add(
         self, qname: str, qtype: str, round_: int, vote: VoteInput

@@ -7,7 +7,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 from wirefactories import make_ballot, make_vote, make_world, seal_ballot
 
-from cctf.bus_schemas.messages import DnssecState, VoteStatus, dnssec_states_for
+from cctf.bus_schemas.messages import DnssecState, VoteStatus, dnssec_states_for, vote_digest
 from cctf.bus_schemas.subjects import SubjectError, normalize_name
 from cctf.coordinator.config import NameSet
 from cctf.coordinator.pipeline.verify import (
@@ -169,4 +169,8 @@ def test_checked_votes_are_the_vote_inputs(dnssec: list[DnssecState], data: st.D
     checked = stage.check(data_, agent.subject)
     assert isinstance(checked, Checked)
     assert [vi for _k, vi in checked.votes] == [vote_input(v) for v in votes]
+    # the vote digest is left to the tally (computed only for a counted vote): the same digest
+    assert [vi.resolved().vote_digest for _k, vi in checked.votes] == [
+        vote_digest(v) for v in votes
+    ]
     assert [k for k, _vi in checked.votes] == [TallyKey(v.qname, v.qtype, r) for v in votes]

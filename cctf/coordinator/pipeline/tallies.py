@@ -21,6 +21,7 @@ from cctf.coordinator.verdicts import VerdictError
 __all__ = ["AnyKey", "AnyVerdict", "Counted", "Deciders", "Tallies"]
 
 _COUNTED = AddResult.COUNTED
+_CLOSED = AddResult.CLOSED
 
 AnyKey = TallyKey | IdentityKey
 AnyVerdict = Verdict | IdentityVerdict
@@ -74,6 +75,7 @@ class Tallies:
             return out
         book, add, keys, decided = self.dns, self.dns.add_at, out.keys, out.decided
         recent = self.recent
+        closed = 0
         for tkey, vote in checked.votes:
             result, decision = add(tkey, vote)
             if result is _COUNTED:  # the hot path of _note
@@ -83,9 +85,14 @@ class Tallies:
                 if recent is not None:  # the silent-round rule's bound (pipeline.recent)
                     recent.note(tkey.qname, tkey.qtype, tkey.round)
                 continue
+            if result is _CLOSED:  # _note's count, inlined (ballots 4 and 5 of a 3-of-5 round)
+                closed += 1
+                if not book.holds(tkey):
+                    out.unheard += 1
+                continue
             self._note(out, tkey, vote.voter, tkey.qname, result, decision)
-            if result is AddResult.CLOSED and book.get(tkey.qname, tkey.qtype, tkey.round) is None:
-                out.unheard += 1
+        if closed:
+            out.ignored[_CLOSED.value] = out.ignored.get(_CLOSED.value, 0) + closed
         return out
 
     @staticmethod

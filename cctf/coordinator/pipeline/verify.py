@@ -25,7 +25,7 @@ from typing import Final
 
 from cctf.bus_schemas.envelope import Rejected
 from cctf.bus_schemas.evidence import EvidenceBallot, Facts
-from cctf.bus_schemas.messages import Ballot, DnssecState, ResolverVote, VoteStatus, vote_digest
+from cctf.bus_schemas.messages import Ballot, DnssecState, ResolverVote, VoteStatus
 from cctf.bus_schemas.subjects import SubjectError, normalize_name
 from cctf.coordinator.config import NameSet
 from cctf.coordinator.pipeline.identity import IdentityKey, IdentitySet, identity_vote
@@ -114,24 +114,31 @@ class VerifyStage:
         out = Checked(ballot, [])
         ignored, votes, round_ = out.ignored, out.votes, ballot.round
         admitted, cache = self.admitted, self._admitted
+        append, new = votes.append, tuple.__new__
+        # One voter id string per resolver of this ballot (vote.voter builds a new one each time;
+        # one object also hashes once in the tally's dicts). Every vote's agent is the ballot's.
+        voters: dict[str, str] = {}
         for vote in ballot.votes:
-            qname = cache.get((vote.qname, vote.qtype), _UNSEEN)
+            qtype = vote.qtype
+            qname = cache.get((vote.qname, qtype), _UNSEEN)
             if qname is _UNSEEN:
-                qname = admitted(vote.qname, vote.qtype)
+                qname = admitted(vote.qname, qtype)
             if not qname:
                 reason = UNCONFIGURED if qname is None else BAD_QNAME
                 ignored[reason] = ignored.get(reason, 0) + 1
                 continue
-            # vote_input, inlined (the hot path: once per vote)
+            # vote_input, inlined (the hot path: once per vote); the vote digest is computed by
+            # the tally if the vote is counted (VoteInput.vote_digest None)
             if vote.dnssec is _BOGUS:
                 digest: bytes | None = REFUSED
             else:
                 digest = vote.answer_digest if vote.status is _ANSWER else None
-            votes.append(
-                (
-                    TallyKey(qname, vote.qtype, round_),  # type: ignore[arg-type]
-                    VoteInput(vote.voter, digest, vote_digest(vote), vote),
-                )
+            voter = voters.get(vote.resolver_id)
+            if voter is None:
+                voter = voters[vote.resolver_id] = vote.voter
+            # TallyKey(...) and VoteInput(...) without their Python-level __new__ (named tuples)
+            append(
+                (new(TallyKey, (qname, qtype, round_)), new(VoteInput, (voter, digest, None, vote)))
             )
         if not votes:
             reason = BAD_QNAME if ignored.keys() == {BAD_QNAME} else UNCONFIGURED
@@ -160,7 +167,8 @@ class VerifyStage:
 
 
 def vote_input(vote: ResolverVote) -> VoteInput:
-    """The tally's view of a vote (it keeps ``vote`` so a decision carries its winning answer).
+    """The tally's view of a vote (it keeps ``vote`` so a decision carries its winning answer, and
+    computes its :func:`~cctf.bus_schemas.messages.vote_digest` if it counts it).
 
     A DNSSEC-``bogus`` vote (an answer the agent's validation refused, or a validating resolver's
     SERVFAIL for a DNSSEC failure) is a refused vote (:data:`~cctf.coordinator.tally.REFUSED`): it
@@ -170,4 +178,4 @@ def vote_input(vote: ResolverVote) -> VoteInput:
         digest: bytes | None = REFUSED
     else:
         digest = vote.answer_digest if vote.status is VoteStatus.ANSWER else None
-    return VoteInput(vote.voter, digest, vote_digest(vote), vote)
+    return VoteInput(vote.voter, digest, None, vote)
