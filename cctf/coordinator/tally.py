@@ -111,6 +111,13 @@ class AddResult(enum.StrEnum):
     """(TallyBook only) the vote would open a tally beyond ``max_open``; ignored."""
 
 
+_COUNTED = AddResult.COUNTED
+_DUPLICATE = AddResult.DUPLICATE
+_EQUIVOCATION = AddResult.EQUIVOCATION
+_UNKNOWN_VOTER = AddResult.UNKNOWN_VOTER
+_CLOSED = AddResult.CLOSED
+
+
 def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
@@ -220,22 +227,28 @@ class _Electorate:
 
 
 class RoundTally:
-    """The tally of one ``(name, qtype, round)``; see the module docstring for the rule."""
+    """The tally of one ``(name, qtype, round)``; see the module docstring for the rule.
+
+    State: each counted voter's :class:`VoteInput` (insertion order = counting order: the winner is
+    the first counted vote of the winning group), the size of each answer group, the running
+    maximum; the vote digests are read from the inputs when the decision is built (a lazy
+    ``vote_digest`` is computed then, once per counted vote). Three containers per tally (the book
+    holds up to ``max_open`` of them, and the cyclic GC scans every one)."""
 
     __slots__ = (
         "_best",
         "_best_digest",
         "_decision",
-        "_digests",
         "_electorate",
         "_equivocators",
-        "_first",
         "_groups",
+        "_inputs",
+        "_k",
+        "_members",
+        "_n",
         "_refusable",
         "_rule",
         "_unavail",
-        "_vote_digests",
-        "_votes",
     )
 
     def __init__(
@@ -251,17 +264,17 @@ class RoundTally:
 
     def _setup(self, rule: QuorumRule, electorate: _Electorate, refusable: bool) -> None:
         self._rule = rule
+        self._k = rule.k
+        self._n = rule.n
         self._refusable = refusable
         self._electorate = electorate
-        self._digests: dict[str, bytes | None] = {}
-        self._vote_digests: list[bytes] = []
-        self._votes: dict[str, ResolverVote | None] = {}
+        self._members = electorate.members
+        self._inputs: dict[str, VoteInput] = {}
         self._groups: dict[bytes, int] = {}
-        self._first: dict[bytes, ResolverVote | None] = {}
         self._best = 0
         self._best_digest: bytes | None = None
         self._unavail = 0
-        self._equivocators: set[str] = set()
+        self._equivocators: set[str] | None = None  # made at the first equivocation
         self._decision: Decision | None = None
 
     # --- queries -------------------------------------------------------------------------------
@@ -278,12 +291,12 @@ class RoundTally:
     @property
     def counted(self) -> int:
         """Number of voters whose vote is counted."""
-        return len(self._digests)
+        return len(self._inputs)
 
     @property
     def pending(self) -> int:
         """Number of electorate voters not counted yet."""
-        return self._rule.n - len(self._digests)
+        return self._n - len(self._inputs)
 
     @property
     def unavailable(self) -> int:
@@ -303,7 +316,7 @@ class RoundTally:
     @property
     def equivocations(self) -> tuple[str, ...]:
         """Every voter seen equivocating, including after the decision, sorted."""
-        return tuple(sorted(self._equivocators))
+        return tuple(sorted(self._equivocators)) if self._equivocators else ()
 
     def decision(self) -> Decision | None:
         """The settled decision, or ``None`` while the pending votes could still change it."""
@@ -313,47 +326,48 @@ class RoundTally:
 
     def add(self, vote: VoteInput) -> AddResult:
         voter = vote.voter
-        if voter not in self._electorate.members:
-            return AddResult.UNKNOWN_VOTER
-        digests = self._digests
-        if voter in digests:
-            if digests[voter] == vote.digest:
-                return AddResult.DUPLICATE
+        if voter not in self._members:
+            return _UNKNOWN_VOTER
+        inputs = self._inputs
+        first = inputs.get(voter)
+        if first is not None:
+            if first.digest == vote.digest:
+                return _DUPLICATE
+            if self._equivocators is None:
+                self._equivocators = set()
             self._equivocators.add(voter)
-            return AddResult.EQUIVOCATION
+            return _EQUIVOCATION
         if self._decision is not None:
-            return AddResult.CLOSED
+            return _CLOSED
         digest = vote.digest
         if digest == REFUSED and not self._refusable:
             raise ValueError("a REFUSED vote needs a tally built with refusable=True")
-        vdigest = vote.vote_digest
-        if vdigest is None:  # computed only now that the vote counts (VoteInput.vote_digest)
-            if vote.vote is None:
-                raise ValueError("a vote input without a vote digest needs its vote")
-            vdigest = vote_digest(vote.vote)
-        digests[voter] = digest
-        self._votes[voter] = vote.vote
-        self._vote_digests.append(vdigest)
+        if vote.vote_digest is None and vote.vote is None:
+            raise ValueError("a vote input without a vote digest needs its vote")
+        inputs[voter] = vote
         if digest is None:
             self._unavail += 1
-        elif digest != REFUSED:
-            size = self._groups.get(digest, 0) + 1
-            self._groups[digest] = size
-            if size == 1:
-                self._first[digest] = vote.vote
+        elif digest:  # an answer (not REFUSED)
+            groups = self._groups
+            size = groups.get(digest, 0) + 1
+            groups[digest] = size
             if size > self._best:
                 self._best = size
                 self._best_digest = digest
-        self._settle()
-        return AddResult.COUNTED
+                if size >= self._k:  # _settle's first rule, inlined
+                    self._decide(Outcome.TRUSTED, digest, early=True)
+                    return _COUNTED
+        if self._best + self._n - len(inputs) < self._k:  # no group can still reach k
+            self._settle()
+        return _COUNTED
 
     def _settle(self) -> None:
-        k = self._rule.k
+        k = self._k
         best = self._best
         if best >= k:
             self._decide(Outcome.TRUSTED, self._best_digest, early=True)
             return
-        pending = self._rule.n - len(self._digests)
+        pending = self._n - len(self._inputs)
         if best + pending >= k:
             return  # some group could still reach k
         unavail = self._unavail
@@ -372,13 +386,20 @@ class RoundTally:
         return self._decide(outcome, answer, early=False)
 
     def _decide(self, outcome: Outcome, answer: bytes | None, *, early: bool) -> Decision:
-        get = self._digests.get
-        ordered = self._electorate.ordered
+        inputs = self._inputs
+        get = inputs.get
         trusted = outcome is Outcome.TRUSTED
         states: list[tuple[str, VoterState]] = []
         voter_digests: list[bytes] = []
-        for voter in ordered:
-            digest = get(voter)  # None: not counted, or counted without an answer
+        counted_votes: list[ResolverVote | None] = []
+        for voter in self._electorate.ordered:
+            vi = get(voter)
+            if vi is None:  # not counted
+                states.append((voter, _UNAVAILABLE))
+                voter_digests.append(b"")
+                counted_votes.append(None)
+                continue
+            digest = vi.digest
             if digest is None:
                 state = _UNAVAILABLE
                 voter_digests.append(b"")
@@ -386,17 +407,30 @@ class RoundTally:
                 state = _AGREE if trusted and digest == answer else _DISAGREE
                 voter_digests.append(digest)
             states.append((voter, state))
-        votes_get = self._votes.get
+            counted_votes.append(vi.vote)
+        winner = None
+        if answer is not None:  # the first counted vote of the winning group
+            for vi in inputs.values():
+                if vi.digest == answer:
+                    winner = vi.vote
+                    break
         decision = Decision(
             outcome=outcome,
             answer_digest=answer,
             voters=tuple(states),
-            vote_digests=tuple(sorted(self._vote_digests)),
+            vote_digests=tuple(
+                sorted(
+                    [
+                        vi.vote_digest if vi.vote_digest is not None else vote_digest(vi.vote)  # type: ignore[arg-type]
+                        for vi in inputs.values()
+                    ]
+                )
+            ),
             decided_early=early,
             equivocations=tuple(sorted(self._equivocators)) if self._equivocators else (),
             voter_digests=tuple(voter_digests),
-            winner=self._first.get(answer) if answer is not None else None,
-            counted_votes=tuple([votes_get(voter) for voter in ordered]),
+            winner=winner,
+            counted_votes=tuple(counted_votes),
         )
         self._decision = decision
         return decision
@@ -494,9 +528,9 @@ class TallyBook:
                 return AddResult.OVERLOADED, None
             tally = self._open(key)
         result = tally.add(vote)
-        if result is AddResult.COUNTED:
+        if result is _COUNTED:
             # COUNTED only happens while open, and a tally closes once: this emits exactly once.
-            return result, tally.decision()
+            return result, tally._decision
         return result, None
 
     def _open(self, key: TallyKey) -> RoundTally:
