@@ -37,6 +37,7 @@ from cctf.bus_schemas.messages import (
     Transport,
     VoteStatus,
     answer_digest,
+    decode_vote,
     dnssec_states_for,
     encode,
 )
@@ -64,7 +65,6 @@ BALLOT_MSG_ID_PREFIX: Final = "cctf-ballot"
 #: Encoded ballots are kept below this (the envelope adds signatures and headers around it).
 MAX_BALLOT_PAYLOAD_BYTES: Final = L.MAX_PAYLOAD_BYTES
 _BALLOT_OVERHEAD: Final = 256  # generous bound on the ballot's own fields and array headers
-_VOTE_DECODER: Final = msgspec.msgpack.Decoder(ResolverVote)
 _MAX_UINT: Final = 2**63 - 1
 
 #: One observation together with the question it answers: ``(qname, qtype, observation)``.
@@ -120,7 +120,7 @@ def _valid(vote: ResolverVote) -> bool:
     """Whether ``vote`` passes the coordinator's strict decoding (msgspec does not validate on
     construction, so we round-trip)."""
     try:
-        _VOTE_DECODER.decode(encode(vote))
+        decode_vote(encode(vote))
     except Exception:  # ValidationError, DecodeError, OverflowError, UnicodeEncodeError, ...
         return False
     return True
