@@ -149,7 +149,7 @@ class Intake:
                         out.to_ack.append(d)
                 continue
             try:  # step 3
-                checked = self._verify.check(d.data, d.subject)
+                checked = self._verify.check(d.data, d.subject, digest)
             except Exception as exc:  # a bug, never input: count, log, terminate
                 _log.exception("vote_failed", subject=d.subject[:256], error=repr(exc)[:200])
                 if not isinstance(d, LiveCopy):
@@ -184,8 +184,7 @@ class Intake:
             counted = self._tallies.count(checked)
             dups.record(digest, Seen(keys=tuple(counted.keys)), clock_ms)
             n.votes += len(counted.keys)
-            for key in counted.keys:
-                self._last_vote[key] = arrival
+            self._last_vote.update(dict.fromkeys(counted.keys, arrival))
             out.decided.extend(counted.decided)
             n.equivocations += len(counted.equivocations)
             for voter, what in counted.equivocations:

@@ -536,7 +536,11 @@ class TallyBook:
     def _open(self, key: TallyKey) -> RoundTally:
         tally = RoundTally._with(self._rule, self._electorate, self._refusable)
         self._tallies[key] = tally
-        self._live_rounds.setdefault(key.round, []).append(key)
+        keys = self._live_rounds.get(key.round)
+        if keys is None:
+            self._live_rounds[key.round] = [key]
+        else:
+            keys.append(key)
         self._live += 1
         return tally
 

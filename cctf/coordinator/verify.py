@@ -94,10 +94,15 @@ class BallotVerifier:
     certs: CertCheck | None = None  # step 12a, with the coordinator's ``ca:`` section
 
     def _open(
-        self, data: bytes, subject: str, msg_type: MessageType, decode: Callable[[bytes], M]
+        self,
+        data: bytes,
+        subject: str,
+        msg_type: MessageType,
+        decode: Callable[[bytes], M],
+        digest: bytes | None,
     ) -> M:
         """Steps 1-13, shared by ballots and evidence (they differ in type, subject kind and
-        payload only)."""
+        payload only). ``digest``: SHA-256 of ``data``, if the caller computed it already."""
         now = self.clock.now_ms()
         opened = open_signed(  # 1-9
             data,
@@ -111,9 +116,9 @@ class BallotVerifier:
         )
         env, signer, parsed = opened.envelope, opened.signer, opened.subject
         try:  # 10
-            seen = self.replay.admit(
-                env.kid.encode() + env.nonce, hashlib.sha256(data).digest(), env.exp, now
-            )
+            if digest is None:
+                digest = hashlib.sha256(data).digest()
+            seen = self.replay.admit(env.kid.encode() + env.nonce, digest, env.exp, now)
         except ReplayCacheFull as exc:
             raise Rejected(Reason.REPLAY, str(exc)) from None
         if seen is Admission.DUPLICATE:
@@ -144,9 +149,9 @@ class BallotVerifier:
             raise Rejected(Reason.ROUND, f"round {ballot.round} is outside the window at {current}")
         return ballot
 
-    def verify(self, data: bytes, subject: str) -> Ballot:
-        """A ballot on a vote subject: steps 1-14."""
-        ballot = self._open(data, subject, MessageType.BALLOT, decode_ballot)  # 1-13
+    def verify(self, data: bytes, subject: str, digest: bytes | None = None) -> Ballot:
+        """A ballot on a vote subject: steps 1-14 (``digest``: SHA-256 of ``data``, if known)."""
+        ballot = self._open(data, subject, MessageType.BALLOT, decode_ballot, digest)  # 1-13
         region, agent, round_ = ballot.region, ballot.agent, ballot.round
         states, answer = _DNSSEC_STATES, VoteStatus.ANSWER
         for vote in ballot.votes:  # the hot path: once per vote
@@ -168,10 +173,12 @@ class BallotVerifier:
                 )
         return ballot
 
-    def verify_evidence(self, data: bytes, subject: str) -> EvidenceBallot:
+    def verify_evidence(
+        self, data: bytes, subject: str, digest: bytes | None = None
+    ) -> EvidenceBallot:
         """An evidence ballot on an evidence subject: the same steps 1-13, then step 14 per
         observation (:func:`cctf.bus_schemas.evidence.first_bad_observation`)."""
-        ev = self._open(data, subject, MessageType.EVIDENCE, decode_evidence)  # 1-13
+        ev = self._open(data, subject, MessageType.EVIDENCE, decode_evidence, digest)  # 1-13
         bad = first_bad_observation(ev)  # 14
         if bad is not None:
             raise Rejected(Reason(bad[0]), bad[1])

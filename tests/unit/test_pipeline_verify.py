@@ -3,6 +3,8 @@ ballot (several signed ballots of one agent and round) tallies as one."""
 
 from __future__ import annotations
 
+import hashlib
+
 from hypothesis import given, settings
 from hypothesis import strategies as st
 from wirefactories import make_ballot, make_vote, make_world, seal_ballot
@@ -174,3 +176,21 @@ def test_checked_votes_are_the_vote_inputs(dnssec: list[DnssecState], data: st.D
         vote_digest(v) for v in votes
     ]
     assert [k for k, _vi in checked.votes] == [TallyKey(v.qname, v.qtype, r) for v in votes]
+
+
+def test_the_callers_envelope_digest_stands_for_the_one_step_10_computes() -> None:
+    """Intake passes the SHA-256 it computed for the duplicate index: the same checked votes, and
+    the replay cache tells the other copy (a duplicate) from a replay just as without it."""
+    world = make_world((EAST,))
+    agent = world.agents[EAST]
+    data = world.sealed(EAST)
+    digest = hashlib.sha256(data).digest()
+    results = []
+    for known in (None, digest):
+        stage = VerifyStage(world.verifier(), NameSet([("example.com.", "A")]))
+        first = stage.check(data, agent.subject, known)
+        again = stage.check(data, agent.subject, known)
+        assert isinstance(first, Checked)
+        assert isinstance(again, Refused) and again.reason == "duplicate"
+        results.append([(k, vi.resolved()) for k, vi in first.votes])
+    assert results[0] == results[1]

@@ -103,8 +103,13 @@ class AckLedger(Generic[T, K]):
         if not distinct:
             return False
         h: _Hold[K] = _Hold(now_ms + self._limit, now_ms + self._refresh)
+        waiters = self._waiters
         for key in distinct:
-            self._waiters.setdefault(key, []).append(token)
+            tokens = waiters.get(key)
+            if tokens is None:
+                waiters[key] = [token]
+            else:
+                tokens.append(token)
         h.keys = distinct
         h.remaining = len(distinct)
         self._held[token] = h

@@ -104,11 +104,14 @@ class VerifyStage:
         cache[key] = out
         return out
 
-    def check(self, data: bytes, subject: str) -> Checked | CheckedEvidence | Refused:
+    def check(
+        self, data: bytes, subject: str, digest: bytes | None = None
+    ) -> Checked | CheckedEvidence | Refused:
+        """``digest``: SHA-256 of ``data`` if the caller has it (step 10's envelope digest)."""
         if subject.startswith(_EVIDENCE_PREFIX):
-            return self.check_evidence(data, subject)
+            return self.check_evidence(data, subject, digest)
         try:
-            ballot = self._verifier.verify(data, subject)
+            ballot = self._verifier.verify(data, subject, digest)
         except Rejected as rej:
             return Refused(rej.reason.value, rej.detail)
         out = Checked(ballot, [])
@@ -130,24 +133,26 @@ class VerifyStage:
             # vote_input, inlined (the hot path: once per vote); the vote digest is computed by
             # the tally if the vote is counted (VoteInput.vote_digest None)
             if vote.dnssec is _BOGUS:
-                digest: bytes | None = REFUSED
+                answer: bytes | None = REFUSED
             else:
-                digest = vote.answer_digest if vote.status is _ANSWER else None
+                answer = vote.answer_digest if vote.status is _ANSWER else None
             voter = voters.get(vote.resolver_id)
             if voter is None:
                 voter = voters[vote.resolver_id] = vote.voter
             # TallyKey(...) and VoteInput(...) without their Python-level __new__ (named tuples)
             append(
-                (new(TallyKey, (qname, qtype, round_)), new(VoteInput, (voter, digest, None, vote)))
+                (new(TallyKey, (qname, qtype, round_)), new(VoteInput, (voter, answer, None, vote)))
             )
         if not votes:
             reason = BAD_QNAME if ignored.keys() == {BAD_QNAME} else UNCONFIGURED
             return Refused(reason, f"no configured name among {len(ballot.votes)} votes", ignored)
         return out
 
-    def check_evidence(self, data: bytes, subject: str) -> CheckedEvidence | Refused:
+    def check_evidence(
+        self, data: bytes, subject: str, digest: bytes | None = None
+    ) -> CheckedEvidence | Refused:
         try:
-            ev = self._verifier.verify_evidence(data, subject)
+            ev = self._verifier.verify_evidence(data, subject, digest)
         except Rejected as rej:
             return Refused(rej.reason.value, rej.detail)
         out = CheckedEvidence(ev, [])
