@@ -56,9 +56,10 @@ INLINE_SEAL_MAX: Final = 4096
 _RETRY_FIRST_S: Final = 0.05
 _RETRY_MAX_S: Final = 2.0
 
-#: Turns of the event loop the release of an inline batch gives its log append (so the record is
-#: on its way to the server) before computing the batch's proofs and envelopes meanwhile.
-_APPEND_TURNS: Final = 4
+#: Turns of the event loop the release of an inline batch gives its log append before computing the
+#: batch's proofs and envelopes: the append task hands the record to the connection in the first,
+#: its flusher writes it in the second (nats-py 2.16), so the server stores it meanwhile.
+_APPEND_TURNS: Final = 2
 
 #: Append one signed batch to the durable log; raises on failure (a fencing error is fatal:
 #: :data:`fatal_errors`).
