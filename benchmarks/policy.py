@@ -7,7 +7,9 @@ decisions, as the service hands them on:
 
 * ``policy``: :meth:`SafeModeStage.apply` (detectors, safe mode, answer hold), automatic safe mode
   on;
-* ``decide``: :meth:`Decider.verdict` (``build_verdict``, sequence clock) of every judged decision.
+* ``decide``: :meth:`Decider.verdict` (``build_verdict``, sequence clock) of every judged decision;
+* ``targets``: :meth:`Signer.targets` of every verdict (its subject and message id in each of
+  ``--regions`` verdict regions: batch signing).
 
 Two workloads (``--layout``): ``repeat`` (default) is N names decided every round, 5 voters in 2
 regions, every name's answer changing once midway (so the hold holds ``names`` x (N-1) decisions):
@@ -29,8 +31,11 @@ from cctf.clock import FakeClock
 from cctf.coordinator.cli import GC_THRESHOLDS
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.safemode import SafeModeStage
+from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.verify import vote_input
 from cctf.coordinator.tally import Decision, QuorumRule, TallyBook, TallyKey
+from cctf.crypto.keys import SigningKey
+from cctf.crypto.suites import SuiteId
 from cctf.policy.config import PolicyConfig
 
 LAYOUTS = {
@@ -83,7 +88,9 @@ def _decide(layout: str, names: int, rounds: int) -> tuple[list[tuple[TallyKey, 
     return decided, time.process_time() - t0
 
 
-def run(layout: str, names: int, rounds: int, batch: int) -> dict[str, float | int | str]:
+def run(
+    layout: str, names: int, rounds: int, batch: int, n_regions: int
+) -> dict[str, float | int | str]:
     decided, tally_s = _decide(layout, names, rounds)
     regions = sorted({g for _a, g, _r in LAYOUTS[layout]})
     clock = FakeClock(1_800_000_000_000)
@@ -95,15 +102,19 @@ def run(layout: str, names: int, rounds: int, batch: int) -> dict[str, float | i
         clock,
     )
     decider = Decider(QuorumRule(3, 5), "coord", 60_000, clock)
-    policy_s = decide_s = 0.0
+    signer = Signer(SigningKey.generate(SuiteId.HYBRID), [f"r{i}" for i in range(n_regions)])
+    policy_s = decide_s = targets_s = 0.0
     held = 0
     for at in range(0, len(decided), batch):
         t0 = time.process_time()
         result = stage.apply(decided[at : at + batch])
         t1 = time.process_time()
-        for key, d in result.decided:
-            decider.verdict(key, d)
-        decide_s += time.process_time() - t1
+        verdicts = [decider.verdict(key, d) for key, d in result.decided]
+        t2 = time.process_time()
+        for verdict in verdicts:
+            signer.targets(verdict)
+        targets_s += time.process_time() - t2
+        decide_s += t2 - t1
         policy_s += t1 - t0
         held += sum(r.event == "answer_held" for r in result.records)
     n = len(decided)
@@ -113,6 +124,8 @@ def run(layout: str, names: int, rounds: int, batch: int) -> dict[str, float | i
         "tally_us_per_decision": round(tally_s / n * 1e6, 2),
         "policy_us_per_decision": round(policy_s / n * 1e6, 2),
         "decide_us_per_decision": round(decide_s / n * 1e6, 2),
+        "targets_us_per_decision": round(targets_s / n * 1e6, 2),
+        "regions": n_regions,
         "ratio_policy_to_tally": round(policy_s / tally_s, 2),
         "held": held,
     }
@@ -124,6 +137,7 @@ def main() -> None:
     p.add_argument("--names", type=int, default=1000)
     p.add_argument("--rounds", type=int, default=20)
     p.add_argument("--batch", type=int, default=500, help="decisions per SafeModeStage.apply")
+    p.add_argument("--regions", type=int, default=1, help="verdict regions (Signer.targets)")
     p.add_argument("--repeat", type=int, default=3, help="runs; the best of each figure is kept")
     p.add_argument(
         "--default-gc", action="store_true", help="the interpreter's GC thresholds (700, 10, 10)"
@@ -131,9 +145,14 @@ def main() -> None:
     a = p.parse_args()
     if not a.default_gc:  # as `cctf coordinator run` does once started
         gc.set_threshold(*GC_THRESHOLDS)
-    runs = [run(a.layout, a.names, a.rounds, a.batch) for _ in range(max(1, a.repeat))]
+    runs = [run(a.layout, a.names, a.rounds, a.batch, a.regions) for _ in range(max(1, a.repeat))]
     best = dict(runs[0])
-    for key in ("tally_us_per_decision", "policy_us_per_decision", "decide_us_per_decision"):
+    for key in (
+        "tally_us_per_decision",
+        "policy_us_per_decision",
+        "decide_us_per_decision",
+        "targets_us_per_decision",
+    ):
         best[key] = min(float(r[key]) for r in runs)
     best["ratio_policy_to_tally"] = round(
         float(best["policy_us_per_decision"]) / float(best["tally_us_per_decision"]), 2

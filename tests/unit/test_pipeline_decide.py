@@ -3,6 +3,7 @@ issued time, one sealed envelope per verdict region (real keys)."""
 
 from __future__ import annotations
 
+import msgspec
 import pytest
 from hypothesis import assume, given
 from hypothesis import strategies as st
@@ -243,3 +244,58 @@ def test_per_coordinator_subjects_verify_and_bind_the_coordinator() -> None:
     ):
         with pytest.raises(SubjectError):
             parse_subject(bad)
+
+
+_TARGET_REGIONS = st.lists(
+    st.sampled_from(["us-east", "eu-west", "ap-south", "Not A Region", "-x"]),
+    min_size=1,
+    max_size=3,
+    unique=True,
+)
+
+
+@given(
+    regions=_TARGET_REGIONS,
+    qname=st.one_of(
+        st.sampled_from(
+            ["example.com.", "www.Example.COM", ".", "a..b.", "x" * 70 + ".", "é.test."]
+        ),
+        st.text(max_size=30),
+        st.builds(lambda n: ("a" * 63 + ".") * n, st.integers(1, 5)),
+    ),
+    qtype=st.sampled_from(["A", "AAAA", "TXT", "a", "A A", ""]),
+    coordinator=st.sampled_from(["coord-1", "Bad Coord", "c"]),
+    round_=st.integers(0, 2**40),
+    per_coordinator=st.booleans(),
+)
+def test_targets_fast_path_equals_the_per_region_functions(
+    regions: list[str],
+    qname: str,
+    qtype: str,
+    coordinator: str,
+    round_: int,
+    per_coordinator: bool,
+) -> None:
+    """``Signer.targets`` (region prefixes checked once, one name token per verdict) gives the
+    subjects and message ids of ``verdict_subject`` / ``verdict_msg_id`` region by region, or the
+    same ``SignError``; asked twice (the cached qtype and coordinator path)."""
+    coord = make_identity("coord-1", "us-east", role=Role.COORDINATOR)
+    key, decision = _decided()
+    verdict = msgspec.structs.replace(
+        Decider(RULE, "coord-1", 30_000, FakeClock(START_MS)).verdict(key, decision),
+        qname=qname,
+        qtype=qtype,
+        coordinator=coordinator,
+        round=round_,
+    )
+    signer = Signer(coord.key, regions, per_coordinator=per_coordinator)
+    for _ in range(2):
+        try:
+            want: object = signer._targets(verdict)
+        except SignError as exc:
+            want = str(exc)
+        try:
+            got: object = signer.targets(verdict)
+        except SignError as exc:
+            got = str(exc)
+        assert got == want
