@@ -61,6 +61,7 @@ class Watch:
         self.verdict_made: dict[int, dict[str, tuple[int, bool, bool]]] = defaultdict(dict)
         self.outcomes: dict[str, int] = defaultdict(int)
         self.last_verdict = time.perf_counter()
+        self.last_in_round: dict[int, float] = {}  # round -> perf_counter of its latest verdict
         self.total = 0
 
     async def on_ballot(self, msg: Any) -> None:
@@ -77,6 +78,7 @@ class Watch:
     def on_verdict(self, verdict: Any) -> None:
         now = time.perf_counter()
         self.last_verdict = now
+        self.last_in_round[verdict.round] = now
         self.total += 1
         if verdict.qname.endswith("." + ORIGIN):
             self.verdicts[verdict.round].setdefault(verdict.qname, now)
@@ -85,6 +87,12 @@ class Watch:
                 verdict.qname, (verdict.issued_ms, verdict.decided_early, verdict.is_lkg)
             )
             self.outcomes[verdict.outcome.value] += 1
+
+    def last_verdict_of(self, rounds: range) -> float:
+        """When the latest verdict of one of ``rounds`` arrived (``-inf``: none yet)."""
+        return max(
+            (self.last_in_round.get(r, float("-inf")) for r in rounds), default=float("-inf")
+        )
 
     def ballots_at(self, round_: int) -> float | None:
         """When the k-th agent's last part of ``round_`` was seen (None: fewer than k agents)."""
