@@ -226,6 +226,32 @@ class _Electorate:
         self.ordered: tuple[str, ...] = tuple(sorted(members))
 
 
+#: Decisions share their ``(voter, state)`` pairs and ``voters`` tuples (a few distinct values per
+#: electorate): fewer objects for the cyclic GC to scan in every decision a book holds (bounded).
+_PAIRS: dict[tuple[str, VoterState], tuple[str, VoterState]] = {}
+_VOTERS: dict[tuple[tuple[str, VoterState], ...], tuple[tuple[str, VoterState], ...]] = {}
+_SHARED_LIMIT = 4096
+
+
+def _pair(voter: str, state: VoterState) -> tuple[str, VoterState]:
+    pair = (voter, state)
+    shared = _PAIRS.get(pair)
+    if shared is None:
+        if len(_PAIRS) >= _SHARED_LIMIT:
+            _PAIRS.clear()
+        shared = _PAIRS[pair] = pair
+    return shared
+
+
+def _shared(voters: tuple[tuple[str, VoterState], ...]) -> tuple[tuple[str, VoterState], ...]:
+    shared = _VOTERS.get(voters)
+    if shared is None:
+        if len(_VOTERS) >= _SHARED_LIMIT:
+            _VOTERS.clear()
+        shared = _VOTERS[voters] = voters
+    return shared
+
+
 class RoundTally:
     """The tally of one ``(name, qtype, round)``; see the module docstring for the rule.
 
@@ -238,6 +264,7 @@ class RoundTally:
     __slots__ = (
         "_best",
         "_best_digest",
+        "_closed",
         "_decision",
         "_electorate",
         "_equivocators",
@@ -270,6 +297,9 @@ class RoundTally:
         self._electorate = electorate
         self._members = electorate.members
         self._inputs: dict[str, VoteInput] = {}
+        #: once decided: each counted voter's answer digest (the inputs are dropped: their votes
+        #: live on in the decision; a dict of bytes is not tracked by the cyclic GC)
+        self._closed: dict[str, bytes | None] | None = None
         self._groups: dict[bytes, int] = {}
         self._best = 0
         self._best_digest: bytes | None = None
@@ -291,12 +321,12 @@ class RoundTally:
     @property
     def counted(self) -> int:
         """Number of voters whose vote is counted."""
-        return len(self._inputs)
+        return len(self._inputs) if self._closed is None else len(self._closed)
 
     @property
     def pending(self) -> int:
         """Number of electorate voters not counted yet."""
-        return self._n - len(self._inputs)
+        return self._n - self.counted
 
     @property
     def unavailable(self) -> int:
@@ -328,6 +358,16 @@ class RoundTally:
         voter = vote.voter
         if voter not in self._members:
             return _UNKNOWN_VOTER
+        closed = self._closed
+        if closed is not None:  # decided: repeats are still classified, others are closed
+            if voter not in closed:
+                return _CLOSED
+            if closed[voter] == vote.digest:
+                return _DUPLICATE
+            if self._equivocators is None:
+                self._equivocators = set()
+            self._equivocators.add(voter)
+            return _EQUIVOCATION
         inputs = self._inputs
         first = inputs.get(voter)
         if first is not None:
@@ -395,7 +435,7 @@ class RoundTally:
         for voter in self._electorate.ordered:
             vi = get(voter)
             if vi is None:  # not counted
-                states.append((voter, _UNAVAILABLE))
+                states.append(_pair(voter, _UNAVAILABLE))
                 voter_digests.append(b"")
                 counted_votes.append(None)
                 continue
@@ -406,7 +446,7 @@ class RoundTally:
             else:
                 state = _AGREE if trusted and digest == answer else _DISAGREE
                 voter_digests.append(digest)
-            states.append((voter, state))
+            states.append(_pair(voter, state))
             counted_votes.append(vi.vote)
         winner = None
         if answer is not None:  # the first counted vote of the winning group
@@ -417,7 +457,7 @@ class RoundTally:
         decision = Decision(
             outcome=outcome,
             answer_digest=answer,
-            voters=tuple(states),
+            voters=_shared(tuple(states)),
             vote_digests=tuple(
                 sorted(
                     [
@@ -433,6 +473,8 @@ class RoundTally:
             counted_votes=tuple(counted_votes),
         )
         self._decision = decision
+        self._closed = {voter: vi.digest for voter, vi in inputs.items()}
+        self._inputs = {}
         return decision
 
 
