@@ -24,7 +24,8 @@ A name scope is raised in every configured region (the coordinator decides one v
 all of them). Everything is a function of the inputs in order: the same inputs give the same alarms.
 
 Bounds (``max_series``): a name's state (its three series, its voters' flapping windows and its last
-TRUSTED answer) is kept together, and the oldest name is forgotten first, with all of it, while the
+TRUSTED answer) is kept together, and the name decided least recently is forgotten first, with all
+of it (the name being decided never), while the
 names, their series or their windows exceed ``max_series``; the region and voter series (as many as
 the electorate has regions and voters) are kept in their own stores of at most ``max_series`` each
 (oldest first), so names coming and going never reset a region's or a resolver's baseline. Below
@@ -274,9 +275,12 @@ class Detectors:
         out: list[Alarm] = []
         voters = layout.voters
         n = len(voters)
-        state = self._names.get(name)
+        names = self._names
+        state = names.get(name)
         if state is None:
-            state = self._names[name] = _Name()
+            state = names[name] = _Name()
+        else:  # least recently decided first out: the name being decided is never forgotten
+            names.move_to_end(name)
         plural = digest if trusted else _plurality([d for d in digests if d])
         unanswered = digests.count(b"")
         if plural and digests.count(plural) + unanswered == n:
@@ -428,7 +432,7 @@ class Detectors:
         return out
 
     def _forget(self) -> None:
-        """Forget the oldest names (with all their state) until the bounds hold again (the newest
+        """Forget the names decided least recently (with all their state) until the bounds hold again (the newest
         name is kept even alone: its windows are bounded by its electorate)."""
         names, limit = self._names, self._limit
         while len(names) > 1 and (

@@ -324,6 +324,21 @@ def test_the_stores_stay_bounded_and_forget_whole_names_oldest_first(
         assert len(det._region_series) <= limit and len(det._voter_series) <= limit
 
 
+def test_the_name_decided_is_never_the_one_forgotten() -> None:
+    """The least recently decided name goes first: a name decided again moves to the back, so
+    with the stores full it is kept and the next oldest is forgotten (found by the property above:
+    the oldest name decided again was itself forgotten in its own decision)."""
+    a = DIGESTS[0]
+    agree = tuple(VoterObs(v, region, a, 300) for v, region in VOTERS)
+    det = Detectors(PolicyConfig(max_series=16), REGIONS)
+    det.decision(DecisionObs("old.example.", "A", 0, True, a, agree))
+    det.decision(DecisionObs("new.example.", "A", 0, True, a, agree))
+    more = agree + tuple(VoterObs(f"extra{i}/r1", REGIONS[0], a, 300) for i in range(6))
+    det.decision(DecisionObs("old.example.", "A", 1, True, a, more))  # its new windows: over
+    assert list(det._names) == ["old.example. A"]
+    assert det._name_windows <= 16 or len(det._names) == 1
+
+
 def test_region_and_voter_baselines_survive_names_coming_and_going() -> None:
     """3,000 one-shot names through ``max_series`` 16 (the names are forgotten), then one
     disagreeing region: its baseline (3,000 quiet samples) is intact and it alarms at once. The
