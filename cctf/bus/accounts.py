@@ -28,7 +28,8 @@ Least privilege, as data:
   :func:`cctf.bus.connect.connect`) and may subscribe only to ``_INBOX.<user>.>`` plus its role's
   subjects, so nobody receives another user's replies or consumer deliveries.
 * The live path (design D1): coordinators subscribe (core) to every region's ballots and evidence
-  (:data:`COORDINATOR_LIVE_SUBJECTS`), clients to the verdicts (:data:`CLIENT_LIVE_SUBJECTS`, a
+  and to the CA log's records (:data:`COORDINATOR_LIVE_SUBJECTS`; a live CA record is checked like
+  a stored one and a refused one is only counted, ``cctf.ca.follow``), clients to the verdicts (:data:`CLIENT_LIVE_SUBJECTS`, a
   stream export to ``CLIENTS``); nobody else subscribes to a stream subject. Such a subscription
   gives interest to any push consumer delivering there, and the server does not check a push
   consumer's ``deliver_subject`` against its creator's permissions, so every message a restricted
@@ -401,8 +402,10 @@ HEAD_SUBJECTS: Final = "cctf.v1.head.>"
 CLIENT_GOSSIP_SUBJECTS: Final = "cctf.v1.gossip.>"
 CLIENT_HEAD_SUBJECTS: Final = (HEAD_SUBJECTS, CLIENT_GOSSIP_SUBJECTS)
 #: The live path (design D1): what a coordinator subscribes to (core) next to its durable consumers:
-#: the ballots and evidence of every region, the same messages the vote streams store.
-COORDINATOR_LIVE_SUBJECTS: Final = ("cctf.v1.vote.>", "cctf.v1.evidence.>")
+#: the ballots and evidence of every region, the same messages the vote streams store, and
+#: the CA log's records (``cctf.ca.follow``): their live copy, so that a revocation is honoured
+#: while the durable reader is re-created; every live record is checked, a refused one is counted.
+COORDINATOR_LIVE_SUBJECTS: Final = ("cctf.v1.vote.>", "cctf.v1.evidence.>", "cctf.v1.log.ca")
 #: ... and what a client subscribes to (core) next to its JetStream reads: every verdict (DNS and
 #: identity), exported by ``CCTF`` to ``CLIENTS`` as a *stream* (one way: nothing is answered).
 CLIENT_LIVE_SUBJECTS: Final = ("cctf.v1.verdict.>",)

@@ -23,7 +23,9 @@ pending at it) is ``LogWriteError`` ``stopped``. Any of these leaves the caller'
 
 Readers: :func:`last_record` (leader read of a log's newest record), :func:`read_records` (every
 stored record in order through an ephemeral ordered consumer; ``follow=True`` keeps going with new
-ones), :func:`get_record` (one record by stream sequence, direct get), and :func:`open_log` (resume:
+ones), :func:`records_after` (the records stored after a stream sequence, direct gets: a
+follower's catch-up right after a reconnect, before its consumer is re-created),
+:func:`get_record` (one record by stream sequence, direct get), and :func:`open_log` (resume:
 read every record, re-derive and check them in a :class:`~cctf.translog.logstate.LogState`, then a
 writer fenced on the last one).
 """
@@ -65,6 +67,8 @@ __all__ = [
     "log_subject",
     "open_log",
     "read_records",
+    "reconnects",
+    "records_after",
 ]
 
 _log = logging.getLogger(__name__)
@@ -151,6 +155,37 @@ async def get_record(conn: Connection, log_id: str, seq: int) -> StoredRecord:
     if raw.subject != log_subject(log_id):
         raise LogReadError("not-found", f"sequence {seq} is not a record of log {log_id}")
     return _decode(seq, raw.data or b"")
+
+
+async def records_after(
+    conn: Connection, log_id: str, seq: int, *, limit: int = 256
+) -> list[StoredRecord]:
+    """The records of ``log_id`` stored after stream sequence ``seq``, in order, at most ``limit``:
+    direct gets "next by subject" (any replica answers, possibly a little behind; no consumer, so
+    this works at once after a reconnect). :class:`LogReadError` when the bus cannot be asked;
+    :class:`RecordError` for a stored record that does not decode."""
+    js = jetstream(conn)
+    subject = log_subject(log_id)
+    out: list[StoredRecord] = []
+    while len(out) < limit:
+        try:
+            raw = await js.get_msg(LOG_STREAM, seq=seq + 1, subject=subject, direct=True, next=True)
+        except nats.js.errors.NotFoundError as exc:
+            if exc.err_code == _ERR_STREAM_NOT_FOUND:
+                raise LogReadError("no-stream", f"stream {LOG_STREAM} does not exist") from None
+            break
+        except (TimeoutError, nats.errors.Error) as exc:
+            raise LogReadError("unavailable", f"cannot read {subject}: {exc!r}") from exc
+        if raw.subject != subject or not raw.seq or raw.seq <= seq:
+            break  # not ours (never for a next-by-subject answer): stop rather than loop
+        seq = raw.seq
+        out.append(_decode(seq, raw.data or b""))
+    return out
+
+
+def reconnects(conn: Connection) -> int:
+    """How many times ``conn`` reconnected so far (its subscriptions are re-sent at each)."""
+    return int(conn.stats.get("reconnects", 0))
 
 
 async def read_records(

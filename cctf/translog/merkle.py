@@ -110,6 +110,32 @@ class MerkleTree:
         self._check_size(n)
         return EMPTY_ROOT if n == 0 else self._subtree(0, n)
 
+    def root_after(self, leaves: Sequence[bytes]) -> bytes:
+        """The root the tree WOULD have with ``leaves`` (leaf hashes) appended, leaving it as it is:
+        the complete subtrees of its right edge, then the new leaves merged in as a binary counter,
+        folded right to left (for a record checked before it may be applied)."""
+        n = self.size
+        stack: list[tuple[int, bytes]] = []  # (height, subtree root), heights strictly decreasing
+        start = 0
+        for h in range(n.bit_length() - 1, -1, -1):
+            if n >> h & 1:
+                stack.append((h, self._levels[h][start >> h]))
+                start += 1 << h
+        for leaf in leaves:
+            if len(leaf) != HASH_SIZE:
+                raise ProofError("hash-length", f"a leaf hash is {HASH_SIZE} bytes")
+            h, node = 0, leaf
+            while stack and stack[-1][0] == h:
+                node = node_hash(stack.pop()[1], node)
+                h += 1
+            stack.append((h, node))
+        if not stack:
+            return EMPTY_ROOT
+        node = stack[-1][1]
+        for _h, left in reversed(stack[:-1]):
+            node = node_hash(left, node)
+        return node
+
     def inclusion_proof(self, index: int, size: int | None = None) -> list[bytes]:
         """RFC 9162 §2.1.3.1 ``PATH(index, D[0:size])``."""
         n = self.size if size is None else size

@@ -23,6 +23,7 @@ consistency proofs. Pure: no I/O, no clock.
 from __future__ import annotations
 
 import bisect
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from cctf.translog.checkpoint import Checkpoint
@@ -97,30 +98,49 @@ class LogMirror:
         self._failed = MirrorError(reason, message)
         return self._failed
 
-    def apply(self, record: LogBatch) -> Checkpoint:
-        """Check and apply one record (steps in the module doc); its verified checkpoint."""
+    def _refuse(self, reason: str, message: str) -> MirrorError:
+        return MirrorError(reason, message)
+
+    def _steps_2_to_5(
+        self, record: LogBatch, fail: Callable[[str, str], MirrorError]
+    ) -> Checkpoint:
         if self._failed is not None:  # step 1
             raise MirrorError("failed", f"the mirror failed before: {self._failed}")
         if record.origin != self.origin:  # step 2
-            raise self._fail(
-                "wrong-origin", f"record origin {record.origin!r} is not {self.origin!r}"
-            )
+            raise fail("wrong-origin", f"record origin {record.origin!r} is not {self.origin!r}")
         size = self._tree.size
         if record.first_index != size:  # step 3
             reason = "gap" if record.first_index > size else "overlap"
-            raise self._fail(
-                reason, f"record starts at index {record.first_index}, the log holds {size}"
-            )
+            raise fail(reason, f"record starts at index {record.first_index}, the log holds {size}")
         try:  # step 4
             checkpoint = open_checkpoint(record.checkpoint, self._verifier, self.origin)
         except TranslogError as exc:
-            raise self._fail("checkpoint", f"record at {size}: {exc}") from None
+            raise fail("checkpoint", f"record at {size}: {exc}") from None
         if checkpoint.size != record.size:  # step 5
-            raise self._fail(
+            raise fail(
                 "size-mismatch",
                 f"record at {size} holds {len(record.entries)} entries, its checkpoint says "
                 f"size {checkpoint.size}",
             )
+        return checkpoint
+
+    def check(self, record: LogBatch) -> Checkpoint:
+        """Steps 1-6 of :meth:`apply` for a record that would be the next one, WITHOUT applying it
+        and without failing the mirror: a :class:`MirrorError` with the same reason codes, the mirror
+        unchanged. For records from a path anyone may inject into (the live copy of a log,
+        :class:`cctf.ca.follow.CaLogFollower`), whose refusal must not stop the mirror. Step 7
+        holds by construction: the root is derived from this tree's leaves plus the record's."""
+        checkpoint = self._steps_2_to_5(record, self._refuse)
+        root = self._tree.root_after([leaf_hash(entry) for entry in record.entries])
+        if root != checkpoint.root_hash:  # step 6
+            raise MirrorError(
+                "root-mismatch", f"the entries do not re-derive the root of size {record.size}"
+            )
+        return checkpoint
+
+    def apply(self, record: LogBatch) -> Checkpoint:
+        """Check and apply one record (steps in the module doc); its verified checkpoint."""
+        checkpoint = self._steps_2_to_5(record, self._fail)
         for entry in record.entries:
             self._tree.append_leaf_hash(leaf_hash(entry))
         root = self._tree.root()

@@ -6,6 +6,7 @@ agent's ballots (counted by reason); renewal keeps votes flowing with no missed 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass, field
@@ -21,8 +22,8 @@ from nats.aio.client import Client
 from wirefactories import Identity, make_ballot, make_identity, make_trust, make_vote, seal_ballot
 
 from cctf.bus.rpc import request as rpc_request
-from cctf.bus.streams import ensure_streams
-from cctf.bus_schemas.envelope import decode_envelope
+from cctf.bus.streams import LOG_STREAM, ensure_streams
+from cctf.bus_schemas.envelope import Reason, Rejected, decode_envelope
 from cctf.bus_schemas.messages import Outcome, decode_verdict
 from cctf.ca.config import AgentCaConfig, CaGateConfig
 from cctf.ca.entries import RevocationReason
@@ -69,6 +70,8 @@ class Fabric:
     renewers: list[CertRenewer] = field(default_factory=list)
     agent_nc: dict[str, Client] = field(default_factory=dict)
     verdicts: list[Any] = field(default_factory=list)
+    #: nats-py options of the coordinator's connection (e.g. to outlive a server restart)
+    coordinator_conn: dict[str, Any] = field(default_factory=dict)
 
     @property
     def intermediate_path(self) -> Path:
@@ -88,7 +91,9 @@ class Fabric:
         return service
 
     async def start_coordinator(self, **kw: Any) -> Coordinator:
-        nc = await self.connect(self.fabric, "coordinator", name="test-coordinator")
+        nc = await self.connect(
+            self.fabric, "coordinator", name="test-coordinator", **self.coordinator_conn
+        )
         args: dict[str, Any] = {
             "coordinator": "coord-1",
             "region": EAST,
@@ -162,10 +167,28 @@ async def ca_fabric(
     nats_single: NatsFabric, nats_connect: Any, tmp_path: Path, request: Any
 ) -> AsyncIterator[Fabric]:
     clock: Clock = getattr(request, "param", None) or FakeClock(int(time.time() * 1000))
-    admin = await nats_connect(nats_single, "admin", name="test-admin")
-    await ensure_streams(admin.jetstream(), [EAST, WEST], 1)
+    async for f in _ca_fabric(nats_single, nats_connect, tmp_path, clock):
+        yield f
+
+
+@pytest_asyncio.fixture
+async def ca_cluster(
+    nats_cluster: NatsFabric, nats_connect: Any, tmp_path: Path
+) -> AsyncIterator[Fabric]:
+    """:func:`ca_fabric` on a 3-node cluster (every stream R3)."""
+    async for f in _ca_fabric(
+        nats_cluster, nats_connect, tmp_path, FakeClock(int(time.time() * 1000))
+    ):
+        yield f
+
+
+async def _ca_fabric(
+    fabric: NatsFabric, nats_connect: Any, tmp_path: Path, clock: Clock
+) -> AsyncIterator[Fabric]:
+    admin = await nats_connect(fabric, "admin", name="test-admin")
+    await ensure_streams(admin.jetstream(), [EAST, WEST], fabric.stream_replicas)
     f = Fabric(
-        nats_single,
+        fabric,
         tmp_path,
         clock,
         make_ca_world(AGENTS, now_ms=clock.now_ms()),
@@ -307,3 +330,93 @@ async def test_a_forged_ca_log_record_stops_the_follower_fail_closed(ca_fabric: 
     assert gate.registry.certificates == 0
     await f.vote(east, clock.now_ms() // 1000)
     await _until(lambda: _rejected(coordinator) == {"cert_unlogged": 1}, what="refused")
+
+
+#: connections that outlive a server restart (as in production: reconnect forever, 0.1 s apart)
+_RECONNECT: dict[str, Any] = {"max_reconnect_attempts": -1, "reconnect_time_wait": 0.1}
+
+
+async def test_a_revocation_right_after_a_server_restart_is_honoured_within_one_round(
+    ca_fabric: Fabric,
+) -> None:
+    """The revocation is requested as soon as the restarted nats-server answers, while the
+    follower's ordered consumer is still being re-created (seconds: docs/ca.md §10): the live copy
+    (core subscription, re-sent at the reconnect) or the catch-up after the reconnect (direct gets)
+    brings it, so the coordinator refuses the key within one round (1 s) of the CA storing it."""
+    f = ca_fabric
+    f.coordinator_conn = _RECONNECT
+    f.admin = await f.connect(f.fabric, "admin", name="test-ca", **_RECONNECT)
+    await f.start_ca()
+    coordinator = await f.start_coordinator()
+    gate = coordinator.certs
+    assert gate is not None
+    east = "agent-us-east"
+    kid = f.world.agents[east].key.kid
+    cert = await (await f.renewer(east, 60_000)).obtain()
+    await _until(lambda: gate.registry.certs_of(kid) != [], what="the coordinator follows the log")
+
+    server = f.fabric.servers[0]
+    await asyncio.to_thread(server.restart)
+    request = msgspec.msgpack.encode(RevokeRequest("", kid, RevocationReason.KEY_COMPROMISE))
+    t0 = time.monotonic()
+    while True:  # the CA's connection may still be reconnecting: retried
+        try:
+            reply = await rpc_request(f.admin, ADMIN_REVOKE, request, timeout_s=2)
+            break
+        except Exception:
+            assert time.monotonic() - t0 < 20, "the CA never answered after the restart"
+            await asyncio.sleep(0.05)
+    stored = time.monotonic()  # the CA answers once the revocation is stored
+    assert msgspec.msgpack.decode(reply, type=RevokeReply).serials == [cert.serial]
+    await _until(lambda: gate.registry.is_blocked(kid), timeout=10, what="the revocation")
+    honoured = time.monotonic()
+    print(
+        f"revoke requested {t0 - stored:+.3f} s, honoured {honoured - stored:+.3f} s after it "
+        f"was stored; live {gate.follower.live_applied}, catch-ups {gate.follower.catch_ups}"
+    )
+    assert honoured - stored < 1.0, "a revocation must be honoured within one round (1 s)"
+    assert gate.follower.failed is None and gate.follower.live_refused == {}
+    f.agent_nc.clear()  # the agent's test connection did not outlive the restart: a new one
+    await f.vote(east, f.clock.now_ms() // 1000)
+    await _until(lambda: _rejected(coordinator) == {"cert_revoked": 1}, what="cert_revoked")
+
+
+async def test_a_revocation_during_a_ca_log_leader_election_is_honoured_within_one_round(
+    ca_cluster: Fabric,
+) -> None:
+    """The node leading ``CCTF_LOG`` crashes (SIGKILL: a real election, seconds) and the revocation
+    is requested at once, the CA and the coordinator connected to the other nodes: the CA's append
+    waits for a new leader, the live copy of its first publish does not."""
+    f = ca_cluster
+    info = await f.admin.jetstream().stream_info(LOG_STREAM)
+    assert info.cluster is not None and info.cluster.leader
+    leader = f.fabric.server(info.cluster.leader)
+    others = [s.client_url for s in f.fabric.servers if s is not leader]
+    f.coordinator_conn = {"servers": others, **_RECONNECT}
+    f.admin = await f.connect(f.fabric, "admin", name="test-ca", servers=others, **_RECONNECT)
+    await f.start_ca()
+    coordinator = await f.start_coordinator()
+    gate = coordinator.certs
+    assert gate is not None
+    east = "agent-us-east"
+    kid = f.world.agents[east].key.kid
+    await (await f.renewer(east, 60_000)).obtain()
+    await _until(lambda: gate.registry.certs_of(kid) != [], what="the coordinator follows the log")
+    await asyncio.to_thread(leader.kill)
+    t0 = time.monotonic()
+    request = msgspec.msgpack.encode(RevokeRequest("", kid, RevocationReason.KEY_COMPROMISE))
+    answer = asyncio.create_task(rpc_request(f.admin, ADMIN_REVOKE, request, timeout_s=30))
+    try:
+        await _until(lambda: gate.registry.is_blocked(kid), timeout=20, what="the revocation")
+        honoured = time.monotonic() - t0
+        print(f"revocation honoured after {honoured:.3f} s (CA reply pending: {not answer.done()})")
+        assert honoured < 1.0, "a revocation must be honoured within one round (1 s)"
+    finally:
+        answer.cancel()  # the CA answers once a new leader stored it (seconds): not waited for
+        with contextlib.suppress(BaseException):
+            await answer
+    assert gate.follower.failed is None and gate.follower.live_refused == {}
+    # step 12a refuses the key (ballots are not sent: their stream may be electing a leader too)
+    with pytest.raises(Rejected) as refused:
+        gate.registry.check(kid, f.clock.now_ms())
+    assert refused.value.reason is Reason.CERT_REVOKED

@@ -9,11 +9,13 @@ system account's. Shown, in one fabric:
 
 * verified, trusted verdicts with both agents' votes;
 * after each agent's FIRST certificate expired, a nats-server restart forces every connection to
-  re-handshake: both agents are back in the verdicts (their reconnects presented the renewed
-  certificate), and the first certificate itself is refused at connect (expired);
-* the agent's certificate of region A cannot publish region B's ballots;
-* a revocation (the CA's admin subject): no verdict of a round that starts one round after the
-  revocation was acknowledged counts the revoked agent (3-of-3: no fresh TRUSTED verdict any more).
+  re-handshake, and a revocation of the west agent is requested as soon as the CA answers (while
+  the coordinator's CA-log consumer is still being re-created): no verdict of a round that starts
+  one round after the revocation was acknowledged counts the revoked agent (3-of-3: no fresh
+  TRUSTED verdict any more); both agents are back (their reconnects presented the renewed
+  certificate: the east agent's votes are in the verdicts, the west agent's ballots are refused
+  ``cert_revoked``), and the first certificate itself is refused at connect (expired);
+* the agent's certificate of region A cannot publish region B's ballots.
 """
 
 from __future__ import annotations
@@ -58,6 +60,7 @@ TD = "cctf.test"
 EAST, WEST = "us-east", "eu-west"
 REGIONS = (EAST, WEST)
 AGENTS = {"agent-us-east": EAST, "agent-eu-west": WEST}
+EAST_AGENT = "agent-us-east"
 NAME = "www.demo.test."
 ROUND_MS = 1000
 CERT_LIFETIME_MS = 4000
@@ -397,11 +400,54 @@ async def _run(
         )
         await asyncio.to_thread(w.server.restart, timeout_s=30)
         restarted_round = int(time.time() * 1000) // ROUND_MS
-        # every certificate valid then was issued AFTER the restart (older ones have expired): the
-        # coordinator's CA-log follower has resumed too (its ordered consumer is recreated after a
-        # restart: records stored meanwhile, e.g. a revocation, wait for it; docs/ca.md §10)
-        after = restarted_round + CERT_LIFETIME_MS // ROUND_MS + 1
-        await _until(lambda: both_in(after), "both agents after the restart", 40, w.procs)
+
+        # revocation, requested as soon as the CA answers after the restart (the coordinator's
+        # ordered consumer of the CA log is still being re-created then: the live copy and the
+        # catch-up after the reconnect bring the record, docs/ca.md §10): out of every verdict of
+        # the rounds starting a round after it was logged
+        west = "agent-eu-west"
+        req = RevokeRequest("", agents[west].key.kid, RevocationReason.KEY_COMPROMISE)
+        raw = await request_retried(admin, ADMIN_REVOKE, msgspec.msgpack.encode(req))
+        assert msgspec.msgpack.decode(raw, type=RevokeReply).serials  # logged, acknowledged
+        cutoff = -(
+            -(int(time.time() * 1000) + ROUND_MS) // ROUND_MS
+        )  # first round starting 1 round later
+        print(f"revoked {cutoff - restarted_round} rounds after the restart")
+
+        # both agents are back after the restart, with their renewed certificates (both first ones
+        # have expired): the east agent's ballots of later rounds stored (acknowledged), the west
+        # agent's ballots refused by the coordinator as revoked (so the server let it publish)
+        east_proc = next(p for p in agent_procs if p.name == EAST_AGENT)
+
+        def east_back() -> bool:
+            for line in east_proc.text().splitlines():
+                if '"ballot.published"' in line:
+                    with contextlib.suppress(ValueError, AttributeError):
+                        if json.loads(line).get("round", 0) > restarted_round:
+                            return True
+            return False
+
+        def west_refused() -> bool:
+            return any(
+                "cert_revoked" in line and "cctf.v1.vote.eu-west.agent-eu-west" in line
+                for line in coordinator.text().splitlines()
+            )
+
+        await _until(east_back, "the east agent after the restart", 40, w.procs)
+        await _until(west_refused, "the revoked west agent's ballots refused", 40, w.procs)
+        await _until(
+            lambda: sum(1 for v in verdicts if v.round >= cutoff) >= 2,
+            "verdicts after the revocation",
+            30,
+            w.procs,
+        )
+        # fresh verdicts count ballots (an LKG attestation repeats an older decision, its basis)
+        late = [v for v in verdicts if v.round >= cutoff]
+        assert all(v.basis_round < cutoff for v in late if v.is_lkg)
+        fresh = [v for v in late if not v.is_lkg]
+        assert all(f"{west}/r1" not in _voted(v) for v in fresh)
+        assert all(v.outcome is not Outcome.TRUSTED for v in fresh)  # 3-of-3 needs the west agent
+
         for a, (c, k) in first.items():
             with pytest.raises(Exception):  # noqa: B017 (nats-py: NoServersError or an SSL error)
                 nc = await _connect(
@@ -417,7 +463,7 @@ async def _run(
 
         # region pinning, with the east agent's current certificate
         errors = ErrorLog()
-        east = "agent-us-east"
+        east = EAST_AGENT
         cur = ClientTls(
             ca=w.ops_ca,
             cert=d / f"certs-{east}" / f"{east}.cert.pem",
@@ -430,27 +476,6 @@ async def _run(
         await errors.wait_for(
             'Permissions Violation for Publish to "cctf.v1.vote.eu-west.agent-eu-west"'
         )
-
-        # revocation: out of every verdict of the rounds starting a round after it was logged
-        west = "agent-eu-west"
-        req = RevokeRequest("", agents[west].key.kid, RevocationReason.KEY_COMPROMISE)
-        raw = await request_retried(admin, ADMIN_REVOKE, msgspec.msgpack.encode(req))
-        assert msgspec.msgpack.decode(raw, type=RevokeReply).serials  # logged, acknowledged
-        cutoff = -(
-            -(int(time.time() * 1000) + ROUND_MS) // ROUND_MS
-        )  # first round starting 1 round later
-        await _until(
-            lambda: sum(1 for v in verdicts if v.round >= cutoff) >= 2,
-            "verdicts after the revocation",
-            30,
-            w.procs,
-        )
-        # fresh verdicts count ballots (an LKG attestation repeats an older decision, its basis)
-        late = [v for v in verdicts if v.round >= cutoff]
-        assert all(v.basis_round < cutoff for v in late if v.is_lkg)
-        fresh = [v for v in late if not v.is_lkg]
-        assert all(f"{west}/r1" not in _voted(v) for v in fresh)
-        assert all(v.outcome is not Outcome.TRUSTED for v in fresh)  # 3-of-3 needs the west agent
     finally:
         consumer.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -7,8 +7,8 @@ subscribes to it, and a stream listening on that subject would store every deliv
 real messages there.
 
 The live path (design D1) needs core subscribers on stream subjects: coordinators receive every
-ballot and evidence message (``cctf.v1.vote.>``, ``cctf.v1.evidence.>``), clients every verdict of
-their region. So interest exists. Defence: every message that a restricted role may consume carries
+ballot and evidence message (``cctf.v1.vote.>``, ``cctf.v1.evidence.>``) and every CA log record
+(``cctf.v1.log.ca``), clients every verdict of their region. So interest exists. Defence: every message that a restricted role may consume carries
 ``Nats-Expected-Stream`` naming the one stream that may store it (verdicts, safe-mode announcements,
 operator commands; ballots and evidence too), and a push delivery keeps the original headers, so any
 other stream refuses the copy; a consumer delivering into its own stream is refused by the server at
@@ -25,7 +25,7 @@ from typing import TYPE_CHECKING, Any
 from cctf.bus.accounts import CLIENT_JS_API_PREFIX
 from cctf.bus.headers import MSG_ID
 from cctf.bus.publisher import Publisher
-from cctf.bus.streams import ensure_streams, verdict_stream_name, votes_stream_name
+from cctf.bus.streams import LOG_STREAM, ensure_streams, verdict_stream_name, votes_stream_name
 from cctf.clock import SYSTEM_CLOCK
 from cctf.devfabric.nats import NatsFabric
 
@@ -36,6 +36,7 @@ SOURCE = verdict_stream_name("us-east")
 TARGETS = {  # deliver subject -> the stream listening there
     "cctf.v1.verdict.eu-west.example_com.A": verdict_stream_name("eu-west"),
     "cctf.v1.vote.eu-west.agent-eu-west": votes_stream_name("eu-west"),
+    "cctf.v1.log.ca": LOG_STREAM,  # the coordinators' live copy of the CA log (cctf.ca.follow)
 }
 
 
