@@ -172,6 +172,10 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     shed_after_rounds: Annotated[int, msgspec.Meta(ge=1, le=1_000)] = 2
     #: decided keys taken per turn of the sign-and-publish workers (newest round first)
     schedule_chunk: Annotated[int, msgspec.Meta(ge=1, le=100_000)] = 1024
+    #: after an ingest part that decided keys, the process loop waits up to this long for their
+    #: verdicts to go out (every queued decision sent) before it verifies the next part, so a
+    #: round's later ballots and other copies never delay its verdicts (0: no wait)
+    output_first_ms: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 25
     replay_capacity: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 1_000_000
     identity: IdentityTargets | None = None
     identity_electorate: list[str] = msgspec.field(default_factory=list)

@@ -16,7 +16,9 @@ The async adapter around the pure :class:`~cctf.coordinator.pipeline.schedule.Ro
   round (rate-limited). Nothing is dropped silently.
 
 Back-pressure: ``pending`` counts decisions queued or being published; while it is at
-``max_pending_verdicts`` the ``room`` event is clear and ingest pauses.
+``max_pending_verdicts`` the ``room`` event is clear and ingest pauses. Output first: ``idle`` is set
+while ``pending`` is 0; after an ingest part that decided keys the service's process loop waits on
+it (at most ``output_first_ms``) before it verifies the next part.
 """
 
 from __future__ import annotations
@@ -72,6 +74,10 @@ class Scheduler:
         self._ready = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
         self.pending = 0
+        #: Set while nothing is queued or being published (the process loop waits on it, bounded,
+        #: after a part that decided keys: their verdicts go out before the next part is verified).
+        self.idle = asyncio.Event()
+        self.idle.set()
 
     @property
     def queued(self) -> int:
@@ -94,6 +100,7 @@ class Scheduler:
         for round_, items in by_round.items():
             if self._queue.push(round_, items):
                 self.pending += len(items)
+                self.idle.clear()
             else:  # a late decision of a round already shed
                 task = asyncio.get_running_loop().create_task(self._shed(round_, items))
                 self._tasks.add(task)
@@ -110,6 +117,8 @@ class Scheduler:
         """Forget what is queued (at stop: the held ballots are nak'd for a successor)."""
         items = self._queue.drain()
         self.pending -= len(items)
+        if self.pending <= 0:
+            self.idle.set()
         return len(items)
 
     async def worker(self) -> None:
@@ -147,6 +156,8 @@ class Scheduler:
         self.pending -= n
         if self.pending < self._max_pending:
             self._room.set()
+        if self.pending <= 0:
+            self.idle.set()
 
     async def _shed(self, round_: int, items: list[Item]) -> None:
         n = self._counts

@@ -227,6 +227,7 @@ class Coordinator:
             chunk=c.schedule_chunk,
             max_pending=c.max_pending_verdicts,
         )
+        self._output_first_s = c.output_first_ms / 1000.0
         self._deadlines = Deadlines(
             config=c,
             clock=clock,
@@ -426,15 +427,19 @@ class Coordinator:
                 await self._work.wait()
                 continue
             for part in turn_parts(turn):
+                decided = 0
                 try:
-                    await self._process(part)
+                    decided = await self._process(part)
                 except asyncio.CancelledError:
                     raise
                 except Exception:  # a bug, never input: keep serving
                     _log.exception("batch_failed", coordinator=self.coordinator)
+                if decided and self._output_first_s > 0:  # output first (bounded): their
+                    with contextlib.suppress(TimeoutError):  # verdicts go out before the next part
+                        await asyncio.wait_for(self._scheduler.idle.wait(), self._output_first_s)
                 await asyncio.sleep(0)  # fetchers and the decided keys' output stages run
 
-    async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> None:
+    async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> int:
         out = self._intake.turn(turn, self._monotonic(), self._clock.now_ms())
         if out.decided:
             self._schedule(out.decided)
@@ -444,6 +449,7 @@ class Coordinator:
             await self._ack(d)
         for d, reason in out.to_term:
             await self._term(d, reason, counted=True)
+        return len(out.decided)
 
     async def _ack(self, d: Delivery) -> None:
         try:
