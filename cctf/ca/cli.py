@@ -84,6 +84,13 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
     lst.add_argument("--json", action="store_true")
     lst.set_defaults(func=_list)
 
+    users = sub.add_parser(
+        "tls-users", help="the agents' certificate-mapped NATS users minus revoked keys (ca.md §10)"
+    )
+    users.add_argument("--config", required=True, type=Path)
+    users.add_argument("--json", action="store_true")
+    users.set_defaults(func=_tls_users)
+
     def _usage(_args: argparse.Namespace) -> int:
         parser.print_help(sys.stderr)
         return EXIT_USAGE
@@ -455,4 +462,49 @@ async def _list_async(config: CaConfig, as_json: bool) -> int:
     else:
         for row in rows:
             print(" ".join(f"{k}={v}" for k, v in row.items()))
+    return EXIT_OK
+
+
+def _tls_users(args: argparse.Namespace) -> int:
+    """Exit 0 with the users (``--json``: ``{"log", "revoked", "users"}``); 2 for a bad config; 1
+    when NATS cannot be reached or the CA log does not verify (nothing printed on stdout)."""
+    _quiet()
+    config = _load(args.config)
+    if isinstance(config, int):
+        return config
+    return asyncio.run(_tls_users_async(config, args.json))
+
+
+async def _tls_users_async(config: CaConfig, as_json: bool) -> int:
+    from cctf.ca.log import read_ca_log
+    from cctf.ca.tlsusers import agent_users, revoked_keys
+    from cctf.translog.errors import TranslogError
+
+    try:
+        trust = config.load_trust()
+        public = config.load_log_key().public
+    except CctfError as exc:
+        return _fail(EXIT_USAGE, str(exc))
+    try:
+        nc = await _connect(config, "cctf-ca-tls-users")
+    except Exception as exc:
+        return _fail(EXIT_FAILED, f"cannot reach NATS: {exc!r}")
+    try:
+        mirror, entries = await read_ca_log(nc, public)
+    except TranslogError as exc:
+        return _fail(EXIT_FAILED, f"the CA log does not verify: {exc}")
+    finally:
+        with contextlib.suppress(Exception):
+            await asyncio.wait_for(nc.close(), 1.0)
+    revoked = revoked_keys(trust, entries)
+    users = agent_users(trust, config.trust_domain, revoked)
+    if as_json:
+        log = {"size": mirror.size, "root": mirror.root.hex()}
+        doc = {"log": log, "revoked": list(revoked.values()), "users": users}
+        print(msgspec.json.encode(doc).decode())
+        return EXIT_OK
+    for u in users:
+        print(f"user={u.san} account={u.account}")
+    for r in revoked.values():
+        print(f"excluded={r.region}/{r.agent} kid={r.kid} reason={r.reason}")
     return EXIT_OK

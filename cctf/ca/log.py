@@ -17,11 +17,13 @@ from cctf.bus.connect import Connection
 from cctf.bus.logstream import LogWriter, read_records
 from cctf.ca.errors import CaError, CaReason
 from cctf.ca.registry import CertRegistry
-from cctf.crypto.keys import SigningKey
+from cctf.crypto.keys import PublicKeySet, SigningKey
 from cctf.translog.errors import TranslogError
-from cctf.translog.logstate import LogState
+from cctf.translog.logstate import LogState, log_origin
+from cctf.translog.mirror import LogMirror
+from cctf.translog.note import NoteVerifier
 
-__all__ = ["CA_LOG_ID", "TranslogCaLog", "open_ca_log"]
+__all__ = ["CA_LOG_ID", "TranslogCaLog", "open_ca_log", "read_ca_log"]
 
 CA_LOG_ID: Final = "ca"
 
@@ -69,3 +71,16 @@ async def open_ca_log(
         last_seq = stored.seq
     writer = LogWriter(conn, CA_LOG_ID, last_seq=last_seq, next_index=state.size, **writer_options)
     return TranslogCaLog(state, writer)
+
+
+async def read_ca_log(conn: Connection, log_key: PublicKeySet) -> tuple[LogMirror, list[bytes]]:
+    """Every stored record of the CA log, each checked by a ``LogMirror`` of ``log_key`` (roots,
+    both checkpoint signatures, consistency): the mirror and every entry in log order.
+    ``TranslogError`` when the log does not verify or cannot be read."""
+    origin = log_origin(log_key.kid)
+    mirror = LogMirror(origin, NoteVerifier(origin, log_key))
+    entries: list[bytes] = []
+    async for stored in read_records(conn, CA_LOG_ID):
+        mirror.apply(stored.record)
+        entries.extend(stored.record.entries)
+    return mirror, entries

@@ -12,10 +12,13 @@ restart (reconnects present the current certificate) is shown with every compone
 from __future__ import annotations
 
 import asyncio
+import json
+import sys
 import time
 from collections.abc import AsyncIterator, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -45,14 +48,17 @@ from cctf.bus.tlsauth import (
 )
 from cctf.ca.client import make_csr, new_tls_key
 from cctf.ca.config import AgentCaConfig
+from cctf.ca.entries import RevocationReason, RevokeEntry, encode_entry
 from cctf.ca.errors import CaError
 from cctf.ca.issuer import make_test_hierarchy
 from cctf.ca.join import JoinRequest, parse_join_cert
+from cctf.ca.log import open_ca_log
 from cctf.ca.profile import agent_spiffe_id
 from cctf.ca.renew import CertRenewer
 from cctf.ca.request import decode_response
 from cctf.ca.service import ADMIN_JOIN, CaService
 from cctf.clock import SystemClock
+from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.devfabric.nats_server import NatsServer, free_ports
 from cctf.errors import ConfigError
 
@@ -60,6 +66,27 @@ REGIONS = ("us-east", "eu-west")
 AGENTS = (("a1", "us-east"), ("a2", "us-east"), ("b1", "eu-west"))
 ADMIN_SAN = f"spiffe://{TRUST_DOMAIN}/cctf/admin"
 CA_SAN = f"spiffe://{TRUST_DOMAIN}/cctf/ca"
+
+
+async def _cctf_json(*args: str, cwd: Path) -> dict[str, Any]:
+    """``python -m cctf *args`` (exit 0 expected): its JSON output."""
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "cctf",
+        *args,
+        cwd=cwd,
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    try:
+        out, err = await asyncio.wait_for(proc.communicate(), 60)
+    finally:
+        if proc.returncode is None:  # timed out or cancelled: leave nothing behind
+            proc.kill()
+            await proc.wait()
+    assert proc.returncode == 0, (args, err.decode()[-2000:])
+    return dict(json.loads(out.decode()))
 
 
 async def request_retried(
@@ -345,12 +372,55 @@ def test_reload_refuses_a_bad_pair_and_keeps_the_live_context(tls_fabric: TlsFab
 
 
 async def test_a_reload_without_a_revoked_agent_closes_its_live_connection(
-    tls_fabric: TlsFabric,
+    tls_fabric: TlsFabric, streams: None
 ) -> None:
     """Revocation at the NATS layer (docs/ca.md §10): nats-server has no view of the CA log, but a
-    config reload (SIGHUP) with the revoked agent's user removed closes its LIVE connection at once,
-    and its certificate (still within its validity) no longer maps to any user."""
+    config reload (SIGHUP) with the users ``cctf ca tls-users`` renders from the trust config and
+    the CA log (the agent revoked with a key reason left out) closes its LIVE connection at once,
+    and its certificate (still within its validity) no longer maps to any user; a certificate
+    revoked with ``superseded`` keeps its agent's user."""
     fab = tls_fabric
+    d = fab.dir / "tls-users"
+    d.mkdir()
+    log_key = SigningKey.generate()
+    save_signing_key(d / "ca-log.key.json", log_key)
+    fab.world.trust.save(d / "trust.json")
+    ca_nc = await _connect(fab, "ca", fab.ca)
+    log = await open_ca_log(ca_nc, log_key, fab.world.registry())
+    kid = {a: fab.world.agents[a].key.kid for a, _r in AGENTS}
+    await log.append(
+        [
+            encode_entry(RevokeEntry("1f", kid["a2"], RevocationReason.SUPERSEDED, _now())),
+            encode_entry(RevokeEntry("2e", kid["b1"], RevocationReason.KEY_COMPROMISE, _now())),
+        ]
+    )
+    log.close()
+    await ca_nc.close()
+    (d / "ca.yaml").write_text(
+        json.dumps(
+            {
+                "trust_domain": TRUST_DOMAIN,
+                "intermediate": "unused.pem",
+                "intermediate_key": "unused.key",
+                "log_key": "ca-log.key.json",
+                "trust_file": "trust.json",
+                "nats": {
+                    "urls": [fab.server.client_url],
+                    "user": "ca",
+                    "tls": {
+                        "ca": str(fab.ops_ca),
+                        "cert": str(fab.ca.cert),
+                        "key": str(fab.ca.key),
+                    },
+                },
+            }
+        )
+    )
+    out = await _cctf_json("ca", "tls-users", "--config", "ca.yaml", "--json", cwd=d)
+    assert out["log"]["size"] == 2
+    assert [(r["agent"], r["reason"]) for r in out["revoked"]] == [("b1", "key_compromise")]
+    rendered = msgspec.json.decode(json.dumps(out["users"]), type=list[TlsUser])
+
     tls = fab.agent_files("b1", lifetime_ms=3_600_000, now_ms=_now(), name="b1-reload")
     closed = asyncio.Event()
 
@@ -371,9 +441,11 @@ async def test_a_reload_without_a_revoked_agent_closes_its_live_connection(
         fab.agent_files("a1", lifetime_ms=3_600_000, now_ms=_now(), name="a1-reload"),
     )
     revoked = f"spiffe://{TRUST_DOMAIN}/cctf/agent/eu-west/b1"
+    agent_users = [u for u in fab.users if "/cctf/agent/" in u.san]
+    assert rendered == [u for u in agent_users if u.san != revoked]  # sorted: us-east a1, a2
     try:
         await agent.flush()
-        fab.server.reload_tls_users([u for u in fab.users if u.san != revoked])
+        fab.server.reload_tls_users([*(u for u in fab.users if u not in agent_users), *rendered])
         await asyncio.wait_for(closed.wait(), timeout=15)  # dropped, reconnects refused
         assert other.is_connected  # every other agent keeps its session
         await other.flush()
