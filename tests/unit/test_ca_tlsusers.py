@@ -4,15 +4,15 @@ log's revocations (only key reasons remove one), and its exit codes without a bu
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from pathlib import Path
 
-import pytest
 from capki import START_MS, TRUST_DOMAIN, make_ca_world
 
 from cctf.bus.tlsauth import agent_tls_users
 from cctf.ca.entries import RevocationReason, RevokeEntry, encode_entry
 from cctf.ca.tlsusers import RevokedKey, agent_users, revoked_keys
-from cctf.cli import main
 from cctf.crypto.keys import SigningKey, save_signing_key
 
 AGENTS = (("a1", "us-east"), ("a2", "us-east"), ("b1", "eu-west"))
@@ -43,8 +43,15 @@ def test_only_agents_whose_key_was_revoked_with_a_key_reason_lose_their_user() -
     )
 
 
-def test_exit_codes_without_a_bus(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    assert main(["ca", "tls-users", "--config", str(tmp_path / "missing.yaml")]) == 2
+def _cli(*args: str) -> subprocess.CompletedProcess[str]:
+    # a child process: the CLI configures logging onto its own stderr
+    return subprocess.run(
+        [sys.executable, "-m", "cctf", *args], capture_output=True, text=True, timeout=60
+    )
+
+
+def test_exit_codes_without_a_bus(tmp_path: Path) -> None:
+    assert _cli("ca", "tls-users", "--config", str(tmp_path / "missing.yaml")).returncode == 2
     config = {
         "trust_domain": TRUST_DOMAIN,
         "intermediate": "i.pem",
@@ -54,11 +61,12 @@ def test_exit_codes_without_a_bus(tmp_path: Path, capsys: pytest.CaptureFixture[
         "nats": {"urls": ["nats://127.0.0.1:1"], "user": "ca", "password": "x"},
     }
     (tmp_path / "ca.yaml").write_text(json.dumps(config))
-    assert main(["ca", "tls-users", "--config", str(tmp_path / "ca.yaml"), "--json"]) == 2
+    assert _cli("ca", "tls-users", "--config", str(tmp_path / "ca.yaml"), "--json").returncode == 2
     world = make_ca_world(AGENTS, now_ms=START_MS)
     world.trust.save(tmp_path / "trust.json")
     save_signing_key(tmp_path / "key.json", SigningKey.generate())
     config |= {"log_key": str(tmp_path / "key.json"), "trust_file": str(tmp_path / "trust.json")}
     (tmp_path / "ca.yaml").write_text(json.dumps(config))
-    assert main(["ca", "tls-users", "--config", str(tmp_path / "ca.yaml"), "--json"]) == 1
-    assert capsys.readouterr().out == ""  # nothing on stdout when it fails
+    failed = _cli("ca", "tls-users", "--config", str(tmp_path / "ca.yaml"), "--json")
+    assert failed.returncode == 1 and "cannot reach NATS" in failed.stderr
+    assert failed.stdout == ""  # nothing on stdout when it fails
