@@ -47,7 +47,8 @@ from cctf.coordinator.pipeline.safemode import SafeModeStage
 from cctf.coordinator.pipeline.tallies import AnyKey, Tallies
 from cctf.coordinator.pipeline.verify import VerifyStage
 from cctf.coordinator.replay import ReplayCache
-from cctf.coordinator.tally import TallyBook, TallyKey
+from cctf.coordinator.tally import TallyKey
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.suites import SuiteId

@@ -61,7 +61,8 @@ from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import AnyKey, Deciders, Tallies
 from cctf.coordinator.pipeline.verify import VerifyStage
 from cctf.coordinator.replay import ReplayCache
-from cctf.coordinator.tally import Decision, TallyBook
+from cctf.coordinator.tally import Decision
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verify import BallotVerifier, RoundPolicy
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.suites import SuiteId

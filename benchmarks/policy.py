@@ -33,7 +33,8 @@ from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.safemode import SafeModeStage
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.verify import vote_input
-from cctf.coordinator.tally import Decision, QuorumRule, TallyBook, TallyKey
+from cctf.coordinator.tally import Decision, QuorumRule, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 from cctf.crypto.keys import SigningKey
 from cctf.crypto.suites import SuiteId
 from cctf.policy.config import PolicyConfig

@@ -61,7 +61,7 @@ from cctf.bus_schemas.messages import (
 from cctf.bus_schemas.subjects import verdict_subject, vote_subject
 from cctf.clock import FakeClock, SystemClock
 from cctf.config import convert_config
-from cctf.coordinator import tally
+from cctf.coordinator import tally, tallybook
 from cctf.coordinator.config import (
     ConfigError,
     CoordinatorConfig,
@@ -128,7 +128,7 @@ def _vote(
 
 def test_build_verdict_trusted_maps_states_answer_and_digests() -> None:
     rule = tally.QuorumRule(3, 5)
-    book = tally.TallyBook(rule, ELECTORATE)
+    book = tallybook.TallyBook(rule, ELECTORATE)
     votes = [
         _vote("agent-us-east", "r1", rcode=0),
         _vote("agent-us-east", "r2", answer=POISON[0]),

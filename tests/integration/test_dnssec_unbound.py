@@ -47,7 +47,8 @@ from cctf.chaos.zone import demo_zone
 from cctf.clock import FakeClock
 from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.verify import vote_input
-from cctf.coordinator.tally import QuorumRule, TallyBook, TallyKey
+from cctf.coordinator.tally import QuorumRule, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 
 NAME = "www.demo.test."
 ROUND = START_MS // 1000

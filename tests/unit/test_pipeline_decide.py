@@ -25,7 +25,8 @@ from cctf.clock import FakeClock
 from cctf.coordinator.pipeline.decide import Decider, verdict_msg_id
 from cctf.coordinator.pipeline.sign import Signer, SignError
 from cctf.coordinator.pipeline.verify import vote_input
-from cctf.coordinator.tally import Decision, QuorumRule, TallyBook, TallyKey
+from cctf.coordinator.tally import Decision, QuorumRule, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role
 from cctf.ids import IdError

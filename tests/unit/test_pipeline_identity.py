@@ -48,7 +48,8 @@ from cctf.coordinator.pipeline.identity import (
 from cctf.coordinator.pipeline.sign import Signer
 from cctf.coordinator.pipeline.tallies import Deciders, Tallies
 from cctf.coordinator.pipeline.verify import UNCONFIGURED, CheckedEvidence, Refused, VerifyStage
-from cctf.coordinator.tally import REFUSED, Decision, QuorumRule, TallyBook
+from cctf.coordinator.tally import REFUSED, Decision, QuorumRule
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verdicts import SequenceClock
 from cctf.identity.targets import IdentityTargets, identity_targets_from
 

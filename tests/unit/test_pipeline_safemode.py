@@ -13,7 +13,8 @@ from cctf.client.verify_control import AnnouncementVerifier
 from cctf.clock import FakeClock
 from cctf.coordinator.pipeline.safemode import SafeModeStage, seal_announcement
 from cctf.coordinator.pipeline.verify import vote_input
-from cctf.coordinator.tally import QuorumRule, TallyBook, TallyKey
+from cctf.coordinator.tally import QuorumRule, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verdicts import build_verdict, seal_verdict
 from cctf.crypto.trust import Role
 from cctf.policy.config import PolicyConfig

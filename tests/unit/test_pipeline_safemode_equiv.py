@@ -22,7 +22,8 @@ from cctf.coordinator.pipeline.safemode import (
     held_decision,
 )
 from cctf.coordinator.pipeline.verify import vote_input
-from cctf.coordinator.tally import Decision, QuorumRule, TallyBook, TallyKey
+from cctf.coordinator.tally import Decision, QuorumRule, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 from cctf.policy.config import DetectorSettings, PolicyConfig
 
 EAST, WEST = "us-east", "eu-west"

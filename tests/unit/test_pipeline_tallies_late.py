@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 from cctf.bus_schemas.messages import Ballot
 from cctf.coordinator.pipeline.tallies import Tallies
 from cctf.coordinator.pipeline.verify import Checked
-from cctf.coordinator.tally import QuorumRule, TallyBook, TallyKey, VoteInput
+from cctf.coordinator.tally import QuorumRule, TallyKey, VoteInput
+from cctf.coordinator.tallybook import TallyBook
 
 VOTERS = [f"agent-{i}/r1" for i in range(5)]
 NAMES = ("a.example.", "b.example.")

@@ -20,7 +20,8 @@ from cctf.coordinator.pipeline.verify import (
     VerifyStage,
     vote_input,
 )
-from cctf.coordinator.tally import AddResult, Outcome, QuorumRule, TallyBook, TallyKey
+from cctf.coordinator.tally import AddResult, Outcome, QuorumRule, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 
 EAST, WEST, NORTH = "us-east", "eu-west", "ap-north"
 

@@ -18,12 +18,12 @@ from cctf.coordinator.tally import (
     Outcome,
     QuorumRule,
     RoundTally,
-    TallyBook,
     TallyKey,
     VoteInput,
     VoterState,
     plain_outcome,
 )
+from cctf.coordinator.tallybook import TallyBook
 
 DIGESTS = (b"digest-x", b"digest-y", b"digest-z")
 HONEST = b"honest"

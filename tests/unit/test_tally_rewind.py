@@ -13,7 +13,8 @@ from hypothesis import strategies as st
 
 from cctf.clock import FakeClock
 from cctf.coordinator.rewind import ExpiryHorizon
-from cctf.coordinator.tally import AddResult, QuorumRule, TallyBook, TallyKey, VoteInput
+from cctf.coordinator.tally import AddResult, QuorumRule, TallyKey, VoteInput
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verdicts import SequenceClock
 
 VOTERS = [f"agent-{i}/r{i}" for i in range(3)]

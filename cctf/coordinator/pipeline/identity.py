@@ -6,7 +6,7 @@
   ``jwks`` subjects its issuer URLs, ``mtls`` subjects the SPIFFE IDs of its workloads that have an
   ``endpoint``. Observations of anything else are refused by the verify stage
   (``unconfigured_name``) and never tallied.
-* **Tally** (:class:`IdentityStage`): the generic :class:`~cctf.coordinator.tally.TallyBook` with
+* **Tally** (:class:`IdentityStage`): the generic :class:`~cctf.coordinator.tallybook.TallyBook` with
   the identity electorate (agent ids; one vote per agent per key) and its own k-of-n, built
   ``refusable``. Status mapping (:func:`identity_vote`): ``ok`` → a vote in the group of its
   ``facts_digest``; ``timeout`` and ``error`` → unavailable; ``invalid`` →
@@ -54,9 +54,9 @@ from cctf.coordinator.tally import (
     Decision,
     Outcome,
     QuorumRule,
-    TallyBook,
     VoteInput,
 )
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verdicts import SequenceClock, VerdictError
 from cctf.identity.targets import IdentityTargets
 

@@ -15,7 +15,8 @@ from cctf.coordinator.pipeline.decide import Decider
 from cctf.coordinator.pipeline.identity import IdentityKey, IdentityStage
 from cctf.coordinator.pipeline.recent import RecentKeys
 from cctf.coordinator.pipeline.verify import Checked, CheckedEvidence
-from cctf.coordinator.tally import AddResult, Decision, TallyBook, TallyKey
+from cctf.coordinator.tally import AddResult, Decision, TallyKey
+from cctf.coordinator.tallybook import TallyBook
 from cctf.coordinator.verdicts import VerdictError
 
 __all__ = ["AnyKey", "AnyVerdict", "Counted", "Deciders", "Tallies"]
