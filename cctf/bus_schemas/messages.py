@@ -242,6 +242,28 @@ def bad_vote_ids(
     return None
 
 
+class _RoundHead(msgspec.Struct, array_like=True, frozen=True):
+    """The first three fields of a ballot or an evidence ballot (``agent``, ``region``, ``round``);
+    what follows is skipped, not decoded."""
+
+    agent: str
+    region: str
+    round: int
+
+
+_ROUND_HEAD_DECODER: Final = msgspec.msgpack.Decoder(_RoundHead)
+
+
+def peek_round(data: bytes) -> int | None:
+    """The ``round`` of a ballot or evidence payload without decoding its votes (``None`` when the
+    head does not decode: the full, strict decoding then names the fault). For an early refusal of a
+    ballot outside the round window only: nothing read here is trusted beyond that."""
+    try:
+        return _ROUND_HEAD_DECODER.decode(data).round
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
+        return None
+
+
 def decode_ballot(data: bytes) -> Ballot:
     if len(data) > L.MAX_PAYLOAD_BYTES:
         raise PayloadError("ballot payload too large")

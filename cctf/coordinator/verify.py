@@ -7,6 +7,10 @@ suite policy, key, signature, time window; 9, the subject is a vote subject
 10. replay: the (key id, nonce) pair was not seen before (``replay``); seen with the SAME envelope
     digest (SHA-256 of the message bytes) it is the same message again, ``duplicate`` (its live and
     its durable copy, a retried publish): recognised, never a replay and never counted twice
+10a. early round freshness: the payload's ``round``, read from its head only
+    (:func:`~cctf.bus_schemas.messages.peek_round`: the votes are skipped, not decoded), outside the
+    window of step 13 is refused at once (``round``): a stale ballot, signed but too late, costs a
+    signature check and no decoding of its votes (a head that does not decode is left to step 11)
 11. payload: strict ballot decoding
 12. regional pinning: subject region = key region = ballot region (and every vote's), and subject
     agent = key principal = ballot agent (and every vote's)
@@ -43,6 +47,7 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_ballot,
     dnssec_states_for,
+    peek_round,
 )
 from cctf.clock import Clock
 from cctf.coordinator.replay import Admission, ReplayCache, ReplayCacheFull
@@ -125,6 +130,10 @@ class BallotVerifier:
             raise Rejected(Reason.DUPLICATE, "the same message was seen before")
         if seen is Admission.REPLAY:
             raise Rejected(Reason.REPLAY, "nonce already seen with another message")
+        current = self.rounds.current(now)
+        early = peek_round(env.payload)  # 10a
+        if early is not None and not self._in_window(early, current):
+            raise Rejected(Reason.ROUND, f"round {early} is outside the window at {current}")
         try:  # 11
             ballot = decode(env.payload)
         except PayloadError as exc:
@@ -144,10 +153,12 @@ class BallotVerifier:
             )
         if self.certs is not None:  # 12a
             self.certs.check(env.kid, now)
-        current = self.rounds.current(now)  # 13
-        if not (current - self.rounds.max_round_lag <= ballot.round <= current + 1):
+        if not self._in_window(ballot.round, current):  # 13
             raise Rejected(Reason.ROUND, f"round {ballot.round} is outside the window at {current}")
         return ballot
+
+    def _in_window(self, round_: int, current: int) -> bool:
+        return current - self.rounds.max_round_lag <= round_ <= current + 1
 
     def verify(self, data: bytes, subject: str, digest: bytes | None = None) -> Ballot:
         """A ballot on a vote subject: steps 1-14 (``digest``: SHA-256 of ``data``, if known)."""

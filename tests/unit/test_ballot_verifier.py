@@ -23,7 +23,7 @@ from wirefactories import (
 
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import Reason, Rejected, seal
-from cctf.bus_schemas.messages import Ballot, MessageType, VoteStatus, encode
+from cctf.bus_schemas.messages import Ballot, MessageType, VoteStatus, encode, peek_round
 from cctf.bus_schemas.subjects import evidence_subject, verdict_subject, vote_subject
 from cctf.coordinator.replay import Admission, ReplayCache
 from cctf.coordinator.verify import RoundPolicy
@@ -417,3 +417,39 @@ def test_a_different_message_reusing_a_nonce_is_a_replay(world: World) -> None:
     with pytest.raises(Rejected) as info:  # and the first one again is still only a duplicate
         verifier.verify(first, agent.subject)
     assert info.value.reason is Reason.DUPLICATE
+
+
+def test_a_stale_ballot_is_refused_before_its_votes_are_decoded(world: World) -> None:
+    """Step 10a: a signed ballot of a round outside the window is refused ``round`` from its head,
+    its votes not decoded: the same votes in a fresh round are refused ``malformed`` (step 11), so
+    the stale one never reached the decoder."""
+    agent = world.agent(US)
+    now = world.clock.now_ms()
+    stale = world.round - RoundPolicy().max_round_lag - 1
+
+    def sealed(round_: int) -> bytes:
+        payload = msgspec.msgpack.encode(
+            [agent.principal, US, round_, now, [["not", "a", "vote"]] * 3]
+        )
+        return forge_envelope(agent.key, agent.subject, payload, now_ms=now, kid=agent.kid)
+
+    assert rejected(world, sealed(world.round), agent.subject) is Reason.MALFORMED
+    assert rejected(world, sealed(stale), agent.subject) is Reason.ROUND
+    assert rejected(world, sealed(world.round + 2), agent.subject) is Reason.ROUND
+
+
+@given(round_=st.integers(0, 2**63 - 1), n=st.integers(0, 3))
+@settings(max_examples=60, deadline=None)
+def test_peek_round_reads_the_round_of_every_ballot(round_: int, n: int) -> None:
+    ballot = make_ballot(_AGENT.principal, US, round_, resolvers=tuple(f"r{i}" for i in range(n)))
+    assert peek_round(encode(ballot)) == ballot.round
+
+
+@given(st.binary(max_size=256))
+@example(msgspec.msgpack.encode(["a", "r"]))
+@example(msgspec.msgpack.encode({"round": 1}))
+@example(msgspec.msgpack.encode(["a", "r", -1, 0, []]))
+def test_peek_round_never_raises(data: bytes) -> None:
+    """Any bytes: an int or ``None`` (a negative or odd head is left to step 13 / step 11)."""
+    got = peek_round(data)
+    assert got is None or isinstance(got, int)
