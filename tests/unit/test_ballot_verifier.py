@@ -438,7 +438,7 @@ def test_a_stale_ballot_is_refused_before_its_votes_are_decoded(world: World) ->
     assert rejected(world, sealed(world.round + 2), agent.subject) is Reason.ROUND
 
 
-@given(round_=st.integers(0, 2**63 - 1), n=st.integers(0, 3))
+@given(round_=st.integers(0, 2**44), n=st.integers(0, 3))  # issued_ms = round * 1000 fits a uint64
 @settings(max_examples=60, deadline=None)
 def test_peek_round_reads_the_round_of_every_ballot(round_: int, n: int) -> None:
     ballot = make_ballot(_AGENT.principal, US, round_, resolvers=tuple(f"r{i}" for i in range(n)))
