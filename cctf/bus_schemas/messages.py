@@ -260,8 +260,8 @@ def peek_round(data: bytes) -> int | None:
     ballot outside the round window only: nothing read here is trusted beyond that."""
     try:
         return _ROUND_HEAD_DECODER.decode(data).round
-    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError):
-        return None
+    except (msgspec.DecodeError, msgspec.ValidationError, UnicodeDecodeError, RecursionError):
+        return None  # RecursionError: msgspec skips what follows the head recursively
 
 
 def decode_ballot(data: bytes) -> Ballot:

@@ -449,6 +449,7 @@ def test_peek_round_reads_the_round_of_every_ballot(round_: int, n: int) -> None
 @example(msgspec.msgpack.encode(["a", "r"]))
 @example(msgspec.msgpack.encode({"round": 1}))
 @example(msgspec.msgpack.encode(["a", "r", -1, 0, []]))
+@example(b"\x94\xa1a\xa1r\x05" + b"\x91" * 100_000 + b"\x90")  # deep nesting after the head
 def test_peek_round_never_raises(data: bytes) -> None:
     """Any bytes: an int or ``None`` (a negative or odd head is left to step 13 / step 11)."""
     got = peek_round(data)
