@@ -55,7 +55,7 @@ from __future__ import annotations
 import enum
 from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import NamedTuple
+from typing import NamedTuple, TypeVar
 
 from cctf.bus_schemas.messages import (  # the wire enums, re-exported
     Outcome,
@@ -220,25 +220,25 @@ class _Electorate:
 _PAIRS: dict[tuple[str, VoterState], tuple[str, VoterState]] = {}
 _VOTERS: dict[tuple[tuple[str, VoterState], ...], tuple[tuple[str, VoterState], ...]] = {}
 _SHARED_LIMIT = 4096
+_S = TypeVar("_S", bound=tuple[object, ...])
+
+
+def _intern(cache: dict[_S, _S], value: _S) -> _S:
+    """The one shared instance equal to ``value`` (``cache`` cleared when it reaches its bound)."""
+    shared = cache.get(value)
+    if shared is None:
+        if len(cache) >= _SHARED_LIMIT:
+            cache.clear()
+        shared = cache[value] = value
+    return shared
 
 
 def _pair(voter: str, state: VoterState) -> tuple[str, VoterState]:
-    pair = (voter, state)
-    shared = _PAIRS.get(pair)
-    if shared is None:
-        if len(_PAIRS) >= _SHARED_LIMIT:
-            _PAIRS.clear()
-        shared = _PAIRS[pair] = pair
-    return shared
+    return _intern(_PAIRS, (voter, state))
 
 
 def _shared(voters: tuple[tuple[str, VoterState], ...]) -> tuple[tuple[str, VoterState], ...]:
-    shared = _VOTERS.get(voters)
-    if shared is None:
-        if len(_VOTERS) >= _SHARED_LIMIT:
-            _VOTERS.clear()
-        shared = _VOTERS[voters] = voters
-    return shared
+    return _intern(_VOTERS, voters)
 
 
 class RoundTally:
