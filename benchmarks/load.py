@@ -115,6 +115,7 @@ class LoadFabric:
         self.watch = Watch()
         self.pids: Pids = {}
         self.agent_procs: list[subprocess.Popen[bytes]] = []
+        self.transport = "tcp"
 
     async def start(
         self,
@@ -265,7 +266,7 @@ class LoadFabric:
                         "id": resolver_id(region),
                         "address": "127.0.0.1",
                         "port": port,
-                        "transport": "udp",
+                        "transport": self.transport,
                     }
                 ],
                 "names": [[name(i), "A"] for i in range(names)],
@@ -433,6 +434,12 @@ def main() -> int:
         help="warm-up rounds at most: more than --warmup while some agent's parts came late",
     )
     parser.add_argument("--nodes", type=int, choices=(1, 3), default=3)
+    parser.add_argument(
+        "--transport",
+        choices=("tcp", "udp"),
+        default="tcp",
+        help="the agents' resolver transport (tcp: one pipelined connection per round)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the logs and configs")
     parser.add_argument(
@@ -460,6 +467,7 @@ def main() -> int:
         try:
             async with contextlib.AsyncExitStack() as stack:
                 fab = LoadFabric(tmp, stack, progress)
+                fab.transport = args.transport
                 await fab.start(
                     nodes=args.nodes,
                     max_names=max(sizes),
@@ -482,6 +490,7 @@ def main() -> int:
                         "quorum": f"{K}-of-{N}",
                         "agents": N,
                         "resolvers_per_agent": 1,
+                        "transport": args.transport,
                         "dnssec": "validated by each agent up to the zone's DS",
                         "coordinator_overrides": overrides,
                         "python": sys.version.split()[0],

@@ -4,7 +4,7 @@ Every round (epoch-aligned: ``round = now_ms // round_ms``, started at its bound
 the agent
 
 1. queries every configured ``(qname, qtype)`` through every resolver concurrently, with a hard
-   deadline at ``boundary + query_deadline_ms`` (:func:`cctf.agents.dnsquery.query_all`);
+   deadline at ``boundary + query_deadline_ms`` (:func:`cctf.agents.roundquery.query_all`);
 2. builds its :class:`~cctf.bus_schemas.messages.Ballot` — several when the votes do not fit in one
    (:func:`cctf.agents.ballot.build_ballots`);
 3. seals each once (a signed envelope bound to ``cctf.v1.vote.<region>.<agent>``, its own nonce);
@@ -63,7 +63,7 @@ from cctf.agents.ballot import (
 )
 from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
-from cctf.agents.dnsquery import ResolverSpec, prepare, query_all
+from cctf.agents.dnsquery import ResolverSpec, prepare
 from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.evidence import evidence_id_secret
 from cctf.agents.evidence_run import EvidenceCollector, publish_evidence
@@ -74,6 +74,7 @@ from cctf.agents.publishing import (
     PublishResult,
     publish_until,
 )
+from cctf.agents.roundquery import query_all
 from cctf.agents.udpfast import AnswerMemo
 from cctf.bus.streams import votes_stream_name
 from cctf.bus_schemas import limits as L

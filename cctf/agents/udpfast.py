@@ -38,7 +38,7 @@ import dns.rdatatype
 
 from cctf.agents.canonical import Observation, VoteStatus
 
-__all__ = ["MAX_MEMO_S", "AnswerMemo", "UdpChannel", "exchange"]
+__all__ = ["MAX_MEMO_S", "AnswerMemo", "UdpChannel", "exchange", "question_bytes"]
 
 #: Longest time an unchanged answer's observation is reused.
 MAX_MEMO_S: Final = 300.0
@@ -125,7 +125,7 @@ class AnswerMemo:
         self._answers[(resolver, question)] = (data[2:], obs, until)
 
 
-def _question_bytes(wire: bytes) -> bytes:
+def question_bytes(wire: bytes) -> bytes:
     """The question section of a one-question query (name, type, class)."""
     end = 12
     while wire[end] != 0:
@@ -193,7 +193,7 @@ def _ticker(loop: asyncio.AbstractEventLoop) -> _Ticker:
 
 class UdpChannel:
     """A connected, non-blocking UDP socket to one server for one worker's consecutive queries
-    within one round (:func:`cctf.agents.dnsquery.query_all`): the socket, its connect and its
+    within one round (:func:`cctf.agents.roundquery.query_all`): the socket, its connect and its
     reader registration are made once instead of per query (they were a third of a warm query's
     CPU). Each query still gets a fresh random id; the source port is the socket's random one, new
     every round (the channels are closed when the round's queries end). A datagram that does not
@@ -294,7 +294,7 @@ class UdpChannel:
         wire = qid + template[2:]
         self._qid = qid
         self._wire = wire
-        self._question = _question_bytes(wire).lower()
+        self._question = question_bytes(wire).lower()
         fut: asyncio.Future[bytes] = self._loop.create_future()
         self._fut = fut
         now = self._loop.time()

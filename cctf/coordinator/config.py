@@ -156,6 +156,8 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     metrics: str | None = None
     max_open_tallies: Annotated[int, msgspec.Meta(ge=1, le=100_000_000)] = 100_000
     fetch_batch: Annotated[int, msgspec.Meta(ge=1, le=10_000)] = 256
+    #: one region's fetch asks for at most this many bytes of deliveries (cctf.coordinator.fetching)
+    fetch_max_bytes: Annotated[int, msgspec.Meta(ge=L.MAX_ENVELOPE_BYTES, le=1 << 30)] = 4 << 20
     queue_limit: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 4_096
     region_rate: Annotated[int, msgspec.Meta(ge=0, le=10_000_000)] = 0
     max_ack_pending: Annotated[int, msgspec.Meta(ge=1, le=1_000_000)] = 10_000

@@ -1,10 +1,17 @@
 """Fetching: one region's durable consumer -> the fair queues (the service's bus adapter loop).
 
 Per region (:meth:`RegionFetcher.run`, one task each): fetch at most the room left in the region's
-queue (never more than ``fetch_batch``) and at most what its rate budget allows (a region sending
+queue (never more than ``fetch_batch``), at most ``fetch_max_bytes`` of deliveries (estimated from
+the largest delivery of the region's last fetch; the first assumes the largest envelope allowed) and
+at most what its rate budget allows (a region sending
 more than its rate is left in its stream, counted as ``throttled``); a failed fetch is logged and
 retried with bounded exponential backoff; a closed connection fails the service. Deliveries the
 queue cannot take are terminated with the shed reason (counted).
+
+The byte bound was found by ``benchmarks/load.py`` (3,000 names, ballot parts of ~160 KB): after a
+stall, the fetches of 256 parts per region asked for ~200 MB at once, nats-server's buffer for the
+coordinator's connection passed its ``max_pending`` (64 MB) and it cut the connection as a slow
+consumer; verdicts published meanwhile were lost to the client's reconnect buffer.
 """
 
 from __future__ import annotations
@@ -15,6 +22,7 @@ from typing import Final
 
 from cctf.bus.connect import Connection
 from cctf.bus.consumer import ConsumerSpec, Delivery, RegionConsumer
+from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.counters import Counters
 from cctf.coordinator.deadlines import sleep_or_stop
@@ -36,6 +44,7 @@ class RegionFetcher:
         budget: RateBudget,
         counts: Counters,
         fetch_batch: int,
+        fetch_max_bytes: int,
         fetch_timeout_s: float,
         max_backoff_s: float,
         monotonic: Callable[[], float],
@@ -52,6 +61,8 @@ class RegionFetcher:
         self._budget = budget
         self._counts = counts
         self._batch = fetch_batch
+        self._max_bytes = fetch_max_bytes
+        self._largest = MAX_ENVELOPE_BYTES  # of the last fetch's deliveries: the size estimate
         self._timeout = fetch_timeout_s
         self._max_backoff = max_backoff_s
         self._monotonic = monotonic
@@ -61,6 +72,10 @@ class RegionFetcher:
         self._term = term
         self._log = log
         self._fail = fail
+
+    def max_count(self) -> int:
+        """Deliveries the next fetch asks for at most by the byte bound (at least one)."""
+        return max(1, self._max_bytes // self._largest)
 
     async def run(self) -> None:
         region = self.consumer.spec.region
@@ -79,7 +94,7 @@ class RegionFetcher:
                 self._counts.throttled[region] = self._counts.throttled.get(region, 0) + 1
                 await sleep_or_stop(self._stopping, min(wait, 1.0))
                 continue
-            room = min(room, max(1, budget.available(self._monotonic())))
+            room = min(room, max(1, budget.available(self._monotonic())), self.max_count())
             try:
                 got = await self.consumer.fetch(room, self._timeout)
             except asyncio.CancelledError:
@@ -95,6 +110,7 @@ class RegionFetcher:
             if not got:
                 continue
             budget.spend(len(got), self._monotonic())
+            self._largest = max(1, max(len(d.data) for d in got))
             for d in self._queues.offer(region, got):
                 await self._term(d, SHED_REASON)
             self._work.set()
@@ -135,6 +151,7 @@ def region_fetchers(
                 budget=RateBudget(rate, rate, monotonic()),
                 counts=counts,
                 fetch_batch=c.fetch_batch,
+                fetch_max_bytes=c.fetch_max_bytes,
                 fetch_timeout_s=c.fetch_timeout_ms / 1000,
                 max_backoff_s=c.max_backoff_ms / 1000,
                 monotonic=monotonic,

@@ -36,10 +36,11 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from cctf import telemetry
-from cctf.agents.dnsquery import ResolverSpec, query_all
+from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.dnssec import TrustAnchors
 from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.resolver import BallotReport, ResolverAgent
+from cctf.agents.roundquery import query_all
 from cctf.bus.accounts import DEFAULT_REGIONS
 from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict

@@ -47,7 +47,8 @@ from cctf.agents.canonical import (
     observation_from_response,
     parse_qtype,
 )
-from cctf.agents.dnsquery import DEFAULT_PORTS, ResolverSpec, prepare, query, query_all
+from cctf.agents.dnsquery import DEFAULT_PORTS, ResolverSpec, prepare, query
+from cctf.agents.roundquery import query_all
 from cctf.agents.transports import doh_url
 from cctf.bus_schemas import messages
 from cctf.util.deadline import hard_deadline

@@ -22,9 +22,9 @@ import dns.rcode
 import pytest
 from unboundhelpers import Nsd, Unbound, find_binary
 
-from cctf.agents.dnsquery import query_all
 from cctf.agents.dnssec import DNSSEC_EDE_CODES, TrustAnchors
 from cctf.agents.dnssecfetch import ChainValidator
+from cctf.agents.roundquery import query_all
 from cctf.agents.spec import ResolverSpec
 from cctf.bus_schemas.messages import DnssecState, Transport, VoteStatus
 from cctf.chaos.signing import sign

@@ -35,9 +35,9 @@ from wirefactories import START_MS
 
 from cctf.agents.ballot import build_votes
 from cctf.agents.canonical import Observation
-from cctf.agents.dnsquery import query_all
 from cctf.agents.dnssec import DNSSEC_EDE_CODES, TrustAnchors
 from cctf.agents.dnssecfetch import ChainValidator
+from cctf.agents.roundquery import query_all
 from cctf.agents.spec import ResolverSpec
 from cctf.bus_schemas.messages import DnssecState, Outcome, Transport, VoteStatus
 from cctf.chaos.dnsserver import FaultyDnsServer

@@ -16,9 +16,10 @@ import pytest
 
 from cctf.agents import udpfast
 from cctf.agents.canonical import Observation, Transport, VoteStatus, observation_from_response
-from cctf.agents.dnsquery import ResolverSpec, query_all
+from cctf.agents.dnsquery import ResolverSpec
 from cctf.agents.dnssec import TrustAnchors
 from cctf.agents.dnssecfetch import ChainValidator
+from cctf.agents.roundquery import query_all
 from cctf.agents.udpfast import MAX_MEMO_S, AnswerMemo, UdpChannel, exchange
 from cctf.bus_schemas.messages import DnssecState
 from cctf.chaos.dnsserver import FaultyDnsServer

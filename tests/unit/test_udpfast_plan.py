@@ -15,7 +15,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from cctf.agents.canonical import Observation, Transport, VoteStatus
-from cctf.agents.dnsquery import _parse
+from cctf.agents.roundquery import _parse
 from cctf.agents.udpfast import AnswerMemo
 from cctf.bus_schemas.messages import DnssecState
 
