@@ -80,13 +80,14 @@ from harness import (
     tail,
     wait_until,
 )
-from loadparts import DNS_CHILD, ORIGIN, Watch, metrics_delta, name, stages
+from loadparts import DNS_CHILD, NSD_CHILD, ORIGIN, Watch, metrics_delta, name, stages
 
 from cctf.bus.streams import ensure_streams
 from cctf.client.sdk import FetchError, TrustClient
 from cctf.crypto.keys import SigningKey, save_signing_key
 from cctf.crypto.trust import Role, TrustConfig, TrustEntry
 from cctf.devfabric.nats import NatsFabric
+from cctf.devfabric.nsd import nsd_binary
 
 ROUND_MS = 1_000
 ROUND_GRACE_MS = 1_500
@@ -116,6 +117,7 @@ class LoadFabric:
         self.pids: Pids = {}
         self.agent_procs: list[subprocess.Popen[bytes]] = []
         self.transport = "tcp"
+        self.dns = "nsd"
 
     async def start(
         self,
@@ -137,11 +139,19 @@ class LoadFabric:
         save_signing_key(tmp / "coordinator.key.json", coord_key)
         trust.save(tmp / "trust.json")
 
-        progress(f"DNS: five servers, one process each, each signing a {max_names}-name zone")
+        binary = nsd_binary() if self.dns == "nsd" else None
+        if self.dns == "nsd" and binary is None:
+            progress("nsd is not installed (apt-get install nsd): the Python DNS servers instead")
+            self.dns = "python"
+        kind = f"nsd ({binary})" if binary else "FaultyDnsServer"
+        progress(f"DNS: five {kind} servers, each signing a {max_names}-name zone")
         procs = []
         for _ in REGIONS:  # one process per resolver (five machines in a deployment)
+            child = (
+                [NSD_CHILD, str(max_names), binary] if binary else [DNS_CHILD, str(max_names), "1"]
+            )
             proc = spawn(
-                [sys.executable, "-c", DNS_CHILD, str(max_names), "1"],
+                [sys.executable, "-c", *child],
                 stdin=subprocess.PIPE,
                 stdout=subprocess.PIPE,
             )
@@ -149,13 +159,15 @@ class LoadFabric:
             procs.append(proc)
         self.dns_ports: list[int] = []
         self.anchors: list[str] = []  # each server signs with its own keys: one anchor each
+        dns_pids: list[int] = []  # nsd's processes (grandchildren: their CPU is counted too)
         for proc in procs:
             assert proc.stdout is not None
             line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 180)
             info = json.loads(line)
             self.dns_ports += info["ports"]
             self.anchors.append(info["anchor"])
-        self.pids["dns"] = [p.pid for p in procs]
+            dns_pids += info.get("pids", [])
+        self.pids["dns"] = [p.pid for p in procs] + dns_pids
 
         progress(f"starting JetStream ({nodes} node{'s' if nodes > 1 else ''})")
         nats = await NatsFabric.astart(tmp / "nats", nodes=nodes, regions=REGIONS)
@@ -440,6 +452,13 @@ def main() -> int:
         default="tcp",
         help="the agents' resolver transport (tcp: one pipelined connection per round)",
     )
+    parser.add_argument(
+        "--dns",
+        choices=("nsd", "python"),
+        default="nsd",
+        help="the five DNS servers: Debian's nsd (falls back to python when missing) or "
+        "cctf.chaos.dnsserver.FaultyDnsServer",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the logs and configs")
     parser.add_argument(
@@ -468,6 +487,7 @@ def main() -> int:
             async with contextlib.AsyncExitStack() as stack:
                 fab = LoadFabric(tmp, stack, progress)
                 fab.transport = args.transport
+                fab.dns = args.dns
                 await fab.start(
                     nodes=args.nodes,
                     max_names=max(sizes),
@@ -491,6 +511,7 @@ def main() -> int:
                         "agents": N,
                         "resolvers_per_agent": 1,
                         "transport": args.transport,
+                        "dns_servers": fab.dns,
                         "dnssec": "validated by each agent up to the zone's DS",
                         "coordinator_overrides": overrides,
                         "python": sys.version.split()[0],

@@ -47,6 +47,54 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 """
 
 
+#: The DNS child with nsd (``--dns nsd``): one nsd process serving the same signed zone; prints
+#: ``{"ports": [port], "anchor": "<DS line>", "pids": [nsd and its children]}`` and serves until its
+#: stdin closes. A port is tried again when nsd cannot bind it (free for UDP and TCP, then taken).
+NSD_CHILD = """
+import json, socket, sys, tempfile
+from pathlib import Path
+import dns.zone
+from cctf.chaos.signing import sign
+from cctf.devfabric.nsd import NsdServer
+
+def free_port():
+    while True:
+        with socket.socket() as tcp:
+            tcp.bind(("127.0.0.1", 0))
+            port = tcp.getsockname()[1]
+            with socket.socket(socket.AF_INET, socket.SOCK_DGRAM) as udp:
+                try:
+                    udp.bind(("127.0.0.1", port))
+                except OSError:
+                    continue
+        return port
+
+count, binary = int(sys.argv[1]), sys.argv[2]
+lines = ["$TTL 300", "@ IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ IN NS ns1",
+         "ns1 IN A 192.0.2.253"]
+lines += [f"n{i} IN A 10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range(count)]
+zone = dns.zone.from_text("\\n".join(lines) + "\\n", origin="load.test.", relativize=False)
+signed = sign(zone)
+text = signed.zone.to_text(relativize=False)
+with tempfile.TemporaryDirectory(prefix="cctf-load-nsd-") as tmp:
+    for attempt in range(5):
+        server = NsdServer(Path(tmp) / str(attempt), {"load.test.": text}, binary=binary,
+                           port=free_port())
+        try:
+            server.start("load.test.", timeout_s=60)
+            break
+        except RuntimeError:
+            if attempt == 4:
+                raise
+    try:
+        print(json.dumps({"ports": [server.port], "anchor": signed.trust_anchor,
+                          "pids": server.pids()}), flush=True)
+        sys.stdin.read()
+    finally:
+        server.stop()
+"""
+
+
 class Watch:
     """The harness's view: ballot parts seen on the bus and verified verdicts, timestamped."""
 

@@ -23,6 +23,8 @@ import dns.message
 import dns.query
 import pytest
 
+from cctf.devfabric.nsd import NsdServer
+
 __all__ = ["Nsd", "Unbound", "find_binary", "free_port"]
 
 
@@ -169,67 +171,10 @@ class Unbound:
             proc.wait(timeout=10)
 
 
-class Nsd:
-    """One nsd process serving zone files (authoritative only), on a free port of 127.0.0.1."""
+class Nsd(NsdServer):
+    """One nsd process serving zone files (authoritative only), on a free port of 127.0.0.1
+    (:class:`cctf.devfabric.nsd.NsdServer`; skipped, or failed on CI, when nsd is missing)."""
 
     def __init__(self, workdir: Path, zones: dict[str, str]) -> None:
         """``zones``: origin -> zone file text."""
-        self.binary = find_binary("nsd")
-        self.dir = workdir
-        self.dir.mkdir(parents=True, exist_ok=True)
-        self.port = free_port()
-        self.conf = self.dir / "nsd.conf"
-        lines = [
-            "server:",
-            f"  ip-address: 127.0.0.1@{self.port}",
-            f"  port: {self.port}",
-            '  username: ""',
-            '  chroot: ""',
-            f'  zonesdir: "{self.dir}"',
-            '  database: ""',
-            f'  pidfile: "{self.dir}/nsd.pid"',
-            f'  xfrdfile: "{self.dir}/xfrd.state"',
-            f'  zonelistfile: "{self.dir}/zone.list"',
-            f'  logfile: "{self.dir}/nsd.log"',
-            "  server-count: 1",
-            "  verbosity: 1",
-            "  do-ip6: no",
-            "remote-control:",
-            "  control-enable: no",
-        ]
-        for i, (origin, text) in enumerate(zones.items()):
-            (self.dir / f"zone{i}.zone").write_text(text)
-            lines += ["zone:", f'  name: "{origin}"', f'  zonefile: "zone{i}.zone"']
-        self.conf.write_text("\n".join(lines) + "\n")
-        self.proc: subprocess.Popen[bytes] | None = None
-
-    def start(self, probe: str, timeout_s: float = 20.0) -> None:
-        """Start and wait until ``probe`` (a name it serves) is answered."""
-        self.proc = subprocess.Popen(
-            [self.binary, "-d", "-c", str(self.conf)],
-            stdout=subprocess.DEVNULL,
-            stderr=subprocess.PIPE,
-        )
-        deadline = time.monotonic() + timeout_s
-        query = dns.message.make_query(probe, "SOA")
-        while time.monotonic() < deadline:
-            if self.proc.poll() is not None:
-                err = self.proc.stderr.read().decode(errors="replace") if self.proc.stderr else ""
-                raise RuntimeError(f"nsd exited with {self.proc.returncode}: {err[-2000:]}")
-            with contextlib.suppress(Exception):
-                if dns.query.udp(query, "127.0.0.1", port=self.port, timeout=0.2).answer:
-                    return
-            time.sleep(0.05)
-        self.stop()
-        raise RuntimeError(f"nsd did not answer within {timeout_s} s")
-
-    def stop(self) -> None:
-        proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        super().__init__(workdir, zones, binary=find_binary("nsd"), port=free_port())
