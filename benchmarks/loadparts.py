@@ -51,7 +51,7 @@ asyncio.run(main(int(sys.argv[1]), int(sys.argv[2])))
 #: ``{"ports": [port], "anchor": "<DS line>", "pids": [nsd and its children]}`` and serves until its
 #: stdin closes. A port is tried again when nsd cannot bind it (free for UDP and TCP, then taken).
 NSD_CHILD = """
-import json, socket, sys, tempfile
+import json, signal, socket, sys, tempfile
 from pathlib import Path
 import dns.zone
 from cctf.chaos.signing import sign
@@ -69,6 +69,10 @@ def free_port():
                     continue
         return port
 
+def on_term(signum, frame):
+    raise SystemExit(0)  # SIGTERM (the harness stopping): nsd is stopped by the finally below
+
+signal.signal(signal.SIGTERM, on_term)
 count, binary = int(sys.argv[1]), sys.argv[2]
 lines = ["$TTL 300", "@ IN SOA ns1 hostmaster 1 3600 600 86400 300", "@ IN NS ns1",
          "ns1 IN A 192.0.2.253"]

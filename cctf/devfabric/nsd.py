@@ -12,6 +12,7 @@ SIGTERM. Zones are given as zone file text (e.g. a zone signed by :func:`cctf.ch
 from __future__ import annotations
 
 import contextlib
+import ctypes
 import os
 import shutil
 import signal
@@ -24,6 +25,13 @@ import dns.message
 import dns.query
 
 __all__ = ["NsdServer", "nsd_binary"]
+
+
+def _die_with_parent() -> None:
+    """In the child between fork and exec: SIGTERM when the parent dies (Linux ``prctl``), so an
+    nsd is never left behind by a parent killed before its :meth:`NsdServer.stop`."""
+    with contextlib.suppress(Exception):
+        ctypes.CDLL(None, use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
 def nsd_binary() -> str | None:
@@ -72,6 +80,7 @@ class NsdServer:
             [self.binary, "-d", "-c", str(self.conf)],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
+            preexec_fn=_die_with_parent,  # only prctl between fork and exec
         )
         deadline = time.monotonic() + timeout_s
         query = dns.message.make_query(probe, "SOA")
