@@ -1,19 +1,23 @@
 """Load: the whole local fabric at N names per 1 s round (issue #9, "Graceful overload", D6).
 
     .venv/bin/python benchmarks/load.py [--names 100,300,1000,3000] [--rounds 20] [--warmup 3]
-                                        [--nodes 3] [--set KEY=JSON ...] [--quick]
+                                        [--nodes 3] [--transport tcp|udp] [--dns nsd|python]
+                                        [--set KEY=JSON ...] [--quick]
     make bench-load ARGS="--rounds 30"
 
 What runs, all on 127.0.0.1, each part in its own process (so the two cores are shared the way a
 real deployment's machines would not be, but no part is charged another's CPU):
 
 * a NATS JetStream cluster (``NatsFabric``, 3 nodes by default, R3 streams);
-* five authoritative DNS servers (``FaultyDnsServer``, no faults), one child process each, each
-  serving a DNSSEC-signed zone of ``n<i>.load.test.`` A records (as many as the largest N; each
-  signs with its own keys, so each agent gets its server's DS as trust anchor);
+* five authoritative DNS servers, one child process each, each serving a DNSSEC-signed zone of
+  ``n<i>.load.test.`` A records (as many as the largest N; each signs with its own keys, so each
+  agent gets its server's DS as trust anchor): Debian's nsd (``--dns nsd``, the default: a C server,
+  so the servers the agents ask take next to none of the two cores; its processes' CPU is counted
+  under ``dns``) or ``FaultyDnsServer`` (``--dns python``, no faults; also when nsd is missing);
 * five real agents, ``cctf agent run`` processes (one per region, one resolver each, validating
-  DNSSEC up to the zone's DS), asking the first N names every round; a round's votes are split over
-  several ballots when they exceed the agents' ballot bounds;
+  DNSSEC up to the zone's DS), asking the first N names every round over ``--transport`` (``tcp``,
+  the default: one pipelined connection per round, :mod:`cctf.agents.tcppipe`; or ``udp``); a round's
+  votes are split over several ballots when they exceed the agents' ballot bounds;
 * one real coordinator, ``cctf coordinator run`` (3-of-5, 1 s rounds, names ``*.load.test.``,
   batch signing, Prometheus endpoint), with ``--set`` overrides of its config;
 * the harness: a verifying ``TrustClient`` verdict stream (the subscriber) and a core subscription
