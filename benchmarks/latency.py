@@ -51,33 +51,33 @@ BREAKDOWN = (
 )
 
 
-async def series(
-    fab: fabric.BenchFabric,
-    *,
-    label: str,
-    samples: int,
-    names_per_sample: int,
-    time_limit_s: float,
-    pids: Pids | None = None,
-) -> dict[str, Any]:
-    """``samples`` unloaded latency samples of ``names_per_sample`` names each."""
-    agents, collector = fab.agents, fab.collector
-    cpu0 = cpu_snapshot(pids or {})
-    from_k: list[float] = []
-    from_last: list[float] = []
-    round_from_k: list[float] = []
-    kth_ack: list[float] = []
-    stored_from_k: list[float] = []
-    stored_to_verified: list[float] = []
-    timeouts = 0
-    deadline = time.monotonic() + time_limit_s
-    done = 0
-    for s in range(samples):
-        check_stop()
-        if time.monotonic() > deadline:
-            break
+class Series:
+    """The samples of one series (``names_per_sample`` names each), taken one at a time by
+    :meth:`sample`, so that several series can be interleaved (:func:`measure_names`)."""
+
+    def __init__(self, fab: fabric.BenchFabric, label: str, names_per_sample: int) -> None:
+        self.fab = fab
+        self.label = label
+        self.names_per_sample = names_per_sample
+        self.from_k: list[float] = []
+        self.from_last: list[float] = []
+        self.round_from_k: list[float] = []
+        self.kth_ack: list[float] = []
+        self.stored_from_k: list[float] = []
+        self.stored_to_verified: list[float] = []
+        self.timeouts = 0
+        self.done = 0
+        self.taken = 0
+        self.cpu: dict[str, float] = {}
+
+    async def sample(self, pids: Pids | None = None) -> None:
+        """One sample: five sealed ballots published back to back, then the verified verdicts."""
+        agents, collector = self.fab.agents, self.fab.collector
+        s = self.taken
+        self.taken += 1
+        cpu0 = cpu_snapshot(pids) if pids else None
         t_ms = fabric.now_ms()
-        names = [f"{label}{s}-{j}.{ORIGIN}" for j in range(names_per_sample)]
+        names = [f"{self.label}{s}-{j}.{ORIGIN}" for j in range(self.names_per_sample)]
         datas = [agents.sealed_ballot(r, t_ms // ROUND_MS, names, t_ms) for r in REGIONS]
         group = collector.expect(names, time.perf_counter(), probe=True)
         t_pub: list[float] = []
@@ -93,47 +93,87 @@ async def series(
         try:
             await asyncio.wait_for(group.done.wait(), WAIT_VERDICT_S)
         except TimeoutError:
-            fab.check_alive()
-            timeouts += 1
+            self.fab.check_alive()
+            self.timeouts += 1
             collector.forget(group)
             # every name counted: a verdict that did not come within WAIT_VERDICT_S counts as that
             # long (a lower bound), so a timeout raises the percentiles instead of leaving them
             late = t_k + WAIT_VERDICT_S
             for name in names:
                 at = group.times.get(name, late)
-                from_k.append(at - t_k)
-                from_last.append(at - t_last)
-            round_from_k.append(WAIT_VERDICT_S)
-            continue
-        done += 1
-        kth_ack.append(t_ack[K - 1] - t_k)
+                self.from_k.append(at - t_k)
+                self.from_last.append(at - t_last)
+            self.round_from_k.append(WAIT_VERDICT_S)
+            return
+        self.done += 1
+        self.kth_ack.append(t_ack[K - 1] - t_k)
         for name in names:
-            from_k.append(group.times[name] - t_k)
-            from_last.append(group.times[name] - t_last)
+            self.from_k.append(group.times[name] - t_k)
+            self.from_last.append(group.times[name] - t_last)
             if name in group.stored:
-                stored_from_k.append(group.stored[name] - wall_k)
-                stored_to_verified.append(group.wall[name] - group.stored[name])
-        round_from_k.append(max(group.times.values()) - t_k)
+                self.stored_from_k.append(group.stored[name] - wall_k)
+                self.stored_to_verified.append(group.wall[name] - group.stored[name])
+        self.round_from_k.append(max(group.times.values()) - t_k)
+        if pids and cpu0 is not None:
+            # includes the (untimed) building and signing of the five ballots by the harness
+            for role, v in cpu_delta(cpu0, cpu_snapshot(pids), 1.0).items():
+                self.cpu[role] = self.cpu.get(role, 0.0) + v
+
+    def result(self) -> dict[str, Any]:
+        out: dict[str, Any] = {
+            "names_per_sample": self.names_per_sample,
+            "samples": self.done,
+            "timeouts": self.timeouts,
+            "from_kth": summary_ms(self.from_k),
+            "from_last": summary_ms(self.from_last),
+            "breakdown": {
+                "what": BREAKDOWN,
+                "kth_publish_ack": summary_ms(self.kth_ack),
+                "kth_to_verdict_stored": summary_ms(self.stored_from_k),
+                "verdict_stored_to_verified": summary_ms(self.stored_to_verified),
+            },
+        }
+        if self.names_per_sample > 1:
+            out["sample_complete_from_kth"] = summary_ms(self.round_from_k)
+        if self.cpu and self.done:
+            out["cpu_ms_per_sample"] = {
+                role: round(v / self.done * 1000.0, 3) for role, v in self.cpu.items()
+            }
+        return out
+
+
+async def series(
+    fab: fabric.BenchFabric,
+    *,
+    label: str,
+    samples: int,
+    names_per_sample: int,
+    time_limit_s: float,
+    pids: Pids | None = None,
+) -> dict[str, Any]:
+    """``samples`` unloaded latency samples of ``names_per_sample`` names each."""
+    one = Series(fab, label, names_per_sample)
+    deadline = time.monotonic() + time_limit_s
+    for _ in range(samples):
+        check_stop()
+        if time.monotonic() > deadline:
+            break
+        await one.sample(pids)
         await asyncio.sleep(0.003)  # let the fabric settle: unloaded latency
-    out: dict[str, Any] = {
-        "names_per_sample": names_per_sample,
-        "samples": done,
-        "timeouts": timeouts,
-        "from_kth": summary_ms(from_k),
-        "from_last": summary_ms(from_last),
-        "breakdown": {
-            "what": BREAKDOWN,
-            "kth_publish_ack": summary_ms(kth_ack),
-            "kth_to_verdict_stored": summary_ms(stored_from_k),
-            "verdict_stored_to_verified": summary_ms(stored_to_verified),
-        },
-    }
-    if names_per_sample > 1:
-        out["sample_complete_from_kth"] = summary_ms(round_from_k)
-    if pids is not None and done:
-        # includes the (untimed) building and signing of the five ballots by the harness
-        out["cpu_ms_per_sample"] = cpu_delta(cpu0, cpu_snapshot(pids), done, 1000.0)
-    return out
+    return one.result()
+
+
+def interleaved(counts: Sequence[int]) -> list[int]:
+    """The order in which series of ``counts`` samples take them when interleaved: the indexes of
+    the series, each spread evenly over the whole run (so drift in the machine's speed during the
+    run reaches every series alike)."""
+    total = max(counts, default=0)
+    order: list[int] = []
+    for t in range(total):
+        for i, n in enumerate(counts):
+            if (t + 1) * n // total > t * n // total:
+                order.append(i)
+    return order
 
 
 async def measure(
@@ -201,16 +241,20 @@ async def measure_names(
     out: dict[str, Any] = {}
     try:
         m0 = fab.scrape()
-        for names, (q, full) in NAMES_SERIES.items():
-            part = await series(
-                fab,
-                label=f"n{names}-",
-                samples=q if quick else full,
-                names_per_sample=names,
-                time_limit_s=5.0 if quick else 25.0,
-                pids=fab.pids,
-            )
-            out[f"names_{names}"] = {**part["from_kth"], "series": part}
+        # the three series interleaved (one sample of each in turn, in proportion to their counts):
+        # their ratios compare them under the same conditions, not at three moments of the run
+        runs = [Series(fab, f"n{names}-", names) for names in NAMES_SERIES]
+        counts = [q if quick else full for q, full in NAMES_SERIES.values()]
+        deadline = time.monotonic() + (5.0 if quick else 25.0) * len(runs)
+        for i in interleaved(counts):
+            check_stop()
+            if time.monotonic() > deadline:
+                break
+            await runs[i].sample(fab.pids)
+            await asyncio.sleep(0.003)  # let the fabric settle: unloaded latency
+        for names, run in zip(NAMES_SERIES, runs, strict=True):
+            part = run.result()
+            out[f"names_{names}"] = {**part["from_kth"], "series": part, "interleaved": True}
             progress(f"latency {names} name(s): p99 {part['from_kth'].get('p99_ms')} ms")
         part = await series(
             fab,
