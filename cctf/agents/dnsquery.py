@@ -19,7 +19,7 @@ Transport notes:
   stub resolver does: a server that only sends such datagrams ends in ``timeout``. A truncated (TC)
   answer is retried over TCP.
 * ``tcp``, ``dot``: one connection per query; a wrong id/question or a malformed message is ``error``.
-  (A round's queries to a TCP resolver go over one pipelined connection instead:
+  (A round's queries to a TCP or DoT resolver go over one pipelined connection instead:
   :mod:`cctf.agents.roundquery`, :mod:`cctf.agents.tcppipe`.)
 * ``doh``: RFC 8484 POST over HTTP/2 or HTTP/1.1 (ALPN), one connection per query, no proxies, no
   redirects, no content encoding; the body is capped at 65535 bytes.

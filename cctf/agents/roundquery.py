@@ -4,8 +4,8 @@ apply.
 
 * UDP resolvers, with the agent's :class:`~cctf.agents.udpfast.AnswerMemo`: a pool of workers, each
   with one connected socket per resolver (:mod:`cctf.agents.udpfast`);
-* TCP resolvers, with the memo: one pipelined connection per resolver carries all of the round's
-  queries (:mod:`cctf.agents.tcppipe`, RFC 7766 §6.2.1.1);
+* TCP and DoT resolvers, with the memo: one pipelined connection per resolver carries all of the
+  round's queries (:mod:`cctf.agents.tcppipe`, RFC 7766 §6.2.1.1, RFC 7858 §3.4);
 * anything else: one :func:`cctf.agents.dnsquery.query` per question and resolver, at most
   ``concurrency`` at a time.
 
@@ -19,7 +19,7 @@ import asyncio
 import functools
 import time
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Final
 
 import dns.flags
 import dns.message
@@ -36,7 +36,7 @@ from cctf.agents.canonical import (
 from cctf.agents.dnsclassify import classify
 from cctf.agents.spec import ResolverSpec
 from cctf.agents.tcppipe import exchange_all
-from cctf.agents.transports import UDP_RETRY_S, prepare
+from cctf.agents.transports import UDP_RETRY_S, prepare, server_hostname, tls_context
 from cctf.agents.udpfast import AnswerMemo, UdpChannel, exchange
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.messages import Transport
@@ -54,6 +54,9 @@ from cctf.agents.dnsquery import (
 )
 
 __all__ = ["query_all"]
+
+#: Transports whose round goes over one pipelined connection per resolver (with a memo).
+_PIPELINED: Final = frozenset({Transport.TCP, Transport.DOT})
 
 _VALIDATING: set[asyncio.Future[Observation]] = (
     set()
@@ -220,9 +223,9 @@ async def query_all(
         raise ValueError(
             f"{len(parsed)} names x {len(specs)} resolvers exceeds {L.MAX_VOTES_PER_ROUND} queries"
         )
-    if memo is not None and any(spec.transport is Transport.TCP for spec in specs):
-        tcp = [spec for spec in specs if spec.transport is Transport.TCP]
-        rest = [spec for spec in specs if spec.transport is not Transport.TCP]
+    if memo is not None and any(spec.transport in _PIPELINED for spec in specs):
+        tcp = [spec for spec in specs if spec.transport in _PIPELINED]
+        rest = [spec for spec in specs if spec.transport not in _PIPELINED]
         piped = _piped(tcp, parsed, deadline_s, want_dnssec, dnssec, memo)
         if not rest:
             return await piped
@@ -241,7 +244,7 @@ async def query_all(
             from_tcp = iter(by_tcp[i * len(tcp) : (i + 1) * len(tcp)])
             from_rest = iter(by_rest[i * len(rest) : (i + 1) * len(rest)])
             merged += [
-                next(from_tcp) if spec.transport is Transport.TCP else next(from_rest)
+                next(from_tcp) if spec.transport in _PIPELINED else next(from_rest)
                 for spec in specs
             ]
         return merged
@@ -415,19 +418,36 @@ async def _piped(
     dnssec: ChainValidator | None,
     memo: AnswerMemo,
 ) -> list[Observation]:
-    """:func:`query_all` for TCP resolvers with a memo: the round's queries to one resolver on one
-    pipelined connection (:mod:`cctf.agents.tcppipe`), each answer then observed as over UDP (the
-    memo's observation when unchanged, else parsed, classified and validated)."""
+    """:func:`query_all` for TCP and DoT resolvers with a memo: the round's queries to one resolver
+    on one pipelined connection (:mod:`cctf.agents.tcppipe`; DoT queries padded as on the general
+    path), each answer then observed as over UDP (the memo's observation when unchanged, else
+    parsed, classified and validated)."""
     loop = asyncio.get_running_loop()
     end = loop.time() + deadline_s
     inner = deadline_s - min(_INNER_MARGIN_S, deadline_s * 0.1)
-    templates = [
-        memo.query_wire(q, functools.partial(_make_query, name, rdtype, want_dnssec, False))
-        for name, rdtype, q in parsed
-    ]
+    templates: dict[bool, list[bytes]] = {}  # padded (DoT, RFC 8467) or not (TCP)
+    for pad in {spec.transport is Transport.DOT for spec in specs}:
+        templates[pad] = [
+            memo.query_wire(
+                (q, "pad") if pad else q,
+                functools.partial(_make_query, name, rdtype, want_dnssec, pad),
+            )
+            for name, rdtype, q in parsed
+        ]
     start = time.perf_counter()
     answers = await asyncio.gather(
-        *(exchange_all(spec.address, spec.port, templates, inner) for spec in specs)
+        *(
+            exchange_all(
+                spec.address,
+                spec.port,
+                templates[spec.transport is Transport.DOT],
+                inner,
+                tls=(tls_context(spec), server_hostname(spec))
+                if spec.transport is Transport.DOT
+                else None,
+            )
+            for spec in specs
+        )
     )
     width = len(specs)
     out: list[Observation | None] = [None] * (len(parsed) * width)
@@ -480,5 +500,7 @@ async def _piped(
             else:
                 abandon(task)
                 detail = "not validated by the deadline"
-                out[k] = Observation.failure(specs[j].id, Transport.TCP, VoteStatus.TIMEOUT, detail)
+                out[k] = Observation.failure(
+                    specs[j].id, specs[j].transport, VoteStatus.TIMEOUT, detail
+                )
     return [obs for obs in out if obs is not None]

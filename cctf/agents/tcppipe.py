@@ -1,5 +1,6 @@
-"""Pipelined DNS over TCP (RFC 7766 §6.2.1.1): the agents' bulk path for ``tcp`` resolvers (network
-adapter; what is done with the answers lives in :mod:`cctf.agents.dnsquery`).
+"""Pipelined DNS over TCP (RFC 7766 §6.2.1.1) and over TLS (DoT, RFC 7858 §3.4): the agents' bulk
+path for ``tcp`` and ``dot`` resolvers (network adapter; what is done with the answers lives in
+:mod:`cctf.agents.roundquery`).
 
 Found by the load benchmark (``benchmarks/load.py``, 3,000 names per 1 s round): over UDP every query
 is one datagram out and one in, a ``send``, a ``recv`` and an epoll wake-up each, and those system
@@ -7,6 +8,8 @@ calls were about 40 % of a warm agent's CPU on a loaded 2-core VM (7 µs each on
 to 50 µs on a busy one). Over one TCP connection the whole round's queries go out in one write and
 their answers come back in a few large reads, whatever their number.
 
+* **DoT** is the same over a TLS connection (the resolver's verified context, SNI and ALPN ``dot``):
+  one handshake per round instead of one per query.
 * **One connection per resolver and round** (at most :data:`MAX_PER_CONNECTION` queries each: 16-bit
   ids must be unique within a connection), opened at the round's start and closed at its end: no
   state is carried between rounds, as with the UDP path's sockets.
@@ -30,6 +33,7 @@ import asyncio
 import contextlib
 import functools
 import secrets
+import ssl
 import time
 from collections.abc import Sequence
 from typing import Final
@@ -152,6 +156,7 @@ async def _batch(
     offset: int,
     end: float,
     stats: PipeStats,
+    tls: tuple[ssl.SSLContext, str | None] | None,
 ) -> None:
     loop = asyncio.get_running_loop()
     count = len(templates)
@@ -167,12 +172,16 @@ async def _batch(
         wake = asyncio.Event()
         try:
             async with asyncio.timeout_at(end):
-                transport, pipe = await loop.create_connection(
-                    functools.partial(_Pipe, pending, questions, local, stats, wake), address, port
-                )
+                factory = functools.partial(_Pipe, pending, questions, local, stats, wake)
+                if tls is None:
+                    transport, pipe = await loop.create_connection(factory, address, port)
+                else:
+                    transport, pipe = await loop.create_connection(
+                        factory, address, port, ssl=tls[0], server_hostname=tls[1]
+                    )
         except TimeoutError:
             break
-        except OSError as exc:  # refused, unreachable: the same for every query of the batch
+        except OSError as exc:  # refused, unreachable, TLS: the same for every query of the batch
             error = exc
             break
         stats.connections += 1
@@ -200,12 +209,18 @@ async def _batch(
 
 
 async def exchange_all(
-    address: str, port: int, templates: Sequence[bytes], limit_s: float
+    address: str,
+    port: int,
+    templates: Sequence[bytes],
+    limit_s: float,
+    *,
+    tls: tuple[ssl.SSLContext, str | None] | None = None,
 ) -> tuple[list[Result], PipeStats]:
     """Send every query wire form of ``templates`` (each gets a fresh id) to ``address:port`` over
-    pipelined TCP and return, in the same order, each one's answer and arrival time or its error
-    (``TimeoutError`` when unanswered at ``limit_s``, ``OSError`` when the server cannot be
-    reached), with the counters. Never raises for network problems."""
+    pipelined TCP (over TLS with ``tls``: the client context and the server name to verify and
+    send as SNI) and return, in the same order, each one's answer and arrival time or its error
+    (``TimeoutError`` when unanswered at ``limit_s``, ``OSError`` when the server cannot be reached
+    or the TLS handshake fails), with the counters. Never raises for network problems."""
     loop = asyncio.get_running_loop()
     end = loop.time() + max(0.0, limit_s)
     results: list[Result | None] = [None] * len(templates)
@@ -219,6 +234,7 @@ async def exchange_all(
             at,
             end,
             stats,
+            tls,
         )
         for at in range(0, len(templates), MAX_PER_CONNECTION)
     ]

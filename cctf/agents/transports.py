@@ -27,7 +27,15 @@ from cctf.agents.canonical import Transport
 from cctf.agents.spec import TLS_TRANSPORTS, ResolverSpec
 from cctf.util.deadline import background
 
-__all__ = ["MAX_DOH_BODY", "DohResponseError", "doh_url", "prepare", "send", "tls_context"]
+__all__ = [
+    "MAX_DOH_BODY",
+    "DohResponseError",
+    "doh_url",
+    "prepare",
+    "send",
+    "server_hostname",
+    "tls_context",
+]
 
 #: Largest DoH response body read.
 MAX_DOH_BODY: Final = 65535
@@ -81,7 +89,9 @@ def prepare(specs: Sequence[ResolverSpec]) -> None:
             tls_context(spec)
 
 
-def _server_hostname(spec: ResolverSpec) -> str | None:
+def server_hostname(spec: ResolverSpec) -> str | None:
+    """The name sent as SNI and verified in the certificate (``tls_hostname``, else the address when
+    verifying)."""
     if spec.tls_hostname is not None:
         return spec.tls_hostname
     return spec.address if spec.verify_tls else None
@@ -182,7 +192,7 @@ async def _doq(spec: ResolverSpec, q: dns.message.Message, limit_s: float) -> dn
     _context, make_manager = dns.quic.factories_for_backend(  # type: ignore[no-untyped-call]
         dns.asyncbackend.get_backend("asyncio")
     )
-    manager = make_manager(None, verify_mode=verify, server_name=_server_hostname(spec))
+    manager = make_manager(None, verify_mode=verify, server_name=server_hostname(spec))
     connection = manager.connect(spec.address, spec.port)
     try:
         return await dns.asyncquery.quic(
@@ -207,7 +217,7 @@ async def send(
                 timeout=limit_s,
                 port=spec.port,
                 ssl_context=ctx,
-                server_hostname=_server_hostname(spec),
+                server_hostname=server_hostname(spec),
             )
         case Transport.DOH:
             assert ctx is not None

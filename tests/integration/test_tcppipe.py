@@ -2,7 +2,8 @@
 against real servers on loopback: the general path's observations over one connection per round;
 an unchanged answer reuses its observation; answers in any order; stray frames ignored; a lost
 connection reopened for the unanswered queries; refused and silent servers end in error and
-timeout by the deadline; mixed UDP and TCP resolvers keep the names-major order."""
+timeout by the deadline; mixed UDP and TCP resolvers keep the names-major order; DoT over one TLS
+connection per round."""
 
 from __future__ import annotations
 
@@ -10,12 +11,15 @@ import asyncio
 import socket
 import time
 
+import dns.edns
 import dns.message
 import pytest
+from dnstestservers import DotServer, Pki
+from test_dnsquery import behaviour, dot, pki  # the DoT server fixtures
 from test_udpfast import NAMES, _same  # the same names, equal but for the latency
 
 from cctf.agents.canonical import Transport, VoteStatus
-from cctf.agents.dnsquery import ResolverSpec
+from cctf.agents.dnsquery import ResolverSpec, query
 from cctf.agents.dnssec import TrustAnchors
 from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.roundquery import query_all
@@ -25,6 +29,8 @@ from cctf.bus_schemas.messages import DnssecState
 from cctf.chaos.dnsserver import FaultyDnsServer
 from cctf.chaos.faults import Faults
 from cctf.chaos.signing import signed_demo_zone
+
+__all__ = ["behaviour", "dot", "pki"]
 
 
 async def test_one_connection_per_round_gives_the_general_paths_observations() -> None:
@@ -190,3 +196,35 @@ async def test_more_queries_than_one_connection_holds_use_more_connections(count
         results, stats = await exchange_all("127.0.0.1", server.port, templates, 20.0)
     assert stats.connections == (1 if count == 1 else 2)
     assert all(not isinstance(r, BaseException) for r in results)
+
+
+BEHAVIOUR_NAMES = [
+    ("www.demo.test.", "A"),
+    ("alias.demo.test.", "A"),
+    ("www.demo.test.", "AAAA"),
+    ("mail.demo.test.", "MX"),
+    ("txt.demo.test.", "TXT"),
+]
+
+
+async def test_dot_goes_over_one_tls_connection_per_round(dot: DotServer, pki: Pki) -> None:
+    """DoT (RFC 7858 §3.4): the round's queries over one verified TLS connection, padded as on the
+    general path, with the same observations; a certificate for another name is an error for
+    every query."""
+    spec = ResolverSpec(
+        "dot", "127.0.0.1", dot.port, Transport.DOT, tls_hostname="dns.test", ca_file=pki.ca_file
+    )
+    plain = [await query(spec, n, t, deadline_s=2) for n, t in BEHAVIOUR_NAMES]
+    assert {o.status for o in plain} == {VoteStatus.ANSWER}
+    before = dot.connections
+    fast = await query_all([spec], BEHAVIOUR_NAMES, deadline_s=3, memo=AnswerMemo())
+    assert dot.connections - before == 1
+    assert _same(fast, plain)
+    assert dot.behaviour.queries[-1].edns >= 0 and any(
+        o.otype == dns.edns.OptionType.PADDING for o in dot.behaviour.queries[-1].options
+    )  # padded (RFC 8467), like the general path's DoT queries
+    wrong = ResolverSpec(
+        "bad", "127.0.0.1", dot.port, Transport.DOT, tls_hostname="wrong.test", ca_file=pki.ca_file
+    )
+    out = await query_all([wrong], BEHAVIOUR_NAMES, deadline_s=2, memo=AnswerMemo())
+    assert {o.status for o in out} == {VoteStatus.ERROR}
