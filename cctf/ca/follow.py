@@ -36,8 +36,11 @@ re-created (a nats-server restart, a ``CCTF_LOG`` leader election):
 from __future__ import annotations
 
 import asyncio
+import functools
 from collections.abc import Sequence
 from typing import Final
+
+from opentelemetry.metrics import Counter
 
 from cctf import telemetry
 from cctf.bus.connect import Connection
@@ -81,6 +84,15 @@ def _is_revocation(entry: bytes) -> bool:
         return isinstance(decode_entry(entry), RevokeEntry)
     except CaError:
         return False  # refused (and counted) by the registry when its record is stored
+
+
+@functools.cache
+def _live_refused_counter() -> Counter:
+    """``cctf_ca_live_records_refused_total{reason}`` (process-wide, made once)."""
+    return telemetry.meter("cctf.ca.follow").create_counter(
+        "cctf_ca_live_records_refused",
+        description="CA log records from the live subscription refused (by reason), never applied",
+    )
 
 
 class CaLogFollower:
@@ -278,6 +290,7 @@ class CaLogFollower:
             self._apply_live(record)
 
     def _refused(self, reason: str) -> None:
+        _live_refused_counter().add(1, {"reason": reason})
         n = self.live_refused[reason] = self.live_refused.get(reason, 0) + 1
         if n == 1 or n % 100 == 0:
             _log.warning("ca_log_live_record_refused", reason=reason, count=n)

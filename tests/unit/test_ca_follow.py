@@ -16,6 +16,7 @@ from capki import START_MS, CaWorld, make_ca_world
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from cctf import telemetry
 from cctf.bus.connect import Connection
 from cctf.bus.logstream import StoredRecord
 from cctf.ca.entries import RevocationReason, RevokeEntry, encode_entry
@@ -122,9 +123,14 @@ def test_a_live_record_failing_a_check_is_refused_and_counted_never_applied() ->
             real, checkpoint=real.checkpoint.replace("\u2014 ", "\u2014 x", 1)
         ).encode(),
     }
+    before = telemetry.prometheus_text()
     for data in bad.values():
         w.live(data)
     assert w.follower.live_refused == dict.fromkeys(bad, 1)
+    after = telemetry.prometheus_text()  # the same counts as an OTel metric, by reason
+    for reason in bad:
+        label = f'reason="{reason}"'
+        assert _value(after, label) == _value(before, label) + 1
     f = w.follower
     assert f.failed is None and f.mirror.failed is None and f.mirror.size == 1
     assert not f.registry.is_blocked(w.kid)
@@ -157,3 +163,12 @@ def test_a_stored_record_other_than_the_live_one_applied_is_fatal() -> None:
         w.stored(twin.append([w.cert()[1]]))
     assert info.value.reason == "diverged"
     assert w.follower.registry.certificates == 0  # the live record's certificate never counted
+
+
+def _value(text: str, label: str) -> float:
+    """The value of ``cctf_ca_live_records_refused_total`` with ``label`` in ``text`` (0 when
+    absent)."""
+    for row in text.splitlines():
+        if row.startswith("cctf_ca_live_records_refused_total{") and label in row:
+            return float(row.split()[-1])
+    return 0.0
