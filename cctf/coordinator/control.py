@@ -219,11 +219,20 @@ class SafeModeControl:
             self._metrics.active.add(restored)
         for ann in self.stage.status(SafeModeCause.START):
             self._queue.put_nowait(ann)
+        # the operator feed is open before start returns (it delivers commands published from then
+        # on: opened in the background, a command sent right after start could be missed)
+        first: OrderedFeed | None = None
+        try:
+            first = await open_ordered_feed(
+                self._conn, CONTROL_STREAM, "cctf.v1.operator.>", deliver="new"
+            )
+        except Exception as exc:  # the stream is missing, a permission: the loop retries
+            _log.warning("operator_feed_failed", error=repr(exc)[:300])
         self._tasks = [
             asyncio.create_task(self._save_loop(), name="cctf-safemode-store"),
             asyncio.create_task(self._publish_loop(), name="cctf-safemode-publish"),
             asyncio.create_task(self._refresh_loop(), name="cctf-safemode-refresh"),
-            asyncio.create_task(self._command_loop(), name="cctf-safemode-commands"),
+            asyncio.create_task(self._command_loop(first), name="cctf-safemode-commands"),
         ]
 
     async def stop(self) -> None:
@@ -285,20 +294,24 @@ class SafeModeControl:
                     self._queue.put_nowait(ann)
             self._dirty.set()
 
-    async def _command_loop(self) -> None:
+    async def _command_loop(self, first: OrderedFeed | None = None) -> None:
         backoff = 0.2
+        feed = first
         while not self._stopping.is_set():
             try:
-                self._feed = await open_ordered_feed(
-                    self._conn, CONTROL_STREAM, "cctf.v1.operator.>", deliver="new"
-                )
+                if feed is None:
+                    feed = await open_ordered_feed(
+                        self._conn, CONTROL_STREAM, "cctf.v1.operator.>", deliver="new"
+                    )
+                self._feed = feed
                 backoff = 0.2
-                async for msg in self._feed:
+                async for msg in feed:
                     self.command(msg.data, msg.subject)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # the stream is missing, a permission, a reconnect: retry
                 _log.warning("operator_feed_failed", error=repr(exc)[:300])
+            feed = None
             if self._conn.is_closed:
                 return
             with contextlib.suppress(asyncio.TimeoutError):

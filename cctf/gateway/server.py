@@ -19,11 +19,15 @@ from typing import Final
 import uvicorn
 from fastapi import FastAPI
 
+from cctf.gateway.clientcert import MAX_HEADER_CHARS
 from cctf.util.deadline import stop_task
 
 __all__ = ["GatewayServer"]
 
 STOP_BUDGET_S: Final = 3.0
+#: Longest request head (request line and headers) the server reads: both ``Client-Cert`` headers
+#: at their bound plus 64 KiB for the rest (an ``Authorization`` token, the usual headers).
+MAX_REQUEST_HEAD: Final = 2 * MAX_HEADER_CHARS + 64 * 1024
 
 
 class _Server(uvicorn.Server):
@@ -43,6 +47,10 @@ class GatewayServer:
             lifespan="off",
             timeout_graceful_shutdown=int(STOP_BUDGET_S),
             server_header=False,
+            http="h11",
+            # the request head may hold both RFC 9440 headers at their bound (the OpenAPI document
+            # allows 64 KiB each): h11's default 16 KiB reset such requests instead of answering
+            h11_max_incomplete_event_size=MAX_REQUEST_HEAD,
         )
         self._server = _Server(config)
         self._task: asyncio.Task[None] | None = None
