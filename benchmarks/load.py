@@ -40,6 +40,9 @@ agents and lets the coordinator go idle before the next N. Per N it reports, und
   round's start (agents), ballots to the verdict's ``issued_ms`` (coordinator: ingest, decision),
   ``issued_ms`` to verification (signing, bus, the subscriber's queue), and the shares of verdicts
   decided early and of LKG attestations;
+* ``coordinator_queues``: the coordinator's ``cctf_coordinator_queue_depth`` by queue (live and
+  durable copies waiting, held ballots, verdicts pending, scheduled, storing), sampled once per
+  second of the measured rounds, and each queue's maximum;
 * ``shed_rounds`` (coordinator ``cctf_rounds_shed_total``), ``verdicts_shed``, ``ballots_expired``,
   verdicts expected / verified, ballot parts per agent per round, agents' rounds seen, and the CPU
   seconds per round of each process group (``cpu_s_per_round``: harness, coordinator, nats_server,
@@ -84,7 +87,17 @@ from harness import (
     tail,
     wait_until,
 )
-from loadparts import DNS_CHILD, NSD_CHILD, ORIGIN, Watch, metrics_delta, name, stages
+from loadparts import (
+    DNS_CHILD,
+    NSD_CHILD,
+    ORIGIN,
+    QUEUES,
+    Watch,
+    metrics_delta,
+    name,
+    queue_depths,
+    stages,
+)
 
 from cctf.bus.streams import ensure_streams
 from cctf.client.sdk import FetchError, TrustClient
@@ -359,10 +372,15 @@ async def measure_n(
         await asyncio.sleep(0.1)
     before_m = await asyncio.to_thread(fab.scrape)
     before_cpu = cpu_snapshot(fab.pids)
+    depths: list[dict[str, int]] = []  # the coordinator's queues, once per second
+    sampled = time.monotonic()
     while current() <= last:
         check_stop()
         fab.check()
         await asyncio.sleep(0.1)
+        if time.monotonic() - sampled >= 1.0:
+            sampled = time.monotonic()
+            depths.append(queue_depths(await asyncio.to_thread(fab.scrape)))
     after_cpu = cpu_snapshot(fab.pids)
     # wait until the last measured round is past its shed horizon (+ a tick), then stop the agents
     horizon_ms = (last + 1 + fab.shed_after) * ROUND_MS + ROUND_GRACE_MS + 500
@@ -427,6 +445,11 @@ async def measure_n(
             watch, range(first, last + 1), expected_names, offset, ROUND_MS
         ),
         "coordinator": metrics_delta(before_m, after_m),
+        "coordinator_queues": {
+            "what": "cctf_coordinator_queue_depth sampled once per second of the measured rounds",
+            "max": {q: max(d.get(q, 0) for d in depths) for q in QUEUES} if depths else {},
+            "per_second": depths,
+        },
         "verdicts_per_round": [p["verdicts"] for p in per_round],
     }
     out["shed_rounds"] = out["coordinator"].get("shed_rounds")

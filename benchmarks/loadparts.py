@@ -201,6 +201,22 @@ def stages(
     }
 
 
+#: The queues of ``cctf_coordinator_queue_depth``.
+QUEUES = ("live", "durable", "held_ballots", "pending_verdicts", "scheduled", "storing_verdicts")
+
+
+def queue_depths(scraped: dict[str, float] | None) -> dict[str, int]:
+    """The coordinator's queue depths in one scrape (``{}`` when the endpoint was down)."""
+    if scraped is None:
+        return {}
+    out: dict[str, int] = {}
+    for q in QUEUES:
+        v = scraped.get(f'cctf_coordinator_queue_depth{{queue="{q}"}}')
+        if v is not None:
+            out[q] = int(v)
+    return out
+
+
 def metrics_delta(
     before: dict[str, float] | None, after: dict[str, float] | None
 ) -> dict[str, Any]:

@@ -30,6 +30,10 @@ Prometheus name                                        kind       labels
 ``cctf_lkg_episodes_total``                            counter    ``event`` (started, ended),
                                                                   ``reason`` (of an end)
 ``cctf_lkg_store_errors_total``                        counter    (LKG state reads and writes)
+``cctf_coordinator_queue_depth``                       gauge      ``queue`` (live, durable: copies
+                                                                  waiting to be processed;
+                                                                  held_ballots, pending_verdicts,
+                                                                  scheduled, storing_verdicts)
 =====================================================  =========  ============================
 
 The ``cctf_lkg_*`` instruments are created by :mod:`cctf.coordinator.lkggate`.
@@ -41,14 +45,16 @@ them, so tests read per-instance numbers from ``Coordinator.stats()``.
 from __future__ import annotations
 
 import threading
+import weakref
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
-from typing import Final
+from typing import Final, Protocol
 
-from opentelemetry.metrics import Counter, Histogram
+from opentelemetry.metrics import CallbackOptions, Counter, Histogram, Observation
 
 from cctf import telemetry
 
-__all__ = ["LATENCY_BUCKETS_MS", "CoordinatorMetrics", "instruments"]
+__all__ = ["LATENCY_BUCKETS_MS", "CoordinatorMetrics", "QueueSource", "instruments", "watch_queues"]
 
 LATENCY_BUCKETS_MS: Final = (1, 2, 5, 10, 25, 50, 100, 250, 500, 1000, 2500, 5000, 10000)
 
@@ -73,8 +79,31 @@ class CoordinatorMetrics:
         self.messages_rejected.add(count, {"reason": reason})
 
 
+class QueueSource(Protocol):
+    def queue_depths(self) -> Mapping[str, int]: ...
+
+
 _lock = threading.Lock()
 _instruments: CoordinatorMetrics | None = None
+_sources: weakref.WeakSet[QueueSource] = weakref.WeakSet()
+
+
+def watch_queues(source: QueueSource) -> None:
+    """Report ``source``'s queue depths under ``cctf_coordinator_queue_depth`` (summed over the
+    coordinators of the process) while it lives."""
+    instruments()
+    with _lock:
+        _sources.add(source)
+
+
+def _observe_queues(_options: CallbackOptions) -> Iterable[Observation]:
+    with _lock:
+        sources = list(_sources)
+    totals: dict[str, int] = {}
+    for source in sources:
+        for queue, depth in source.queue_depths().items():
+            totals[queue] = totals.get(queue, 0) + depth
+    return [Observation(depth, {"queue": queue}) for queue, depth in totals.items()]
 
 
 def instruments() -> CoordinatorMetrics:
@@ -133,5 +162,10 @@ def instruments() -> CoordinatorMetrics:
                     "cctf_ballots_expired",
                     description="Ballots acknowledged without a verdict for their round, by reason",
                 ),
+            )
+            m.create_observable_gauge(
+                "cctf_coordinator_queue_depth",
+                callbacks=[_observe_queues],
+                description="Work waiting in the coordinator now, by queue",
             )
         return _instruments

@@ -41,6 +41,7 @@ from cctf.coordinator.fetching import region_fetchers
 from cctf.coordinator.intake import Intake, Token, turn_parts
 from cctf.coordinator.livepath import LivePath
 from cctf.coordinator.lkggate import LkgGate
+from cctf.coordinator.metrics import watch_queues
 from cctf.coordinator.outbox import Outbox
 from cctf.coordinator.overload import Scheduler
 from cctf.coordinator.pipeline.acks import AckLedger
@@ -289,6 +290,7 @@ class Coordinator:
                 await self.durable_log.attach(self.batcher)
             except CctfError as exc:
                 raise CoordinatorError(f"log {self.coordinator}: {exc}") from exc
+        watch_queues(self)  # cctf_coordinator_queue_depth, once fully set up
         try:  # the stored safe-mode scopes (read back complete, or fail closed)
             await self.safe_mode.start()
         except CctfError as exc:
@@ -406,6 +408,13 @@ class Coordinator:
             live_suspensions=self._live.suspensions,
             storing_verdicts=len(self._outbox.storing),
         )
+
+    def queue_depths(self) -> dict[str, int]:
+        """Work waiting now, by queue (``cctf_coordinator_queue_depth``)."""
+        sch, live = self._scheduler, len(self._live.ingest)
+        return dict(live=live, durable=len(self._queues), held_ballots=self._ledger.held,
+                    pending_verdicts=sch.pending, scheduled=sch.queued,
+                    storing_verdicts=self._outbox.storing_verdicts)  # fmt: skip
 
     async def num_ack_pending(self) -> int:
         """The sum of the consumers' ``num_ack_pending`` (asks the server)."""

@@ -779,6 +779,12 @@ async def test_rejected_messages_are_acked_counted_logged_and_harmless(harness: 
     assert "cctf_votes_accepted_total" in text
     assert "cctf_verdicts_total{" in text and 'outcome="trusted"' in text
     assert "cctf_decision_latency_milliseconds_bucket" in text
+    depths = {
+        line.split('queue="')[1].split('"')[0]: float(line.split()[-1])
+        for line in text.splitlines()
+        if line.startswith("cctf_coordinator_queue_depth{")
+    }  # the work waiting now, by queue (every coordinator of the process summed)
+    assert set(depths) == set(coordinator.queue_depths()) and all(v >= 0 for v in depths.values())
 
 
 async def test_equivocation_is_recorded_and_first_vote_stands(harness: Harness) -> None:
