@@ -43,6 +43,8 @@ agents and lets the coordinator go idle before the next N. Per N it reports, und
 * ``coordinator_queues``: the coordinator's ``cctf_coordinator_queue_depth`` by queue (live and
   durable copies waiting, held ballots, verdicts pending, scheduled, storing), sampled once per
   second of the measured rounds, and each queue's maximum;
+* ``stream_leaders``: the node leading each stream (``?`` on one node), placed at random by
+  JetStream: context for a run;
 * ``shed_rounds`` (coordinator ``cctf_rounds_shed_total``), ``verdicts_shed``, ``ballots_expired``,
   verdicts expected / verified, ballot parts per agent per round, agents' rounds seen, and the CPU
   seconds per round of each process group (``cpu_s_per_round``: harness, coordinator, nats_server,
@@ -192,6 +194,7 @@ class LoadFabric:
         self.creds = nats.write_credentials(tmp / "credentials.json")
         admin = await nats.connect("admin", name="load-admin", for_tests=True)
         stack.push_async_callback(admin.close)
+        self.admin = admin
         await ensure_streams(admin.jetstream(), REGIONS, nats.stream_replicas)
         self.pids["nats_server"] = [s.pid for s in nats.servers if s.pid is not None]
         await admin.subscribe("cctf.v1.vote.>", cb=self.watch.on_ballot)
@@ -270,6 +273,16 @@ class LoadFabric:
 
         stack.push_async_callback(stop_consume)
         self.stack.push_async_callback(self.stop_agents)
+
+    async def stream_leaders(self) -> dict[str, str]:
+        """Which node leads each stream (JetStream places them at random: context for a run)."""
+        out: dict[str, str] = {}
+        with contextlib.suppress(Exception):
+            js = self.admin.jetstream()
+            for info in await js.streams_info():
+                leader = info.cluster.leader if info.cluster is not None else None
+                out[info.config.name or "?"] = leader or "?"
+        return out
 
     def check(self) -> None:
         if self.coord.poll() is not None:
@@ -452,6 +465,7 @@ async def measure_n(
         },
         "verdicts_per_round": [p["verdicts"] for p in per_round],
     }
+    out["stream_leaders"] = await fab.stream_leaders()
     out["shed_rounds"] = out["coordinator"].get("shed_rounds")
     out["machine_load_avg_1m"] = round(os.getloadavg()[0], 2)  # the machine is shared: context
     progress(

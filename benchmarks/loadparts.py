@@ -80,7 +80,7 @@ lines += [f"n{i} IN A 10.{i // 65536}.{i // 256 % 256}.{i % 256}" for i in range
 zone = dns.zone.from_text("\\n".join(lines) + "\\n", origin="load.test.", relativize=False)
 signed = sign(zone)
 text = signed.zone.to_text(relativize=False)
-with tempfile.TemporaryDirectory(prefix="cctf-load-nsd-") as tmp:
+with tempfile.TemporaryDirectory(prefix="cctf-load-nsd-", ignore_cleanup_errors=True) as tmp:
     for attempt in range(5):
         server = NsdServer(Path(tmp) / str(attempt), {"load.test.": text}, binary=binary,
                            port=free_port())
