@@ -24,7 +24,7 @@ from pathlib import Path
 import dns.message
 import dns.query
 
-__all__ = ["NsdServer", "nsd_binary"]
+__all__ = ["NsdServer", "nsd_binary", "stop_child"]
 
 
 def _die_with_parent() -> None:
@@ -108,11 +108,16 @@ class NsdServer:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_child(proc)
+
+
+def stop_child(proc: subprocess.Popen[bytes] | None, timeout_s: float = 10.0) -> None:
+    """SIGTERM a server process and wait; SIGKILL when it has not exited within ``timeout_s``."""
+    if proc is None or proc.poll() is not None:
+        return
+    proc.send_signal(signal.SIGTERM)
+    try:
+        proc.wait(timeout=timeout_s)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait(timeout=timeout_s)

@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import signal
 import socket
 import subprocess
 import time
@@ -23,7 +22,7 @@ import dns.message
 import dns.query
 import pytest
 
-from cctf.devfabric.nsd import NsdServer
+from cctf.devfabric.nsd import NsdServer, stop_child
 
 __all__ = ["Nsd", "Unbound", "find_binary", "free_port"]
 
@@ -161,14 +160,7 @@ class Unbound:
 
     def stop(self) -> None:
         proc, self.proc = self.proc, None
-        if proc is None or proc.poll() is not None:
-            return
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(timeout=10)
+        stop_child(proc)
 
 
 class Nsd(NsdServer):
