@@ -75,6 +75,9 @@ class Turn:
     to_ack: list[Delivery] = field(default_factory=list)
     to_term: list[tuple[Delivery, str]] = field(default_factory=list)
     decided: list[tuple[AnyKey, Decision]] = field(default_factory=list)
+    #: How many messages of the turn were processed (fewer than given only with
+    #: ``stop_at_decision``: the rest is for the next call).
+    used: int = 0
 
 
 class Intake:
@@ -121,13 +124,24 @@ class Intake:
         return ""
 
     def turn(
-        self, turn: Sequence[tuple[str, Delivery | LiveCopy]], arrival: float, clock_ms: int
+        self,
+        turn: Sequence[tuple[str, Delivery | LiveCopy]],
+        arrival: float,
+        clock_ms: int,
+        *,
+        stop_at_decision: bool = False,
     ) -> Turn:
         """Steps 1-4 for every message of ``turn`` (``arrival``: monotonic seconds; ``clock_ms``:
-        the wall clock, for the duplicate index)."""
+        the wall clock, for the duplicate index). ``stop_at_decision``: stop after the first
+        message that decided keys (:attr:`Turn.used` says how many were processed), so that their
+        verdicts go out before the messages behind it are verified (the k-th ballot's decisions do
+        not wait for the 4th and 5th ballots of the same turn)."""
         now_ms = int(arrival * 1000)
-        n, ledger, dups, out = self._counts, self._ledger, self._dups, Turn()
-        for _region, d in turn:
+        n, ledger, dups, out = self._counts, self._ledger, self._dups, Turn(used=len(turn))
+        for i, (_region, d) in enumerate(turn):
+            if stop_at_decision and out.decided:
+                out.used = i
+                break
             live = isinstance(d, LiveCopy)
             if not isinstance(d, LiveCopy):  # step 1
                 kind = ledger.arrival(d.token, d.num_delivered)

@@ -437,20 +437,27 @@ class Coordinator:
                 await self._work.wait()
                 continue
             for part in turn_parts(turn):
-                decided = 0
-                try:
-                    decided = await self._process(part)
-                except asyncio.CancelledError:
-                    raise
-                except Exception:  # a bug, never input: keep serving
-                    _log.exception("batch_failed", coordinator=self.coordinator)
-                if decided and self._output_first_s > 0:  # output first (bounded): their
-                    with contextlib.suppress(TimeoutError):  # verdicts go out before the next part
-                        await asyncio.wait_for(self._scheduler.idle.wait(), self._output_first_s)
-                await asyncio.sleep(0)  # fetchers and the decided keys' output stages run
+                while part:  # up to the first message that decides keys, then output first
+                    decided, used = 0, len(part)
+                    try:
+                        decided, used = await self._process(part)
+                    except asyncio.CancelledError:
+                        raise
+                    except Exception:  # a bug, never input: keep serving
+                        _log.exception("batch_failed", coordinator=self.coordinator)
+                    part = part[max(used, 1) :]
+                    if decided and self._output_first_s > 0:  # output first (bounded): their
+                        with contextlib.suppress(TimeoutError):  # verdicts go out before the rest
+                            await asyncio.wait_for(
+                                self._scheduler.idle.wait(), self._output_first_s
+                            )
+                    await asyncio.sleep(0)  # fetchers and the decided keys' output stages run
 
-    async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> int:
-        out = self._intake.turn(turn, self._monotonic(), self._clock.now_ms())
+    async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> tuple[int, int]:
+        """One call of the intake over ``turn``: (keys decided, messages processed)."""
+        out = self._intake.turn(
+            turn, self._monotonic(), self._clock.now_ms(), stop_at_decision=True
+        )
         if out.decided:
             self._schedule(out.decided)
         for d, reason in out.to_term:  # counted with their refusals, before any await
@@ -459,7 +466,7 @@ class Coordinator:
             await self._ack(d)
         for d, reason in out.to_term:
             await self._term(d, reason, counted=True)
-        return len(out.decided)
+        return len(out.decided), out.used
 
     async def _ack(self, d: Delivery) -> None:
         try:
