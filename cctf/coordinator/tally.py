@@ -34,6 +34,11 @@ Choices made here, beyond the architecture page:
   returns ``DUPLICATE``; a conflicting vote from a counted voter still returns ``EQUIVOCATION`` and is
   recorded in :attr:`RoundTally.equivocations`, but not in the already issued decision (whose
   ``equivocations`` lists those seen before it closed). Unknown voters always get ``UNKNOWN_VOTER``.
+* **A ballot counts as a whole.** ``add(vote, settle=False)`` counts without deciding and
+  :meth:`RoundTally.settle` decides afterwards: the coordinator counts every vote of a ballot that
+  holds several voters (an agent's resolvers) before deciding any of its keys, so the decision
+  never depends on the order of a ballot's votes (a DNSSEC-bogus vote behind the vote that reached
+  ``k`` timeouts is still in the decision, and Last-Known-Good sees it).
 * **Identity of a repeat.** Two votes from the same voter are identical when their answer digests are
   equal (``None`` equals ``None``); ``vote_digest`` is not compared. The first vote's ``vote_digest``
   is the one listed in the decision.
@@ -343,7 +348,10 @@ class RoundTally:
 
     # --- updates -------------------------------------------------------------------------------
 
-    def add(self, vote: VoteInput) -> AddResult:
+    def add(self, vote: VoteInput, settle: bool = True) -> AddResult:
+        """Count ``vote``. ``settle=False``: count it without deciding (:meth:`settle` decides once
+        every vote of one ballot is in, so a decision never depends on the order of a ballot's
+        votes)."""
         voter = vote.voter
         if voter not in self._members:
             return _UNKNOWN_VOTER
@@ -383,12 +391,20 @@ class RoundTally:
             if size > self._best:
                 self._best = size
                 self._best_digest = digest
-                if size >= self._k:  # _settle's first rule, inlined
+                if size >= self._k and settle:  # _settle's first rule, inlined
                     self._decide(Outcome.TRUSTED, digest, early=True)
                     return _COUNTED
-        if self._best + self._n - len(inputs) < self._k:  # no group can still reach k
+        if settle and self._best + self._n - len(inputs) < self._k:  # no group can still reach k
             self._settle()
         return _COUNTED
+
+    def settle(self) -> Decision | None:
+        """Decide now if the votes counted so far settle the tally (the rules of :meth:`add`);
+        returns the decision if THIS call made it (so each decision is returned once)."""
+        if self._decision is not None or self._closed is not None:
+            return None
+        self._settle()
+        return self._decision
 
     def _settle(self) -> None:
         k = self._k

@@ -101,12 +101,15 @@ class TallyBook:
     def add(
         self, qname: str, qtype: str, round_: int, vote: VoteInput
     ) -> tuple[AddResult, Decision | None]:
-        """Add a vote. The decision is returned exactly once, with the vote that settles it."""
+        """Add a vote. The decision is returned exactly once, with the vote that settles it (or by
+        :meth:`settle_at` for votes added with ``settle=False``)."""
         return self.add_at(TallyKey(qname, qtype, round_), vote)
 
-    def add_at(self, key: TallyKey, vote: VoteInput) -> tuple[AddResult, Decision | None]:
+    def add_at(
+        self, key: TallyKey, vote: VoteInput, settle: bool = True
+    ) -> tuple[AddResult, Decision | None]:
         """:meth:`add` for a key already built (the hot path: the verify stage builds each vote's
-        key once)."""
+        key once). ``settle=False``: counted without deciding, :meth:`settle_at` decides."""
         tally = self._tallies.get(key)
         if tally is None:
             round_ = key.round
@@ -119,11 +122,17 @@ class TallyBook:
             if self._live >= self._max_open:
                 return AddResult.OVERLOADED, None
             tally = self._open(key)
-        result = tally.add(vote)
+        result = tally.add(vote, settle)
         if result is _COUNTED:
             # COUNTED only happens while open, and a tally closes once: this emits exactly once.
             return result, tally._decision
         return result, None
+
+    def settle_at(self, key: TallyKey) -> Decision | None:
+        """Decide ``key``'s open tally if its votes settle it (``RoundTally.settle``): the
+        decision, returned once, or ``None``."""
+        tally = self._tallies.get(key)
+        return tally.settle() if tally is not None else None
 
     def _open(self, key: TallyKey) -> RoundTally:
         tally = RoundTally._with(self._rule, self._electorate, self._refusable)

@@ -77,8 +77,14 @@ class Tallies:
         book, add, keys, decided = self.dns, self.dns.add_at, out.keys, out.decided
         recent = self.recent
         closed = 0
-        for tkey, vote in checked.votes:
-            result, decision = add(tkey, vote)
+        votes = checked.votes
+        # one ballot is counted as a whole: with several voters in it (an agent's resolvers), its
+        # votes are all counted before any key is decided, so the decision never depends on the
+        # order of the ballot's votes (a DNSSEC-bogus vote behind a third timeout still counts)
+        first = votes[0][1].voter if votes else ""
+        settle = all(vote.voter == first for _k, vote in votes)
+        for tkey, vote in votes:
+            result, decision = add(tkey, vote, settle)
             if result is _COUNTED:  # the hot path of _note
                 keys.append(tkey)
                 if decision is not None:
@@ -94,6 +100,12 @@ class Tallies:
             self._note(out, tkey, vote.voter, tkey.qname, result, decision)
         if closed:
             out.ignored[_CLOSED.value] = out.ignored.get(_CLOSED.value, 0) + closed
+        if not settle:  # the whole ballot is in: decide its keys, each once, in first-vote order
+            settle_at = book.settle_at
+            for held in dict.fromkeys(keys):
+                decision = settle_at(held) if isinstance(held, TallyKey) else None
+                if decision is not None:
+                    decided.append((held, decision))
         return out
 
     @staticmethod
