@@ -43,8 +43,9 @@ agents and lets the coordinator go idle before the next N. Per N it reports, und
 * ``coordinator_queues``: the coordinator's ``cctf_coordinator_queue_depth`` by queue (live and
   durable copies waiting, held ballots, verdicts pending, scheduled, storing), sampled once per
   second of the measured rounds, and each queue's maximum;
-* ``stream_leaders``: the node leading each stream (``?`` on one node), placed at random by
-  JetStream: context for a run;
+* ``stream_leaders``: the node leading each stream (``?`` on one node): spread over the nodes by
+  ``cctf.bus.leaders`` (``--leaders spread``, the default, as ``cctf nats up`` and the demo do) or
+  where JetStream placed them at random (``--leaders random``);
 * ``shed_rounds`` (coordinator ``cctf_rounds_shed_total``), ``verdicts_shed``, ``ballots_expired``,
   verdicts expected / verified, ballot parts per agent per round, agents' rounds seen, and the CPU
   seconds per round of each process group (``cpu_s_per_round``: harness, coordinator, nats_server,
@@ -101,6 +102,7 @@ from loadparts import (
     stages,
 )
 
+from cctf.bus.leaders import balance_leaders
 from cctf.bus.streams import ensure_streams
 from cctf.client.sdk import FetchError, TrustClient
 from cctf.crypto.keys import SigningKey, save_signing_key
@@ -137,6 +139,7 @@ class LoadFabric:
         self.agent_procs: list[subprocess.Popen[bytes]] = []
         self.transport = "tcp"
         self.dns = "nsd"
+        self.leaders = "spread"
 
     async def start(
         self,
@@ -196,6 +199,9 @@ class LoadFabric:
         stack.push_async_callback(admin.close)
         self.admin = admin
         await ensure_streams(admin.jetstream(), REGIONS, nats.stream_replicas)
+        if nats.stream_replicas > 1 and self.leaders == "spread":
+            spread = await balance_leaders(admin)
+            progress(f"stream leaders spread over the nodes ({len(spread.moved)} moved)")
         self.pids["nats_server"] = [s.pid for s in nats.servers if s.pid is not None]
         await admin.subscribe("cctf.v1.vote.>", cb=self.watch.on_ballot)
 
@@ -500,6 +506,13 @@ def main() -> int:
         help="the five DNS servers: Debian's nsd (falls back to python when missing) or "
         "cctf.chaos.dnsserver.FaultyDnsServer",
     )
+    parser.add_argument(
+        "--leaders",
+        choices=("spread", "random"),
+        default="spread",
+        help="stream leaders: spread over the nodes (cctf.bus.leaders, as `cctf nats up` and the "
+        "demo do) or where JetStream placed them (at random)",
+    )
     parser.add_argument("--quick", action="store_true")
     parser.add_argument("--keep-workdir", action="store_true", help="keep the logs and configs")
     parser.add_argument(
@@ -529,6 +542,7 @@ def main() -> int:
                 fab = LoadFabric(tmp, stack, progress)
                 fab.transport = args.transport
                 fab.dns = args.dns
+                fab.leaders = args.leaders
                 await fab.start(
                     nodes=args.nodes,
                     max_names=max(sizes),
@@ -553,6 +567,7 @@ def main() -> int:
                         "resolvers_per_agent": 1,
                         "transport": args.transport,
                         "dns_servers": fab.dns,
+                        "stream_leaders": args.leaders,
                         "dnssec": "validated by each agent up to the zone's DS",
                         "coordinator_overrides": overrides,
                         "python": sys.version.split()[0],

@@ -42,6 +42,7 @@ from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.resolver import BallotReport, ResolverAgent
 from cctf.agents.roundquery import query_all
 from cctf.bus.accounts import DEFAULT_REGIONS
+from cctf.bus.leaders import balance_leaders
 from cctf.bus.streams import ensure_streams
 from cctf.bus_schemas.messages import Outcome, Transport, Verdict
 from cctf.chaos.control import (
@@ -207,6 +208,13 @@ async def _run(
     admin = await fabric.connect("admin", name="cctf-demo-admin")
     stack.push_async_callback(admin.close)
     await ensure_streams(admin.jetstream(), regions, fabric.stream_replicas)
+    if fabric.stream_replicas > 1:  # JetStream placed the leaders at random: spread them
+        spread = await balance_leaders(admin)
+        printer.progress(
+            f"stream leaders spread over the nodes ({len(spread.moved)} moved"
+            + (f", {len(spread.errors)} not" if spread.errors else "")
+            + ")"
+        )
     printer.progress(f"NATS ready: {', '.join(fabric.urls)}")
 
     # 3. DNS servers, serving the DNSSEC-signed demo zone

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import json
 import logging
 import signal
 import sys
@@ -19,6 +20,7 @@ from types import FrameType
 from typing import Any
 
 from cctf.bus.accounts import ADMIN_USER, DEFAULT_REGIONS, validate_region
+from cctf.bus.leaders import LeaderReport, balance_leaders
 from cctf.bus.streams import StreamSetupError, ensure_streams
 from cctf.devfabric.nats import NatsFabric, NatsFabricError
 from cctf.devfabric.nats_config import render_accounts_conf, render_tls_accounts_conf
@@ -82,6 +84,19 @@ def register(subparsers: argparse._SubParsersAction[argparse.ArgumentParser]) ->
         help="seconds to wait for the cluster to accept the streams (default 30)",
     )
     up.set_defaults(func=_cmd_up)
+    bal = actions.add_parser(
+        "balance",
+        help="spread the stream leaders evenly over the cluster's nodes",
+        description="Spread the replicated streams' leaders over the nodes (preferred-leader "
+        "stepdowns: each group of per-region streams evenly, then the totals). Exit 0 when every "
+        "planned move took place, 1 when some did not, 2 on a usage error, 3 when the bus cannot "
+        "be read.",
+    )
+    bal.add_argument("--credentials", type=Path, required=True, help="NATS credentials (JSON)")
+    bal.add_argument("--user", default=ADMIN_USER, help=f"user (default {ADMIN_USER})")
+    bal.add_argument("--timeout", type=float, default=20.0, help="seconds (default 20)")
+    bal.add_argument("--json", action="store_true", help="print one JSON object")
+    bal.set_defaults(func=_cmd_balance)
     conf = actions.add_parser(
         "accounts-conf",
         help="print deploy/nats/accounts.conf (users and permissions) for the given regions",
@@ -128,9 +143,60 @@ async def _create_streams(fabric: NatsFabric, timeout_s: float, stop: threading.
                 return False
             await asyncio.wait({task}, timeout=0.2)
         await task
+        if fabric.stream_replicas > 1:  # JetStream placed the leaders at random: spread them
+            report = await balance_leaders(nc, timeout_s=timeout_s)
+            if report.errors:
+                _log.warning("stream leaders not all spread: %s", report.errors)
         return True
     finally:
         await nc.close()
+
+
+def _cmd_balance(args: argparse.Namespace) -> int:
+    from cctf.bus.connect import connect
+    from cctf.bus.credentials import load_credentials
+    from cctf.errors import CctfError
+
+    if not 0 < args.timeout <= 600:
+        print("cctf nats balance: --timeout must be more than 0 and at most 600", file=sys.stderr)
+        return 2
+    try:
+        creds = load_credentials(args.credentials)
+        user = creds.users[args.user]
+    except (CctfError, OSError, ValueError, KeyError) as exc:
+        print(f"cctf nats balance: cannot use the credentials: {exc!r}", file=sys.stderr)
+        return 2
+
+    async def run() -> LeaderReport:
+        nc = await connect(creds.urls, user, name="cctf-nats-balance", initial_retries=2)
+        try:
+            return await balance_leaders(nc, timeout_s=args.timeout)
+        finally:
+            await nc.close()
+
+    try:
+        report = asyncio.run(run())
+    except Exception as exc:  # the bus: connection, permission, timeout
+        print(f"cctf nats balance: {exc!r}"[:500], file=sys.stderr)
+        return 3
+    if args.json:
+        print(
+            json.dumps(
+                {
+                    "moved": report.moved,
+                    "errors": report.errors,
+                    "leaders": report.after,
+                    "per_node": report.per_node(),
+                }
+            )
+        )
+    else:
+        for group, counts in sorted(report.per_node().items()):
+            print(f"{group}: " + ", ".join(f"{n} {c}" for n, c in sorted(counts.items())))
+        print(f"moved {len(report.moved)} leader(s)")
+        for name, error in report.errors.items():
+            print(f"not moved: {name}: {error}", file=sys.stderr)
+    return 1 if report.errors else 0
 
 
 def _cmd_accounts_conf(args: argparse.Namespace) -> int:
