@@ -241,4 +241,7 @@ def metrics_delta(
         "votes_ignored": by("cctf_votes_ignored_total", "result"),
         "rejected": by("cctf_messages_rejected_total", "reason"),
         "terminated": by("cctf_messages_terminated_total", "reason"),
+        "batches": int(d.get("cctf_batches_total", 0)),
+        # verdicts released after log_wait_ms without their batch's log append acked
+        "published_before_logged": int(d.get("cctf_log_published_before_logged_total", 0)),
     }
