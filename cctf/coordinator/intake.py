@@ -30,7 +30,15 @@ from cctf.coordinator.pipeline.verify import Refused, VerifyStage
 from cctf.coordinator.replay import DuplicateIndex, Seen
 from cctf.coordinator.tally import Decision
 
-__all__ = ["DUPLICATE_REASON", "PART_BYTES", "Intake", "Token", "Turn", "turn_parts"]
+__all__ = [
+    "DUPLICATE_REASON",
+    "PART_BYTES",
+    "STOP_LEFT_BYTES",
+    "Intake",
+    "Token",
+    "Turn",
+    "turn_parts",
+]
 
 Token = tuple[str, int]
 DUPLICATE_REASON: Final = Reason.DUPLICATE.value
@@ -45,6 +53,11 @@ _DUPLICATE_CAPACITY: Final = 262_144
 #: policy, signing and publishing stages before the next ballots are verified, instead of after
 #: the whole turn (a turn may hold every region's ballot and its other copies).
 PART_BYTES: Final = 64 * 1024
+#: Within a part, the first message that decides keys ends the intake's call when at least this
+#: many message bytes are behind it (~1 ms of verifying and tallying, a 100-name ballot is ~20 KB):
+#: the decided verdicts go out first, then the rest of the part is processed whole (so a flood of
+#: small ballots still gets one output per part, not one per decision).
+STOP_LEFT_BYTES: Final = 16 * 1024
 
 _log = telemetry.get_logger("cctf.coordinator")
 
@@ -76,7 +89,7 @@ class Turn:
     to_term: list[tuple[Delivery, str]] = field(default_factory=list)
     decided: list[tuple[AnyKey, Decision]] = field(default_factory=list)
     #: How many messages of the turn were processed (fewer than given only with
-    #: ``stop_at_decision``: the rest is for the next call).
+    #: ``stop_if_left``: the rest is for the next call).
     used: int = 0
 
 
@@ -129,19 +142,22 @@ class Intake:
         arrival: float,
         clock_ms: int,
         *,
-        stop_at_decision: bool = False,
+        stop_if_left: int | None = None,
     ) -> Turn:
         """Steps 1-4 for every message of ``turn`` (``arrival``: monotonic seconds; ``clock_ms``:
-        the wall clock, for the duplicate index). ``stop_at_decision``: stop after the first
-        message that decided keys (:attr:`Turn.used` says how many were processed), so that their
-        verdicts go out before the messages behind it are verified (the k-th ballot's decisions do
-        not wait for the 4th and 5th ballots of the same turn)."""
+        the wall clock, for the duplicate index). ``stop_if_left``: stop after the first message
+        that decided keys if the messages behind it hold at least this many bytes
+        (:attr:`Turn.used` says how many were processed), so that their verdicts go out before
+        those are verified (the k-th ballot's decisions do not wait for the 4th and 5th ballots of
+        the same turn); ``None``: never stop."""
         now_ms = int(arrival * 1000)
         n, ledger, dups, out = self._counts, self._ledger, self._dups, Turn(used=len(turn))
+        left = sum(len(d.data) for _r, d in turn) if stop_if_left is not None else 0
         for i, (_region, d) in enumerate(turn):
-            if stop_at_decision and out.decided:
+            if out.decided and stop_if_left is not None and left >= stop_if_left:
                 out.used = i
                 break
+            left -= len(d.data)
             live = isinstance(d, LiveCopy)
             if not isinstance(d, LiveCopy):  # step 1
                 kind = ledger.arrival(d.token, d.num_delivered)

@@ -38,7 +38,7 @@ from cctf.coordinator.counters import Counters, LogLimiter
 from cctf.coordinator.deadlines import Deadlines
 from cctf.coordinator.durablelog import CoordinatorLog
 from cctf.coordinator.fetching import region_fetchers
-from cctf.coordinator.intake import Intake, Token, turn_parts
+from cctf.coordinator.intake import STOP_LEFT_BYTES, Intake, Token, turn_parts
 from cctf.coordinator.livepath import LivePath
 from cctf.coordinator.lkggate import LkgGate
 from cctf.coordinator.metrics import watch_queues
@@ -437,15 +437,16 @@ class Coordinator:
                 await self._work.wait()
                 continue
             for part in turn_parts(turn):
-                while part:  # up to the first message that decides keys, then output first
+                stop: int | None = STOP_LEFT_BYTES  # the first decision of a part goes out first
+                while part:
                     decided, used = 0, len(part)
                     try:
-                        decided, used = await self._process(part)
+                        decided, used = await self._process(part, stop)
                     except asyncio.CancelledError:
                         raise
                     except Exception:  # a bug, never input: keep serving
                         _log.exception("batch_failed", coordinator=self.coordinator)
-                    part = part[max(used, 1) :]
+                    part, stop = part[max(used, 1) :], None
                     if decided and self._output_first_s > 0:  # output first (bounded): their
                         with contextlib.suppress(TimeoutError):  # verdicts go out before the rest
                             await asyncio.wait_for(
@@ -453,10 +454,12 @@ class Coordinator:
                             )
                     await asyncio.sleep(0)  # fetchers and the decided keys' output stages run
 
-    async def _process(self, turn: list[tuple[str, Delivery | LiveCopy]]) -> tuple[int, int]:
+    async def _process(
+        self, turn: list[tuple[str, Delivery | LiveCopy]], stop_if_left: int | None
+    ) -> tuple[int, int]:
         """One call of the intake over ``turn``: (keys decided, messages processed)."""
         out = self._intake.turn(
-            turn, self._monotonic(), self._clock.now_ms(), stop_at_decision=True
+            turn, self._monotonic(), self._clock.now_ms(), stop_if_left=stop_if_left
         )
         if out.decided:
             self._schedule(out.decided)

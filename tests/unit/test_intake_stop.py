@@ -1,6 +1,6 @@
-"""``Intake.turn(stop_at_decision=True)``: a turn stops right after the message that decided keys
-(the service sends their verdicts before verifying the ballots behind it), and the rest, processed
-by later calls, is counted exactly as in one call."""
+"""``Intake.turn(stop_if_left=...)``: a turn stops right after the message that decided keys when
+enough is left behind it (the service sends their verdicts before verifying the ballots behind
+it), and the rest, processed by later calls, is counted exactly as in one call."""
 
 from __future__ import annotations
 
@@ -49,10 +49,10 @@ def _setup() -> tuple[Intake, list[tuple[str, LiveCopy]], Counters]:
 
 def test_the_turn_stops_after_the_deciding_ballot() -> None:
     intake, turn, _ = _setup()
-    first = intake.turn(turn, 1.0, 0, stop_at_decision=True)
+    first = intake.turn(turn, 1.0, 0, stop_if_left=0)
     assert first.used == 3  # the 3rd ballot of 3-of-5 decided the three names
     assert sorted(k.qname for k, _ in first.decided) == [f"n{i}.stop.test." for i in range(3)]
-    rest = intake.turn(turn[first.used :], 1.0, 0, stop_at_decision=True)
+    rest = intake.turn(turn[first.used :], 1.0, 0, stop_if_left=0)
     assert rest.used == 2 and rest.decided == []  # votes 4 and 5 decide nothing new
 
 
@@ -60,6 +60,15 @@ def test_without_stopping_the_whole_turn_is_processed() -> None:
     intake, turn, _ = _setup()
     out = intake.turn(turn, 1.0, 0)
     assert out.used == 5 and len(out.decided) == 3
+
+
+def test_a_small_rest_is_processed_in_the_same_call() -> None:
+    intake, turn, _ = _setup()
+    behind = sum(len(d.data) for _r, d in turn[3:])  # the 4th and 5th ballots
+    out = intake.turn(turn, 1.0, 0, stop_if_left=behind + 1)
+    assert out.used == 5 and len(out.decided) == 3  # too little behind the decision to stop
+    intake, turn, _ = _setup()
+    assert intake.turn(turn, 1.0, 0, stop_if_left=behind).used == 3
 
 
 @settings(max_examples=10, deadline=None)
@@ -73,7 +82,7 @@ def test_split_calls_count_like_one_call(order: list[int]) -> None:
     left = [turn_b[i] for i in order]
     decided: list[AnyKey] = []
     while left:
-        out = b.turn(left, 1.0, 0, stop_at_decision=True)
+        out = b.turn(left, 1.0, 0, stop_if_left=0)
         assert 1 <= out.used <= len(left)
         decided += [k for k, _ in out.decided]
         left = left[out.used :]
