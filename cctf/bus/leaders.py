@@ -203,8 +203,9 @@ async def balance_leaders(
         except (TimeoutError, nats.errors.Error, ValueError) as exc:
             report.errors[name] = repr(exc)[:200]
             continue
-        if not answer.get("success"):
-            report.errors[name] = str(answer.get("error", answer))[:200]
+        if not isinstance(answer, dict) or answer.get("success") is not True:
+            error = answer.get("error", answer) if isinstance(answer, dict) else answer
+            report.errors[name] = f"stepdown refused: {error!r}"[:200]
             continue
         while time.monotonic() < deadline:
             try:

@@ -80,3 +80,16 @@ def test_cli_balance_usage_errors(tmp_path: Path, capsys: pytest.CaptureFixture[
     assert nats_main(["balance", "--credentials", str(tmp_path / "none.json")]) == 2
     assert "cannot use the credentials" in capsys.readouterr().err
     assert nats_main(["balance", "--credentials", "x", "--timeout", "0"]) == 2
+
+
+async def test_a_refused_stepdown_is_reported_not_raised(
+    nats_cluster: NatsFabric, nats_connect: Any
+) -> None:
+    """A preferred node that holds no replica: the server refuses each stepdown; every refusal is
+    in the report and nothing raises (``cctf nats up`` and the demo then go on unspread)."""
+    admin = await nats_connect(nats_cluster, "admin")
+    await ensure_streams(admin.jetstream(), DEFAULT_REGIONS, 3, timeout_s=60)
+    report = await balance_leaders(admin, nodes=["n9"], timeout_s=10)
+    assert report.moved and set(report.errors) == set(report.moved)
+    assert all("refused" in e or "n9" in e for e in report.errors.values())
+    assert set(report.after.values()) <= {"n1", "n2", "n3"}  # nobody moved anywhere odd
