@@ -201,7 +201,7 @@ class LoadFabric:
         await ensure_streams(admin.jetstream(), REGIONS, nats.stream_replicas)
         if nats.stream_replicas > 1 and self.leaders == "spread":
             spread = await balance_leaders(admin)
-            progress(f"stream leaders spread over the nodes ({len(spread.moved)} moved)")
+            progress(f"stream leaders spread over the nodes ({len(spread.done)} moved)")
         self.pids["nats_server"] = [s.pid for s in nats.servers if s.pid is not None]
         await admin.subscribe("cctf.v1.vote.>", cb=self.watch.on_ballot)
 

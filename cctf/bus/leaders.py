@@ -32,6 +32,7 @@ from typing import Any, Final
 import nats.errors
 
 from cctf.bus.connect import Connection
+from cctf.bus.rpc import RpcError, request
 
 __all__ = ["LeaderReport", "balance_leaders", "plan_leaders", "stream_group"]
 
@@ -138,6 +139,11 @@ class LeaderReport:
     moved: list[str] = field(default_factory=list)
     errors: dict[str, str] = field(default_factory=dict)
 
+    @property
+    def done(self) -> list[str]:
+        """The streams asked to move that did."""
+        return [name for name in self.moved if name not in self.errors]
+
     def per_node(self) -> dict[str, dict[str, int]]:
         """``{group: {node: streams led}}`` after balancing."""
         out: dict[str, dict[str, int]] = {}
@@ -196,12 +202,15 @@ async def balance_leaders(
         report.moved.append(name)
         payload = json.dumps({"placement": {"preferred": want}}).encode()
         try:
-            reply = await conn.request(
-                f"$JS.API.STREAM.LEADER.STEPDOWN.{name}", payload, timeout=request_timeout_s
+            reply = await request(
+                conn,
+                f"$JS.API.STREAM.LEADER.STEPDOWN.{name}",
+                payload,
+                timeout_s=request_timeout_s,
             )
-            answer = json.loads(reply.data or b"{}")
-        except (TimeoutError, nats.errors.Error, ValueError) as exc:
-            report.errors[name] = repr(exc)[:200]
+            answer = json.loads(reply or b"{}")
+        except (RpcError, ValueError) as exc:
+            report.errors[name] = str(exc)[:200]
             continue
         if not isinstance(answer, dict) or answer.get("success") is not True:
             error = answer.get("error", answer) if isinstance(answer, dict) else answer

@@ -215,7 +215,7 @@ async def _run(
             printer.progress(f"stream leaders not spread: {exc!r}"[:200])
         else:
             printer.progress(
-                f"stream leaders spread over the nodes ({len(spread.moved)} moved"
+                f"stream leaders spread over the nodes ({len(spread.done)} moved"
                 + (f", {len(spread.errors)} not" if spread.errors else "")
                 + ")"
             )

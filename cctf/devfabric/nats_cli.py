@@ -187,7 +187,8 @@ def _cmd_balance(args: argparse.Namespace) -> int:
         print(
             json.dumps(
                 {
-                    "moved": report.moved,
+                    "moved": report.done,
+                    "asked": report.moved,
                     "errors": report.errors,
                     "leaders": report.after,
                     "per_node": report.per_node(),
@@ -197,7 +198,7 @@ def _cmd_balance(args: argparse.Namespace) -> int:
     else:
         for group, counts in sorted(report.per_node().items()):
             print(f"{group}: " + ", ".join(f"{n} {c}" for n, c in sorted(counts.items())))
-        print(f"moved {len(report.moved)} leader(s)")
+        print(f"moved {len(report.done)} of {len(report.moved)} leader(s) asked to move")
         for name, error in report.errors.items():
             print(f"not moved: {name}: {error}", file=sys.stderr)
     return 1 if report.errors else 0

@@ -50,7 +50,7 @@ async def test_verdict_leaders_on_one_node_are_spread(
     verdicts = [verdict_stream_name(r) for r in DEFAULT_REGIONS]
     await _pile_on(admin, verdicts, "n2")
     report = await balance_leaders(admin, timeout_s=30)
-    assert report.errors == {}
+    assert report.errors == {} and report.done == report.moved
     assert _spread(report.before, "CCTF_VERDICTS") == [0, 0, 5]
     assert _spread(report.after, "CCTF_VERDICTS") == [1, 2, 2]
     for group in ("CCTF_VOTES", "CCTF_HEADS"):
@@ -71,7 +71,7 @@ async def test_cli_balance_json(
     capsys.readouterr()
     rc = await asyncio.to_thread(nats_main, ["balance", "--credentials", str(creds), "--json"])
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
-    assert rc == 0 and out["errors"] == {}
+    assert rc == 0 and out["errors"] == {} and out["moved"] == out["asked"]
     assert sorted(out["per_node"]["CCTF_VERDICTS"].values()) == [1, 2, 2]
     assert rc == 0
 
@@ -90,6 +90,6 @@ async def test_a_refused_stepdown_is_reported_not_raised(
     admin = await nats_connect(nats_cluster, "admin")
     await ensure_streams(admin.jetstream(), DEFAULT_REGIONS, 3, timeout_s=60)
     report = await balance_leaders(admin, nodes=["n9"], timeout_s=10)
-    assert report.moved and set(report.errors) == set(report.moved)
+    assert report.moved and set(report.errors) == set(report.moved) and report.done == []
     assert all("refused" in e or "n9" in e for e in report.errors.values())
     assert set(report.after.values()) <= {"n1", "n2", "n3"}  # nobody moved anywhere odd
