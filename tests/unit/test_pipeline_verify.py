@@ -52,6 +52,34 @@ def test_unconfigured_and_bad_names_are_refused_and_counted() -> None:
     assert refused.ignored == {UNCONFIGURED: 50}
 
 
+def test_the_agents_votes_for_a_name_share_one_key_and_refusals_are_counted_each_time() -> None:
+    world = make_world((EAST, WEST))
+    stage = VerifyStage(world.verifier(), NameSet([("example.com.", "A")]))
+    r = world.round
+    checked = []
+    for region in (EAST, WEST):
+        agent = world.agents[region]
+        votes = [
+            make_vote(agent.principal, region, r, qname="EXAMPLE.com."),
+            make_vote(agent.principal, region, r, qname="other.test.", resolver_id="r2"),
+        ]
+        data = seal_ballot(
+            agent, make_ballot(agent.principal, region, r, votes=votes), now_ms=r * 1000
+        )
+        got = stage.check(data, agent.subject)
+        assert isinstance(got, Checked)
+        assert got.ignored == {UNCONFIGURED: 1}  # the second ballot's too: refusals are not cached
+        checked.append(got)
+    (east_key, _), (west_key, _) = checked[0].votes[0], checked[1].votes[0]
+    assert east_key == TallyKey("example.com.", "A", r) and west_key is east_key
+    # bounded: the highest rounds only, each a key of its own
+    for round_ in range(r + 1, r + 10):
+        stage.keys_of(round_)
+    assert sorted(stage._keys) == list(range(r + 6, r + 10))
+    assert stage.keys_of(r) == {}  # a late round below them: keys of its own, not kept
+    assert sorted(stage._keys) == list(range(r + 6, r + 10))
+
+
 def test_garbage_and_replays_are_refused_with_the_verifier_reason() -> None:
     world = make_world((EAST,))
     stage = VerifyStage(world.verifier(), NameSet([("example.com.", "A")]))

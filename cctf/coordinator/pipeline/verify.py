@@ -39,6 +39,8 @@ UNCONFIGURED: Final = "unconfigured_name"
 _CACHE_LIMIT: Final = 65_536
 _EVIDENCE_PREFIX: Final = "cctf.v1.evidence."
 _UNSEEN: Final = object()
+#: Rounds whose tally keys are shared (:meth:`VerifyStage.keys_of`): the open rounds and a late one.
+_KEY_ROUNDS: Final = 4
 _BOGUS: Final = DnssecState.BOGUS
 _ANSWER: Final = VoteStatus.ANSWER
 
@@ -73,6 +75,7 @@ class VerifyStage:
         self._identity = identity
         self._qnames: dict[str, str | None] = {}
         self._admitted: dict[tuple[str, str], str | None] = {}
+        self._keys: dict[int, dict[tuple[str, str], TallyKey]] = {}
 
     def qname(self, raw: str) -> str | None:
         """The normalised name (``None``: not a valid name), computed once per distinct input."""
@@ -104,6 +107,21 @@ class VerifyStage:
         cache[key] = out
         return out
 
+    def keys_of(self, round_: int) -> dict[tuple[str, str], TallyKey]:
+        """``(raw qname, qtype) -> TallyKey`` of ``round_``'s admitted votes: the five agents' votes
+        for one name share one key object (the duplicate index and the tally book keep the keys of
+        every ballot for a while; one tracked object per name instead of five for the cyclic GC).
+        Bounded: the :data:`_KEY_ROUNDS` highest rounds seen, each up to ``_CACHE_LIMIT`` keys."""
+        keys = self._keys.get(round_)
+        if keys is None:
+            by_round = self._keys
+            keys = by_round[round_] = {}
+            if len(by_round) > _KEY_ROUNDS:
+                del by_round[min(by_round)]
+        elif len(keys) >= _CACHE_LIMIT:
+            keys.clear()
+        return keys
+
     def check(
         self, data: bytes, subject: str, digest: bytes | None = None
     ) -> Checked | CheckedEvidence | Refused:
@@ -121,15 +139,21 @@ class VerifyStage:
         # One voter id string per resolver of this ballot (vote.voter builds a new one each time;
         # one object also hashes once in the tally's dicts). Every vote's agent is the ballot's.
         voters: dict[str, str] = {}
+        keys = self.keys_of(round_)
         for vote in ballot.votes:
             qtype = vote.qtype
-            qname = cache.get((vote.qname, qtype), _UNSEEN)
-            if qname is _UNSEEN:
-                qname = admitted(vote.qname, qtype)
-            if not qname:
-                reason = UNCONFIGURED if qname is None else BAD_QNAME
-                ignored[reason] = ignored.get(reason, 0) + 1
-                continue
+            raw = (vote.qname, qtype)
+            tkey = keys.get(raw)
+            if tkey is None:  # the first admitted vote of this round for the name
+                qname = cache.get(raw, _UNSEEN)
+                if qname is _UNSEEN:
+                    qname = admitted(vote.qname, qtype)
+                if not qname:
+                    reason = UNCONFIGURED if qname is None else BAD_QNAME
+                    ignored[reason] = ignored.get(reason, 0) + 1
+                    continue
+                # TallyKey(...) without its Python-level __new__ (a named tuple)
+                tkey = keys[raw] = new(TallyKey, (qname, qtype, round_))
             # vote_input, inlined (the hot path: once per vote); the vote digest is computed by
             # the tally if the vote is counted (VoteInput.vote_digest None)
             if vote.dnssec is _BOGUS:
@@ -139,10 +163,8 @@ class VerifyStage:
             voter = voters.get(vote.resolver_id)
             if voter is None:
                 voter = voters[vote.resolver_id] = vote.voter
-            # TallyKey(...) and VoteInput(...) without their Python-level __new__ (named tuples)
-            append(
-                (new(TallyKey, (qname, qtype, round_)), new(VoteInput, (voter, answer, None, vote)))
-            )
+            # VoteInput(...) without its Python-level __new__ (a named tuple)
+            append((tkey, new(VoteInput, (voter, answer, None, vote))))
         if not votes:
             reason = BAD_QNAME if ignored.keys() == {BAD_QNAME} else UNCONFIGURED
             return Refused(reason, f"no configured name among {len(ballot.votes)} votes", ignored)
