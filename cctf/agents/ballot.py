@@ -131,11 +131,11 @@ def _error_vote(vote: ResolverVote) -> ResolverVote:
         vote,
         status=VoteStatus.ERROR,
         rcode=vote.rcode if 0 <= vote.rcode <= 4095 else 0,
-        answer=[],
+        answer=(),
         answer_digest=b"",
         ttl=0,
         ad=False,
-        ede=[],
+        ede=(),
         dnssec=DnssecState.INDETERMINATE,
     )
 
@@ -155,13 +155,13 @@ def _to_vote(
         status = VoteStatus(_enum_value(obs.status))
     except ValueError:
         return None
-    answer = list(obs.answer) if status is VoteStatus.ANSWER else []
+    answer = tuple(obs.answer) if status is VoteStatus.ANSWER else ()
     try:
         digest = answer_digest(obs.rcode, answer) if status is VoteStatus.ANSWER else b""
     except (TypeError, OverflowError, ValueError):
         digest = b""
         status = VoteStatus.ERROR
-        answer = []
+        answer = ()
     vote = ResolverVote(
         agent=agent,
         region=region,
@@ -176,7 +176,7 @@ def _to_vote(
         answer_digest=digest,
         ttl=obs.ttl if status is VoteStatus.ANSWER else 0,
         ad=bool(obs.ad),
-        ede=list(obs.ede[: L.MAX_EDE_CODES]) if isinstance(obs.ede, tuple | list) else [],
+        ede=tuple(obs.ede[: L.MAX_EDE_CODES]) if isinstance(obs.ede, tuple | list) else (),
         observed_ms=now_ms,
         dnssec=_dnssec(obs, status),
     )

@@ -37,7 +37,7 @@ _DRAIN_TIMEOUT_S = 1.5
 _CLOSE_TIMEOUT_S = 0.5
 #: ``gc.set_threshold`` of a running agent (young, middle, old generations; defaults 700, 10, 10),
 #: as the coordinator's (:data:`cctf.coordinator.cli.GC_THRESHOLDS`; cycles are still collected).
-GC_THRESHOLDS: Final = (50_000, 20, 100)
+GC_THRESHOLDS: Final = (20_000, 20, 100)
 #: Initial connection attempts per server after the first (then exit 1).
 CONNECT_RETRIES = 10
 

@@ -90,7 +90,9 @@ class SafeModeAnnouncement(
     seq: Uint
 
 
-class SafeModeCommand(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class SafeModeCommand(
+    msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
     operator: Id
     region: Id
     scope: ScopeStr

@@ -110,7 +110,9 @@ class Rejected(Exception):
 Signature = Annotated[bytes, msgspec.Meta(max_length=L.MAX_SIGNATURE_BYTES)]
 
 
-class SigAuth(msgspec.Struct, tag="sig", array_like=True, frozen=True, forbid_unknown_fields=True):
+class SigAuth(
+    msgspec.Struct, tag="sig", array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
     """Authenticator kind ``sig``: one signature per suite component, in component order."""
 
     sigs: Annotated[list[Signature], msgspec.Meta(min_length=1, max_length=L.MAX_SIGNATURES)]
@@ -125,7 +127,7 @@ MAX_PROOF_HASHES: Final = 64  # = cctf.translog.merkle.MAX_PROOF_HASHES
 MAX_TREE_SIZE: Final = 2**63 - 1
 
 
-class TlogHead(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class TlogHead(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """``[size, root]``: the tree head an inclusion proof is against."""
 
     size: Annotated[int, msgspec.Meta(ge=1, le=MAX_TREE_SIZE)]
@@ -133,7 +135,7 @@ class TlogHead(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fiel
 
 
 class TlogAuth(
-    msgspec.Struct, tag="tlog", array_like=True, frozen=True, forbid_unknown_fields=True
+    msgspec.Struct, tag="tlog", array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
 ):
     """Authenticator kind ``tlog`` (wire-protocol.md §3.2): the message is leaf ``index`` of its
     signer's log; ``subjects`` is every subject this same message is published on."""
@@ -149,7 +151,7 @@ Authenticator = SigAuth | TlogAuth
 LOG_ENTRY_DOMAIN: Final = "CCTF-LOG-ENTRY-v1"
 
 
-class Envelope(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class Envelope(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False):
     v: Annotated[int, msgspec.Meta(ge=0, le=255)]
     type: Annotated[str, msgspec.Meta(max_length=32)]
     suite: Annotated[str, msgspec.Meta(max_length=64)]

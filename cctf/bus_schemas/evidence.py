@@ -92,7 +92,7 @@ class EvidenceStatus(StrEnum):
     INVALID = "invalid"  # fetched but refused (empty bundle, rollback, wrong SPIFFE ID, bad chain)
 
 
-class Facts(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class Facts(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """What was observed, per kind (unused fields are empty / 0; :func:`check_facts`)."""
 
     spiffe_id: SpiffeIdField  # mtls: the SPIFFE ID presented by the endpoint
@@ -108,7 +108,9 @@ class Facts(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=
 EMPTY_FACTS: Final = Facts("", b"", b"", 0, 0, 0, 0)
 
 
-class Observation(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class Observation(
+    msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
     """One agent's observation of one (kind, subject) in one round."""
 
     agent: Id
@@ -128,7 +130,9 @@ class Observation(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_f
         return self.agent
 
 
-class EvidenceBallot(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class EvidenceBallot(
+    msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
     """All (or one part of) an agent's observations for one round, under one signature."""
 
     agent: Id
@@ -140,7 +144,9 @@ class EvidenceBallot(msgspec.Struct, array_like=True, frozen=True, forbid_unknow
     ]
 
 
-class IdentityVerdict(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class IdentityVerdict(
+    msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
     """A coordinator's signed decision for one (kind, subject, round)."""
 
     kind: IdentityKind

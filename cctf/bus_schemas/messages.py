@@ -38,7 +38,12 @@ QType = Annotated[str, msgspec.Meta(pattern=_QTYPE_PATTERN)]
 Digest = Annotated[bytes, msgspec.Meta(min_length=32, max_length=32)]
 OptDigest = Annotated[bytes, msgspec.Meta(max_length=32)]  # empty when there is none
 AnswerEntry = Annotated[str, msgspec.Meta(max_length=L.MAX_ANSWER_ENTRY_CHARS)]
-Answer = Annotated[list[AnswerEntry], msgspec.Meta(max_length=L.MAX_ANSWER_ENTRIES)]
+#: An answer: a MessagePack array of canonical entries, decoded as a tuple. Votes and verdicts hold
+#: tuples, never lists: they are frozen all the way down (a verified verdict an SDK caches and hands
+#: to every caller cannot be changed by one of them), an empty one is the shared ``()``, and the
+#: cyclic GC stops tracking a tuple of strings at its first pass, a list never (a coordinator keeps
+#: its counted votes until their round is pruned, a subscriber its verified verdicts).
+Answer = Annotated[tuple[AnswerEntry, ...], msgspec.Meta(max_length=L.MAX_ANSWER_ENTRIES)]
 Uint = Annotated[int, msgspec.Meta(ge=0, le=2**63 - 1)]
 Rcode = Annotated[int, msgspec.Meta(ge=0, le=4095)]
 Ttl = Annotated[int, msgspec.Meta(ge=0, le=2**31 - 1)]
@@ -98,7 +103,9 @@ class VoterState(StrEnum):
     UNAVAILABLE = "unavailable"
 
 
-class ResolverVote(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class ResolverVote(
+    msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False
+):
     """One resolver's answer for one (name, type) in one round, as observed by one agent."""
 
     agent: _VoteId  # Id: checked by bad_vote_ids (decode_vote, decode_ballot)
@@ -115,7 +122,8 @@ class ResolverVote(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_
     ttl: Ttl
     ad: bool
     ede: Annotated[
-        list[Annotated[int, msgspec.Meta(ge=0, le=65535)]], msgspec.Meta(max_length=L.MAX_EDE_CODES)
+        tuple[Annotated[int, msgspec.Meta(ge=0, le=65535)], ...],
+        msgspec.Meta(max_length=L.MAX_EDE_CODES),
     ]
     observed_ms: Uint
     dnssec: DnssecState
@@ -125,7 +133,7 @@ class ResolverVote(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_
         return voter_id(self.agent, self.resolver_id)
 
 
-class Ballot(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True):
+class Ballot(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_fields=True, gc=False):
     """All of one agent's votes for one round: one signature covers them all."""
 
     agent: Id
@@ -155,12 +163,12 @@ class Verdict(msgspec.Struct, array_like=True, frozen=True, forbid_unknown_field
     round: Uint
     outcome: Outcome
     rcode: Rcode  # rcode of the winning answer (TRUSTED), else 0
-    answer: Answer  # winning canonical answer (TRUSTED), else []
+    answer: Answer  # winning canonical answer (TRUSTED), else ()
     answer_digest: OptDigest
-    voters: Annotated[list[VoterRecord], msgspec.Meta(max_length=L.MAX_VOTERS)]
+    voters: Annotated[tuple[VoterRecord, ...], msgspec.Meta(max_length=L.MAX_VOTERS)]
     k: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTERS)]
     n: Annotated[int, msgspec.Meta(ge=1, le=L.MAX_VOTERS)]
-    vote_digests: Annotated[list[Digest], msgspec.Meta(max_length=L.MAX_VOTERS)]
+    vote_digests: Annotated[tuple[Digest, ...], msgspec.Meta(max_length=L.MAX_VOTERS)]
     decided_early: bool
     issued_ms: Uint
     expires_ms: Uint

@@ -272,7 +272,7 @@ class _Run:
             v = _verdict_of(latest[subject])
             if v is None:
                 continue
-            forged = _replace(v, answer=[FORGED[0]], issued_ms=now, expires_ms=now + 30_000)
+            forged = _replace(v, answer=(FORGED[0],), issued_ms=now, expires_ms=now + 30_000)
             payload = wire.encode(forged)
             env = seal(weak, subject, MessageType.VERDICT, payload, now_ms=now, lifetime_ms=30_000)
             await f.admin.publish(subject, env)

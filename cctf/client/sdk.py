@@ -54,7 +54,7 @@ Cost
     batch-signed verdict on a loaded 2-vCPU VM (``benchmarks/subscriber.py``). The cyclic GC is a
     good part of it once the verifier's and the cache's state are large: a process that reads
     thousands of verdicts per second may raise its thresholds as the coordinator does
-    (``gc.freeze(); gc.set_threshold(50_000, 20, 100)``); the SDK leaves its host's GC alone.
+    (``gc.freeze(); gc.set_threshold(20_000, 20, 100)``); the SDK leaves its host's GC alone.
 
 Batch-signed verdicts (``"tlog"``)
     are checked against log heads verified once (:attr:`TrustClient.heads`), fed live, by direct

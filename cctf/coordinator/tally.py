@@ -62,6 +62,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import NamedTuple, TypeVar
 
+import msgspec
+
 from cctf.bus_schemas.messages import (  # the wire enums, re-exported
     Outcome,
     ResolverVote,
@@ -165,8 +167,11 @@ class VoteInput(NamedTuple):
         return self._replace(vote_digest=vote_digest(self.vote))
 
 
-@dataclass(frozen=True, slots=True)
-class Decision:
+class Decision(msgspec.Struct, frozen=True, gc=False):
+    """A tally's decision. Untracked by the cyclic GC (``gc=False``: it holds enums, bytes, tuples of
+    strings and untracked votes, so it can be in no cycle); a book holds one per decided key until
+    its round is pruned, which every collection would otherwise scan again."""
+
     outcome: Outcome
     answer_digest: bytes | None
     """The winning digest for TRUSTED, else ``None``."""

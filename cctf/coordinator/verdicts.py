@@ -82,7 +82,7 @@ def build_verdict(
     """
     qname, qtype, round_ = key
     rcode = 0
-    answer: list[str] = []
+    answer: tuple[str, ...] = ()
     digest = b""
     if decision.outcome is tally.Outcome.TRUSTED:
         winner = decision.winner
@@ -92,14 +92,14 @@ def build_verdict(
             raise VerdictError(f"the winning vote of {qname} {qtype} carries another digest")
         digest = decision.answer_digest
         rcode = winner.rcode
-        answer = list(winner.answer)
+        answer = winner.answer
     digests = decision.voter_digests or (b"",) * len(decision.voters)
     if len(digests) != len(decision.voters):
         raise VerdictError("voter digests and voters differ in length")
-    records = [  # positional (voter, state, answer_digest): a third cheaper than by keyword
+    records = tuple(  # positional (voter, state, answer_digest): a third cheaper than by keyword
         VoterRecord(voter, state, d)
         for (voter, state), d in zip(decision.voters, digests, strict=True)
-    ]
+    )
     return Verdict(
         qname=qname,
         qtype=qtype,
@@ -111,7 +111,7 @@ def build_verdict(
         voters=records,
         k=rule.k,
         n=rule.n,
-        vote_digests=list(decision.vote_digests),
+        vote_digests=decision.vote_digests,
         decided_early=decision.decided_early,
         issued_ms=issued_ms,
         expires_ms=issued_ms + ttl_ms,

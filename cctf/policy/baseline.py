@@ -14,6 +14,8 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 
+import msgspec
+
 from cctf.policy.config import DetectorSettings
 
 __all__ = ["Ewma", "Score"]
@@ -29,13 +31,14 @@ class Score:
     alarm: bool
 
 
-class Ewma:
-    __slots__ = ("mean", "samples", "var")
+class Ewma(msgspec.Struct, gc=False):
+    """One series' baseline. A struct untracked by the cyclic GC (``gc=False``: it holds only
+    numbers, so it can be in no cycle): a detector keeps one to three per name for up to
+    ``max_series`` names, which every collection would otherwise scan again."""
 
-    def __init__(self) -> None:
-        self.samples = 0
-        self.mean = 0.0
-        self.var = 0.0
+    samples: int = 0
+    mean: float = 0.0
+    var: float = 0.0
 
     def score(self, x: float, s: DetectorSettings) -> Score:
         """Score ``x`` against the baseline (no update)."""

@@ -40,6 +40,8 @@ from collections import Counter, OrderedDict
 from collections.abc import Callable, Hashable, Sequence
 from typing import Final, Generic, TypeVar, cast
 
+import msgspec
+
 from cctf.policy.baseline import Ewma, Score
 from cctf.policy.config import DetectorSettings, PolicyConfig
 from cctf.policy.model import Alarm, DecisionObs, IdentityObs, LkgEvent, Rule, Scope
@@ -128,18 +130,17 @@ class Layout:
         )
 
 
-class _Name:
+class _Name(msgspec.Struct, gc=False):
     """Everything kept for one name: its three series (``None`` until their first sample), its last
-    TRUSTED ``(round, digest)`` and each voter's flapping window (one lookup per decision)."""
+    TRUSTED ``(round, digest)`` and each voter's flapping window (one lookup per decision). Untracked
+    by the cyclic GC (``gc=False``: its series hold numbers and its windows dict strings and tuples
+    of integers, so it can be in no cycle); a detector holds up to ``max_series`` of them."""
 
-    __slots__ = ("change", "disagreement", "last", "ttl", "windows")
-
-    def __init__(self) -> None:
-        self.disagreement: Ewma | None = None
-        self.ttl: Ewma | None = None
-        self.change: Ewma | None = None
-        self.last: tuple[int, bytes] | None = None
-        self.windows: dict[str, _WindowState] = {}
+    disagreement: Ewma | None = None
+    ttl: Ewma | None = None
+    change: Ewma | None = None
+    last: tuple[int, bytes] | None = None
+    windows: dict[str, _WindowState] = {}
 
     def sizes(self) -> tuple[int, int]:
         """``(series, windows)`` held."""

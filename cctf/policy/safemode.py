@@ -29,6 +29,8 @@ from __future__ import annotations
 import enum
 from dataclasses import dataclass
 
+import msgspec
+
 from cctf.policy.detectors import Bounded
 from cctf.policy.model import Scope
 
@@ -215,8 +217,10 @@ _PASS = HoldResult(True, False, 0, "")
 _NOT_TRUSTED = HoldResult(False, False, 0, "")
 
 
-@dataclass(slots=True)
-class _Hold:
+class _Hold(msgspec.Struct, gc=False):
+    """One key's hold (untracked by the cyclic GC: bytes and integers only, so in no cycle; a
+    holder keeps up to ``limit`` of them)."""
+
     trusted: bytes | None = None
     candidate: bytes | None = None
     streak: int = 0

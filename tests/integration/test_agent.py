@@ -166,7 +166,7 @@ async def test_agent_publishes_one_signed_ballot_per_round(
         assert got == {(n, t, s.id) for n, t in (WWW, API, WWW6) for s in specs}
         for v in ballot.votes:
             assert v.status is VoteStatus.ANSWER, v
-            assert v.answer == HONEST[(v.qname, v.qtype)]
+            assert list(v.answer) == HONEST[(v.qname, v.qtype)]
             assert v.answer_digest == answer_digest(0, HONEST[(v.qname, v.qtype)])
             assert v.transport is specs[int(v.resolver_id[1:]) - 1].transport
         # issued inside the round, after the query deadline at the latest (plus scheduling slack)
@@ -201,10 +201,10 @@ async def test_blackholed_and_poisoned_resolvers(
         honest = answer_digest(0, HONEST[name])
         assert by[(name[0], "r1")].answer_digest == by[(name[0], "r2")].answer_digest == honest
         hole = by[(name[0], "r3")]
-        assert hole.status is VoteStatus.TIMEOUT and hole.answer_digest == b"" and hole.answer == []
+        assert hole.status is VoteStatus.TIMEOUT and hole.answer_digest == b"" and hole.answer == ()
         poisoned = by[(name[0], "r4")]
         assert poisoned.status is VoteStatus.ANSWER
-        assert poisoned.answer == [f"{name[0]} A {FORGED}"]
+        assert poisoned.answer == (f"{name[0]} A {FORGED}",)
         assert poisoned.answer_digest == answer_digest(0, poisoned.answer) != honest
 
 

@@ -146,7 +146,7 @@ def test_build_verdict_trusted_maps_states_answer_and_digests() -> None:
         decision, ("example.com.", "A", ROUND0), rule, "coord-a", 5_000, 30_000, 42
     )
     assert verdict.outcome is Outcome.TRUSTED
-    assert verdict.answer == list(HONEST) and verdict.rcode == 0
+    assert verdict.answer == tuple(HONEST) and verdict.rcode == 0
     assert verdict.answer_digest == answer_digest(0, list(HONEST))
     states = {r.voter: (r.state, r.answer_digest) for r in verdict.voters}
     assert states["agent-us-east/r1"] == (VoterState.AGREE, verdict.answer_digest)
@@ -179,7 +179,7 @@ def test_build_verdict_disputed_has_no_answer() -> None:
     assert decision is not None
     verdict = build_verdict(decision, ("example.com.", "A", ROUND0), rule, "c", 1, 1, 1)
     assert verdict.outcome is Outcome.DISPUTED
-    assert (verdict.answer, verdict.answer_digest, verdict.rcode) == ([], b"", 0)
+    assert (verdict.answer, verdict.answer_digest, verdict.rcode) == ((), b"", 0)
     assert {r.state for r in verdict.voters} == {VoterState.DISAGREE}
 
 
@@ -493,7 +493,7 @@ async def test_trusted_despite_two_poisoned_voters_decided_early(harness: Harnes
     v = await h.wait_verdict("example.com.")
     assert h.clock.now_ms() < DEADLINE0  # decided before the deadline, by the votes alone
     assert v.outcome is Outcome.TRUSTED and v.decided_early
-    assert v.answer == list(HONEST) and v.rcode == 0
+    assert v.answer == tuple(HONEST) and v.rcode == 0
     assert v.answer_digest == answer_digest(0, list(HONEST))
     assert (v.round, v.qtype, v.k, v.n, v.coordinator) == (ROUND0, "A", 3, 5, h.coord.principal)
     states = {r.voter: r.state for r in v.voters}
@@ -530,7 +530,7 @@ async def test_three_distinct_poisoned_answers_disputed(harness: Harness) -> Non
     await h.ballot(WEST, {"r1": POISON[1], "r2": POISON[2]})
     v = await h.wait_verdict("example.com.")
     assert v.outcome is Outcome.DISPUTED and v.decided_early
-    assert (v.answer, v.answer_digest) == ([], b"")
+    assert (v.answer, v.answer_digest) == ((), b"")
     assert {r.state for r in v.voters} == {VoterState.DISAGREE}
 
 
@@ -554,7 +554,7 @@ async def test_unavailable_at_the_deadline_and_ballots_held_until_then(harness: 
     partial = await h.wait_verdict("partial.example.")
     for v in (down, partial):
         assert v.outcome is Outcome.UNAVAILABLE and not v.decided_early
-        assert v.answer == [] and v.round == ROUND0
+        assert v.answer == () and v.round == ROUND0
     assert {r.state for r in down.voters} == {VoterState.UNAVAILABLE}
     assert sum(r.state is VoterState.DISAGREE for r in partial.voters) == 1
     await h.consumer_drained(h.coord.principal)
@@ -749,7 +749,7 @@ async def test_rejected_messages_are_acked_counted_logged_and_harmless(harness: 
         await h.ballot(WEST, {"r1": POISON[0], "r2": POISON[0]}, qname="after.example.")
         await h.ballot(EAST, {"r1": POISON[0]}, qname="after.example.")
         v = await h.wait_verdict("after.example.")
-        assert v.outcome is Outcome.TRUSTED and v.answer == list(POISON[0])
+        assert v.outcome is Outcome.TRUSTED and v.answer == tuple(POISON[0])
         assert len(h.verdicts) == 4  # two keys, two regions each
 
         lines = [json.loads(line) for line in buf.getvalue().splitlines() if line.strip()]
@@ -795,7 +795,7 @@ async def test_equivocation_is_recorded_and_first_vote_stands(harness: Harness) 
     await _until(lambda: coordinator.stats().equivocations == 1, what="equivocation")
     await h.ballot(WEST, {"r1": HONEST})
     v = await h.wait_verdict("example.com.")
-    assert v.outcome is Outcome.TRUSTED and v.answer == list(HONEST)
+    assert v.outcome is Outcome.TRUSTED and v.answer == tuple(HONEST)
     states = {r.voter: r.state for r in v.voters}
     assert states["agent-us-east/r1"] is VoterState.AGREE  # the first vote stands
     assert coordinator.stats().votes_accepted == 3

@@ -838,11 +838,11 @@ def test_observation_matches_the_wire_schema() -> None:
             transport=obs.transport,
             status=obs.status,
             rcode=obs.rcode,
-            answer=list(obs.answer),
+            answer=tuple(obs.answer),
             answer_digest=b"",
             ttl=obs.ttl,
             ad=obs.ad,
-            ede=list(obs.ede),
+            ede=tuple(obs.ede),
             observed_ms=0,
             dnssec=obs.dnssec,
         )

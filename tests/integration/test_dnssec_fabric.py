@@ -135,17 +135,17 @@ async def test_secure_quorum_outvoted_tamper_and_bogus_quorum(fabric: Fabric) ->
     ok = Faults()
     verdict = await _verdict_after(fabric, _faults(fabric, ok, ok, ok))
     assert (verdict.outcome, verdict.dnssec) == (Outcome.TRUSTED, DnssecState.SECURE)
-    assert verdict.answer == ["www.demo.test. A 192.0.2.10"]
+    assert verdict.answer == ("www.demo.test. A 192.0.2.10",)
     shown = verdict_to_json(verdict)
     assert shown["dnssec"] == "secure" and "dnssec=secure" in verdict_line(verdict)
 
     tampered = Faults(dnssec="tampered")
     verdict = await _verdict_after(fabric, _faults(fabric, tampered, ok, ok))
     assert (verdict.outcome, verdict.dnssec) == (Outcome.TRUSTED, DnssecState.SECURE)
-    assert verdict.answer == ["www.demo.test. A 192.0.2.10"]  # the tampered region is outvoted
+    assert verdict.answer == ("www.demo.test. A 192.0.2.10",)  # the tampered region is outvoted
 
     for bad in (tampered, Faults(dnssec="expired")):
         verdict = await _verdict_after(fabric, _faults(fabric, bad, bad, ok))
         assert verdict.outcome is Outcome.DISPUTED  # never TRUSTED, and not UNAVAILABLE
-        assert verdict.dnssec is DnssecState.INDETERMINATE and verdict.answer == []
+        assert verdict.dnssec is DnssecState.INDETERMINATE and verdict.answer == ()
         assert verdict_to_json(verdict)["dnssec"] == "indeterminate"

@@ -64,7 +64,7 @@ def _assert_failover(result: dict[str, Any]) -> None:
     print(f"ha-failover max_gap_s={result['max_gap_s']:.3f} used={len(result['used'])}")
     live = result["used"]
     assert len(result["keys"]) == len(set(result["keys"])), "a key was used twice"
-    assert all(v.outcome is Outcome.TRUSTED and v.answer == list(HONEST) for _, v in live)
+    assert all(v.outcome is Outcome.TRUSTED and v.answer == tuple(HONEST) for _, v in live)
     after = [t for t, _ in live if t > result["killed_at"]]
     assert len(after) >= 5, f"verdicts stopped after the kill: {result}"
     assert result["max_gap_s"] is not None and result["max_gap_s"] <= 2.0, result
@@ -118,7 +118,7 @@ async def test_one_rogue_coordinator_key_alone_is_never_used(
         assert strict.cached("forged.example.") is None
         # a second configured coordinator signing the same statement is what k=2 asks for
         await sign("c2")
-        assert (await strict.check("forged.example.")).answer == list(FORGED)
+        assert (await strict.check("forged.example.")).answer == tuple(FORGED)
     finally:
         await client_nc.close()
         await admin.close()

@@ -65,7 +65,7 @@ def test_build_votes_digests_and_normalization() -> None:
         v.qname == "www.demo.test." and v.round == 7 and v.observed_ms == 1234 for v in votes
     )
     assert votes[0].answer_digest == answer_digest(0, ["www.demo.test. A 192.0.2.10"])
-    assert votes[1].answer_digest == b"" and votes[1].answer == []
+    assert votes[1].answer_digest == b"" and votes[1].answer == ()
     assert votes[2].answer_digest == b"" and votes[2].rcode == 2
     ballot = build_ballot(AGENT, REGION, 7, observed, 1234)
     assert decode_ballot(encode(ballot)) == ballot  # passes strict decoding
@@ -84,7 +84,7 @@ def test_build_votes_never_crashes_on_garbage() -> None:
     assert decode_ballot(encode(ballot)) == ballot
     by = {v.resolver_id: v for v in ballot.votes}
     assert set(by) == {"r1", "r2", "r3", "r4", "r5"}
-    assert by["r1"].status is VoteStatus.ERROR and by["r1"].answer == []
+    assert by["r1"].status is VoteStatus.ERROR and by["r1"].answer == ()
     assert by["r2"].status is VoteStatus.ERROR  # TTL out of range on the wire
     assert by["r3"].status is VoteStatus.ERROR and by["r3"].rcode == 0
     assert by["r4"].status is VoteStatus.ERROR

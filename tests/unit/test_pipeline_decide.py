@@ -52,7 +52,7 @@ def test_verdict_from_decision_keeps_the_winner_without_the_votes() -> None:
     key, decision = _decided()
     clock = FakeClock(START_MS + 10)
     verdict = Decider(RULE, "coord-1", 30_000, clock).verdict(key, decision)
-    assert verdict.outcome is Outcome.TRUSTED and verdict.answer == ["192.0.2.1"]
+    assert verdict.outcome is Outcome.TRUSTED and verdict.answer == ("192.0.2.1",)
     assert [r.state for r in verdict.voters] == [
         VoterState.AGREE,
         VoterState.AGREE,

@@ -525,7 +525,7 @@ def test_invalid_verdicts_are_rejected(changes: dict[str, Any]) -> None:
 def test_collections_at_their_limits_are_accepted() -> None:
     full = Ballot("a", "b", 1, 0, [_TINY_VOTE] * L.MAX_VOTES_PER_BALLOT)
     assert len(decode_ballot(encode(full)).votes) == L.MAX_VOTES_PER_BALLOT
-    vote = _bad_vote(answer=["x" * L.MAX_ANSWER_ENTRY_CHARS] * L.MAX_ANSWER_ENTRIES, ede=[1] * 8)
+    vote = _bad_vote(answer=("x" * L.MAX_ANSWER_ENTRY_CHARS,) * L.MAX_ANSWER_ENTRIES, ede=(1,) * 8)
     assert decode_ballot(encode(make_ballot(votes=[vote]))).votes == [vote]
 
 

@@ -17,11 +17,12 @@ Operator commands (:meth:`SafeModeStage.command`) must come verified
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Final
+
+import msgspec
 
 from cctf.bus_schemas import messages as wire
 from cctf.bus_schemas.control import (
@@ -84,7 +85,7 @@ def held_decision(d: Decision) -> Decision:
         (v, VoterState.DISAGREE if dg else VoterState.UNAVAILABLE)
         for (v, _s), dg in zip(d.voters, digests, strict=True)
     )
-    return dataclasses.replace(
+    return msgspec.structs.replace(
         d, outcome=Outcome.UNAVAILABLE, answer_digest=None, voters=voters, winner=None
     )
 
