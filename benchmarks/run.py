@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import gc
 import os
 import platform
 import shutil
@@ -142,6 +143,11 @@ async def run(a: argparse.Namespace, progress: Progress) -> dict[str, Any]:
     try:
         # each fabric is stopped before the next part, so nothing of it competes for the CPU
         per_verdict = await _fabric_part(a, progress, tmp / "per_verdict", "per_verdict")
+        # the first part's leftovers (its verified verdicts, caches, connections) are not the second
+        # part's subscriber's: free them, and keep what stays (module caches) out of the collector's
+        # view, as harness.run_main does at the start, so both parts measure the same subscriber
+        gc.collect()
+        gc.freeze()
         batch = await _fabric_part(a, progress, tmp / "batch", "batch")
         progress("fabrics stopped; the subscriber alone (CPU per batch-signed verdict)")
         sub = await subscriber.measure(
