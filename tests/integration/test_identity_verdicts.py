@@ -146,6 +146,19 @@ class Fabric:
             assert time.monotonic() < deadline, f"timed out waiting for {what}"
             await asyncio.sleep(0.05)
 
+    async def all_settled(self, timeout: float = 1.5) -> None:
+        """Every delivered evidence message acked or terminated, as the server counts it.
+
+        An ack is a plain publish: the coordinator's counters move when it is sent, the server's
+        ``num_ack_pending`` when it is processed, a moment later. The wait stays below ack_wait
+        (2 s), so a message never settled is not hidden by its redelivery: it times out.
+        """
+        assert self.coordinator is not None
+        deadline = time.monotonic() + timeout
+        while (pending := await self.coordinator.num_ack_pending()) != 0:
+            assert time.monotonic() < deadline, f"{pending} evidence message(s) never settled"
+            await asyncio.sleep(0.05)
+
 
 @pytest_asyncio.fixture
 async def fab(nats_single: NatsFabric, nats_connect: Any) -> AsyncIterator[Fabric]:
@@ -196,7 +209,7 @@ async def test_agreement_trusted_split_view_outvoted_three_views_disputed(fab: F
     assert set(states(v).values()) == {VoterState.DISAGREE}
 
     await fab.until(lambda: coordinator.stats().held_ballots == 0, "settled evidence")
-    assert await coordinator.num_ack_pending() == 0  # every evidence message acked
+    await fab.all_settled()  # every evidence message acked
     st = coordinator.stats()
     assert st.verdicts == {"trusted": 2, "disputed": 1} and st.ballots_accepted == 15
 
@@ -257,7 +270,7 @@ async def test_unconfigured_subjects_and_pinning_are_refused(fab: Fabric) -> Non
     )
     with pytest.raises(NoVerdict):
         await fab.client.identity_verdict("bundle", DOMAIN)
-    assert await coordinator.num_ack_pending() == 0
+    await fab.all_settled()
 
 
 async def test_a_trusted_bundle_verdict_never_goes_back_in_sequence(fab: Fabric) -> None:
