@@ -727,6 +727,10 @@ async def test_rejected_messages_are_acked_counted_logged_and_harmless(harness: 
         )
 
         await h.consumer_drained(h.coord.principal)
+        # drained: every durable copy is settled; a live copy (core NATS) may still be on its way
+        await _until(
+            lambda: sum(coordinator.stats().duplicates.values()) >= 12, what="the live copies"
+        )
         st = coordinator.stats()
         assert st.rejected == {
             "signature": 3,
