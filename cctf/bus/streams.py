@@ -61,6 +61,7 @@ from nats.js.errors import APIError, BadRequestError, ServiceUnavailableError
 from nats.js.manager import JetStreamManager
 
 from cctf.bus.kv import KvError, ensure_bucket, lkg_bucket_spec
+from cctf.bus.settle import wait_settled
 from cctf.bus_schemas.limits import MAX_ENVELOPE_BYTES
 from cctf.errors import CctfError
 from cctf.ids import check_id
@@ -407,6 +408,8 @@ async def ensure_streams(
     ``js`` is a JetStream context or manager of a user allowed to create streams (``admin``).
     Errors meaning "cluster not ready" (no suitable peers, insufficient resources, 503, request
     timeouts) are retried until ``timeout_s``; then, or on any other error, ``StreamSetupError``.
+    It returns once every stream has its leader and every online replica is current
+    (``cctf.bus.settle``): a publish through any node right after finds the stream.
     ``votes_per_region=False`` (TRANSITION only, for tests that read ballots back from a limits
     stream) creates the old single ``CCTF_VOTES`` instead of the ``CCTF_VOTES_<REGION>`` streams
     (their subjects overlap, so it is one or the other). The coordinator consumes the per-region
@@ -461,6 +464,11 @@ async def ensure_streams(
                 _log.info("stream %s not created yet (%s); retrying", config.name, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
+    for name in result:  # every replica in place: the first publish finds it on any node
+        try:
+            await wait_settled(js, name, replicas, deadline)
+        except TimeoutError as exc:
+            raise StreamSetupError(f"{exc} within {timeout_s:.1f}s") from exc
     if isinstance(js, JetStreamContext):
         try:
             await ensure_bucket(

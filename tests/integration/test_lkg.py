@@ -16,7 +16,6 @@ from collections.abc import AsyncIterator, Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-import nats.js.errors
 import pytest
 import pytest_asyncio
 from nats.aio.client import Client
@@ -106,18 +105,8 @@ class Lab:
     async def _publish(self, region: str, data: bytes) -> None:
         if region not in self.agent_nc:
             self.agent_nc[region] = await self.connect(self.fabric, f"agent-{region}")
-        js = self.agent_nc[region].jetstream()
-        deadline = time.monotonic() + 5.0
-        while True:
-            try:
-                await js.publish(self.agents[region].subject, data)
-                return
-            except nats.js.errors.NoStreamResponseError:
-                # a new cluster: the stream's interest has not reached this node yet (no
-                # responders); an agent retries the same (idempotent) publish, so does the lab
-                if time.monotonic() > deadline:
-                    raise
-                await asyncio.sleep(0.1)
+        # ensure_streams returned with every replica in place: no "no responders" retry needed
+        await self.agent_nc[region].jetstream().publish(self.agents[region].subject, data)
 
     async def round(
         self, r: int, east: Sequence[Answer], west: Sequence[Answer], qname: str = NAME

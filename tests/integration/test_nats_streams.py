@@ -9,6 +9,8 @@ import pytest
 from nats.js.api import AckPolicy
 from nats.js.client import JetStreamContext
 
+from cctf.bus.connect import connect
+from cctf.bus.settle import not_settled
 from cctf.bus.streams import (
     PUBACK_LIMIT_ERR_CODE,
     VOTES_MAX_BYTES,
@@ -96,3 +98,25 @@ async def test_one_region_flood_fills_only_its_own_stream(
     with pytest.raises(nats.js.errors.APIError):
         await honest.publish("cctf.v1.vote.eu-west.a1", b"y" * (VOTES_MAX_MSG_SIZE + 1))
     assert await _stored(admin, "eu-west") == 20
+
+
+async def test_on_a_cluster_every_stream_is_in_place_on_every_node_when_setup_returns(
+    nats_cluster: NatsFabric, nats_connect: NatsConnect
+) -> None:
+    # No retry here, unlike an agent: right after ensure_streams a first publish through any node
+    # finds its stream (a replica still being created would answer "no responders").
+    admin = (await nats_connect(nats_cluster, "admin")).jsm()  # a manager: no KV bucket after
+    infos = await ensure_streams(admin, nats_cluster.regions, replicas=3, timeout_s=30)
+    for name in reversed(infos):  # the last created first
+        assert not_settled(await admin.stream_info(name), 3) is None, name
+    for i, url in enumerate(nats_cluster.urls):
+        nc = await connect(
+            [url], nats_cluster.users["agent-us-east"], name=f"node-{i}", for_tests=True
+        )
+        try:
+            ack = await nc.jetstream().publish(
+                "cctf.v1.vote.us-east.a1", b"first", headers={"Nats-Msg-Id": f"node-{i}"}
+            )
+            assert ack.stream == votes_stream_name("us-east") and ack.seq == i + 1
+        finally:
+            await nc.close()
