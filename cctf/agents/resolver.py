@@ -26,13 +26,8 @@ same deadline) and publishes the observations as signed evidence ballots on
 ``cctf.v1.evidence.<region>.<agent>`` (same stream, same retry rules, ``Nats-Msg-Id`` =
 :func:`~cctf.agents.evidence.evidence_msg_id`). Evidence never delays or fails the ballots.
 
-Rounds never pile up: a round is started only if the agent reaches its boundary in time
-(``max_start_lag_ms``, default 2/5 of the round and at most 2/3 of the query deadline: 400 ms of a 1 s
-round, so a third of the query time is left; the query deadline stays ``boundary +
-query_deadline_ms``, and a late-started round's ballot is still within the coordinators' grace:
-better than none, found by ``benchmarks/load.py``, where a loaded machine woke agents 200 – 400 ms
-late and they skipped those rounds); otherwise the rounds missed are skipped, counted and logged, and
-the agent waits for the next boundary. The loop survives NATS outages: the NATS client reconnects on its own, and the
+Rounds never pile up (:mod:`cctf.agents.plan`): a round reached too late is skipped and counted.
+The loop survives NATS outages: the NATS client reconnects on its own, and the
 next rounds publish normally.
 
 Nothing secret is logged: the key is referred to by its key id only.
@@ -61,14 +56,13 @@ from cctf.agents.ballot import (
     ballot_msg_id,
     build_ballots,
 )
-from cctf.agents.canonical import parse_qname, parse_qtype
 from cctf.agents.config import AgentConfig
 from cctf.agents.dnsquery import ResolverSpec, prepare
 from cctf.agents.dnssecfetch import ChainValidator
 from cctf.agents.evidence import evidence_id_secret
 from cctf.agents.evidence_run import EvidenceCollector, publish_evidence
+from cctf.agents.plan import questions, round_timing
 from cctf.agents.publishing import (
-    MIN_ATTEMPT_MS,
     MSG_ID_HEADER,
     PublishFailure,
     PublishResult,
@@ -80,11 +74,11 @@ from cctf.bus.streams import votes_stream_name
 from cctf.bus_schemas import limits as L
 from cctf.bus_schemas.envelope import seal
 from cctf.bus_schemas.messages import MessageType, encode
-from cctf.bus_schemas.subjects import evidence_subject, normalize_name, vote_subject
+from cctf.bus_schemas.subjects import evidence_subject, vote_subject
 from cctf.clock import SYSTEM_CLOCK, Clock
 from cctf.crypto.keys import SigningKey
 from cctf.identity.targets import IdentityTargets
-from cctf.ids import check_id, check_qtype
+from cctf.ids import check_id
 from cctf.telemetry import get_logger
 from cctf.util.deadline import stop_tasks
 
@@ -148,41 +142,15 @@ class ResolverAgent:
         if not self.resolvers:
             raise ValueError("an agent needs at least one resolver")
         prepare(self.resolvers)
-        self.names = tuple((normalize_name(n), check_qtype(t)) for n, t in names)
-        if not self.names:
-            raise ValueError("an agent needs at least one name")
-        if len(set(self.names)) != len(self.names):
-            raise ValueError("duplicate (qname, qtype) in names")
-        for qname, qtype in self.names:  # what query_all would refuse, refused now
-            parse_qname(qname)
-            parse_qtype(qtype)
-        if len(self.resolvers) > L.MAX_VOTERS:
-            raise ValueError(f"more than {L.MAX_VOTERS} resolvers (a verdict lists at most that)")
-        if len(self.names) * len(self.resolvers) > L.MAX_VOTES_PER_ROUND:
-            raise ValueError(f"names x resolvers exceeds {L.MAX_VOTES_PER_ROUND} votes per round")
-        if isinstance(round_ms, bool) or not isinstance(round_ms, int) or round_ms < 10:
-            raise ValueError("round_ms must be an integer >= 10")
-        self.round_ms = round_ms
-        self.query_deadline_ms = (
-            round_ms * 6 // 10 if query_deadline_ms is None else int(query_deadline_ms)
-        )
-        if not 0 < self.query_deadline_ms < round_ms:
-            raise ValueError("query_deadline_ms must be in 1..round_ms-1")
+        self.names = questions(names, len(self.resolvers))
+        timing = round_timing(round_ms, query_deadline_ms, publish_timeout_ms, max_start_lag_ms)
+        self.round_ms = timing.round_ms
+        self.query_deadline_ms = timing.query_deadline_ms
+        self.publish_timeout_ms = timing.publish_timeout_ms
+        self.max_start_lag_ms = timing.max_start_lag_ms
         if ballot_lifetime_ms <= 0:
             raise ValueError("ballot_lifetime_ms must be positive")
         self.ballot_lifetime_ms = ballot_lifetime_ms
-        self.publish_timeout_ms = (
-            max(MIN_ATTEMPT_MS, min(2_000, round_ms - self.query_deadline_ms))
-            if publish_timeout_ms is None
-            else int(publish_timeout_ms)
-        )
-        if self.publish_timeout_ms <= 0:
-            raise ValueError("publish_timeout_ms must be positive")
-        self.max_start_lag_ms = (
-            max(1, min(self.query_deadline_ms * 2 // 3, round_ms * 2 // 5))
-            if max_start_lag_ms is None
-            else int(max_start_lag_ms)
-        )
         if not 1 <= ballot_max_votes <= L.MAX_VOTES_PER_BALLOT:
             raise ValueError(f"ballot_max_votes must be in 1..{L.MAX_VOTES_PER_BALLOT}")
         if not 1024 <= ballot_max_bytes <= L.MAX_PAYLOAD_BYTES:
