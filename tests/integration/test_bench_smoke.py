@@ -112,3 +112,27 @@ def test_bad_benchmark_options_are_usage_errors(tmp_path: Path) -> None:
         [sys.executable, str(BENCH), "--names", "0"], capture_output=True, timeout=60, cwd=tmp_path
     )
     assert proc.returncode == 2 and b"--names takes 1..3000" in proc.stderr and proc.stdout == b""
+
+
+@pytest.mark.slow
+@pytest.mark.timeout(150)
+def test_quick_gc_pause_census_times_the_coordinators_and_the_harness_collections(
+    tmp_path: Path,
+) -> None:
+    proc = subprocess.run(
+        [sys.executable, str(BENCHMARKS / "gcpauses.py"), "--quick"],
+        capture_output=True,
+        timeout=140,
+        cwd=tmp_path,
+    )
+    assert proc.returncode == 0, proc.stderr.decode(errors="replace")[-4000:]
+    result = json.loads(proc.stdout)
+    for key in ("names_1", "names_10", "names_100", "round_500_last_verdict"):
+        assert _positive(result["latency"][key]["p99_ms"]), (key, result["latency"][key])
+    assert set(result["gc"]) == {"coordinator", "harness"}, result["gc"].keys()
+    coordinator = result["gc"]["coordinator"]
+    assert "coordinator run" in coordinator["cmd"]
+    assert coordinator["young_threshold"] == 20_000  # cctf.coordinator.cli.GC_THRESHOLDS
+    young = coordinator["collections"]["gen0"]  # the phase allocates: the collector ran, timed
+    assert young["count"] > 0 and young["max_ms"] >= young["p99_ms"] > 0
+    assert not list(tmp_path.iterdir())  # nothing left behind in the working directory
