@@ -7,7 +7,7 @@ Runs ``latency.measure_names`` (``names_1/10/100`` interleaved, then ``round_500
 on a fresh batch-signing bench fabric, as ``make bench`` does, with every collection of the
 coordinator process and of this harness process (agents, collector, subscriber) timed through
 ``gc.callbacks``: a ``sitecustomize`` on the coordinator's ``PYTHONPATH`` for the run, and the same
-callback installed here. Prints one JSON object: the latency figures (p99s and ratios to the
+callback installed here. Only collections inside the measured phase are summed. Prints one JSON object: the latency figures (p99s and ratios to the
 1-name p99), and per process and generation the number of collections, their summed, largest and
 p99 pause (ms), with the thresholds the process ran with. Pauses under ``--min-ms`` are counted but
 not listed in ``pauses_ms``.
@@ -20,6 +20,7 @@ import gc
 import os
 import sys
 import tempfile
+import time
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -47,22 +48,29 @@ if _dir:
             _start[0] = time.perf_counter()
         else:
             ms = (time.perf_counter() - _start[0]) * 1000
-            _log.write(f"{info['generation']} {ms:.3f} {gc.get_threshold()[0]}\\n")
+            th = gc.get_threshold()[0]
+            _log.write(f"{info['generation']} {ms:.3f} {th} {time.time():.4f}\\n")
 
     gc.callbacks.append(_cctf_gc_timer)
 """
 
 
-def summarize(path: Path, min_ms: float) -> dict[str, Any]:
-    """One process's log: per generation, count / sum / max / p99 (ms), the young threshold."""
+def summarize(path: Path, min_ms: float, window: tuple[float, float]) -> dict[str, Any]:
+    """One process's log: per generation, count / sum / max / p99 (ms) of the collections that
+    ended inside ``window`` (wall clock, s: the measured phase), the young threshold, and how
+    many collections ended outside it (start-up, the fabric's set-up)."""
     lines = path.read_text().splitlines()
     cmd = lines[0].removeprefix("cmd ") if lines else ""
     by_gen: dict[int, list[float]] = {}
     threshold = None
+    outside = 0
     for line in lines[1:]:
-        gen, ms, th = line.split()
-        by_gen.setdefault(int(gen), []).append(float(ms))
+        gen, ms, th, at = line.split()
         threshold = int(th)
+        if not window[0] <= float(at) <= window[1]:
+            outside += 1
+            continue
+        by_gen.setdefault(int(gen), []).append(float(ms))
     gens = {}
     for gen, pauses in sorted(by_gen.items()):
         gens[f"gen{gen}"] = {
@@ -72,7 +80,12 @@ def summarize(path: Path, min_ms: float) -> dict[str, Any]:
             "p99_ms": round(percentile(sorted(pauses), 99), 2),
             "pauses_ms": [round(p, 1) for p in pauses if p >= min_ms],
         }
-    return {"cmd": cmd[:160], "young_threshold": threshold, "collections": gens}
+    return {
+        "cmd": cmd[:160],
+        "young_threshold": threshold,
+        "collections": gens,
+        "collections_outside_the_phase": outside,
+    }
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -93,7 +106,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     exec(compile(SITECUSTOMIZE, str(logs / "sitecustomize.py"), "exec"), {})  # this process
 
     async def measure(fab: bench_fabric.BenchFabric, progress: Progress) -> dict[str, Any]:
+        start = time.time()
         lat = await latency.measure_names(fab, progress, quick=a.quick)
+        window = (start, time.time())
         base = lat["names_1"].get("p99_ms") or 0.0
         figures = {
             name: {
@@ -106,7 +121,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         }
         processes = {}
         for path in sorted(logs.glob("gc.*.log")):
-            s = summarize(path, a.min_ms)
+            s = summarize(path, a.min_ms, window)
             role = "harness" if path.name == f"gc.{os.getpid()}.log" else "coordinator"
             if role == "coordinator" and "coordinator" not in s["cmd"]:
                 role = f"other {path.name}"
