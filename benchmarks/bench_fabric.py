@@ -254,6 +254,7 @@ def metrics_delta(
     if count:
         out["verdicts_per_batch_mean"] = round(d.get("cctf_batch_verdicts_sum", 0.0) / count, 1)
     out["published_before_logged"] = int(d.get("cctf_log_published_before_logged_total", 0))
+    out["batches_held_for_log"] = int(d.get("cctf_log_batches_held_total", 0))
     return out
 
 

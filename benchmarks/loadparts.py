@@ -244,4 +244,6 @@ def metrics_delta(
         "batches": int(d.get("cctf_batches_total", 0)),
         # verdicts released after log_wait_ms without their batch's log append acked
         "published_before_logged": int(d.get("cctf_log_published_before_logged_total", 0)),
+        # batch closes that waited for the log (group commit, batcher.APPENDS_AHEAD)
+        "batches_held_for_log": int(d.get("cctf_log_batches_held_total", 0)),
     }

@@ -6,7 +6,8 @@ verdict its ``"tlog"`` envelope.
 Order per batch (D2-D4, wire-protocol.md §3.2.1)::
 
     close (batch_max verdicts, or batch_window_ms after the previous batch closed: at once after
-      a quiet spell) -> sign (entries, tree, ONE signed head: BatchLog.sign; a very large batch
+      a quiet spell; while APPENDS_AHEAD appends are unacknowledged, only once full, an append
+      finished, or log_wait_ms passed: group commit) -> sign (entries, tree, ONE signed head: BatchLog.sign; a very large batch
       is sealed whole in a worker thread)
       -> publish the head on every verdict region (same connection, written before any verdict)
       -> append the LogBatch record (in order after the previous batch's append); meanwhile the
@@ -18,24 +19,25 @@ Batches are sealed one at a time (the tree is not thread-safe) while earlier bat
 published. A fenced log (another writer) or a seal failure fails closed: ``on_fatal`` is called (the
 service stops) and the verdicts waiting are refused (:class:`BatchClosed`).
 
-Metrics (:func:`metrics`): ``cctf_batches_total``, ``cctf_batch_verdicts`` (histogram of verdicts
-per batch), ``cctf_log_published_before_logged_total``, ``cctf_head_publish_failures_total``.
+Metrics (:mod:`cctf.coordinator.batchmetrics`): ``cctf_batches_total``, ``cctf_batch_verdicts`` (histogram of verdicts
+per batch), ``cctf_log_published_before_logged_total``, ``cctf_log_batches_held_total``,
+``cctf_head_publish_failures_total``.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
-import threading
 from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import Executor
 from dataclasses import dataclass, field
-from typing import Any, Final
+from typing import Final
 
 from cctf import telemetry
 from cctf.bus.publisher import Publisher, PublishOutcome
 from cctf.bus_schemas.heads import head_msg_id, head_subject
 from cctf.clock import Clock
+from cctf.coordinator.batchmetrics import metrics
 from cctf.coordinator.config import CoordinatorConfig
 from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SealedBatch, SignedBatch
 from cctf.crypto.keys import SigningKey
@@ -61,47 +63,16 @@ _RETRY_MAX_S: Final = 2.0
 #: its flusher writes it in the second (nats-py 2.16), so the server stores it meanwhile.
 _APPEND_TURNS: Final = 2
 
+#: Group commit: while this many appends are unacknowledged (one being stored, one sealed behind
+#: it), the next batch is not closed before it is full, an append finishes, or ``log_wait_ms``
+#: after it could have closed. A log that falls behind gets fewer, larger records (and fewer heads
+#: and signatures) instead of an ever longer queue of small ones; a stalled log (a stream-leader
+#: election) still holds no verdict longer than ``log_wait_ms`` in all.
+APPENDS_AHEAD: Final = 2
+
 #: Append one signed batch to the durable log; raises on failure (a fencing error is fatal:
 #: :data:`fatal_errors`).
 LogAppend = Callable[[SignedBatch], Awaitable[None]]
-
-
-@dataclass(frozen=True)
-class BatchMetrics:
-    batches: Any
-    batch_verdicts: Any
-    published_before_logged: Any
-    head_publish_failures: Any
-
-
-_metrics_lock = threading.Lock()
-_metrics: BatchMetrics | None = None
-
-
-def metrics() -> BatchMetrics:
-    """The batch stage's instruments (process-wide, created once)."""
-    global _metrics
-    with _metrics_lock:
-        if _metrics is None:
-            m = telemetry.meter("cctf.coordinator.batch")
-            _metrics = BatchMetrics(
-                batches=m.create_counter(
-                    "cctf_batches", description="Batches sealed (one signed log head each)"
-                ),
-                batch_verdicts=m.create_histogram(
-                    "cctf_batch_verdicts", description="Verdicts per sealed batch"
-                ),
-                published_before_logged=m.create_counter(
-                    "cctf_log_published_before_logged",
-                    description="Verdicts released before their batch's log append was acked "
-                    "(log_wait_ms passed: a stream-leader election)",
-                ),
-                head_publish_failures=m.create_counter(
-                    "cctf_head_publish_failures",
-                    description="Heads not stored on a region before their expiry",
-                ),
-            )
-        return _metrics
 
 
 class BatchClosed(CctfError):
@@ -118,6 +89,7 @@ class BatchStats:
     append_retries: int = 0
     published_before_logged: int = 0
     largest_batch: int = 0
+    held_for_log: int = 0  # batch closes that waited for an append (APPENDS_AHEAD)
 
 
 class _Part:
@@ -182,6 +154,8 @@ class BatchSigner:
         self._pending = _Pending()
         self._kick = asyncio.Event()
         self._full = asyncio.Event()
+        self._appending = 0  # appends spawned, not finished
+        self._wake = asyncio.Event()  # an append finished, or the pending batch is full
         self._task: asyncio.Task[None] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._last_append: asyncio.Task[None] | None = None
@@ -246,6 +220,7 @@ class BatchSigner:
         self._kick.set()
         if len(pending.items) >= self._max or pending.entry_bytes >= MAX_BATCH_ENTRY_BYTES:
             self._full.set()
+            self._wake.set()
         return part.future
 
     async def collect(self, future: asyncio.Future[list[bytes]]) -> list[bytes]:
@@ -308,6 +283,11 @@ class BatchSigner:
             if not self._full.is_set() and wait_s > 0:
                 with contextlib.suppress(asyncio.TimeoutError):
                     await asyncio.wait_for(self._full.wait(), wait_s)
+            ready = loop.time()  # from here a verdict waits log_wait_ms at most, in all
+            if self._appending >= APPENDS_AHEAD and not self._full.is_set():
+                self.stats.held_for_log += 1
+                self._m.held_for_log.add(1)
+                await self._hold_for_log(ready + self._log_wait_s)
             self._last_close = loop.time()
             batch = [q for q in self._take() if not q[1].future.cancelled()]
             if not batch:
@@ -340,8 +320,24 @@ class BatchSigner:
             self._publish_heads(signed)
             await asyncio.sleep(0)  # the head publishes are written before any verdict
             append = self._spawn(self._append_in_order(signed, self._last_append))
+            self._appending += 1
+            append.add_done_callback(self._appended)
             self._last_append = append
-            self._spawn(self._release(signed, envelopes, batch, append))
+            self._spawn(self._release(signed, envelopes, batch, append, ready))
+
+    async def _hold_for_log(self, until: float) -> None:
+        loop = asyncio.get_running_loop()
+        while self._appending >= APPENDS_AHEAD and not self._full.is_set():
+            left = until - loop.time()
+            if left <= 0 or self._closed is not None:
+                return
+            self._wake.clear()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._wake.wait(), left)
+
+    def _appended(self, _task: asyncio.Task[None]) -> None:
+        self._appending -= 1
+        self._wake.set()
 
     def _spawn(self, coro: Awaitable[None]) -> asyncio.Task[None]:
         task: asyncio.Task[None] = asyncio.ensure_future(coro)
@@ -426,8 +422,8 @@ class BatchSigner:
         envelopes: tuple[bytes, ...] | None,
         batch: list[_Queued],
         append: asyncio.Task[None],
+        started: float,
     ) -> None:
-        started = asyncio.get_running_loop().time()
         if envelopes is None:  # an inline batch: its proofs and envelopes during the append
             self._proving += 1
             self._proved.clear()

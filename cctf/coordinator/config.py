@@ -193,8 +193,9 @@ class CoordinatorConfig(ConfigStruct, frozen=True, kw_only=True):
     #: inclusion proof, authenticator "tlog", published on EVERY verdict region); ``per_verdict``:
     #: one hybrid signature per verdict and region ("sig"). A batch closes at ``batch_max`` verdicts
     #: or ``batch_window_ms`` after the previous batch closed (at once after a quiet spell; never
-    #: later than ``batch_window_ms`` after its first verdict); its verdicts wait for the log append
-    #: at most ``log_wait_ms``.
+    #: later than ``batch_window_ms`` after its first verdict while the log keeps up; while it is
+    #: behind, it grows: group commit, ``cctf.coordinator.batcher.APPENDS_AHEAD``); its verdicts
+    #: wait for the log (that and the append) at most ``log_wait_ms`` in all.
     signing: Literal["batch", "per_verdict"] = "per_verdict"
     batch_window_ms: Annotated[int, msgspec.Meta(ge=0, le=1_000)] = 5
     batch_max: Annotated[int, msgspec.Meta(ge=1, le=MAX_BATCH)] = 1024

@@ -6,6 +6,7 @@ in the region's heads stream, its inclusion proof verifying against that head; h
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -22,7 +23,7 @@ from cctf.bus_schemas.envelope import TlogAuth, decode_envelope, envelope_log_en
 from cctf.bus_schemas.heads import head_subject, log_origin, parse_head_subject
 from cctf.bus_schemas.messages import MessageType, Outcome, decode_verdict
 from cctf.clock import SystemClock
-from cctf.coordinator.batcher import BatchClosed, BatchSigner
+from cctf.coordinator.batcher import APPENDS_AHEAD, BatchClosed, BatchSigner
 from cctf.coordinator.pipeline.batchsign import BatchItem, BatchLog, SignedBatch
 from cctf.devfabric.nats import NatsFabric
 from cctf.translog.checkpoint import Checkpoint
@@ -251,3 +252,71 @@ async def test_the_window_runs_from_the_previous_batch(
     assert [len(e) for e in envelopes] == [1, 2] and fatal == []
     assert stage.stats.batches == 2 and stage.stats.largest_batch == 3
     await stage.stop()
+
+
+async def test_while_the_log_is_behind_the_next_batch_grows_group_commit(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    """APPENDS_AHEAD appends unacknowledged: verdicts decided meanwhile wait for one of them to
+    finish and then go as ONE batch (one record, one head, one signature), not as a queue of small
+    batches the log falls ever further behind."""
+    gate = asyncio.Event()
+    appended: list[int] = []
+
+    async def append(sealed: SignedBatch) -> None:
+        await gate.wait()
+        appended.append(sealed.size)
+
+    stage, fatal, _ = await _stage(
+        nats_single, nats_connect, append, log_wait_ms=10_000, batch_max=100, window_ms=1
+    )
+    stage.start()
+    try:
+        parts = []
+        for _ in range(APPENDS_AHEAD):  # each alone in a batch: the log keeps up so far
+            parts.append(stage.submit(_items(1)))
+            await _until(lambda: stage.stats.batches == len(parts), 5.0, "a batch per verdict")
+        held = []
+        for _ in range(5):  # the log is behind now
+            held.append(stage.submit(_items(1)))
+            await asyncio.sleep(0.02)
+        assert stage.stats.batches == APPENDS_AHEAD and stage.stats.held_for_log >= 1
+        gate.set()
+        await _until(lambda: all(f.done() for f in parts + held), 5.0, "every verdict released")
+        assert stage.stats.batches == APPENDS_AHEAD + 1 and stage.stats.largest_batch == 5
+        assert appended == [1, 2, 7] and fatal == [] and stage.stats.published_before_logged == 0
+    finally:  # a failed assertion never leaves the stage running
+        await stage.stop()
+
+
+async def test_a_stalled_log_holds_a_verdict_log_wait_ms_at_most_in_all(
+    nats_single: NatsFabric, nats_connect: Any
+) -> None:
+    """The group-commit hold and the wait for the append share one bound: a verdict decided
+    while the log is stalled (a stream-leader election) is out log_wait_ms after it could have
+    been batched, not twice that."""
+    stalled = asyncio.Event()
+
+    async def append(sealed: SignedBatch) -> None:
+        await stalled.wait()  # never set: the log is stalled for the whole test
+
+    wait_ms = 2_000
+    stage, fatal, _ = await _stage(
+        nats_single, nats_connect, append, log_wait_ms=wait_ms, batch_max=100, window_ms=1
+    )
+    stage.start()
+    try:
+        early = [stage.submit(_items(1))]
+        await _until(lambda: stage.stats.batches == 1, 5.0, "the first batch")
+        early.append(stage.submit(_items(1)))
+        await _until(lambda: stage.stats.batches == 2, 5.0, "the second batch")
+        started = time.monotonic()
+        late = await asyncio.wait_for(stage.seal(_items(1)), 10)  # held (2 appends ahead)
+        elapsed = time.monotonic() - started
+        assert len(late) == 1 and stage.stats.held_for_log == 1 and fatal == []
+        # one bound (2 s), not the hold and then the whole wait for the append (4 s)
+        assert elapsed < 1.75 * wait_ms / 1000, elapsed
+        assert stage.stats.published_before_logged == 3  # and it counts as published before logged
+        await asyncio.wait_for(asyncio.gather(*early), 10)
+    finally:  # a failed assertion never leaves the stage running
+        await stage.stop()
