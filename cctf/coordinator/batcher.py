@@ -7,8 +7,9 @@ Order per batch (D2-D4, wire-protocol.md §3.2.1)::
 
     close (batch_max verdicts, or batch_window_ms after the previous batch closed: at once after
       a quiet spell; while APPENDS_AHEAD appends are unacknowledged, only once full, an append
-      finished, or log_wait_ms passed: group commit) -> sign (entries, tree, ONE signed head: BatchLog.sign; a very large batch
-      is sealed whole in a worker thread)
+      finished, or log_wait_ms passed: group commit)
+      -> sign (entries, tree, ONE signed head: BatchLog.sign; a very large batch is sealed whole
+         in a worker thread)
       -> publish the head on every verdict region (same connection, written before any verdict)
       -> append the LogBatch record (in order after the previous batch's append); meanwhile the
          release task makes the batch's proofs and envelopes (BatchLog.envelopes)
@@ -19,9 +20,9 @@ Batches are sealed one at a time (the tree is not thread-safe) while earlier bat
 published. A fenced log (another writer) or a seal failure fails closed: ``on_fatal`` is called (the
 service stops) and the verdicts waiting are refused (:class:`BatchClosed`).
 
-Metrics (:mod:`cctf.coordinator.batchmetrics`): ``cctf_batches_total``, ``cctf_batch_verdicts`` (histogram of verdicts
-per batch), ``cctf_log_published_before_logged_total``, ``cctf_log_batches_held_total``,
-``cctf_head_publish_failures_total``.
+Metrics (:mod:`cctf.coordinator.batchmetrics`): ``cctf_batches_total``, ``cctf_batch_verdicts``
+(histogram of verdicts per batch), ``cctf_log_published_before_logged_total``,
+``cctf_log_batches_held_total``, ``cctf_head_publish_failures_total``.
 """
 
 from __future__ import annotations
