@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Cyclic-GC pauses during the batch-signing latency phase (issue #9; BENCHMARKS.md, "The cyclic GC").
+"""Cyclic-GC pauses in the batch-signing latency phase (issue #9; BENCHMARKS.md, "The cyclic GC").
 
     .venv/bin/python benchmarks/gcpauses.py [--quick] [--min-ms MS]
 
@@ -7,10 +7,10 @@ Runs ``latency.measure_names`` (``names_1/10/100`` interleaved, then ``round_500
 on a fresh batch-signing bench fabric, as ``make bench`` does, with every collection of the
 coordinator process and of this harness process (agents, collector, subscriber) timed through
 ``gc.callbacks``: a ``sitecustomize`` on the coordinator's ``PYTHONPATH`` for the run, and the same
-callback installed here. Only collections inside the measured phase are summed. Prints one JSON object: the latency figures (p99s and ratios to the
-1-name p99), and per process and generation the number of collections, their summed, largest and
-p99 pause (ms), with the thresholds the process ran with. Pauses under ``--min-ms`` are counted but
-not listed in ``pauses_ms``.
+callback installed here. Only collections inside the measured phase are summed. Prints one JSON
+object: the latency figures (p99s and ratios to the 1-name p99), and per process and generation
+the number of collections, their summed, largest and p99 pause (ms), with the young threshold the
+process ran with. Pauses under ``--min-ms`` are counted but not listed in ``pauses_ms``.
 """
 
 from __future__ import annotations

@@ -56,7 +56,8 @@ def round_timing(
     publish_timeout_ms: int | None = None,
     max_start_lag_ms: int | None = None,
 ) -> RoundTiming:
-    """The timing with its defaults filled in; ``ValueError`` (one line) for a value out of range."""
+    """The timing with its defaults filled in; ``ValueError`` (one line) for a value out of
+    range."""
     if isinstance(round_ms, bool) or not isinstance(round_ms, int) or round_ms < 10:
         raise ValueError("round_ms must be an integer >= 10")
     query = round_ms * 6 // 10 if query_deadline_ms is None else int(query_deadline_ms)
