@@ -89,7 +89,7 @@ def summarize(path: Path, min_ms: float, window: tuple[float, float]) -> dict[st
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
-    p = argparse.ArgumentParser(description=__doc__.splitlines()[1] if __doc__ else None)
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0] if __doc__ else None)
     p.add_argument("--quick", action="store_true", help="a few seconds, for smoke tests")
     p.add_argument("--min-ms", type=float, default=2.0, help="list pauses of at least this (ms)")
     return p.parse_args(argv)
