@@ -1,6 +1,6 @@
 """Verdict verification: the subscriber's numbered checks (pure, no I/O).
 
-Steps 1–9 are :func:`open_pinned`, the shared :func:`cctf.bus_schemas.envelope.open_signed` with
+Steps 1–9 are :func:`open_pinned`, the shared :func:`cctf.bus_schemas.opening.open_signed` with
 ``expected_type=verdict`` and ``role=coordinator`` (size, decode, version, type, suite policy, known
 coordinator key; 7, the signature over bytes that bind the subject, or for a batch-signed verdict
 (``"tlog"``) the inclusion proof of its log entry under a head verified once by the injected
@@ -84,14 +84,7 @@ from typing import Generic, Protocol, TypeVar
 
 import msgspec
 
-from cctf.bus_schemas.envelope import (
-    Envelope,
-    OpenedMessage,
-    Reason,
-    Rejected,
-    TimePolicy,
-    open_signed,
-)
+from cctf.bus_schemas.envelope import Envelope, Reason, Rejected, TimePolicy
 from cctf.bus_schemas.messages import (
     DnssecState,
     MessageType,
@@ -102,6 +95,7 @@ from cctf.bus_schemas.messages import (
     answer_digest,
     decode_verdict,
 )
+from cctf.bus_schemas.opening import OpenedMessage, open_signed
 from cctf.bus_schemas.subjects import ParsedSubject, SubjectError, name_token, normalize_name
 from cctf.bus_schemas.tlog import HeadLookup, LogPosition
 from cctf.clock import Clock

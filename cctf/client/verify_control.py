@@ -1,7 +1,7 @@
 """Safe-mode announcement verification: the subscriber's numbered checks (pure, no I/O).
 
 Steps 1–9 are :func:`cctf.client.verify.open_pinned` (the shared
-:func:`cctf.bus_schemas.envelope.open_signed`) with ``expected_type=safemode`` and
+:func:`cctf.bus_schemas.opening.open_signed`) with ``expected_type=safemode`` and
 ``role=coordinator`` (9: the subject is a control subject ``cctf.v1.control.<region>``). Then:
 
 9.  (continued) when pinned to a region, the subject's region is it (:attr:`Reason.REGION`)

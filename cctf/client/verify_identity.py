@@ -2,7 +2,7 @@
 
 The identity counterpart of :class:`cctf.client.verify.VerdictVerifier` (``docs/wire-protocol.md``,
 *IdentityVerdict*), mirroring its steps and reusing its helpers: the shared
-:func:`cctf.bus_schemas.envelope.open_signed` (steps 1–9), :func:`cctf.client.verify.check_times`
+:func:`cctf.bus_schemas.opening.open_signed` (steps 1–9), :func:`cctf.client.verify.check_times`
 (step 14), :func:`cctf.client.verify.check_age` (step 15) and :class:`cctf.client.verify.SeqMemory`
 (step 16). Every failure raises :class:`~cctf.bus_schemas.envelope.Rejected` with its reason.
 

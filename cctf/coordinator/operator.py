@@ -3,7 +3,7 @@
 A command (:class:`~cctf.bus_schemas.control.SafeModeCommand`, type ``safemode-command``) arrives on
 ``cctf.v1.operator.<region>``, a subject only the ``admin`` NATS user may publish on, and must be
 signed by a key of role ``operator`` in the coordinator's trust config. Steps 1–9 are
-:func:`cctf.bus_schemas.envelope.open_signed` (role operator; 9: an operator subject). Then:
+:func:`cctf.bus_schemas.opening.open_signed` (role operator; 9: an operator subject). Then:
 
 9.  (continued) the subject's region is one the coordinator announces for (:attr:`Reason.REGION`)
 10. strict payload decoding (:attr:`Reason.MALFORMED`)
@@ -22,8 +22,9 @@ from collections.abc import Sequence
 from typing import Final
 
 from cctf.bus_schemas.control import SafeModeCommand, check_scope, decode_command
-from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, open_signed
+from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy
 from cctf.bus_schemas.messages import MessageType, PayloadError
+from cctf.bus_schemas.opening import open_signed
 from cctf.bus_schemas.subjects import SubjectError
 from cctf.coordinator.replay import ReplayCache, ReplayCacheFull
 from cctf.crypto.policy import SuitePolicy

@@ -1,6 +1,6 @@
 """Ballot verification: the coordinator's numbered checks (pure, no I/O).
 
-Steps 1–9 are the shared :func:`cctf.bus_schemas.envelope.open_signed` (size, decode, version, type,
+Steps 1–9 are the shared :func:`cctf.bus_schemas.opening.open_signed` (size, decode, version, type,
 suite policy, key, signature, time window; 9, the subject is a vote subject
 ``cctf.v1.vote.<region>.<agent>``). Then:
 
@@ -37,7 +37,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Final, Protocol, TypeVar
 
-from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy, open_signed
+from cctf.bus_schemas.envelope import Reason, Rejected, TimePolicy
 from cctf.bus_schemas.evidence import EvidenceBallot, decode_evidence, first_bad_observation
 from cctf.bus_schemas.messages import (
     Ballot,
@@ -49,6 +49,7 @@ from cctf.bus_schemas.messages import (
     dnssec_states_for,
     peek_round,
 )
+from cctf.bus_schemas.opening import open_signed
 from cctf.clock import Clock
 from cctf.coordinator.replay import Admission, ReplayCache, ReplayCacheFull
 from cctf.crypto.policy import SuitePolicy

@@ -6,8 +6,9 @@ import pytest
 from clientcases import NAME, REGION, sealed, verdict
 from wirefactories import make_ballot, make_world, seal_ballot, seal_message
 
-from cctf.bus_schemas.envelope import Reason, Rejected, open_signed
+from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.messages import MessageType
+from cctf.bus_schemas.opening import open_signed
 from cctf.bus_schemas.subjects import Kind, name_token, vote_subject
 from cctf.crypto.policy import SuitePolicy
 from cctf.crypto.trust import Role

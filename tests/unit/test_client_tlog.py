@@ -18,10 +18,10 @@ from cctf.bus_schemas.envelope import (
     TlogHead,
     decode_envelope,
     encode_envelope,
-    open_signed,
     tlog_head_of,
 )
 from cctf.bus_schemas.messages import MessageType
+from cctf.bus_schemas.opening import open_signed
 from cctf.bus_schemas.subjects import verdict_subject
 from cctf.client.heads import HeadCache, HeadError
 from cctf.client.verify import VerdictVerifier

@@ -30,7 +30,7 @@ from wirefactories import START_MS, flip_byte, ids, make_world
 
 from cctf.bus.streams import evidence_subjects, votes_stream_config, votes_stream_subjects
 from cctf.bus_schemas import limits as L
-from cctf.bus_schemas.envelope import Reason, Rejected, open_signed
+from cctf.bus_schemas.envelope import Reason, Rejected
 from cctf.bus_schemas.evidence import (
     EMPTY_FACTS,
     EvidenceBallot,
@@ -50,6 +50,7 @@ from cctf.bus_schemas.evidence import (
     observation_digest,
 )
 from cctf.bus_schemas.messages import MessageType, Outcome, PayloadError, VoterRecord, VoterState
+from cctf.bus_schemas.opening import open_signed
 from cctf.bus_schemas.subjects import (
     Kind,
     SubjectError,
