@@ -464,18 +464,19 @@ async def ensure_streams(
                 _log.info("stream %s not created yet (%s); retrying", config.name, exc)
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, 1.0)
-    for name in result:  # every replica in place: the first publish finds it on any node
+    names = list(result)
+    if isinstance(js, JetStreamContext):
+        spec = lkg_bucket_spec(replicas)
+        try:
+            await ensure_bucket(js, spec, timeout_s=max(0.1, deadline - time.monotonic()))
+        except KvError as exc:
+            raise StreamSetupError(str(exc)) from exc
+        names.append(f"KV_{spec.bucket}")  # a bucket is a stream too
+    for name in names:  # every replica in place: the first publish finds it on any node
         try:
             await wait_settled(js, name, replicas, deadline)
         except TimeoutError as exc:
             raise StreamSetupError(f"{exc} within {timeout_s:.1f}s") from exc
-    if isinstance(js, JetStreamContext):
-        try:
-            await ensure_bucket(
-                js, lkg_bucket_spec(replicas), timeout_s=max(0.1, deadline - time.monotonic())
-            )
-        except KvError as exc:
-            raise StreamSetupError(str(exc)) from exc
     return result
 
 
